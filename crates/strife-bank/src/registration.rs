@@ -1,0 +1,127 @@
+//! Keeps this bank's `bank_id → address` in etcd for as long as the bank runs: a lease with
+//! a TTL, kept alive at a third of the TTL, so a bank that dies silently vanishes within the
+//! TTL. Any failure (etcd down or restarted, lease lost) starts a fresh session that
+//! re-grants and re-puts, with bounded backoff. On shutdown the lease is revoked, which
+//! removes the key at once.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use etcd_client::{Client, ConnectOptions, PutOptions};
+use strife_common::discovery::{bank_key, ServiceEntry};
+use tokio::sync::watch;
+use tokio::time::timeout;
+
+/// Longest wait for one etcd call; keeps a hung etcd from hanging the bank.
+const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What to register where.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub etcd_endpoints: Vec<String>,
+    pub entry: ServiceEntry,
+    pub key: String,
+    pub lease_ttl_secs: i64,
+}
+
+impl Registration {
+    /// The registration of a bank.
+    pub fn bank(
+        etcd_endpoints: Vec<String>,
+        bank_id: &str,
+        address: &str,
+        lease_ttl_secs: i64,
+    ) -> Self {
+        Registration {
+            etcd_endpoints,
+            key: bank_key(bank_id),
+            entry: ServiceEntry {
+                id: bank_id.to_owned(),
+                address: address.to_owned(),
+            },
+            lease_ttl_secs,
+        }
+    }
+}
+
+/// Registers and keeps registering until `shutdown` turns true; then revokes the lease.
+pub async fn keep_registered(registration: Registration, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match session(&registration, &mut shutdown).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(key = %registration.key, error = format!("{error:#}"), "etcd registration lost; retrying");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One lease's life: grant, put, keep alive until an error or shutdown.
+async fn session(
+    registration: &Registration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let options = ConnectOptions::new().with_connect_timeout(ETCD_CALL_TIMEOUT);
+    let mut client = timeout(
+        ETCD_CALL_TIMEOUT,
+        Client::connect(&registration.etcd_endpoints, Some(options)),
+    )
+    .await
+    .context("connecting to etcd timed out")??;
+    let lease_id = timeout(
+        ETCD_CALL_TIMEOUT,
+        client.lease_grant(registration.lease_ttl_secs, None),
+    )
+    .await
+    .context("lease grant timed out")??
+    .id();
+    let value = serde_json::to_vec(&registration.entry)?;
+    timeout(
+        ETCD_CALL_TIMEOUT,
+        client.put(
+            registration.key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease_id)),
+        ),
+    )
+    .await
+    .context("put timed out")??;
+    tracing::info!(key = %registration.key, address = %registration.entry.address, lease_id, "registered in etcd");
+
+    let (mut keeper, mut responses) = timeout(ETCD_CALL_TIMEOUT, client.lease_keep_alive(lease_id))
+        .await
+        .context("keep-alive start timed out")??;
+    let ttl = Duration::from_secs(registration.lease_ttl_secs.max(1).unsigned_abs());
+    let mut ticker = tokio::time::interval(ttl / 3);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                let revoked = timeout(ETCD_CALL_TIMEOUT, client.lease_revoke(lease_id)).await;
+                match revoked {
+                    Ok(Ok(_)) => tracing::info!(key = %registration.key, "deregistered from etcd"),
+                    _ => tracing::warn!(key = %registration.key, "could not revoke lease; the key expires with it"),
+                }
+                return Ok(());
+            }
+            _ = ticker.tick() => {
+                keeper.keep_alive().await.context("sending keep-alive")?;
+                let response = timeout(ttl, responses.message())
+                    .await
+                    .context("keep-alive answer timed out")??
+                    .context("keep-alive stream closed")?;
+                anyhow::ensure!(response.ttl() > 0, "lease {lease_id} expired");
+            }
+        }
+    }
+}

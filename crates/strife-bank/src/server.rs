@@ -1,0 +1,139 @@
+//! Wires a bank process together: TLS material and database from the data dir, the gRPC
+//! server (mutual TLS, gateway-only interceptor, bounded message sizes and deadlines), the
+//! etcd registration and the in-doubt resolver, and a clean shutdown on SIGTERM/SIGINT.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use strife_common::layout::{validate_name, Layout};
+use strife_common::tls::TlsMaterial;
+use strife_proto::v1::bank_server::BankServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
+
+use crate::gateway_only::admit_gateway;
+use crate::registration::{keep_registered, Registration};
+use crate::resolver::{resolve_in_doubt, CoordinatorLocation, DecisionClient};
+use crate::service::BankService;
+use crate::store::Store;
+
+/// Largest request a bank decodes; every bank message is small.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest response a bank encodes (a journal page or the account list can be long).
+const MAX_ENCODED_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest any one request may run on the server.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+/// How long shutdown waits for the etcd deregistration.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Everything `strife bank` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct BankConfig {
+    pub dir: PathBuf,
+    pub bank_id: String,
+    pub listen: SocketAddr,
+    pub etcd_endpoints: Vec<String>,
+    pub lease_ttl_secs: i64,
+    /// Fixed coordinator address for decision queries; `None` looks the gateway up in etcd.
+    pub coordinator: Option<String>,
+    pub resolve_interval: Duration,
+    /// Print the ready line as JSON instead of text.
+    pub json: bool,
+}
+
+/// Runs a bank until SIGTERM or SIGINT.
+pub async fn run(config: BankConfig) -> anyhow::Result<()> {
+    validate_name("bank", &config.bank_id).map_err(anyhow::Error::msg)?;
+    let layout = Layout::new(&config.dir);
+    let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
+    let store = Arc::new(Store::open(
+        &layout.bank_db(&config.bank_id),
+        &config.bank_id,
+    )?);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    announce(&config, address)?;
+
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let registration = Registration::bank(
+        config.etcd_endpoints.clone(),
+        &config.bank_id,
+        &address.to_string(),
+        config.lease_ttl_secs,
+    );
+    let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
+    let location = match &config.coordinator {
+        Some(address) => CoordinatorLocation::Fixed(address.clone()),
+        None => CoordinatorLocation::Etcd(config.etcd_endpoints.clone()),
+    };
+    let decisions = DecisionClient::new(&config.bank_id, location, tls.clone());
+    tokio::spawn(resolve_in_doubt(
+        Arc::clone(&store),
+        decisions,
+        config.resolve_interval,
+        shutdown.clone(),
+    ));
+
+    let bank = BankServer::new(BankService::new(store))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES);
+    let service = InterceptedService::new(bank, admit_gateway);
+    Server::builder()
+        .tls_config(tls.server_config())
+        .context("bank TLS configuration")?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_for_signal())
+        .await
+        .context("bank server failed")?;
+
+    tracing::info!(bank_id = %config.bank_id, "shutting down");
+    let _ = shutdown_sender.send(true);
+    let _ = tokio::time::timeout(DEREGISTER_TIMEOUT, registration_task).await;
+    Ok(())
+}
+
+/// Prints the one ready line on stdout: what tests and `strife dev` wait for.
+fn announce(config: &BankConfig, address: SocketAddr) -> anyhow::Result<()> {
+    let line = if config.json {
+        serde_json::json!({"event": "listening", "bank_id": config.bank_id, "address": address.to_string()})
+            .to_string()
+    } else {
+        format!("bank {} listening on {address}", config.bank_id)
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

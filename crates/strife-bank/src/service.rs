@@ -1,0 +1,367 @@
+//! The `strife.v1.Bank` gRPC service. Each handler validates its request (bad input is
+//! `INVALID_ARGUMENT` and touches nothing), then runs one store operation on the blocking
+//! pool, so an fsync never stalls the async runtime.
+
+use std::sync::Arc;
+
+use strife_common::money;
+use strife_common::Failure;
+use strife_proto::v1::{self as pb, bank_server::Bank};
+use tonic::{Request, Response, Status};
+
+use crate::gateway_only::caller_of;
+use crate::participant::{Leg, LegState, PrepareIntent, Role};
+use crate::store::{AccountRecord, JournalRow, NewAccount, Store};
+
+/// Longest id (payment id, request id, account number) the bank accepts.
+pub const MAX_ID_LEN: usize = 128;
+/// Decision deadline given to a prepare that names none: the resolver asks the coordinator
+/// about the leg once this much time has passed without a decision.
+pub const DEFAULT_DECISION_WINDOW_MS: i64 = 30_000;
+/// Longest holder name the bank accepts.
+pub const MAX_HOLDER_NAME_LEN: usize = 200;
+/// Most journal rows one `ListJournal` returns.
+pub const MAX_JOURNAL_PAGE: u32 = 1_000;
+/// Most PREPARED legs one `ListAccounts` lists.
+pub const MAX_PREPARED_LISTED: u32 = 10_000;
+
+/// The bank's gRPC service over its store.
+#[derive(Clone)]
+pub struct BankService {
+    store: Arc<Store>,
+}
+
+impl BankService {
+    pub fn new(store: Arc<Store>) -> Self {
+        BankService { store }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|error| Failure::internal("bank worker", error))?
+            .map_err(Status::from)
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), Failure> {
+    if value.is_empty() {
+        return Err(Failure::InvalidArgument(format!("{field} is required")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(Failure::InvalidArgument(format!(
+            "{field} is longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    if !value.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(Failure::InvalidArgument(format!(
+            "{field} must be printable ASCII without spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn check_holder_name(value: &str) -> Result<(), Failure> {
+    if value.len() > MAX_HOLDER_NAME_LEN || value.chars().any(char::is_control) {
+        return Err(Failure::InvalidArgument(format!(
+            "holder_name must be at most {MAX_HOLDER_NAME_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_currency(code: &str) -> Result<(), Failure> {
+    money::currency(code)
+        .map(drop)
+        .map_err(|error| Failure::InvalidArgument(error.to_string()))
+}
+
+fn role_of(role: i32) -> Result<Role, Failure> {
+    match pb::LegRole::try_from(role) {
+        Ok(pb::LegRole::Debit) => Ok(Role::Debit),
+        Ok(pb::LegRole::Credit) => Ok(Role::Credit),
+        _ => Err(Failure::InvalidArgument(
+            "role must be DEBIT or CREDIT".into(),
+        )),
+    }
+}
+
+fn role_to_proto(role: Role) -> pb::LegRole {
+    match role {
+        Role::Debit => pb::LegRole::Debit,
+        Role::Credit => pb::LegRole::Credit,
+    }
+}
+
+fn state_to_proto(state: LegState) -> pb::LegState {
+    match state {
+        LegState::Prepared => pb::LegState::Prepared,
+        LegState::Committed => pb::LegState::Committed,
+        LegState::Aborted => pb::LegState::Aborted,
+    }
+}
+
+/// A stored leg as the wire's `LegStatus`.
+pub fn leg_to_proto(payment_id: &str, leg: &Leg) -> pb::LegStatus {
+    let intent = leg.intent.as_ref();
+    pb::LegStatus {
+        payment_id: payment_id.to_owned(),
+        role: role_to_proto(leg.role) as i32,
+        state: state_to_proto(leg.state) as i32,
+        account_number: intent
+            .map(|intent| intent.account_number.clone())
+            .unwrap_or_default(),
+        amount: intent.map(|intent| pb::Money {
+            amount_minor: intent.amount_minor,
+            currency: intent.currency.clone(),
+        }),
+        reason_code: leg
+            .reason
+            .as_ref()
+            .map(|reason| reason.code.clone())
+            .unwrap_or_default(),
+        reason: leg
+            .reason
+            .as_ref()
+            .map(|reason| reason.message.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn account_to_proto(bank_id: &str, record: AccountRecord) -> pb::Account {
+    pb::Account {
+        available_minor: record.funds.available_minor().unwrap_or(0),
+        account_number: record.account_number,
+        owner: record.owner,
+        holder_name: record.holder_name,
+        currency: record.currency,
+        balance_minor: record.funds.balance_minor,
+        held_minor: record.funds.held_minor,
+        bank_id: bank_id.to_owned(),
+    }
+}
+
+fn journal_to_proto(row: JournalRow) -> pb::JournalEntry {
+    pb::JournalEntry {
+        seq: row.seq,
+        account_number: row.account_number,
+        kind: row.kind,
+        delta_minor: row.delta_minor,
+        balance_after_minor: row.balance_after_minor,
+        payment_id: row.payment_id.unwrap_or_default(),
+        actor: row.actor,
+        at_unix_ms: row.at_unix_ms,
+    }
+}
+
+fn leg_request(request: &pb::LegRequest) -> Result<(String, Role), Failure> {
+    check_id("payment_id", &request.payment_id)?;
+    Ok((request.payment_id.clone(), role_of(request.role)?))
+}
+
+fn prepare_intent(request: &pb::PrepareRequest) -> Result<PrepareIntent, Failure> {
+    check_id("account_number", &request.account_number)?;
+    let amount = request
+        .amount
+        .as_ref()
+        .ok_or_else(|| Failure::InvalidArgument("amount is required".into()))?;
+    check_currency(&amount.currency)?;
+    if amount.amount_minor <= 0 {
+        return Err(Failure::InvalidArgument(
+            "amount must be greater than zero".into(),
+        ));
+    }
+    Ok(PrepareIntent {
+        account_number: request.account_number.clone(),
+        amount_minor: amount.amount_minor,
+        currency: amount.currency.clone(),
+        decision_deadline_unix_ms: if request.decision_deadline_unix_ms > 0 {
+            request.decision_deadline_unix_ms
+        } else {
+            strife_common::time::now_unix_ms().saturating_add(DEFAULT_DECISION_WINDOW_MS)
+        },
+    })
+}
+
+#[tonic::async_trait]
+impl Bank for BankService {
+    async fn open_account(
+        &self,
+        request: Request<pb::OpenAccountRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let actor = caller_of(&request);
+        let body = request.into_inner();
+        check_id("request_id", &body.request_id)?;
+        strife_common::layout::validate_name("owner", &body.owner)
+            .map_err(Failure::InvalidArgument)?;
+        check_holder_name(&body.holder_name)?;
+        check_currency(&body.currency)?;
+        if body.opening_deposit_minor < 0 {
+            return Err(
+                Failure::InvalidArgument("opening deposit must not be negative".into()).into(),
+            );
+        }
+        let new = NewAccount {
+            request_id: body.request_id,
+            owner: body.owner,
+            holder_name: body.holder_name,
+            currency: body.currency,
+            opening_deposit_minor: body.opening_deposit_minor,
+        };
+        let record = self
+            .blocking(move |store| store.open_account(&new, &actor))
+            .await?;
+        tracing::info!(account = %record.account_number, owner = %record.owner, "account opened");
+        Ok(Response::new(account_to_proto(
+            self.store.bank_id(),
+            record,
+        )))
+    }
+
+    async fn update_account_details(
+        &self,
+        request: Request<pb::UpdateAccountDetailsRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let body = request.into_inner();
+        check_id("account_number", &body.account_number)?;
+        check_holder_name(&body.holder_name)?;
+        let record = self
+            .blocking(move |store| store.update_holder(&body.account_number, &body.holder_name))
+            .await?;
+        Ok(Response::new(account_to_proto(
+            self.store.bank_id(),
+            record,
+        )))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::Account>, Status> {
+        let body = request.into_inner();
+        check_id("account_number", &body.account_number)?;
+        let record = self
+            .blocking(move |store| store.account(&body.account_number))
+            .await?;
+        Ok(Response::new(account_to_proto(
+            self.store.bank_id(),
+            record,
+        )))
+    }
+
+    async fn prepare(
+        &self,
+        request: Request<pb::PrepareRequest>,
+    ) -> Result<Response<pb::PrepareResponse>, Status> {
+        let actor = caller_of(&request);
+        let body = request.into_inner();
+        check_id("payment_id", &body.payment_id)?;
+        let role = role_of(body.role)?;
+        let intent = prepare_intent(&body)?;
+        let payment_id = body.payment_id;
+        let leg = self
+            .blocking(move |store| store.prepare(&payment_id, role, &intent, &actor))
+            .await?;
+        let reason = leg.reason.clone();
+        Ok(Response::new(pb::PrepareResponse {
+            vote_yes: leg.state != LegState::Aborted,
+            state: state_to_proto(leg.state) as i32,
+            reason_code: reason
+                .as_ref()
+                .map(|reason| reason.code.clone())
+                .unwrap_or_default(),
+            reason: reason.map(|reason| reason.message).unwrap_or_default(),
+        }))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::LegRequest>,
+    ) -> Result<Response<pb::LegStatus>, Status> {
+        let actor = caller_of(&request);
+        let (payment_id, role) = leg_request(request.get_ref())?;
+        let id = payment_id.clone();
+        let leg = self
+            .blocking(move |store| store.commit(&id, role, &actor))
+            .await;
+        if let Err(status) = &leg {
+            if status.code() == tonic::Code::FailedPrecondition {
+                tracing::error!(%payment_id, ?role, message = status.message(), "commit refused");
+            }
+        }
+        Ok(Response::new(leg_to_proto(&payment_id, &leg?)))
+    }
+
+    async fn abort(
+        &self,
+        request: Request<pb::LegRequest>,
+    ) -> Result<Response<pb::LegStatus>, Status> {
+        let actor = caller_of(&request);
+        let (payment_id, role) = leg_request(request.get_ref())?;
+        let id = payment_id.clone();
+        let leg = self
+            .blocking(move |store| store.abort(&id, role, &actor))
+            .await?;
+        Ok(Response::new(leg_to_proto(&payment_id, &leg)))
+    }
+
+    async fn get_leg(
+        &self,
+        request: Request<pb::LegRequest>,
+    ) -> Result<Response<pb::LegStatus>, Status> {
+        let (payment_id, role) = leg_request(request.get_ref())?;
+        let id = payment_id.clone();
+        let leg = self
+            .blocking(move |store| store.leg(&id, role))
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no leg for payment {payment_id}")))?;
+        Ok(Response::new(leg_to_proto(&payment_id, &leg)))
+    }
+
+    async fn list_journal(
+        &self,
+        request: Request<pb::ListJournalRequest>,
+    ) -> Result<Response<pb::ListJournalResponse>, Status> {
+        let body = request.into_inner();
+        check_id("account_number", &body.account_number)?;
+        let limit = match body.limit {
+            0 => MAX_JOURNAL_PAGE,
+            asked => asked.min(MAX_JOURNAL_PAGE),
+        };
+        let rows = self
+            .blocking(move |store| store.journal(&body.account_number, body.after_seq, limit))
+            .await?;
+        Ok(Response::new(pb::ListJournalResponse {
+            entries: rows.into_iter().map(journal_to_proto).collect(),
+        }))
+    }
+
+    async fn list_accounts(
+        &self,
+        _request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let (accounts, prepared) = self
+            .blocking(|store| {
+                Ok((
+                    store.accounts()?,
+                    store.prepared_legs(None, MAX_PREPARED_LISTED)?,
+                ))
+            })
+            .await?;
+        let bank_id = self.store.bank_id().to_owned();
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: accounts
+                .into_iter()
+                .map(|record| account_to_proto(&bank_id, record))
+                .collect(),
+            prepared_legs: prepared
+                .iter()
+                .map(|stored| leg_to_proto(&stored.payment_id, &stored.leg))
+                .collect(),
+        }))
+    }
+}

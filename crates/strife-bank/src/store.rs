@@ -1,0 +1,612 @@
+//! The bank's durable state in one SQLite database (WAL mode, `synchronous=FULL`): accounts,
+//! the 2PC legs, and the journal of every balance change. Each operation is one
+//! `BEGIN IMMEDIATE` transaction, committed (and so fsynced) before the caller replies.
+//!
+//! One connection behind a mutex serialises writers. That is what makes holds
+//! concurrency-safe: a prepare reads `available` and places its hold with no other writer in
+//! between. The storage also refuses, by `CHECK` constraint, any row where `balance − held`
+//! would go negative, so a bug in code cannot persist a negative available balance.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use strife_common::time::now_unix_ms;
+use strife_common::Failure;
+
+use crate::participant::{
+    self, AccountFunds, AccountView, Effect, Leg, LegState, PrepareIntent, Reason, Role, Transition,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS accounts (
+    id                    INTEGER PRIMARY KEY,
+    account_number        TEXT NOT NULL UNIQUE,
+    owner                 TEXT NOT NULL,
+    holder_name           TEXT NOT NULL,
+    currency              TEXT NOT NULL,
+    balance_minor         INTEGER NOT NULL CHECK (balance_minor >= 0),
+    held_minor            INTEGER NOT NULL CHECK (held_minor >= 0),
+    incoming_minor        INTEGER NOT NULL CHECK (incoming_minor >= 0),
+    opening_deposit_minor INTEGER NOT NULL CHECK (opening_deposit_minor >= 0),
+    open_request_id       TEXT NOT NULL UNIQUE,
+    created_unix_ms       INTEGER NOT NULL,
+    CHECK (balance_minor - held_minor >= 0)
+);
+CREATE TABLE IF NOT EXISTS legs (
+    payment_id                TEXT NOT NULL,
+    role                      INTEGER NOT NULL CHECK (role IN (1, 2)),
+    state                     INTEGER NOT NULL CHECK (state IN (1, 2, 3)),
+    account_number            TEXT,
+    amount_minor              INTEGER CHECK (amount_minor > 0),
+    currency                  TEXT,
+    decision_deadline_unix_ms INTEGER,
+    reason_code               TEXT,
+    reason                    TEXT,
+    created_unix_ms           INTEGER NOT NULL,
+    updated_unix_ms           INTEGER NOT NULL,
+    PRIMARY KEY (payment_id, role)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS legs_prepared_by_deadline
+    ON legs (decision_deadline_unix_ms) WHERE state = 1;
+CREATE TABLE IF NOT EXISTS journal (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_number      TEXT NOT NULL REFERENCES accounts (account_number),
+    kind                TEXT NOT NULL CHECK (kind IN ('deposit', 'debit', 'credit')),
+    delta_minor         INTEGER NOT NULL,
+    balance_after_minor INTEGER NOT NULL CHECK (balance_after_minor >= 0),
+    payment_id          TEXT,
+    actor               TEXT NOT NULL,
+    at_unix_ms          INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_by_account ON journal (account_number, seq);
+";
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub account_number: String,
+    pub owner: String,
+    pub holder_name: String,
+    pub currency: String,
+    pub funds: AccountFunds,
+}
+
+/// What opening an account asks for.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub request_id: String,
+    pub owner: String,
+    pub holder_name: String,
+    pub currency: String,
+    pub opening_deposit_minor: i64,
+}
+
+/// A leg with the payment it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLeg {
+    pub payment_id: String,
+    pub leg: Leg,
+}
+
+/// One journal row: a change to one account's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalRow {
+    pub seq: i64,
+    pub account_number: String,
+    pub kind: String,
+    pub delta_minor: i64,
+    pub balance_after_minor: i64,
+    pub payment_id: Option<String>,
+    pub actor: String,
+    pub at_unix_ms: i64,
+}
+
+/// The bank's database.
+pub struct Store {
+    connection: Mutex<Connection>,
+    bank_id: String,
+}
+
+fn storage(error: rusqlite::Error) -> Failure {
+    Failure::internal("bank storage", error)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path, bank_id: &str) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let connection = Connection::open(path)
+            .with_context(|| format!("opening bank database {}", path.display()))?;
+        // WAL + FULL: a committed transaction is fsynced before commit returns, and a crash at
+        // any instant leaves the last committed state.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(Store {
+            connection: Mutex::new(connection),
+            bank_id: bank_id.to_owned(),
+        })
+    }
+
+    pub fn bank_id(&self) -> &str {
+        &self.bank_id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a half-applied change (the transaction
+        // rolls back on drop), so a poisoned lock is still safe to use.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_transaction<T>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage)?;
+        let value = work(&transaction)?;
+        transaction.commit().map_err(storage)?;
+        Ok(value)
+    }
+
+    /// Opens an account, journaling the opening deposit. Idempotent on `request_id`.
+    pub fn open_account(&self, new: &NewAccount, actor: &str) -> Result<AccountRecord, Failure> {
+        self.write_transaction(|transaction| {
+            if let Some((account, deposit)) = account_by_request(transaction, &new.request_id)? {
+                let same = account.owner == new.owner
+                    && account.currency == new.currency
+                    && deposit == new.opening_deposit_minor;
+                return if same {
+                    Ok(account)
+                } else {
+                    Err(Failure::InvalidArgument(
+                        "request_id already used to open a different account".into(),
+                    ))
+                };
+            }
+            let next_id: i64 = transaction
+                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM accounts", [], |row| {
+                    row.get(0)
+                })
+                .map_err(storage)?;
+            let account_number = format!("{}-{next_id:08}", self.bank_id);
+            let now = now_unix_ms();
+            transaction
+                .execute(
+                    "INSERT INTO accounts (id, account_number, owner, holder_name, currency,
+                         balance_minor, held_minor, incoming_minor, opening_deposit_minor,
+                         open_request_id, created_unix_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?6, ?7, ?8)",
+                    params![
+                        next_id,
+                        account_number,
+                        new.owner,
+                        new.holder_name,
+                        new.currency,
+                        new.opening_deposit_minor,
+                        new.request_id,
+                        now
+                    ],
+                )
+                .map_err(storage)?;
+            if new.opening_deposit_minor > 0 {
+                insert_journal(
+                    transaction,
+                    &account_number,
+                    "deposit",
+                    new.opening_deposit_minor,
+                    new.opening_deposit_minor,
+                    None,
+                    actor,
+                )?;
+            }
+            load_account(transaction, &account_number)?
+                .ok_or_else(|| Failure::internal("open account", "inserted row vanished"))
+        })
+    }
+
+    /// Changes the holder name of an account.
+    pub fn update_holder(
+        &self,
+        account_number: &str,
+        holder_name: &str,
+    ) -> Result<AccountRecord, Failure> {
+        self.write_transaction(|transaction| {
+            let updated = transaction
+                .execute(
+                    "UPDATE accounts SET holder_name = ?2 WHERE account_number = ?1",
+                    params![account_number, holder_name],
+                )
+                .map_err(storage)?;
+            if updated == 0 {
+                return Err(not_found(account_number));
+            }
+            load_account(transaction, account_number)?.ok_or_else(|| not_found(account_number))
+        })
+    }
+
+    /// One account, or `NOT_FOUND`.
+    pub fn account(&self, account_number: &str) -> Result<AccountRecord, Failure> {
+        let connection = self.lock();
+        load_account(&connection, account_number)?.ok_or_else(|| not_found(account_number))
+    }
+
+    /// Every account, in opening order.
+    pub fn accounts(&self) -> Result<Vec<AccountRecord>, Failure> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!("{ACCOUNT_COLUMNS} ORDER BY id"))
+            .map_err(storage)?;
+        let rows = statement.query_map([], account_from_row).map_err(storage)?;
+        rows.collect::<Result<_, _>>().map_err(storage)
+    }
+
+    /// Phase 1 for one leg.
+    pub fn prepare(
+        &self,
+        payment_id: &str,
+        role: Role,
+        intent: &PrepareIntent,
+        actor: &str,
+    ) -> Result<Leg, Failure> {
+        self.step(payment_id, role, actor, |transaction, existing| {
+            let account =
+                load_account(transaction, &intent.account_number)?.map(|record| AccountView {
+                    currency: record.currency,
+                    funds: record.funds,
+                });
+            participant::prepare(existing, role, intent, account.as_ref())
+        })
+    }
+
+    /// Phase 2, commit, for one leg.
+    pub fn commit(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
+        self.step(payment_id, role, actor, |_, existing| {
+            participant::commit(existing)
+        })
+    }
+
+    /// Phase 2, abort, for one leg.
+    pub fn abort(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
+        self.step(payment_id, role, actor, |_, existing| {
+            participant::abort(existing, role)
+        })
+    }
+
+    /// Runs one participant step: load the leg, decide, and (if anything changed) write the
+    /// leg, the account and the journal in one transaction.
+    fn step(
+        &self,
+        payment_id: &str,
+        role: Role,
+        actor: &str,
+        decide: impl FnOnce(&Transaction<'_>, Option<&Leg>) -> Result<Transition, Failure>,
+    ) -> Result<Leg, Failure> {
+        self.write_transaction(|transaction| {
+            let existing = load_leg(transaction, payment_id, role)?;
+            let transition = decide(transaction, existing.as_ref())?;
+            if !transition.changed {
+                return Ok(transition.leg);
+            }
+            if transition.effect != Effect::None {
+                apply_effect(transaction, payment_id, &transition, actor)?;
+            }
+            save_leg(transaction, payment_id, &transition.leg)?;
+            Ok(transition.leg)
+        })
+    }
+
+    /// One leg, if this bank has heard of it.
+    pub fn leg(&self, payment_id: &str, role: Role) -> Result<Option<Leg>, Failure> {
+        let connection = self.lock();
+        load_leg(&connection, payment_id, role)
+    }
+
+    /// Legs still PREPARED, oldest deadline first; with `overdue_at`, only those whose
+    /// decision deadline has passed.
+    pub fn prepared_legs(
+        &self,
+        overdue_at: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<StoredLeg>, Failure> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "{LEG_COLUMNS} WHERE state = 1 AND decision_deadline_unix_ms <= ?1
+                 ORDER BY decision_deadline_unix_ms LIMIT ?2"
+            ))
+            .map_err(storage)?;
+        let cutoff = overdue_at.unwrap_or(i64::MAX);
+        let rows = statement
+            .query_map(params![cutoff, limit], stored_leg_from_row)
+            .map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?
+            .into_iter()
+            .collect()
+    }
+
+    /// Journal rows of one account with `seq > after_seq`, oldest first.
+    pub fn journal(
+        &self,
+        account_number: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<JournalRow>, Failure> {
+        let connection = self.lock();
+        if load_account(&connection, account_number)?.is_none() {
+            return Err(not_found(account_number));
+        }
+        let mut statement = connection
+            .prepare(
+                "SELECT seq, account_number, kind, delta_minor, balance_after_minor, payment_id,
+                        actor, at_unix_ms
+                 FROM journal WHERE account_number = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(storage)?;
+        let rows = statement
+            .query_map(params![account_number, after_seq, limit], |row| {
+                Ok(JournalRow {
+                    seq: row.get(0)?,
+                    account_number: row.get(1)?,
+                    kind: row.get(2)?,
+                    delta_minor: row.get(3)?,
+                    balance_after_minor: row.get(4)?,
+                    payment_id: row.get(5)?,
+                    actor: row.get(6)?,
+                    at_unix_ms: row.get(7)?,
+                })
+            })
+            .map_err(storage)?;
+        rows.collect::<Result<_, _>>().map_err(storage)
+    }
+}
+
+fn not_found(account_number: &str) -> Failure {
+    Failure::NotFound(format!("account {account_number} does not exist"))
+}
+
+const ACCOUNT_COLUMNS: &str = "SELECT account_number, owner, holder_name, currency, balance_minor,
+    held_minor, incoming_minor FROM accounts";
+
+fn account_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
+    Ok(AccountRecord {
+        account_number: row.get(0)?,
+        owner: row.get(1)?,
+        holder_name: row.get(2)?,
+        currency: row.get(3)?,
+        funds: AccountFunds {
+            balance_minor: row.get(4)?,
+            held_minor: row.get(5)?,
+            incoming_minor: row.get(6)?,
+        },
+    })
+}
+
+fn load_account(
+    connection: &Connection,
+    account_number: &str,
+) -> Result<Option<AccountRecord>, Failure> {
+    connection
+        .query_row(
+            &format!("{ACCOUNT_COLUMNS} WHERE account_number = ?1"),
+            [account_number],
+            account_from_row,
+        )
+        .optional()
+        .map_err(storage)
+}
+
+fn account_by_request(
+    connection: &Connection,
+    request_id: &str,
+) -> Result<Option<(AccountRecord, i64)>, Failure> {
+    connection
+        .query_row(
+            &format!(
+                "SELECT account_number, owner, holder_name, currency, balance_minor, held_minor,
+                        incoming_minor, opening_deposit_minor
+                 FROM accounts WHERE open_request_id = ?1"
+            ),
+            [request_id],
+            |row| Ok((account_from_row(row)?, row.get(7)?)),
+        )
+        .optional()
+        .map_err(storage)
+}
+
+const LEG_COLUMNS: &str = "SELECT payment_id, role, state, account_number, amount_minor, currency,
+    decision_deadline_unix_ms, reason_code, reason FROM legs";
+
+/// Raw columns of a leg row; decoded outside rusqlite so bad codes become our errors.
+type LegColumns = (
+    String,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+fn stored_leg_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredLeg, Failure>> {
+    let columns: LegColumns = (
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    );
+    Ok(decode_leg(columns))
+}
+
+fn decode_leg(columns: LegColumns) -> Result<StoredLeg, Failure> {
+    let (
+        payment_id,
+        role,
+        state,
+        account_number,
+        amount_minor,
+        currency,
+        deadline,
+        reason_code,
+        reason,
+    ) = columns;
+    let corrupt = || Failure::internal("decoding leg", format!("payment {payment_id}"));
+    let role = Role::from_code(role).ok_or_else(corrupt)?;
+    let state = LegState::from_code(state).ok_or_else(corrupt)?;
+    let intent = match (account_number, amount_minor, currency) {
+        (Some(account_number), Some(amount_minor), Some(currency)) => Some(PrepareIntent {
+            account_number,
+            amount_minor,
+            currency,
+            decision_deadline_unix_ms: deadline.unwrap_or(0),
+        }),
+        (None, None, None) => None,
+        _ => return Err(corrupt()),
+    };
+    let reason = reason_code.map(|code| Reason {
+        code,
+        message: reason.unwrap_or_default(),
+    });
+    Ok(StoredLeg {
+        payment_id,
+        leg: Leg {
+            role,
+            intent,
+            state,
+            reason,
+        },
+    })
+}
+
+fn load_leg(connection: &Connection, payment_id: &str, role: Role) -> Result<Option<Leg>, Failure> {
+    let row = connection
+        .query_row(
+            &format!("{LEG_COLUMNS} WHERE payment_id = ?1 AND role = ?2"),
+            params![payment_id, role.code()],
+            stored_leg_from_row,
+        )
+        .optional()
+        .map_err(storage)?;
+    row.transpose().map(|found| found.map(|stored| stored.leg))
+}
+
+fn save_leg(transaction: &Transaction<'_>, payment_id: &str, leg: &Leg) -> Result<(), Failure> {
+    let now = now_unix_ms();
+    let intent = leg.intent.as_ref();
+    transaction
+        .execute(
+            "INSERT INTO legs (payment_id, role, state, account_number, amount_minor, currency,
+                 decision_deadline_unix_ms, reason_code, reason, created_unix_ms, updated_unix_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
+             ON CONFLICT (payment_id, role) DO UPDATE SET
+                 state = excluded.state,
+                 reason_code = excluded.reason_code,
+                 reason = excluded.reason,
+                 updated_unix_ms = excluded.updated_unix_ms",
+            params![
+                payment_id,
+                leg.role.code(),
+                leg.state.code(),
+                intent.map(|intent| &intent.account_number),
+                intent.map(|intent| intent.amount_minor),
+                intent.map(|intent| &intent.currency),
+                intent.map(|intent| intent.decision_deadline_unix_ms),
+                leg.reason.as_ref().map(|reason| &reason.code),
+                leg.reason.as_ref().map(|reason| &reason.message),
+                now
+            ],
+        )
+        .map_err(storage)?;
+    Ok(())
+}
+
+fn apply_effect(
+    transaction: &Transaction<'_>,
+    payment_id: &str,
+    transition: &Transition,
+    actor: &str,
+) -> Result<(), Failure> {
+    let intent =
+        transition.leg.intent.as_ref().ok_or_else(|| {
+            Failure::internal("apply effect", "effect on a leg without an account")
+        })?;
+    let account = load_account(transaction, &intent.account_number)?
+        .ok_or_else(|| Failure::internal("apply effect", "account of a prepared leg vanished"))?;
+    let next = transition.effect.apply(account.funds)?;
+    transaction
+        .execute(
+            "UPDATE accounts SET balance_minor = ?2, held_minor = ?3, incoming_minor = ?4
+             WHERE account_number = ?1",
+            params![
+                intent.account_number,
+                next.balance_minor,
+                next.held_minor,
+                next.incoming_minor
+            ],
+        )
+        .map_err(storage)?;
+    let delta_minor = transition.effect.balance_delta_minor();
+    if delta_minor != 0 {
+        let kind = if delta_minor < 0 { "debit" } else { "credit" };
+        insert_journal(
+            transaction,
+            &intent.account_number,
+            kind,
+            delta_minor,
+            next.balance_minor,
+            Some(payment_id),
+            actor,
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_journal(
+    transaction: &Transaction<'_>,
+    account_number: &str,
+    kind: &str,
+    delta_minor: i64,
+    balance_after_minor: i64,
+    payment_id: Option<&str>,
+    actor: &str,
+) -> Result<(), Failure> {
+    transaction
+        .execute(
+            "INSERT INTO journal (account_number, kind, delta_minor, balance_after_minor,
+                 payment_id, actor, at_unix_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                account_number,
+                kind,
+                delta_minor,
+                balance_after_minor,
+                payment_id,
+                actor,
+                now_unix_ms()
+            ],
+        )
+        .map_err(storage)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("bank.db"), "bank0").unwrap()
+}
+
+fn new_account(request_id: &str, deposit: i64) -> NewAccount {
+    NewAccount {
+        request_id: request_id.into(),
+        owner: "alice".into(),
+        holder_name: "Alice".into(),
+        currency: "USD".into(),
+        opening_deposit_minor: deposit,
+    }
+}
+
+fn intent(account_number: &str, amount_minor: i64) -> PrepareIntent {
+    PrepareIntent {
+        account_number: account_number.into(),
+        amount_minor,
+        currency: "USD".into(),
+        decision_deadline_unix_ms: now_unix_ms() + 60_000,
+    }
+}
+
+fn journal_sum(store: &Store, account_number: &str) -> i64 {
+    store
+        .journal(account_number, 0, 10_000)
+        .unwrap()
+        .iter()
+        .map(|row| row.delta_minor)
+        .sum()
+}
+
+#[test]
+fn open_account_is_idempotent_and_journals_the_deposit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let first = store
+        .open_account(&new_account("r1", 50_000), "test")
+        .unwrap();
+    assert_eq!(first.account_number, "bank0-00000001");
+    assert_eq!(first.funds.balance_minor, 50_000);
+    let again = store
+        .open_account(&new_account("r1", 50_000), "test")
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(store.accounts().unwrap().len(), 1);
+    assert_eq!(journal_sum(&store, &first.account_number), 50_000);
+    let conflict = store
+        .open_account(&new_account("r1", 1), "test")
+        .unwrap_err();
+    assert!(matches!(conflict, Failure::InvalidArgument(_)));
+    let second = store.open_account(&new_account("r2", 0), "test").unwrap();
+    assert_eq!(second.account_number, "bank0-00000002");
+    assert!(store
+        .journal(&second.account_number, 0, 10)
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let payer = store
+        .open_account(&new_account("r1", 10_000), "test")
+        .unwrap();
+    let payee = store.open_account(&new_account("r2", 0), "test").unwrap();
+    store
+        .prepare(
+            "p1",
+            Role::Debit,
+            &intent(&payer.account_number, 2_500),
+            "gw",
+        )
+        .unwrap();
+    store
+        .prepare(
+            "p1",
+            Role::Credit,
+            &intent(&payee.account_number, 2_500),
+            "gw",
+        )
+        .unwrap();
+    let held = store.account(&payer.account_number).unwrap();
+    assert_eq!(
+        (held.funds.balance_minor, held.funds.held_minor),
+        (10_000, 2_500)
+    );
+    store.commit("p1", Role::Debit, "gw").unwrap();
+    store.commit("p1", Role::Credit, "gw").unwrap();
+    store.commit("p1", Role::Credit, "gw").unwrap();
+    let payer_after = store.account(&payer.account_number).unwrap();
+    let payee_after = store.account(&payee.account_number).unwrap();
+    assert_eq!(
+        payer_after.funds,
+        AccountFunds {
+            balance_minor: 7_500,
+            held_minor: 0,
+            incoming_minor: 0
+        }
+    );
+    assert_eq!(
+        payee_after.funds,
+        AccountFunds {
+            balance_minor: 2_500,
+            held_minor: 0,
+            incoming_minor: 0
+        }
+    );
+    assert_eq!(journal_sum(&store, &payer.account_number), 7_500);
+    assert_eq!(journal_sum(&store, &payee.account_number), 2_500);
+    let payee_journal = store.journal(&payee.account_number, 0, 10).unwrap();
+    assert_eq!(payee_journal.len(), 1, "a repeated commit journals nothing");
+    assert_eq!(payee_journal[0].payment_id.as_deref(), Some("p1"));
+    assert_eq!(payee_journal[0].actor, "gw");
+}
+
+#[test]
+fn abort_releases_the_hold_and_journals_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let payer = store
+        .open_account(&new_account("r1", 1_000), "test")
+        .unwrap();
+    store
+        .prepare(
+            "p1",
+            Role::Debit,
+            &intent(&payer.account_number, 1_000),
+            "gw",
+        )
+        .unwrap();
+    assert_eq!(
+        store
+            .account(&payer.account_number)
+            .unwrap()
+            .funds
+            .available_minor(),
+        Some(0)
+    );
+    let aborted = store.abort("p1", Role::Debit, "gw").unwrap();
+    assert_eq!(aborted.state, LegState::Aborted);
+    assert_eq!(
+        store
+            .account(&payer.account_number)
+            .unwrap()
+            .funds
+            .held_minor,
+        0
+    );
+    assert_eq!(
+        store.journal(&payer.account_number, 0, 10).unwrap().len(),
+        1,
+        "only the deposit"
+    );
+}
+
+#[test]
+fn tombstone_and_no_votes_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        let payer = store.open_account(&new_account("r1", 100), "test").unwrap();
+        store.abort("early", Role::Debit, "gw").unwrap();
+        let no = store
+            .prepare(
+                "poor",
+                Role::Debit,
+                &intent(&payer.account_number, 101),
+                "gw",
+            )
+            .unwrap();
+        assert_eq!(no.state, LegState::Aborted);
+    }
+    let store = open(&dir);
+    let late = store
+        .prepare("early", Role::Debit, &intent("bank0-00000001", 1), "gw")
+        .unwrap();
+    assert_eq!(late.state, LegState::Aborted);
+    let no = store.leg("poor", Role::Debit).unwrap().unwrap();
+    assert_eq!(
+        no.reason.unwrap().code,
+        participant::reason::INSUFFICIENT_FUNDS
+    );
+    assert_eq!(store.account("bank0-00000001").unwrap().funds.held_minor, 0);
+}
+
+#[test]
+fn hundred_concurrent_prepares_hold_exactly_what_is_available() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let payer = store
+        .open_account(&new_account("r1", 50_000), "test")
+        .unwrap();
+    let threads: Vec<_> = (0..100)
+        .map(|index| {
+            let store = Arc::clone(&store);
+            let account_number = payer.account_number.clone();
+            std::thread::spawn(move || {
+                store
+                    .prepare(
+                        &format!("p{index}"),
+                        Role::Debit,
+                        &intent(&account_number, 1_000),
+                        "gw",
+                    )
+                    .unwrap()
+                    .state
+            })
+        })
+        .collect();
+    let yes = threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .filter(|state| *state == LegState::Prepared)
+        .count();
+    assert_eq!(yes, 50);
+    let funds = store.account(&payer.account_number).unwrap().funds;
+    assert_eq!(funds.held_minor, 50_000);
+    assert_eq!(funds.available_minor(), Some(0));
+    assert_eq!(store.prepared_legs(None, 1_000).unwrap().len(), 50);
+}
+
+#[test]
+fn storage_refuses_a_negative_available_balance_even_from_raw_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.open_account(&new_account("r1", 100), "test").unwrap();
+    let connection = store.lock();
+    let result = connection.execute(
+        "UPDATE accounts SET held_minor = 101 WHERE account_number = 'bank0-00000001'",
+        [],
+    );
+    assert!(
+        result.is_err(),
+        "CHECK (balance_minor - held_minor >= 0) must hold"
+    );
+}
+
+#[test]
+fn overdue_prepared_legs_are_listed_by_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let payer = store.open_account(&new_account("r1", 100), "test").unwrap();
+    let mut past = intent(&payer.account_number, 10);
+    past.decision_deadline_unix_ms = 1;
+    store.prepare("old", Role::Debit, &past, "gw").unwrap();
+    store
+        .prepare("new", Role::Debit, &intent(&payer.account_number, 10), "gw")
+        .unwrap();
+    let overdue = store.prepared_legs(Some(now_unix_ms()), 10).unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].payment_id, "old");
+}

@@ -1,0 +1,132 @@
+//! Where things live under a Strife data directory (`--dir`, default `./strife-data`).
+//! One folder holds a whole local network, so every path is derived here and nowhere else.
+//!
+//! ```text
+//! D/pki/ca.crt  D/pki/ca.key                 the project's CA
+//! D/pki/gateway.crt  .key                    gateway (server and client use)
+//! D/pki/banks/<bank>.crt  .key               one per bank
+//! D/pki/users/<user>.crt  .key               admin and each user (CN = user name)
+//! D/admin-password                           admin password, 0600, written once by setup
+//! D/setup.json                               what setup made (banks, users)
+//! D/banks/<bank>/bank.db                     a bank's SQLite database
+//! D/gateway/gateway.db                       the gateway's SQLite database
+//! D/clients/<user>/outbox.db                 a client's offline outbox
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// The default data directory.
+pub const DEFAULT_DIR: &str = "./strife-data";
+
+/// A certificate and its private key, as file paths.
+#[derive(Debug, Clone)]
+pub struct KeyPairPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Paths under one data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Layout { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    pub fn ca(&self) -> KeyPairPaths {
+        self.pair(self.pki_dir(), "ca")
+    }
+
+    pub fn gateway_identity(&self) -> KeyPairPaths {
+        self.pair(self.pki_dir(), "gateway")
+    }
+
+    pub fn bank_identity(&self, bank_id: &str) -> KeyPairPaths {
+        self.pair(self.pki_dir().join("banks"), bank_id)
+    }
+
+    pub fn user_identity(&self, username: &str) -> KeyPairPaths {
+        self.pair(self.pki_dir().join("users"), username)
+    }
+
+    pub fn admin_password(&self) -> PathBuf {
+        self.root.join("admin-password")
+    }
+
+    pub fn setup_manifest(&self) -> PathBuf {
+        self.root.join("setup.json")
+    }
+
+    pub fn bank_dir(&self, bank_id: &str) -> PathBuf {
+        self.root.join("banks").join(bank_id)
+    }
+
+    pub fn bank_db(&self, bank_id: &str) -> PathBuf {
+        self.bank_dir(bank_id).join("bank.db")
+    }
+
+    pub fn gateway_dir(&self) -> PathBuf {
+        self.root.join("gateway")
+    }
+
+    pub fn client_dir(&self, username: &str) -> PathBuf {
+        self.root.join("clients").join(username)
+    }
+
+    fn pair(&self, dir: PathBuf, name: &str) -> KeyPairPaths {
+        KeyPairPaths {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        }
+    }
+}
+
+/// Checks a name used as a bank id or user name: it becomes a file name, a certificate CN
+/// and an etcd key segment, so it is kept to a safe, bounded alphabet.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
+    const MAX_NAME_LEN: usize = 64;
+    if name.is_empty() {
+        return Err(format!("{kind} name is empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{kind} name is longer than {MAX_NAME_LEN} characters"
+        ));
+    }
+    let first_ok = name.as_bytes()[0].is_ascii_alphanumeric();
+    let rest_ok = name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+    if !first_ok || !rest_ok {
+        return Err(format!(
+            "{kind} name {name:?} may only contain letters, digits, '-' and '_', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("bank", "bank0").is_ok());
+        assert!(validate_name("user", "alice_b-2").is_ok());
+        for bad in ["", "../x", "a/b", "-x", "a b", "é"] {
+            assert!(validate_name("user", bad).is_err(), "{bad}");
+        }
+        assert!(validate_name("user", &"a".repeat(65)).is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! TLS for every Strife link, in one place: loading a process's certificate and key, the
+//! server and client configurations (mutual TLS, our own CA only), and reading who the peer
+//! is from its certificate.
+//!
+//! A certificate's role is its OU (`strife-gateway`, `strife-bank`, `strife-user`) and its
+//! name is its CN (`gateway`, a bank id, a user name). Keeping the role apart from the name
+//! means a user called `bank0` can never pass for the bank `bank0`.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::Request;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::layout::KeyPairPaths;
+use crate::Failure;
+
+/// OU of the gateway's certificate.
+pub const OU_GATEWAY: &str = "strife-gateway";
+/// OU of a bank's certificate.
+pub const OU_BANK: &str = "strife-bank";
+/// OU of a user's (and the admin's) certificate.
+pub const OU_USER: &str = "strife-user";
+/// CN of the gateway's certificate.
+pub const GATEWAY_CN: &str = "gateway";
+
+/// How long before expiry a process starts warning about its certificate.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Which kind of process a certificate was issued to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    Gateway,
+    Bank,
+    User,
+}
+
+impl PeerRole {
+    /// The OU value that marks this role in a certificate.
+    pub fn organizational_unit(self) -> &'static str {
+        match self {
+            PeerRole::Gateway => OU_GATEWAY,
+            PeerRole::Bank => OU_BANK,
+            PeerRole::User => OU_USER,
+        }
+    }
+
+    fn from_organizational_unit(unit: &str) -> Option<Self> {
+        match unit {
+            OU_GATEWAY => Some(PeerRole::Gateway),
+            OU_BANK => Some(PeerRole::Bank),
+            OU_USER => Some(PeerRole::User),
+            _ => None,
+        }
+    }
+}
+
+/// Who is on the other end of a mutual-TLS connection, as its certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub role: PeerRole,
+    pub name: String,
+}
+
+impl PeerIdentity {
+    /// True for the gateway's certificate (role and CN both checked).
+    pub fn is_gateway(&self) -> bool {
+        self.role == PeerRole::Gateway && self.name == GATEWAY_CN
+    }
+}
+
+impl fmt::Display for PeerIdentity {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}/{}",
+            self.role.organizational_unit(),
+            self.name
+        )
+    }
+}
+
+/// Reads role and name from a DER certificate. Only called on certificates the TLS layer
+/// already verified against our CA.
+pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, Failure> {
+    let (_, certificate) = X509Certificate::from_der(der).map_err(|_| Failure::Unauthenticated)?;
+    let subject = certificate.subject();
+    fn first_value<'a>(
+        mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
+    ) -> Option<String> {
+        values
+            .next()
+            .and_then(|attribute| attribute.as_str().ok())
+            .map(str::to_owned)
+    }
+    let name = first_value(subject.iter_common_name()).ok_or(Failure::Unauthenticated)?;
+    let unit = first_value(subject.iter_organizational_unit()).ok_or(Failure::Unauthenticated)?;
+    let role = PeerRole::from_organizational_unit(&unit).ok_or(Failure::Unauthenticated)?;
+    Ok(PeerIdentity { role, name })
+}
+
+/// The verified peer of a request, or `Unauthenticated` when there is none.
+pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Failure> {
+    let certificates = request.peer_certs().ok_or(Failure::Unauthenticated)?;
+    let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
+    identity_from_der(leaf.as_ref())
+}
+
+/// A process's TLS material: the CA it trusts and its own certificate and key (PEM).
+#[derive(Clone)]
+pub struct TlsMaterial {
+    ca_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        formatter
+            .debug_struct("TlsMaterial")
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsMaterial {
+    /// Loads the CA certificate and this process's pair, warning when the certificate
+    /// expires within [`EXPIRY_WARNING_DAYS`] and failing when it already has.
+    pub fn load(ca_cert: &Path, own: &KeyPairPaths) -> anyhow::Result<Self> {
+        let read = |path: &Path| {
+            std::fs::read(path).with_context(|| {
+                format!(
+                    "cannot read {}; run `strife setup` first (see README)",
+                    path.display()
+                )
+            })
+        };
+        let material = TlsMaterial {
+            ca_pem: read(ca_cert)?,
+            cert_pem: read(&own.cert)?,
+            key_pem: read(&own.key)?,
+        };
+        material.check_expiry(&own.cert)?;
+        Ok(material)
+    }
+
+    /// Days until this process's certificate expires (negative once it has).
+    pub fn days_until_expiry(&self) -> anyhow::Result<i64> {
+        let der = pem_to_der(&self.cert_pem)?;
+        let (_, certificate) = X509Certificate::from_der(&der)
+            .map_err(|error| anyhow::anyhow!("bad certificate: {error}"))?;
+        let not_after = certificate.validity().not_after.timestamp();
+        let now = crate::time::now_unix_ms() / 1000;
+        Ok((not_after - now) / 86_400)
+    }
+
+    fn check_expiry(&self, cert_path: &Path) -> anyhow::Result<()> {
+        let days_left = self.days_until_expiry()?;
+        anyhow::ensure!(
+            days_left >= 0,
+            "certificate {} has expired; re-run `strife setup --force`",
+            cert_path.display()
+        );
+        if days_left < EXPIRY_WARNING_DAYS {
+            tracing::warn!(
+                certificate = %cert_path.display(),
+                days_left,
+                "certificate expires soon; re-run `strife setup --force` to renew"
+            );
+        }
+        Ok(())
+    }
+
+    /// Server side: present our certificate, require a client certificate from our CA.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// Client side: trust only our CA, present our certificate.
+    pub fn client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+
+    /// An endpoint for `address` (`host:port` or `https://host:port`) over mutual TLS, with
+    /// bounded connect and request timeouts.
+    pub fn endpoint(&self, address: &str, request_timeout: Duration) -> anyhow::Result<Endpoint> {
+        let uri = https_uri(address);
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .with_context(|| format!("bad address {address:?}"))?
+            .tls_config(self.client_config())
+            .with_context(|| format!("TLS configuration for {uri}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(request_timeout)
+            .tcp_nodelay(true);
+        Ok(endpoint)
+    }
+}
+
+/// `127.0.0.1:1` → `https://127.0.0.1:1`; an address that already has a scheme is kept.
+pub fn https_uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("https://{address}")
+    }
+}
+
+fn pem_to_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|error| anyhow::anyhow!("bad PEM certificate: {error}"))?;
+    Ok(parsed.contents)
+}

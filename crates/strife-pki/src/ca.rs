@@ -1,0 +1,135 @@
+//! The certificate authority: generating or loading it, and issuing leaf certificates whose
+//! OU says the role and whose CN says the name (see `strife_common::tls`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use strife_common::layout::KeyPairPaths;
+use strife_common::tls::PeerRole;
+use time::OffsetDateTime;
+
+const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
+/// Certificates start slightly in the past so a peer with a lagging clock accepts them.
+const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// One year from (an hour before) now.
+    pub fn default_leaf() -> Self {
+        Self::from_now(LEAF_VALIDITY)
+    }
+
+    /// From an hour before now until `lifetime` from now.
+    pub fn from_now(lifetime: Duration) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Validity {
+            not_before: now - CLOCK_SKEW_ALLOWANCE,
+            not_after: now + lifetime,
+        }
+    }
+}
+
+/// A leaf certificate and its private key, PEM-encoded.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub certificate_pem: String,
+    pub key_pem: String,
+}
+
+/// The project's CA: its certificate and signing key.
+pub struct CertificateAuthority {
+    certificate_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl CertificateAuthority {
+    /// A fresh CA, valid ten years.
+    pub fn generate() -> anyhow::Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "Strife CA");
+        name.push(DnType::OrganizationName, "Strife");
+        params.distinguished_name = name;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let validity = Validity::from_now(CA_VALIDITY);
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        let certificate = params.self_signed(&key)?;
+        Ok(CertificateAuthority {
+            certificate_pem: certificate.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Loads the CA that an earlier setup wrote.
+    pub fn load(paths: &KeyPairPaths) -> anyhow::Result<Self> {
+        let certificate_pem = std::fs::read_to_string(&paths.cert)
+            .with_context(|| format!("reading {}", paths.cert.display()))?;
+        let key_pem = std::fs::read_to_string(&paths.key)
+            .with_context(|| format!("reading {}", paths.key.display()))?;
+        let key = KeyPair::from_pem(&key_pem)
+            .with_context(|| format!("{} is not a private key", paths.key.display()))?;
+        let issuer = Issuer::from_ca_cert_pem(&certificate_pem, key)
+            .with_context(|| format!("{} is not a CA certificate", paths.cert.display()))?;
+        Ok(CertificateAuthority {
+            certificate_pem,
+            issuer,
+        })
+    }
+
+    pub fn certificate_pem(&self) -> String {
+        self.certificate_pem.clone()
+    }
+
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// Issues a certificate for `name` in `role`, usable as TLS server and client, with SANs
+    /// `localhost` and `127.0.0.1`.
+    pub fn issue(
+        &self,
+        role: PeerRole,
+        name: &str,
+        validity: Validity,
+    ) -> anyhow::Result<IssuedCertificate> {
+        let key = KeyPair::generate()?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, name);
+        subject.push(DnType::OrganizationalUnitName, role.organizational_unit());
+        subject.push(DnType::OrganizationName, "Strife");
+        params.distinguished_name = subject;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCertificate {
+            certificate_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}

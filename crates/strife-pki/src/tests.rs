@@ -1,0 +1,122 @@
+use std::os::unix::fs::PermissionsExt;
+
+use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::*;
+
+fn options(dir: &std::path::Path) -> SetupOptions {
+    SetupOptions {
+        dir: dir.to_owned(),
+        banks: vec!["bank0".into(), "bank1".into()],
+        users: vec!["alice".into()],
+        force: false,
+    }
+}
+
+fn der_of(path: &std::path::Path) -> Vec<u8> {
+    let pem = std::fs::read(path).unwrap();
+    x509_parser::pem::parse_x509_pem(&pem).unwrap().1.contents
+}
+
+#[test]
+fn setup_makes_every_identity_with_private_keys_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = setup(&options(dir.path())).unwrap();
+    assert!(report.new_admin_password.as_ref().unwrap().len() >= 20);
+    let layout = Layout::new(dir.path());
+    let expected = [
+        (layout.gateway_identity(), PeerRole::Gateway, "gateway"),
+        (layout.bank_identity("bank0"), PeerRole::Bank, "bank0"),
+        (layout.bank_identity("bank1"), PeerRole::Bank, "bank1"),
+        (layout.user_identity("admin"), PeerRole::User, "admin"),
+        (layout.user_identity("alice"), PeerRole::User, "alice"),
+    ];
+    for (paths, role, name) in expected {
+        let der = der_of(&paths.cert);
+        let identity = identity_from_der(&der).unwrap();
+        assert_eq!(
+            identity,
+            PeerIdentity {
+                role,
+                name: name.into()
+            }
+        );
+        let (_, certificate) = X509Certificate::from_der(&der).unwrap();
+        let sans = certificate.subject_alternative_name().unwrap().unwrap();
+        let rendered = format!("{:?}", sans.value.general_names);
+        assert!(
+            rendered.contains("localhost") && rendered.contains("127.0.0.1"),
+            "{rendered}"
+        );
+        let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", paths.key.display());
+    }
+    let mode = std::fs::metadata(layout.admin_password())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert_eq!(
+        read_admin_password(&layout).unwrap(),
+        report.new_admin_password.unwrap()
+    );
+    let mode = std::fs::metadata(layout.ca().key)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn rerun_keeps_keys_and_only_adds_missing_identities() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(&options(dir.path())).unwrap();
+    let layout = Layout::new(dir.path());
+    let gateway_key = std::fs::read(layout.gateway_identity().key).unwrap();
+    let password = read_admin_password(&layout).unwrap();
+
+    let mut again = options(dir.path());
+    again.users.push("bob".into());
+    let report = setup(&again).unwrap();
+    assert!(report.new_admin_password.is_none());
+    assert_eq!(
+        std::fs::read(layout.gateway_identity().key).unwrap(),
+        gateway_key
+    );
+    assert_eq!(read_admin_password(&layout).unwrap(), password);
+    assert_eq!(report.created, vec![layout.user_identity("bob").cert]);
+    let manifest = Manifest::load(&layout).unwrap();
+    assert_eq!(manifest.users, vec!["alice".to_string(), "bob".to_string()]);
+}
+
+#[test]
+fn force_replaces_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(&options(dir.path())).unwrap();
+    let layout = Layout::new(dir.path());
+    let gateway_key = std::fs::read(layout.gateway_identity().key).unwrap();
+    let ca_key = std::fs::read(layout.ca().key).unwrap();
+    let mut forced = options(dir.path());
+    forced.force = true;
+    let report = setup(&forced).unwrap();
+    assert!(report.new_admin_password.is_some());
+    assert_ne!(
+        std::fs::read(layout.gateway_identity().key).unwrap(),
+        gateway_key
+    );
+    assert_ne!(std::fs::read(layout.ca().key).unwrap(), ca_key);
+}
+
+#[test]
+fn bad_names_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = options(dir.path());
+    bad.users = vec!["../evil".into()];
+    assert!(setup(&bad).is_err());
+    assert!(!Layout::new(dir.path()).ca().key.exists());
+    bad.users = vec!["admin".into()];
+    assert!(setup(&bad).is_err());
+}

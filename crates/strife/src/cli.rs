@@ -1,0 +1,132 @@
+//! Command-line definitions and dispatch. Each subcommand only parses its flags and hands a
+//! config to the crate that owns the process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use strife_common::discovery::DEFAULT_ETCD;
+use strife_common::layout::DEFAULT_DIR;
+
+/// Strife: a payment network with banks, a two-phase-commit gateway and an offline-capable client.
+#[derive(Debug, Parser)]
+#[command(name = "strife", version, about)]
+pub struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the CA and the certificates of the gateway, banks, admin and users.
+    Setup(SetupArgs),
+    /// Run one bank server.
+    Bank(BankArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SetupArgs {
+    /// Data directory.
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// Comma-separated bank ids.
+    #[arg(long, value_delimiter = ',', default_value = "bank0,bank1")]
+    banks: Vec<String>,
+    /// Comma-separated user names (the admin is always created).
+    #[arg(long, value_delimiter = ',')]
+    users: Vec<String>,
+    /// Replace existing keys.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct BankArgs {
+    /// Data directory (made by `strife setup`).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// This bank's id (its certificate must exist).
+    #[arg(long)]
+    id: String,
+    /// Address to listen on; port 0 picks a free one (printed on start).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// etcd endpoint(s), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
+    etcd: Vec<String>,
+    /// Seconds the etcd lease lives without keep-alive.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=60))]
+    lease_ttl: i64,
+    /// Coordinator (gateway) address for decision queries; default: looked up in etcd.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Milliseconds between in-doubt resolution rounds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    resolve_interval_ms: u64,
+    /// Print the ready line as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<()> {
+        strife_common::logging::init(self.log_json);
+        match self.command {
+            Command::Setup(args) => run_setup(args),
+            Command::Bank(args) => {
+                let config = strife_bank::BankConfig {
+                    dir: args.dir,
+                    bank_id: args.id,
+                    listen: args.listen,
+                    etcd_endpoints: args.etcd,
+                    lease_ttl_secs: args.lease_ttl,
+                    coordinator: args.coordinator,
+                    resolve_interval: Duration::from_millis(args.resolve_interval_ms),
+                    json: args.json,
+                };
+                runtime()?.block_on(strife_bank::run(config))
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
+    let options = strife_pki::SetupOptions {
+        dir: args.dir,
+        banks: args.banks,
+        users: args.users,
+        force: args.force,
+    };
+    let report = strife_pki::setup(&options)?;
+    for path in &report.created {
+        println!("created  {}", path.display());
+    }
+    for path in &report.kept {
+        println!("kept     {} (use --force to replace)", path.display());
+    }
+    match &report.new_admin_password {
+        Some(password) => {
+            println!();
+            println!("admin password: {password}");
+            println!(
+                "(shown once; stored with mode 0600 in {})",
+                report.admin_password_file.display()
+            );
+        }
+        None => println!(
+            "admin password unchanged (in {})",
+            report.admin_password_file.display()
+        ),
+    }
+    Ok(())
+}
