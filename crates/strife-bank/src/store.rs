@@ -414,11 +414,9 @@ fn account_by_request(
 ) -> Result<Option<(AccountRecord, i64)>, Failure> {
     connection
         .query_row(
-            &format!(
-                "SELECT account_number, owner, holder_name, currency, balance_minor, held_minor,
-                        incoming_minor, opening_deposit_minor
-                 FROM accounts WHERE open_request_id = ?1"
-            ),
+            "SELECT account_number, owner, holder_name, currency, balance_minor, held_minor,
+                    incoming_minor, opening_deposit_minor
+             FROM accounts WHERE open_request_id = ?1",
             [request_id],
             |row| Ok((account_from_row(row)?, row.get(7)?)),
         )

@@ -46,7 +46,7 @@ fn setup_makes_every_identity_with_private_keys_0600() {
         let sans = certificate.subject_alternative_name().unwrap().unwrap();
         let rendered = format!("{:?}", sans.value.general_names);
         assert!(
-            rendered.contains("localhost") && rendered.contains("127.0.0.1"),
+            rendered.contains("localhost") && rendered.contains("[127, 0, 0, 1]"),
             "{rendered}"
         );
         let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777;

@@ -1,0 +1,342 @@
+//! Test harness for end-to-end tests: real `strife` processes (the built binary), real etcd,
+//! real TLS material from `strife setup`, real SQLite files in a temporary directory.
+//! Nothing here is a mock; the only in-process pieces are the test's own gRPC clients and,
+//! where a test needs one, a stand-in coordinator serving the real wire protocol.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use strife_common::layout::{KeyPairPaths, Layout};
+use strife_common::tls::TlsMaterial;
+use strife_proto::v1::bank_client::BankClient;
+use tonic::transport::Channel;
+
+/// The `strife` binary under test.
+pub fn strife_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strife"))
+}
+
+/// Polls `condition` until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A free loopback port: bound to port 0, read back, released for the child to take.
+/// (etcd cannot be handed a socket, so this is the one place a port is chosen ahead.)
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A data directory made by the real `strife setup`.
+pub struct Network {
+    pub dir: tempfile::TempDir,
+}
+
+impl Network {
+    pub fn setup(banks: &[&str], users: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new(strife_bin());
+        command.arg("setup").arg("--dir").arg(dir.path());
+        command.arg("--banks").arg(banks.join(","));
+        if !users.is_empty() {
+            command.arg("--users").arg(users.join(","));
+        }
+        let output = command.output().expect("run strife setup");
+        assert!(
+            output.status.success(),
+            "setup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Network { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::new(self.dir.path())
+    }
+
+    /// TLS material of one of the network's identities (as the test's client).
+    pub fn tls(&self, identity: &KeyPairPaths) -> TlsMaterial {
+        TlsMaterial::load(&self.layout().ca().cert, identity).expect("load TLS material")
+    }
+
+    /// A bank client presenting the gateway's certificate.
+    pub fn gateway_bank_client(&self, address: &str) -> BankClient<Channel> {
+        bank_client(&self.tls(&self.layout().gateway_identity()), address)
+    }
+}
+
+/// A bank client over mutual TLS with `tls`.
+pub fn bank_client(tls: &TlsMaterial, address: &str) -> BankClient<Channel> {
+    let channel = tls
+        .endpoint(address, Duration::from_secs(10))
+        .expect("endpoint")
+        .connect_lazy();
+    BankClient::new(channel)
+}
+
+/// A running child process, killed (SIGKILL) when dropped.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// SIGKILL: no chance to clean up, like a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns whether it exited in time.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A bank process and the address it printed.
+pub struct BankProcess {
+    pub process: Process,
+    pub address: SocketAddr,
+}
+
+/// Options for starting a bank.
+pub struct BankStart<'a> {
+    pub network: &'a Network,
+    pub bank_id: &'a str,
+    /// etcd endpoint; `None` points at a closed port (registration just keeps retrying).
+    pub etcd: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+impl<'a> BankStart<'a> {
+    pub fn new(network: &'a Network, bank_id: &'a str) -> Self {
+        BankStart {
+            network,
+            bank_id,
+            etcd: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn etcd(mut self, endpoint: &str) -> Self {
+        self.etcd = Some(endpoint.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts the bank and waits (bounded) for its ready line.
+    pub fn start(self) -> BankProcess {
+        let etcd = self.etcd.unwrap_or_else(|| "http://127.0.0.1:1".to_owned());
+        let log = self
+            .network
+            .path()
+            .join(format!("{}-{}.log", self.bank_id, unique_suffix()));
+        let mut command = Command::new(strife_bin());
+        command
+            .arg("bank")
+            .arg("--dir")
+            .arg(self.network.path())
+            .arg("--id")
+            .arg(self.bank_id)
+            .arg("--etcd")
+            .arg(&etcd)
+            .arg("--json")
+            .args(&self.extra_args);
+        let (process, line) = spawn_with_ready_line(command, &log);
+        let ready: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("bank ready line is not JSON: {line:?}"));
+        let address = ready["address"]
+            .as_str()
+            .expect("address in ready line")
+            .parse()
+            .expect("socket address");
+        BankProcess { process, address }
+    }
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Spawns `command` with stderr to `log`, and waits up to 20 s for its first stdout line.
+pub fn spawn_with_ready_line(mut command: Command, log: &Path) -> (Process, String) {
+    let log_file = std::fs::File::create(log).expect("create log");
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    let mut child = command.spawn().expect("spawn strife");
+    let stdout = child.stdout.take().expect("stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = sender.send(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let process = Process {
+        child,
+        log: log.to_owned(),
+    };
+    match receiver.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => (process, line),
+        Err(_) => panic!("no ready line; log:\n{}", process.log_text()),
+    }
+}
+
+/// A real etcd server on loopback with its own data directory.
+pub struct Etcd {
+    pub endpoint: String,
+    client_port: u16,
+    peer_port: u16,
+    data_root: tempfile::TempDir,
+    generation: u32,
+    process: Option<Process>,
+}
+
+impl Etcd {
+    /// Starts etcd (installed by `scripts/test`) and waits until it answers.
+    pub async fn start() -> Self {
+        let client_port = free_port();
+        let peer_port = free_port();
+        let mut etcd = Etcd {
+            endpoint: format!("http://127.0.0.1:{client_port}"),
+            client_port,
+            peer_port,
+            data_root: tempfile::tempdir().expect("tempdir"),
+            generation: 0,
+            process: None,
+        };
+        etcd.spawn().await;
+        etcd
+    }
+
+    async fn spawn(&mut self) {
+        self.generation += 1;
+        let data_dir = self
+            .data_root
+            .path()
+            .join(format!("data-{}", self.generation));
+        let log = self
+            .data_root
+            .path()
+            .join(format!("etcd-{}.log", self.generation));
+        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let log_file = std::fs::File::create(&log).expect("etcd log");
+        let child = Command::new("etcd")
+            .arg("--name")
+            .arg("strife-test")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--listen-client-urls")
+            .arg(&client_url)
+            .arg("--advertise-client-urls")
+            .arg(&client_url)
+            .arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("strife-test={peer_url}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("etcd must be installed (scripts/test installs etcd-server)");
+        self.process = Some(Process { child, log });
+        let endpoint = self.endpoint.clone();
+        let up = wait_until(Duration::from_secs(20), || {
+            let endpoint = endpoint.clone();
+            async move { etcd_get(&endpoint, "health-probe").await.is_ok() }
+        })
+        .await;
+        assert!(up, "etcd did not start");
+    }
+
+    /// SIGKILLs etcd.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts etcd again on the same port with an empty data dir, so every key is gone and
+    /// only re-registration can bring one back.
+    pub async fn restart_empty(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// The value at `key`, if any.
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        etcd_get(&self.endpoint, key).await.ok().flatten()
+    }
+}
+
+async fn etcd_get(endpoint: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+    let connect = etcd_client::Client::connect([endpoint], None);
+    let mut client = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .map_err(|_| "connect timeout".to_owned())?
+        .map_err(|error| error.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(2), client.get(key, None))
+        .await
+        .map_err(|_| "get timeout".to_owned())?
+        .map_err(|error| error.to_string())?;
+    Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+}
