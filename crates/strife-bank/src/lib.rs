@@ -5,13 +5,12 @@
 //! - [`store`]: accounts, legs and journal in SQLite; each step one fsynced transaction.
 //! - [`service`]: the `strife.v1.Bank` gRPC service: validation, then a store call.
 //! - [`gateway_only`]: the interceptor that admits only the gateway's certificate.
-//! - [`registration`]: the etcd lease, keep-alive and re-registration.
+//! - `strife_common::registration`: the etcd lease, keep-alive and re-registration.
 //! - [`resolver`]: asks the coordinator about legs PREPARED past their deadline.
 //! - [`server`]: wires it all together and handles shutdown.
 
 pub mod gateway_only;
 pub mod participant;
-pub mod registration;
 pub mod resolver;
 pub mod server;
 pub mod service;

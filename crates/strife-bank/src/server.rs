@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::layout::{validate_name, Layout};
+use strife_common::registration::{keep_registered, Registration};
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use tokio::sync::watch;
@@ -18,7 +19,6 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use crate::gateway_only::admit_gateway;
-use crate::registration::{keep_registered, Registration};
 use crate::resolver::{resolve_in_doubt, CoordinatorLocation, DecisionClient};
 use crate::service::BankService;
 use crate::store::Store;
@@ -39,6 +39,8 @@ pub struct BankConfig {
     pub dir: PathBuf,
     pub bank_id: String,
     pub listen: SocketAddr,
+    /// Address to announce in etcd instead of the bound one (e.g. a proxy in front).
+    pub advertise: Option<String>,
     pub etcd_endpoints: Vec<String>,
     pub lease_ttl_secs: i64,
     /// Fixed coordinator address for decision queries; `None` looks the gateway up in etcd.
@@ -68,7 +70,10 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let registration = Registration::bank(
         config.etcd_endpoints.clone(),
         &config.bank_id,
-        &address.to_string(),
+        &config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| address.to_string()),
         config.lease_ttl_secs,
     );
     let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));

@@ -6,7 +6,9 @@ pub mod discovery;
 pub mod failure;
 pub mod layout;
 pub mod logging;
+pub mod metadata;
 pub mod money;
+pub mod registration;
 pub mod time;
 pub mod tls;
 

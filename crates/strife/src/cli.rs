@@ -55,6 +55,9 @@ struct BankArgs {
     /// Address to listen on; port 0 picks a free one (printed on start).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Address to announce in etcd instead of the bound one (e.g. a proxy in front of it).
+    #[arg(long)]
+    advertise: Option<String>,
     /// etcd endpoint(s), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
     etcd: Vec<String>,
@@ -82,6 +85,7 @@ impl Cli {
                     dir: args.dir,
                     bank_id: args.id,
                     listen: args.listen,
+                    advertise: args.advertise,
                     etcd_endpoints: args.etcd,
                     lease_ttl_secs: args.lease_ttl,
                     coordinator: args.coordinator,

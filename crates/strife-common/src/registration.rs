@@ -1,4 +1,5 @@
-//! Keeps this bank's `bank_id → address` in etcd for as long as the bank runs: a lease with
+//! Keeps a process's etcd key (a bank's `bank_id → address`, or the gateway's address) for as
+//! long as the process runs: a lease with
 //! a TTL, kept alive at a third of the TTL, so a bank that dies silently vanishes within the
 //! TTL. Any failure (etcd down or restarted, lease lost) starts a fresh session that
 //! re-grants and re-puts, with bounded backoff. On shutdown the lease is revoked, which
@@ -6,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
 use anyhow::Context;
 use etcd_client::{Client, ConnectOptions, PutOptions};
-use strife_common::discovery::{bank_key, ServiceEntry};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -39,6 +40,19 @@ impl Registration {
             key: bank_key(bank_id),
             entry: ServiceEntry {
                 id: bank_id.to_owned(),
+                address: address.to_owned(),
+            },
+            lease_ttl_secs,
+        }
+    }
+
+    /// The registration of the gateway.
+    pub fn gateway(etcd_endpoints: Vec<String>, address: &str, lease_ttl_secs: i64) -> Self {
+        Registration {
+            etcd_endpoints,
+            key: GATEWAY_KEY.to_owned(),
+            entry: ServiceEntry {
+                id: crate::tls::GATEWAY_CN.to_owned(),
                 address: address.to_owned(),
             },
             lease_ttl_secs,
