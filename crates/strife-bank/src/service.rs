@@ -40,10 +40,8 @@ impl BankService {
         &self,
         work: impl FnOnce(&Store) -> Result<T, Failure> + Send + 'static,
     ) -> Result<T, Status> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || work(&store))
+        strife_common::runtime::on_blocking_pool(&self.store, work)
             .await
-            .map_err(|error| Failure::internal("bank worker", error))?
             .map_err(Status::from)
     }
 }

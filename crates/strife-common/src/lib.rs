@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metadata;
 pub mod money;
 pub mod registration;
+pub mod runtime;
 pub mod time;
 pub mod tls;
 

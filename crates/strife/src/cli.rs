@@ -26,6 +26,36 @@ enum Command {
     Setup(SetupArgs),
     /// Run one bank server.
     Bank(BankArgs),
+    /// Run the payment gateway (2PC coordinator).
+    Gateway(GatewayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct GatewayArgs {
+    /// Data directory (made by `strife setup`).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    listen: SocketAddr,
+    /// etcd endpoint(s), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
+    etcd: Vec<String>,
+    /// How long phase 1 waits for each bank's vote, e.g. `2s` or `500ms`.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    prepare_timeout: Duration,
+    /// Seconds the gateway's etcd lease lives without keep-alive.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=60))]
+    lease_ttl: i64,
+    /// Failed logins in a row that lock a user name.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    lockout_threshold: u32,
+    /// Seconds a locked user name stays locked.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    lockout_secs: u64,
+    /// Print the ready line as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +123,26 @@ impl Cli {
                     json: args.json,
                 };
                 runtime()?.block_on(strife_bank::run(config))
+            }
+            Command::Gateway(args) => {
+                anyhow::ensure!(
+                    args.prepare_timeout >= Duration::from_millis(10)
+                        && args.prepare_timeout <= Duration::from_secs(60),
+                    "--prepare-timeout must be between 10ms and 60s"
+                );
+                let config = strife_gateway::GatewayConfig {
+                    dir: args.dir,
+                    listen: args.listen,
+                    etcd_endpoints: args.etcd,
+                    prepare_timeout: args.prepare_timeout,
+                    lease_ttl_secs: args.lease_ttl,
+                    lockout: strife_gateway::LockoutPolicy {
+                        threshold: args.lockout_threshold,
+                        duration: Duration::from_secs(args.lockout_secs),
+                    },
+                    json: args.json,
+                };
+                runtime()?.block_on(strife_gateway::run(config))
             }
         }
     }

@@ -1,0 +1,532 @@
+//! The client-facing `strife.v1.Gateway` service. Authentication and the role check already
+//! happened in the auth layer; handlers validate input, scope data to the caller, and call
+//! banks or the coordinator.
+
+use std::sync::Arc;
+
+use strife_common::failure::REASON_METADATA_KEY;
+use strife_common::layout::validate_name;
+use strife_common::metadata::PAYMENT_ID_KEY;
+use strife_common::money::{self, Amount};
+use strife_common::runtime::on_blocking_pool;
+use strife_common::time::now_unix_ms;
+use strife_common::Failure;
+use strife_proto::v1::{self as pb, gateway_server::Gateway};
+use tonic::{Request, Response, Status};
+
+use crate::auth::{hash_password, Caller};
+use crate::coordinator::Coordinator;
+use crate::registry::BankRegistry;
+use crate::request_log::RequestLogSlot;
+use crate::roles::Role;
+use crate::store::{Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus};
+
+const MIN_PASSWORD_LEN: usize = 8;
+const MAX_PASSWORD_LEN: usize = 256;
+const MAX_KEY_LEN: usize = 128;
+const MAX_TEXT_LEN: usize = 200;
+const DEFAULT_PAGE_SIZE: u32 = 20;
+const MAX_PAGE_SIZE: u32 = 100;
+
+/// The gateway's client API.
+pub struct GatewayApi {
+    store: Arc<GatewayStore>,
+    registry: Arc<BankRegistry>,
+    coordinator: Arc<Coordinator>,
+}
+
+impl GatewayApi {
+    pub fn new(
+        store: Arc<GatewayStore>,
+        registry: Arc<BankRegistry>,
+        coordinator: Arc<Coordinator>,
+    ) -> Self {
+        GatewayApi {
+            store,
+            registry,
+            coordinator,
+        }
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&GatewayStore) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        on_blocking_pool(&self.store, work).await
+    }
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller, Failure> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Failure::internal("auth", "request reached a handler without a caller"))
+}
+
+fn log_slot<T>(request: &Request<T>) -> RequestLogSlot {
+    request
+        .extensions()
+        .get::<RequestLogSlot>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), Failure> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(Failure::InvalidArgument(format!(
+            "{field} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_user_name(field: &str, value: &str) -> Result<(), Failure> {
+    validate_name(field, value).map_err(Failure::InvalidArgument)
+}
+
+/// Validates a money amount; `allow_zero` for opening deposits.
+fn check_money(money: Option<&pb::Money>, allow_zero: bool) -> Result<Amount, Failure> {
+    let money = money.ok_or_else(|| Failure::InvalidArgument("amount is required".into()))?;
+    let currency = money::currency(&money.currency)
+        .map_err(|error| Failure::InvalidArgument(error.to_string()))?;
+    let smallest = if allow_zero { 0 } else { 1 };
+    if money.amount_minor < smallest {
+        return Err(Failure::InvalidArgument(if allow_zero {
+            "amount must not be negative".into()
+        } else {
+            "amount must be greater than zero".into()
+        }));
+    }
+    Ok(Amount {
+        amount_minor: money.amount_minor,
+        currency,
+    })
+}
+
+fn money_proto(amount_minor: i64, currency: &str) -> Option<pb::Money> {
+    Some(pb::Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}
+
+fn linked_proto(account: &LinkedAccount) -> pb::LinkedAccount {
+    pb::LinkedAccount {
+        username: account.username.clone(),
+        bank_id: account.bank_id.clone(),
+        account_number: account.account_number.clone(),
+        currency: account.currency.clone(),
+        holder_name: account.holder_name.clone(),
+    }
+}
+
+fn payment_proto(record: &PaymentRecord) -> pb::Payment {
+    let status = match record.status {
+        PaymentStatus::Pending => pb::PaymentStatus::Pending,
+        PaymentStatus::Committed => pb::PaymentStatus::Committed,
+        PaymentStatus::Aborted => pb::PaymentStatus::Aborted,
+    };
+    pb::Payment {
+        payment_id: record.payment_id.clone(),
+        idempotency_key: record.idempotency_key.clone(),
+        from_username: record.from.username.clone(),
+        from_bank_id: record.from.bank_id.clone(),
+        from_account: record.from.account_number.clone(),
+        to_username: record.to.username.clone(),
+        to_bank_id: record.to.bank_id.clone(),
+        to_account: record.to.account_number.clone(),
+        amount: money_proto(record.amount_minor, &record.currency),
+        status: status as i32,
+        reason_code: record.reason_code.clone().unwrap_or_default(),
+        reason: record.reason.clone().unwrap_or_default(),
+        created_unix_ms: record.created_unix_ms,
+        decided_unix_ms: record.decided_unix_ms.unwrap_or(0),
+        memo: record.memo.clone(),
+    }
+}
+
+/// The answer `Pay` gives for a payment in a given state. A function of the stored record
+/// alone, so a retry with the same idempotency key gets the identical response.
+fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
+    let reason_code = record.reason_code.clone().unwrap_or_default();
+    let reason = record
+        .reason
+        .clone()
+        .unwrap_or_else(|| "payment aborted".into());
+    let failure = match record.status {
+        PaymentStatus::Committed => return Ok(payment_proto(record)),
+        PaymentStatus::Pending => Failure::Aborted(format!(
+            "payment {} is still in progress; retry with the same idempotency key",
+            record.payment_id
+        )),
+        PaymentStatus::Aborted => match reason_code.as_str() {
+            "account_not_found" => Failure::NotFound(reason),
+            "bank_timeout" | "bank_unavailable" => Failure::Unavailable(reason),
+            _ => Failure::precondition(&reason_code, reason),
+        },
+    };
+    let mut status = Status::from(failure);
+    let metadata = status.metadata_mut();
+    if let Ok(value) = record.payment_id.parse() {
+        metadata.insert(PAYMENT_ID_KEY, value);
+    }
+    if let (false, Ok(value)) = (reason_code.is_empty(), reason_code.parse()) {
+        metadata.insert(REASON_METADATA_KEY, value);
+    }
+    Err(status)
+}
+
+/// Picks the account a payment uses: the one at `bank_id` (if named) in `currency`.
+fn pick_account(
+    accounts: &[LinkedAccount],
+    username: &str,
+    bank_id: &str,
+    currency: &str,
+) -> Result<LinkedAccount, Failure> {
+    let at_bank: Vec<&LinkedAccount> = accounts
+        .iter()
+        .filter(|account| bank_id.is_empty() || account.bank_id == bank_id)
+        .collect();
+    if at_bank.is_empty() {
+        let place = if bank_id.is_empty() {
+            String::new()
+        } else {
+            format!(" at {bank_id}")
+        };
+        return Err(Failure::NotFound(format!(
+            "{username} has no account{place}"
+        )));
+    }
+    at_bank
+        .iter()
+        .find(|account| account.currency == currency)
+        .map(|account| (*account).clone())
+        .ok_or_else(|| {
+            Failure::precondition(
+                "currency_mismatch",
+                format!("{username} has no {currency} account"),
+            )
+        })
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayApi {
+    async fn register_user(
+        &self,
+        request: Request<pb::RegisterUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let body = request.into_inner();
+        check_user_name("username", &body.username)?;
+        let length = body.password.chars().count();
+        if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length) {
+            return Err(Failure::InvalidArgument(format!(
+                "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
+            ))
+            .into());
+        }
+        let username = body.username.clone();
+        self.db(move |store| {
+            let hash = hash_password(&body.password)?;
+            store.insert_user(&body.username, Role::Client.as_str(), &hash)
+        })
+        .await?;
+        tracing::info!(%username, "user registered");
+        Ok(Response::new(pb::User {
+            username,
+            role: Role::Client.as_str().into(),
+        }))
+    }
+
+    async fn open_account(
+        &self,
+        request: Request<pb::GatewayOpenAccountRequest>,
+    ) -> Result<Response<pb::LinkedAccount>, Status> {
+        let body = request.into_inner();
+        check_user_name("username", &body.username)?;
+        check_user_name("bank", &body.bank_id)?;
+        check_text("holder_name", &body.holder_name, MAX_TEXT_LEN)?;
+        let currency = money::currency(&body.currency)
+            .map_err(|error| Failure::InvalidArgument(error.to_string()))?;
+        let deposit_minor = match body.opening_deposit.as_ref() {
+            None => 0,
+            Some(deposit) => {
+                let amount = check_money(Some(deposit), true)?;
+                if amount.currency != currency {
+                    return Err(Failure::InvalidArgument(
+                        "opening deposit must be in the account's currency".into(),
+                    )
+                    .into());
+                }
+                amount.amount_minor
+            }
+        };
+        let name = body.username.clone();
+        if self.db(move |store| store.user(&name)).await?.is_none() {
+            return Err(Failure::NotFound(format!("user {} does not exist", body.username)).into());
+        }
+        let mut bank = self.registry.client(&body.bank_id)?;
+        let account = bank
+            .open_account(pb::OpenAccountRequest {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                owner: body.username.clone(),
+                holder_name: body.holder_name.clone(),
+                currency: currency.code.into(),
+                opening_deposit_minor: deposit_minor,
+            })
+            .await?
+            .into_inner();
+        let linked = LinkedAccount {
+            username: body.username,
+            bank_id: body.bank_id,
+            account_number: account.account_number,
+            currency: account.currency,
+            holder_name: account.holder_name,
+        };
+        let stored = linked.clone();
+        self.db(move |store| store.link_account(&stored)).await?;
+        tracing::info!(username = %linked.username, bank_id = %linked.bank_id, account = %linked.account_number, "account opened");
+        Ok(Response::new(linked_proto(&linked)))
+    }
+
+    async fn link_account(
+        &self,
+        request: Request<pb::LinkAccountRequest>,
+    ) -> Result<Response<pb::LinkedAccount>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        check_user_name("bank", &body.bank_id)?;
+        check_text("account_number", &body.account_number, MAX_KEY_LEN)?;
+        check_text("holder_name", &body.holder_name, MAX_TEXT_LEN)?;
+        if body.account_number.is_empty() {
+            return Err(Failure::InvalidArgument("account_number is required".into()).into());
+        }
+        let mut bank = self.registry.client(&body.bank_id)?;
+        let account = bank
+            .get_balance(pb::GetBalanceRequest {
+                account_number: body.account_number.clone(),
+            })
+            .await?
+            .into_inner();
+        if account.owner != caller.username {
+            return Err(
+                Failure::PermissionDenied("that account belongs to someone else".into()).into(),
+            );
+        }
+        let holder_name = if body.holder_name.is_empty() {
+            account.holder_name
+        } else {
+            bank.update_account_details(pb::UpdateAccountDetailsRequest {
+                account_number: body.account_number.clone(),
+                holder_name: body.holder_name.clone(),
+            })
+            .await?
+            .into_inner()
+            .holder_name
+        };
+        let linked = LinkedAccount {
+            username: caller.username,
+            bank_id: body.bank_id,
+            account_number: body.account_number,
+            currency: account.currency,
+            holder_name,
+        };
+        let stored = linked.clone();
+        self.db(move |store| store.link_account(&stored)).await?;
+        Ok(Response::new(linked_proto(&linked)))
+    }
+
+    async fn get_balances(
+        &self,
+        request: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let target = if body.username.is_empty() {
+            caller.username.clone()
+        } else {
+            body.username
+        };
+        if target != caller.username && caller.role != Role::Admin {
+            return Err(
+                Failure::PermissionDenied("you may only see your own balances".into()).into(),
+            );
+        }
+        let name = target.clone();
+        let (user, accounts) = self
+            .db(move |store| Ok((store.user(&name)?, store.accounts_of(&name)?)))
+            .await?;
+        if user.is_none() {
+            return Err(Failure::NotFound(format!("user {target} does not exist")).into());
+        }
+        let lookups = accounts.iter().map(|linked| {
+            let registry = &self.registry;
+            async move {
+                let mut bank = registry.client(&linked.bank_id)?;
+                let account = bank
+                    .get_balance(pb::GetBalanceRequest {
+                        account_number: linked.account_number.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                Ok::<_, Status>(pb::AccountBalance {
+                    bank_id: linked.bank_id.clone(),
+                    account_number: linked.account_number.clone(),
+                    balance: money_proto(account.balance_minor, &account.currency),
+                    held: money_proto(account.held_minor, &account.currency),
+                    available: money_proto(account.available_minor, &account.currency),
+                })
+            }
+        });
+        let balances = futures::future::try_join_all(lookups).await?;
+        Ok(Response::new(pb::GetBalancesResponse {
+            accounts: balances,
+        }))
+    }
+
+    async fn pay(&self, request: Request<pb::PayRequest>) -> Result<Response<pb::Payment>, Status> {
+        let caller = caller(&request)?;
+        let log = log_slot(&request);
+        let body = request.into_inner();
+        let amount = check_money(body.amount.as_ref(), false)?;
+        log.set_amount(amount.to_string());
+        if body.idempotency_key.is_empty() || body.idempotency_key.len() > MAX_KEY_LEN {
+            return Err(Failure::InvalidArgument(format!(
+                "idempotency_key must be 1 to {MAX_KEY_LEN} bytes"
+            ))
+            .into());
+        }
+        check_text("idempotency_key", &body.idempotency_key, MAX_KEY_LEN)?;
+        check_user_name("recipient", &body.to_username)?;
+        check_text("memo", &body.memo, MAX_TEXT_LEN)?;
+        for bank in [&body.from_bank_id, &body.to_bank_id] {
+            if !bank.is_empty() {
+                check_user_name("bank", bank)?;
+            }
+        }
+        if body.to_username == caller.username {
+            return Err(Failure::InvalidArgument("you cannot pay yourself".into()).into());
+        }
+        let (payer, payee) = (caller.username.clone(), body.to_username.clone());
+        let (payee_user, payer_accounts, payee_accounts) = self
+            .db(move |store| {
+                Ok((
+                    store.user(&payee)?,
+                    store.accounts_of(&payer)?,
+                    store.accounts_of(&payee)?,
+                ))
+            })
+            .await?;
+        if payee_user.is_none() {
+            return Err(
+                Failure::NotFound(format!("user {} does not exist", body.to_username)).into(),
+            );
+        }
+        let currency = amount.currency.code;
+        let from = pick_account(
+            &payer_accounts,
+            &caller.username,
+            &body.from_bank_id,
+            currency,
+        )?;
+        let to = pick_account(
+            &payee_accounts,
+            &body.to_username,
+            &body.to_bank_id,
+            currency,
+        )?;
+        // A bank that is not registered fails the request before anything is recorded, so the
+        // same key simply works once the bank is back.
+        self.registry.client(&from.bank_id)?;
+        self.registry.client(&to.bank_id)?;
+
+        let attempt = PaymentRecord {
+            seq: 0,
+            payment_id: uuid::Uuid::new_v4().to_string(),
+            idempotency_key: body.idempotency_key,
+            from: Party {
+                username: caller.username,
+                bank_id: from.bank_id,
+                account_number: from.account_number,
+            },
+            to: Party {
+                username: body.to_username,
+                bank_id: to.bank_id,
+                account_number: to.account_number,
+            },
+            amount_minor: amount.amount_minor,
+            currency: currency.to_owned(),
+            memo: body.memo,
+            status: PaymentStatus::Pending,
+            reason_code: None,
+            reason: None,
+            debit_acked: false,
+            credit_acked: false,
+            decision_deadline_unix_ms: self.coordinator.decision_deadline_unix_ms(),
+            created_unix_ms: now_unix_ms(),
+            decided_unix_ms: None,
+        };
+        let record = match self.db(move |store| store.begin_payment(&attempt)).await? {
+            Begin::Started(record) => {
+                log.set_payment(&record.payment_id, None);
+                self.coordinator.execute(record).await?
+            }
+            Begin::Finished(record) | Begin::InFlight(record) => record,
+        };
+        log.set_payment(&record.payment_id, None);
+        pay_outcome(&record).map(Response::new)
+    }
+
+    async fn list_history(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        let page_size = match body.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            asked => asked.min(MAX_PAGE_SIZE),
+        };
+        let before_seq = if body.page_token.is_empty() {
+            i64::MAX
+        } else {
+            body.page_token.parse::<i64>().map_err(|_| {
+                Failure::InvalidArgument("page_token is not one this server gave out".into())
+            })?
+        };
+        let username = caller.username;
+        let page = self
+            .db(move |store| store.history(&username, before_seq, page_size))
+            .await?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() == page_size as usize => last.seq.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListHistoryResponse {
+            payments: page.iter().map(payment_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_payment(
+        &self,
+        request: Request<pb::GetPaymentRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        check_text("payment_id", &body.payment_id, MAX_KEY_LEN)?;
+        let id = body.payment_id.clone();
+        let record = self
+            .db(move |store| store.payment(&id))
+            .await?
+            .ok_or_else(|| {
+                Failure::NotFound(format!("payment {} does not exist", body.payment_id))
+            })?;
+        let involved =
+            record.from.username == caller.username || record.to.username == caller.username;
+        if !involved && caller.role != Role::Admin {
+            return Err(Failure::PermissionDenied("that payment is not yours".into()).into());
+        }
+        Ok(Response::new(payment_proto(&record)))
+    }
+}

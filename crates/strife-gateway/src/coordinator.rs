@@ -1,0 +1,495 @@
+//! The two-phase-commit coordinator. Its log is the `payments` table; its states are:
+//!
+//! ```text
+//!   PENDING ──all YES──▶ COMMITTED ──every leg acknowledged──▶ (finished)
+//!      │
+//!      └─any NO / error / timeout, or deadline passed, or recovery──▶ ABORTED ──acks──▶ (finished)
+//! ```
+//!
+//! What is durable when: the PENDING record (with the idempotency key) before any prepare is
+//! sent; the decision before any phase-2 message is sent; each leg's acknowledgement after
+//! its bank answered. A decision is written once and never changes ([`GatewayStore::decide`]).
+//! Phase 2 is retried by [`Coordinator::retry_unfinished`] until every bank acknowledges.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strife_common::runtime::on_blocking_pool;
+use strife_common::time::now_unix_ms;
+use strife_common::Failure;
+use strife_proto::v1 as pb;
+use tokio::sync::watch;
+
+use crate::registry::BankRegistry;
+use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
+
+/// How long after its prepare deadline a payment's decision may still be pending; banks ask
+/// for the decision of legs still PREPARED after this.
+pub const DECISION_GRACE: Duration = Duration::from_secs(5);
+/// Bound on each phase-2 call made by the retrier.
+const PHASE_TWO_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often unfinished payments are retried.
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// A freshly decided payment is left to its own task for this long before the retrier helps.
+const RETRY_AFTER_DECISION_MS: i64 = 1_000;
+const UNFINISHED_PER_ROUND: u32 = 256;
+
+/// Reason codes the coordinator itself writes.
+pub mod reason {
+    pub const BANK_TIMEOUT: &str = "bank_timeout";
+    pub const BANK_UNAVAILABLE: &str = "bank_unavailable";
+    pub const DECISION_TIMEOUT: &str = "decision_timeout";
+    pub const GATEWAY_RESTARTED: &str = "gateway_restarted";
+}
+
+/// Where a test may make the gateway die on purpose (env `STRIFE_CRASH_AT`), to prove
+/// recovery. Unset in normal runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Every leg voted YES; no decision written yet.
+    AfterPrepare,
+    /// The COMMIT decision is durable; no phase-2 message sent yet.
+    AfterDecision,
+}
+
+impl CrashPoint {
+    /// Reads `STRIFE_CRASH_AT` (`after_prepare` or `after_decision`).
+    pub fn from_env() -> Option<Self> {
+        match std::env::var("STRIFE_CRASH_AT").ok()?.as_str() {
+            "after_prepare" => Some(CrashPoint::AfterPrepare),
+            "after_decision" => Some(CrashPoint::AfterDecision),
+            _ => None,
+        }
+    }
+}
+
+/// One bank's answer to a prepare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    Yes,
+    No { reason_code: String, reason: String },
+    TimedOut,
+    Unreachable(String),
+}
+
+/// Which leg of a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    Debit,
+    Credit,
+}
+
+impl Leg {
+    fn role(self) -> pb::LegRole {
+        match self {
+            Leg::Debit => pb::LegRole::Debit,
+            Leg::Credit => pb::LegRole::Credit,
+        }
+    }
+}
+
+/// The decision two votes make, with the reason for an abort. A bank's own NO explains the
+/// outcome best, so it wins over a timeout or an unreachable bank.
+pub fn decide(
+    debit_bank: &str,
+    debit: &Vote,
+    credit_bank: &str,
+    credit: &Vote,
+    prepare_timeout: Duration,
+) -> (PaymentStatus, Option<(String, String)>) {
+    let votes = [(debit_bank, debit), (credit_bank, credit)];
+    if votes.iter().all(|(_, vote)| **vote == Vote::Yes) {
+        return (PaymentStatus::Committed, None);
+    }
+    for (_, vote) in &votes {
+        if let Vote::No {
+            reason_code,
+            reason,
+        } = vote
+        {
+            return (
+                PaymentStatus::Aborted,
+                Some((reason_code.clone(), reason.clone())),
+            );
+        }
+    }
+    for (bank, vote) in &votes {
+        if **vote == Vote::TimedOut {
+            let reason = format!(
+                "bank {bank} did not answer prepare within {}",
+                humanize(prepare_timeout)
+            );
+            return (
+                PaymentStatus::Aborted,
+                Some((reason::BANK_TIMEOUT.into(), reason)),
+            );
+        }
+    }
+    for (bank, vote) in &votes {
+        if let Vote::Unreachable(detail) = vote {
+            let reason = format!("bank {bank} is unavailable: {detail}");
+            return (
+                PaymentStatus::Aborted,
+                Some((reason::BANK_UNAVAILABLE.into(), reason)),
+            );
+        }
+    }
+    (PaymentStatus::Aborted, None)
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// Runs payments through 2PC and finishes what crashes left.
+pub struct Coordinator {
+    store: Arc<GatewayStore>,
+    registry: Arc<BankRegistry>,
+    prepare_timeout: Duration,
+    crash_at: Option<CrashPoint>,
+}
+
+impl Coordinator {
+    pub fn new(
+        store: Arc<GatewayStore>,
+        registry: Arc<BankRegistry>,
+        prepare_timeout: Duration,
+        crash_at: Option<CrashPoint>,
+    ) -> Self {
+        Coordinator {
+            store,
+            registry,
+            prepare_timeout,
+            crash_at,
+        }
+    }
+
+    pub fn prepare_timeout(&self) -> Duration {
+        self.prepare_timeout
+    }
+
+    /// The decision deadline a payment started now gets.
+    pub fn decision_deadline_unix_ms(&self) -> i64 {
+        let window = self.prepare_timeout + DECISION_GRACE;
+        now_unix_ms().saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Runs a recorded (PENDING) payment to its decision and a first round of phase 2. It
+    /// runs on its own task, so a client that hangs up cannot leave it half done.
+    pub async fn execute(
+        self: &Arc<Self>,
+        record: PaymentRecord,
+    ) -> Result<PaymentRecord, Failure> {
+        let coordinator = Arc::clone(self);
+        tokio::spawn(async move { coordinator.run(record).await })
+            .await
+            .map_err(|error| Failure::internal("payment task", error))?
+    }
+
+    async fn run(&self, record: PaymentRecord) -> Result<PaymentRecord, Failure> {
+        let (debit, credit) = tokio::join!(
+            self.prepare(&record, Leg::Debit),
+            self.prepare(&record, Leg::Credit)
+        );
+        let (status, reason) = decide(
+            &record.from.bank_id,
+            &debit,
+            &record.to.bank_id,
+            &credit,
+            self.prepare_timeout,
+        );
+        if status == PaymentStatus::Committed {
+            self.crash_if(CrashPoint::AfterPrepare);
+        }
+        let decided = self
+            .write_decision(&record.payment_id, status, reason)
+            .await?;
+        if decided.status == PaymentStatus::Committed {
+            self.crash_if(CrashPoint::AfterDecision);
+        }
+        tracing::debug!(payment_id = %decided.payment_id, status = ?decided.status, "decided");
+        // The answer waits for phase 2 at most one prepare timeout: a bank that is down must
+        // not hold up a payment that is already decided; the retrier finishes it.
+        let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&decided)).await;
+        let payment_id = decided.payment_id.clone();
+        let current =
+            on_blocking_pool(&self.store, move |store| store.payment(&payment_id)).await?;
+        Ok(current.unwrap_or(decided))
+    }
+
+    fn crash_if(&self, point: CrashPoint) {
+        if self.crash_at == Some(point) {
+            tracing::error!(
+                ?point,
+                "STRIFE_CRASH_AT reached; aborting the process on purpose"
+            );
+            std::process::abort();
+        }
+    }
+
+    async fn write_decision(
+        &self,
+        payment_id: &str,
+        status: PaymentStatus,
+        reason: Option<(String, String)>,
+    ) -> Result<PaymentRecord, Failure> {
+        let payment_id = payment_id.to_owned();
+        on_blocking_pool(&self.store, move |store| {
+            let (code, text) = reason.unzip();
+            store.decide(&payment_id, status, code.as_deref(), text.as_deref())
+        })
+        .await
+    }
+
+    async fn prepare(&self, record: &PaymentRecord, leg: Leg) -> Vote {
+        let party = match leg {
+            Leg::Debit => &record.from,
+            Leg::Credit => &record.to,
+        };
+        let mut client = match self.registry.client(&party.bank_id) {
+            Ok(client) => client,
+            Err(failure) => return Vote::Unreachable(failure.to_string()),
+        };
+        let request = pb::PrepareRequest {
+            payment_id: record.payment_id.clone(),
+            role: leg.role() as i32,
+            account_number: party.account_number.clone(),
+            amount: Some(pb::Money {
+                amount_minor: record.amount_minor,
+                currency: record.currency.clone(),
+            }),
+            decision_deadline_unix_ms: record.decision_deadline_unix_ms,
+        };
+        match tokio::time::timeout(self.prepare_timeout, client.prepare(request)).await {
+            Err(_) => Vote::TimedOut,
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Vote::TimedOut,
+            Ok(Err(status)) => Vote::Unreachable(status.message().to_owned()),
+            Ok(Ok(response)) => {
+                let response = response.into_inner();
+                if response.vote_yes {
+                    Vote::Yes
+                } else {
+                    Vote::No {
+                        reason_code: response.reason_code,
+                        reason: response.reason,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the decision to every leg not yet acknowledged, in parallel, recording each
+    /// acknowledgement.
+    pub async fn phase_two(&self, record: &PaymentRecord) {
+        let debit = async {
+            if !record.debit_acked {
+                self.finish_leg(record, Leg::Debit).await;
+            }
+        };
+        let credit = async {
+            if !record.credit_acked {
+                self.finish_leg(record, Leg::Credit).await;
+            }
+        };
+        tokio::join!(debit, credit);
+    }
+
+    async fn finish_leg(&self, record: &PaymentRecord, leg: Leg) {
+        let bank_id = match leg {
+            Leg::Debit => &record.from.bank_id,
+            Leg::Credit => &record.to.bank_id,
+        };
+        let Ok(mut client) = self.registry.client(bank_id) else {
+            return;
+        };
+        let request = pb::LegRequest {
+            payment_id: record.payment_id.clone(),
+            role: leg.role() as i32,
+        };
+        let call = async {
+            match record.status {
+                PaymentStatus::Committed => client.commit(request).await,
+                _ => client.abort(request).await,
+            }
+        };
+        match tokio::time::timeout(PHASE_TWO_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => {
+                let payment_id = record.payment_id.clone();
+                let debit = leg == Leg::Debit;
+                if let Err(failure) = on_blocking_pool(&self.store, move |store| {
+                    store.acknowledge(&payment_id, debit)
+                })
+                .await
+                {
+                    tracing::error!(%failure, "could not record a phase-2 acknowledgement");
+                }
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                tracing::error!(
+                    payment_id = %record.payment_id, bank_id, ?leg, message = status.message(),
+                    "bank refused the decision: coordinator and bank disagree"
+                );
+            }
+            Ok(Err(status)) => {
+                tracing::warn!(payment_id = %record.payment_id, bank_id, ?leg, message = status.message(), "phase 2 failed; will retry");
+            }
+            Err(_) => {
+                tracing::warn!(payment_id = %record.payment_id, bank_id, ?leg, "phase 2 timed out; will retry")
+            }
+        }
+    }
+
+    /// On start: every payment left without a decision is aborted (presumed abort); decided
+    /// ones are finished by the retrier.
+    pub async fn recover(&self) -> Result<usize, Failure> {
+        let unfinished = on_blocking_pool(&self.store, |store| store.unfinished(u32::MAX)).await?;
+        let mut aborted = 0;
+        for record in unfinished
+            .into_iter()
+            .filter(|record| record.status == PaymentStatus::Pending)
+        {
+            let reason = Some((
+                reason::GATEWAY_RESTARTED.to_owned(),
+                "the gateway restarted before deciding; aborted".to_owned(),
+            ));
+            self.write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
+                .await?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
+    /// Until shutdown: finishes decided payments whose legs have not all acknowledged, and
+    /// aborts pending ones whose decision deadline passed.
+    pub async fn retry_unfinished(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+                _ = shutdown.changed() => return,
+            }
+            let unfinished =
+                match on_blocking_pool(&self.store, |store| store.unfinished(UNFINISHED_PER_ROUND))
+                    .await
+                {
+                    Ok(unfinished) => unfinished,
+                    Err(failure) => {
+                        tracing::error!(%failure, "cannot list unfinished payments");
+                        continue;
+                    }
+                };
+            let now = now_unix_ms();
+            let mut rounds = Vec::new();
+            for record in unfinished {
+                match record.status {
+                    PaymentStatus::Pending if now > record.decision_deadline_unix_ms => {
+                        let reason = Some((
+                            reason::DECISION_TIMEOUT.to_owned(),
+                            "no decision before the deadline; aborted".to_owned(),
+                        ));
+                        if let Ok(decided) = self
+                            .write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
+                            .await
+                        {
+                            rounds.push(decided);
+                        }
+                    }
+                    PaymentStatus::Pending => {}
+                    _ if record.decided_unix_ms.unwrap_or(0) + RETRY_AFTER_DECISION_MS < now => {
+                        rounds.push(record)
+                    }
+                    _ => {}
+                }
+            }
+            futures::future::join_all(rounds.iter().map(|record| self.phase_two(record))).await;
+        }
+    }
+
+    /// The answer to a bank's "what was decided for payment X?" (presumed abort).
+    pub async fn decision_for(&self, payment_id: &str) -> Result<pb::Decision, Failure> {
+        let id = payment_id.to_owned();
+        let Some(record) = on_blocking_pool(&self.store, move |store| store.payment(&id)).await?
+        else {
+            return Ok(pb::Decision::Abort);
+        };
+        let record = if record.status == PaymentStatus::Pending
+            && now_unix_ms() > record.decision_deadline_unix_ms
+        {
+            let reason = Some((
+                reason::DECISION_TIMEOUT.to_owned(),
+                "no decision before the deadline; aborted".to_owned(),
+            ));
+            self.write_decision(payment_id, PaymentStatus::Aborted, reason)
+                .await?
+        } else {
+            record
+        };
+        Ok(match record.status {
+            PaymentStatus::Committed => pb::Decision::Commit,
+            PaymentStatus::Aborted => pb::Decision::Abort,
+            PaymentStatus::Pending => pb::Decision::Pending,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(500);
+
+    fn no(code: &str) -> Vote {
+        Vote::No {
+            reason_code: code.into(),
+            reason: format!("{code} reason"),
+        }
+    }
+
+    #[test]
+    fn all_yes_commits() {
+        assert_eq!(
+            decide("a", &Vote::Yes, "b", &Vote::Yes, TIMEOUT),
+            (PaymentStatus::Committed, None)
+        );
+    }
+
+    #[test]
+    fn any_no_aborts_with_the_banks_reason() {
+        let (status, reason) = decide(
+            "a",
+            &no("insufficient_funds"),
+            "b",
+            &Vote::TimedOut,
+            TIMEOUT,
+        );
+        assert_eq!(status, PaymentStatus::Aborted);
+        assert_eq!(reason.unwrap().0, "insufficient_funds");
+        let (_, reason) = decide("a", &Vote::Yes, "b", &no("account_not_found"), TIMEOUT);
+        assert_eq!(reason.unwrap().0, "account_not_found");
+    }
+
+    #[test]
+    fn a_timeout_aborts_naming_the_bank() {
+        let (status, reason) = decide("bank0", &Vote::Yes, "bank1", &Vote::TimedOut, TIMEOUT);
+        assert_eq!(status, PaymentStatus::Aborted);
+        let (code, text) = reason.unwrap();
+        assert_eq!(code, reason::BANK_TIMEOUT);
+        assert_eq!(text, "bank bank1 did not answer prepare within 500ms");
+    }
+
+    #[test]
+    fn an_unreachable_bank_aborts() {
+        let (status, reason) = decide(
+            "bank0",
+            &Vote::Unreachable("refused".into()),
+            "bank1",
+            &Vote::Yes,
+            TIMEOUT,
+        );
+        assert_eq!(status, PaymentStatus::Aborted);
+        assert_eq!(reason.unwrap().0, reason::BANK_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,25 @@
+//! `strife gateway`: the payment gateway. Clients reach it over mutual TLS; it moves money
+//! between bank accounts with two-phase commit.
+//!
+//! - [`auth`]: certificate + password authentication, lockout, and the role check (a layer).
+//! - [`roles`]: the method → roles table.
+//! - [`request_log`]: one log line per request (a layer).
+//! - [`registry`]: the live bank map from an etcd watch, one channel per bank.
+//! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
+//! - [`store`]: users, accounts, payments (the coordinator log) and idempotency in SQLite.
+//! - [`api`]: the client-facing `strife.v1.Gateway` service.
+//! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
+//! - [`server`]: process wiring.
+
+pub mod api;
+pub mod auth;
+pub mod coordinator;
+pub mod decision;
+pub mod registry;
+pub mod request_log;
+pub mod roles;
+pub mod server;
+pub mod store;
+
+pub use auth::LockoutPolicy;
+pub use server::{run, GatewayConfig};

@@ -1,0 +1,79 @@
+//! The one table of who may call what. Authorization is decided here and enforced by
+//! [`crate::auth::AuthLayer`]; handlers never check roles themselves (they only scope data to
+//! the caller).
+
+/// What kind of caller a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The seed's StrifeAdmin: registers users and opens accounts.
+    Admin,
+    /// A person or shop: sees and moves only its own money.
+    Client,
+    /// A bank asking for a decision; authenticated by its certificate alone.
+    Bank,
+}
+
+impl Role {
+    /// Stored in `users.role`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Client => "client",
+            Role::Bank => "bank",
+        }
+    }
+
+    pub fn from_stored(text: &str) -> Option<Self> {
+        match text {
+            "admin" => Some(Role::Admin),
+            "client" => Some(Role::Client),
+            _ => None,
+        }
+    }
+}
+
+const ADMIN: &[Role] = &[Role::Admin];
+const USERS: &[Role] = &[Role::Admin, Role::Client];
+const BANKS: &[Role] = &[Role::Bank];
+
+/// Roles allowed to call the gRPC method at `path`; `None` for a method nobody may call.
+pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
+    match path {
+        "/strife.v1.Gateway/RegisterUser" | "/strife.v1.Gateway/OpenAccount" => Some(ADMIN),
+        "/strife.v1.Gateway/LinkAccount"
+        | "/strife.v1.Gateway/GetBalances"
+        | "/strife.v1.Gateway/Pay"
+        | "/strife.v1.Gateway/ListHistory"
+        | "/strife.v1.Gateway/GetPayment" => Some(USERS),
+        "/strife.v1.Coordinator/GetDecision" => Some(BANKS),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_only_methods_exclude_clients() {
+        assert_eq!(
+            allowed_roles("/strife.v1.Gateway/RegisterUser"),
+            Some(ADMIN)
+        );
+        assert_eq!(allowed_roles("/strife.v1.Gateway/OpenAccount"), Some(ADMIN));
+    }
+
+    #[test]
+    fn decision_queries_are_for_banks_only() {
+        assert_eq!(
+            allowed_roles("/strife.v1.Coordinator/GetDecision"),
+            Some(BANKS)
+        );
+    }
+
+    #[test]
+    fn unknown_methods_are_nobodys() {
+        assert_eq!(allowed_roles("/strife.v1.Bank/Prepare"), None);
+        assert_eq!(allowed_roles("/other/Thing"), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! Wires the gateway process: TLS, database (with the admin user from `strife setup`),
+//! recovery of unfinished payments, the bank registry's etcd watch, its own etcd
+//! registration, the phase-2 retrier, and the gRPC server with the logging and auth layers.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use strife_common::layout::Layout;
+use strife_common::registration::{keep_registered, Registration};
+use strife_common::runtime::wait_for_signal;
+use strife_common::tls::TlsMaterial;
+use strife_pki::ADMIN_USER;
+use strife_proto::v1::coordinator_server::CoordinatorServer;
+use strife_proto::v1::gateway_server::GatewayServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::api::GatewayApi;
+use crate::auth::{hash_password, AuthLayer, Authenticator, LockoutPolicy};
+use crate::coordinator::{Coordinator, CrashPoint};
+use crate::decision::DecisionApi;
+use crate::registry::BankRegistry;
+use crate::request_log::RequestLogLayer;
+use crate::roles::Role;
+use crate::store::GatewayStore;
+
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Everything `strife gateway` is told on its command line.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub etcd_endpoints: Vec<String>,
+    pub prepare_timeout: Duration,
+    pub lease_ttl_secs: i64,
+    pub lockout: LockoutPolicy,
+    pub json: bool,
+}
+
+/// The gateway database's path under a data dir.
+pub fn database_path(layout: &Layout) -> PathBuf {
+    layout.gateway_dir().join("gateway.db")
+}
+
+/// Runs the gateway until SIGTERM or SIGINT.
+pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+    let layout = Layout::new(&config.dir);
+    let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
+    let store = Arc::new(GatewayStore::open(&database_path(&layout))?);
+    ensure_admin(&store, &layout)?;
+
+    let registry = Arc::new(BankRegistry::new(tls.clone()));
+    let coordinator = Arc::new(Coordinator::new(
+        Arc::clone(&store),
+        Arc::clone(&registry),
+        config.prepare_timeout,
+        CrashPoint::from_env(),
+    ));
+    let aborted = coordinator.recover().await?;
+    if aborted > 0 {
+        tracing::warn!(
+            aborted,
+            "recovery aborted payments left undecided by the last run"
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let follower = Arc::clone(&registry);
+    let endpoints = config.etcd_endpoints.clone();
+    let watch_shutdown = shutdown.clone();
+    tokio::spawn(async move { follower.follow(endpoints, watch_shutdown).await });
+    let retrier = Arc::clone(&coordinator);
+    let retry_shutdown = shutdown.clone();
+    tokio::spawn(async move { retrier.retry_unfinished(retry_shutdown).await });
+    let registration = Registration::gateway(
+        config.etcd_endpoints.clone(),
+        &address.to_string(),
+        config.lease_ttl_secs,
+    );
+    let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
+
+    let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?);
+    let gateway = GatewayServer::new(GatewayApi::new(
+        Arc::clone(&store),
+        registry,
+        Arc::clone(&coordinator),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let layers = tower::ServiceBuilder::new()
+        .layer(RequestLogLayer)
+        .layer(AuthLayer::new(authenticator));
+
+    announce(config.json, address)?;
+    Server::builder()
+        .tls_config(tls.server_config())
+        .context("gateway TLS configuration")?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .tcp_nodelay(true)
+        .layer(layers)
+        .add_service(gateway)
+        .add_service(decisions)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_for_signal())
+        .await
+        .context("gateway server failed")?;
+
+    tracing::info!("shutting down");
+    let _ = shutdown_sender.send(true);
+    let _ = tokio::time::timeout(DEREGISTER_TIMEOUT, registration_task).await;
+    Ok(())
+}
+
+/// The admin exists from `strife setup` on: its password is the one setup stored.
+fn ensure_admin(store: &GatewayStore, layout: &Layout) -> anyhow::Result<()> {
+    if store.user(ADMIN_USER)?.is_some() {
+        return Ok(());
+    }
+    let password = strife_pki::read_admin_password(layout)?;
+    let hash = hash_password(&password)?;
+    store.insert_user(ADMIN_USER, Role::Admin.as_str(), &hash)?;
+    tracing::info!("admin user created from the setup password");
+    Ok(())
+}
+
+fn announce(json: bool, address: SocketAddr) -> anyhow::Result<()> {
+    let line = if json {
+        serde_json::json!({"event": "listening", "address": address.to_string()}).to_string()
+    } else {
+        format!("gateway listening on {address}")
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    stdout.flush()?;
+    Ok(())
+}

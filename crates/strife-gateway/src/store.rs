@@ -1,0 +1,551 @@
+//! The gateway's durable state in one SQLite database (WAL, `synchronous=FULL`): users and
+//! their password hashes, linked bank accounts, payments (the coordinator's log: every
+//! payment's decision and which legs have acknowledged it) and idempotency records.
+//!
+//! Every write is one transaction, fsynced before the caller replies. No table is ever
+//! rewritten whole, and every query a payment makes is an indexed point lookup, so the cost
+//! of a payment does not grow with the history.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use strife_common::time::now_unix_ms;
+use strife_common::Failure;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    username        TEXT PRIMARY KEY,
+    role            TEXT NOT NULL CHECK (role IN ('admin', 'client')),
+    password_hash   TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    bank_id         TEXT NOT NULL,
+    account_number  TEXT NOT NULL,
+    username        TEXT NOT NULL REFERENCES users (username),
+    currency        TEXT NOT NULL,
+    holder_name     TEXT NOT NULL,
+    linked_unix_ms  INTEGER NOT NULL,
+    PRIMARY KEY (bank_id, account_number)
+);
+CREATE INDEX IF NOT EXISTS accounts_by_user ON accounts (username);
+CREATE TABLE IF NOT EXISTS payments (
+    seq                       INTEGER PRIMARY KEY AUTOINCREMENT,
+    payment_id                TEXT NOT NULL UNIQUE,
+    idempotency_key           TEXT NOT NULL,
+    from_user                 TEXT NOT NULL,
+    from_bank                 TEXT NOT NULL,
+    from_account              TEXT NOT NULL,
+    to_user                   TEXT NOT NULL,
+    to_bank                   TEXT NOT NULL,
+    to_account                TEXT NOT NULL,
+    amount_minor              INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency                  TEXT NOT NULL,
+    memo                      TEXT NOT NULL,
+    status                    INTEGER NOT NULL CHECK (status IN (1, 2, 3)),
+    reason_code               TEXT,
+    reason                    TEXT,
+    debit_acked               INTEGER NOT NULL DEFAULT 0,
+    credit_acked              INTEGER NOT NULL DEFAULT 0,
+    decision_deadline_unix_ms INTEGER NOT NULL,
+    created_unix_ms           INTEGER NOT NULL,
+    decided_unix_ms           INTEGER
+);
+CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
+CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
+CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (seq)
+    WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0;
+CREATE TABLE IF NOT EXISTS idempotency (
+    username        TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    payment_id      TEXT NOT NULL,
+    created_unix_ms INTEGER NOT NULL,
+    PRIMARY KEY (username, key)
+) WITHOUT ROWID;
+";
+
+/// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Recorded, phase 1 running, no decision yet.
+    Pending,
+    Committed,
+    Aborted,
+}
+
+impl PaymentStatus {
+    pub fn code(self) -> i64 {
+        match self {
+            PaymentStatus::Pending => 1,
+            PaymentStatus::Committed => 2,
+            PaymentStatus::Aborted => 3,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(PaymentStatus::Pending),
+            2 => Some(PaymentStatus::Committed),
+            3 => Some(PaymentStatus::Aborted),
+            _ => None,
+        }
+    }
+}
+
+/// One side of a payment: whose account at which bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub username: String,
+    pub bank_id: String,
+    pub account_number: String,
+}
+
+/// A payment as the coordinator logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub seq: i64,
+    pub payment_id: String,
+    pub idempotency_key: String,
+    pub from: Party,
+    pub to: Party,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub memo: String,
+    pub status: PaymentStatus,
+    pub reason_code: Option<String>,
+    pub reason: Option<String>,
+    pub debit_acked: bool,
+    pub credit_acked: bool,
+    pub decision_deadline_unix_ms: i64,
+    pub created_unix_ms: i64,
+    pub decided_unix_ms: Option<i64>,
+}
+
+impl PaymentRecord {
+    /// What identifies "the same request" for idempotency.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "to={}|amount={}|currency={}|from_bank={}|to_bank={}|memo={}",
+            self.to.username,
+            self.amount_minor,
+            self.currency,
+            self.from.bank_id,
+            self.to.bank_id,
+            self.memo
+        )
+    }
+}
+
+/// Reason codes of aborts that a retry with the same key may run again: the money never
+/// moved and the cause was the network, not the request.
+pub const TRANSIENT_REASONS: &[&str] = &["bank_timeout", "bank_unavailable"];
+
+/// What starting a payment under an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// A new attempt was recorded (PENDING); run it.
+    Started(PaymentRecord),
+    /// The key already has a final result; return it.
+    Finished(PaymentRecord),
+    /// The key's payment is still running.
+    InFlight(PaymentRecord),
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    pub role: String,
+    pub password_hash: String,
+}
+
+/// A bank account linked to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedAccount {
+    pub username: String,
+    pub bank_id: String,
+    pub account_number: String,
+    pub currency: String,
+    pub holder_name: String,
+}
+
+/// The gateway's database.
+pub struct GatewayStore {
+    connection: Mutex<Connection>,
+}
+
+fn storage(error: rusqlite::Error) -> Failure {
+    Failure::internal("gateway storage", error)
+}
+
+impl GatewayStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let connection = Connection::open(path)
+            .with_context(|| format!("opening gateway database {}", path.display()))?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.execute_batch(SCHEMA)?;
+        Ok(GatewayStore {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A transaction rolls back on drop, so a poisoned lock still guards consistent data.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage)?;
+        let value = work(&transaction)?;
+        transaction.commit().map_err(storage)?;
+        Ok(value)
+    }
+
+    /// Creates a user; `ALREADY_EXISTS` if the name is taken.
+    pub fn insert_user(
+        &self,
+        username: &str,
+        role: &str,
+        password_hash: &str,
+    ) -> Result<(), Failure> {
+        self.write(|transaction| {
+            let inserted = transaction
+                .execute(
+                    "INSERT INTO users (username, role, password_hash, created_unix_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO NOTHING",
+                    params![username, role, password_hash, now_unix_ms()],
+                )
+                .map_err(storage)?;
+            if inserted == 0 {
+                return Err(Failure::AlreadyExists(format!(
+                    "user {username} already exists"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
+        self.lock()
+            .query_row(
+                "SELECT username, role, password_hash FROM users WHERE username = ?1",
+                [username],
+                |row| {
+                    Ok(UserRecord {
+                        username: row.get(0)?,
+                        role: row.get(1)?,
+                        password_hash: row.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(storage)
+    }
+
+    /// Links an account to its owner (or updates its holder name). An account already linked
+    /// to someone else is `ALREADY_EXISTS`.
+    pub fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
+        self.write(|transaction| {
+            let owner: Option<String> = transaction
+                .query_row(
+                    "SELECT username FROM accounts WHERE bank_id = ?1 AND account_number = ?2",
+                    params![account.bank_id, account.account_number],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(storage)?;
+            if owner.as_deref().is_some_and(|owner| owner != account.username) {
+                return Err(Failure::AlreadyExists("account is linked to another user".into()));
+            }
+            transaction
+                .execute(
+                    "INSERT INTO accounts (bank_id, account_number, username, currency, holder_name,
+                         linked_unix_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (bank_id, account_number) DO UPDATE SET holder_name = excluded.holder_name",
+                    params![
+                        account.bank_id,
+                        account.account_number,
+                        account.username,
+                        account.currency,
+                        account.holder_name,
+                        now_unix_ms()
+                    ],
+                )
+                .map_err(storage)?;
+            Ok(())
+        })
+    }
+
+    /// A user's linked accounts, oldest link first.
+    pub fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(
+                "SELECT username, bank_id, account_number, currency, holder_name FROM accounts
+                 WHERE username = ?1 ORDER BY linked_unix_ms, bank_id, account_number",
+            )
+            .map_err(storage)?;
+        let rows = statement
+            .query_map([username], |row| {
+                Ok(LinkedAccount {
+                    username: row.get(0)?,
+                    bank_id: row.get(1)?,
+                    account_number: row.get(2)?,
+                    currency: row.get(3)?,
+                    holder_name: row.get(4)?,
+                })
+            })
+            .map_err(storage)?;
+        rows.collect::<Result<_, _>>().map_err(storage)
+    }
+
+    /// Records a payment attempt under `(from user, key)`, or reports what the key already has.
+    /// `attempt` is the new attempt to record if one is needed. A key whose previous attempt
+    /// aborted for a transient reason gets a new attempt; a key used with other parameters is
+    /// `INVALID_ARGUMENT`.
+    pub fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begin, Failure> {
+        let fingerprint = attempt.fingerprint();
+        self.write(|transaction| {
+            let existing: Option<(String, String)> = transaction
+                .query_row(
+                    "SELECT fingerprint, payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
+                    params![attempt.from.username, attempt.idempotency_key],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(storage)?;
+            if let Some((stored_fingerprint, payment_id)) = existing {
+                if stored_fingerprint != fingerprint {
+                    return Err(Failure::InvalidArgument(format!(
+                        "idempotency key {:?} was already used for a different payment ({stored_fingerprint})",
+                        attempt.idempotency_key
+                    )));
+                }
+                let previous = load_payment(transaction, &payment_id)?
+                    .ok_or_else(|| Failure::internal("idempotency", "record points at no payment"))?;
+                let retryable = previous.status == PaymentStatus::Aborted
+                    && previous
+                        .reason_code
+                        .as_deref()
+                        .is_some_and(|code| TRANSIENT_REASONS.contains(&code));
+                match previous.status {
+                    PaymentStatus::Pending => return Ok(Begin::InFlight(previous)),
+                    _ if !retryable => return Ok(Begin::Finished(previous)),
+                    _ => {}
+                }
+                transaction
+                    .execute(
+                        "UPDATE idempotency SET payment_id = ?3 WHERE username = ?1 AND key = ?2",
+                        params![attempt.from.username, attempt.idempotency_key, attempt.payment_id],
+                    )
+                    .map_err(storage)?;
+            } else {
+                transaction
+                    .execute(
+                        "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            attempt.from.username,
+                            attempt.idempotency_key,
+                            fingerprint,
+                            attempt.payment_id,
+                            now_unix_ms()
+                        ],
+                    )
+                    .map_err(storage)?;
+            }
+            insert_payment(transaction, attempt)?;
+            let recorded = load_payment(transaction, &attempt.payment_id)?
+                .ok_or_else(|| Failure::internal("begin payment", "inserted payment vanished"))?;
+            Ok(Begin::Started(recorded))
+        })
+    }
+
+    /// Writes the decision, once: a payment already decided keeps its first decision, which is
+    /// returned instead. This single assignment is what makes racing deciders (the payment's
+    /// own task, the decision query, recovery) safe.
+    pub fn decide(
+        &self,
+        payment_id: &str,
+        status: PaymentStatus,
+        reason_code: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<PaymentRecord, Failure> {
+        self.write(|transaction| {
+            transaction
+                .execute(
+                    "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5
+                     WHERE payment_id = ?1 AND status = 1",
+                    params![payment_id, status.code(), reason_code, reason, now_unix_ms()],
+                )
+                .map_err(storage)?;
+            load_payment(transaction, payment_id)?
+                .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist")))
+        })
+    }
+
+    /// Records that a bank acknowledged phase 2 for one leg.
+    pub fn acknowledge(&self, payment_id: &str, debit: bool) -> Result<(), Failure> {
+        let column = if debit { "debit_acked" } else { "credit_acked" };
+        self.write(|transaction| {
+            transaction
+                .execute(
+                    &format!(
+                        "UPDATE payments SET {column} = 1 WHERE payment_id = ?1 AND status != 1"
+                    ),
+                    [payment_id],
+                )
+                .map_err(storage)?;
+            Ok(())
+        })
+    }
+
+    pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
+        load_payment(&self.lock(), payment_id)
+    }
+
+    /// Payments with no decision or with a leg that has not acknowledged it, oldest first.
+    pub fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "{PAYMENT_COLUMNS} WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0
+                 ORDER BY seq LIMIT ?1"
+            ))
+            .map_err(storage)?;
+        let rows = statement
+            .query_map([limit], payment_from_row)
+            .map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?
+            .into_iter()
+            .collect()
+    }
+
+    /// A user's payments (sent or received) with `seq < before_seq`, newest first.
+    pub fn history(
+        &self,
+        username: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare(&format!(
+                "{PAYMENT_COLUMNS} WHERE seq IN (
+                     SELECT seq FROM payments WHERE from_user = ?1 AND seq < ?2
+                     UNION
+                     SELECT seq FROM payments WHERE to_user = ?1 AND seq < ?2
+                 ) ORDER BY seq DESC LIMIT ?3"
+            ))
+            .map_err(storage)?;
+        let rows = statement
+            .query_map(params![username, before_seq, limit], payment_from_row)
+            .map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?
+            .into_iter()
+            .collect()
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "SELECT seq, payment_id, idempotency_key, from_user, from_bank,
+    from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
+    reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms
+    FROM payments";
+
+fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Failure>> {
+    let status_code: i64 = row.get(12)?;
+    let Some(status) = PaymentStatus::from_code(status_code) else {
+        return Ok(Err(Failure::internal(
+            "decoding payment",
+            format!("status {status_code}"),
+        )));
+    };
+    Ok(Ok(PaymentRecord {
+        seq: row.get(0)?,
+        payment_id: row.get(1)?,
+        idempotency_key: row.get(2)?,
+        from: Party {
+            username: row.get(3)?,
+            bank_id: row.get(4)?,
+            account_number: row.get(5)?,
+        },
+        to: Party {
+            username: row.get(6)?,
+            bank_id: row.get(7)?,
+            account_number: row.get(8)?,
+        },
+        amount_minor: row.get(9)?,
+        currency: row.get(10)?,
+        memo: row.get(11)?,
+        status,
+        reason_code: row.get(13)?,
+        reason: row.get(14)?,
+        debit_acked: row.get(15)?,
+        credit_acked: row.get(16)?,
+        decision_deadline_unix_ms: row.get(17)?,
+        created_unix_ms: row.get(18)?,
+        decided_unix_ms: row.get(19)?,
+    }))
+}
+
+fn load_payment(
+    connection: &Connection,
+    payment_id: &str,
+) -> Result<Option<PaymentRecord>, Failure> {
+    connection
+        .query_row(
+            &format!("{PAYMENT_COLUMNS} WHERE payment_id = ?1"),
+            [payment_id],
+            payment_from_row,
+        )
+        .optional()
+        .map_err(storage)?
+        .transpose()
+}
+
+fn insert_payment(transaction: &Transaction<'_>, payment: &PaymentRecord) -> Result<(), Failure> {
+    transaction
+        .execute(
+            "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
+                 to_user, to_bank, to_account, amount_minor, currency, memo, status,
+                 decision_deadline_unix_ms, created_unix_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13)",
+            params![
+                payment.payment_id,
+                payment.idempotency_key,
+                payment.from.username,
+                payment.from.bank_id,
+                payment.from.account_number,
+                payment.to.username,
+                payment.to.bank_id,
+                payment.to.account_number,
+                payment.amount_minor,
+                payment.currency,
+                payment.memo,
+                payment.decision_deadline_unix_ms,
+                payment.created_unix_ms
+            ],
+        )
+        .map_err(storage)?;
+    Ok(())
+}
