@@ -28,6 +28,8 @@ enum Command {
     Bank(BankArgs),
     /// Run the payment gateway (2PC coordinator).
     Gateway(GatewayArgs),
+    /// Use Strife as a person: pay, see balances and history, manage the offline outbox.
+    Client(strife_client::ClientArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,10 +108,11 @@ struct BankArgs {
 }
 
 impl Cli {
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(self) -> anyhow::Result<u8> {
         strife_common::logging::init(self.log_json);
         match self.command {
-            Command::Setup(args) => run_setup(args),
+            Command::Setup(args) => run_setup(args).map(|()| 0),
+            Command::Client(args) => strife_client::run(args),
             Command::Bank(args) => {
                 let config = strife_bank::BankConfig {
                     dir: args.dir,
@@ -122,7 +125,7 @@ impl Cli {
                     resolve_interval: Duration::from_millis(args.resolve_interval_ms),
                     json: args.json,
                 };
-                runtime()?.block_on(strife_bank::run(config))
+                runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
             Command::Gateway(args) => {
                 anyhow::ensure!(
@@ -142,7 +145,7 @@ impl Cli {
                     },
                     json: args.json,
                 };
-                runtime()?.block_on(strife_gateway::run(config))
+                runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }
         }
     }

@@ -1,0 +1,102 @@
+//! The `strife client` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use strife_common::layout::DEFAULT_DIR;
+
+/// Flags every client command shares, and the command.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Data directory (certificates from `strife setup`; the outbox lives here too).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// Who you are: your certificate's name and your gateway login.
+    #[arg(long, env = "STRIFE_USER")]
+    pub user: String,
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:50050", env = "STRIFE_GATEWAY")]
+    pub gateway: String,
+    /// Read the password from this file (otherwise STRIFE_PASSWORD, the setup file for
+    /// `admin`, or a prompt).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// (admin) Register a user; the new password comes from STRIFE_NEW_PASSWORD or a prompt.
+    Register { username: String },
+    /// (admin) Open an account for a user at a bank.
+    OpenAccount {
+        #[arg(long = "user", id = "account_user")]
+        username: String,
+        #[arg(long)]
+        bank: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        /// Opening deposit, e.g. 100.00.
+        #[arg(long, default_value = "0")]
+        deposit: String,
+        #[arg(long, default_value = "")]
+        holder_name: String,
+    },
+    /// Link one of your bank accounts (or update its holder name).
+    Link {
+        #[arg(long)]
+        bank: String,
+        #[arg(long)]
+        account: String,
+        #[arg(long, default_value = "")]
+        holder_name: String,
+    },
+    /// Your balances (admins: `--of USER`).
+    Balance {
+        #[arg(long)]
+        of: Option<String>,
+    },
+    /// Pay another user. Queued in the outbox if the gateway is unreachable.
+    Pay {
+        #[arg(long)]
+        to: String,
+        /// Amount like 12.50 (no sign, at most the currency's decimals).
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        #[arg(long, default_value = "")]
+        from_bank: String,
+        #[arg(long, default_value = "")]
+        to_bank: String,
+        /// Idempotency key; a new one is chosen if absent. Reuse it to retry safely.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value = "")]
+        memo: String,
+    },
+    /// Your payments, newest first.
+    History {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
+    /// One payment.
+    Payment { payment_id: String },
+    /// What is in your offline outbox.
+    Outbox,
+    /// Send queued payments now; with --watch keep retrying in the background.
+    Sync {
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop once nothing is queued.
+        #[arg(long)]
+        until_empty: bool,
+        /// Tries before a payment is given up.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max_attempts: u32,
+    },
+}

@@ -1,0 +1,631 @@
+//! One function per client command. Each returns the exit status; output goes to stdout
+//! (text or `--json`), errors read like sentences on stderr.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use strife_common::layout::{validate_name, Layout};
+use strife_common::money;
+use strife_common::time::now_unix_ms;
+use strife_proto::v1 as pb;
+use tonic::Status;
+
+use crate::args::{ClientArgs, ClientCommand};
+use crate::outbox::{is_retryable, Outbox, OutboxEntry, TryOutcome};
+use crate::render::{self, explain, money_json, payment_json, table, timestamp};
+use crate::session::{connect, Gateway};
+use crate::EXIT_QUEUED;
+
+/// Longest a `sync --watch` sleeps between looks at the outbox.
+const WATCH_POLL_MAX: Duration = Duration::from_secs(1);
+
+fn emit(args: &ClientArgs, human: String, document: serde_json::Value) {
+    if args.json {
+        println!("{document}");
+    } else {
+        println!("{human}");
+    }
+}
+
+/// Prints a failed call and returns exit status 1.
+fn failed(args: &ClientArgs, status: &Status) -> u8 {
+    let sentence = explain(status);
+    if args.json {
+        println!(
+            "{}",
+            json!({"ok": false, "code": format!("{:?}", status.code()), "reason_code": strife_common::failure::reason_of(status), "error": sentence})
+        );
+    }
+    eprintln!("error: {sentence}");
+    1
+}
+
+fn outbox_path(args: &ClientArgs) -> std::path::PathBuf {
+    Layout::new(&args.dir)
+        .client_dir(&args.user)
+        .join("outbox.db")
+}
+
+pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
+    if let ClientCommand::Outbox = args.command {
+        return show_outbox(&args);
+    }
+    let mut gateway = connect(&args)?;
+    match &args.command {
+        ClientCommand::Register { username } => register(&args, &mut gateway, username).await,
+        ClientCommand::OpenAccount {
+            username,
+            bank,
+            currency,
+            deposit,
+            holder_name,
+        } => {
+            open_account(
+                &args,
+                &mut gateway,
+                username,
+                bank,
+                currency,
+                deposit,
+                holder_name,
+            )
+            .await
+        }
+        ClientCommand::Link {
+            bank,
+            account,
+            holder_name,
+        } => {
+            let request = pb::LinkAccountRequest {
+                bank_id: bank.clone(),
+                account_number: account.clone(),
+                holder_name: holder_name.clone(),
+            };
+            match gateway.link_account(request).await {
+                Ok(linked) => {
+                    let linked = linked.into_inner();
+                    emit(
+                        &args,
+                        format!(
+                            "linked {} account {} ({})",
+                            linked.bank_id, linked.account_number, linked.currency
+                        ),
+                        json!({"ok": true, "bank": linked.bank_id, "account": linked.account_number, "currency": linked.currency, "holder_name": linked.holder_name}),
+                    );
+                    Ok(0)
+                }
+                Err(status) => Ok(failed(&args, &status)),
+            }
+        }
+        ClientCommand::Balance { of } => {
+            balance(&args, &mut gateway, of.clone().unwrap_or_default()).await
+        }
+        ClientCommand::Pay {
+            to,
+            amount,
+            currency,
+            from_bank,
+            to_bank,
+            key,
+            memo,
+        } => {
+            let entry =
+                match payment_entry(to, amount, currency, from_bank, to_bank, key.clone(), memo) {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        if args.json {
+                            println!("{}", json!({"ok": false, "error": error.to_string()}));
+                        }
+                        return Ok(2);
+                    }
+                };
+            pay(&args, &mut gateway, entry).await
+        }
+        ClientCommand::History { limit } => history(&args, &mut gateway, *limit).await,
+        ClientCommand::Payment { payment_id } => {
+            match gateway
+                .get_payment(pb::GetPaymentRequest {
+                    payment_id: payment_id.clone(),
+                })
+                .await
+            {
+                Ok(payment) => {
+                    let payment = payment.into_inner();
+                    emit(
+                        &args,
+                        describe_payment(&payment),
+                        json!({"ok": true, "payment": payment_json(&payment)}),
+                    );
+                    Ok(0)
+                }
+                Err(status) => Ok(failed(&args, &status)),
+            }
+        }
+        ClientCommand::Sync {
+            watch,
+            until_empty,
+            max_attempts,
+        } => sync(&args, &mut gateway, *watch, *until_empty, *max_attempts).await,
+        ClientCommand::Outbox => show_outbox(&args),
+    }
+}
+
+fn new_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("STRIFE_NEW_PASSWORD") {
+        return Ok(password);
+    }
+    let first = rpassword::prompt_password("new password: ")
+        .context("no new password: set STRIFE_NEW_PASSWORD or run in a terminal")?;
+    let second = rpassword::prompt_password("repeat it: ")?;
+    anyhow::ensure!(first == second, "the two passwords differ");
+    Ok(first)
+}
+
+async fn register(args: &ClientArgs, gateway: &mut Gateway, username: &str) -> anyhow::Result<u8> {
+    let password = new_password()?;
+    match gateway
+        .register_user(pb::RegisterUserRequest {
+            username: username.into(),
+            password,
+        })
+        .await
+    {
+        Ok(user) => {
+            let user = user.into_inner();
+            emit(
+                args,
+                format!("registered {} ({})", user.username, user.role),
+                json!({"ok": true, "username": user.username, "role": user.role}),
+            );
+            Ok(0)
+        }
+        Err(status) => Ok(failed(args, &status)),
+    }
+}
+
+async fn open_account(
+    args: &ClientArgs,
+    gateway: &mut Gateway,
+    username: &str,
+    bank: &str,
+    currency: &str,
+    deposit: &str,
+    holder_name: &str,
+) -> anyhow::Result<u8> {
+    let currency = money::currency(currency)?;
+    let deposit_minor = money::parse_amount_allow_zero(deposit, currency)?;
+    let request = pb::GatewayOpenAccountRequest {
+        username: username.into(),
+        bank_id: bank.into(),
+        currency: currency.code.into(),
+        opening_deposit: Some(pb::Money {
+            amount_minor: deposit_minor,
+            currency: currency.code.into(),
+        }),
+        holder_name: holder_name.into(),
+    };
+    match gateway.open_account(request).await {
+        Ok(account) => {
+            let account = account.into_inner();
+            emit(
+                args,
+                format!(
+                    "opened {} account {} for {} with {} {}",
+                    account.bank_id,
+                    account.account_number,
+                    account.username,
+                    money::format_amount(deposit_minor, currency),
+                    currency.code
+                ),
+                json!({"ok": true, "username": account.username, "bank": account.bank_id, "account": account.account_number, "currency": account.currency, "deposit_minor": deposit_minor}),
+            );
+            Ok(0)
+        }
+        Err(status) => Ok(failed(args, &status)),
+    }
+}
+
+async fn balance(args: &ClientArgs, gateway: &mut Gateway, of: String) -> anyhow::Result<u8> {
+    match gateway
+        .get_balances(pb::GetBalancesRequest { username: of })
+        .await
+    {
+        Ok(response) => {
+            let accounts = response.into_inner().accounts;
+            let rows: Vec<Vec<String>> = accounts
+                .iter()
+                .map(|account| {
+                    vec![
+                        account.bank_id.clone(),
+                        account.account_number.clone(),
+                        render::money(account.balance.as_ref()),
+                        render::money(account.held.as_ref()),
+                        render::money(account.available.as_ref()),
+                    ]
+                })
+                .collect();
+            let human = if rows.is_empty() {
+                "no accounts yet".to_owned()
+            } else {
+                table(&["BANK", "ACCOUNT", "BALANCE", "HELD", "AVAILABLE"], &rows)
+            };
+            let documents: Vec<_> = accounts
+                .iter()
+                .map(|account| {
+                    json!({"bank": account.bank_id, "account": account.account_number, "balance": money_json(account.balance.as_ref()), "held": money_json(account.held.as_ref()), "available": money_json(account.available.as_ref())})
+                })
+                .collect();
+            emit(args, human, json!({"ok": true, "accounts": documents}));
+            Ok(0)
+        }
+        Err(status) => Ok(failed(args, &status)),
+    }
+}
+
+/// Validates a payment at the CLI (before anything is queued or sent).
+fn payment_entry(
+    to: &str,
+    amount: &str,
+    currency: &str,
+    from_bank: &str,
+    to_bank: &str,
+    key: Option<String>,
+    memo: &str,
+) -> anyhow::Result<OutboxEntry> {
+    validate_name("recipient", to).map_err(anyhow::Error::msg)?;
+    for bank in [from_bank, to_bank] {
+        if !bank.is_empty() {
+            validate_name("bank", bank).map_err(anyhow::Error::msg)?;
+        }
+    }
+    let currency = money::currency(currency)?;
+    let amount_minor = money::parse_amount(amount, currency)?;
+    let idempotency_key = key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    anyhow::ensure!(
+        !idempotency_key.is_empty()
+            && idempotency_key.len() <= 128
+            && idempotency_key.bytes().all(|byte| byte.is_ascii_graphic()),
+        "--key must be 1 to 128 printable characters without spaces"
+    );
+    Ok(OutboxEntry {
+        idempotency_key,
+        to_username: to.into(),
+        amount_minor,
+        currency: currency.code.into(),
+        from_bank: from_bank.into(),
+        to_bank: to_bank.into(),
+        memo: memo.into(),
+        state: "queued".into(),
+        attempts: 0,
+        next_attempt_unix_ms: 0,
+        last_error: None,
+        payment_id: None,
+        created_unix_ms: now_unix_ms(),
+    })
+}
+
+/// Sends one outbox entry once.
+async fn try_send(
+    gateway: &mut Gateway,
+    entry: &OutboxEntry,
+) -> (TryOutcome, Option<pb::Payment>, Option<Status>) {
+    let request = pb::PayRequest {
+        idempotency_key: entry.idempotency_key.clone(),
+        to_username: entry.to_username.clone(),
+        amount: Some(pb::Money {
+            amount_minor: entry.amount_minor,
+            currency: entry.currency.clone(),
+        }),
+        from_bank_id: entry.from_bank.clone(),
+        to_bank_id: entry.to_bank.clone(),
+        memo: entry.memo.clone(),
+    };
+    match gateway.pay(request).await {
+        Ok(payment) => {
+            let payment = payment.into_inner();
+            (
+                TryOutcome::Succeeded {
+                    payment_id: payment.payment_id.clone(),
+                },
+                Some(payment),
+                None,
+            )
+        }
+        Err(status) if is_retryable(status.code()) => (
+            TryOutcome::Retry {
+                message: explain(&status),
+            },
+            None,
+            Some(status),
+        ),
+        Err(status) => (
+            TryOutcome::Declined {
+                message: explain(&status),
+            },
+            None,
+            Some(status),
+        ),
+    }
+}
+
+async fn pay(args: &ClientArgs, gateway: &mut Gateway, entry: OutboxEntry) -> anyhow::Result<u8> {
+    let outbox = Outbox::open(&outbox_path(args))?;
+    let entry = outbox.enqueue(&entry)?;
+    if entry.state != "queued" {
+        // The same key already finished: report it rather than sending again.
+        return Ok(report_entry(args, &entry));
+    }
+    let (outcome, payment, status) = try_send(gateway, &entry).await;
+    let recorded = outbox.record(&entry.idempotency_key, &outcome, u32::MAX)?;
+    match (outcome, payment, status) {
+        (TryOutcome::Succeeded { .. }, Some(payment), _) => {
+            emit(
+                args,
+                format!(
+                    "paid {}\n{}",
+                    render::money(payment.amount.as_ref()),
+                    describe_payment(&payment)
+                ),
+                json!({"ok": true, "queued": false, "payment": payment_json(&payment)}),
+            );
+            Ok(0)
+        }
+        (TryOutcome::Retry { message }, _, _) => {
+            let human = format!(
+                "queued: {message}.\nThe payment is saved in your outbox with key {} and will be sent, exactly once, by `strife client --user {} sync`.",
+                recorded.idempotency_key, args.user
+            );
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "queued": true, "idempotency_key": recorded.idempotency_key, "error": message})
+                );
+            } else {
+                println!("{human}");
+            }
+            Ok(EXIT_QUEUED)
+        }
+        (_, _, Some(status)) => Ok(failed(args, &status)),
+        _ => Ok(1),
+    }
+}
+
+fn report_entry(args: &ClientArgs, entry: &OutboxEntry) -> u8 {
+    let amount = pb::Money {
+        amount_minor: entry.amount_minor,
+        currency: entry.currency.clone(),
+    };
+    let human = format!(
+        "{} {} to {}: {}{}",
+        entry.idempotency_key,
+        render::money(Some(&amount)),
+        entry.to_username,
+        entry.state,
+        entry
+            .last_error
+            .as_ref()
+            .map(|error| format!(" ({error})"))
+            .unwrap_or_default()
+    );
+    emit(
+        args,
+        human,
+        json!({"ok": entry.state == "succeeded", "entry": entry}),
+    );
+    match entry.state.as_str() {
+        "succeeded" => 0,
+        "queued" => EXIT_QUEUED,
+        _ => 1,
+    }
+}
+
+fn describe_payment(payment: &pb::Payment) -> String {
+    let mut lines = vec![
+        format!("payment  {}", payment.payment_id),
+        format!("status   {}", render::status_name(payment.status)),
+        format!("amount   {}", render::money(payment.amount.as_ref())),
+        format!(
+            "from     {} ({} {})",
+            payment.from_username, payment.from_bank_id, payment.from_account
+        ),
+        format!(
+            "to       {} ({} {})",
+            payment.to_username, payment.to_bank_id, payment.to_account
+        ),
+        format!("when     {} UTC", timestamp(payment.created_unix_ms)),
+    ];
+    if !payment.reason.is_empty() {
+        lines.push(format!("reason   {}", payment.reason));
+    }
+    lines.join("\n")
+}
+
+async fn history(args: &ClientArgs, gateway: &mut Gateway, limit: u32) -> anyhow::Result<u8> {
+    match gateway
+        .list_history(pb::ListHistoryRequest {
+            page_size: limit,
+            page_token: String::new(),
+        })
+        .await
+    {
+        Ok(response) => {
+            let payments = response.into_inner().payments;
+            let rows: Vec<Vec<String>> = payments
+                .iter()
+                .map(|payment| {
+                    vec![
+                        timestamp(payment.created_unix_ms),
+                        payment.from_username.clone(),
+                        payment.to_username.clone(),
+                        render::money(payment.amount.as_ref()),
+                        render::status_name(payment.status).into(),
+                        payment.reason_code.clone(),
+                        payment.payment_id.clone(),
+                    ]
+                })
+                .collect();
+            let human = if rows.is_empty() {
+                "no payments yet".to_owned()
+            } else {
+                table(
+                    &[
+                        "WHEN (UTC)",
+                        "FROM",
+                        "TO",
+                        "AMOUNT",
+                        "STATUS",
+                        "REASON",
+                        "PAYMENT",
+                    ],
+                    &rows,
+                )
+            };
+            let documents: Vec<_> = payments.iter().map(payment_json).collect();
+            emit(args, human, json!({"ok": true, "payments": documents}));
+            Ok(0)
+        }
+        Err(status) => Ok(failed(args, &status)),
+    }
+}
+
+fn show_outbox(args: &ClientArgs) -> anyhow::Result<u8> {
+    let outbox = Outbox::open(&outbox_path(args))?;
+    let entries = outbox.all(100)?;
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|entry| {
+            let amount = pb::Money {
+                amount_minor: entry.amount_minor,
+                currency: entry.currency.clone(),
+            };
+            vec![
+                timestamp(entry.created_unix_ms),
+                entry.to_username.clone(),
+                render::money(Some(&amount)),
+                entry.state.clone(),
+                entry.attempts.to_string(),
+                entry.idempotency_key.clone(),
+                entry.last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let human = if rows.is_empty() {
+        "outbox is empty".to_owned()
+    } else {
+        table(
+            &[
+                "QUEUED (UTC)",
+                "TO",
+                "AMOUNT",
+                "STATE",
+                "TRIES",
+                "KEY",
+                "LAST ERROR",
+            ],
+            &rows,
+        )
+    };
+    emit(args, human, json!({"ok": true, "entries": entries}));
+    Ok(0)
+}
+
+/// Tries every queued payment once (`watch`: keeps going, honouring each entry's backoff).
+async fn sync(
+    args: &ClientArgs,
+    gateway: &mut Gateway,
+    watch: bool,
+    until_empty: bool,
+    max_attempts: u32,
+) -> anyhow::Result<u8> {
+    let outbox = Outbox::open(&outbox_path(args))?;
+    let mut results = Vec::new();
+    loop {
+        // A plain `sync` tries everything now; the watcher respects the backoff schedule.
+        let due = outbox.queued(if watch { Some(now_unix_ms()) } else { None })?;
+        for entry in due {
+            let (outcome, _, _) = try_send(gateway, &entry).await;
+            let recorded = outbox.record(&entry.idempotency_key, &outcome, max_attempts)?;
+            let amount = pb::Money {
+                amount_minor: recorded.amount_minor,
+                currency: recorded.currency.clone(),
+            };
+            let line = match recorded.state.as_str() {
+                "succeeded" => format!(
+                    "sent     {} to {} (payment {})",
+                    render::money(Some(&amount)),
+                    recorded.to_username,
+                    recorded.payment_id.clone().unwrap_or_default()
+                ),
+                "declined" => format!(
+                    "declined {} to {}: {}",
+                    render::money(Some(&amount)),
+                    recorded.to_username,
+                    recorded.last_error.clone().unwrap_or_default()
+                ),
+                "gave_up" => format!(
+                    "gave up  {} to {} after {} tries: {}",
+                    render::money(Some(&amount)),
+                    recorded.to_username,
+                    recorded.attempts,
+                    recorded.last_error.clone().unwrap_or_default()
+                ),
+                _ => format!(
+                    "retrying {} to {} (try {}): {}",
+                    render::money(Some(&amount)),
+                    recorded.to_username,
+                    recorded.attempts,
+                    recorded.last_error.clone().unwrap_or_default()
+                ),
+            };
+            if watch && !args.json {
+                println!("{line}");
+            }
+            results.push((line, recorded));
+        }
+        let remaining = outbox.queued(None)?.len();
+        if !watch || (until_empty && remaining == 0) {
+            break;
+        }
+        let wait = match outbox.next_due_unix_ms()? {
+            Some(due) => Duration::from_millis(
+                due.saturating_sub(now_unix_ms())
+                    .clamp(10, WATCH_POLL_MAX.as_millis() as i64) as u64,
+            ),
+            None => WATCH_POLL_MAX,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let remaining = outbox.queued(None)?;
+    if args.json {
+        let entries: Vec<_> = results.iter().map(|(_, entry)| entry).collect();
+        println!(
+            "{}",
+            json!({"ok": remaining.is_empty(), "results": entries, "still_queued": remaining.len()})
+        );
+    } else if !watch {
+        for (line, _) in &results {
+            println!("{line}");
+        }
+        if results.is_empty() {
+            println!("nothing to send");
+        }
+        if !remaining.is_empty() {
+            println!("{} payment(s) still queued", remaining.len());
+        }
+    }
+    let any_failed = results
+        .iter()
+        .any(|(_, entry)| entry.state == "declined" || entry.state == "gave_up");
+    Ok(if !remaining.is_empty() {
+        EXIT_QUEUED
+    } else if any_failed {
+        1
+    } else {
+        0
+    })
+}

@@ -1,0 +1,28 @@
+//! `strife client`: what a person touches. Every command talks to the gateway over mutual TLS
+//! with the user's certificate and password; `pay` goes through the durable [`outbox`] so a
+//! payment made while the gateway is unreachable is kept and sent later, exactly once.
+//!
+//! - [`args`]: the command line.
+//! - [`session`]: password, TLS and the authenticated gateway client.
+//! - [`commands`]: one function per command.
+//! - [`render`]: human tables and `--json` documents, and sentences for errors.
+//! - [`outbox`]: the offline outbox and its retry policy.
+
+pub mod args;
+pub mod commands;
+pub mod outbox;
+pub mod render;
+pub mod session;
+
+pub use args::ClientArgs;
+
+/// Exit status of `pay`/`sync` when payments were queued rather than completed (EX_TEMPFAIL).
+pub const EXIT_QUEUED: u8 = 75;
+
+/// Runs one client command; returns the process exit status.
+pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(commands::dispatch(args))
+}

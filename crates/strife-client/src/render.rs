@@ -1,0 +1,121 @@
+//! Output: aligned tables and sentences for people, one JSON document for scripts, and the
+//! wording of errors.
+
+use serde_json::{json, Value};
+use strife_common::failure::reason_of;
+use strife_common::money::{self, Amount};
+use strife_proto::v1 as pb;
+use tonic::{Code, Status};
+
+/// `12.50 USD` (or the raw minor units and code if the currency is unknown to this client).
+pub fn money(value: Option<&pb::Money>) -> String {
+    let Some(value) = value else {
+        return "-".into();
+    };
+    match money::currency(&value.currency) {
+        Ok(currency) => Amount {
+            amount_minor: value.amount_minor,
+            currency,
+        }
+        .to_string(),
+        Err(_) => format!("{} minor {}", value.amount_minor, value.currency),
+    }
+}
+
+/// A money value as JSON: exact minor units plus the display string.
+pub fn money_json(value: Option<&pb::Money>) -> Value {
+    match value {
+        Some(value) => {
+            json!({"amount_minor": value.amount_minor, "currency": value.currency, "display": money(Some(value))})
+        }
+        None => Value::Null,
+    }
+}
+
+pub fn status_name(status: i32) -> &'static str {
+    match pb::PaymentStatus::try_from(status) {
+        Ok(pb::PaymentStatus::Committed) => "COMMITTED",
+        Ok(pb::PaymentStatus::Aborted) => "ABORTED",
+        Ok(pb::PaymentStatus::Pending) => "PENDING",
+        _ => "UNKNOWN",
+    }
+}
+
+pub fn payment_json(payment: &pb::Payment) -> Value {
+    json!({
+        "payment_id": payment.payment_id,
+        "idempotency_key": payment.idempotency_key,
+        "from": payment.from_username,
+        "from_bank": payment.from_bank_id,
+        "from_account": payment.from_account,
+        "to": payment.to_username,
+        "to_bank": payment.to_bank_id,
+        "to_account": payment.to_account,
+        "amount": money_json(payment.amount.as_ref()),
+        "status": status_name(payment.status),
+        "reason_code": payment.reason_code,
+        "reason": payment.reason,
+        "memo": payment.memo,
+        "created_unix_ms": payment.created_unix_ms,
+    })
+}
+
+/// UTC `YYYY-MM-DD HH:MM:SS` for a Unix-millisecond time.
+pub fn timestamp(unix_ms: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
+        .ok()
+        .and_then(|at| at.format(&format).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Left-aligned columns, two spaces apart, with a header row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(index) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| {
+                format!(
+                    "{cell:<width$}",
+                    width = widths.get(index).copied().unwrap_or(0)
+                )
+            })
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    let mut out = vec![line(header.iter().map(|cell| (*cell).to_owned()).collect())];
+    out.extend(rows.iter().map(|row| line(row.clone())));
+    out.join("\n")
+}
+
+/// A sentence for a gRPC failure, in the user's terms.
+pub fn explain(status: &Status) -> String {
+    let detail = status.message();
+    match status.code() {
+        Code::Unauthenticated => {
+            "authentication failed: check your user name, password and certificate (or wait if you were locked out)".into()
+        }
+        Code::PermissionDenied => format!("not allowed: {detail}"),
+        Code::NotFound => format!("not found: {detail}"),
+        Code::AlreadyExists => format!("already exists: {detail}"),
+        Code::InvalidArgument => format!("invalid request: {detail}"),
+        Code::FailedPrecondition => match reason_of(status).as_deref() {
+            Some("insufficient_funds") => format!("payment declined: {detail}"),
+            _ => format!("refused: {detail}"),
+        },
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
+            format!("the gateway or a bank is unreachable ({detail})")
+        }
+        Code::Aborted => format!("try again: {detail}"),
+        _ => format!("failed: {detail}"),
+    }
+}

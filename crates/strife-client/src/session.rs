@@ -1,0 +1,88 @@
+//! A user's session with the gateway: the password (never from a plain flag, so it stays out
+//! of shell history), the user's TLS identity, and a client that adds the credentials to
+//! every request.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use strife_common::layout::Layout;
+use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
+use strife_common::tls::TlsMaterial;
+use strife_proto::v1::gateway_client::GatewayClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::args::ClientArgs;
+
+/// How long one call may take before it counts as "gateway unreachable".
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Adds `x-strife-user` and `x-strife-password` to each request.
+#[derive(Clone)]
+pub struct Credentials {
+    user: MetadataValue<tonic::metadata::Ascii>,
+    password: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(USER_KEY, self.user.clone());
+        request
+            .metadata_mut()
+            .insert(PASSWORD_KEY, self.password.clone());
+        Ok(request)
+    }
+}
+
+/// The authenticated gateway client.
+pub type Gateway = GatewayClient<InterceptedService<Channel, Credentials>>;
+
+/// Reads the password: `--password-file`, then `STRIFE_PASSWORD`, then (for `admin`) the
+/// file setup wrote, then an interactive prompt.
+pub fn password(args: &ClientArgs, layout: &Layout) -> anyhow::Result<String> {
+    if let Some(path) = &args.password_file {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(text.trim_end_matches(['\n', '\r']).to_owned());
+    }
+    if let Ok(password) = std::env::var("STRIFE_PASSWORD") {
+        return Ok(password);
+    }
+    if args.user == strife_pki::ADMIN_USER && layout.admin_password().exists() {
+        return strife_pki::read_admin_password(layout);
+    }
+    rpassword::prompt_password(format!("password for {}: ", args.user))
+        .context("no password: set STRIFE_PASSWORD, pass --password-file, or run in a terminal")
+}
+
+/// Connects (lazily: an unreachable gateway shows up on the first call) as `args.user`.
+pub fn connect(args: &ClientArgs) -> anyhow::Result<Gateway> {
+    strife_common::layout::validate_name("user", &args.user).map_err(anyhow::Error::msg)?;
+    let layout = Layout::new(&args.dir);
+    let identity = layout.user_identity(&args.user);
+    anyhow::ensure!(
+        identity.cert.exists(),
+        "no certificate for user {} in {}; run `strife setup --dir {} --users {}` first",
+        args.user,
+        args.dir.display(),
+        args.dir.display(),
+        args.user
+    );
+    let tls = TlsMaterial::load(&layout.ca().cert, &identity)?;
+    let password = password(args, &layout)?;
+    let credentials = Credentials {
+        user: args
+            .user
+            .parse()
+            .context("user name is not valid metadata")?,
+        password: password
+            .parse()
+            .context("the password must be printable ASCII")?,
+    };
+    let channel = tls.endpoint(&args.gateway, CALL_TIMEOUT)?.connect_lazy();
+    Ok(GatewayClient::with_interceptor(channel, credentials))
+}
