@@ -28,8 +28,26 @@ enum Command {
     Bank(BankArgs),
     /// Run the payment gateway (2PC coordinator).
     Gateway(GatewayArgs),
+    /// Run a whole local network (etcd, two banks, gateway, demo users) until Ctrl-C.
+    Dev(DevArgs),
     /// Use Strife as a person: pay, see balances and history, manage the offline outbox.
     Client(strife_client::ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Data directory (set up on first run).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// Gateway listen address (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    gateway_listen: String,
+    /// etcd client port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 23790)]
+    etcd_port: u16,
+    /// Print the ready line as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +131,13 @@ impl Cli {
         match self.command {
             Command::Setup(args) => run_setup(args).map(|()| 0),
             Command::Client(args) => strife_client::run(args),
+            Command::Dev(args) => crate::dev::run(crate::dev::DevConfig {
+                dir: args.dir,
+                gateway_listen: args.gateway_listen,
+                etcd_port: args.etcd_port,
+                json: args.json,
+            })
+            .map(|()| 0),
             Command::Bank(args) => {
                 let config = strife_bank::BankConfig {
                     dir: args.dir,

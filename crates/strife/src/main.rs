@@ -1,6 +1,7 @@
 //! `strife`: one binary, one subcommand per process (SPEC §1).
 
 mod cli;
+mod dev;
 
 use clap::Parser;
 

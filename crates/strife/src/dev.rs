@@ -1,0 +1,416 @@
+//! `strife dev`: a whole local network in one command — etcd, two banks and the gateway on
+//! loopback, demo users `alice` and `bob` with funded accounts — and a clean shutdown on
+//! Ctrl-C. Every process is a real child process (this same binary for banks and gateway);
+//! their logs go to `<dir>/logs/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use strife_common::layout::Layout;
+use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
+use strife_common::tls::TlsMaterial;
+use strife_proto::v1::{self as pb, gateway_client::GatewayClient};
+use tonic::Code;
+
+const BANKS: [&str; 2] = ["bank0", "bank1"];
+/// Demo users: name, bank, opening deposit in minor units.
+const DEMO_USERS: [(&str, &str, i64); 2] = [("alice", "bank0", 100_00), ("bob", "bank1", 50_00)];
+const STARTUP_LIMIT: Duration = Duration::from_secs(30);
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// What `strife dev` is told.
+#[derive(Debug, Clone)]
+pub struct DevConfig {
+    pub dir: PathBuf,
+    /// Gateway listen address (port 0: pick a free one).
+    pub gateway_listen: String,
+    /// etcd client port (0: pick a free one).
+    pub etcd_port: u16,
+    pub json: bool,
+}
+
+struct ChildProcess {
+    name: &'static str,
+    child: Child,
+}
+
+/// The running network; stops everything when dropped.
+struct Network {
+    children: Vec<ChildProcess>,
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Newest first: gateway, banks, then etcd.
+        for entry in self.children.iter_mut().rev() {
+            terminate(&mut entry.child);
+        }
+    }
+}
+
+fn terminate(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + SHUTDOWN_LIMIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn find_etcd() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("etcd"))
+        .find(|candidate| candidate.is_file())
+        .context("etcd is not installed: install it with `sudo apt-get install -y etcd-server` (or put any etcd v3 binary on PATH) and run this again")
+}
+
+/// Spawns `command` with stderr to `log` and waits for its first stdout line.
+fn spawn_ready(
+    name: &'static str,
+    mut command: Command,
+    log: &Path,
+) -> anyhow::Result<(ChildProcess, String)> {
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file));
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = sender.send(line);
+        }
+        for _ in lines {}
+    });
+    let entry = ChildProcess { name, child };
+    match receiver.recv_timeout(STARTUP_LIMIT) {
+        Ok(line) => Ok((entry, line)),
+        Err(_) => anyhow::bail!("{name} did not start; see {}", log.display()),
+    }
+}
+
+fn address_of(line: &str) -> anyhow::Result<String> {
+    let ready: serde_json::Value =
+        serde_json::from_str(line).with_context(|| format!("unexpected ready line {line:?}"))?;
+    ready["address"]
+        .as_str()
+        .map(str::to_owned)
+        .context("ready line without address")
+}
+
+/// Runs the network until Ctrl-C / SIGTERM.
+pub fn run(config: DevConfig) -> anyhow::Result<()> {
+    let etcd_binary = find_etcd()?;
+    let layout = Layout::new(&config.dir);
+    if !layout.ca().key.exists() {
+        let options = strife_pki::SetupOptions {
+            dir: config.dir.clone(),
+            banks: BANKS.iter().map(|bank| (*bank).to_owned()).collect(),
+            users: DEMO_USERS
+                .iter()
+                .map(|(user, _, _)| (*user).to_owned())
+                .collect(),
+            force: false,
+        };
+        strife_pki::setup(&options)?;
+    }
+    let logs = config.dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let strife = std::env::current_exe().context("locating the strife binary")?;
+    let mut network = Network {
+        children: Vec::new(),
+    };
+
+    let etcd_port = if config.etcd_port == 0 {
+        free_port()?
+    } else {
+        config.etcd_port
+    };
+    let peer_port = free_port()?;
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let etcd_log = std::fs::File::create(logs.join("etcd.log"))?;
+    let etcd = Command::new(&etcd_binary)
+        .arg("--name")
+        .arg("strife-dev")
+        .arg("--data-dir")
+        .arg(config.dir.join("etcd"))
+        .arg("--listen-client-urls")
+        .arg(&etcd_url)
+        .arg("--advertise-client-urls")
+        .arg(&etcd_url)
+        .arg("--listen-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer_port}"))
+        .arg("--initial-advertise-peer-urls")
+        .arg(format!("http://127.0.0.1:{peer_port}"))
+        .arg("--initial-cluster")
+        .arg(format!("strife-dev=http://127.0.0.1:{peer_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(etcd_log))
+        .spawn()
+        .context("starting etcd")?;
+    network.children.push(ChildProcess {
+        name: "etcd",
+        child: etcd,
+    });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(wait_for_etcd(&etcd_url))?;
+
+    for bank in BANKS {
+        let mut command = Command::new(&strife);
+        command
+            .args(["bank", "--json", "--id", bank, "--etcd", &etcd_url, "--dir"])
+            .arg(&config.dir);
+        let (child, _) = spawn_ready("bank", command, &logs.join(format!("{bank}.log")))?;
+        network.children.push(child);
+    }
+    let mut command = Command::new(&strife);
+    command
+        .args([
+            "gateway",
+            "--json",
+            "--etcd",
+            &etcd_url,
+            "--listen",
+            &config.gateway_listen,
+            "--dir",
+        ])
+        .arg(&config.dir);
+    let (gateway, line) = spawn_ready("gateway", command, &logs.join("gateway.log"))?;
+    network.children.push(gateway);
+    let gateway_address = address_of(&line)?;
+
+    let passwords = runtime.block_on(create_demo_users(&layout, &gateway_address))?;
+    print_ready(&config, &gateway_address, &etcd_url, &passwords)?;
+
+    runtime.block_on(async {
+        loop {
+            tokio::select! {
+                _ = strife_common::runtime::wait_for_signal() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    for entry in network.children.iter_mut() {
+                        if let Ok(Some(status)) = entry.child.try_wait() {
+                            eprintln!("{} exited unexpectedly ({status}); stopping the network. Logs are in {}", entry.name, logs.display());
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    eprintln!("stopping the local network…");
+    drop(network);
+    eprintln!("stopped.");
+    Ok(())
+}
+
+async fn wait_for_etcd(endpoint: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STARTUP_LIMIT;
+    loop {
+        let attempt = async {
+            let mut client = etcd_client::Client::connect([endpoint], None).await?;
+            client.get("strife-dev-probe", None).await?;
+            Ok::<_, etcd_client::Error>(())
+        };
+        if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "etcd did not come up; see logs/etcd.log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The demo users' passwords, made once per data dir and kept in `dev-passwords.json` (0600).
+fn demo_passwords(dir: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let path = dir.join("dev-passwords.json");
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&bytes) {
+            return Ok(map);
+        }
+    }
+    let mut map = serde_json::Map::new();
+    for (user, _, _) in DEMO_USERS {
+        let suffix: u32 = rand::random_range(1000..10_000);
+        map.insert(
+            user.to_owned(),
+            serde_json::Value::String(format!("{user}-demo-{suffix}")),
+        );
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(serde_json::to_string_pretty(&map)?.as_bytes())?;
+    file.sync_all()?;
+    Ok(map)
+}
+
+type AdminClient = GatewayClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AdminCredentials>,
+>;
+
+#[derive(Clone)]
+struct AdminCredentials(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for AdminCredentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(
+            USER_KEY,
+            tonic::metadata::MetadataValue::from_static("admin"),
+        );
+        request.metadata_mut().insert(PASSWORD_KEY, self.0.clone());
+        Ok(request)
+    }
+}
+
+/// Registers alice and bob and funds one account each, once per data dir. Retries while the
+/// gateway has not yet seen the banks in etcd.
+async fn create_demo_users(
+    layout: &Layout,
+    gateway: &str,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let passwords = demo_passwords(layout.root())?;
+    let tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity("admin"))?;
+    let channel = tls
+        .endpoint(gateway, Duration::from_secs(10))?
+        .connect_lazy();
+    let admin_password = strife_pki::read_admin_password(layout)?;
+    let mut admin: AdminClient =
+        GatewayClient::with_interceptor(channel, AdminCredentials(admin_password.parse()?));
+    for (user, bank, deposit_minor) in DEMO_USERS {
+        let password = passwords
+            .get(user)
+            .and_then(|value| value.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        match admin
+            .register_user(pb::RegisterUserRequest {
+                username: user.into(),
+                password,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => {}
+            Err(status) => anyhow::bail!("registering {user}: {}", status.message()),
+        }
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        loop {
+            let balances = admin
+                .get_balances(pb::GetBalancesRequest {
+                    username: user.into(),
+                })
+                .await;
+            if let Ok(balances) = &balances {
+                if !balances.get_ref().accounts.is_empty() {
+                    break;
+                }
+            }
+            let opened = admin
+                .open_account(pb::GatewayOpenAccountRequest {
+                    username: user.into(),
+                    bank_id: bank.into(),
+                    currency: "USD".into(),
+                    opening_deposit: Some(pb::Money {
+                        amount_minor: deposit_minor,
+                        currency: "USD".into(),
+                    }),
+                    holder_name: user.to_uppercase(),
+                })
+                .await;
+            match opened {
+                Ok(_) => break,
+                Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => anyhow::bail!("opening {user}'s account: {}", status.message()),
+            }
+        }
+    }
+    Ok(passwords)
+}
+
+fn print_ready(
+    config: &DevConfig,
+    gateway: &str,
+    etcd: &str,
+    passwords: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let dir = config.dir.display();
+    let mut stdout = std::io::stdout().lock();
+    if config.json {
+        let line = serde_json::json!({"event": "ready", "dir": dir.to_string(), "gateway": gateway, "etcd": etcd, "passwords": passwords});
+        writeln!(stdout, "{line}")?;
+    } else {
+        let alice = passwords
+            .get("alice")
+            .and_then(|value| value.as_str())
+            .unwrap_or_default();
+        writeln!(
+            stdout,
+            "Strife local network is ready: etcd {etcd}, banks bank0 and bank1, gateway {gateway}."
+        )?;
+        writeln!(
+            stdout,
+            "Logs: {dir}/logs/. Demo users: alice (100.00 USD at bank0), bob (50.00 USD at bank1)."
+        )?;
+        writeln!(stdout)?;
+        writeln!(stdout, "Try, in another terminal:")?;
+        writeln!(stdout, "  export STRIFE_PASSWORD={alice}")?;
+        writeln!(
+            stdout,
+            "  strife client --dir {dir} --gateway {gateway} --user alice balance"
+        )?;
+        writeln!(stdout, "  strife client --dir {dir} --gateway {gateway} --user alice pay --to bob --amount 12.50")?;
+        writeln!(
+            stdout,
+            "  strife client --dir {dir} --gateway {gateway} --user alice history"
+        )?;
+        writeln!(
+            stdout,
+            "(bob's password is in {dir}/dev-passwords.json; `strife` is target/release/strife)"
+        )?;
+        writeln!(stdout)?;
+        writeln!(stdout, "ready — press Ctrl-C to stop everything.")?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
