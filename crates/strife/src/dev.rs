@@ -84,12 +84,26 @@ fn find_etcd() -> anyhow::Result<PathBuf> {
         .context("etcd is not installed: install it with `sudo apt-get install -y etcd-server` (or put any etcd v3 binary on PATH) and run this again")
 }
 
+/// Makes a child get SIGTERM if `strife dev` itself dies (even by SIGKILL), so a crashed dev
+/// network never leaves orphans holding its ports.
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's own process state.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
 /// Spawns `command` with stderr to `log` and waits for its first stdout line.
 fn spawn_ready(
     name: &'static str,
     mut command: Command,
     log: &Path,
 ) -> anyhow::Result<(ChildProcess, String)> {
+    die_with_parent(&mut command);
     let log_file =
         std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     command
@@ -155,7 +169,9 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let peer_port = free_port()?;
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
     let etcd_log = std::fs::File::create(logs.join("etcd.log"))?;
-    let etcd = Command::new(&etcd_binary)
+    let mut etcd_command = Command::new(&etcd_binary);
+    die_with_parent(&mut etcd_command);
+    let etcd = etcd_command
         .arg("--name")
         .arg("strife-dev")
         .arg("--data-dir")

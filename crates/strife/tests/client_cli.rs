@@ -1,0 +1,271 @@
+//! The CLI tour, driven through the built `strife` binary against a real `strife dev`
+//! network (real etcd, banks, gateway and TLS), asserting on `--json` output.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use support::{spawn_with_ready_line, strife_bin, Process};
+
+/// A `strife dev` network in a temporary directory.
+struct DevNetwork {
+    _process: Process,
+    dir: tempfile::TempDir,
+    gateway: String,
+    ready: Value,
+}
+
+impl DevNetwork {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(strife_bin());
+        command
+            .args([
+                "dev",
+                "--json",
+                "--gateway-listen",
+                "127.0.0.1:0",
+                "--etcd-port",
+                "0",
+                "--dir",
+            ])
+            .arg(dir.path());
+        let (process, line) = spawn_with_ready_line(command, &dir.path().join("dev.log"));
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("dev ready line: {line}"));
+        assert_eq!(ready["event"], "ready");
+        DevNetwork {
+            _process: process,
+            gateway: ready["gateway"].as_str().unwrap().to_owned(),
+            dir,
+            ready,
+        }
+    }
+
+    fn password(&self, user: &str) -> String {
+        if user == "admin" {
+            return std::fs::read_to_string(self.dir.path().join("admin-password"))
+                .unwrap()
+                .trim()
+                .to_owned();
+        }
+        self.ready["passwords"][user]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| "no-such-password".into())
+    }
+
+    /// Runs `strife client --json …` as `user`; returns the exit status and the JSON printed.
+    fn client(&self, user: &str, args: &[&str]) -> (i32, Value) {
+        self.client_with_env(user, args, &[])
+    }
+
+    fn client_with_env(&self, user: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+        let output = Command::new(strife_bin())
+            .args([
+                "client",
+                "--json",
+                "--gateway",
+                &self.gateway,
+                "--user",
+                user,
+                "--dir",
+            ])
+            .arg(self.dir.path())
+            .args(args)
+            .env("STRIFE_PASSWORD", self.password(user))
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let document = stdout
+            .lines()
+            .last()
+            .and_then(|line| serde_json::from_str(line).ok())
+            .unwrap_or(Value::Null);
+        (output.status.code().unwrap_or(-1), document)
+    }
+
+    fn available_minor(&self, user: &str) -> i64 {
+        let (code, balance) = self.client(user, &["balance"]);
+        assert_eq!(code, 0, "{balance}");
+        balance["accounts"][0]["available"]["amount_minor"]
+            .as_i64()
+            .unwrap()
+    }
+
+    fn outbox_len(&self, user: &str) -> usize {
+        let (_, outbox) = self.client(user, &["outbox"]);
+        outbox["entries"].as_array().map(Vec::len).unwrap_or(0)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+#[test]
+fn cli_tour_registers_opens_links_pays_and_reports() {
+    let network = DevNetwork::start();
+    assert_eq!(network.available_minor("alice"), 100_00);
+    assert_eq!(network.available_minor("bob"), 50_00);
+
+    // Admin registers carol and opens her an account (carol's certificate comes from setup).
+    let setup = Command::new(strife_bin())
+        .args([
+            "setup",
+            "--banks",
+            "bank0,bank1",
+            "--users",
+            "carol",
+            "--dir",
+        ])
+        .arg(network.dir())
+        .output()
+        .unwrap();
+    assert!(setup.status.success());
+    let (code, registered) = network.client_with_env(
+        "admin",
+        &["register", "carol"],
+        &[("STRIFE_NEW_PASSWORD", "carol-secret-1")],
+    );
+    assert_eq!(
+        (code, registered["username"].as_str()),
+        (0, Some("carol")),
+        "{registered}"
+    );
+    let (code, opened) = network.client(
+        "admin",
+        &[
+            "open-account",
+            "--user",
+            "carol",
+            "--bank",
+            "bank1",
+            "--deposit",
+            "20.00",
+        ],
+    );
+    assert_eq!(code, 0, "{opened}");
+    let carol_account = opened["account"].as_str().unwrap().to_owned();
+    let carol = |args: &[&str]| {
+        network.client_with_env("carol", args, &[("STRIFE_PASSWORD", "carol-secret-1")])
+    };
+    let (code, linked) = carol(&[
+        "link",
+        "--bank",
+        "bank1",
+        "--account",
+        &carol_account,
+        "--holder-name",
+        "Carol C",
+    ]);
+    assert_eq!(
+        (code, linked["holder_name"].as_str()),
+        (0, Some("Carol C")),
+        "{linked}"
+    );
+    let (code, balance) = carol(&["balance"]);
+    assert_eq!(code, 0);
+    assert_eq!(balance["accounts"][0]["balance"]["amount_minor"], 2000);
+    assert_eq!(balance["accounts"][0]["balance"]["display"], "20.00 USD");
+
+    // A payment, then the same key again: one movement, the same payment.
+    let (code, paid) = network.client(
+        "alice",
+        &["pay", "--to", "bob", "--amount", "12.50", "--key", "tour-1"],
+    );
+    assert_eq!(code, 0, "{paid}");
+    assert_eq!(paid["payment"]["status"], "COMMITTED");
+    let payment_id = paid["payment"]["payment_id"].as_str().unwrap().to_owned();
+    let (code, again) = network.client(
+        "alice",
+        &["pay", "--to", "bob", "--amount", "12.50", "--key", "tour-1"],
+    );
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(network.available_minor("alice"), 87_50);
+    assert_eq!(network.available_minor("bob"), 62_50);
+
+    let (code, history) = network.client("bob", &["history"]);
+    assert_eq!(code, 0);
+    assert_eq!(history["payments"][0]["payment_id"], payment_id.as_str());
+    assert_eq!(history["payments"][0]["amount"]["display"], "12.50 USD");
+    let (code, shown) = network.client("alice", &["payment", &payment_id]);
+    assert_eq!((code, shown["payment"]["to"].as_str()), (0, Some("bob")));
+
+    // Refused by the bank: reported, final, nothing moved.
+    let (code, refused) = network.client("alice", &["pay", "--to", "bob", "--amount", "1000"]);
+    assert_eq!(code, 1);
+    assert_eq!(refused["reason_code"], "insufficient_funds");
+    assert_eq!(network.available_minor("alice"), 87_50);
+
+    // Others' money is out of reach.
+    let (code, denied) = network.client("alice", &["balance", "--of", "bob"]);
+    assert_eq!(
+        (code, denied["code"].as_str()),
+        (1, Some("PermissionDenied"))
+    );
+    let (code, denied) = network.client("alice", &["register", "mallory"]);
+    assert_eq!(code, 1, "{denied}");
+
+    let (code, outbox) = network.client("alice", &["outbox"]);
+    assert_eq!(code, 0);
+    let states: Vec<&str> = outbox["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["declined", "succeeded"]);
+}
+
+#[test]
+fn bad_input_at_the_cli_is_refused_before_anything_is_queued_or_sent() {
+    let network = DevNetwork::start();
+    let bad_amounts = ["-5", "1.234", "abc", "99999999999999999999", "0", ""];
+    for amount in bad_amounts {
+        let (code, refused) = network.client("alice", &["pay", "--to", "bob", "--amount", amount]);
+        assert_eq!(code, 2, "--amount {amount:?}: {refused}");
+        assert!(
+            refused["error"].as_str().unwrap().contains("amount"),
+            "{refused}"
+        );
+    }
+    let (code, _) = network.client(
+        "alice",
+        &["pay", "--to", "bob", "--amount", "1", "--currency", "XXX"],
+    );
+    assert_eq!(code, 2);
+    let (code, _) = network.client("alice", &["pay", "--to", "../bob", "--amount", "1"]);
+    assert_eq!(code, 2);
+    assert_eq!(network.outbox_len("alice"), 0, "nothing queued");
+
+    let (code, unknown_user) = network.client("alice", &["pay", "--to", "nobody", "--amount", "1"]);
+    assert_eq!((code, unknown_user["code"].as_str()), (1, Some("NotFound")));
+    let (code, unknown_bank) = network.client(
+        "alice",
+        &[
+            "pay",
+            "--to",
+            "bob",
+            "--amount",
+            "1",
+            "--from-bank",
+            "bank9",
+        ],
+    );
+    assert_eq!((code, unknown_bank["code"].as_str()), (1, Some("NotFound")));
+    let (_, outbox) = network.client("alice", &["outbox"]);
+    assert!(
+        outbox["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|entry| entry["state"] == "declined"),
+        "declined, not queued: {outbox}"
+    );
+    assert_eq!(network.available_minor("alice"), 100_00);
+    assert_eq!(network.available_minor("bob"), 50_00);
+}
