@@ -121,7 +121,7 @@ where
                     let message = headers
                         .get("grpc-message")
                         .and_then(|value| value.to_str().ok())
-                        .map(|value| percent_decode(value));
+                        .map(percent_decode);
                     (tonic::Code::from_i32(code), message)
                 }
                 Err(_) => (tonic::Code::Unknown, Some("transport error".to_owned())),

@@ -19,7 +19,7 @@ use tonic::Code;
 
 const BANKS: [&str; 2] = ["bank0", "bank1"];
 /// Demo users: name, bank, opening deposit in minor units.
-const DEMO_USERS: [(&str, &str, i64); 2] = [("alice", "bank0", 100_00), ("bob", "bank1", 50_00)];
+const DEMO_USERS: [(&str, &str, i64); 2] = [("alice", "bank0", 10_000), ("bob", "bank1", 5_000)];
 const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 

@@ -109,8 +109,8 @@ impl DevNetwork {
 #[test]
 fn cli_tour_registers_opens_links_pays_and_reports() {
     let network = DevNetwork::start();
-    assert_eq!(network.available_minor("alice"), 100_00);
-    assert_eq!(network.available_minor("bob"), 50_00);
+    assert_eq!(network.available_minor("alice"), 10_000);
+    assert_eq!(network.available_minor("bob"), 5_000);
 
     // Admin registers carol and opens her an account (carol's certificate comes from setup).
     let setup = Command::new(strife_bin())
@@ -185,8 +185,8 @@ fn cli_tour_registers_opens_links_pays_and_reports() {
         &["pay", "--to", "bob", "--amount", "12.50", "--key", "tour-1"],
     );
     assert_eq!(code, 0, "{again}");
-    assert_eq!(network.available_minor("alice"), 87_50);
-    assert_eq!(network.available_minor("bob"), 62_50);
+    assert_eq!(network.available_minor("alice"), 8_750);
+    assert_eq!(network.available_minor("bob"), 6_250);
 
     let (code, history) = network.client("bob", &["history"]);
     assert_eq!(code, 0);
@@ -199,7 +199,7 @@ fn cli_tour_registers_opens_links_pays_and_reports() {
     let (code, refused) = network.client("alice", &["pay", "--to", "bob", "--amount", "1000"]);
     assert_eq!(code, 1);
     assert_eq!(refused["reason_code"], "insufficient_funds");
-    assert_eq!(network.available_minor("alice"), 87_50);
+    assert_eq!(network.available_minor("alice"), 8_750);
 
     // Others' money is out of reach.
     let (code, denied) = network.client("alice", &["balance", "--of", "bob"]);
@@ -266,6 +266,6 @@ fn bad_input_at_the_cli_is_refused_before_anything_is_queued_or_sent() {
             .all(|entry| entry["state"] == "declined"),
         "declined, not queued: {outbox}"
     );
-    assert_eq!(network.available_minor("alice"), 100_00);
-    assert_eq!(network.available_minor("bob"), 50_00);
+    assert_eq!(network.available_minor("alice"), 10_000);
+    assert_eq!(network.available_minor("bob"), 5_000);
 }
