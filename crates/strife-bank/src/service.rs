@@ -127,6 +127,9 @@ pub fn leg_to_proto(payment_id: &str, leg: &Leg) -> pb::LegStatus {
             .as_ref()
             .map(|reason| reason.message.clone())
             .unwrap_or_default(),
+        decision_deadline_unix_ms: intent
+            .map(|intent| intent.decision_deadline_unix_ms)
+            .unwrap_or(0),
     }
 }
 

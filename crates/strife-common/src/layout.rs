@@ -80,6 +80,10 @@ impl Layout {
         self.root.join("gateway")
     }
 
+    pub fn gateway_db(&self) -> PathBuf {
+        self.gateway_dir().join("gateway.db")
+    }
+
     pub fn client_dir(&self, username: &str) -> PathBuf {
         self.root.join("clients").join(username)
     }

@@ -46,16 +46,11 @@ pub struct GatewayConfig {
     pub json: bool,
 }
 
-/// The gateway database's path under a data dir.
-pub fn database_path(layout: &Layout) -> PathBuf {
-    layout.gateway_dir().join("gateway.db")
-}
-
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
-    let store = Arc::new(GatewayStore::open(&database_path(&layout))?);
+    let store = Arc::new(GatewayStore::open(&layout.gateway_db())?);
     ensure_admin(&store, &layout)?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));

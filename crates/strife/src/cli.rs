@@ -30,8 +30,23 @@ enum Command {
     Gateway(GatewayArgs),
     /// Run a whole local network (etcd, two banks, gateway, demo users) until Ctrl-C.
     Dev(DevArgs),
+    /// Reconcile every bank's journal with the gateway's payment log (exit 1 on any violation).
+    Audit(AuditArgs),
     /// Use Strife as a person: pay, see balances and history, manage the offline outbox.
     Client(strife_client::ClientArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    /// Data directory of the network to audit.
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// etcd endpoint(s), comma-separated, where the banks are registered.
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
+    etcd: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,6 +146,7 @@ impl Cli {
         match self.command {
             Command::Setup(args) => run_setup(args).map(|()| 0),
             Command::Client(args) => strife_client::run(args),
+            Command::Audit(args) => run_audit(args),
             Command::Dev(args) => crate::dev::run(crate::dev::DevConfig {
                 dir: args.dir,
                 gateway_listen: args.gateway_listen,
@@ -211,4 +227,18 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {
+    let config = strife_audit::AuditConfig {
+        dir: args.dir,
+        etcd_endpoints: args.etcd,
+    };
+    let report = runtime()?.block_on(strife_audit::audit(&config))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(if report.is_clean() { 0 } else { 1 })
 }

@@ -219,6 +219,24 @@ fn cli_tour_registers_opens_links_pays_and_reports() {
         .map(|entry| entry["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, vec!["declined", "succeeded"]);
+
+    // The whole network reconciles.
+    let audit = Command::new(strife_bin())
+        .args([
+            "audit",
+            "--json",
+            "--etcd",
+            network.ready["etcd"].as_str().unwrap(),
+            "--dir",
+        ])
+        .arg(network.dir())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&audit.stdout).unwrap();
+    assert!(audit.status.success(), "{report}");
+    assert_eq!(report["violations"].as_array().unwrap().len(), 0);
+    assert_eq!(report["payments_committed"], 1);
+    assert_eq!(report["payments_aborted"], 1);
 }
 
 #[test]
