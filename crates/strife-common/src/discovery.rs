@@ -24,3 +24,19 @@ pub struct ServiceEntry {
     /// `host:port` to dial over mutual TLS.
     pub address: String,
 }
+
+/// Where a running local network (`strife dev`) can be reached; written to
+/// `<dir>/network.json` so other commands (`bench`, `audit`) find it without flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub etcd: String,
+    pub gateway: String,
+}
+
+impl NetworkInfo {
+    /// Reads `<dir>/network.json`, if a dev network wrote one.
+    pub fn load(layout: &crate::layout::Layout) -> Option<Self> {
+        let bytes = std::fs::read(layout.network_file()).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}

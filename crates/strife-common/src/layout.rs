@@ -8,6 +8,7 @@
 //! D/pki/users/<user>.crt  .key               admin and each user (CN = user name)
 //! D/admin-password                           admin password, 0600, written once by setup
 //! D/setup.json                               what setup made (banks, users)
+//! D/network.json                             where `strife dev`'s etcd and gateway listen
 //! D/banks/<bank>/bank.db                     a bank's SQLite database
 //! D/gateway/gateway.db                       the gateway's SQLite database
 //! D/clients/<user>/outbox.db                 a client's offline outbox
@@ -66,6 +67,11 @@ impl Layout {
 
     pub fn setup_manifest(&self) -> PathBuf {
         self.root.join("setup.json")
+    }
+
+    /// Written by `strife dev`: where its etcd and gateway listen.
+    pub fn network_file(&self) -> PathBuf {
+        self.root.join("network.json")
     }
 
     pub fn bank_dir(&self, bank_id: &str) -> PathBuf {

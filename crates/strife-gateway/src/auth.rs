@@ -26,6 +26,19 @@ use crate::store::GatewayStore;
 
 /// Most names tracked for failed logins; past it, unlocked entries are forgotten first.
 const MAX_TRACKED_NAMES: usize = 10_000;
+/// How long a verified password is remembered, so a busy client pays for argon2id once per
+/// this period instead of once per request.
+const SESSION_TTL: Duration = Duration::from_secs(300);
+/// Most remembered sessions; past it, expired ones are dropped (and, if needed, all).
+const MAX_SESSIONS: usize = 100_000;
+
+/// A password that passed argon2id recently, remembered only as a keyed BLAKE2b digest (the
+/// key is random per process), so the cache never holds a password or a reusable hash.
+struct VerifiedSession {
+    digest: [u8; 64],
+    role: Role,
+    expires: Instant,
+}
 
 /// Who made a request, as the auth layer verified it.
 #[derive(Debug, Clone)]
@@ -76,6 +89,8 @@ pub struct Authenticator {
     store: Arc<GatewayStore>,
     policy: LockoutPolicy,
     failures: Mutex<HashMap<String, FailedLogins>>,
+    sessions: Mutex<HashMap<String, VerifiedSession>>,
+    session_key: [u8; 32],
     /// Verified against when the user does not exist, so timing does not reveal which names do.
     decoy_hash: String,
 }
@@ -86,8 +101,44 @@ impl Authenticator {
             store,
             policy,
             failures: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            session_key: rand::random(),
             decoy_hash: hash_password("decoy password never matches")?,
         })
+    }
+
+    fn session_digest(&self, username: &str, password: &str) -> [u8; 64] {
+        use blake2::{Blake2b512, Digest};
+        let mut hasher = Blake2b512::new();
+        hasher.update(self.session_key);
+        hasher.update((username.len() as u64).to_le_bytes());
+        hasher.update(username.as_bytes());
+        hasher.update(password.as_bytes());
+        hasher.finalize().into()
+    }
+
+    /// The role of a recently verified (user, password), without running argon2id again.
+    fn remembered(&self, username: &str, password: &str) -> Option<Role> {
+        use subtle::ConstantTimeEq;
+        let digest = self.session_digest(username, password);
+        let sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let session = sessions.get(username)?;
+        let matches: bool = session.digest.ct_eq(&digest).into();
+        (matches && Instant::now() < session.expires).then_some(session.role)
+    }
+
+    fn remember(&self, username: &str, password: &str, role: Role) {
+        let digest = self.session_digest(username, password);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if sessions.len() >= MAX_SESSIONS {
+            let now = Instant::now();
+            sessions.retain(|_, session| session.expires > now);
+            if sessions.len() >= MAX_SESSIONS {
+                sessions.clear();
+            }
+        }
+        let expires = Instant::now() + SESSION_TTL;
+        sessions.insert(username.to_owned(), VerifiedSession { digest, role, expires });
     }
 
     fn is_locked(&self, username: &str) -> bool {
@@ -153,8 +204,12 @@ impl Authenticator {
         if self.is_locked(&username) {
             return Err(Failure::Unauthenticated);
         }
+        if let Some(role) = self.remembered(&username, &password) {
+            return Ok(Caller { username, role, peer });
+        }
         let this = Arc::clone(self);
         let name = username.clone();
+        let typed = password.clone();
         let role = on_blocking_pool(&this, move |auth| {
             let user = auth.store.user(&name)?;
             let hash = user
@@ -168,6 +223,7 @@ impl Authenticator {
         .await?;
         self.record(&username, role.is_some());
         let role = role.ok_or(Failure::Unauthenticated)?;
+        self.remember(&username, &typed, role);
         Ok(Caller {
             username,
             role,

@@ -32,6 +32,8 @@ enum Command {
     Dev(DevArgs),
     /// Reconcile every bank's journal with the gateway's payment log (exit 1 on any violation).
     Audit(AuditArgs),
+    /// Drive payments against a running network and report throughput and latency.
+    Bench(BenchArgs),
     /// Use Strife as a person: pay, see balances and history, manage the offline outbox.
     Client(strife_client::ClientArgs),
 }
@@ -41,9 +43,44 @@ struct AuditArgs {
     /// Data directory of the network to audit.
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
-    /// etcd endpoint(s), comma-separated, where the banks are registered.
-    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
-    etcd: Vec<String>,
+    /// etcd endpoint(s), comma-separated, where the banks are registered (default: from
+    /// <dir>/network.json, else the standard one).
+    #[arg(long, value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Data directory of the running network (`strife dev`).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// Gateway address (default: from <dir>/network.json, else 127.0.0.1:50050).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// etcd endpoint (default: from <dir>/network.json, else the standard one).
+    #[arg(long)]
+    etcd: Option<String>,
+    /// Payers to create (payments go round a ring of them).
+    #[arg(long, default_value_t = 8)]
+    payers: usize,
+    /// Payments in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to drive load, e.g. 20s.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Offered load in payments/s (default: as fast as the concurrency allows).
+    #[arg(long)]
+    rate: Option<u32>,
+    /// HTTP/2 connections shared by the tasks (raw-rpc mode).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Measure bare mTLS unary calls to a bank instead of payments.
+    #[arg(long)]
+    raw_rpc: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -147,6 +184,7 @@ impl Cli {
             Command::Setup(args) => run_setup(args).map(|()| 0),
             Command::Client(args) => strife_client::run(args),
             Command::Audit(args) => run_audit(args),
+            Command::Bench(args) => run_bench(args),
             Command::Dev(args) => crate::dev::run(crate::dev::DevConfig {
                 dir: args.dir,
                 gateway_listen: args.gateway_listen,
@@ -229,10 +267,50 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `<dir>/network.json` if a dev network wrote one.
+fn network_info(dir: &std::path::Path) -> Option<strife_common::discovery::NetworkInfo> {
+    strife_common::discovery::NetworkInfo::load(&strife_common::layout::Layout::new(dir))
+}
+
+fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
+    let info = network_info(&args.dir);
+    let config = strife_bench::BenchConfig {
+        gateway: args
+            .gateway
+            .or_else(|| info.as_ref().map(|info| info.gateway.clone()))
+            .unwrap_or_else(|| "127.0.0.1:50050".into()),
+        etcd: args
+            .etcd
+            .or_else(|| info.as_ref().map(|info| info.etcd.clone()))
+            .unwrap_or_else(|| DEFAULT_ETCD.into()),
+        dir: args.dir,
+        payers: args.payers,
+        concurrency: args.concurrency,
+        duration: args.duration,
+        rate: args.rate,
+        connections: args.connections,
+        raw_rpc: args.raw_rpc,
+        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let report = runtime()?.block_on(strife_bench::run(&config))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(if report.audit_clean == Some(false) { 1 } else { 0 })
+}
+
 fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {
+    let etcd_endpoints = match args.etcd {
+        Some(endpoints) => endpoints,
+        None => vec![network_info(&args.dir)
+            .map(|info| info.etcd)
+            .unwrap_or_else(|| DEFAULT_ETCD.into())],
+    };
     let config = strife_audit::AuditConfig {
         dir: args.dir,
-        etcd_endpoints: args.etcd,
+        etcd_endpoints,
     };
     let report = runtime()?.block_on(strife_audit::audit(&config))?;
     if args.json {

@@ -226,6 +226,11 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let gateway_address = address_of(&line)?;
 
     let passwords = runtime.block_on(create_demo_users(&layout, &gateway_address))?;
+    let info = strife_common::discovery::NetworkInfo {
+        etcd: etcd_url.clone(),
+        gateway: gateway_address.clone(),
+    };
+    std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
     print_ready(&config, &gateway_address, &etcd_url, &passwords)?;
 
     runtime.block_on(async {

@@ -1,0 +1,360 @@
+//! `strife bench`: load against a running network (`strife dev`). It creates fresh payers
+//! with funded accounts spread over the banks, drives payments with idempotency keys from
+//! `concurrency` tasks (optionally at a fixed offered rate), and reports payments/s, latency
+//! percentiles (HDR histogram) and failures by reason. It ends with `strife audit`, so a run
+//! that is fast but wrong cannot pass. `--raw-rpc` measures bare mutual-TLS unary calls to a
+//! bank instead, the ceiling a payment (≥ 5 RPCs) is compared with.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use strife_common::failure::reason_of;
+use strife_common::layout::Layout;
+use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
+use strife_common::tls::TlsMaterial;
+use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Each payer starts with this much (minor units), far more than a run can spend.
+const PAYER_DEPOSIT_MINOR: i64 = 100_000_000_00;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub dir: std::path::PathBuf,
+    pub gateway: String,
+    pub etcd: String,
+    pub payers: usize,
+    pub concurrency: usize,
+    pub duration: Duration,
+    /// Offered load in payments/s; `None` sends as fast as the concurrency allows.
+    pub rate: Option<u32>,
+    /// Number of HTTP/2 connections the tasks share.
+    pub connections: usize,
+    pub raw_rpc: bool,
+    pub progress: bool,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub mean_us: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BenchReport {
+    pub mode: String,
+    pub concurrency: usize,
+    pub payers: usize,
+    pub offered_rate_per_s: Option<u32>,
+    pub elapsed_s: f64,
+    pub succeeded: u64,
+    pub failed_by_reason: BTreeMap<String, u64>,
+    pub per_second: f64,
+    pub latency: Latency,
+    pub audit_clean: Option<bool>,
+    pub audit_violations: Vec<String>,
+}
+
+impl BenchReport {
+    pub fn human(&self) -> String {
+        let mut lines = vec![
+            format!(
+                "{}: {} ok in {:.1}s = {:.0}/s (concurrency {}, payers {}{})",
+                self.mode,
+                self.succeeded,
+                self.elapsed_s,
+                self.per_second,
+                self.concurrency,
+                self.payers,
+                self.offered_rate_per_s.map(|rate| format!(", offered {rate}/s")).unwrap_or_default()
+            ),
+            format!(
+                "latency: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  mean {:.2} ms",
+                ms(self.latency.p50_us),
+                ms(self.latency.p90_us),
+                ms(self.latency.p99_us),
+                ms(self.latency.max_us),
+                ms(self.latency.mean_us)
+            ),
+        ];
+        if !self.failed_by_reason.is_empty() {
+            lines.push(format!("failures: {:?}", self.failed_by_reason));
+        }
+        match self.audit_clean {
+            Some(true) => lines.push("audit: clean".into()),
+            Some(false) => lines.push(format!("audit: VIOLATIONS {:?}", self.audit_violations)),
+            None => {}
+        }
+        lines.join("\n")
+    }
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+#[derive(Clone)]
+struct UserCredentials {
+    user: MetadataValue<Ascii>,
+    password: MetadataValue<Ascii>,
+}
+
+impl tonic::service::Interceptor for UserCredentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(USER_KEY, self.user.clone());
+        request.metadata_mut().insert(PASSWORD_KEY, self.password.clone());
+        Ok(request)
+    }
+}
+
+type Gateway = GatewayClient<InterceptedService<Channel, UserCredentials>>;
+
+fn gateway_as(channel: Channel, user: &str, password: &str) -> anyhow::Result<Gateway> {
+    Ok(GatewayClient::with_interceptor(
+        channel,
+        UserCredentials {
+            user: user.parse()?,
+            password: password.parse()?,
+        },
+    ))
+}
+
+/// Runs a benchmark.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(config.concurrency >= 1 && config.connections >= 1, "concurrency and connections must be at least 1");
+    if config.raw_rpc {
+        return raw_rpc(config).await;
+    }
+    anyhow::ensure!(config.payers >= 2, "--payers must be at least 2");
+    let layout = Layout::new(&config.dir);
+    let manifest = strife_pki::Manifest::load(&layout)?;
+    anyhow::ensure!(!manifest.banks.is_empty(), "no banks in {}; run `strife dev` first", config.dir.display());
+    let run_tag: u32 = rand::random_range(0x1000..0xffff);
+    let payers: Vec<String> = (0..config.payers).map(|index| format!("bench{run_tag:x}-{index}")).collect();
+    strife_pki::setup(&strife_pki::SetupOptions {
+        dir: config.dir.clone(),
+        banks: manifest.banks.clone(),
+        users: payers.clone(),
+        force: false,
+    })?;
+
+    let admin_tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity(strife_pki::ADMIN_USER))?;
+    let admin_channel = admin_tls.endpoint(&config.gateway, CALL_TIMEOUT)?.connect_lazy();
+    let mut admin = gateway_as(admin_channel, strife_pki::ADMIN_USER, &strife_pki::read_admin_password(&layout)?)?;
+    let password = format!("bench-{run_tag:x}-password");
+    for (index, payer) in payers.iter().enumerate() {
+        admin
+            .register_user(pb::RegisterUserRequest { username: payer.clone(), password: password.clone() })
+            .await
+            .with_context(|| format!("registering {payer}"))?;
+        admin
+            .open_account(pb::GatewayOpenAccountRequest {
+                username: payer.clone(),
+                bank_id: manifest.banks[index % manifest.banks.len()].clone(),
+                currency: "USD".into(),
+                opening_deposit: Some(pb::Money { amount_minor: PAYER_DEPOSIT_MINOR, currency: "USD".into() }),
+                holder_name: String::new(),
+            })
+            .await
+            .with_context(|| format!("opening {payer}'s account"))?;
+    }
+
+    // One connection per payer identity would be unrealistic and slow to set up; payers share
+    // `connections` channels per identity lazily created below.
+    let mut clients = Vec::new();
+    for payer in &payers {
+        let tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity(payer))?;
+        let channel = tls.endpoint(&config.gateway, CALL_TIMEOUT)?.connect_lazy();
+        clients.push(gateway_as(channel, payer, &password)?);
+    }
+    // Warm up: one authenticated call per payer (TLS handshake + one argon2id verify each).
+    for client in &mut clients {
+        client.get_balances(pb::GetBalancesRequest::default()).await?;
+    }
+
+    let schedule = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + config.duration;
+    let progress = progress_bar(config);
+    let mut tasks = Vec::new();
+    for task in 0..config.concurrency {
+        let mut client = clients[task % payers.len()].clone();
+        let payee = payers[(task + 1) % payers.len()].clone();
+        let schedule = Arc::clone(&schedule);
+        let rate = config.rate;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+            let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+            let mut sequence: u64 = 0;
+            loop {
+                if let Some(rate) = rate {
+                    let slot = schedule.fetch_add(1, Ordering::Relaxed);
+                    let at = started + Duration::from_nanos(slot.saturating_mul(1_000_000_000 / u64::from(rate.max(1))));
+                    if at >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                } else if Instant::now() >= deadline {
+                    break;
+                }
+                sequence += 1;
+                let request = pb::PayRequest {
+                    idempotency_key: format!("bench-{task}-{sequence}"),
+                    to_username: payee.clone(),
+                    amount: Some(pb::Money { amount_minor: 1 + (sequence % 100) as i64, currency: "USD".into() }),
+                    ..pb::PayRequest::default()
+                };
+                let sent = Instant::now();
+                let outcome = client.pay(request).await;
+                let micros = sent.elapsed().as_micros() as u64;
+                match outcome {
+                    Ok(_) => {
+                        let _ = histogram.record(micros.max(1));
+                    }
+                    Err(status) => {
+                        let reason = reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+                        *failures.entry(reason).or_insert(0) += 1;
+                    }
+                }
+                progress.inc(1);
+            }
+            (histogram, failures)
+        }));
+    }
+    let mut report = collect(tasks, started, "payments").await?;
+    progress.finish_and_clear();
+    report.concurrency = config.concurrency;
+    report.payers = config.payers;
+    report.offered_rate_per_s = config.rate;
+
+    let audit = strife_audit::audit(&strife_audit::AuditConfig {
+        dir: config.dir.clone(),
+        etcd_endpoints: vec![config.etcd.clone()],
+    })
+    .await;
+    match audit {
+        Ok(audit) => {
+            report.audit_clean = Some(audit.is_clean());
+            report.audit_violations = audit.violations.iter().map(|violation| format!("{}: {}", violation.kind, violation.detail)).collect();
+        }
+        Err(error) => {
+            report.audit_clean = Some(false);
+            report.audit_violations = vec![format!("audit failed: {error:#}")];
+        }
+    }
+    Ok(report)
+}
+
+fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
+    if !config.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} sent ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+type TaskResult = (Histogram<u64>, BTreeMap<String, u64>);
+
+async fn collect(tasks: Vec<tokio::task::JoinHandle<TaskResult>>, started: Instant, mode: &str) -> anyhow::Result<BenchReport> {
+    let mut histogram = Histogram::<u64>::new(3)?;
+    let mut failed_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for task in tasks {
+        let (part, failures) = task.await?;
+        histogram.add(&part)?;
+        for (reason, count) in failures {
+            *failed_by_reason.entry(reason).or_insert(0) += count;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let succeeded = histogram.len();
+    Ok(BenchReport {
+        mode: mode.into(),
+        elapsed_s: elapsed,
+        succeeded,
+        failed_by_reason,
+        per_second: succeeded as f64 / elapsed.max(1e-9),
+        latency: Latency {
+            p50_us: histogram.value_at_quantile(0.50),
+            p90_us: histogram.value_at_quantile(0.90),
+            p99_us: histogram.value_at_quantile(0.99),
+            max_us: histogram.max(),
+            mean_us: histogram.mean() as u64,
+        },
+        ..BenchReport::default()
+    })
+}
+
+/// Bare mutual-TLS unary calls (`Bank/GetLeg` of an unknown leg: one indexed read) from the
+/// gateway's identity to the first bank in etcd.
+async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let layout = Layout::new(&config.dir);
+    let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
+    let mut etcd = etcd_connect(&config.etcd).await?;
+    let response = etcd
+        .get(strife_common::discovery::BANKS_PREFIX, Some(etcd_client::GetOptions::new().with_prefix()))
+        .await?;
+    let entry: strife_common::discovery::ServiceEntry =
+        serde_json::from_slice(response.kvs().first().context("no bank registered in etcd")?.value())?;
+    let channels: Vec<Channel> = (0..config.connections)
+        .map(|_| tls.endpoint(&entry.address, CALL_TIMEOUT).map(|endpoint| endpoint.connect_lazy()))
+        .collect::<Result<_, _>>()?;
+    let started = Instant::now();
+    let deadline = started + config.duration;
+    let progress = progress_bar(config);
+    let mut tasks = Vec::new();
+    for task in 0..config.concurrency {
+        let mut client = BankClient::new(channels[task % channels.len()].clone());
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+            let mut failures = BTreeMap::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let outcome = client
+                    .get_leg(pb::LegRequest { payment_id: "raw-rpc-probe".into(), role: pb::LegRole::Debit as i32 })
+                    .await;
+                match outcome {
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        let _ = histogram.record((sent.elapsed().as_micros() as u64).max(1));
+                    }
+                    Ok(_) => {
+                        let _ = histogram.record((sent.elapsed().as_micros() as u64).max(1));
+                    }
+                    Err(status) => *failures.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+                }
+                progress.inc(1);
+            }
+            (histogram, failures)
+        }));
+    }
+    let mut report = collect(tasks, started, "raw mTLS unary RPC").await?;
+    progress.finish_and_clear();
+    report.concurrency = config.concurrency;
+    Ok(report)
+}
+
+async fn etcd_connect(endpoint: &str) -> anyhow::Result<etcd_client::Client> {
+    Ok(tokio::time::timeout(Duration::from_secs(5), etcd_client::Client::connect([endpoint], None))
+        .await
+        .context("connecting to etcd timed out")??)
+}
