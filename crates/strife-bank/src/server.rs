@@ -11,11 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::layout::{validate_name, Layout};
 use strife_common::registration::{keep_registered, Registration};
-use strife_common::runtime::wait_for_signal;
+use strife_common::runtime::{incoming_nodelay, wait_for_signal};
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
@@ -101,7 +100,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_for_signal())
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), wait_for_signal())
         .await
         .context("bank server failed")?;
 

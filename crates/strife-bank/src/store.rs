@@ -1,17 +1,20 @@
 //! The bank's durable state in one SQLite database (WAL mode, `synchronous=FULL`): accounts,
-//! the 2PC legs, and the journal of every balance change. Each operation is one
-//! `BEGIN IMMEDIATE` transaction, committed (and so fsynced) before the caller replies.
+//! the 2PC legs, and the journal of every balance change. Every write goes through one writer
+//! thread ([`GroupCommit`]): concurrent writes share a transaction and its fsync, and each
+//! caller hears back only after that commit, so a state change is durable before its reply.
 //!
-//! One connection behind a mutex serialises writers. That is what makes holds
-//! concurrency-safe: a prepare reads `available` and places its hold with no other writer in
-//! between. The storage also refuses, by `CHECK` constraint, any row where `balance − held`
-//! would go negative, so a bug in code cannot persist a negative available balance.
+//! The single writer is what makes holds concurrency-safe: a prepare reads `available` and
+//! places its hold with no other write in between (writes in one batch see each other in
+//! order). The storage also refuses, by `CHECK` constraint, any row where `balance − held`
+//! would go negative, so a bug in code cannot persist a negative available balance. Reads use
+//! a separate connection and see only committed state.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Context;
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
+use strife_common::group_commit::GroupCommit;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -105,7 +108,8 @@ pub struct JournalRow {
 
 /// The bank's database.
 pub struct Store {
-    connection: Mutex<Connection>,
+    writer: GroupCommit,
+    reader: Mutex<Connection>,
     bank_id: String,
 }
 
@@ -120,17 +124,22 @@ impl Store {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let connection = Connection::open(path)
-            .with_context(|| format!("opening bank database {}", path.display()))?;
-        // WAL + FULL: a committed transaction is fsynced before commit returns, and a crash at
-        // any instant leaves the last committed state.
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
-        connection.execute_batch(SCHEMA)?;
+        let open = || -> anyhow::Result<Connection> {
+            let connection = Connection::open(path)
+                .with_context(|| format!("opening bank database {}", path.display()))?;
+            // WAL + FULL: a committed transaction is fsynced before commit returns, and a
+            // crash at any instant leaves the last committed state.
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "foreign_keys", "ON")?;
+            connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(connection)
+        };
+        let writer = open()?;
+        writer.execute_batch(SCHEMA)?;
         Ok(Store {
-            connection: Mutex::new(connection),
+            writer: GroupCommit::start(writer, bank_id)?,
+            reader: Mutex::new(open()?),
             bank_id: bank_id.to_owned(),
         })
     }
@@ -139,30 +148,19 @@ impl Store {
         &self.bank_id
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-applied change (the transaction
-        // rolls back on drop), so a poisoned lock is still safe to use.
-        self.connection
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        // Reads change nothing, so a poisoned lock is still safe to use.
+        self.reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write_transaction<T>(
-        &self,
-        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage)?;
-        let value = work(&transaction)?;
-        transaction.commit().map_err(storage)?;
-        Ok(value)
-    }
-
     /// Opens an account, journaling the opening deposit. Idempotent on `request_id`.
     pub fn open_account(&self, new: &NewAccount, actor: &str) -> Result<AccountRecord, Failure> {
-        self.write_transaction(|transaction| {
+        let new = new.clone();
+        let actor = actor.to_owned();
+        let bank_id = self.bank_id.clone();
+        self.writer.write(move |transaction| {
             if let Some((account, deposit)) = account_by_request(transaction, &new.request_id)? {
                 let same = account.owner == new.owner
                     && account.currency == new.currency
@@ -180,7 +178,7 @@ impl Store {
                     row.get(0)
                 })
                 .map_err(storage)?;
-            let account_number = format!("{}-{next_id:08}", self.bank_id);
+            let account_number = format!("{bank_id}-{next_id:08}");
             let now = now_unix_ms();
             transaction
                 .execute(
@@ -208,7 +206,7 @@ impl Store {
                     new.opening_deposit_minor,
                     new.opening_deposit_minor,
                     None,
-                    actor,
+                    &actor,
                 )?;
             }
             load_account(transaction, &account_number)?
@@ -222,7 +220,9 @@ impl Store {
         account_number: &str,
         holder_name: &str,
     ) -> Result<AccountRecord, Failure> {
-        self.write_transaction(|transaction| {
+        let account_number = account_number.to_owned();
+        let holder_name = holder_name.to_owned();
+        self.writer.write(move |transaction| {
             let updated = transaction
                 .execute(
                     "UPDATE accounts SET holder_name = ?2 WHERE account_number = ?1",
@@ -230,21 +230,20 @@ impl Store {
                 )
                 .map_err(storage)?;
             if updated == 0 {
-                return Err(not_found(account_number));
+                return Err(not_found(&account_number));
             }
-            load_account(transaction, account_number)?.ok_or_else(|| not_found(account_number))
+            load_account(transaction, &account_number)?.ok_or_else(|| not_found(&account_number))
         })
     }
 
     /// One account, or `NOT_FOUND`.
     pub fn account(&self, account_number: &str) -> Result<AccountRecord, Failure> {
-        let connection = self.lock();
-        load_account(&connection, account_number)?.ok_or_else(|| not_found(account_number))
+        load_account(&self.read(), account_number)?.ok_or_else(|| not_found(account_number))
     }
 
     /// Every account, in opening order.
     pub fn accounts(&self) -> Result<Vec<AccountRecord>, Failure> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection
             .prepare(&format!("{ACCOUNT_COLUMNS} ORDER BY id"))
             .map_err(storage)?;
@@ -260,13 +259,14 @@ impl Store {
         intent: &PrepareIntent,
         actor: &str,
     ) -> Result<Leg, Failure> {
-        self.step(payment_id, role, actor, |transaction, existing| {
+        let intent = intent.clone();
+        self.step(payment_id, role, actor, move |transaction, existing| {
             let account =
                 load_account(transaction, &intent.account_number)?.map(|record| AccountView {
                     currency: record.currency,
                     funds: record.funds,
                 });
-            participant::prepare(existing, role, intent, account.as_ref())
+            participant::prepare(existing, role, &intent, account.as_ref())
         })
     }
 
@@ -279,7 +279,7 @@ impl Store {
 
     /// Phase 2, abort, for one leg.
     pub fn abort(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
-        self.step(payment_id, role, actor, |_, existing| {
+        self.step(payment_id, role, actor, move |_, existing| {
             participant::abort(existing, role)
         })
     }
@@ -291,25 +291,27 @@ impl Store {
         payment_id: &str,
         role: Role,
         actor: &str,
-        decide: impl FnOnce(&Transaction<'_>, Option<&Leg>) -> Result<Transition, Failure>,
+        decide: impl FnOnce(&Connection, Option<&Leg>) -> Result<Transition, Failure> + Send + 'static,
     ) -> Result<Leg, Failure> {
-        self.write_transaction(|transaction| {
-            let existing = load_leg(transaction, payment_id, role)?;
+        let payment_id = payment_id.to_owned();
+        let actor = actor.to_owned();
+        self.writer.write(move |transaction| {
+            let existing = load_leg(transaction, &payment_id, role)?;
             let transition = decide(transaction, existing.as_ref())?;
             if !transition.changed {
                 return Ok(transition.leg);
             }
             if transition.effect != Effect::None {
-                apply_effect(transaction, payment_id, &transition, actor)?;
+                apply_effect(transaction, &payment_id, &transition, &actor)?;
             }
-            save_leg(transaction, payment_id, &transition.leg)?;
+            save_leg(transaction, &payment_id, &transition.leg)?;
             Ok(transition.leg)
         })
     }
 
     /// One leg, if this bank has heard of it.
     pub fn leg(&self, payment_id: &str, role: Role) -> Result<Option<Leg>, Failure> {
-        let connection = self.lock();
+        let connection = self.read();
         load_leg(&connection, payment_id, role)
     }
 
@@ -320,7 +322,7 @@ impl Store {
         overdue_at: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredLeg>, Failure> {
-        let connection = self.lock();
+        let connection = self.read();
         let mut statement = connection
             .prepare(&format!(
                 "{LEG_COLUMNS} WHERE state = 1 AND decision_deadline_unix_ms <= ?1
@@ -344,7 +346,7 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<JournalRow>, Failure> {
-        let connection = self.lock();
+        let connection = self.read();
         if load_account(&connection, account_number)?.is_none() {
             return Err(not_found(account_number));
         }
@@ -507,7 +509,7 @@ fn load_leg(connection: &Connection, payment_id: &str, role: Role) -> Result<Opt
     row.transpose().map(|found| found.map(|stored| stored.leg))
 }
 
-fn save_leg(transaction: &Transaction<'_>, payment_id: &str, leg: &Leg) -> Result<(), Failure> {
+fn save_leg(transaction: &Connection, payment_id: &str, leg: &Leg) -> Result<(), Failure> {
     let now = now_unix_ms();
     let intent = leg.intent.as_ref();
     transaction
@@ -538,7 +540,7 @@ fn save_leg(transaction: &Transaction<'_>, payment_id: &str, leg: &Leg) -> Resul
 }
 
 fn apply_effect(
-    transaction: &Transaction<'_>,
+    transaction: &Connection,
     payment_id: &str,
     transition: &Transition,
     actor: &str,
@@ -579,7 +581,7 @@ fn apply_effect(
 }
 
 fn insert_journal(
-    transaction: &Transaction<'_>,
+    transaction: &Connection,
     account_number: &str,
     kind: &str,
     delta_minor: i64,

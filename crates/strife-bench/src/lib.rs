@@ -80,7 +80,9 @@ impl BenchReport {
                 self.per_second,
                 self.concurrency,
                 self.payers,
-                self.offered_rate_per_s.map(|rate| format!(", offered {rate}/s")).unwrap_or_default()
+                self.offered_rate_per_s
+                    .map(|rate| format!(", offered {rate}/s"))
+                    .unwrap_or_default()
             ),
             format!(
                 "latency: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  mean {:.2} ms",
@@ -114,9 +116,14 @@ struct UserCredentials {
 }
 
 impl tonic::service::Interceptor for UserCredentials {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request.metadata_mut().insert(USER_KEY, self.user.clone());
-        request.metadata_mut().insert(PASSWORD_KEY, self.password.clone());
+        request
+            .metadata_mut()
+            .insert(PASSWORD_KEY, self.password.clone());
         Ok(request)
     }
 }
@@ -135,16 +142,25 @@ fn gateway_as(channel: Channel, user: &str, password: &str) -> anyhow::Result<Ga
 
 /// Runs a benchmark.
 pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
-    anyhow::ensure!(config.concurrency >= 1 && config.connections >= 1, "concurrency and connections must be at least 1");
+    anyhow::ensure!(
+        config.concurrency >= 1 && config.connections >= 1,
+        "concurrency and connections must be at least 1"
+    );
     if config.raw_rpc {
         return raw_rpc(config).await;
     }
     anyhow::ensure!(config.payers >= 2, "--payers must be at least 2");
     let layout = Layout::new(&config.dir);
     let manifest = strife_pki::Manifest::load(&layout)?;
-    anyhow::ensure!(!manifest.banks.is_empty(), "no banks in {}; run `strife dev` first", config.dir.display());
+    anyhow::ensure!(
+        !manifest.banks.is_empty(),
+        "no banks in {}; run `strife dev` first",
+        config.dir.display()
+    );
     let run_tag: u32 = rand::random_range(0x1000..0xffff);
-    let payers: Vec<String> = (0..config.payers).map(|index| format!("bench{run_tag:x}-{index}")).collect();
+    let payers: Vec<String> = (0..config.payers)
+        .map(|index| format!("bench{run_tag:x}-{index}"))
+        .collect();
     strife_pki::setup(&strife_pki::SetupOptions {
         dir: config.dir.clone(),
         banks: manifest.banks.clone(),
@@ -152,13 +168,25 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         force: false,
     })?;
 
-    let admin_tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity(strife_pki::ADMIN_USER))?;
-    let admin_channel = admin_tls.endpoint(&config.gateway, CALL_TIMEOUT)?.connect_lazy();
-    let mut admin = gateway_as(admin_channel, strife_pki::ADMIN_USER, &strife_pki::read_admin_password(&layout)?)?;
+    let admin_tls = TlsMaterial::load(
+        &layout.ca().cert,
+        &layout.user_identity(strife_pki::ADMIN_USER),
+    )?;
+    let admin_channel = admin_tls
+        .endpoint(&config.gateway, CALL_TIMEOUT)?
+        .connect_lazy();
+    let mut admin = gateway_as(
+        admin_channel,
+        strife_pki::ADMIN_USER,
+        &strife_pki::read_admin_password(&layout)?,
+    )?;
     let password = format!("bench-{run_tag:x}-password");
     for (index, payer) in payers.iter().enumerate() {
         admin
-            .register_user(pb::RegisterUserRequest { username: payer.clone(), password: password.clone() })
+            .register_user(pb::RegisterUserRequest {
+                username: payer.clone(),
+                password: password.clone(),
+            })
             .await
             .with_context(|| format!("registering {payer}"))?;
         admin
@@ -166,7 +194,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 username: payer.clone(),
                 bank_id: manifest.banks[index % manifest.banks.len()].clone(),
                 currency: "USD".into(),
-                opening_deposit: Some(pb::Money { amount_minor: PAYER_DEPOSIT_MINOR, currency: "USD".into() }),
+                opening_deposit: Some(pb::Money {
+                    amount_minor: PAYER_DEPOSIT_MINOR,
+                    currency: "USD".into(),
+                }),
                 holder_name: String::new(),
             })
             .await
@@ -183,7 +214,9 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     }
     // Warm up: one authenticated call per payer (TLS handshake + one argon2id verify each).
     for client in &mut clients {
-        client.get_balances(pb::GetBalancesRequest::default()).await?;
+        client
+            .get_balances(pb::GetBalancesRequest::default())
+            .await?;
     }
 
     let schedule = Arc::new(AtomicU64::new(0));
@@ -204,7 +237,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             loop {
                 if let Some(rate) = rate {
                     let slot = schedule.fetch_add(1, Ordering::Relaxed);
-                    let at = started + Duration::from_nanos(slot.saturating_mul(1_000_000_000 / u64::from(rate.max(1))));
+                    let at = started
+                        + Duration::from_nanos(
+                            slot.saturating_mul(1_000_000_000 / u64::from(rate.max(1))),
+                        );
                     if at >= deadline {
                         break;
                     }
@@ -216,7 +252,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 let request = pb::PayRequest {
                     idempotency_key: format!("bench-{task}-{sequence}"),
                     to_username: payee.clone(),
-                    amount: Some(pb::Money { amount_minor: 1 + (sequence % 100) as i64, currency: "USD".into() }),
+                    amount: Some(pb::Money {
+                        amount_minor: 1 + (sequence % 100) as i64,
+                        currency: "USD".into(),
+                    }),
                     ..pb::PayRequest::default()
                 };
                 let sent = Instant::now();
@@ -227,7 +266,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                         let _ = histogram.record(micros.max(1));
                     }
                     Err(status) => {
-                        let reason = reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+                        let reason =
+                            reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
                         *failures.entry(reason).or_insert(0) += 1;
                     }
                 }
@@ -250,7 +290,11 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     match audit {
         Ok(audit) => {
             report.audit_clean = Some(audit.is_clean());
-            report.audit_violations = audit.violations.iter().map(|violation| format!("{}: {}", violation.kind, violation.detail)).collect();
+            report.audit_violations = audit
+                .violations
+                .iter()
+                .map(|violation| format!("{}: {}", violation.kind, violation.detail))
+                .collect();
         }
         Err(error) => {
             report.audit_clean = Some(false);
@@ -266,8 +310,10 @@ fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} sent ({per_sec})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {pos} sent ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -275,7 +321,11 @@ fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {
 
 type TaskResult = (Histogram<u64>, BTreeMap<String, u64>);
 
-async fn collect(tasks: Vec<tokio::task::JoinHandle<TaskResult>>, started: Instant, mode: &str) -> anyhow::Result<BenchReport> {
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<TaskResult>>,
+    started: Instant,
+    mode: &str,
+) -> anyhow::Result<BenchReport> {
     let mut histogram = Histogram::<u64>::new(3)?;
     let mut failed_by_reason: BTreeMap<String, u64> = BTreeMap::new();
     for task in tasks {
@@ -311,12 +361,23 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
     let mut etcd = etcd_connect(&config.etcd).await?;
     let response = etcd
-        .get(strife_common::discovery::BANKS_PREFIX, Some(etcd_client::GetOptions::new().with_prefix()))
+        .get(
+            strife_common::discovery::BANKS_PREFIX,
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        )
         .await?;
-    let entry: strife_common::discovery::ServiceEntry =
-        serde_json::from_slice(response.kvs().first().context("no bank registered in etcd")?.value())?;
+    let entry: strife_common::discovery::ServiceEntry = serde_json::from_slice(
+        response
+            .kvs()
+            .first()
+            .context("no bank registered in etcd")?
+            .value(),
+    )?;
     let channels: Vec<Channel> = (0..config.connections)
-        .map(|_| tls.endpoint(&entry.address, CALL_TIMEOUT).map(|endpoint| endpoint.connect_lazy()))
+        .map(|_| {
+            tls.endpoint(&entry.address, CALL_TIMEOUT)
+                .map(|endpoint| endpoint.connect_lazy())
+        })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();
     let deadline = started + config.duration;
@@ -331,7 +392,10 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 let outcome = client
-                    .get_leg(pb::LegRequest { payment_id: "raw-rpc-probe".into(), role: pb::LegRole::Debit as i32 })
+                    .get_leg(pb::LegRequest {
+                        payment_id: "raw-rpc-probe".into(),
+                        role: pb::LegRole::Debit as i32,
+                    })
                     .await;
                 match outcome {
                     Err(status) if status.code() == tonic::Code::NotFound => {
@@ -340,7 +404,9 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                     Ok(_) => {
                         let _ = histogram.record((sent.elapsed().as_micros() as u64).max(1));
                     }
-                    Err(status) => *failures.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+                    Err(status) => {
+                        *failures.entry(format!("{:?}", status.code())).or_insert(0) += 1
+                    }
                 }
                 progress.inc(1);
             }
@@ -354,7 +420,10 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
 }
 
 async fn etcd_connect(endpoint: &str) -> anyhow::Result<etcd_client::Client> {
-    Ok(tokio::time::timeout(Duration::from_secs(5), etcd_client::Client::connect([endpoint], None))
-        .await
-        .context("connecting to etcd timed out")??)
+    Ok(tokio::time::timeout(
+        Duration::from_secs(5),
+        etcd_client::Client::connect([endpoint], None),
+    )
+    .await
+    .context("connecting to etcd timed out")??)
 }

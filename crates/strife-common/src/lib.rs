@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod failure;
+pub mod group_commit;
 pub mod layout;
 pub mod logging;
 pub mod metadata;

@@ -38,3 +38,17 @@ pub async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+/// Accepted connections of `listener` with `TCP_NODELAY` set. Servers bind their own
+/// listener (to report the port), and tonic's `tcp_nodelay` only applies to listeners it
+/// binds itself; without this, small replies wait on Nagle + delayed ACK (~40 ms).
+pub fn incoming_nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}

@@ -121,7 +121,10 @@ impl Authenticator {
     fn remembered(&self, username: &str, password: &str) -> Option<Role> {
         use subtle::ConstantTimeEq;
         let digest = self.session_digest(username, password);
-        let sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let session = sessions.get(username)?;
         let matches: bool = session.digest.ct_eq(&digest).into();
         (matches && Instant::now() < session.expires).then_some(session.role)
@@ -129,7 +132,10 @@ impl Authenticator {
 
     fn remember(&self, username: &str, password: &str, role: Role) {
         let digest = self.session_digest(username, password);
-        let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if sessions.len() >= MAX_SESSIONS {
             let now = Instant::now();
             sessions.retain(|_, session| session.expires > now);
@@ -138,7 +144,14 @@ impl Authenticator {
             }
         }
         let expires = Instant::now() + SESSION_TTL;
-        sessions.insert(username.to_owned(), VerifiedSession { digest, role, expires });
+        sessions.insert(
+            username.to_owned(),
+            VerifiedSession {
+                digest,
+                role,
+                expires,
+            },
+        );
     }
 
     fn is_locked(&self, username: &str) -> bool {
@@ -205,7 +218,11 @@ impl Authenticator {
             return Err(Failure::Unauthenticated);
         }
         if let Some(role) = self.remembered(&username, &password) {
-            return Ok(Caller { username, role, peer });
+            return Ok(Caller {
+                username,
+                role,
+                peer,
+            });
         }
         let this = Arc::clone(self);
         let name = username.clone();

@@ -215,10 +215,7 @@ impl Coordinator {
         // The answer waits for phase 2 at most one prepare timeout: a bank that is down must
         // not hold up a payment that is already decided; the retrier finishes it.
         let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&decided)).await;
-        let payment_id = decided.payment_id.clone();
-        let current =
-            on_blocking_pool(&self.store, move |store| store.payment(&payment_id)).await?;
-        Ok(current.unwrap_or(decided))
+        Ok(decided)
     }
 
     fn crash_if(&self, point: CrashPoint) {
@@ -282,29 +279,37 @@ impl Coordinator {
         }
     }
 
-    /// Sends the decision to every leg not yet acknowledged, in parallel, recording each
-    /// acknowledgement.
+    /// Sends the decision to every leg not yet acknowledged, in parallel, then records the
+    /// acknowledgements. The record is written in the background: it only spares the retrier
+    /// work (re-sending a decision is harmless), so no answer waits for its fsync.
     pub async fn phase_two(&self, record: &PaymentRecord) {
-        let debit = async {
-            if !record.debit_acked {
-                self.finish_leg(record, Leg::Debit).await;
-            }
-        };
-        let credit = async {
-            if !record.credit_acked {
-                self.finish_leg(record, Leg::Credit).await;
-            }
-        };
-        tokio::join!(debit, credit);
+        let debit = async { record.debit_acked || self.finish_leg(record, Leg::Debit).await };
+        let credit = async { record.credit_acked || self.finish_leg(record, Leg::Credit).await };
+        let (debit_acked, credit_acked) = tokio::join!(debit, credit);
+        let newly_acked =
+            (debit_acked && !record.debit_acked) || (credit_acked && !record.credit_acked);
+        if newly_acked {
+            let payment_id = record.payment_id.clone();
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move {
+                let write = move |store: &GatewayStore| {
+                    store.acknowledge(&payment_id, debit_acked, credit_acked)
+                };
+                if let Err(failure) = on_blocking_pool(&store, write).await {
+                    tracing::error!(%failure, "could not record phase-2 acknowledgements");
+                }
+            });
+        }
     }
 
-    async fn finish_leg(&self, record: &PaymentRecord, leg: Leg) {
+    /// Sends the decision for one leg; true once the bank has acknowledged it.
+    async fn finish_leg(&self, record: &PaymentRecord, leg: Leg) -> bool {
         let bank_id = match leg {
             Leg::Debit => &record.from.bank_id,
             Leg::Credit => &record.to.bank_id,
         };
         let Ok(mut client) = self.registry.client(bank_id) else {
-            return;
+            return false;
         };
         let request = pb::LegRequest {
             payment_id: record.payment_id.clone(),
@@ -317,28 +322,21 @@ impl Coordinator {
             }
         };
         match tokio::time::timeout(PHASE_TWO_CALL_TIMEOUT, call).await {
-            Ok(Ok(_)) => {
-                let payment_id = record.payment_id.clone();
-                let debit = leg == Leg::Debit;
-                if let Err(failure) = on_blocking_pool(&self.store, move |store| {
-                    store.acknowledge(&payment_id, debit)
-                })
-                .await
-                {
-                    tracing::error!(%failure, "could not record a phase-2 acknowledgement");
-                }
-            }
+            Ok(Ok(_)) => true,
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {
                 tracing::error!(
                     payment_id = %record.payment_id, bank_id, ?leg, message = status.message(),
                     "bank refused the decision: coordinator and bank disagree"
                 );
+                false
             }
             Ok(Err(status)) => {
                 tracing::warn!(payment_id = %record.payment_id, bank_id, ?leg, message = status.message(), "phase 2 failed; will retry");
+                false
             }
             Err(_) => {
-                tracing::warn!(payment_id = %record.payment_id, bank_id, ?leg, "phase 2 timed out; will retry")
+                tracing::warn!(payment_id = %record.payment_id, bank_id, ?leg, "phase 2 timed out; will retry");
+                false
             }
         }
     }

@@ -11,13 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::layout::Layout;
 use strife_common::registration::{keep_registered, Registration};
-use strife_common::runtime::wait_for_signal;
+use strife_common::runtime::{incoming_nodelay, wait_for_signal};
 use strife_common::tls::TlsMaterial;
 use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::GatewayApi;
@@ -111,7 +110,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .layer(layers)
         .add_service(gateway)
         .add_service(decisions)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), wait_for_signal())
+        .serve_with_incoming_shutdown(incoming_nodelay(listener), wait_for_signal())
         .await
         .context("gateway server failed")?;
 

@@ -2,15 +2,17 @@
 //! their password hashes, linked bank accounts, payments (the coordinator's log: every
 //! payment's decision and which legs have acknowledged it) and idempotency records.
 //!
-//! Every write is one transaction, fsynced before the caller replies. No table is ever
-//! rewritten whole, and every query a payment makes is an indexed point lookup, so the cost
+//! Every write goes through one writer thread ([`GroupCommit`]): concurrent writes share a
+//! transaction and its fsync, and each caller hears back only after that commit. Reads use a
+//! separate connection and see only committed state. No table is ever rewritten whole, and every query a payment makes is an indexed point lookup, so the cost
 //! of a payment does not grow with the history.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Context;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use strife_common::group_commit::GroupCommit;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -174,7 +176,8 @@ pub struct LinkedAccount {
 
 /// The gateway's database.
 pub struct GatewayStore {
-    connection: Mutex<Connection>,
+    writer: GroupCommit,
+    reader: Mutex<Connection>,
 }
 
 fn storage(error: rusqlite::Error) -> Failure {
@@ -187,35 +190,28 @@ impl GatewayStore {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        let connection = Connection::open(path)
-            .with_context(|| format!("opening gateway database {}", path.display()))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.pragma_update(None, "foreign_keys", "ON")?;
-        connection.execute_batch(SCHEMA)?;
+        let open = || -> anyhow::Result<Connection> {
+            let connection = Connection::open(path)
+                .with_context(|| format!("opening gateway database {}", path.display()))?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "foreign_keys", "ON")?;
+            connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(connection)
+        };
+        let writer = open()?;
+        writer.execute_batch(SCHEMA)?;
         Ok(GatewayStore {
-            connection: Mutex::new(connection),
+            writer: GroupCommit::start(writer, "gateway")?,
+            reader: Mutex::new(open()?),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A transaction rolls back on drop, so a poisoned lock still guards consistent data.
-        self.connection
+        // Reads change nothing, so a poisoned lock is still safe to use.
+        self.reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write<T>(
-        &self,
-        work: impl FnOnce(&Transaction<'_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        let mut connection = self.lock();
-        let transaction = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(storage)?;
-        let value = work(&transaction)?;
-        transaction.commit().map_err(storage)?;
-        Ok(value)
     }
 
     /// Creates a user; `ALREADY_EXISTS` if the name is taken.
@@ -225,7 +221,12 @@ impl GatewayStore {
         role: &str,
         password_hash: &str,
     ) -> Result<(), Failure> {
-        self.write(|transaction| {
+        let (username, role, password_hash) = (
+            username.to_owned(),
+            role.to_owned(),
+            password_hash.to_owned(),
+        );
+        self.writer.write(move |transaction| {
             let inserted = transaction
                 .execute(
                     "INSERT INTO users (username, role, password_hash, created_unix_ms)
@@ -262,7 +263,8 @@ impl GatewayStore {
     /// Links an account to its owner (or updates its holder name). An account already linked
     /// to someone else is `ALREADY_EXISTS`.
     pub fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
-        self.write(|transaction| {
+        let account = account.clone();
+        self.writer.write(move |transaction| {
             let owner: Option<String> = transaction
                 .query_row(
                     "SELECT username FROM accounts WHERE bank_id = ?1 AND account_number = ?2",
@@ -323,7 +325,8 @@ impl GatewayStore {
     /// `INVALID_ARGUMENT`.
     pub fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begin, Failure> {
         let fingerprint = attempt.fingerprint();
-        self.write(|transaction| {
+        let attempt = attempt.clone();
+        self.writer.write(move |transaction| {
             let existing: Option<(String, String)> = transaction
                 .query_row(
                     "SELECT fingerprint, payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
@@ -372,7 +375,7 @@ impl GatewayStore {
                     )
                     .map_err(storage)?;
             }
-            insert_payment(transaction, attempt)?;
+            insert_payment(transaction, &attempt)?;
             let recorded = load_payment(transaction, &attempt.payment_id)?
                 .ok_or_else(|| Failure::internal("begin payment", "inserted payment vanished"))?;
             Ok(Begin::Started(recorded))
@@ -389,7 +392,10 @@ impl GatewayStore {
         reason_code: Option<&str>,
         reason: Option<&str>,
     ) -> Result<PaymentRecord, Failure> {
-        self.write(|transaction| {
+        let payment_id = payment_id.to_owned();
+        let reason_code = reason_code.map(str::to_owned);
+        let reason = reason.map(str::to_owned);
+        self.writer.write(move |transaction| {
             transaction
                 .execute(
                     "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5
@@ -397,21 +403,20 @@ impl GatewayStore {
                     params![payment_id, status.code(), reason_code, reason, now_unix_ms()],
                 )
                 .map_err(storage)?;
-            load_payment(transaction, payment_id)?
+            load_payment(transaction, &payment_id)?
                 .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist")))
         })
     }
 
-    /// Records that a bank acknowledged phase 2 for one leg.
-    pub fn acknowledge(&self, payment_id: &str, debit: bool) -> Result<(), Failure> {
-        let column = if debit { "debit_acked" } else { "credit_acked" };
-        self.write(|transaction| {
+    /// Records which legs' banks acknowledged phase 2 (a flag already set stays set).
+    pub fn acknowledge(&self, payment_id: &str, debit: bool, credit: bool) -> Result<(), Failure> {
+        let payment_id = payment_id.to_owned();
+        self.writer.write(move |transaction| {
             transaction
                 .execute(
-                    &format!(
-                        "UPDATE payments SET {column} = 1 WHERE payment_id = ?1 AND status != 1"
-                    ),
-                    [payment_id],
+                    "UPDATE payments SET debit_acked = MAX(debit_acked, ?2), credit_acked = MAX(credit_acked, ?3)
+                     WHERE payment_id = ?1 AND status != 1",
+                    params![payment_id, debit, credit],
                 )
                 .map_err(storage)?;
             Ok(())
@@ -523,7 +528,7 @@ fn load_payment(
         .transpose()
 }
 
-fn insert_payment(transaction: &Transaction<'_>, payment: &PaymentRecord) -> Result<(), Failure> {
+fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(), Failure> {
     transaction
         .execute(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,

@@ -298,7 +298,11 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
     } else {
         println!("{}", report.human());
     }
-    Ok(if report.audit_clean == Some(false) { 1 } else { 0 })
+    Ok(if report.audit_clean == Some(false) {
+        1
+    } else {
+        0
+    })
 }
 
 fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {

@@ -230,7 +230,7 @@ fn storage_refuses_a_negative_available_balance_even_from_raw_sql() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     store.open_account(&new_account("r1", 100), "test").unwrap();
-    let connection = store.lock();
+    let connection = Connection::open(dir.path().join("bank.db")).unwrap();
     let result = connection.execute(
         "UPDATE accounts SET held_minor = 101 WHERE account_number = 'bank0-00000001'",
         [],

@@ -1,0 +1,265 @@
+//! Group commit for SQLite: one writer thread owns the write connection and runs every
+//! pending write of a moment in one transaction, so many concurrent state changes share one
+//! fsync instead of paying one each.
+//!
+//! Each write runs inside its own SAVEPOINT: a write that fails (or panics) is rolled back
+//! alone and gets its error, the others still commit. Every caller's answer is sent only after
+//! the shared COMMIT returned, so "durable before reply" holds for each of them. A write sees
+//! the effects of the writes before it in the same batch, exactly as if they had committed
+//! one by one in that order — which keeps single-writer reasoning (e.g. holds never exceeding
+//! the available balance) true.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::Failure;
+
+/// Most writes sharing one transaction.
+const MAX_BATCH: usize = 512;
+/// Most writes waiting for the writer; callers block (back-pressure) beyond it.
+const MAX_QUEUED: usize = 16_384;
+
+trait Job: Send {
+    /// Runs the write; true if it succeeded (and so must be committed).
+    fn run(&mut self, connection: &Connection) -> bool;
+    /// Delivers the outcome once the batch's COMMIT is known.
+    fn finish(self: Box<Self>, committed: Result<(), Failure>);
+}
+
+type Reply<T> = Box<dyn FnOnce(Result<T, Failure>) + Send>;
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T, Failure>>,
+    reply: Reply<T>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T, Failure> + Send,
+{
+    fn run(&mut self, connection: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(connection)))
+            .unwrap_or_else(|_| Err(Failure::internal("storage write", "the write panicked")));
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), Failure>) {
+        let result = match (self.outcome, committed) {
+            // A failed write was rolled back to its savepoint: its own error stands.
+            (Some(Err(failure)), _) => Err(failure),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Some(Ok(_)), Err(failure)) | (None, Err(failure)) => Err(failure),
+            (None, Ok(())) => Err(Failure::internal("storage write", "write was never run")),
+        };
+        (self.reply)(result);
+    }
+}
+
+/// The handle to a database's single writer.
+pub struct GroupCommit {
+    sender: mpsc::SyncSender<Box<dyn Job>>,
+}
+
+fn storage(context: &str, error: rusqlite::Error) -> Failure {
+    Failure::internal(context, error)
+}
+
+impl GroupCommit {
+    /// Starts the writer thread on `connection` (which it owns from now on).
+    pub fn start(connection: Connection, name: &str) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::sync_channel::<Box<dyn Job>>(MAX_QUEUED);
+        std::thread::Builder::new()
+            .name(format!("{name}-writer"))
+            .spawn(move || write_loop(&connection, &receiver))?;
+        Ok(GroupCommit { sender })
+    }
+
+    fn enqueue<T, F>(&self, work: F, reply: Reply<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let job = Box::new(TypedJob {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
+        if let Err(mpsc::SendError(job)) = self.sender.send(job) {
+            job.finish(Err(Failure::internal(
+                "storage write",
+                "the writer has stopped",
+            )));
+        }
+    }
+
+    /// Queues a write; the receiver yields its result after it is durable.
+    pub fn submit<T, F>(&self, work: F) -> oneshot::Receiver<Result<T, Failure>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let (sender, receiver) = oneshot::channel();
+        self.enqueue(
+            work,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        receiver
+    }
+
+    /// Runs a write and waits (blocking this thread) until it is durable. Safe to call from
+    /// any thread, including one driving an async runtime at startup.
+    pub fn write<T, F>(&self, work: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        let (sender, receiver) = mpsc::sync_channel(1);
+        self.enqueue(
+            work,
+            Box::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        receiver
+            .recv()
+            .map_err(|_| Failure::internal("storage write", "the writer dropped the reply"))?
+    }
+}
+
+fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+            let failure = storage("begin", error);
+            for job in batch {
+                job.finish(Err(failure.clone()));
+            }
+            continue;
+        }
+        for job in batch.iter_mut() {
+            if connection.execute_batch("SAVEPOINT write").is_err() {
+                continue;
+            }
+            let succeeded = job.run(connection);
+            let end = if succeeded {
+                "RELEASE write"
+            } else {
+                "ROLLBACK TO write; RELEASE write"
+            };
+            if let Err(error) = connection.execute_batch(end) {
+                tracing::error!(%error, "savepoint cleanup failed");
+            }
+        }
+        let committed = connection.execute_batch("COMMIT").map_err(|error| {
+            let _ = connection.execute_batch("ROLLBACK");
+            storage("commit", error)
+        });
+        for job in batch {
+            job.finish(committed.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> (tempfile::TempDir, GroupCommit, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER NOT NULL CHECK (v >= 0));",
+            )
+            .unwrap();
+        (dir, GroupCommit::start(connection, "test").unwrap(), path)
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_write_is_rolled_back_alone() {
+        let (_dir, writer, path) = writer();
+        let good = writer.submit(|connection| {
+            connection
+                .execute("INSERT INTO t VALUES (1)", [])
+                .map_err(|e| Failure::internal("t", e))
+        });
+        let bad = writer.submit(|connection| {
+            connection
+                .execute("INSERT INTO t VALUES (2)", [])
+                .map_err(|e| Failure::internal("t", e))?;
+            connection
+                .execute("INSERT INTO t VALUES (-1)", [])
+                .map_err(|e| Failure::internal("t", e))
+        });
+        assert!(good.blocking_recv().unwrap().is_ok());
+        assert!(bad.blocking_recv().unwrap().is_err());
+        assert_eq!(
+            count(&path),
+            1,
+            "the failed write's first insert was rolled back too"
+        );
+    }
+
+    #[test]
+    fn a_panicking_write_fails_without_killing_the_writer() {
+        let (_dir, writer, path) = writer();
+        let panicking = writer.submit::<(), _>(|_| panic!("boom"));
+        assert!(panicking.blocking_recv().unwrap().is_err());
+        writer
+            .write(|connection| {
+                connection
+                    .execute("INSERT INTO t VALUES (3)", [])
+                    .map_err(|e| Failure::internal("t", e))
+            })
+            .unwrap();
+        assert_eq!(count(&path), 1);
+    }
+
+    #[test]
+    fn many_concurrent_writes_all_land() {
+        let (_dir, writer, path) = writer();
+        let writer = std::sync::Arc::new(writer);
+        let threads: Vec<_> = (0..50)
+            .map(|value| {
+                let writer = std::sync::Arc::clone(&writer);
+                std::thread::spawn(move || {
+                    writer.write(move |connection| {
+                        connection
+                            .execute("INSERT INTO t VALUES (?1)", [value])
+                            .map_err(|e| Failure::internal("t", e))
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap().unwrap();
+        }
+        assert_eq!(count(&path), 50);
+    }
+}
