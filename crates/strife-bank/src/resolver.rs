@@ -137,16 +137,9 @@ async fn resolve_round(store: &Arc<Store>, decisions: &DecisionClient) -> anyhow
                 continue;
             }
         };
-        let writer = Arc::clone(store);
-        let id = payment_id.clone();
         let applied = match decision {
-            pb::Decision::Commit => {
-                tokio::task::spawn_blocking(move || writer.commit(&id, role, RESOLVER_ACTOR))
-                    .await?
-            }
-            pb::Decision::Abort => {
-                tokio::task::spawn_blocking(move || writer.abort(&id, role, RESOLVER_ACTOR)).await?
-            }
+            pb::Decision::Commit => store.commit(&payment_id, role, RESOLVER_ACTOR).await,
+            pb::Decision::Abort => store.abort(&payment_id, role, RESOLVER_ACTOR).await,
             pb::Decision::Pending | pb::Decision::Unspecified => {
                 tracing::info!(%payment_id, "coordinator has not decided yet; asking again later");
                 continue;

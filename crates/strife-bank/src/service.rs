@@ -213,9 +213,7 @@ impl Bank for BankService {
             currency: body.currency,
             opening_deposit_minor: body.opening_deposit_minor,
         };
-        let record = self
-            .blocking(move |store| store.open_account(&new, &actor))
-            .await?;
+        let record = self.store.open_account(&new, &actor).await?;
         tracing::info!(account = %record.account_number, owner = %record.owner, "account opened");
         Ok(Response::new(account_to_proto(
             self.store.bank_id(),
@@ -231,7 +229,8 @@ impl Bank for BankService {
         check_id("account_number", &body.account_number)?;
         check_holder_name(&body.holder_name)?;
         let record = self
-            .blocking(move |store| store.update_holder(&body.account_number, &body.holder_name))
+            .store
+            .update_holder(&body.account_number, &body.holder_name)
             .await?;
         Ok(Response::new(account_to_proto(
             self.store.bank_id(),
@@ -265,7 +264,8 @@ impl Bank for BankService {
         let intent = prepare_intent(&body)?;
         let payment_id = body.payment_id;
         let leg = self
-            .blocking(move |store| store.prepare(&payment_id, role, &intent, &actor))
+            .store
+            .prepare(&payment_id, role, &intent, &actor)
             .await?;
         let reason = leg.reason.clone();
         Ok(Response::new(pb::PrepareResponse {
@@ -285,14 +285,9 @@ impl Bank for BankService {
     ) -> Result<Response<pb::LegStatus>, Status> {
         let actor = caller_of(&request);
         let (payment_id, role) = leg_request(request.get_ref())?;
-        let id = payment_id.clone();
-        let leg = self
-            .blocking(move |store| store.commit(&id, role, &actor))
-            .await;
-        if let Err(status) = &leg {
-            if status.code() == tonic::Code::FailedPrecondition {
-                tracing::error!(%payment_id, ?role, message = status.message(), "commit refused");
-            }
+        let leg = self.store.commit(&payment_id, role, &actor).await;
+        if let Err(failure @ Failure::FailedPrecondition { .. }) = &leg {
+            tracing::error!(%payment_id, ?role, %failure, "commit refused");
         }
         Ok(Response::new(leg_to_proto(&payment_id, &leg?)))
     }
@@ -303,10 +298,7 @@ impl Bank for BankService {
     ) -> Result<Response<pb::LegStatus>, Status> {
         let actor = caller_of(&request);
         let (payment_id, role) = leg_request(request.get_ref())?;
-        let id = payment_id.clone();
-        let leg = self
-            .blocking(move |store| store.abort(&id, role, &actor))
-            .await?;
+        let leg = self.store.abort(&payment_id, role, &actor).await?;
         Ok(Response::new(leg_to_proto(&payment_id, &leg)))
     }
 

@@ -156,84 +156,94 @@ impl Store {
     }
 
     /// Opens an account, journaling the opening deposit. Idempotent on `request_id`.
-    pub fn open_account(&self, new: &NewAccount, actor: &str) -> Result<AccountRecord, Failure> {
+    pub async fn open_account(
+        &self,
+        new: &NewAccount,
+        actor: &str,
+    ) -> Result<AccountRecord, Failure> {
         let new = new.clone();
         let actor = actor.to_owned();
         let bank_id = self.bank_id.clone();
-        self.writer.write(move |transaction| {
-            if let Some((account, deposit)) = account_by_request(transaction, &new.request_id)? {
-                let same = account.owner == new.owner
-                    && account.currency == new.currency
-                    && deposit == new.opening_deposit_minor;
-                return if same {
-                    Ok(account)
-                } else {
-                    Err(Failure::InvalidArgument(
-                        "request_id already used to open a different account".into(),
-                    ))
-                };
-            }
-            let next_id: i64 = transaction
-                .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM accounts", [], |row| {
-                    row.get(0)
-                })
-                .map_err(storage)?;
-            let account_number = format!("{bank_id}-{next_id:08}");
-            let now = now_unix_ms();
-            transaction
-                .execute(
-                    "INSERT INTO accounts (id, account_number, owner, holder_name, currency,
+        self.writer
+            .run(move |transaction| {
+                if let Some((account, deposit)) = account_by_request(transaction, &new.request_id)?
+                {
+                    let same = account.owner == new.owner
+                        && account.currency == new.currency
+                        && deposit == new.opening_deposit_minor;
+                    return if same {
+                        Ok(account)
+                    } else {
+                        Err(Failure::InvalidArgument(
+                            "request_id already used to open a different account".into(),
+                        ))
+                    };
+                }
+                let next_id: i64 = transaction
+                    .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM accounts", [], |row| {
+                        row.get(0)
+                    })
+                    .map_err(storage)?;
+                let account_number = format!("{bank_id}-{next_id:08}");
+                let now = now_unix_ms();
+                transaction
+                    .execute(
+                        "INSERT INTO accounts (id, account_number, owner, holder_name, currency,
                          balance_minor, held_minor, incoming_minor, opening_deposit_minor,
                          open_request_id, created_unix_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?6, ?7, ?8)",
-                    params![
-                        next_id,
-                        account_number,
-                        new.owner,
-                        new.holder_name,
-                        new.currency,
+                        params![
+                            next_id,
+                            account_number,
+                            new.owner,
+                            new.holder_name,
+                            new.currency,
+                            new.opening_deposit_minor,
+                            new.request_id,
+                            now
+                        ],
+                    )
+                    .map_err(storage)?;
+                if new.opening_deposit_minor > 0 {
+                    insert_journal(
+                        transaction,
+                        &account_number,
+                        "deposit",
                         new.opening_deposit_minor,
-                        new.request_id,
-                        now
-                    ],
-                )
-                .map_err(storage)?;
-            if new.opening_deposit_minor > 0 {
-                insert_journal(
-                    transaction,
-                    &account_number,
-                    "deposit",
-                    new.opening_deposit_minor,
-                    new.opening_deposit_minor,
-                    None,
-                    &actor,
-                )?;
-            }
-            load_account(transaction, &account_number)?
-                .ok_or_else(|| Failure::internal("open account", "inserted row vanished"))
-        })
+                        new.opening_deposit_minor,
+                        None,
+                        &actor,
+                    )?;
+                }
+                load_account(transaction, &account_number)?
+                    .ok_or_else(|| Failure::internal("open account", "inserted row vanished"))
+            })
+            .await
     }
 
     /// Changes the holder name of an account.
-    pub fn update_holder(
+    pub async fn update_holder(
         &self,
         account_number: &str,
         holder_name: &str,
     ) -> Result<AccountRecord, Failure> {
         let account_number = account_number.to_owned();
         let holder_name = holder_name.to_owned();
-        self.writer.write(move |transaction| {
-            let updated = transaction
-                .execute(
-                    "UPDATE accounts SET holder_name = ?2 WHERE account_number = ?1",
-                    params![account_number, holder_name],
-                )
-                .map_err(storage)?;
-            if updated == 0 {
-                return Err(not_found(&account_number));
-            }
-            load_account(transaction, &account_number)?.ok_or_else(|| not_found(&account_number))
-        })
+        self.writer
+            .run(move |transaction| {
+                let updated = transaction
+                    .execute(
+                        "UPDATE accounts SET holder_name = ?2 WHERE account_number = ?1",
+                        params![account_number, holder_name],
+                    )
+                    .map_err(storage)?;
+                if updated == 0 {
+                    return Err(not_found(&account_number));
+                }
+                load_account(transaction, &account_number)?
+                    .ok_or_else(|| not_found(&account_number))
+            })
+            .await
     }
 
     /// One account, or `NOT_FOUND`.
@@ -252,7 +262,7 @@ impl Store {
     }
 
     /// Phase 1 for one leg.
-    pub fn prepare(
+    pub async fn prepare(
         &self,
         payment_id: &str,
         role: Role,
@@ -268,25 +278,28 @@ impl Store {
                 });
             participant::prepare(existing, role, &intent, account.as_ref())
         })
+        .await
     }
 
     /// Phase 2, commit, for one leg.
-    pub fn commit(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
+    pub async fn commit(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
         self.step(payment_id, role, actor, |_, existing| {
             participant::commit(existing)
         })
+        .await
     }
 
     /// Phase 2, abort, for one leg.
-    pub fn abort(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
+    pub async fn abort(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
         self.step(payment_id, role, actor, move |_, existing| {
             participant::abort(existing, role)
         })
+        .await
     }
 
     /// Runs one participant step: load the leg, decide, and (if anything changed) write the
     /// leg, the account and the journal in one transaction.
-    fn step(
+    async fn step(
         &self,
         payment_id: &str,
         role: Role,
@@ -295,18 +308,20 @@ impl Store {
     ) -> Result<Leg, Failure> {
         let payment_id = payment_id.to_owned();
         let actor = actor.to_owned();
-        self.writer.write(move |transaction| {
-            let existing = load_leg(transaction, &payment_id, role)?;
-            let transition = decide(transaction, existing.as_ref())?;
-            if !transition.changed {
-                return Ok(transition.leg);
-            }
-            if transition.effect != Effect::None {
-                apply_effect(transaction, &payment_id, &transition, &actor)?;
-            }
-            save_leg(transaction, &payment_id, &transition.leg)?;
-            Ok(transition.leg)
-        })
+        self.writer
+            .run(move |transaction| {
+                let existing = load_leg(transaction, &payment_id, role)?;
+                let transition = decide(transaction, existing.as_ref())?;
+                if !transition.changed {
+                    return Ok(transition.leg);
+                }
+                if transition.effect != Effect::None {
+                    apply_effect(transaction, &payment_id, &transition, &actor)?;
+                }
+                save_leg(transaction, &payment_id, &transition.leg)?;
+                Ok(transition.leg)
+            })
+            .await
     }
 
     /// One leg, if this bank has heard of it.

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Each payer starts with this much (minor units), far more than a run can spend.
-const PAYER_DEPOSIT_MINOR: i64 = 100_000_000_00;
+const PAYER_DEPOSIT_MINOR: i64 = 10_000_000_000;
 
 /// What to run.
 #[derive(Debug, Clone)]

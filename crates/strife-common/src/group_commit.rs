@@ -22,7 +22,19 @@ const MAX_BATCH: usize = 512;
 /// Most writes waiting for the writer; callers block (back-pressure) beyond it.
 const MAX_QUEUED: usize = 16_384;
 
+/// Whether a write's caller must wait for the fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The answer waits until the write is on disk (the default for every state change).
+    Fsync,
+    /// The answer waits until the write is committed (visible, and safe from a process
+    /// crash) but not for the fsync; the next fsynced commit makes it durable too, since the
+    /// WAL is written in order. Only for writes whose loss on power failure is harmless.
+    Relaxed,
+}
+
 trait Job: Send {
+    fn durability(&self) -> Durability;
     /// Runs the write; true if it succeeded (and so must be committed).
     fn run(&mut self, connection: &Connection) -> bool;
     /// Delivers the outcome once the batch's COMMIT is known.
@@ -32,6 +44,7 @@ trait Job: Send {
 type Reply<T> = Box<dyn FnOnce(Result<T, Failure>) + Send>;
 
 struct TypedJob<T, F> {
+    durability: Durability,
     work: Option<F>,
     outcome: Option<Result<T, Failure>>,
     reply: Reply<T>,
@@ -42,6 +55,10 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, Failure> + Send,
 {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn run(&mut self, connection: &Connection) -> bool {
         let Some(work) = self.work.take() else {
             return false;
@@ -84,12 +101,13 @@ impl GroupCommit {
         Ok(GroupCommit { sender })
     }
 
-    fn enqueue<T, F>(&self, work: F, reply: Reply<T>)
+    fn enqueue<T, F>(&self, durability: Durability, work: F, reply: Reply<T>)
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
     {
         let job = Box::new(TypedJob {
+            durability,
             work: Some(work),
             outcome: None,
             reply,
@@ -108,14 +126,49 @@ impl GroupCommit {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
     {
+        self.submit_with(Durability::Fsync, work)
+    }
+
+    /// Queues a write with the given durability.
+    pub fn submit_with<T, F>(
+        &self,
+        durability: Durability,
+        work: F,
+    ) -> oneshot::Receiver<Result<T, Failure>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
         let (sender, receiver) = oneshot::channel();
         self.enqueue(
+            durability,
             work,
             Box::new(move |result| {
                 let _ = sender.send(result);
             }),
         );
         receiver
+    }
+
+    /// Runs a write and waits (asynchronously) until it is durable. The caller's task never
+    /// occupies a thread while the write waits for its batch's fsync.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        self.run_with(Durability::Fsync, work).await
+    }
+
+    /// Like [`GroupCommit::run`] with the given durability.
+    pub async fn run_with<T, F>(&self, durability: Durability, work: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        self.submit_with(durability, work)
+            .await
+            .map_err(|_| Failure::internal("storage write", "the writer dropped the reply"))?
     }
 
     /// Runs a write and waits (blocking this thread) until it is durable. Safe to call from
@@ -127,6 +180,7 @@ impl GroupCommit {
     {
         let (sender, receiver) = mpsc::sync_channel(1);
         self.enqueue(
+            Durability::Fsync,
             work,
             Box::new(move |result| {
                 let _ = sender.send(result);
@@ -139,6 +193,7 @@ impl GroupCommit {
 }
 
 fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>) {
+    let mut relaxed_now = false;
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -146,6 +201,27 @@ fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>) 
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        // One fsync-requiring write makes the whole batch fsync.
+        let relaxed = batch
+            .iter()
+            .all(|job| job.durability() == Durability::Relaxed);
+        if relaxed != relaxed_now {
+            let mode = if relaxed { "NORMAL" } else { "FULL" };
+            match connection.pragma_update(None, "synchronous", mode) {
+                Ok(()) => relaxed_now = relaxed,
+                Err(error) => tracing::error!(%error, "cannot switch synchronous mode"),
+            }
+        }
+        if relaxed_now && !relaxed {
+            // The switch back to FULL failed: never commit an fsync write unsynced.
+            for job in batch {
+                job.finish(Err(Failure::internal(
+                    "storage write",
+                    "cannot restore synchronous=FULL",
+                )));
+            }
+            continue;
         }
         if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
             let failure = storage("begin", error);

@@ -234,12 +234,10 @@ impl Coordinator {
         status: PaymentStatus,
         reason: Option<(String, String)>,
     ) -> Result<PaymentRecord, Failure> {
-        let payment_id = payment_id.to_owned();
-        on_blocking_pool(&self.store, move |store| {
-            let (code, text) = reason.unzip();
-            store.decide(&payment_id, status, code.as_deref(), text.as_deref())
-        })
-        .await
+        let (code, text) = reason.unzip();
+        self.store
+            .decide(payment_id, status, code.as_deref(), text.as_deref())
+            .await
     }
 
     async fn prepare(&self, record: &PaymentRecord, leg: Leg) -> Vote {
@@ -292,10 +290,10 @@ impl Coordinator {
             let payment_id = record.payment_id.clone();
             let store = Arc::clone(&self.store);
             tokio::spawn(async move {
-                let write = move |store: &GatewayStore| {
-                    store.acknowledge(&payment_id, debit_acked, credit_acked)
-                };
-                if let Err(failure) = on_blocking_pool(&store, write).await {
+                let written = store
+                    .acknowledge(&payment_id, debit_acked, credit_acked)
+                    .await;
+                if let Err(failure) = written {
                     tracing::error!(%failure, "could not record phase-2 acknowledgements");
                 }
             });

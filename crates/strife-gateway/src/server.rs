@@ -50,7 +50,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
     let store = Arc::new(GatewayStore::open(&layout.gateway_db())?);
-    ensure_admin(&store, &layout)?;
+    ensure_admin(&store, &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
     let coordinator = Arc::new(Coordinator::new(
@@ -121,13 +121,15 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 }
 
 /// The admin exists from `strife setup` on: its password is the one setup stored.
-fn ensure_admin(store: &GatewayStore, layout: &Layout) -> anyhow::Result<()> {
+async fn ensure_admin(store: &GatewayStore, layout: &Layout) -> anyhow::Result<()> {
     if store.user(ADMIN_USER)?.is_some() {
         return Ok(());
     }
     let password = strife_pki::read_admin_password(layout)?;
     let hash = hash_password(&password)?;
-    store.insert_user(ADMIN_USER, Role::Admin.as_str(), &hash)?;
+    store
+        .insert_user(ADMIN_USER, Role::Admin.as_str(), &hash)
+        .await?;
     tracing::info!("admin user created from the setup password");
     Ok(())
 }

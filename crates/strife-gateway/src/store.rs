@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use strife_common::group_commit::GroupCommit;
+use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -215,7 +215,7 @@ impl GatewayStore {
     }
 
     /// Creates a user; `ALREADY_EXISTS` if the name is taken.
-    pub fn insert_user(
+    pub async fn insert_user(
         &self,
         username: &str,
         role: &str,
@@ -226,21 +226,23 @@ impl GatewayStore {
             role.to_owned(),
             password_hash.to_owned(),
         );
-        self.writer.write(move |transaction| {
-            let inserted = transaction
-                .execute(
-                    "INSERT INTO users (username, role, password_hash, created_unix_ms)
+        self.writer
+            .run(move |transaction| {
+                let inserted = transaction
+                    .execute(
+                        "INSERT INTO users (username, role, password_hash, created_unix_ms)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO NOTHING",
-                    params![username, role, password_hash, now_unix_ms()],
-                )
-                .map_err(storage)?;
-            if inserted == 0 {
-                return Err(Failure::AlreadyExists(format!(
-                    "user {username} already exists"
-                )));
-            }
-            Ok(())
-        })
+                        params![username, role, password_hash, now_unix_ms()],
+                    )
+                    .map_err(storage)?;
+                if inserted == 0 {
+                    return Err(Failure::AlreadyExists(format!(
+                        "user {username} already exists"
+                    )));
+                }
+                Ok(())
+            })
+            .await
     }
 
     pub fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
@@ -262,9 +264,9 @@ impl GatewayStore {
 
     /// Links an account to its owner (or updates its holder name). An account already linked
     /// to someone else is `ALREADY_EXISTS`.
-    pub fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
+    pub async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
         let account = account.clone();
-        self.writer.write(move |transaction| {
+        self.writer.run(move |transaction| {
             let owner: Option<String> = transaction
                 .query_row(
                     "SELECT username FROM accounts WHERE bank_id = ?1 AND account_number = ?2",
@@ -294,6 +296,7 @@ impl GatewayStore {
                 .map_err(storage)?;
             Ok(())
         })
+        .await
     }
 
     /// A user's linked accounts, oldest link first.
@@ -320,13 +323,16 @@ impl GatewayStore {
     }
 
     /// Records a payment attempt under `(from user, key)`, or reports what the key already has.
+    /// Written without waiting for its fsync: until a decision is written (always fsynced,
+    /// which makes this record durable too), losing it is harmless — the banks' legs of an
+    /// unknown payment are aborted by presumption, and a retry of the key starts afresh.
     /// `attempt` is the new attempt to record if one is needed. A key whose previous attempt
     /// aborted for a transient reason gets a new attempt; a key used with other parameters is
     /// `INVALID_ARGUMENT`.
-    pub fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begin, Failure> {
+    pub async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begin, Failure> {
         let fingerprint = attempt.fingerprint();
         let attempt = attempt.clone();
-        self.writer.write(move |transaction| {
+        self.writer.run_with(Durability::Relaxed, move |transaction| {
             let existing: Option<(String, String)> = transaction
                 .query_row(
                     "SELECT fingerprint, payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
@@ -380,12 +386,13 @@ impl GatewayStore {
                 .ok_or_else(|| Failure::internal("begin payment", "inserted payment vanished"))?;
             Ok(Begin::Started(recorded))
         })
+        .await
     }
 
     /// Writes the decision, once: a payment already decided keeps its first decision, which is
     /// returned instead. This single assignment is what makes racing deciders (the payment's
     /// own task, the decision query, recovery) safe.
-    pub fn decide(
+    pub async fn decide(
         &self,
         payment_id: &str,
         status: PaymentStatus,
@@ -395,7 +402,7 @@ impl GatewayStore {
         let payment_id = payment_id.to_owned();
         let reason_code = reason_code.map(str::to_owned);
         let reason = reason.map(str::to_owned);
-        self.writer.write(move |transaction| {
+        self.writer.run(move |transaction| {
             transaction
                 .execute(
                     "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5
@@ -406,12 +413,19 @@ impl GatewayStore {
             load_payment(transaction, &payment_id)?
                 .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist")))
         })
+        .await
     }
 
-    /// Records which legs' banks acknowledged phase 2 (a flag already set stays set).
-    pub fn acknowledge(&self, payment_id: &str, debit: bool, credit: bool) -> Result<(), Failure> {
+    /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). Not
+    /// fsynced on its own: a lost acknowledgement only makes the retrier re-send a decision.
+    pub async fn acknowledge(
+        &self,
+        payment_id: &str,
+        debit: bool,
+        credit: bool,
+    ) -> Result<(), Failure> {
         let payment_id = payment_id.to_owned();
-        self.writer.write(move |transaction| {
+        self.writer.run_with(Durability::Relaxed, move |transaction| {
             transaction
                 .execute(
                     "UPDATE payments SET debit_acked = MAX(debit_acked, ?2), credit_acked = MAX(credit_acked, ?3)
@@ -421,6 +435,7 @@ impl GatewayStore {
                 .map_err(storage)?;
             Ok(())
         })
+        .await
     }
 
     pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {

@@ -34,26 +34,32 @@ fn journal_sum(store: &Store, account_number: &str) -> i64 {
         .sum()
 }
 
-#[test]
-fn open_account_is_idempotent_and_journals_the_deposit() {
+#[tokio::test]
+async fn open_account_is_idempotent_and_journals_the_deposit() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let first = store
         .open_account(&new_account("r1", 50_000), "test")
+        .await
         .unwrap();
     assert_eq!(first.account_number, "bank0-00000001");
     assert_eq!(first.funds.balance_minor, 50_000);
     let again = store
         .open_account(&new_account("r1", 50_000), "test")
+        .await
         .unwrap();
     assert_eq!(again, first);
     assert_eq!(store.accounts().unwrap().len(), 1);
     assert_eq!(journal_sum(&store, &first.account_number), 50_000);
     let conflict = store
         .open_account(&new_account("r1", 1), "test")
+        .await
         .unwrap_err();
     assert!(matches!(conflict, Failure::InvalidArgument(_)));
-    let second = store.open_account(&new_account("r2", 0), "test").unwrap();
+    let second = store
+        .open_account(&new_account("r2", 0), "test")
+        .await
+        .unwrap();
     assert_eq!(second.account_number, "bank0-00000002");
     assert!(store
         .journal(&second.account_number, 0, 10)
@@ -61,14 +67,18 @@ fn open_account_is_idempotent_and_journals_the_deposit() {
         .is_empty());
 }
 
-#[test]
-fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
+#[tokio::test]
+async fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let payer = store
         .open_account(&new_account("r1", 10_000), "test")
+        .await
         .unwrap();
-    let payee = store.open_account(&new_account("r2", 0), "test").unwrap();
+    let payee = store
+        .open_account(&new_account("r2", 0), "test")
+        .await
+        .unwrap();
     store
         .prepare(
             "p1",
@@ -76,6 +86,7 @@ fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
             &intent(&payer.account_number, 2_500),
             "gw",
         )
+        .await
         .unwrap();
     store
         .prepare(
@@ -84,15 +95,16 @@ fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
             &intent(&payee.account_number, 2_500),
             "gw",
         )
+        .await
         .unwrap();
     let held = store.account(&payer.account_number).unwrap();
     assert_eq!(
         (held.funds.balance_minor, held.funds.held_minor),
         (10_000, 2_500)
     );
-    store.commit("p1", Role::Debit, "gw").unwrap();
-    store.commit("p1", Role::Credit, "gw").unwrap();
-    store.commit("p1", Role::Credit, "gw").unwrap();
+    store.commit("p1", Role::Debit, "gw").await.unwrap();
+    store.commit("p1", Role::Credit, "gw").await.unwrap();
+    store.commit("p1", Role::Credit, "gw").await.unwrap();
     let payer_after = store.account(&payer.account_number).unwrap();
     let payee_after = store.account(&payee.account_number).unwrap();
     assert_eq!(
@@ -119,12 +131,13 @@ fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
     assert_eq!(payee_journal[0].actor, "gw");
 }
 
-#[test]
-fn abort_releases_the_hold_and_journals_nothing() {
+#[tokio::test]
+async fn abort_releases_the_hold_and_journals_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let payer = store
         .open_account(&new_account("r1", 1_000), "test")
+        .await
         .unwrap();
     store
         .prepare(
@@ -133,6 +146,7 @@ fn abort_releases_the_hold_and_journals_nothing() {
             &intent(&payer.account_number, 1_000),
             "gw",
         )
+        .await
         .unwrap();
     assert_eq!(
         store
@@ -142,7 +156,7 @@ fn abort_releases_the_hold_and_journals_nothing() {
             .available_minor(),
         Some(0)
     );
-    let aborted = store.abort("p1", Role::Debit, "gw").unwrap();
+    let aborted = store.abort("p1", Role::Debit, "gw").await.unwrap();
     assert_eq!(aborted.state, LegState::Aborted);
     assert_eq!(
         store
@@ -159,13 +173,16 @@ fn abort_releases_the_hold_and_journals_nothing() {
     );
 }
 
-#[test]
-fn tombstone_and_no_votes_survive_reopen() {
+#[tokio::test]
+async fn tombstone_and_no_votes_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(&dir);
-        let payer = store.open_account(&new_account("r1", 100), "test").unwrap();
-        store.abort("early", Role::Debit, "gw").unwrap();
+        let payer = store
+            .open_account(&new_account("r1", 100), "test")
+            .await
+            .unwrap();
+        store.abort("early", Role::Debit, "gw").await.unwrap();
         let no = store
             .prepare(
                 "poor",
@@ -173,12 +190,14 @@ fn tombstone_and_no_votes_survive_reopen() {
                 &intent(&payer.account_number, 101),
                 "gw",
             )
+            .await
             .unwrap();
         assert_eq!(no.state, LegState::Aborted);
     }
     let store = open(&dir);
     let late = store
         .prepare("early", Role::Debit, &intent("bank0-00000001", 1), "gw")
+        .await
         .unwrap();
     assert_eq!(late.state, LegState::Aborted);
     let no = store.leg("poor", Role::Debit).unwrap().unwrap();
@@ -189,18 +208,19 @@ fn tombstone_and_no_votes_survive_reopen() {
     assert_eq!(store.account("bank0-00000001").unwrap().funds.held_minor, 0);
 }
 
-#[test]
-fn hundred_concurrent_prepares_hold_exactly_what_is_available() {
+#[tokio::test]
+async fn hundred_concurrent_prepares_hold_exactly_what_is_available() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open(&dir));
     let payer = store
         .open_account(&new_account("r1", 50_000), "test")
+        .await
         .unwrap();
-    let threads: Vec<_> = (0..100)
+    let tasks: Vec<_> = (0..100)
         .map(|index| {
             let store = Arc::clone(&store);
             let account_number = payer.account_number.clone();
-            std::thread::spawn(move || {
+            tokio::spawn(async move {
                 store
                     .prepare(
                         &format!("p{index}"),
@@ -208,16 +228,18 @@ fn hundred_concurrent_prepares_hold_exactly_what_is_available() {
                         &intent(&account_number, 1_000),
                         "gw",
                     )
+                    .await
                     .unwrap()
                     .state
             })
         })
         .collect();
-    let yes = threads
-        .into_iter()
-        .map(|thread| thread.join().unwrap())
-        .filter(|state| *state == LegState::Prepared)
-        .count();
+    let mut yes = 0;
+    for task in tasks {
+        if task.await.unwrap() == LegState::Prepared {
+            yes += 1;
+        }
+    }
     assert_eq!(yes, 50);
     let funds = store.account(&payer.account_number).unwrap().funds;
     assert_eq!(funds.held_minor, 50_000);
@@ -225,11 +247,14 @@ fn hundred_concurrent_prepares_hold_exactly_what_is_available() {
     assert_eq!(store.prepared_legs(None, 1_000).unwrap().len(), 50);
 }
 
-#[test]
-fn storage_refuses_a_negative_available_balance_even_from_raw_sql() {
+#[tokio::test]
+async fn storage_refuses_a_negative_available_balance_even_from_raw_sql() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store.open_account(&new_account("r1", 100), "test").unwrap();
+    store
+        .open_account(&new_account("r1", 100), "test")
+        .await
+        .unwrap();
     let connection = Connection::open(dir.path().join("bank.db")).unwrap();
     let result = connection.execute(
         "UPDATE accounts SET held_minor = 101 WHERE account_number = 'bank0-00000001'",
@@ -241,16 +266,23 @@ fn storage_refuses_a_negative_available_balance_even_from_raw_sql() {
     );
 }
 
-#[test]
-fn overdue_prepared_legs_are_listed_by_deadline() {
+#[tokio::test]
+async fn overdue_prepared_legs_are_listed_by_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let payer = store.open_account(&new_account("r1", 100), "test").unwrap();
+    let payer = store
+        .open_account(&new_account("r1", 100), "test")
+        .await
+        .unwrap();
     let mut past = intent(&payer.account_number, 10);
     past.decision_deadline_unix_ms = 1;
-    store.prepare("old", Role::Debit, &past, "gw").unwrap();
+    store
+        .prepare("old", Role::Debit, &past, "gw")
+        .await
+        .unwrap();
     store
         .prepare("new", Role::Debit, &intent(&payer.account_number, 10), "gw")
+        .await
         .unwrap();
     let overdue = store.prepared_legs(Some(now_unix_ms()), 10).unwrap();
     assert_eq!(overdue.len(), 1);
