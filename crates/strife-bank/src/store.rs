@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use strife_common::group_commit::GroupCommit;
+use strife_common::sqlite::CachedStatements;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -133,6 +134,7 @@ impl Store {
             connection.pragma_update(None, "synchronous", "FULL")?;
             connection.pragma_update(None, "foreign_keys", "ON")?;
             connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            connection.set_prepared_statement_cache_capacity(64);
             Ok(connection)
         };
         let writer = open()?;
@@ -180,14 +182,14 @@ impl Store {
                     };
                 }
                 let next_id: i64 = transaction
-                    .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM accounts", [], |row| {
+                    .query_row_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM accounts", [], |row| {
                         row.get(0)
                     })
                     .map_err(storage)?;
                 let account_number = format!("{bank_id}-{next_id:08}");
                 let now = now_unix_ms();
                 transaction
-                    .execute(
+                    .execute_cached(
                         "INSERT INTO accounts (id, account_number, owner, holder_name, currency,
                          balance_minor, held_minor, incoming_minor, opening_deposit_minor,
                          open_request_id, created_unix_ms)
@@ -232,7 +234,7 @@ impl Store {
         self.writer
             .run(move |transaction| {
                 let updated = transaction
-                    .execute(
+                    .execute_cached(
                         "UPDATE accounts SET holder_name = ?2 WHERE account_number = ?1",
                         params![account_number, holder_name],
                     )
@@ -255,7 +257,7 @@ impl Store {
     pub fn accounts(&self) -> Result<Vec<AccountRecord>, Failure> {
         let connection = self.read();
         let mut statement = connection
-            .prepare(&format!("{ACCOUNT_COLUMNS} ORDER BY id"))
+            .prepare_cached(&format!("{ACCOUNT_COLUMNS} ORDER BY id"))
             .map_err(storage)?;
         let rows = statement.query_map([], account_from_row).map_err(storage)?;
         rows.collect::<Result<_, _>>().map_err(storage)
@@ -339,7 +341,7 @@ impl Store {
     ) -> Result<Vec<StoredLeg>, Failure> {
         let connection = self.read();
         let mut statement = connection
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "{LEG_COLUMNS} WHERE state = 1 AND decision_deadline_unix_ms <= ?1
                  ORDER BY decision_deadline_unix_ms LIMIT ?2"
             ))
@@ -366,7 +368,7 @@ impl Store {
             return Err(not_found(account_number));
         }
         let mut statement = connection
-            .prepare(
+            .prepare_cached(
                 "SELECT seq, account_number, kind, delta_minor, balance_after_minor, payment_id,
                         actor, at_unix_ms
                  FROM journal WHERE account_number = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
@@ -416,7 +418,7 @@ fn load_account(
     account_number: &str,
 ) -> Result<Option<AccountRecord>, Failure> {
     connection
-        .query_row(
+        .query_row_cached(
             &format!("{ACCOUNT_COLUMNS} WHERE account_number = ?1"),
             [account_number],
             account_from_row,
@@ -430,7 +432,7 @@ fn account_by_request(
     request_id: &str,
 ) -> Result<Option<(AccountRecord, i64)>, Failure> {
     connection
-        .query_row(
+        .query_row_cached(
             "SELECT account_number, owner, holder_name, currency, balance_minor, held_minor,
                     incoming_minor, opening_deposit_minor
              FROM accounts WHERE open_request_id = ?1",
@@ -514,7 +516,7 @@ fn decode_leg(columns: LegColumns) -> Result<StoredLeg, Failure> {
 
 fn load_leg(connection: &Connection, payment_id: &str, role: Role) -> Result<Option<Leg>, Failure> {
     let row = connection
-        .query_row(
+        .query_row_cached(
             &format!("{LEG_COLUMNS} WHERE payment_id = ?1 AND role = ?2"),
             params![payment_id, role.code()],
             stored_leg_from_row,
@@ -528,7 +530,7 @@ fn save_leg(transaction: &Connection, payment_id: &str, leg: &Leg) -> Result<(),
     let now = now_unix_ms();
     let intent = leg.intent.as_ref();
     transaction
-        .execute(
+        .execute_cached(
             "INSERT INTO legs (payment_id, role, state, account_number, amount_minor, currency,
                  decision_deadline_unix_ms, reason_code, reason, created_unix_ms, updated_unix_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
@@ -568,7 +570,7 @@ fn apply_effect(
         .ok_or_else(|| Failure::internal("apply effect", "account of a prepared leg vanished"))?;
     let next = transition.effect.apply(account.funds)?;
     transaction
-        .execute(
+        .execute_cached(
             "UPDATE accounts SET balance_minor = ?2, held_minor = ?3, incoming_minor = ?4
              WHERE account_number = ?1",
             params![
@@ -605,7 +607,7 @@ fn insert_journal(
     actor: &str,
 ) -> Result<(), Failure> {
     transaction
-        .execute(
+        .execute_cached(
             "INSERT INTO journal (account_number, kind, delta_minor, balance_after_minor,
                  payment_id, actor, at_unix_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

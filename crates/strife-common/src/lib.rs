@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod money;
 pub mod registration;
 pub mod runtime;
+pub mod sqlite;
 pub mod time;
 pub mod tls;
 

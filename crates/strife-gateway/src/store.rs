@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use strife_common::group_commit::{Durability, GroupCommit};
+use strife_common::sqlite::CachedStatements;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -197,6 +198,7 @@ impl GatewayStore {
             connection.pragma_update(None, "synchronous", "FULL")?;
             connection.pragma_update(None, "foreign_keys", "ON")?;
             connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            connection.set_prepared_statement_cache_capacity(64);
             Ok(connection)
         };
         let writer = open()?;
@@ -229,7 +231,7 @@ impl GatewayStore {
         self.writer
             .run(move |transaction| {
                 let inserted = transaction
-                    .execute(
+                    .execute_cached(
                         "INSERT INTO users (username, role, password_hash, created_unix_ms)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username) DO NOTHING",
                         params![username, role, password_hash, now_unix_ms()],
@@ -247,7 +249,7 @@ impl GatewayStore {
 
     pub fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
         self.lock()
-            .query_row(
+            .query_row_cached(
                 "SELECT username, role, password_hash FROM users WHERE username = ?1",
                 [username],
                 |row| {
@@ -268,7 +270,7 @@ impl GatewayStore {
         let account = account.clone();
         self.writer.run(move |transaction| {
             let owner: Option<String> = transaction
-                .query_row(
+                .query_row_cached(
                     "SELECT username FROM accounts WHERE bank_id = ?1 AND account_number = ?2",
                     params![account.bank_id, account.account_number],
                     |row| row.get(0),
@@ -279,7 +281,7 @@ impl GatewayStore {
                 return Err(Failure::AlreadyExists("account is linked to another user".into()));
             }
             transaction
-                .execute(
+                .execute_cached(
                     "INSERT INTO accounts (bank_id, account_number, username, currency, holder_name,
                          linked_unix_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -303,7 +305,7 @@ impl GatewayStore {
     pub fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare(
+            .prepare_cached(
                 "SELECT username, bank_id, account_number, currency, holder_name FROM accounts
                  WHERE username = ?1 ORDER BY linked_unix_ms, bank_id, account_number",
             )
@@ -334,7 +336,7 @@ impl GatewayStore {
         let attempt = attempt.clone();
         self.writer.run_with(Durability::Relaxed, move |transaction| {
             let existing: Option<(String, String)> = transaction
-                .query_row(
+                .query_row_cached(
                     "SELECT fingerprint, payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
                     params![attempt.from.username, attempt.idempotency_key],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -361,14 +363,14 @@ impl GatewayStore {
                     _ => {}
                 }
                 transaction
-                    .execute(
+                    .execute_cached(
                         "UPDATE idempotency SET payment_id = ?3 WHERE username = ?1 AND key = ?2",
                         params![attempt.from.username, attempt.idempotency_key, attempt.payment_id],
                     )
                     .map_err(storage)?;
             } else {
                 transaction
-                    .execute(
+                    .execute_cached(
                         "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![
@@ -404,7 +406,7 @@ impl GatewayStore {
         let reason = reason.map(str::to_owned);
         self.writer.run(move |transaction| {
             transaction
-                .execute(
+                .execute_cached(
                     "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5
                      WHERE payment_id = ?1 AND status = 1",
                     params![payment_id, status.code(), reason_code, reason, now_unix_ms()],
@@ -427,7 +429,7 @@ impl GatewayStore {
         let payment_id = payment_id.to_owned();
         self.writer.run_with(Durability::Relaxed, move |transaction| {
             transaction
-                .execute(
+                .execute_cached(
                     "UPDATE payments SET debit_acked = MAX(debit_acked, ?2), credit_acked = MAX(credit_acked, ?3)
                      WHERE payment_id = ?1 AND status != 1",
                     params![payment_id, debit, credit],
@@ -446,7 +448,7 @@ impl GatewayStore {
     pub fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "{PAYMENT_COLUMNS} WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0
                  ORDER BY seq LIMIT ?1"
             ))
@@ -469,7 +471,7 @@ impl GatewayStore {
     ) -> Result<Vec<PaymentRecord>, Failure> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare(&format!(
+            .prepare_cached(&format!(
                 "{PAYMENT_COLUMNS} WHERE seq IN (
                      SELECT seq FROM payments WHERE from_user = ?1 AND seq < ?2
                      UNION
@@ -533,7 +535,7 @@ fn load_payment(
     payment_id: &str,
 ) -> Result<Option<PaymentRecord>, Failure> {
     connection
-        .query_row(
+        .query_row_cached(
             &format!("{PAYMENT_COLUMNS} WHERE payment_id = ?1"),
             [payment_id],
             payment_from_row,
@@ -545,7 +547,7 @@ fn load_payment(
 
 fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(), Failure> {
     transaction
-        .execute(
+        .execute_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
                  to_user, to_bank, to_account, amount_minor, currency, memo, status,
                  decision_deadline_unix_ms, created_unix_ms)
