@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod dev;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,54 @@
+//! A tiny run of `strife bench` against a real dev network: it drives payments, and its
+//! closing audit finds the network consistent. (Speed is measured in docs/BENCHMARKS.md, not
+//! asserted here.)
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::dev::DevNetwork;
+use support::strife_bin;
+
+#[test]
+fn bench_smoke_pays_and_its_audit_is_clean() {
+    let network = DevNetwork::start();
+    let output = Command::new(strife_bin())
+        .args([
+            "bench",
+            "--json",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "4",
+            "--payers",
+            "2",
+            "--dir",
+        ])
+        .arg(network.dir())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("bench output: {}", String::from_utf8_lossy(&output.stderr)));
+    assert!(output.status.success(), "{report}");
+    assert!(report["succeeded"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["audit_clean"], true, "{report}");
+    assert!(report["latency"]["p50_us"].as_u64().unwrap() > 0);
+
+    let raw = Command::new(strife_bin())
+        .args([
+            "bench",
+            "--json",
+            "--raw-rpc",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
+            "--dir",
+        ])
+        .arg(network.dir())
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert!(report["succeeded"].as_u64().unwrap() > 0, "{report}");
+}
