@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dev;
+pub mod network;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};

@@ -1,0 +1,170 @@
+//! A network whose processes a test starts and stops one by one (unlike `strife dev`): real
+//! etcd, real banks, a real gateway that can be stopped, SIGKILLed and restarted on the same
+//! port and data dir, and the `strife client` binary run against it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{
+    spawn_with_ready_line, strife_bin, wait_until, BankProcess, BankStart, Etcd, Network, Process,
+};
+
+/// Demo passwords the tests register users with.
+pub fn password_of(user: &str) -> String {
+    format!("{user}-test-password")
+}
+
+pub struct ManualNetwork {
+    pub network: Network,
+    pub etcd: Etcd,
+    pub banks: Vec<BankProcess>,
+    pub gateway: Option<Process>,
+    /// Fixed after the first start, so clients keep one address across restarts.
+    pub gateway_address: String,
+}
+
+impl ManualNetwork {
+    /// etcd, the banks and a gateway; users get certificates (and, with `fund`, an account
+    /// with 100.00 USD each at the banks in turn).
+    pub async fn start(banks: &[&str], users: &[&str]) -> Self {
+        let etcd = Etcd::start().await;
+        let network = Network::setup(banks, users);
+        let started = banks
+            .iter()
+            .map(|bank| BankStart::new(&network, bank).etcd(&etcd.endpoint).start())
+            .collect();
+        let mut manual = ManualNetwork {
+            network,
+            etcd,
+            banks: started,
+            gateway: None,
+            gateway_address: "127.0.0.1:0".into(),
+        };
+        manual.start_gateway(&[]);
+        manual
+    }
+
+    /// Starts the gateway (on the same address as before, if it ran before).
+    pub fn start_gateway(&mut self, env: &[(&str, &str)]) {
+        let log = self
+            .network
+            .path()
+            .join(format!("gateway-{}.log", std::process::id()));
+        let mut command = Command::new(strife_bin());
+        command
+            .args([
+                "gateway",
+                "--json",
+                "--prepare-timeout",
+                "1s",
+                "--lease-ttl",
+                "2",
+            ])
+            .args([
+                "--listen",
+                &self.gateway_address,
+                "--etcd",
+                &self.etcd.endpoint,
+                "--dir",
+            ])
+            .arg(self.network.path())
+            .envs(env.iter().copied());
+        let (process, line) = spawn_with_ready_line(command, &log);
+        let ready: Value = serde_json::from_str(&line).unwrap();
+        self.gateway_address = ready["address"].as_str().unwrap().to_owned();
+        self.gateway = Some(process);
+    }
+
+    /// SIGTERM the gateway and wait for it to exit.
+    pub fn stop_gateway(&mut self) {
+        if let Some(mut gateway) = self.gateway.take() {
+            assert!(
+                gateway.terminate(Duration::from_secs(10)),
+                "gateway did not stop"
+            );
+        }
+    }
+
+    pub fn gateway_log(&self) -> String {
+        self.gateway
+            .as_ref()
+            .map(Process::log_text)
+            .unwrap_or_default()
+    }
+
+    /// Runs `strife client --json …` as `user`; returns the exit status and the JSON printed.
+    pub fn client(&self, user: &str, args: &[&str]) -> (i32, Value) {
+        let password = if user == "admin" {
+            strife_pki::read_admin_password(&self.network.layout()).unwrap()
+        } else {
+            password_of(user)
+        };
+        let output = Command::new(strife_bin())
+            .args([
+                "client",
+                "--json",
+                "--gateway",
+                &self.gateway_address,
+                "--user",
+                user,
+                "--dir",
+            ])
+            .arg(self.network.path())
+            .args(args)
+            .env("STRIFE_PASSWORD", password)
+            .env(
+                "STRIFE_NEW_PASSWORD",
+                args.get(1)
+                    .map(|name| password_of(name))
+                    .unwrap_or_default(),
+            )
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let document = stdout
+            .lines()
+            .last()
+            .and_then(|line| serde_json::from_str(line).ok())
+            .unwrap_or(Value::Null);
+        (output.status.code().unwrap_or(-1), document)
+    }
+
+    /// Registers `user` and opens a USD account at `bank` with `deposit` (e.g. "100.00"),
+    /// retrying while the gateway has not yet seen the bank in etcd.
+    pub async fn fund(&self, user: &str, bank: &str, deposit: &str) {
+        let (code, registered) = self.client("admin", &["register", user]);
+        assert_eq!(code, 0, "{registered}");
+        let opened = wait_until(Duration::from_secs(10), || async {
+            self.client(
+                "admin",
+                &[
+                    "open-account",
+                    "--user",
+                    user,
+                    "--bank",
+                    bank,
+                    "--deposit",
+                    deposit,
+                ],
+            )
+            .0 == 0
+        })
+        .await;
+        assert!(
+            opened,
+            "could not open {user}'s account at {bank}; log:\n{}",
+            self.gateway_log()
+        );
+    }
+
+    /// `user`'s available balance on its first account, in minor units.
+    pub fn available_minor(&self, user: &str) -> i64 {
+        let (code, balance) = self.client(user, &["balance"]);
+        assert_eq!(code, 0, "{balance}");
+        balance["accounts"][0]["available"]["amount_minor"]
+            .as_i64()
+            .unwrap()
+    }
+}
