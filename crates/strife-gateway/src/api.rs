@@ -19,7 +19,9 @@ use crate::coordinator::Coordinator;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
-use crate::store::{Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus};
+use crate::store::{
+    Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, TRANSIENT_REASONS,
+};
 
 const MIN_PASSWORD_LEN: usize = 8;
 const MAX_PASSWORD_LEN: usize = 256;
@@ -162,7 +164,7 @@ fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
         )),
         PaymentStatus::Aborted => match reason_code.as_str() {
             "account_not_found" => Failure::NotFound(reason),
-            "bank_timeout" | "bank_unavailable" => Failure::Unavailable(reason),
+            code if TRANSIENT_REASONS.contains(&code) => Failure::Unavailable(reason),
             _ => Failure::precondition(&reason_code, reason),
         },
     };

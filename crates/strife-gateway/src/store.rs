@@ -143,8 +143,13 @@ impl PaymentRecord {
 }
 
 /// Reason codes of aborts that a retry with the same key may run again: the money never
-/// moved and the cause was the network, not the request.
-pub const TRANSIENT_REASONS: &[&str] = &["bank_timeout", "bank_unavailable"];
+/// moved and the cause was the network or the gateway itself, not the request.
+pub const TRANSIENT_REASONS: &[&str] = &[
+    "bank_timeout",
+    "bank_unavailable",
+    "gateway_restarted",
+    "decision_timeout",
+];
 
 /// What starting a payment under an idempotency key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
