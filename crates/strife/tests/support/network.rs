@@ -23,17 +23,43 @@ pub struct ManualNetwork {
     pub gateway: Option<Process>,
     /// Fixed after the first start, so clients keep one address across restarts.
     pub gateway_address: String,
+    /// Extra flags for every gateway start (e.g. lockout settings).
+    pub gateway_args: Vec<String>,
+}
+
+/// How to start a network: extra flags per bank and for the gateway.
+#[derive(Default)]
+pub struct NetworkOptions {
+    pub bank_args: Vec<(String, Vec<String>)>,
+    pub gateway_args: Vec<String>,
 }
 
 impl ManualNetwork {
     /// etcd, the banks and a gateway; users get certificates (and, with `fund`, an account
     /// with 100.00 USD each at the banks in turn).
     pub async fn start(banks: &[&str], users: &[&str]) -> Self {
+        Self::start_with(banks, users, NetworkOptions::default()).await
+    }
+
+    pub async fn start_with(banks: &[&str], users: &[&str], options: NetworkOptions) -> Self {
         let etcd = Etcd::start().await;
         let network = Network::setup(banks, users);
         let started = banks
             .iter()
-            .map(|bank| BankStart::new(&network, bank).etcd(&etcd.endpoint).start())
+            .map(|bank| {
+                let mut start = BankStart::new(&network, bank)
+                    .etcd(&etcd.endpoint)
+                    .arg("--lease-ttl")
+                    .arg("2");
+                for (name, args) in &options.bank_args {
+                    if name == bank {
+                        for arg in args {
+                            start = start.arg(arg);
+                        }
+                    }
+                }
+                start.start()
+            })
             .collect();
         let mut manual = ManualNetwork {
             network,
@@ -41,6 +67,7 @@ impl ManualNetwork {
             banks: started,
             gateway: None,
             gateway_address: "127.0.0.1:0".into(),
+            gateway_args: options.gateway_args,
         };
         manual.start_gateway(&[]);
         manual
@@ -70,6 +97,7 @@ impl ManualNetwork {
                 "--dir",
             ])
             .arg(self.network.path())
+            .args(&self.gateway_args)
             .envs(env.iter().copied());
         let (process, line) = spawn_with_ready_line(command, &log);
         let ready: Value = serde_json::from_str(&line).unwrap();
@@ -166,5 +194,70 @@ impl ManualNetwork {
         balance["accounts"][0]["available"]["amount_minor"]
             .as_i64()
             .unwrap()
+    }
+}
+
+/// Adds a user's credentials to every request.
+#[derive(Clone)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let metadata = request.metadata_mut();
+        if let Ok(value) = self.user.parse() {
+            metadata.insert(strife_common::metadata::USER_KEY, value);
+        }
+        if let Ok(value) = self.password.parse() {
+            metadata.insert(strife_common::metadata::PASSWORD_KEY, value);
+        }
+        Ok(request)
+    }
+}
+
+pub type GatewayClient = strife_proto::v1::gateway_client::GatewayClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Credentials>,
+>;
+
+impl ManualNetwork {
+    /// A raw gRPC gateway client presenting `cert_of`'s certificate and `user`/`password`.
+    pub fn gateway_client_as(&self, cert_of: &str, user: &str, password: &str) -> GatewayClient {
+        let layout = self.network.layout();
+        let tls = self.network.tls(&layout.user_identity(cert_of));
+        let channel = tls
+            .endpoint(&self.gateway_address, Duration::from_secs(10))
+            .unwrap()
+            .connect_lazy();
+        strife_proto::v1::gateway_client::GatewayClient::with_interceptor(
+            channel,
+            Credentials {
+                user: user.into(),
+                password: password.into(),
+            },
+        )
+    }
+
+    /// `user`'s own gateway client with the right password.
+    pub fn gateway_client(&self, user: &str) -> GatewayClient {
+        let password = if user == "admin" {
+            strife_pki::read_admin_password(&self.network.layout()).unwrap()
+        } else {
+            password_of(user)
+        };
+        self.gateway_client_as(user, user, &password)
+    }
+
+    /// A bank client (with the gateway's certificate) for bank number `index`.
+    pub fn bank(
+        &self,
+        index: usize,
+    ) -> strife_proto::v1::bank_client::BankClient<tonic::transport::Channel> {
+        self.network
+            .gateway_bank_client(&self.banks[index].address.to_string())
     }
 }
