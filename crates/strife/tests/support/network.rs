@@ -204,6 +204,15 @@ pub struct Credentials {
     password: String,
 }
 
+impl Credentials {
+    pub fn new(user: &str, password: &str) -> Self {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
 impl tonic::service::Interceptor for Credentials {
     fn call(
         &mut self,

@@ -1,0 +1,331 @@
+//! Who may do what at the gateway: every kind of bad credential is refused with the right
+//! status and changes nothing; failed logins lock a name for a while; no password reaches
+//! the log.
+
+mod support;
+
+use std::time::Duration;
+
+use strife_common::layout::KeyPairPaths;
+use strife_common::tls::{PeerRole, TlsMaterial};
+use strife_pki::{CertificateAuthority, Validity};
+use strife_proto::v1::{
+    self as pb, coordinator_client::CoordinatorClient, gateway_client::GatewayClient,
+};
+use support::network::{password_of, Credentials, ManualNetwork, NetworkOptions};
+use support::wait_until;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::Code;
+
+async fn alice_and_bob(options: NetworkOptions) -> ManualNetwork {
+    let users = ["alice", "bob", "carol"];
+    let network = ManualNetwork::start_with(&["bank0", "bank1"], &users, options).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank1", "10.00").await;
+    network.fund("carol", "bank0", "0").await;
+    network
+}
+
+fn pay(key: &str) -> pb::PayRequest {
+    pb::PayRequest {
+        idempotency_key: key.into(),
+        to_username: "bob".into(),
+        amount: Some(pb::Money {
+            amount_minor: 100,
+            currency: "USD".into(),
+        }),
+        ..pb::PayRequest::default()
+    }
+}
+
+/// Balances of alice and bob as the admin sees them, and the length of alice's history.
+async fn state(network: &ManualNetwork) -> (i64, i64, usize) {
+    let admin = network.gateway_client("admin");
+    let balance = |user: &'static str| {
+        let mut admin = admin.clone();
+        async move {
+            let request = pb::GetBalancesRequest {
+                username: user.into(),
+            };
+            let accounts = admin
+                .get_balances(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .accounts;
+            accounts[0].balance.as_ref().unwrap().amount_minor
+        }
+    };
+    let history = network
+        .gateway_client("alice")
+        .list_history(pb::ListHistoryRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .payments
+        .len();
+    (balance("alice").await, balance("bob").await, history)
+}
+
+#[tokio::test]
+async fn bad_credentials_are_refused_and_change_nothing() {
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let before = state(&network).await;
+
+    // No client certificate at all.
+    let ca = std::fs::read(network.network.layout().ca().cert).unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", network.gateway_address))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let mut anonymous =
+        GatewayClient::with_interceptor(channel, Credentials::new("alice", &password_of("alice")));
+    assert!(anonymous.pay(pay("anon")).await.is_err());
+
+    // A certificate for "alice" from a CA that is not ours.
+    let foreign = CertificateAuthority::generate()
+        .unwrap()
+        .issue(PeerRole::User, "alice", Validity::default_leaf())
+        .unwrap();
+    let paths = KeyPairPaths {
+        cert: network.network.path().join("foreign.crt"),
+        key: network.network.path().join("foreign.key"),
+    };
+    std::fs::write(&paths.cert, foreign.certificate_pem).unwrap();
+    std::fs::write(&paths.key, foreign.key_pem).unwrap();
+    let tls = TlsMaterial::load(&network.network.layout().ca().cert, &paths).unwrap();
+    let channel = tls
+        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .unwrap()
+        .connect_lazy();
+    let mut impostor =
+        GatewayClient::with_interceptor(channel, Credentials::new("alice", &password_of("alice")));
+    assert!(impostor.pay(pay("foreign")).await.is_err());
+
+    let unauthenticated = [
+        network.gateway_client_as("alice", "bob", &password_of("bob")), // cert CN ≠ user
+        network.gateway_client_as("alice", "alice", "wrong password"),  // wrong password
+        network.gateway_client_as("alice", "nobody", "whatever-pass"),  // unknown user
+        network.gateway_client_as("alice", "alice", ""),                // no password
+    ];
+    for mut client in unauthenticated {
+        let status = client.pay(pay("x")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert_eq!(
+            status.message(),
+            "authentication failed",
+            "no hint for attackers"
+        );
+    }
+    assert_eq!(state(&network).await, before);
+}
+
+#[tokio::test]
+async fn clients_cannot_call_admin_methods_or_touch_others_money() {
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let mut bob = network.gateway_client("bob");
+    let to_alice = pb::PayRequest {
+        to_username: "alice".into(),
+        ..pay("bob-1")
+    };
+    let bob_to_alice = bob.pay(to_alice).await.unwrap().into_inner();
+    let to_carol = pb::PayRequest {
+        to_username: "carol".into(),
+        ..pay("bob-2")
+    };
+    let bob_to_carol = bob.pay(to_carol).await.unwrap().into_inner();
+    let before = state(&network).await;
+    let mut alice = network.gateway_client("alice");
+
+    let register = pb::RegisterUserRequest {
+        username: "mallory".into(),
+        password: "mallory-pass".into(),
+    };
+    assert_eq!(
+        alice.register_user(register).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let open = pb::GatewayOpenAccountRequest {
+        username: "alice".into(),
+        bank_id: "bank0".into(),
+        currency: "USD".into(),
+        opening_deposit: Some(pb::Money {
+            amount_minor: 1_000_000,
+            currency: "USD".into(),
+        }),
+        holder_name: String::new(),
+    };
+    assert_eq!(
+        alice.open_account(open).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let balances = pb::GetBalancesRequest {
+        username: "bob".into(),
+    };
+    assert_eq!(
+        alice.get_balances(balances).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let received = pb::GetPaymentRequest {
+        payment_id: bob_to_alice.payment_id.clone(),
+    };
+    assert!(
+        alice.get_payment(received).await.is_ok(),
+        "alice received that one, so she may see it"
+    );
+    let others = pb::GetPaymentRequest {
+        payment_id: bob_to_carol.payment_id.clone(),
+    };
+    assert_eq!(
+        alice.get_payment(others).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let unknown = pb::GetPaymentRequest {
+        payment_id: "no-such-payment".into(),
+    };
+    assert_eq!(
+        alice.get_payment(unknown).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let history = alice
+        .list_history(pb::ListHistoryRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(history
+        .payments
+        .iter()
+        .all(|payment| payment.payment_id != bob_to_carol.payment_id));
+    let link = pb::LinkAccountRequest {
+        bank_id: "bank1".into(),
+        account_number: "bank1-00000001".into(),
+        holder_name: "Alice".into(),
+    };
+    assert_eq!(
+        alice.link_account(link).await.unwrap_err().code(),
+        Code::PermissionDenied,
+        "bob's account"
+    );
+
+    // A user (even with the right password) cannot ask for coordinator decisions...
+    let user_tls = network
+        .network
+        .tls(&network.network.layout().user_identity("alice"));
+    let channel = user_tls
+        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .unwrap()
+        .connect_lazy();
+    let credentials = Credentials::new("alice", &password_of("alice"));
+    let status = CoordinatorClient::with_interceptor(channel, credentials)
+        .get_decision(pb::GetDecisionRequest {
+            payment_id: bob_to_alice.payment_id.clone(),
+            bank_id: "bank0".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // ...and a bank may ask only in its own name.
+    let bank_tls = network
+        .network
+        .tls(&network.network.layout().bank_identity("bank0"));
+    let channel = bank_tls
+        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .unwrap()
+        .connect_lazy();
+    let status = CoordinatorClient::new(channel)
+        .get_decision(pb::GetDecisionRequest {
+            payment_id: bob_to_alice.payment_id.clone(),
+            bank_id: "bank1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        state(&network).await,
+        before,
+        "none of the refused calls changed anything"
+    );
+}
+
+#[tokio::test]
+async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
+    let options = NetworkOptions {
+        gateway_args: vec![
+            "--lockout-threshold".into(),
+            "3".into(),
+            "--lockout-secs".into(),
+            "2".into(),
+        ],
+        ..NetworkOptions::default()
+    };
+    let network = alice_and_bob(options).await;
+    let mut right = network.gateway_client("alice");
+    right
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap();
+    let mut wrong = network.gateway_client_as("alice", "alice", "not-the-password");
+    for _ in 0..3 {
+        assert_eq!(
+            wrong
+                .get_balances(pb::GetBalancesRequest::default())
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+    }
+    let locked = right
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        locked.code(),
+        Code::Unauthenticated,
+        "the right password fails while locked"
+    );
+    let unlocked = wait_until(Duration::from_secs(6), || {
+        let mut right = right.clone();
+        async move {
+            right
+                .get_balances(pb::GetBalancesRequest::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(unlocked, "the lock never expired");
+    // Bob was never locked.
+    network
+        .gateway_client("bob")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn no_password_ever_reaches_the_gateway_log() {
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let _ = network
+        .gateway_client_as("alice", "alice", "a-wrong-secret-pw")
+        .pay(pay("w"))
+        .await;
+    network
+        .gateway_client("alice")
+        .pay(pay("ok"))
+        .await
+        .unwrap();
+    let log = network.gateway_log();
+    assert!(log.contains("Gateway/Pay"), "the log has the requests");
+    let admin_password = strife_pki::read_admin_password(&network.network.layout()).unwrap();
+    for secret in [
+        admin_password,
+        password_of("alice"),
+        password_of("bob"),
+        "a-wrong-secret-pw".into(),
+    ] {
+        assert!(!log.contains(&secret), "a password is in the gateway log");
+    }
+}
