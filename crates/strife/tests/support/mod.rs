@@ -7,6 +7,7 @@
 
 pub mod dev;
 pub mod network;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
