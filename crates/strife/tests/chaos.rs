@@ -1,0 +1,344 @@
+//! A Jepsen-style bank workload under faults (SPEC §8), on real processes: 8 users with
+//! accounts on 3 banks pay each other concurrently, retrying with the same idempotency key
+//! like the client's outbox, while a nemesis on a seeded schedule SIGKILLs and restarts banks
+//! and the gateway, stalls banks and cuts gateway↔bank links (TCP proxies), and restarts etcd
+//! empty. Then everything heals, the network quiesces, and `strife audit` plus the clients'
+//! own records must show: money conserved, no negative balance, every payment a client saw
+//! succeed committed on both legs exactly once, nothing applied twice, no hold left PREPARED.
+//!
+//! `scripts/test` runs 3 seeds. More: `STRIFE_CHAOS_SEEDS=10 cargo nextest run -E
+//! 'binary_id(strife::chaos)'`; one seed again: `STRIFE_CHAOS_SEED=1234`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use strife_proto::v1 as pb;
+use support::network::{ManualNetwork, NetworkOptions};
+use support::proxy::{Mode, Proxy};
+use support::{strife_bin, wait_until, BankStart};
+use tonic::Code;
+
+const BANKS: [&str; 3] = ["bank0", "bank1", "bank2"];
+const USERS: [&str; 8] = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
+const PAYMENTS_PER_USER: usize = 6;
+const NEMESIS_STEPS: usize = 8;
+const NEMESIS_PAUSE: Duration = Duration::from_millis(350);
+const RETRY_LIMIT: usize = 200;
+
+/// What a client learned about one payment it made.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Committed(String),
+    Refused,
+    GaveUp,
+}
+
+struct Cluster {
+    network: ManualNetwork,
+    proxies: Vec<Proxy>,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let mut proxies = Vec::new();
+        let mut bank_args = Vec::new();
+        for bank in BANKS {
+            let proxy = Proxy::start().await;
+            bank_args.push((
+                bank.to_string(),
+                vec![
+                    "--advertise".into(),
+                    proxy.address().to_string(),
+                    "--resolve-interval-ms".into(),
+                    "200".into(),
+                ],
+            ));
+            proxies.push(proxy);
+        }
+        let options = NetworkOptions {
+            bank_args,
+            gateway_args: vec![],
+        };
+        let network = ManualNetwork::start_with(&BANKS, &USERS, options).await;
+        for (proxy, bank) in proxies.iter().zip(&network.banks) {
+            proxy.set_target(bank.address);
+        }
+        for (index, user) in USERS.iter().enumerate() {
+            network
+                .fund(user, BANKS[index % BANKS.len()], "100.00")
+                .await;
+        }
+        Cluster { network, proxies }
+    }
+
+    fn restart_bank(&mut self, index: usize) {
+        self.network.banks[index].process.kill();
+        let restarted = BankStart::new(&self.network.network, BANKS[index])
+            .etcd(&self.network.etcd.endpoint)
+            .arg("--lease-ttl")
+            .arg("2")
+            .arg("--advertise")
+            .arg(&self.proxies[index].address().to_string())
+            .arg("--resolve-interval-ms")
+            .arg("200")
+            .start();
+        self.proxies[index].set_target(restarted.address);
+        self.network.banks[index] = restarted;
+    }
+
+    fn restart_gateway(&mut self) {
+        if let Some(mut gateway) = self.network.gateway.take() {
+            gateway.kill();
+        }
+        self.network.start_gateway(&[]);
+    }
+}
+
+/// One user's workload: pays random others, retrying each payment with its key until the
+/// gateway gives a final answer.
+async fn workload(
+    network_gateway: String,
+    dir: std::path::PathBuf,
+    user: usize,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<Outcome> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (user as u64 + 1) * 0x9e37_79b9);
+    let layout = strife_common::layout::Layout::new(&dir);
+    let tls = strife_common::tls::TlsMaterial::load(
+        &layout.ca().cert,
+        &layout.user_identity(USERS[user]),
+    )
+    .unwrap();
+    let channel = tls
+        .endpoint(&network_gateway, Duration::from_secs(3))
+        .unwrap()
+        .connect_lazy();
+    let credentials = support::network::Credentials::new(
+        USERS[user],
+        &support::network::password_of(USERS[user]),
+    );
+    let mut client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
+    let mut outcomes = Vec::new();
+    for sequence in 0..PAYMENTS_PER_USER {
+        let mut payee = rng.random_range(0..USERS.len());
+        if payee == user {
+            payee = (payee + 1) % USERS.len();
+        }
+        let request = pb::PayRequest {
+            idempotency_key: format!("chaos-{seed}-{user}-{sequence}"),
+            to_username: USERS[payee].into(),
+            amount: Some(pb::Money {
+                amount_minor: rng.random_range(1..3_000),
+                currency: "USD".into(),
+            }),
+            ..pb::PayRequest::default()
+        };
+        let mut outcome = Outcome::GaveUp;
+        for _ in 0..RETRY_LIMIT {
+            match client.pay(request.clone()).await {
+                Ok(payment) => {
+                    outcome = Outcome::Committed(payment.into_inner().payment_id);
+                    break;
+                }
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+                    ) =>
+                {
+                    outcome = Outcome::Refused;
+                    break;
+                }
+                Err(_) => {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+                }
+            }
+        }
+        outcomes.push(outcome);
+    }
+    outcomes
+}
+
+async fn run_seed(seed: u64) {
+    eprintln!("chaos seed {seed} (rerun with STRIFE_CHAOS_SEED={seed})");
+    let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start().await));
+    let (gateway, dir) = {
+        let cluster = cluster.lock().await;
+        (
+            cluster.network.gateway_address.clone(),
+            cluster.network.network.path().to_owned(),
+        )
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..USERS.len())
+        .map(|user| {
+            tokio::spawn(workload(
+                gateway.clone(),
+                dir.clone(),
+                user,
+                seed,
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+
+    // The nemesis: a printed, seeded schedule.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let faults = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..NEMESIS_STEPS {
+        tokio::time::sleep(NEMESIS_PAUSE).await;
+        let mut cluster = cluster.lock().await;
+        let bank = rng.random_range(0..BANKS.len());
+        let fault = match rng.random_range(0..5) {
+            0 => {
+                cluster.restart_bank(bank);
+                format!("SIGKILL+restart {}", BANKS[bank])
+            }
+            1 => {
+                cluster.restart_gateway();
+                "SIGKILL+restart gateway".to_string()
+            }
+            2 => {
+                cluster.proxies[bank].set_mode(Mode::Stall);
+                format!("stall {}", BANKS[bank])
+            }
+            3 => {
+                cluster.proxies[bank].set_mode(Mode::Drop);
+                format!("cut link to {}", BANKS[bank])
+            }
+            _ => {
+                cluster.network.etcd.restart_empty().await;
+                "restart etcd (empty)".to_string()
+            }
+        };
+        eprintln!("  nemesis: {fault}");
+        faults.lock().unwrap().push(fault);
+        // Heal link faults after a while so the run makes progress.
+        if rng.random_bool(0.6) {
+            tokio::time::sleep(NEMESIS_PAUSE).await;
+            for proxy in &cluster.proxies {
+                proxy.set_mode(Mode::Forward);
+            }
+        }
+    }
+    {
+        let cluster = cluster.lock().await;
+        for proxy in &cluster.proxies {
+            proxy.set_mode(Mode::Forward);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut outcomes = Vec::new();
+    for worker in workers {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, worker).await {
+            Ok(result) => outcomes.extend(result.unwrap()),
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                panic!("seed {seed}: workload did not finish after healing");
+            }
+        }
+    }
+
+    // Quiescence: the audit is clean once every decision has reached every bank.
+    let cluster = cluster.lock().await;
+    let audit = || {
+        let output = Command::new(strife_bin())
+            .args([
+                "audit",
+                "--json",
+                "--etcd",
+                &cluster.network.etcd.endpoint,
+                "--dir",
+            ])
+            .arg(cluster.network.network.path())
+            .output()
+            .unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        (output.status.success(), report)
+    };
+    let clean = wait_until(Duration::from_secs(60), || async { audit().0 }).await;
+    let (_, report) = audit();
+    assert!(
+        clean,
+        "seed {seed}: audit not clean after healing. faults: {:?}\n{report}",
+        faults.lock().unwrap()
+    );
+
+    // Every payment a client saw succeed is COMMITTED (the audit checked both legs applied once).
+    let committed: BTreeSet<String> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Outcome::Committed(payment_id) => Some(payment_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut admin = cluster.network.gateway_client("admin");
+    for payment_id in &committed {
+        let payment = admin
+            .get_payment(pb::GetPaymentRequest {
+                payment_id: payment_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            payment.status,
+            pb::PaymentStatus::Committed as i32,
+            "seed {seed}: {payment_id}"
+        );
+    }
+    assert_eq!(
+        report["payments_committed"].as_u64().unwrap() as usize,
+        committed.len(),
+        "seed {seed}: the gateway committed exactly what clients saw succeed"
+    );
+    let gave_up = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Outcome::GaveUp))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Outcome::Refused))
+        .count();
+    eprintln!(
+        "seed {seed}: {} payments tried, {} committed, {refused} refused, {gave_up} gave up; faults {:?}; audit clean",
+        outcomes.len(),
+        committed.len(),
+        faults.lock().unwrap()
+    );
+    assert_eq!(
+        gave_up, 0,
+        "seed {seed}: a payment never got a final answer"
+    );
+}
+
+fn seeds() -> Vec<u64> {
+    if let Ok(seed) = std::env::var("STRIFE_CHAOS_SEED") {
+        return vec![seed.parse().expect("STRIFE_CHAOS_SEED is a number")];
+    }
+    let count: u64 = std::env::var("STRIFE_CHAOS_SEEDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(3);
+    (1..=count).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_workload_under_crashes_stalls_partitions_and_etcd_restarts_keeps_every_invariant() {
+    for seed in seeds() {
+        run_seed(seed).await;
+    }
+}
