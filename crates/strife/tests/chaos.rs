@@ -110,7 +110,7 @@ async fn workload(
     seed: u64,
     stop: Arc<AtomicBool>,
 ) -> Vec<Outcome> {
-    let mut rng = StdRng::seed_from_u64(seed ^ (user as u64 + 1) * 0x9e37_79b9);
+    let mut rng = StdRng::seed_from_u64(seed ^ ((user as u64 + 1) * 0x9e37_79b9));
     let layout = strife_common::layout::Layout::new(&dir);
     let tls = strife_common::tls::TlsMaterial::load(
         &layout.ca().cert,
