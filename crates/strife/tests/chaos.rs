@@ -27,7 +27,8 @@ use tonic::Code;
 
 const BANKS: [&str; 3] = ["bank0", "bank1", "bank2"];
 const USERS: [&str; 8] = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
-const PAYMENTS_PER_USER: usize = 6;
+/// Each user keeps paying while the nemesis runs (bounded), then stops.
+const MAX_PAYMENTS_PER_USER: usize = 150;
 const NEMESIS_STEPS: usize = 8;
 const NEMESIS_PAUSE: Duration = Duration::from_millis(350);
 const RETRY_LIMIT: usize = 200;
@@ -108,6 +109,7 @@ async fn workload(
     dir: std::path::PathBuf,
     user: usize,
     seed: u64,
+    nemesis_done: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> Vec<Outcome> {
     let mut rng = StdRng::seed_from_u64(seed ^ ((user as u64 + 1) * 0x9e37_79b9));
@@ -127,7 +129,11 @@ async fn workload(
     );
     let mut client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
     let mut outcomes = Vec::new();
-    for sequence in 0..PAYMENTS_PER_USER {
+    for sequence in 0..MAX_PAYMENTS_PER_USER {
+        if nemesis_done.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
         let mut payee = rng.random_range(0..USERS.len());
         if payee == user {
             payee = (payee + 1) % USERS.len();
@@ -181,6 +187,7 @@ async fn run_seed(seed: u64) {
         )
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let nemesis_done = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..USERS.len())
         .map(|user| {
             tokio::spawn(workload(
@@ -188,6 +195,7 @@ async fn run_seed(seed: u64) {
                 dir.clone(),
                 user,
                 seed,
+                Arc::clone(&nemesis_done),
                 Arc::clone(&stop),
             ))
         })
@@ -238,6 +246,7 @@ async fn run_seed(seed: u64) {
             proxy.set_mode(Mode::Forward);
         }
     }
+    nemesis_done.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut outcomes = Vec::new();
     for worker in workers {
