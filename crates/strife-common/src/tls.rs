@@ -130,6 +130,13 @@ impl TlsMaterial {
     /// Loads the CA certificate and this process's pair, warning when the certificate
     /// expires within [`EXPIRY_WARNING_DAYS`] and failing when it already has.
     pub fn load(ca_cert: &Path, own: &KeyPairPaths) -> anyhow::Result<Self> {
+        let material = Self::load_unchecked(ca_cert, own)?;
+        material.check_expiry(&own.cert)?;
+        Ok(material)
+    }
+
+    /// Loads without the expiry check (for tests that must present a bad certificate).
+    pub fn load_unchecked(ca_cert: &Path, own: &KeyPairPaths) -> anyhow::Result<Self> {
         let read = |path: &Path| {
             std::fs::read(path).with_context(|| {
                 format!(
@@ -143,7 +150,6 @@ impl TlsMaterial {
             cert_pem: read(&own.cert)?,
             key_pem: read(&own.key)?,
         };
-        material.check_expiry(&own.cert)?;
         Ok(material)
     }
 
