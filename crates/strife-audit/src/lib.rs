@@ -25,6 +25,8 @@ use tonic::transport::Channel;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const JOURNAL_PAGE: u32 = 1_000;
+/// Violations listed in the human report; `--json` has them all.
+const MAX_VIOLATIONS_SHOWN: usize = 20;
 
 /// What to audit.
 #[derive(Debug, Clone)]
@@ -109,8 +111,14 @@ impl Report {
             lines.push("violations: none — all invariants hold".into());
         } else {
             lines.push(format!("violations: {}", self.violations.len()));
-            for violation in &self.violations {
+            for violation in self.violations.iter().take(MAX_VIOLATIONS_SHOWN) {
                 lines.push(format!("  {}: {}", violation.kind, violation.detail));
+            }
+            if self.violations.len() > MAX_VIOLATIONS_SHOWN {
+                lines.push(format!(
+                    "  … and {} more (use --json for all)",
+                    self.violations.len() - MAX_VIOLATIONS_SHOWN
+                ));
             }
         }
         lines.join("\n")

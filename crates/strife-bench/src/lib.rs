@@ -98,7 +98,13 @@ impl BenchReport {
         }
         match self.audit_clean {
             Some(true) => lines.push("audit: clean".into()),
-            Some(false) => lines.push(format!("audit: VIOLATIONS {:?}", self.audit_violations)),
+            Some(false) => {
+                let shown: Vec<&String> = self.audit_violations.iter().take(5).collect();
+                lines.push(format!(
+                    "audit: {} VIOLATIONS, first: {shown:?}",
+                    self.audit_violations.len()
+                ));
+            }
             None => {}
         }
         lines.join("\n")
