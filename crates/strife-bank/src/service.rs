@@ -164,6 +164,14 @@ fn leg_request(request: &pb::LegRequest) -> Result<(String, Role), Failure> {
     Ok((request.payment_id.clone(), role_of(request.role)?))
 }
 
+/// Checks a `Prepare` request on its own (no storage). Public so the fuzz targets exercise
+/// exactly what the handler runs.
+pub fn validate_prepare(request: &pb::PrepareRequest) -> Result<(Role, PrepareIntent), Failure> {
+    check_id("payment_id", &request.payment_id)?;
+    let role = role_of(request.role)?;
+    Ok((role, prepare_intent(request)?))
+}
+
 fn prepare_intent(request: &pb::PrepareRequest) -> Result<PrepareIntent, Failure> {
     check_id("account_number", &request.account_number)?;
     let amount = request
@@ -259,9 +267,7 @@ impl Bank for BankService {
     ) -> Result<Response<pb::PrepareResponse>, Status> {
         let actor = caller_of(&request);
         let body = request.into_inner();
-        check_id("payment_id", &body.payment_id)?;
-        let role = role_of(body.role)?;
-        let intent = prepare_intent(&body)?;
+        let (role, intent) = validate_prepare(&body)?;
         let payment_id = body.payment_id;
         let leg = self
             .store
