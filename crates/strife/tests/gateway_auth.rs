@@ -306,7 +306,7 @@ async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
 }
 
 #[tokio::test]
-async fn no_password_ever_reaches_the_gateway_log() {
+async fn no_password_or_key_ever_reaches_any_log() {
     let network = alice_and_bob(NetworkOptions::default()).await;
     let _ = network
         .gateway_client_as("alice", "alice", "a-wrong-secret-pw")
@@ -317,15 +317,46 @@ async fn no_password_ever_reaches_the_gateway_log() {
         .pay(pay("ok"))
         .await
         .unwrap();
-    let log = network.gateway_log();
-    assert!(log.contains("Gateway/Pay"), "the log has the requests");
-    let admin_password = strife_pki::read_admin_password(&network.network.layout()).unwrap();
-    for secret in [
-        admin_password,
+    assert!(
+        network.gateway_log().contains("Gateway/Pay"),
+        "the log has the requests"
+    );
+
+    // Every log of the run: gateway, banks (all under the data dir) and etcd.
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(network.network.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "log") {
+            logs.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    logs.push_str(&network.etcd.log_text());
+    assert!(
+        logs.contains("registered in etcd"),
+        "bank logs were read too"
+    );
+    let layout = network.network.layout();
+    let mut secrets = vec![
+        strife_pki::read_admin_password(&layout).unwrap(),
         password_of("alice"),
         password_of("bob"),
         "a-wrong-secret-pw".into(),
+    ];
+    for key in [
+        layout.ca().key,
+        layout.gateway_identity().key,
+        layout.bank_identity("bank0").key,
+        layout.user_identity("alice").key,
     ] {
-        assert!(!log.contains(&secret), "a password is in the gateway log");
+        let pem = std::fs::read_to_string(key).unwrap();
+        // The base64 body of the key, line by line.
+        secrets.extend(
+            pem.lines()
+                .filter(|line| !line.starts_with("-----") && line.len() > 16)
+                .map(str::to_owned),
+        );
+    }
+    for secret in secrets {
+        assert!(!logs.contains(&secret), "a secret is in a log");
     }
 }

@@ -326,6 +326,16 @@ impl Etcd {
         self.spawn().await;
     }
 
+    /// Everything etcd logged so far (all its runs).
+    pub fn log_text(&self) -> String {
+        (1..=self.generation)
+            .map(|generation| {
+                let path = self.data_root.path().join(format!("etcd-{generation}.log"));
+                std::fs::read_to_string(path).unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
         etcd_get(&self.endpoint, key).await.ok().flatten()
