@@ -1,0 +1,453 @@
+//! The security matrix over every RPC of both services (docs/SECURITY.md): each kind of bad
+//! identity against each method, each kind of bad input against each method that takes it —
+//! and after all of it, nothing changed.
+
+mod support;
+
+use std::time::Duration;
+
+use strife_common::layout::KeyPairPaths;
+use strife_common::tls::{PeerRole, TlsMaterial};
+use strife_pki::{CertificateAuthority, Validity};
+use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
+use support::network::{password_of, Credentials, ManualNetwork};
+use time::OffsetDateTime;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Status};
+
+type Gateway = GatewayClient<InterceptedService<Channel, Credentials>>;
+
+const HUGE: usize = 1 << 20;
+
+/// Calls every gateway method once with a plausible request; returns (method, outcome).
+async fn every_gateway_rpc(
+    client: &mut Gateway,
+    text: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    let money = |amount_minor| {
+        Some(pb::Money {
+            amount_minor,
+            currency: "USD".into(),
+        })
+    };
+    vec![
+        (
+            "RegisterUser",
+            client
+                .register_user(pb::RegisterUserRequest {
+                    username: text.into(),
+                    password: "long-enough-pw".into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "OpenAccount",
+            client
+                .open_account(pb::GatewayOpenAccountRequest {
+                    username: text.into(),
+                    bank_id: "bank0".into(),
+                    currency: "USD".into(),
+                    opening_deposit: money(1),
+                    holder_name: String::new(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "LinkAccount",
+            client
+                .link_account(pb::LinkAccountRequest {
+                    bank_id: "bank0".into(),
+                    account_number: text.into(),
+                    holder_name: String::new(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "GetBalances",
+            client
+                .get_balances(pb::GetBalancesRequest {
+                    username: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "Pay",
+            client
+                .pay(pb::PayRequest {
+                    idempotency_key: text.into(),
+                    to_username: "bob".into(),
+                    amount: money(1),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "ListHistory",
+            client
+                .list_history(pb::ListHistoryRequest {
+                    page_size: 1,
+                    page_token: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "GetPayment",
+            client
+                .get_payment(pb::GetPaymentRequest {
+                    payment_id: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
+    ]
+}
+
+/// Calls every bank method once; returns (method, outcome).
+async fn every_bank_rpc(
+    client: &mut BankClient<Channel>,
+    text: &str,
+) -> Vec<(&'static str, Result<(), Status>)> {
+    let leg = || pb::LegRequest {
+        payment_id: text.into(),
+        role: pb::LegRole::Debit as i32,
+    };
+    vec![
+        (
+            "OpenAccount",
+            client
+                .open_account(pb::OpenAccountRequest {
+                    request_id: text.into(),
+                    owner: "mallory".into(),
+                    holder_name: String::new(),
+                    currency: "USD".into(),
+                    opening_deposit_minor: 1_000_000,
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "UpdateAccountDetails",
+            client
+                .update_account_details(pb::UpdateAccountDetailsRequest {
+                    account_number: text.into(),
+                    holder_name: "x".into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "GetBalance",
+            client
+                .get_balance(pb::GetBalanceRequest {
+                    account_number: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "Prepare",
+            client
+                .prepare(pb::PrepareRequest {
+                    payment_id: text.into(),
+                    role: pb::LegRole::Debit as i32,
+                    account_number: "bank0-00000001".into(),
+                    amount: Some(pb::Money {
+                        amount_minor: 1,
+                        currency: "USD".into(),
+                    }),
+                    decision_deadline_unix_ms: 0,
+                })
+                .await
+                .map(drop),
+        ),
+        ("Commit", client.commit(leg()).await.map(drop)),
+        ("Abort", client.abort(leg()).await.map(drop)),
+        ("GetLeg", client.get_leg(leg()).await.map(drop)),
+        (
+            "ListJournal",
+            client
+                .list_journal(pb::ListJournalRequest {
+                    account_number: text.into(),
+                    after_seq: 0,
+                    limit: 1,
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "ListAccounts",
+            client
+                .list_accounts(pb::ListAccountsRequest {})
+                .await
+                .map(drop),
+        ),
+    ]
+}
+
+fn write_pair(
+    network: &ManualNetwork,
+    name: &str,
+    issued: strife_pki::IssuedCertificate,
+) -> KeyPairPaths {
+    let paths = KeyPairPaths {
+        cert: network.network.path().join(format!("matrix-{name}.crt")),
+        key: network.network.path().join(format!("matrix-{name}.key")),
+    };
+    std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
+    std::fs::write(&paths.key, issued.key_pem).unwrap();
+    paths
+}
+
+/// The identities that must get nowhere, as (label, channel to `address`).
+fn bad_channels(
+    network: &ManualNetwork,
+    role: PeerRole,
+    name: &str,
+    address: &str,
+) -> Vec<(&'static str, Channel)> {
+    let layout = network.network.layout();
+    let ca_pem = std::fs::read(layout.ca().cert).unwrap();
+    let no_certificate = Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)))
+        .unwrap()
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let foreign = CertificateAuthority::generate()
+        .unwrap()
+        .issue(role, name, Validity::default_leaf())
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let expired_validity = Validity {
+        not_before: now - time::Duration::days(30),
+        not_after: now - time::Duration::days(1),
+    };
+    let expired = CertificateAuthority::load(&layout.ca())
+        .unwrap()
+        .issue(role, name, expired_validity)
+        .unwrap();
+    let channel = |paths: KeyPairPaths| {
+        let tls = TlsMaterial::load_unchecked(&layout.ca().cert, &paths).unwrap();
+        tls.endpoint(address, Duration::from_secs(5))
+            .unwrap()
+            .connect_lazy()
+    };
+    vec![
+        ("no client certificate", no_certificate),
+        (
+            "certificate from a foreign CA",
+            channel(write_pair(network, &format!("foreign-{name}"), foreign)),
+        ),
+        (
+            "expired certificate",
+            channel(write_pair(network, &format!("expired-{name}"), expired)),
+        ),
+    ]
+}
+
+async fn snapshot(network: &ManualNetwork) -> (Vec<(String, i64, i64)>, usize, usize) {
+    let listed = network
+        .bank(0)
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let accounts = listed
+        .accounts
+        .iter()
+        .map(|account| {
+            (
+                account.owner.clone(),
+                account.balance_minor,
+                account.held_minor,
+            )
+        })
+        .collect();
+    let history = network
+        .gateway_client("alice")
+        .list_history(pb::ListHistoryRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .payments
+        .len();
+    (accounts, listed.prepared_legs.len(), history)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes() {
+    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob", "carol"]).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank0", "0").await;
+    // carol takes the wrong-password rows (which lock her name); alice must stay usable.
+    network.fund("carol", "bank0", "0").await;
+    let before = snapshot(&network).await;
+    let gateway_address = network.gateway_address.clone();
+    let bank_address = network.banks[0].address.to_string();
+    let mut rows = 0;
+
+    // Gateway: identities that fail at TLS.
+    for (label, channel) in bad_channels(&network, PeerRole::User, "alice", &gateway_address) {
+        let mut client = GatewayClient::with_interceptor(
+            channel,
+            Credentials::new("alice", &password_of("alice")),
+        );
+        for (method, outcome) in every_gateway_rpc(&mut client, "matrix").await {
+            assert!(
+                outcome.is_err(),
+                "gateway {method} with {label} must be refused"
+            );
+            rows += 1;
+        }
+    }
+    // Gateway: identities that fail authentication.
+    let unauthenticated = [
+        (
+            "certificate CN ≠ user name",
+            network.gateway_client_as("alice", "bob", &password_of("bob")),
+        ),
+        (
+            "wrong password",
+            network.gateway_client_as("carol", "carol", "not-carols-password"),
+        ),
+        (
+            "unknown user",
+            network.gateway_client_as("alice", "mallory", "whatever-password"),
+        ),
+        ("bank certificate with a user's password", {
+            let tls = network
+                .network
+                .tls(&network.network.layout().bank_identity("bank0"));
+            let channel = tls
+                .endpoint(&gateway_address, Duration::from_secs(5))
+                .unwrap()
+                .connect_lazy();
+            GatewayClient::with_interceptor(
+                channel,
+                Credentials::new("alice", &password_of("alice")),
+            )
+        }),
+    ];
+    for (label, mut client) in unauthenticated {
+        for (method, outcome) in every_gateway_rpc(&mut client, "matrix").await {
+            let status = outcome.expect_err(label);
+            let expected = if label.starts_with("bank") {
+                Code::PermissionDenied
+            } else {
+                Code::Unauthenticated
+            };
+            assert_eq!(status.code(), expected, "gateway {method} with {label}");
+            rows += 1;
+        }
+    }
+    // Gateway: a client calling the admin methods.
+    let mut alice = network.gateway_client("alice");
+    let register = pb::RegisterUserRequest {
+        username: "mallory".into(),
+        password: "long-enough-pw".into(),
+    };
+    assert_eq!(
+        alice.register_user(register).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let open = pb::GatewayOpenAccountRequest {
+        username: "alice".into(),
+        bank_id: "bank0".into(),
+        currency: "USD".into(),
+        opening_deposit: Some(pb::Money {
+            amount_minor: 1_000_000,
+            currency: "USD".into(),
+        }),
+        holder_name: String::new(),
+    };
+    assert_eq!(
+        alice.open_account(open).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    rows += 2;
+    // Gateway: oversized (1 MiB) strings on every method, as the admin (who may call them all).
+    let mut admin = network.gateway_client("admin");
+    let huge = "x".repeat(HUGE);
+    for (method, outcome) in every_gateway_rpc(&mut admin, &huge).await {
+        let status = outcome.expect_err(method);
+        assert!(
+            matches!(
+                status.code(),
+                Code::ResourceExhausted | Code::InvalidArgument | Code::OutOfRange
+            ),
+            "gateway {method} with 1 MiB: {status:?}"
+        );
+        rows += 1;
+    }
+    // Gateway: empty and unknown strings where a name or id is expected.
+    for (method, outcome) in every_gateway_rpc(&mut admin, "").await {
+        if method != "GetBalances" && method != "ListHistory" {
+            let status = outcome.expect_err(method);
+            assert!(
+                matches!(status.code(), Code::InvalidArgument | Code::NotFound),
+                "gateway {method} with an empty string: {status:?}"
+            );
+            rows += 1;
+        }
+    }
+
+    // Banks: identities that fail at TLS, then every Strife identity that is not the gateway.
+    for (label, channel) in bad_channels(&network, PeerRole::Gateway, "gateway", &bank_address) {
+        for (method, outcome) in
+            every_bank_rpc(&mut BankClient::new(channel.clone()), "matrix").await
+        {
+            assert!(
+                outcome.is_err(),
+                "bank {method} with {label} must be refused"
+            );
+            rows += 1;
+        }
+    }
+    let layout = network.network.layout();
+    for identity in [
+        layout.user_identity("alice"),
+        layout.user_identity("admin"),
+        layout.bank_identity("bank1"),
+        layout.bank_identity("bank0"),
+    ] {
+        let mut client = support::bank_client(&network.network.tls(&identity), &bank_address);
+        for (method, outcome) in every_bank_rpc(&mut client, "matrix").await {
+            assert_eq!(
+                outcome.unwrap_err().code(),
+                Code::PermissionDenied,
+                "bank {method} as {}",
+                identity.cert.display()
+            );
+            rows += 1;
+        }
+    }
+    // Banks: oversized strings on every method that takes one.
+    let mut gateway_identity = network.bank(0);
+    for (method, outcome) in every_bank_rpc(&mut gateway_identity, &huge).await {
+        if method != "ListAccounts" {
+            let status = outcome.expect_err(method);
+            assert!(
+                matches!(
+                    status.code(),
+                    Code::ResourceExhausted | Code::InvalidArgument | Code::OutOfRange
+                ),
+                "bank {method} with 1 MiB: {status:?}"
+            );
+            rows += 1;
+        }
+    }
+
+    assert_eq!(
+        snapshot(&network).await,
+        before,
+        "none of the {rows} refused calls changed anything"
+    );
+    eprintln!("security matrix: {rows} refused calls checked");
+}
