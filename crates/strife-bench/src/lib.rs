@@ -236,8 +236,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         let schedule = Arc::clone(&schedule);
         let rate = config.rate;
         let progress = progress.clone();
+        let mut histogram = Histogram::<u64>::new(3)?;
         tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits is valid");
             let mut failures: BTreeMap<String, u64> = BTreeMap::new();
             let mut sequence: u64 = 0;
             loop {
@@ -392,8 +392,8 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     for task in 0..config.concurrency {
         let mut client = BankClient::new(channels[task % channels.len()].clone());
         let progress = progress.clone();
+        let mut histogram = Histogram::<u64>::new(3)?;
         tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new(3).expect("3 significant digits is valid");
             let mut failures = BTreeMap::new();
             while Instant::now() < deadline {
                 let sent = Instant::now();
