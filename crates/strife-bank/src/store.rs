@@ -12,7 +12,6 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use strife_common::group_commit::GroupCommit;
 use strife_common::sqlite::CachedStatements;
@@ -121,27 +120,10 @@ fn storage(error: rusqlite::Error) -> Failure {
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, bank_id: &str) -> anyhow::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let open = || -> anyhow::Result<Connection> {
-            let connection = Connection::open(path)
-                .with_context(|| format!("opening bank database {}", path.display()))?;
-            // WAL + FULL: a committed transaction is fsynced before commit returns, and a
-            // crash at any instant leaves the last committed state.
-            connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.pragma_update(None, "synchronous", "FULL")?;
-            connection.pragma_update(None, "foreign_keys", "ON")?;
-            connection.busy_timeout(std::time::Duration::from_secs(5))?;
-            connection.set_prepared_statement_cache_capacity(64);
-            Ok(connection)
-        };
-        let writer = open()?;
-        writer.execute_batch(SCHEMA)?;
+        let (writer, reader) = strife_common::sqlite::open_store(path, "bank database", SCHEMA)?;
         Ok(Store {
-            writer: GroupCommit::start(writer, bank_id)?,
-            reader: Mutex::new(open()?),
+            writer,
+            reader: Mutex::new(reader),
             bank_id: bank_id.to_owned(),
         })
     }

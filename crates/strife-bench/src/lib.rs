@@ -15,10 +15,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use strife_common::failure::reason_of;
 use strife_common::layout::Layout;
-use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
+use strife_common::metadata::Credentials;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -115,34 +114,12 @@ fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
-#[derive(Clone)]
-struct UserCredentials {
-    user: MetadataValue<Ascii>,
-    password: MetadataValue<Ascii>,
-}
-
-impl tonic::service::Interceptor for UserCredentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(USER_KEY, self.user.clone());
-        request
-            .metadata_mut()
-            .insert(PASSWORD_KEY, self.password.clone());
-        Ok(request)
-    }
-}
-
-type Gateway = GatewayClient<InterceptedService<Channel, UserCredentials>>;
+type Gateway = GatewayClient<InterceptedService<Channel, Credentials>>;
 
 fn gateway_as(channel: Channel, user: &str, password: &str) -> anyhow::Result<Gateway> {
     Ok(GatewayClient::with_interceptor(
         channel,
-        UserCredentials {
-            user: user.parse()?,
-            password: password.parse()?,
-        },
+        Credentials::new(user, password)?,
     ))
 }
 

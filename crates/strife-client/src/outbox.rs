@@ -108,15 +108,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let connection =
-            Connection::open(path).with_context(|| format!("opening outbox {}", path.display()))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(Duration::from_secs(5))?;
+        let connection = strife_common::sqlite::open_connection(path, "outbox")?;
         connection.execute_batch(SCHEMA)?;
         Ok(Outbox { connection })
     }

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::layout::Layout;
-use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
+use strife_common::metadata::Credentials;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::gateway_client::GatewayClient;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -17,26 +16,6 @@ use crate::args::ClientArgs;
 
 /// How long one call may take before it counts as "gateway unreachable".
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Adds `x-strife-user` and `x-strife-password` to each request.
-#[derive(Clone)]
-pub struct Credentials {
-    user: MetadataValue<tonic::metadata::Ascii>,
-    password: MetadataValue<tonic::metadata::Ascii>,
-}
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(USER_KEY, self.user.clone());
-        request
-            .metadata_mut()
-            .insert(PASSWORD_KEY, self.password.clone());
-        Ok(request)
-    }
-}
 
 /// The authenticated gateway client.
 pub type Gateway = GatewayClient<InterceptedService<Channel, Credentials>>;
@@ -74,15 +53,8 @@ pub fn connect(args: &ClientArgs) -> anyhow::Result<Gateway> {
     );
     let tls = TlsMaterial::load(&layout.ca().cert, &identity)?;
     let password = password(args, &layout)?;
-    let credentials = Credentials {
-        user: args
-            .user
-            .parse()
-            .context("user name is not valid metadata")?,
-        password: password
-            .parse()
-            .context("the password must be printable ASCII")?,
-    };
+    let credentials = Credentials::new(&args.user, &password)
+        .context("the user name and password must be printable ASCII")?;
     let channel = tls.endpoint(&args.gateway, CALL_TIMEOUT)?.connect_lazy();
     Ok(GatewayClient::with_interceptor(channel, credentials))
 }

@@ -6,3 +6,36 @@ pub const USER_KEY: &str = "x-strife-user";
 pub const PASSWORD_KEY: &str = "x-strife-password";
 /// Status of a refused or failed payment: the id it was recorded under.
 pub const PAYMENT_ID_KEY: &str = "x-strife-payment-id";
+
+use tonic::metadata::{errors::InvalidMetadataValue, Ascii, MetadataValue};
+
+/// Adds a user name and password to every request (a tonic interceptor): what every client
+/// of the gateway sends.
+#[derive(Clone)]
+pub struct Credentials {
+    user: MetadataValue<Ascii>,
+    password: MetadataValue<Ascii>,
+}
+
+impl Credentials {
+    /// Fails if either is not valid header text (printable ASCII).
+    pub fn new(user: &str, password: &str) -> Result<Self, InvalidMetadataValue> {
+        Ok(Credentials {
+            user: user.parse()?,
+            password: password.parse()?,
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(USER_KEY, self.user.clone());
+        request
+            .metadata_mut()
+            .insert(PASSWORD_KEY, self.password.clone());
+        Ok(request)
+    }
+}

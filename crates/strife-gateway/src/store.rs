@@ -10,7 +10,6 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::sqlite::CachedStatements;
@@ -192,25 +191,10 @@ fn storage(error: rusqlite::Error) -> Failure {
 
 impl GatewayStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let open = || -> anyhow::Result<Connection> {
-            let connection = Connection::open(path)
-                .with_context(|| format!("opening gateway database {}", path.display()))?;
-            connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.pragma_update(None, "synchronous", "FULL")?;
-            connection.pragma_update(None, "foreign_keys", "ON")?;
-            connection.busy_timeout(std::time::Duration::from_secs(5))?;
-            connection.set_prepared_statement_cache_capacity(64);
-            Ok(connection)
-        };
-        let writer = open()?;
-        writer.execute_batch(SCHEMA)?;
+        let (writer, reader) = strife_common::sqlite::open_store(path, "gateway database", SCHEMA)?;
         Ok(GatewayStore {
-            writer: GroupCommit::start(writer, "gateway")?,
-            reader: Mutex::new(open()?),
+            writer,
+            reader: Mutex::new(reader),
         })
     }
 

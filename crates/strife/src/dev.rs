@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use strife_common::layout::Layout;
-use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
+use strife_common::metadata::Credentials;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::{self as pb, gateway_client::GatewayClient};
 use tonic::Code;
@@ -302,25 +302,8 @@ fn demo_passwords(dir: &Path) -> anyhow::Result<serde_json::Map<String, serde_js
 }
 
 type AdminClient = GatewayClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AdminCredentials>,
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Credentials>,
 >;
-
-#[derive(Clone)]
-struct AdminCredentials(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for AdminCredentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(
-            USER_KEY,
-            tonic::metadata::MetadataValue::from_static("admin"),
-        );
-        request.metadata_mut().insert(PASSWORD_KEY, self.0.clone());
-        Ok(request)
-    }
-}
 
 /// Registers alice and bob and funds one account each, once per data dir. Retries while the
 /// gateway has not yet seen the banks in etcd.
@@ -335,7 +318,7 @@ async fn create_demo_users(
         .connect_lazy();
     let admin_password = strife_pki::read_admin_password(layout)?;
     let mut admin: AdminClient =
-        GatewayClient::with_interceptor(channel, AdminCredentials(admin_password.parse()?));
+        GatewayClient::with_interceptor(channel, Credentials::new("admin", &admin_password)?);
     for (user, bank, deposit_minor) in DEMO_USERS {
         let password = passwords
             .get(user)

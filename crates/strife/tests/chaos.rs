@@ -126,7 +126,8 @@ async fn workload(
     let credentials = support::network::Credentials::new(
         USERS[user],
         &support::network::password_of(USERS[user]),
-    );
+    )
+    .unwrap();
     let mut client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
     let mut outcomes = Vec::new();
     for sequence in 0..MAX_PAYMENTS_PER_USER {

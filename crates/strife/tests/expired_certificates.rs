@@ -57,7 +57,7 @@ async fn expired_certificates_are_refused_by_gateway_and_banks() {
         .endpoint(&network.gateway_address, Duration::from_secs(5))
         .unwrap()
         .connect_lazy();
-    let credentials = Credentials::new("alice", &support::network::password_of("alice"));
+    let credentials = Credentials::new("alice", &support::network::password_of("alice")).unwrap();
     let mut gateway = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
     assert!(
         gateway

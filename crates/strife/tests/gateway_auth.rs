@@ -80,8 +80,10 @@ async fn bad_credentials_are_refused_and_change_nothing() {
         .unwrap()
         .timeout(Duration::from_secs(5))
         .connect_lazy();
-    let mut anonymous =
-        GatewayClient::with_interceptor(channel, Credentials::new("alice", &password_of("alice")));
+    let mut anonymous = GatewayClient::with_interceptor(
+        channel,
+        Credentials::new("alice", &password_of("alice")).unwrap(),
+    );
     assert!(anonymous.pay(pay("anon")).await.is_err());
 
     // A certificate for "alice" from a CA that is not ours.
@@ -100,8 +102,10 @@ async fn bad_credentials_are_refused_and_change_nothing() {
         .endpoint(&network.gateway_address, Duration::from_secs(5))
         .unwrap()
         .connect_lazy();
-    let mut impostor =
-        GatewayClient::with_interceptor(channel, Credentials::new("alice", &password_of("alice")));
+    let mut impostor = GatewayClient::with_interceptor(
+        channel,
+        Credentials::new("alice", &password_of("alice")).unwrap(),
+    );
     assert!(impostor.pay(pay("foreign")).await.is_err());
 
     let unauthenticated = [
@@ -217,7 +221,7 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         .endpoint(&network.gateway_address, Duration::from_secs(5))
         .unwrap()
         .connect_lazy();
-    let credentials = Credentials::new("alice", &password_of("alice"));
+    let credentials = Credentials::new("alice", &password_of("alice")).unwrap();
     let status = CoordinatorClient::with_interceptor(channel, credentials)
         .get_decision(pb::GetDecisionRequest {
             payment_id: bob_to_alice.payment_id.clone(),

@@ -297,7 +297,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
     for (label, channel) in bad_channels(&network, PeerRole::User, "alice", &gateway_address) {
         let mut client = GatewayClient::with_interceptor(
             channel,
-            Credentials::new("alice", &password_of("alice")),
+            Credentials::new("alice", &password_of("alice")).unwrap(),
         );
         for (method, outcome) in every_gateway_rpc(&mut client, "matrix").await {
             assert!(
@@ -331,7 +331,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
                 .connect_lazy();
             GatewayClient::with_interceptor(
                 channel,
-                Credentials::new("alice", &password_of("alice")),
+                Credentials::new("alice", &password_of("alice")).unwrap(),
             )
         }),
     ];

@@ -198,36 +198,7 @@ impl ManualNetwork {
 }
 
 /// Adds a user's credentials to every request.
-#[derive(Clone)]
-pub struct Credentials {
-    user: String,
-    password: String,
-}
-
-impl Credentials {
-    pub fn new(user: &str, password: &str) -> Self {
-        Credentials {
-            user: user.into(),
-            password: password.into(),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for Credentials {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        let metadata = request.metadata_mut();
-        if let Ok(value) = self.user.parse() {
-            metadata.insert(strife_common::metadata::USER_KEY, value);
-        }
-        if let Ok(value) = self.password.parse() {
-            metadata.insert(strife_common::metadata::PASSWORD_KEY, value);
-        }
-        Ok(request)
-    }
-}
+pub use strife_common::metadata::Credentials;
 
 pub type GatewayClient = strife_proto::v1::gateway_client::GatewayClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Credentials>,
@@ -244,10 +215,7 @@ impl ManualNetwork {
             .connect_lazy();
         strife_proto::v1::gateway_client::GatewayClient::with_interceptor(
             channel,
-            Credentials {
-                user: user.into(),
-                password: password.into(),
-            },
+            Credentials::new(user, password).unwrap(),
         )
     }
 
