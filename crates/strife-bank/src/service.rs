@@ -25,6 +25,28 @@ pub const MAX_JOURNAL_PAGE: u32 = 1_000;
 /// Most PREPARED legs one `ListAccounts` lists.
 pub const MAX_PREPARED_LISTED: u32 = 10_000;
 
+/// Most items one `PrepareBatch` / `FinishBatch` may carry.
+pub const MAX_BATCH_ITEMS: usize = 256;
+
+fn check_batch_size(items: usize) -> Result<(), Failure> {
+    if items > MAX_BATCH_ITEMS {
+        return Err(Failure::InvalidArgument(format!(
+            "a batch carries at most {MAX_BATCH_ITEMS} items"
+        )));
+    }
+    Ok(())
+}
+
+/// A failure as a batch item carries it: exactly what the single call would have returned.
+fn item_error(failure: Failure) -> pb::ItemError {
+    let status = Status::from(failure);
+    pb::ItemError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        reason_code: strife_common::failure::reason_of(&status).unwrap_or_default(),
+    }
+}
+
 /// The bank's gRPC service over its store.
 #[derive(Clone)]
 pub struct BankService {
@@ -34,6 +56,48 @@ pub struct BankService {
 impl BankService {
     pub fn new(store: Arc<Store>) -> Self {
         BankService { store }
+    }
+
+    async fn prepare_one(
+        &self,
+        body: &pb::PrepareRequest,
+        actor: &str,
+    ) -> Result<pb::PrepareResponse, Failure> {
+        let (role, intent) = validate_prepare(body)?;
+        let leg = self
+            .store
+            .prepare(&body.payment_id, role, &intent, actor)
+            .await?;
+        let reason = leg.reason.clone();
+        Ok(pb::PrepareResponse {
+            vote_yes: leg.state != LegState::Aborted,
+            state: state_to_proto(leg.state) as i32,
+            reason_code: reason
+                .as_ref()
+                .map(|reason| reason.code.clone())
+                .unwrap_or_default(),
+            reason: reason.map(|reason| reason.message).unwrap_or_default(),
+        })
+    }
+
+    /// Phase 2 for one leg: commit (`commit = true`) or abort.
+    async fn finish_one(
+        &self,
+        request: &pb::LegRequest,
+        commit: bool,
+        actor: &str,
+    ) -> Result<pb::LegStatus, Failure> {
+        let (payment_id, role) = leg_request(request)?;
+        let leg = if commit {
+            let leg = self.store.commit(&payment_id, role, actor).await;
+            if let Err(failure @ Failure::FailedPrecondition { .. }) = &leg {
+                tracing::error!(%payment_id, ?role, %failure, "commit refused");
+            }
+            leg?
+        } else {
+            self.store.abort(&payment_id, role, actor).await?
+        };
+        Ok(leg_to_proto(&payment_id, &leg))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -266,23 +330,8 @@ impl Bank for BankService {
         request: Request<pb::PrepareRequest>,
     ) -> Result<Response<pb::PrepareResponse>, Status> {
         let actor = caller_of(&request);
-        let body = request.into_inner();
-        let (role, intent) = validate_prepare(&body)?;
-        let payment_id = body.payment_id;
-        let leg = self
-            .store
-            .prepare(&payment_id, role, &intent, &actor)
-            .await?;
-        let reason = leg.reason.clone();
-        Ok(Response::new(pb::PrepareResponse {
-            vote_yes: leg.state != LegState::Aborted,
-            state: state_to_proto(leg.state) as i32,
-            reason_code: reason
-                .as_ref()
-                .map(|reason| reason.code.clone())
-                .unwrap_or_default(),
-            reason: reason.map(|reason| reason.message).unwrap_or_default(),
-        }))
+        let response = self.prepare_one(request.get_ref(), &actor).await?;
+        Ok(Response::new(response))
     }
 
     async fn commit(
@@ -290,12 +339,8 @@ impl Bank for BankService {
         request: Request<pb::LegRequest>,
     ) -> Result<Response<pb::LegStatus>, Status> {
         let actor = caller_of(&request);
-        let (payment_id, role) = leg_request(request.get_ref())?;
-        let leg = self.store.commit(&payment_id, role, &actor).await;
-        if let Err(failure @ Failure::FailedPrecondition { .. }) = &leg {
-            tracing::error!(%payment_id, ?role, %failure, "commit refused");
-        }
-        Ok(Response::new(leg_to_proto(&payment_id, &leg?)))
+        let status = self.finish_one(request.get_ref(), true, &actor).await?;
+        Ok(Response::new(status))
     }
 
     async fn abort(
@@ -303,9 +348,66 @@ impl Bank for BankService {
         request: Request<pb::LegRequest>,
     ) -> Result<Response<pb::LegStatus>, Status> {
         let actor = caller_of(&request);
-        let (payment_id, role) = leg_request(request.get_ref())?;
-        let leg = self.store.abort(&payment_id, role, &actor).await?;
-        Ok(Response::new(leg_to_proto(&payment_id, &leg)))
+        let status = self.finish_one(request.get_ref(), false, &actor).await?;
+        Ok(Response::new(status))
+    }
+
+    async fn prepare_batch(
+        &self,
+        request: Request<pb::PrepareBatchRequest>,
+    ) -> Result<Response<pb::PrepareBatchResponse>, Status> {
+        let actor = caller_of(&request);
+        let prepares = &request.get_ref().prepares;
+        check_batch_size(prepares.len())?;
+        // All items run at once, so their writes share one group commit (one fsync).
+        let outcomes =
+            futures::future::join_all(prepares.iter().map(|item| self.prepare_one(item, &actor)))
+                .await;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(response) => pb::PrepareBatchResult {
+                    response: Some(response),
+                    error: None,
+                },
+                Err(failure) => pb::PrepareBatchResult {
+                    response: None,
+                    error: Some(item_error(failure)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::PrepareBatchResponse { results }))
+    }
+
+    async fn finish_batch(
+        &self,
+        request: Request<pb::FinishBatchRequest>,
+    ) -> Result<Response<pb::FinishBatchResponse>, Status> {
+        let actor = caller_of(&request);
+        let decisions = &request.get_ref().decisions;
+        check_batch_size(decisions.len())?;
+        let outcomes = futures::future::join_all(decisions.iter().map(|decision| async {
+            let leg = decision
+                .leg
+                .as_ref()
+                .ok_or_else(|| Failure::InvalidArgument("leg is required".into()))?;
+            self.finish_one(leg, decision.commit, &actor).await
+        }))
+        .await;
+        let results = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(status) => pb::FinishBatchResult {
+                    status: Some(status),
+                    error: None,
+                },
+                Err(failure) => pb::FinishBatchResult {
+                    status: None,
+                    error: Some(item_error(failure)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::FinishBatchResponse { results }))
     }
 
     async fn get_leg(

@@ -245,10 +245,6 @@ impl Coordinator {
             Leg::Debit => &record.from,
             Leg::Credit => &record.to,
         };
-        let mut client = match self.registry.client(&party.bank_id) {
-            Ok(client) => client,
-            Err(failure) => return Vote::Unreachable(failure.to_string()),
-        };
         let request = pb::PrepareRequest {
             payment_id: record.payment_id.clone(),
             role: leg.role() as i32,
@@ -259,12 +255,12 @@ impl Coordinator {
             }),
             decision_deadline_unix_ms: record.decision_deadline_unix_ms,
         };
-        match tokio::time::timeout(self.prepare_timeout, client.prepare(request)).await {
+        let vote = self.registry.prepare(&party.bank_id, request);
+        match tokio::time::timeout(self.prepare_timeout, vote).await {
             Err(_) => Vote::TimedOut,
             Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Vote::TimedOut,
             Ok(Err(status)) => Vote::Unreachable(status.message().to_owned()),
             Ok(Ok(response)) => {
-                let response = response.into_inner();
                 if response.vote_yes {
                     Vote::Yes
                 } else {
@@ -306,19 +302,12 @@ impl Coordinator {
             Leg::Debit => &record.from.bank_id,
             Leg::Credit => &record.to.bank_id,
         };
-        let Ok(mut client) = self.registry.client(bank_id) else {
-            return false;
-        };
         let request = pb::LegRequest {
             payment_id: record.payment_id.clone(),
             role: leg.role() as i32,
         };
-        let call = async {
-            match record.status {
-                PaymentStatus::Committed => client.commit(request).await,
-                _ => client.abort(request).await,
-            }
-        };
+        let commit = record.status == PaymentStatus::Committed;
+        let call = self.registry.finish(bank_id, request, commit);
         match tokio::time::timeout(PHASE_TWO_CALL_TIMEOUT, call).await {
             Ok(Ok(_)) => true,
             Ok(Err(status)) if status.code() == tonic::Code::FailedPrecondition => {

@@ -2,9 +2,13 @@
 //! current, so a payment never reads etcd. Each bank gets one long-lived channel over mutual
 //! TLS (made lazily, reconnecting by itself), replaced only when the bank's address changes.
 //! A bank whose lease expires disappears from the map and is `UNAVAILABLE` from then on.
+//!
+//! The coordinator's prepares and phase-2 decisions go through a per-bank batcher: concurrent
+//! payments' legs for the same bank travel in one `PrepareBatch` / `FinishBatch` RPC (and so
+//! one group commit at the bank), which is what lets throughput grow past one RPC per leg.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,9 +16,10 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use strife_common::discovery::{ServiceEntry, BANKS_PREFIX};
 use strife_common::tls::TlsMaterial;
 use strife_common::Failure;
-use strife_proto::v1::bank_client::BankClient;
-use tokio::sync::watch;
+use strife_proto::v1::{self as pb, bank_client::BankClient};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -22,9 +27,142 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Bound on any single call to a bank made through these channels.
 const BANK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+type PrepareQueue = mpsc::Sender<Pending<pb::PrepareRequest, pb::PrepareResponse>>;
+type DecisionQueue = mpsc::Sender<Pending<pb::LegDecision, pb::LegStatus>>;
+
 struct BankHandle {
     address: String,
     channel: Channel,
+    prepares: PrepareQueue,
+    decisions: DecisionQueue,
+}
+
+/// Most prepares (or decisions) the gateway puts in one batch RPC to a bank.
+const MAX_BATCH: usize = 128;
+/// Batch RPCs to one bank in flight at once; while all are busy, new work queues and goes out
+/// together in the next batch — so batches grow with load and add no wait when idle.
+const BATCHES_IN_FLIGHT: usize = 2;
+/// Work waiting for a bank's batcher before callers feel back-pressure.
+const BATCH_QUEUE: usize = 8_192;
+
+/// One caller's item in a batch and where its answer goes.
+struct Pending<Request, Response> {
+    request: Request,
+    reply: oneshot::Sender<Result<Response, Status>>,
+}
+
+/// A per-item failure as the bank reported it inside a batch, back into a `Status`.
+fn item_status(error: pb::ItemError) -> Status {
+    let mut status = Status::new(Code::from_i32(error.code), error.message);
+    if let (false, Ok(value)) = (error.reason_code.is_empty(), error.reason_code.parse()) {
+        status
+            .metadata_mut()
+            .insert(strife_common::failure::REASON_METADATA_KEY, value);
+    }
+    status
+}
+
+/// Runs a bank's batcher until its handle (the last sender) is dropped: takes what is queued
+/// (up to [`MAX_BATCH`]), sends it as one RPC, and hands each caller its own answer.
+fn spawn_batcher<Request, Response, Send_, Fut>(
+    mut queue: mpsc::Receiver<Pending<Request, Response>>,
+    send: Send_,
+) where
+    Request: Send + 'static,
+    Response: Send + 'static,
+    Send_: Fn(Vec<Request>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Vec<Result<Response, Status>>, Status>>
+        + Send
+        + 'static,
+{
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(_) => break,
+                }
+            }
+            let (requests, replies): (Vec<Request>, Vec<_>) = batch
+                .into_iter()
+                .map(|pending| (pending.request, pending.reply))
+                .unzip();
+            let call = send(requests);
+            tokio::spawn(async move {
+                match call.await {
+                    Ok(results) if results.len() == replies.len() => {
+                        for (reply, result) in replies.into_iter().zip(results) {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Ok(_) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(Status::internal(
+                                "the bank answered a batch with the wrong number of results",
+                            )));
+                        }
+                    }
+                    Err(status) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(status.clone()));
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+    });
+}
+
+fn start_batchers(channel: &Channel) -> (PrepareQueue, DecisionQueue) {
+    let (prepares, prepare_queue) = mpsc::channel(BATCH_QUEUE);
+    let client = BankClient::new(channel.clone());
+    spawn_batcher(prepare_queue, move |requests: Vec<pb::PrepareRequest>| {
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .prepare_batch(pb::PrepareBatchRequest { prepares: requests })
+                .await?;
+            Ok(response
+                .into_inner()
+                .results
+                .into_iter()
+                .map(|result| match (result.response, result.error) {
+                    (Some(response), None) => Ok(response),
+                    (_, Some(error)) => Err(item_status(error)),
+                    (None, None) => Err(Status::internal("empty batch result")),
+                })
+                .collect())
+        }
+    });
+    let (decisions, decision_queue) = mpsc::channel(BATCH_QUEUE);
+    let client = BankClient::new(channel.clone());
+    spawn_batcher(decision_queue, move |requests: Vec<pb::LegDecision>| {
+        let mut client = client.clone();
+        async move {
+            let response = client
+                .finish_batch(pb::FinishBatchRequest {
+                    decisions: requests,
+                })
+                .await?;
+            Ok(response
+                .into_inner()
+                .results
+                .into_iter()
+                .map(|result| match (result.status, result.error) {
+                    (Some(status), None) => Ok(status),
+                    (_, Some(error)) => Err(item_status(error)),
+                    (None, None) => Err(Status::internal("empty batch result")),
+                })
+                .collect())
+        }
+    });
+    (prepares, decisions)
 }
 
 /// Banks currently registered in etcd, with a reusable channel to each.
@@ -57,6 +195,57 @@ impl BankRegistry {
             })
     }
 
+    fn handle<T>(&self, bank_id: &str, pick: impl FnOnce(&BankHandle) -> T) -> Result<T, Failure> {
+        let banks = self
+            .banks
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        banks.get(bank_id).map(pick).ok_or_else(|| {
+            Failure::Unavailable(format!(
+                "bank {bank_id} is not available (not registered in etcd)"
+            ))
+        })
+    }
+
+    /// Phase 1 for one leg, batched with whatever else is going to the same bank.
+    pub async fn prepare(
+        &self,
+        bank_id: &str,
+        request: pb::PrepareRequest,
+    ) -> Result<pb::PrepareResponse, Status> {
+        let queue = self.handle(bank_id, |handle| handle.prepares.clone())?;
+        let (reply, answer) = oneshot::channel();
+        queue
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?
+    }
+
+    /// Phase 2 for one leg (`commit` or abort), batched per bank.
+    pub async fn finish(
+        &self,
+        bank_id: &str,
+        leg: pb::LegRequest,
+        commit: bool,
+    ) -> Result<pb::LegStatus, Status> {
+        let queue = self.handle(bank_id, |handle| handle.decisions.clone())?;
+        let (reply, answer) = oneshot::channel();
+        let request = pb::LegDecision {
+            leg: Some(leg),
+            commit,
+        };
+        queue
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?
+    }
+
     /// Ids of the banks registered now, sorted.
     pub fn bank_ids(&self) -> Vec<String> {
         let banks = self
@@ -83,11 +272,14 @@ impl BankRegistry {
             Ok(endpoint) => {
                 tracing::info!(bank_id = %entry.id, address = %entry.address, "bank available");
                 let channel = endpoint.connect_lazy();
+                let (prepares, decisions) = start_batchers(&channel);
                 banks.insert(
                     entry.id,
                     BankHandle {
                         address: entry.address,
                         channel,
+                        prepares,
+                        decisions,
                     },
                 );
             }
