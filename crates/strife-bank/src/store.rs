@@ -110,6 +110,7 @@ pub struct JournalRow {
 pub struct Store {
     writer: GroupCommit,
     reader: Mutex<Connection>,
+    _checkpointer: strife_common::sqlite::Checkpointer,
     bank_id: String,
 }
 
@@ -120,10 +121,12 @@ fn storage(error: rusqlite::Error) -> Failure {
 impl Store {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path, bank_id: &str) -> anyhow::Result<Self> {
-        let (writer, reader) = strife_common::sqlite::open_store(path, "bank database", SCHEMA)?;
+        let (writer, reader, checkpointer) =
+            strife_common::sqlite::open_store(path, "bank database", SCHEMA)?;
         Ok(Store {
             writer,
             reader: Mutex::new(reader),
+            _checkpointer: checkpointer,
             bank_id: bank_id.to_owned(),
         })
     }

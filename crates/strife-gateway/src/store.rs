@@ -183,6 +183,7 @@ pub struct LinkedAccount {
 pub struct GatewayStore {
     writer: GroupCommit,
     reader: Mutex<Connection>,
+    _checkpointer: strife_common::sqlite::Checkpointer,
 }
 
 fn storage(error: rusqlite::Error) -> Failure {
@@ -191,10 +192,12 @@ fn storage(error: rusqlite::Error) -> Failure {
 
 impl GatewayStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let (writer, reader) = strife_common::sqlite::open_store(path, "gateway database", SCHEMA)?;
+        let (writer, reader, checkpointer) =
+            strife_common::sqlite::open_store(path, "gateway database", SCHEMA)?;
         Ok(GatewayStore {
             writer,
             reader: Mutex::new(reader),
+            _checkpointer: checkpointer,
         })
     }
 
