@@ -51,6 +51,15 @@ struct Pending<Request, Response> {
     reply: oneshot::Sender<Result<Response, Status>>,
 }
 
+/// One batch item's answer: its value, or its failure as the single call would have said it.
+fn item_result<T>(value: Option<T>, error: Option<pb::ItemError>) -> Result<T, Status> {
+    match (value, error) {
+        (_, Some(error)) => Err(item_status(error)),
+        (Some(value), None) => Ok(value),
+        (None, None) => Err(Status::internal("empty batch result")),
+    }
+}
+
 /// A per-item failure as the bank reported it inside a batch, back into a `Status`.
 fn item_status(error: pb::ItemError) -> Status {
     let mut status = Status::new(Code::from_i32(error.code), error.message);
@@ -132,11 +141,7 @@ fn start_batchers(channel: &Channel) -> (PrepareQueue, DecisionQueue) {
                 .into_inner()
                 .results
                 .into_iter()
-                .map(|result| match (result.response, result.error) {
-                    (Some(response), None) => Ok(response),
-                    (_, Some(error)) => Err(item_status(error)),
-                    (None, None) => Err(Status::internal("empty batch result")),
-                })
+                .map(|result| item_result(result.response, result.error))
                 .collect())
         }
     });
@@ -154,11 +159,7 @@ fn start_batchers(channel: &Channel) -> (PrepareQueue, DecisionQueue) {
                 .into_inner()
                 .results
                 .into_iter()
-                .map(|result| match (result.status, result.error) {
-                    (Some(status), None) => Ok(status),
-                    (_, Some(error)) => Err(item_status(error)),
-                    (None, None) => Err(Status::internal("empty batch result")),
-                })
+                .map(|result| item_result(result.status, result.error))
                 .collect())
         }
     });
