@@ -444,7 +444,9 @@ impl Gateway for GatewayApi {
 
         let attempt = PaymentRecord {
             seq: 0,
-            payment_id: uuid::Uuid::new_v4().to_string(),
+            // Time-ordered (v7), so the payment and leg indexes at the gateway and the banks
+            // grow at their right edge instead of dirtying a random page per payment.
+            payment_id: uuid::Uuid::now_v7().to_string(),
             idempotency_key: body.idempotency_key,
             from: Party {
                 username: caller.username,
