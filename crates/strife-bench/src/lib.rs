@@ -182,6 +182,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                     currency: "USD".into(),
                 }),
                 holder_name: String::new(),
+                idempotency_key: String::new(),
             })
             .await
             .with_context(|| format!("opening {payer}'s account"))?;

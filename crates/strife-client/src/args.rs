@@ -33,19 +33,7 @@ pub enum ClientCommand {
     /// (admin) Register a user; the new password comes from STRIFE_NEW_PASSWORD or a prompt.
     Register { username: String },
     /// (admin) Open an account for a user at a bank.
-    OpenAccount {
-        #[arg(long = "user", id = "account_user")]
-        username: String,
-        #[arg(long)]
-        bank: String,
-        #[arg(long, default_value = "USD")]
-        currency: String,
-        /// Opening deposit, e.g. 100.00.
-        #[arg(long, default_value = "0")]
-        deposit: String,
-        #[arg(long, default_value = "")]
-        holder_name: String,
-    },
+    OpenAccount(OpenAccountArgs),
     /// Link one of your bank accounts (or update its holder name).
     Link {
         #[arg(long)]
@@ -99,4 +87,24 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         max_attempts: u32,
     },
+}
+
+/// `open-account`: which account to open for whom.
+#[derive(Debug, Args)]
+pub struct OpenAccountArgs {
+    #[arg(long = "user", id = "account_user")]
+    pub username: String,
+    #[arg(long)]
+    pub bank: String,
+    #[arg(long, default_value = "USD")]
+    pub currency: String,
+    /// Opening deposit, e.g. 100.00.
+    #[arg(long, default_value = "0")]
+    pub deposit: String,
+    #[arg(long, default_value = "")]
+    pub holder_name: String,
+    /// Idempotency key; a new one is chosen if absent. Rerun with it after a failure to open
+    /// the account exactly once.
+    #[arg(long)]
+    pub key: Option<String>,
 }

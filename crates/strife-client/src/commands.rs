@@ -11,7 +11,7 @@ use strife_common::time::now_unix_ms;
 use strife_proto::v1 as pb;
 use tonic::Status;
 
-use crate::args::{ClientArgs, ClientCommand};
+use crate::args::{ClientArgs, ClientCommand, OpenAccountArgs};
 use crate::outbox::{is_retryable, Outbox, OutboxEntry, TryOutcome};
 use crate::render::{self, explain, money_json, payment_json, table, timestamp};
 use crate::session::{connect, Gateway};
@@ -54,24 +54,7 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
     let mut gateway = connect(&args)?;
     match &args.command {
         ClientCommand::Register { username } => register(&args, &mut gateway, username).await,
-        ClientCommand::OpenAccount {
-            username,
-            bank,
-            currency,
-            deposit,
-            holder_name,
-        } => {
-            open_account(
-                &args,
-                &mut gateway,
-                username,
-                bank,
-                currency,
-                deposit,
-                holder_name,
-            )
-            .await
-        }
+        ClientCommand::OpenAccount(open) => open_account(&args, &mut gateway, open).await,
         ClientCommand::Link {
             bank,
             account,
@@ -188,23 +171,24 @@ async fn register(args: &ClientArgs, gateway: &mut Gateway, username: &str) -> a
 async fn open_account(
     args: &ClientArgs,
     gateway: &mut Gateway,
-    username: &str,
-    bank: &str,
-    currency: &str,
-    deposit: &str,
-    holder_name: &str,
+    open: &OpenAccountArgs,
 ) -> anyhow::Result<u8> {
-    let currency = money::currency(currency)?;
-    let deposit_minor = money::parse_amount_allow_zero(deposit, currency)?;
+    let currency = money::currency(&open.currency)?;
+    let deposit_minor = money::parse_amount_allow_zero(&open.deposit, currency)?;
+    let key = open
+        .key
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let request = pb::GatewayOpenAccountRequest {
-        username: username.into(),
-        bank_id: bank.into(),
+        username: open.username.clone(),
+        bank_id: open.bank.clone(),
         currency: currency.code.into(),
         opening_deposit: Some(pb::Money {
             amount_minor: deposit_minor,
             currency: currency.code.into(),
         }),
-        holder_name: holder_name.into(),
+        holder_name: open.holder_name.clone(),
+        idempotency_key: key.clone(),
     };
     match gateway.open_account(request).await {
         Ok(account) => {
@@ -219,11 +203,20 @@ async fn open_account(
                     money::format_amount(deposit_minor, currency),
                     currency.code
                 ),
-                json!({"ok": true, "username": account.username, "bank": account.bank_id, "account": account.account_number, "currency": account.currency, "deposit_minor": deposit_minor}),
+                json!({"ok": true, "username": account.username, "bank": account.bank_id, "account": account.account_number, "currency": account.currency, "deposit_minor": deposit_minor, "key": key}),
             );
             Ok(0)
         }
-        Err(status) => Ok(failed(args, &status)),
+        Err(status) => {
+            let exit = failed(args, &status);
+            if is_retryable(status.code()) {
+                eprintln!(
+                    "The account may or may not have been opened: rerun the same command with \
+                     --key {key} to open it exactly once."
+                );
+            }
+            Ok(exit)
+        }
     }
 }
 

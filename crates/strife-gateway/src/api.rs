@@ -267,6 +267,7 @@ impl Gateway for GatewayApi {
         &self,
         request: Request<pb::GatewayOpenAccountRequest>,
     ) -> Result<Response<pb::LinkedAccount>, Status> {
+        let caller = caller(&request)?;
         let body = request.into_inner();
         check_user_name("username", &body.username)?;
         check_user_name("bank", &body.bank_id)?;
@@ -286,6 +287,15 @@ impl Gateway for GatewayApi {
                 amount.amount_minor
             }
         };
+        check_text("idempotency_key", &body.idempotency_key, MAX_KEY_LEN)?;
+        // The bank opens at most one account per request id, so a keyed retry (after a lost
+        // reply, or a crash between the bank's answer and the link below) gets the same
+        // account and deposit back, and finishes the link. Admin names contain no '/'.
+        let request_id = if body.idempotency_key.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            format!("{}/{}", caller.username, body.idempotency_key)
+        };
         let name = body.username.clone();
         if self.db(move |store| store.user(&name)).await?.is_none() {
             return Err(Failure::NotFound(format!("user {} does not exist", body.username)).into());
@@ -293,7 +303,7 @@ impl Gateway for GatewayApi {
         let mut bank = self.registry.client(&body.bank_id)?;
         let account = bank
             .open_account(pb::OpenAccountRequest {
-                request_id: uuid::Uuid::new_v4().to_string(),
+                request_id,
                 owner: body.username.clone(),
                 holder_name: body.holder_name.clone(),
                 currency: currency.code.into(),

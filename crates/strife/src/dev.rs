@@ -358,6 +358,7 @@ async fn create_demo_users(
                         currency: "USD".into(),
                     }),
                     holder_name: user.to_uppercase(),
+                    idempotency_key: String::new(),
                 })
                 .await;
             match opened {

@@ -160,6 +160,7 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
             currency: "USD".into(),
         }),
         holder_name: String::new(),
+        idempotency_key: String::new(),
     };
     assert_eq!(
         alice.open_account(open).await.unwrap_err().code(),

@@ -331,3 +331,49 @@ async fn bad_payment_requests_get_precise_statuses_and_change_nothing() {
         .await
         .contains(&("alice".into(), 10_000, 0)));
 }
+
+#[tokio::test]
+async fn open_account_with_a_key_opens_once_and_a_conflicting_reuse_is_refused() {
+    let network = ManualNetwork::start(&["bank0"], &["dave"]).await;
+    network.fund("dave", "bank0", "10.00").await;
+    let open = |deposit: &'static str| {
+        network.client(
+            "admin",
+            &[
+                "open-account",
+                "--user",
+                "dave",
+                "--bank",
+                "bank0",
+                "--deposit",
+                deposit,
+                "--key",
+                "fund-dave-bank0",
+            ],
+        )
+    };
+
+    // `fund` used this key: the retry returns the same account and deposits nothing more.
+    let (code, again) = open("10.00");
+    assert_eq!(code, 0, "{again}");
+    let (code, other) = open("20.00");
+    assert_ne!(code, 0, "{other}");
+    assert_eq!(other["code"], "InvalidArgument", "{other}");
+
+    let accounts: Vec<_> = network
+        .bank(0)
+        .list_accounts(pb::ListAccountsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .accounts
+        .into_iter()
+        .filter(|account| account.owner == "dave")
+        .collect();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(
+        accounts[0].account_number,
+        again["account"].as_str().unwrap()
+    );
+    assert_eq!(accounts[0].balance_minor, 1_000);
+}

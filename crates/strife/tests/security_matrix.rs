@@ -51,6 +51,7 @@ async fn every_gateway_rpc(
                     currency: "USD".into(),
                     opening_deposit: money(1),
                     holder_name: String::new(),
+                    idempotency_key: String::new(),
                 })
                 .await
                 .map(drop),
@@ -366,6 +367,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
             currency: "USD".into(),
         }),
         holder_name: String::new(),
+        idempotency_key: String::new(),
     };
     assert_eq!(
         alice.open_account(open).await.unwrap_err().code(),

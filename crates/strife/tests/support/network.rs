@@ -160,10 +160,12 @@ impl ManualNetwork {
     }
 
     /// Registers `user` and opens a USD account at `bank` with `deposit` (e.g. "100.00"),
-    /// retrying while the gateway has not yet seen the bank in etcd.
+    /// retrying while the gateway has not yet seen the bank in etcd — with one idempotency
+    /// key, so a retry after a lost reply cannot open a second account.
     pub async fn fund(&self, user: &str, bank: &str, deposit: &str) {
         let (code, registered) = self.client("admin", &["register", user]);
         assert_eq!(code, 0, "{registered}");
+        let key = format!("fund-{user}-{bank}");
         let opened = wait_until(Duration::from_secs(10), || async {
             self.client(
                 "admin",
@@ -175,6 +177,8 @@ impl ManualNetwork {
                     bank,
                     "--deposit",
                     deposit,
+                    "--key",
+                    &key,
                 ],
             )
             .0 == 0
