@@ -179,7 +179,7 @@ struct BankArgs {
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<u8> {
-        strife_common::logging::init(self.log_json);
+        let _log = strife_common::logging::init(self.log_json);
         match self.command {
             Command::Setup(args) => run_setup(args).map(|()| 0),
             Command::Client(args) => strife_client::run(args),
