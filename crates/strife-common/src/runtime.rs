@@ -52,3 +52,34 @@ pub fn incoming_nodelay(
         Ok(stream)
     })
 }
+
+/// Ports [`free_port_for_child`] picks from: below Linux's default ephemeral range
+/// (32768–60999), where `bind(0)` listeners and outgoing connections take their ports.
+const CHILD_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port that is free now, for a child process that cannot be handed a bound socket
+/// (etcd). A port from the ephemeral range, released and bound again later by the child, can
+/// meanwhile be taken by any outgoing connection on the machine; one below that range can only
+/// be taken by someone else choosing the same way. Starts at a point that differs per process
+/// and call, and tries a bounded number of ports.
+pub fn free_port_for_child() -> std::io::Result<u16> {
+    let span = u32::from(CHILD_PORTS.end - CHILD_PORTS.start);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    for attempt in 0..256 {
+        let offset = seed.wrapping_add(attempt * 7_919) % span;
+        let Ok(offset) = u16::try_from(offset) else {
+            continue;
+        };
+        let port = CHILD_PORTS.start + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

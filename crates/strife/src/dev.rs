@@ -4,11 +4,11 @@
 //! their logs go to `<dir>/logs/`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use strife_common::runtime::free_port_for_child;
 
 use anyhow::Context;
 use strife_common::layout::Layout;
@@ -70,10 +70,6 @@ fn terminate(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn find_etcd() -> anyhow::Result<PathBuf> {
@@ -162,11 +158,11 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     };
 
     let etcd_port = if config.etcd_port == 0 {
-        free_port()?
+        free_port_for_child()?
     } else {
         config.etcd_port
     };
-    let peer_port = free_port()?;
+    let peer_port = free_port_for_child()?;
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
     let etcd_log = std::fs::File::create(logs.join("etcd.log"))?;
     let mut etcd_command = Command::new(&etcd_binary);

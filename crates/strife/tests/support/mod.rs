@@ -10,7 +10,7 @@ pub mod network;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -44,11 +44,10 @@ where
     }
 }
 
-/// A free loopback port: bound to port 0, read back, released for the child to take.
-/// (etcd cannot be handed a socket, so this is the one place a port is chosen ahead.)
+/// A free loopback port for etcd, which cannot be handed a socket: the one place a port is
+/// chosen ahead (below the ephemeral range, see `free_port_for_child`).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    strife_common::runtime::free_port_for_child().expect("a free loopback port")
 }
 
 /// A data directory made by the real `strife setup`.
@@ -253,23 +252,42 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Starts etcd (installed by `scripts/test`) and waits until it answers.
+    /// Starts etcd (installed by `scripts/test`) and waits until it answers. Should another
+    /// process take a chosen port first, etcd exits, and it is tried again on new ports.
     pub async fn start() -> Self {
-        let client_port = free_port();
-        let peer_port = free_port();
-        let mut etcd = Etcd {
-            endpoint: format!("http://127.0.0.1:{client_port}"),
-            client_port,
-            peer_port,
-            data_root: tempfile::tempdir().expect("tempdir"),
-            generation: 0,
-            process: None,
-        };
-        etcd.spawn().await;
-        etcd
+        for _ in 0..3 {
+            let client_port = free_port();
+            let peer_port = free_port();
+            let mut etcd = Etcd {
+                endpoint: format!("http://127.0.0.1:{client_port}"),
+                client_port,
+                peer_port,
+                data_root: tempfile::tempdir().expect("tempdir"),
+                generation: 0,
+                process: None,
+            };
+            if etcd.try_spawn().await {
+                return etcd;
+            }
+            eprintln!(
+                "etcd did not start; trying other ports. Its log:\n{}",
+                etcd.log_text()
+            );
+        }
+        panic!("etcd did not start on three pairs of ports");
     }
 
     async fn spawn(&mut self) {
+        assert!(
+            self.try_spawn().await,
+            "etcd did not start:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Starts etcd on this instance's ports; true once it answers, false if it exited or did
+    /// not answer within 20 s.
+    async fn try_spawn(&mut self) -> bool {
         self.generation += 1;
         let data_dir = self
             .data_root
@@ -302,14 +320,18 @@ impl Etcd {
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("etcd must be installed (scripts/test installs etcd-server)");
-        self.process = Some(Process { child, log });
+        let mut process = Process { child, log };
         let endpoint = self.endpoint.clone();
+        let mut exited = false;
         let up = wait_until(Duration::from_secs(20), || {
+            exited = exited || matches!(process.child.try_wait(), Ok(Some(_)));
             let endpoint = endpoint.clone();
-            async move { etcd_get(&endpoint, "health-probe").await.is_ok() }
+            let exited = exited;
+            async move { exited || etcd_get(&endpoint, "health-probe").await.is_ok() }
         })
         .await;
-        assert!(up, "etcd did not start");
+        self.process = Some(process);
+        up && !exited
     }
 
     /// SIGKILLs etcd.
