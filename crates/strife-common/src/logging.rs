@@ -17,7 +17,9 @@ const QUEUED_LINES: usize = 64 * 1024;
 
 /// Keeps the log writer running; dropping it flushes what is queued. Hold it until exit.
 #[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+pub struct LogGuard {
+    _writer: WorkerGuard,
+}
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(json: bool) -> LogGuard {
@@ -39,5 +41,5 @@ pub fn init(json: bool) -> LogGuard {
     };
     // An already-installed subscriber (tests) is fine.
     drop(result);
-    LogGuard(guard)
+    LogGuard { _writer: guard }
 }

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use strife_common::runtime::free_port_for_child;
 
 use anyhow::Context;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
+use strife_common::runtime::free_port_for_child;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::{self as pb, gateway_client::GatewayClient};
 use tonic::Code;
@@ -354,7 +354,9 @@ async fn create_demo_users(
                         currency: "USD".into(),
                     }),
                     holder_name: user.to_uppercase(),
-                    idempotency_key: String::new(),
+                    // One key for every retry below: a retry after a lost reply returns the
+                    // account the first try opened instead of opening a second one.
+                    idempotency_key: format!("dev-demo-{user}"),
                 })
                 .await;
             match opened {
