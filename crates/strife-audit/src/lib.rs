@@ -15,11 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 use rusqlite::OpenFlags;
 use serde::Serialize;
-use strife_common::discovery::{ServiceEntry, BANKS_PREFIX};
+use strife_common::discovery::{bank_entry_from_kv, BANKS_PREFIX};
 use strife_common::layout::Layout;
 use strife_common::money::{self, Amount};
 use strife_common::time::now_unix_ms;
-use strife_common::tls::TlsMaterial;
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
@@ -211,7 +211,7 @@ async fn bank_addresses(endpoints: &[String]) -> anyhow::Result<HashMap<String, 
     Ok(response
         .kvs()
         .iter()
-        .filter_map(|kv| serde_json::from_slice::<ServiceEntry>(kv.value()).ok())
+        .filter_map(|kv| bank_entry_from_kv(kv.key(), kv.value()).ok())
         .map(|entry| (entry.id, entry.address))
         .collect())
 }
@@ -234,7 +234,9 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             );
             continue;
         };
-        let channel = tls.endpoint(address, CALL_TIMEOUT)?.connect_lazy();
+        let channel = tls
+            .endpoint(address, &ExpectedPeer::Bank(bank_id.clone()), CALL_TIMEOUT)?
+            .connect_lazy();
         match audit_bank(
             bank_id,
             BankClient::new(channel),

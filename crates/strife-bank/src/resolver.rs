@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::discovery::{ServiceEntry, GATEWAY_KEY};
 use strife_common::time::now_unix_ms;
-use strife_common::tls::TlsMaterial;
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tokio::sync::{watch, Mutex};
 use tonic::transport::Channel;
@@ -80,7 +80,7 @@ impl DecisionClient {
         }
         let channel = self
             .tls
-            .endpoint(&address, DECISION_QUERY_TIMEOUT)?
+            .endpoint(&address, &ExpectedPeer::Gateway, DECISION_QUERY_TIMEOUT)?
             .connect_lazy();
         *cached = Some((address, channel.clone()));
         Ok(channel)

@@ -16,7 +16,7 @@ use serde::Serialize;
 use strife_common::failure::reason_of;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
-use strife_common::tls::TlsMaterial;
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -149,6 +149,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         banks: manifest.banks.clone(),
         users: payers.clone(),
         force: false,
+        hosts: Default::default(),
     })?;
 
     let admin_tls = TlsMaterial::load(
@@ -156,7 +157,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         &layout.user_identity(strife_pki::ADMIN_USER),
     )?;
     let admin_channel = admin_tls
-        .endpoint(&config.gateway, CALL_TIMEOUT)?
+        .endpoint(&config.gateway, &ExpectedPeer::Gateway, CALL_TIMEOUT)?
         .connect_lazy();
     let mut admin = gateway_as(
         admin_channel,
@@ -193,7 +194,9 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let mut clients = Vec::new();
     for payer in &payers {
         let tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity(payer))?;
-        let channel = tls.endpoint(&config.gateway, CALL_TIMEOUT)?.connect_lazy();
+        let channel = tls
+            .endpoint(&config.gateway, &ExpectedPeer::Gateway, CALL_TIMEOUT)?
+            .connect_lazy();
         clients.push(gateway_as(channel, payer, &password)?);
     }
     // Warm up: one authenticated call per payer (TLS handshake + one argon2id verify each).
@@ -350,17 +353,20 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             Some(etcd_client::GetOptions::new().with_prefix()),
         )
         .await?;
-    let entry: strife_common::discovery::ServiceEntry = serde_json::from_slice(
-        response
-            .kvs()
-            .first()
-            .context("no bank registered in etcd")?
-            .value(),
-    )?;
+    let first = response
+        .kvs()
+        .first()
+        .context("no bank registered in etcd")?;
+    let entry = strife_common::discovery::bank_entry_from_kv(first.key(), first.value())
+        .map_err(anyhow::Error::msg)?;
     let channels: Vec<Channel> = (0..config.connections)
         .map(|_| {
-            tls.endpoint(&entry.address, CALL_TIMEOUT)
-                .map(|endpoint| endpoint.connect_lazy())
+            tls.endpoint(
+                &entry.address,
+                &ExpectedPeer::Bank(entry.id.clone()),
+                CALL_TIMEOUT,
+            )
+            .map(|endpoint| endpoint.connect_lazy())
         })
         .collect::<Result<_, _>>()?;
     let started = Instant::now();

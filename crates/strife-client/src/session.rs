@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
-use strife_common::tls::TlsMaterial;
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::gateway_client::GatewayClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -55,6 +55,8 @@ pub fn connect(args: &ClientArgs) -> anyhow::Result<Gateway> {
     let password = password(args, &layout)?;
     let credentials = Credentials::new(&args.user, &password)
         .context("the user name and password must be printable ASCII")?;
-    let channel = tls.endpoint(&args.gateway, CALL_TIMEOUT)?.connect_lazy();
+    let channel = tls
+        .endpoint(&args.gateway, &ExpectedPeer::Gateway, CALL_TIMEOUT)?
+        .connect_lazy();
     Ok(GatewayClient::with_interceptor(channel, credentials))
 }

@@ -25,6 +25,41 @@ pub struct ServiceEntry {
     pub address: String,
 }
 
+/// Most bank entries a reader of etcd keeps; past it, entries are ignored (and logged), so a
+/// flood of bogus keys cannot grow the gateway without bound.
+pub const MAX_BANK_ENTRIES: usize = 1_024;
+/// Longest address accepted from an entry.
+const MAX_ADDRESS_LEN: usize = 256;
+
+/// Reads one bank entry from etcd: the key must be `BANKS_PREFIX<id>`, the value's `id` must
+/// be that same id (a valid bank name), and the address bounded. An entry whose key and id
+/// disagree is refused, so nobody can route a bank id through another key; the peer's
+/// certificate is then pinned to the id on every connection (`tls::ExpectedPeer`), so even a
+/// well-formed entry cannot send a bank's traffic to someone else.
+pub fn bank_entry_from_kv(key: &[u8], value: &[u8]) -> Result<ServiceEntry, String> {
+    let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
+    let key_id = key
+        .strip_prefix(BANKS_PREFIX)
+        .ok_or_else(|| format!("key {key:?} is outside {BANKS_PREFIX}"))?;
+    let entry: ServiceEntry = serde_json::from_slice(value)
+        .map_err(|error| format!("key {key:?}: value is not a service entry: {error}"))?;
+    crate::layout::validate_name("bank", key_id)
+        .map_err(|error| format!("key {key:?}: {error}"))?;
+    if entry.id != key_id {
+        return Err(format!(
+            "key {key:?} names bank {key_id:?} but its entry claims {:?}",
+            entry.id.escape_debug().to_string()
+        ));
+    }
+    if entry.address.is_empty()
+        || entry.address.len() > MAX_ADDRESS_LEN
+        || entry.address.chars().any(char::is_control)
+    {
+        return Err(format!("key {key:?}: bad address"));
+    }
+    Ok(entry)
+}
+
 /// Where a running local network (`strife dev`) can be reached; written to
 /// `<dir>/network.json` so other commands (`bench`, `audit`) find it without flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,5 +73,36 @@ impl NetworkInfo {
     pub fn load(layout: &crate::layout::Layout) -> Option<Self> {
         let bytes = std::fs::read(layout.network_file()).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(id: &str) -> Vec<u8> {
+        serde_json::to_vec(&ServiceEntry {
+            id: id.into(),
+            address: "127.0.0.1:1".into(),
+        })
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_bank_entry_must_be_filed_under_its_own_id() {
+        assert!(bank_entry_from_kv(b"/strife/v1/banks/bank0", &value("bank0")).is_ok());
+        for (key, id) in [
+            ("/strife/v1/banks/zz-shadow", "bank0"),
+            ("/strife/v1/banks/bank0", "bank1"),
+            ("/strife/v1/banks/bank0/x", "bank0/x"),
+            ("/strife/v1/gateway", "gateway"),
+            ("/strife/v1/banks/", ""),
+        ] {
+            assert!(
+                bank_entry_from_kv(key.as_bytes(), &value(id)).is_err(),
+                "{key}"
+            );
+        }
+        assert!(bank_entry_from_kv(b"/strife/v1/banks/bank0", b"not json").is_err());
     }
 }

@@ -5,6 +5,14 @@
 //! A certificate's role is its OU (`strife-gateway`, `strife-bank`, `strife-user`) and its
 //! name is its CN (`gateway`, a bank id, a user name). Keeping the role apart from the name
 //! means a user called `bank0` can never pass for the bank `bank0`.
+//!
+//! **Pinning.** A server certificate (gateway, bank) also carries an *identity name* as a DNS
+//! SAN, `<name>.<role>.strife.invalid` (see [`identity_dns_name`]), and every client dials with
+//! that name as the TLS server name ([`ExpectedPeer`]). So TLS itself refuses a server whose
+//! certificate is not the exact role and name the caller meant to reach, whatever address
+//! etcd handed out: a user certificate (no SAN, `clientAuth` only) can never serve as a bank
+//! or the gateway, and bank1's certificate can never answer for bank0. The `.invalid` TLD is
+//! reserved (RFC 2606), so the name can never be a real host someone else controls.
 
 use std::fmt;
 use std::path::Path;
@@ -26,6 +34,77 @@ pub const OU_BANK: &str = "strife-bank";
 pub const OU_USER: &str = "strife-user";
 /// CN of the gateway's certificate.
 pub const GATEWAY_CN: &str = "gateway";
+
+/// Suffix of every identity name (RFC 2606 reserves `.invalid`; it never resolves).
+pub const IDENTITY_DNS_SUFFIX: &str = "strife.invalid";
+
+/// The DNS SAN that pins a server certificate to its role and name:
+/// `bank0.bank.strife.invalid`, `gateway.gateway.strife.invalid`.
+pub fn identity_dns_name(role: PeerRole, name: &str) -> String {
+    let role_label = match role {
+        PeerRole::Gateway => "gateway",
+        PeerRole::Bank => "bank",
+        PeerRole::User => "user",
+    };
+    // DNS names are case-insensitive, and names may hold '_' and be 64 bytes long, neither
+    // of which a hostname label allows. A name that already is a safe label (lowercase
+    // letters, digits, inner '-', not starting with 'x') is used as is; any other becomes
+    // 'x' followed by its bytes, each outside [a-w y-z 0-9] written as `x<hex>`, split into
+    // labels of at most 60. Only encoded names start with 'x' and `x` always starts an
+    // escape, so the mapping is one-to-one (`Bank_0` and `bank_0` differ).
+    let is_plain_byte = |byte: u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
+    let plain = name.len() <= 63
+        && !name.starts_with('x')
+        && !name.ends_with('-')
+        && name.bytes().all(|byte| is_plain_byte(byte) || byte == b'-');
+    let label = if plain {
+        name.to_owned()
+    } else {
+        let mut encoded = String::from("x");
+        for byte in name.bytes() {
+            if is_plain_byte(byte) && byte != b'x' {
+                encoded.push(byte as char);
+            } else {
+                encoded.push_str(&format!("x{byte:02x}"));
+            }
+        }
+        let chunks: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(60)
+            .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+            .collect();
+        chunks.join(".")
+    };
+    format!("{label}.{role_label}.{IDENTITY_DNS_SUFFIX}")
+}
+
+/// The server a client means to reach; its certificate must carry exactly this identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpectedPeer {
+    /// The payment gateway (clients, and banks asking for a decision).
+    Gateway,
+    /// The bank with this id (the gateway, audit).
+    Bank(String),
+}
+
+impl ExpectedPeer {
+    /// The TLS server name the peer's certificate must carry.
+    pub fn server_name(&self) -> String {
+        match self {
+            ExpectedPeer::Gateway => identity_dns_name(PeerRole::Gateway, GATEWAY_CN),
+            ExpectedPeer::Bank(bank_id) => identity_dns_name(PeerRole::Bank, bank_id),
+        }
+    }
+}
+
+impl fmt::Display for ExpectedPeer {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedPeer::Gateway => write!(formatter, "the gateway"),
+            ExpectedPeer::Bank(bank_id) => write!(formatter, "bank {bank_id}"),
+        }
+    }
+}
 
 /// How long before expiry a process starts warning about its certificate.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -187,20 +266,28 @@ impl TlsMaterial {
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
     }
 
-    /// Client side: trust only our CA, present our certificate.
-    pub fn client_config(&self) -> ClientTlsConfig {
+    /// Client side: trust only our CA, present our certificate, and accept only a server
+    /// certificate that carries `expected`'s identity name (see the module doc).
+    pub fn client_config(&self, expected: &ExpectedPeer) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .domain_name(expected.server_name())
     }
 
-    /// An endpoint for `address` (`host:port` or `https://host:port`) over mutual TLS, with
-    /// bounded connect and request timeouts.
-    pub fn endpoint(&self, address: &str, request_timeout: Duration) -> anyhow::Result<Endpoint> {
+    /// An endpoint for `address` (`host:port` or `https://host:port`) over mutual TLS that
+    /// talks only to `expected` (whatever answers at the address), with bounded connect and
+    /// request timeouts.
+    pub fn endpoint(
+        &self,
+        address: &str,
+        expected: &ExpectedPeer,
+        request_timeout: Duration,
+    ) -> anyhow::Result<Endpoint> {
         let uri = https_uri(address);
         let endpoint = Endpoint::from_shared(uri.clone())
             .with_context(|| format!("bad address {address:?}"))?
-            .tls_config(self.client_config())
+            .tls_config(self.client_config(expected))
             .with_context(|| format!("TLS configuration for {uri}"))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(request_timeout)
@@ -222,4 +309,44 @@ fn pem_to_der(pem: &[u8]) -> anyhow::Result<Vec<u8>> {
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem)
         .map_err(|error| anyhow::anyhow!("bad PEM certificate: {error}"))?;
     Ok(parsed.contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_names_are_one_to_one_and_hostname_safe() {
+        assert_eq!(
+            identity_dns_name(PeerRole::Bank, "bank0"),
+            "bank0.bank.strife.invalid"
+        );
+        assert_eq!(
+            ExpectedPeer::Gateway.server_name(),
+            "gateway.gateway.strife.invalid"
+        );
+        let long = "B".repeat(64);
+        let names = [
+            "bank_0", "Bank0", "bank0", "xbank0", "x", "b-1", "b-", &long,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let dns = identity_dns_name(PeerRole::Bank, name);
+            for label in dns.split('.') {
+                assert!(label.len() <= 63 && !label.ends_with('-'), "{dns}");
+                assert!(
+                    label.bytes().all(|byte| byte.is_ascii_lowercase()
+                        || byte.is_ascii_digit()
+                        || byte == b'-'),
+                    "{dns}"
+                );
+            }
+            assert!(dns.len() <= 253, "{dns}");
+            assert!(seen.insert(dns), "{name} collides");
+        }
+        assert_ne!(
+            identity_dns_name(PeerRole::Bank, "gateway"),
+            identity_dns_name(PeerRole::Gateway, "gateway")
+        );
+    }
 }

@@ -3,6 +3,12 @@
 //! TLS (made lazily, reconnecting by itself), replaced only when the bank's address changes.
 //! A bank whose lease expires disappears from the map and is `UNAVAILABLE` from then on.
 //!
+//! etcd is not trusted to say who a bank is: an entry counts only when its key is
+//! `/strife/v1/banks/<id>` and its value claims that same id (`discovery::bank_entry_from_kv`),
+//! the map is keyed by that id, a deleted key removes exactly the entry it added, and every
+//! channel is pinned to the bank's certificate (`ExpectedPeer::Bank(id)`), so an entry
+//! pointing a bank id at someone else's server gets a refused TLS handshake, never a prepare.
+//!
 //! The coordinator's prepares and phase-2 decisions go through a per-bank batcher: concurrent
 //! payments' legs for the same bank travel in one `PrepareBatch` / `FinishBatch` RPC (and so
 //! one group commit at the bank), which is what lets throughput grow past one RPC per leg.
@@ -13,8 +19,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
-use strife_common::discovery::{ServiceEntry, BANKS_PREFIX};
-use strife_common::tls::TlsMaterial;
+use strife_common::discovery::{bank_entry_from_kv, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES};
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -269,7 +275,15 @@ impl BankRegistry {
         {
             return;
         }
-        match self.tls.endpoint(&entry.address, BANK_CALL_TIMEOUT) {
+        if !banks.contains_key(&entry.id) && banks.len() >= MAX_BANK_ENTRIES {
+            tracing::warn!(bank_id = %entry.id, limit = MAX_BANK_ENTRIES, "ignoring bank entry: too many banks registered");
+            return;
+        }
+        let expected = ExpectedPeer::Bank(entry.id.clone());
+        match self
+            .tls
+            .endpoint(&entry.address, &expected, BANK_CALL_TIMEOUT)
+        {
             Ok(endpoint) => {
                 tracing::info!(bank_id = %entry.id, address = %entry.address, "bank available");
                 let channel = endpoint.connect_lazy();
@@ -297,6 +311,14 @@ impl BankRegistry {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if banks.remove(bank_id).is_some() {
             tracing::warn!(bank_id, "bank unavailable (left etcd)");
+        }
+    }
+
+    /// Forgets what the entry under `key` added: only `BANKS_PREFIX<id>` ever adds `id`.
+    fn remove_key(&self, key: &[u8]) {
+        let key = String::from_utf8_lossy(key);
+        if let Some(bank_id) = key.strip_prefix(BANKS_PREFIX) {
+            self.remove(bank_id);
         }
     }
 
@@ -350,7 +372,7 @@ impl BankRegistry {
         let entries = snapshot
             .kvs()
             .iter()
-            .filter_map(|kv| serde_json::from_slice::<ServiceEntry>(kv.value()).ok())
+            .filter_map(|kv| valid_entry(kv.key(), kv.value()))
             .collect();
         self.replace_all(entries);
         let options = WatchOptions::new()
@@ -365,19 +387,26 @@ impl BankRegistry {
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
-                    EventType::Put => match serde_json::from_slice::<ServiceEntry>(kv.value()) {
-                        Ok(entry) => self.upsert(entry),
-                        Err(error) => tracing::warn!(%error, "ignoring malformed bank entry"),
+                    EventType::Put => match valid_entry(kv.key(), kv.value()) {
+                        Some(entry) => self.upsert(entry),
+                        // A key rewritten into something invalid no longer stands for its bank.
+                        None => self.remove_key(kv.key()),
                     },
-                    EventType::Delete => {
-                        let key = String::from_utf8_lossy(kv.key());
-                        if let Some(bank_id) = key.strip_prefix(BANKS_PREFIX) {
-                            self.remove(bank_id);
-                        }
-                    }
+                    EventType::Delete => self.remove_key(kv.key()),
                 }
             }
         }
         anyhow::bail!("etcd closed the watch")
+    }
+}
+
+/// A bank entry as the registry accepts it, or `None` (logged) for anything else.
+fn valid_entry(key: &[u8], value: &[u8]) -> Option<ServiceEntry> {
+    match bank_entry_from_kv(key, value) {
+        Ok(entry) => Some(entry),
+        Err(problem) => {
+            tracing::warn!(problem = %problem, "ignoring bank entry in etcd");
+            None
+        }
     }
 }

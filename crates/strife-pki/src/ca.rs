@@ -9,7 +9,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::PeerRole;
+use strife_common::tls::{identity_dns_name, PeerRole};
 use time::OffsetDateTime;
 
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -98,17 +98,44 @@ impl CertificateAuthority {
         self.issuer.key().serialize_pem()
     }
 
-    /// Issues a certificate for `name` in `role`, usable as TLS server and client, with SANs
-    /// `localhost` and `127.0.0.1`.
+    /// Issues a certificate for `name` in `role` with the role's profile, served (for the
+    /// gateway and banks) on loopback: see [`CertificateAuthority::issue_for_hosts`].
     pub fn issue(
         &self,
         role: PeerRole,
         name: &str,
         validity: Validity,
     ) -> anyhow::Result<IssuedCertificate> {
+        self.issue_for_hosts(role, name, &default_hosts(), validity)
+    }
+
+    /// Issues a certificate for `name` in `role`. Profiles:
+    /// - user (and admin): `clientAuth` only, no SAN, so it can never serve TLS;
+    /// - gateway, bank: `serverAuth` + `clientAuth`, SANs = the identity name that pins it
+    ///   (`strife_common::tls::identity_dns_name`) plus `hosts` it is served on.
+    pub fn issue_for_hosts(
+        &self,
+        role: PeerRole,
+        name: &str,
+        hosts: &[String],
+        validity: Validity,
+    ) -> anyhow::Result<IssuedCertificate> {
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        let (subject_alt_names, extended_key_usages) = match role {
+            PeerRole::User => (Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]),
+            PeerRole::Gateway | PeerRole::Bank => {
+                let mut names = vec![identity_dns_name(role, name)];
+                names.extend(hosts.iter().cloned());
+                (
+                    names,
+                    vec![
+                        ExtendedKeyUsagePurpose::ServerAuth,
+                        ExtendedKeyUsagePurpose::ClientAuth,
+                    ],
+                )
+            }
+        };
+        let mut params = CertificateParams::new(subject_alt_names)?;
         let mut subject = DistinguishedName::new();
         subject.push(DnType::CommonName, name);
         subject.push(DnType::OrganizationalUnitName, role.organizational_unit());
@@ -119,10 +146,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = extended_key_usages;
         params.use_authority_key_identifier_extension = true;
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
@@ -131,5 +155,45 @@ impl CertificateAuthority {
             certificate_pem: certificate.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+}
+
+/// Hosts a server certificate names when setup is given none: loopback.
+pub fn default_hosts() -> Vec<String> {
+    vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
+}
+
+/// Whether an existing certificate already has the profile this version issues for its role
+/// (a server certificate carries its identity name; a user certificate cannot serve TLS).
+/// Setup reissues certificates made by older versions, which pinning would refuse.
+pub fn has_current_profile(certificate_pem: &str, role: PeerRole, name: &str) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(certificate_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(certificate) = pem.parse_x509() else {
+        return false;
+    };
+    let dns_names: Vec<String> = match certificate.subject_alternative_name() {
+        Ok(Some(extension)) => extension
+            .value
+            .general_names
+            .iter()
+            .filter_map(|general_name| match general_name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(_) => return false,
+    };
+    let server_auth = matches!(
+        certificate.extended_key_usage(),
+        Ok(Some(usage)) if usage.value.server_auth
+    );
+    match role {
+        PeerRole::User => !server_auth && dns_names.is_empty(),
+        PeerRole::Gateway | PeerRole::Bank => {
+            server_auth && dns_names.contains(&identity_dns_name(role, name))
+        }
     }
 }

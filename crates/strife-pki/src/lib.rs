@@ -7,6 +7,7 @@
 mod ca;
 mod files;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -14,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use strife_common::layout::{validate_name, KeyPairPaths, Layout};
 use strife_common::tls::{PeerRole, GATEWAY_CN};
 
-pub use ca::{CertificateAuthority, IssuedCertificate, Validity};
+pub use ca::{
+    default_hosts, has_current_profile, CertificateAuthority, IssuedCertificate, Validity,
+};
 
 /// The admin's user name (its certificate CN and its gateway login).
 pub const ADMIN_USER: &str = "admin";
@@ -27,6 +30,9 @@ pub struct SetupOptions {
     pub users: Vec<String>,
     /// Replace existing keys (the CA and every certificate) instead of keeping them.
     pub force: bool,
+    /// Hosts a server certificate is served on, by process name (`gateway` or a bank id);
+    /// a process not listed gets loopback (`localhost`, `127.0.0.1`).
+    pub hosts: BTreeMap<String, Vec<String>>,
 }
 
 /// What setup did, for the caller to print.
@@ -75,6 +81,12 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
             "the admin user is always created; leave it out of --users"
         );
     }
+    for process in options.hosts.keys() {
+        anyhow::ensure!(
+            process == GATEWAY_CN || options.banks.contains(process),
+            "--host names {process:?}, which is neither `gateway` nor one of --banks"
+        );
+    }
     let layout = Layout::new(&options.dir);
     let mut report = SetupReport {
         admin_password_file: layout.admin_password(),
@@ -107,11 +119,18 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
     // A new CA invalidates every old certificate, so `force` (or a fresh CA) reissues all.
     let reissue_all = report.created.contains(&ca_paths.cert);
     for (role, name, paths) in wanted {
-        if paths.key.exists() && !reissue_all {
+        let hosts = options.hosts.get(&name).filter(|_| role != PeerRole::User);
+        // An existing certificate is kept unless setup must reissue: a new CA, new hosts
+        // asked for, or a profile from an older version (which peers would now refuse).
+        let current_profile = std::fs::read_to_string(&paths.cert)
+            .map(|pem| has_current_profile(&pem, role, &name))
+            .unwrap_or(false);
+        if paths.key.exists() && !reissue_all && hosts.is_none() && current_profile {
             report.kept.push(paths.cert);
             continue;
         }
-        let issued = ca.issue(role, &name, Validity::default_leaf())?;
+        let hosts = hosts.cloned().unwrap_or_else(default_hosts);
+        let issued = ca.issue_for_hosts(role, &name, &hosts, Validity::default_leaf())?;
         files::write_pair(&paths, &issued.certificate_pem, &issued.key_pem)?;
         report.created.push(paths.cert);
     }

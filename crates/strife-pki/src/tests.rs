@@ -11,6 +11,7 @@ fn options(dir: &std::path::Path) -> SetupOptions {
         banks: vec!["bank0".into(), "bank1".into()],
         users: vec!["alice".into()],
         force: false,
+        hosts: Default::default(),
     }
 }
 
@@ -43,12 +44,26 @@ fn setup_makes_every_identity_with_private_keys_0600() {
             }
         );
         let (_, certificate) = X509Certificate::from_der(&der).unwrap();
-        let sans = certificate.subject_alternative_name().unwrap().unwrap();
-        let rendered = format!("{:?}", sans.value.general_names);
-        assert!(
-            rendered.contains("localhost") && rendered.contains("[127, 0, 0, 1]"),
-            "{rendered}"
-        );
+        let usage = certificate.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.client_auth);
+        let sans = certificate.subject_alternative_name().unwrap();
+        if role == PeerRole::User {
+            // A user certificate can never serve TLS: no serverAuth, no name to serve.
+            assert!(!usage.server_auth, "{name}");
+            assert!(sans.is_none(), "{name}");
+        } else {
+            assert!(usage.server_auth, "{name}");
+            let rendered = format!("{:?}", sans.unwrap().value.general_names);
+            let identity = strife_common::tls::identity_dns_name(role, name);
+            assert!(
+                rendered.contains("localhost")
+                    && rendered.contains("[127, 0, 0, 1]")
+                    && rendered.contains(&identity),
+                "{rendered}"
+            );
+        }
+        let pem = std::fs::read_to_string(&paths.cert).unwrap();
+        assert!(has_current_profile(&pem, role, name), "{name}");
         let mode = std::fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", paths.key.display());
     }
@@ -119,4 +134,45 @@ fn bad_names_are_refused_before_anything_is_written() {
     assert!(!Layout::new(dir.path()).ca().key.exists());
     bad.users = vec!["admin".into()];
     assert!(setup(&bad).is_err());
+}
+
+#[test]
+fn hosts_go_into_server_certificates_and_old_profiles_are_reissued() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(&options(dir.path())).unwrap();
+    let layout = Layout::new(dir.path());
+    // A certificate with an outdated profile (a user certificate that could serve TLS, as
+    // earlier versions issued) is replaced by the next setup run; current ones are kept.
+    let ca = CertificateAuthority::load(&layout.ca()).unwrap();
+    let old = ca
+        .issue_for_hosts(
+            PeerRole::Gateway,
+            "alice",
+            &default_hosts(),
+            Validity::default_leaf(),
+        )
+        .unwrap();
+    std::fs::write(layout.user_identity("alice").cert, &old.certificate_pem).unwrap();
+    let mut again = options(dir.path());
+    again
+        .hosts
+        .insert("bank0".into(), vec!["bank0.example.com".into()]);
+    let report = setup(&again).unwrap();
+    assert!(report.created.contains(&layout.user_identity("alice").cert));
+    assert!(report.created.contains(&layout.bank_identity("bank0").cert));
+    assert!(report.kept.contains(&layout.bank_identity("bank1").cert));
+    let der = der_of(&layout.bank_identity("bank0").cert);
+    let (_, certificate) = X509Certificate::from_der(&der).unwrap();
+    let rendered = format!(
+        "{:?}",
+        certificate
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+    );
+    assert!(rendered.contains("bank0.example.com"), "{rendered}");
+    let mut unknown = options(dir.path());
+    unknown.hosts.insert("bank9".into(), vec!["x".into()]);
+    assert!(setup(&unknown).is_err());
 }

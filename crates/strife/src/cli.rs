@@ -144,6 +144,37 @@ struct SetupArgs {
     /// Replace existing keys.
     #[arg(long)]
     force: bool,
+    /// Hosts a server certificate is issued for, as `process=host[+host…]`, comma-separated:
+    /// `--host gateway=gw.example.com,bank0=10.0.0.5+bank0.example.com`. Unlisted processes
+    /// get loopback. Peers are pinned by role and name either way.
+    #[arg(long = "host", value_delimiter = ',', value_parser = parse_host)]
+    hosts: Vec<(String, Vec<String>)>,
+}
+
+/// `bank0=10.0.0.5+bank0.example.com` → (`bank0`, [`10.0.0.5`, `bank0.example.com`]).
+fn parse_host(text: &str) -> Result<(String, Vec<String>), String> {
+    let (process, hosts) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--host {text:?}: expected process=host[+host…]"))?;
+    let hosts: Vec<String> = hosts
+        .split('+')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if process.is_empty() || hosts.is_empty() {
+        return Err(format!("--host {text:?}: expected process=host[+host…]"));
+    }
+    if let Some(bad) = hosts.iter().find(|host| {
+        !host
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b':'))
+    }) {
+        return Err(format!(
+            "--host {text:?}: {bad:?} is not a host name or IP address"
+        ));
+    }
+    Ok((process.to_owned(), hosts))
 }
 
 #[derive(Debug, clap::Args)]
@@ -242,6 +273,7 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
         banks: args.banks,
         users: args.users,
         force: args.force,
+        hosts: args.hosts.into_iter().collect(),
     };
     let report = strife_pki::setup(&options)?;
     for path in &report.created {

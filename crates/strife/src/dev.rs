@@ -13,7 +13,7 @@ use anyhow::Context;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
 use strife_common::runtime::free_port_for_child;
-use strife_common::tls::TlsMaterial;
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, gateway_client::GatewayClient};
 use tonic::Code;
 
@@ -147,6 +147,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
                 .map(|(user, _, _)| (*user).to_owned())
                 .collect(),
             force: false,
+            hosts: Default::default(),
         };
         strife_pki::setup(&options)?;
     }
@@ -310,7 +311,7 @@ async fn create_demo_users(
     let passwords = demo_passwords(layout.root())?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity("admin"))?;
     let channel = tls
-        .endpoint(gateway, Duration::from_secs(10))?
+        .endpoint(gateway, &ExpectedPeer::Gateway, Duration::from_secs(10))?
         .connect_lazy();
     let admin_password = strife_pki::read_admin_password(layout)?;
     let mut admin: AdminClient =

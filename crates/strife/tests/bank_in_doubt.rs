@@ -140,7 +140,7 @@ async fn overdue_legs_take_the_coordinators_decision_and_pending_ones_keep_their
         .arg("--resolve-interval-ms")
         .arg("50")
         .start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, 10_000).await;
     let payee = open_account(&mut client, 0).await;
 
@@ -255,7 +255,7 @@ async fn while_the_coordinator_is_unreachable_the_hold_stays_visible() {
         .arg("--resolve-interval-ms")
         .arg("50")
         .start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, 5_000).await;
     prepare_due_soon(&mut client, "orphan", pb::LegRole::Debit, &payer, 1_500).await;
 

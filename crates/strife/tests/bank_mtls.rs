@@ -24,7 +24,7 @@ fn open_request(request_id: &str) -> pb::OpenAccountRequest {
 }
 
 async fn account_count(network: &Network, address: &str) -> usize {
-    let mut gateway = network.gateway_bank_client(address);
+    let mut gateway = network.gateway_bank_client("bank0", address);
     gateway
         .list_accounts(pb::ListAccountsRequest {})
         .await
@@ -75,7 +75,7 @@ async fn a_certificate_from_another_ca_is_refused() {
     let address = bank.address.to_string();
     let foreign = foreign_gateway_identity(network.path());
     let tls = TlsMaterial::load(&network.layout().ca().cert, &foreign).unwrap();
-    let refused = bank_client(&tls, &address)
+    let refused = bank_client(&tls, "bank0", &address)
         .open_account(open_request("foreign"))
         .await;
     assert!(refused.is_err(), "a foreign CA's 'gateway' must be refused");
@@ -95,7 +95,7 @@ async fn users_admin_and_other_banks_are_permission_denied() {
         layout.bank_identity("bank0"),
     ];
     for identity in impostors {
-        let mut client = bank_client(&network.tls(&identity), &address);
+        let mut client = bank_client(&network.tls(&identity), "bank0", &address);
         let status = client
             .open_account(open_request("impostor"))
             .await
@@ -123,7 +123,7 @@ async fn users_admin_and_other_banks_are_permission_denied() {
         assert_eq!(status.code(), Code::PermissionDenied);
     }
     assert_eq!(account_count(&network, &address).await, 0);
-    let mut gateway = network.gateway_bank_client(&address);
+    let mut gateway = network.gateway_bank_client("bank0", &address);
     let no_tombstone = gateway
         .get_leg(pb::LegRequest {
             payment_id: "p".into(),

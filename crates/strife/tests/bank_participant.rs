@@ -86,7 +86,7 @@ async fn journal_sum(client: &mut BankClient<Channel>, account: &str) -> i64 {
 async fn prepare_commit_moves_money_once_and_every_step_is_idempotent() {
     let network = Network::setup(&["bank0"], &[]);
     let bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, "open-1", "alice", 10_000).await;
     let payee = open_account(&mut client, "open-2", "bob", 0).await;
     assert_eq!(payer.bank_id, "bank0");
@@ -173,7 +173,7 @@ async fn prepare_commit_moves_money_once_and_every_step_is_idempotent() {
 async fn abort_releases_the_hold_and_a_late_prepare_votes_no() {
     let network = Network::setup(&["bank0"], &[]);
     let bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, "open-1", "alice", 1_000).await;
 
     client
@@ -244,7 +244,7 @@ async fn abort_releases_the_hold_and_a_late_prepare_votes_no() {
 async fn no_votes_are_persisted_with_their_reason() {
     let network = Network::setup(&["bank0"], &[]);
     let bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, "open-1", "alice", 500).await;
 
     let cases = [
@@ -308,7 +308,7 @@ async fn no_votes_are_persisted_with_their_reason() {
 async fn hundred_concurrent_debit_prepares_vote_yes_exactly_fifty_times() {
     let network = Network::setup(&["bank0"], &[]);
     let bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, "open-1", "alice", 50_000).await;
 
     let attempts: Vec<_> = (0..100)
@@ -349,7 +349,7 @@ async fn hundred_concurrent_debit_prepares_vote_yes_exactly_fifty_times() {
 async fn sigkill_after_yes_vote_keeps_the_hold_and_commit_applies_once() {
     let network = Network::setup(&["bank0"], &[]);
     let mut bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, "open-1", "alice", 10_000).await;
     let vote = client
         .prepare(prepare_request(
@@ -365,7 +365,7 @@ async fn sigkill_after_yes_vote_keeps_the_hold_and_commit_applies_once() {
 
     bank.process.kill();
     let bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let after_restart = balance(&mut client, &payer.account_number).await;
     assert_eq!(
         (after_restart.balance_minor, after_restart.held_minor),
@@ -407,7 +407,7 @@ async fn sigkill_after_yes_vote_keeps_the_hold_and_commit_applies_once() {
 async fn bad_input_gets_the_spec_statuses_and_changes_nothing() {
     let network = Network::setup(&["bank0"], &[]);
     let bank = BankStart::new(&network, "bank0").start();
-    let mut client = network.gateway_bank_client(&bank.address.to_string());
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
     let payer = open_account(&mut client, "open-1", "alice", 1_000).await;
     let account = payer.account_number.as_str();
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use strife_common::tls::ExpectedPeer;
 use strife_proto::v1 as pb;
 use support::network::{ManualNetwork, NetworkOptions};
 use support::proxy::{Mode, Proxy};
@@ -120,7 +121,11 @@ async fn workload(
     )
     .unwrap();
     let channel = tls
-        .endpoint(&network_gateway, Duration::from_secs(3))
+        .endpoint(
+            &network_gateway,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(3),
+        )
         .unwrap()
         .connect_lazy();
     let credentials = support::network::Credentials::new(

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{PeerRole, TlsMaterial};
+use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1 as pb;
 use support::network::{Credentials, ManualNetwork};
@@ -44,7 +44,11 @@ async fn expired_certificates_are_refused_by_gateway_and_banks() {
     network.fund("alice", "bank0", "10.00").await;
 
     let gateway_tls = material(&network, &expired(&network, PeerRole::Gateway, "gateway"));
-    let mut bank = bank_client(&gateway_tls, &network.banks[0].address.to_string());
+    let mut bank = bank_client(
+        &gateway_tls,
+        &network.banks[0].id,
+        &network.banks[0].address.to_string(),
+    );
     assert!(
         bank.list_accounts(pb::ListAccountsRequest {})
             .await
@@ -54,7 +58,11 @@ async fn expired_certificates_are_refused_by_gateway_and_banks() {
 
     let alice_tls = material(&network, &expired(&network, PeerRole::User, "alice"));
     let channel = alice_tls
-        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .endpoint(
+            &network.gateway_address,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(5),
+        )
         .unwrap()
         .connect_lazy();
     let credentials = Credentials::new("alice", &support::network::password_of("alice")).unwrap();

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{PeerRole, TlsMaterial};
+use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{
     self as pb, coordinator_client::CoordinatorClient, gateway_client::GatewayClient,
@@ -99,7 +99,11 @@ async fn bad_credentials_are_refused_and_change_nothing() {
     std::fs::write(&paths.key, foreign.key_pem).unwrap();
     let tls = TlsMaterial::load(&network.network.layout().ca().cert, &paths).unwrap();
     let channel = tls
-        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .endpoint(
+            &network.gateway_address,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(5),
+        )
         .unwrap()
         .connect_lazy();
     let mut impostor = GatewayClient::with_interceptor(
@@ -219,7 +223,11 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         .network
         .tls(&network.network.layout().user_identity("alice"));
     let channel = user_tls
-        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .endpoint(
+            &network.gateway_address,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(5),
+        )
         .unwrap()
         .connect_lazy();
     let credentials = Credentials::new("alice", &password_of("alice")).unwrap();
@@ -236,7 +244,11 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         .network
         .tls(&network.network.layout().bank_identity("bank0"));
     let channel = bank_tls
-        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .endpoint(
+            &network.gateway_address,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(5),
+        )
         .unwrap()
         .connect_lazy();
     let status = CoordinatorClient::new(channel)

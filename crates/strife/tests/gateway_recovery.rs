@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use strife_common::tls::ExpectedPeer;
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use support::network::ManualNetwork;
 use support::wait_until;
@@ -24,7 +25,7 @@ async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
     for bank in &network.banks {
         let mut client = network
             .network
-            .gateway_bank_client(&bank.address.to_string());
+            .gateway_bank_client(&bank.id, &bank.address.to_string());
         for role in [pb::LegRole::Debit, pb::LegRole::Credit] {
             let request = pb::LegRequest {
                 payment_id: payment_id.into(),
@@ -44,7 +45,7 @@ async fn prepared_payment_ids(network: &ManualNetwork) -> Vec<String> {
     for bank in &network.banks {
         let mut client = network
             .network
-            .gateway_bank_client(&bank.address.to_string());
+            .gateway_bank_client(&bank.id, &bank.address.to_string());
         let listed = client
             .list_accounts(pb::ListAccountsRequest {})
             .await
@@ -63,7 +64,7 @@ async fn journal_entries_for(network: &ManualNetwork, payment_id: &str) -> usize
     for bank in &network.banks {
         let mut client = network
             .network
-            .gateway_bank_client(&bank.address.to_string());
+            .gateway_bank_client(&bank.id, &bank.address.to_string());
         let listed = client
             .list_accounts(pb::ListAccountsRequest {})
             .await
@@ -143,7 +144,7 @@ async fn gateway_killed_before_deciding_aborts_both_legs_and_the_retry_pays_once
     let first_attempt = prepared[0].clone();
     let mut bank0 = network
         .network
-        .gateway_bank_client(&network.banks[0].address.to_string());
+        .gateway_bank_client(&network.banks[0].id, &network.banks[0].address.to_string());
     let listed = bank0
         .list_accounts(pb::ListAccountsRequest {})
         .await
@@ -186,7 +187,11 @@ async fn gateway_killed_before_deciding_aborts_both_legs_and_the_retry_pays_once
         .network
         .tls(&network.network.layout().bank_identity("bank0"));
     let channel = bank_tls
-        .endpoint(&network.gateway_address, Duration::from_secs(5))
+        .endpoint(
+            &network.gateway_address,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(5),
+        )
         .unwrap()
         .connect_lazy();
     let decision = CoordinatorClient::new(channel)

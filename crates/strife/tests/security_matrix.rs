@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{PeerRole, TlsMaterial};
+use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
 use support::network::{password_of, Credentials, ManualNetwork};
@@ -212,6 +212,7 @@ fn bad_channels(
     role: PeerRole,
     name: &str,
     address: &str,
+    target: &ExpectedPeer,
 ) -> Vec<(&'static str, Channel)> {
     let layout = network.network.layout();
     let ca_pem = std::fs::read(layout.ca().cert).unwrap();
@@ -236,7 +237,7 @@ fn bad_channels(
         .unwrap();
     let channel = |paths: KeyPairPaths| {
         let tls = TlsMaterial::load_unchecked(&layout.ca().cert, &paths).unwrap();
-        tls.endpoint(address, Duration::from_secs(5))
+        tls.endpoint(address, target, Duration::from_secs(5))
             .unwrap()
             .connect_lazy()
     };
@@ -295,7 +296,13 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
     let mut rows = 0;
 
     // Gateway: identities that fail at TLS.
-    for (label, channel) in bad_channels(&network, PeerRole::User, "alice", &gateway_address) {
+    for (label, channel) in bad_channels(
+        &network,
+        PeerRole::User,
+        "alice",
+        &gateway_address,
+        &ExpectedPeer::Gateway,
+    ) {
         let mut client = GatewayClient::with_interceptor(
             channel,
             Credentials::new("alice", &password_of("alice")).unwrap(),
@@ -327,7 +334,11 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
                 .network
                 .tls(&network.network.layout().bank_identity("bank0"));
             let channel = tls
-                .endpoint(&gateway_address, Duration::from_secs(5))
+                .endpoint(
+                    &gateway_address,
+                    &ExpectedPeer::Gateway,
+                    Duration::from_secs(5),
+                )
                 .unwrap()
                 .connect_lazy();
             GatewayClient::with_interceptor(
@@ -401,7 +412,13 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
     }
 
     // Banks: identities that fail at TLS, then every Strife identity that is not the gateway.
-    for (label, channel) in bad_channels(&network, PeerRole::Gateway, "gateway", &bank_address) {
+    for (label, channel) in bad_channels(
+        &network,
+        PeerRole::Gateway,
+        "gateway",
+        &bank_address,
+        &ExpectedPeer::Bank(network.banks[0].id.clone()),
+    ) {
         for (method, outcome) in
             every_bank_rpc(&mut BankClient::new(channel.clone()), "matrix").await
         {
@@ -419,7 +436,11 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
         layout.bank_identity("bank1"),
         layout.bank_identity("bank0"),
     ] {
-        let mut client = support::bank_client(&network.network.tls(&identity), &bank_address);
+        let mut client = support::bank_client(
+            &network.network.tls(&identity),
+            &network.banks[0].id,
+            &bank_address,
+        );
         for (method, outcome) in every_bank_rpc(&mut client, "matrix").await {
             assert_eq!(
                 outcome.unwrap_err().code(),

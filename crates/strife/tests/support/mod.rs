@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use strife_common::layout::{KeyPairPaths, Layout};
-use strife_common::tls::TlsMaterial;
+use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::bank_client::BankClient;
 use tonic::transport::Channel;
 
@@ -87,15 +87,23 @@ impl Network {
     }
 
     /// A bank client presenting the gateway's certificate.
-    pub fn gateway_bank_client(&self, address: &str) -> BankClient<Channel> {
-        bank_client(&self.tls(&self.layout().gateway_identity()), address)
+    pub fn gateway_bank_client(&self, bank_id: &str, address: &str) -> BankClient<Channel> {
+        bank_client(
+            &self.tls(&self.layout().gateway_identity()),
+            bank_id,
+            address,
+        )
     }
 }
 
-/// A bank client over mutual TLS with `tls`.
-pub fn bank_client(tls: &TlsMaterial, address: &str) -> BankClient<Channel> {
+/// A bank client over mutual TLS with `tls`, talking only to the bank `bank_id`.
+pub fn bank_client(tls: &TlsMaterial, bank_id: &str, address: &str) -> BankClient<Channel> {
     let channel = tls
-        .endpoint(address, Duration::from_secs(10))
+        .endpoint(
+            address,
+            &ExpectedPeer::Bank(bank_id.to_owned()),
+            Duration::from_secs(10),
+        )
         .expect("endpoint")
         .connect_lazy();
     BankClient::new(channel)
@@ -143,6 +151,7 @@ impl Drop for Process {
 
 /// A bank process and the address it printed.
 pub struct BankProcess {
+    pub id: String,
     pub process: Process,
     pub address: SocketAddr,
 }
@@ -202,7 +211,11 @@ impl<'a> BankStart<'a> {
             .expect("address in ready line")
             .parse()
             .expect("socket address");
-        BankProcess { process, address }
+        BankProcess {
+            id: self.bank_id.to_owned(),
+            process,
+            address,
+        }
     }
 }
 

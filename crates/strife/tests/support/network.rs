@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use strife_common::tls::ExpectedPeer;
 
 use super::{
     spawn_with_ready_line, strife_bin, wait_until, BankProcess, BankStart, Etcd, Network, Process,
@@ -214,7 +215,11 @@ impl ManualNetwork {
         let layout = self.network.layout();
         let tls = self.network.tls(&layout.user_identity(cert_of));
         let channel = tls
-            .endpoint(&self.gateway_address, Duration::from_secs(10))
+            .endpoint(
+                &self.gateway_address,
+                &ExpectedPeer::Gateway,
+                Duration::from_secs(10),
+            )
             .unwrap()
             .connect_lazy();
         strife_proto::v1::gateway_client::GatewayClient::with_interceptor(
@@ -238,7 +243,9 @@ impl ManualNetwork {
         &self,
         index: usize,
     ) -> strife_proto::v1::bank_client::BankClient<tonic::transport::Channel> {
-        self.network
-            .gateway_bank_client(&self.banks[index].address.to_string())
+        self.network.gateway_bank_client(
+            &self.banks[index].id,
+            &self.banks[index].address.to_string(),
+        )
     }
 }
