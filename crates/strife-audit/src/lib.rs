@@ -16,6 +16,7 @@ use anyhow::Context;
 use rusqlite::OpenFlags;
 use serde::Serialize;
 use strife_common::discovery::{bank_entry_from_kv, BANKS_PREFIX};
+use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::money::{self, Amount};
 use strife_common::time::now_unix_ms;
@@ -194,11 +195,8 @@ fn read_gateway_payments(layout: &Layout) -> anyhow::Result<Vec<LoggedPayment>> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-async fn bank_addresses(endpoints: &[String]) -> anyhow::Result<HashMap<String, String>> {
-    let mut client =
-        tokio::time::timeout(CALL_TIMEOUT, etcd_client::Client::connect(endpoints, None))
-            .await
-            .context("connecting to etcd timed out")??;
+async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, String>> {
+    let mut client = etcd.connect().await?;
     let response = tokio::time::timeout(
         CALL_TIMEOUT,
         client.get(
@@ -221,7 +219,13 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     let layout = Layout::new(&config.dir);
     let manifest = strife_pki::Manifest::load(&layout)?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
-    let addresses = bank_addresses(&config.etcd_endpoints).await?;
+    // The audit reads etcd as the gateway does (it already holds the gateway's identity).
+    let etcd = EtcdAccess::new(
+        config.etcd_endpoints.clone(),
+        &layout,
+        strife_common::etcd::GATEWAY_USER,
+    )?;
+    let addresses = bank_addresses(&etcd).await?;
     let mut report = Report::default();
     let mut entries_by_payment: HashMap<String, Vec<Entry>> = HashMap::new();
     let now = now_unix_ms();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::discovery::{ServiceEntry, GATEWAY_KEY};
+use strife_common::etcd::EtcdAccess;
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
@@ -26,7 +27,7 @@ pub const RESOLVER_ACTOR: &str = "resolver/coordinator-decision";
 #[derive(Debug, Clone)]
 pub enum CoordinatorLocation {
     Fixed(String),
-    Etcd(Vec<String>),
+    Etcd(EtcdAccess),
 }
 
 /// Asks the coordinator over mutual TLS with the bank's own certificate.
@@ -51,11 +52,8 @@ impl DecisionClient {
     async fn address(&self) -> anyhow::Result<String> {
         match &self.location {
             CoordinatorLocation::Fixed(address) => Ok(address.clone()),
-            CoordinatorLocation::Etcd(endpoints) => {
-                let connect = etcd_client::Client::connect(endpoints, None);
-                let mut client = tokio::time::timeout(DECISION_QUERY_TIMEOUT, connect)
-                    .await
-                    .context("etcd connect timed out")??;
+            CoordinatorLocation::Etcd(etcd) => {
+                let mut client = etcd.connect().await?;
                 let response =
                     tokio::time::timeout(DECISION_QUERY_TIMEOUT, client.get(GATEWAY_KEY, None))
                         .await

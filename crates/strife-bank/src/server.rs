@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use strife_common::etcd::EtcdAccess;
 use strife_common::layout::{validate_name, Layout};
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::runtime::{incoming_nodelay, wait_for_signal};
@@ -55,6 +56,11 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     validate_name("bank", &config.bank_id).map_err(anyhow::Error::msg)?;
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
+    let etcd = EtcdAccess::new(
+        config.etcd_endpoints.clone(),
+        &layout,
+        &strife_common::etcd::bank_user(&config.bank_id),
+    )?;
     let store = Arc::new(Store::open(
         &layout.bank_db(&config.bank_id),
         &config.bank_id,
@@ -68,7 +74,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     let registration = Registration::bank(
-        config.etcd_endpoints.clone(),
+        etcd.clone(),
         &config.bank_id,
         &config
             .advertise
@@ -79,7 +85,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
     let location = match &config.coordinator {
         Some(address) => CoordinatorLocation::Fixed(address.clone()),
-        None => CoordinatorLocation::Etcd(config.etcd_endpoints.clone()),
+        None => CoordinatorLocation::Etcd(etcd),
     };
     let decisions = DecisionClient::new(&config.bank_id, location, tls.clone());
     tokio::spawn(resolve_in_doubt(

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use strife_common::etcd::EtcdAccess;
 use strife_common::failure::reason_of;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
@@ -346,7 +347,7 @@ async fn collect(
 async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
-    let mut etcd = etcd_connect(&config.etcd).await?;
+    let mut etcd = etcd_connect(&layout, &config.etcd).await?;
     let response = etcd
         .get(
             strife_common::discovery::BANKS_PREFIX,
@@ -409,11 +410,13 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     Ok(report)
 }
 
-async fn etcd_connect(endpoint: &str) -> anyhow::Result<etcd_client::Client> {
-    Ok(tokio::time::timeout(
-        Duration::from_secs(5),
-        etcd_client::Client::connect([endpoint], None),
-    )
+/// etcd as the gateway reads it (bench runs with the gateway's identities).
+async fn etcd_connect(layout: &Layout, endpoint: &str) -> anyhow::Result<etcd_client::Client> {
+    EtcdAccess::new(
+        vec![endpoint.to_owned()],
+        layout,
+        strife_common::etcd::GATEWAY_USER,
+    )?
+    .connect()
     .await
-    .context("connecting to etcd timed out")??)
 }

@@ -9,7 +9,7 @@ pub const BANKS_PREFIX: &str = "/strife/v1/banks/";
 /// Key of the live gateway's address.
 pub const GATEWAY_KEY: &str = "/strife/v1/gateway";
 /// Default etcd endpoint (loopback).
-pub const DEFAULT_ETCD: &str = "http://127.0.0.1:2379";
+pub const DEFAULT_ETCD: &str = "https://127.0.0.1:2379";
 
 /// The etcd key of one bank.
 pub fn bank_key(bank_id: &str) -> String {

@@ -6,6 +6,8 @@
 //! D/pki/gateway.crt  .key                    gateway (server and client use)
 //! D/pki/banks/<bank>.crt  .key               one per bank
 //! D/pki/users/<user>.crt  .key               admin and each user (CN = user name)
+//! D/pki/etcd/ca.crt  ca.key  server.crt/key  etcd's own CA and its server certificate
+//! D/pki/etcd/clients/<etcd user>.crt  .key   root, strife-gateway, strife-bank-<id>
 //! D/admin-password                           admin password, 0600, written once by setup
 //! D/setup.json                               what setup made (banks, users)
 //! D/network.json                             where `strife dev`'s etcd and gateway listen
@@ -59,6 +61,22 @@ impl Layout {
 
     pub fn user_identity(&self, username: &str) -> KeyPairPaths {
         self.pair(self.pki_dir().join("users"), username)
+    }
+
+    /// The etcd CA: separate from the project's CA, so no payment-network certificate can
+    /// ever log in to etcd (see `etcd.rs`).
+    pub fn etcd_ca(&self) -> KeyPairPaths {
+        self.pair(self.pki_dir().join("etcd"), "ca")
+    }
+
+    /// etcd's own server certificate.
+    pub fn etcd_server(&self) -> KeyPairPaths {
+        self.pair(self.pki_dir().join("etcd"), "server")
+    }
+
+    /// The client certificate of etcd user `user` (CN = `user`).
+    pub fn etcd_client(&self, user: &str) -> KeyPairPaths {
+        self.pair(self.pki_dir().join("etcd").join("clients"), user)
     }
 
     pub fn admin_password(&self) -> PathBuf {

@@ -3,6 +3,7 @@
 //! the data-directory layout ([`layout`]) and log setup ([`logging`]).
 
 pub mod discovery;
+pub mod etcd;
 pub mod failure;
 pub mod group_commit;
 pub mod layout;

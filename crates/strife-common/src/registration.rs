@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use crate::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
+use crate::etcd::EtcdAccess;
 use anyhow::Context;
-use etcd_client::{Client, ConnectOptions, PutOptions};
+use etcd_client::PutOptions;
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -21,7 +22,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// What to register where.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: EtcdAccess,
     pub entry: ServiceEntry,
     pub key: String,
     pub lease_ttl_secs: i64,
@@ -29,14 +30,9 @@ pub struct Registration {
 
 impl Registration {
     /// The registration of a bank.
-    pub fn bank(
-        etcd_endpoints: Vec<String>,
-        bank_id: &str,
-        address: &str,
-        lease_ttl_secs: i64,
-    ) -> Self {
+    pub fn bank(etcd: EtcdAccess, bank_id: &str, address: &str, lease_ttl_secs: i64) -> Self {
         Registration {
-            etcd_endpoints,
+            etcd,
             key: bank_key(bank_id),
             entry: ServiceEntry {
                 id: bank_id.to_owned(),
@@ -47,9 +43,9 @@ impl Registration {
     }
 
     /// The registration of the gateway.
-    pub fn gateway(etcd_endpoints: Vec<String>, address: &str, lease_ttl_secs: i64) -> Self {
+    pub fn gateway(etcd: EtcdAccess, address: &str, lease_ttl_secs: i64) -> Self {
         Registration {
-            etcd_endpoints,
+            etcd,
             key: GATEWAY_KEY.to_owned(),
             entry: ServiceEntry {
                 id: crate::tls::GATEWAY_CN.to_owned(),
@@ -86,13 +82,7 @@ async fn session(
     registration: &Registration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let options = ConnectOptions::new().with_connect_timeout(ETCD_CALL_TIMEOUT);
-    let mut client = timeout(
-        ETCD_CALL_TIMEOUT,
-        Client::connect(&registration.etcd_endpoints, Some(options)),
-    )
-    .await
-    .context("connecting to etcd timed out")??;
+    let mut client = registration.etcd.connect().await?;
     let lease_id = timeout(
         ETCD_CALL_TIMEOUT,
         client.lease_grant(registration.lease_ttl_secs, None),

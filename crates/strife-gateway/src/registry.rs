@@ -18,8 +18,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use strife_common::discovery::{bank_entry_from_kv, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES};
+use strife_common::etcd::EtcdAccess;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
@@ -336,11 +337,11 @@ impl BankRegistry {
 
     /// Follows etcd until shutdown: a snapshot, then a watch from the snapshot's revision;
     /// after any error, a fresh snapshot (so nothing missed while disconnected is lost).
-    pub async fn follow(&self, endpoints: Vec<String>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn follow(&self, etcd: EtcdAccess, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = BACKOFF_START;
         loop {
             tokio::select! {
-                result = self.follow_once(&endpoints) => {
+                result = self.follow_once(&etcd) => {
                     if let Err(error) = result {
                         tracing::warn!(error = format!("{error:#}"), "bank registry watch lost; resyncing");
                     }
@@ -355,10 +356,8 @@ impl BankRegistry {
         }
     }
 
-    async fn follow_once(&self, endpoints: &[String]) -> anyhow::Result<()> {
-        let mut client = tokio::time::timeout(ETCD_CALL_TIMEOUT, Client::connect(endpoints, None))
-            .await
-            .context("connecting to etcd timed out")??;
+    async fn follow_once(&self, etcd: &EtcdAccess) -> anyhow::Result<()> {
+        let mut client = etcd.connect().await?;
         let snapshot = tokio::time::timeout(
             ETCD_CALL_TIMEOUT,
             client.get(BANKS_PREFIX, Some(GetOptions::new().with_prefix())),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::runtime::{incoming_nodelay, wait_for_signal};
@@ -49,6 +50,11 @@ pub struct GatewayConfig {
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
+    let etcd = EtcdAccess::new(
+        config.etcd_endpoints.clone(),
+        &layout,
+        strife_common::etcd::GATEWAY_USER,
+    )?;
     let store = Arc::new(GatewayStore::open(&layout.gateway_db())?);
     ensure_admin(&store, &layout).await?;
 
@@ -74,17 +80,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     let follower = Arc::clone(&registry);
-    let endpoints = config.etcd_endpoints.clone();
+    let watch_etcd = etcd.clone();
     let watch_shutdown = shutdown.clone();
-    tokio::spawn(async move { follower.follow(endpoints, watch_shutdown).await });
+    tokio::spawn(async move { follower.follow(watch_etcd, watch_shutdown).await });
     let retrier = Arc::clone(&coordinator);
     let retry_shutdown = shutdown.clone();
     tokio::spawn(async move { retrier.retry_unfinished(retry_shutdown).await });
-    let registration = Registration::gateway(
-        config.etcd_endpoints.clone(),
-        &address.to_string(),
-        config.lease_ttl_secs,
-    );
+    let registration = Registration::gateway(etcd, &address.to_string(), config.lease_ttl_secs);
     let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
 
     let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?);

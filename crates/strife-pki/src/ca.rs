@@ -54,12 +54,17 @@ pub struct CertificateAuthority {
 }
 
 impl CertificateAuthority {
-    /// A fresh CA, valid ten years.
+    /// A fresh CA for the payment network, valid ten years.
     pub fn generate() -> anyhow::Result<Self> {
+        Self::generate_named("Strife CA")
+    }
+
+    /// A fresh CA called `common_name` (the etcd CA is one of its own), valid ten years.
+    pub fn generate_named(common_name: &str) -> anyhow::Result<Self> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, "Strife CA");
+        name.push(DnType::CommonName, common_name);
         name.push(DnType::OrganizationName, "Strife");
         params.distinguished_name = name;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -140,6 +145,49 @@ impl CertificateAuthority {
         subject.push(DnType::CommonName, name);
         subject.push(DnType::OrganizationalUnitName, role.organizational_unit());
         subject.push(DnType::OrganizationName, "Strife");
+        params.distinguished_name = subject;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = extended_key_usages;
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok(IssuedCertificate {
+            certificate_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+impl CertificateAuthority {
+    /// Issues an etcd certificate with CN `common_name` (the etcd user, for a client). With
+    /// `server_hosts`, it is etcd's server certificate for those hosts (`serverAuth`, also
+    /// `clientAuth` for etcd's own peer links); without, a client certificate only.
+    pub fn issue_etcd(
+        &self,
+        common_name: &str,
+        server_hosts: Option<&[String]>,
+        validity: Validity,
+    ) -> anyhow::Result<IssuedCertificate> {
+        let key = KeyPair::generate()?;
+        let (subject_alt_names, extended_key_usages) = match server_hosts {
+            Some(hosts) => (
+                hosts.to_vec(),
+                vec![
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            ),
+            None => (Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]),
+        };
+        let mut params = CertificateParams::new(subject_alt_names)?;
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, common_name);
+        subject.push(DnType::OrganizationName, "Strife etcd");
         params.distinguished_name = subject;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![

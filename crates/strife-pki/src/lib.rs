@@ -12,6 +12,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use strife_common::etcd::{
+    bank_user as etcd_bank_user, GATEWAY_USER as ETCD_GATEWAY_USER, ROOT_USER as ETCD_ROOT_USER,
+};
 use strife_common::layout::{validate_name, KeyPairPaths, Layout};
 use strife_common::tls::{PeerRole, GATEWAY_CN};
 
@@ -83,8 +86,8 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
     }
     for process in options.hosts.keys() {
         anyhow::ensure!(
-            process == GATEWAY_CN || options.banks.contains(process),
-            "--host names {process:?}, which is neither `gateway` nor one of --banks"
+            process == GATEWAY_CN || process == ETCD_HOST_NAME || options.banks.contains(process),
+            "--host names {process:?}, which is neither `gateway`, `etcd` nor one of --banks"
         );
     }
     let layout = Layout::new(&options.dir);
@@ -135,6 +138,8 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
         report.created.push(paths.cert);
     }
 
+    issue_etcd_material(&layout, options, &mut report)?;
+
     let password_path = layout.admin_password();
     if !password_path.exists() || options.force {
         let password = files::random_password();
@@ -149,6 +154,51 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
     let manifest_json = serde_json::to_vec_pretty(&manifest)?;
     files::write_public(&layout.setup_manifest(), &manifest_json)?;
     Ok(report)
+}
+
+/// The `--host` entry that names etcd's own server certificate's hosts.
+pub const ETCD_HOST_NAME: &str = "etcd";
+
+/// etcd's CA, its server certificate and one client certificate per etcd user (root, the
+/// gateway, each bank): see `strife_common::etcd`. Kept like the rest unless the CA is new.
+fn issue_etcd_material(
+    layout: &Layout,
+    options: &SetupOptions,
+    report: &mut SetupReport,
+) -> anyhow::Result<()> {
+    let ca_paths = layout.etcd_ca();
+    let ca = if ca_paths.key.exists() && !options.force {
+        CertificateAuthority::load(&ca_paths)?
+    } else {
+        let ca = CertificateAuthority::generate_named("Strife etcd CA")?;
+        files::write_pair(&ca_paths, &ca.certificate_pem(), &ca.key_pem())?;
+        report.created.push(ca_paths.cert.clone());
+        ca
+    };
+    let reissue_all = report.created.contains(&ca_paths.cert);
+    let server_hosts = options.hosts.get(ETCD_HOST_NAME);
+    let mut wanted: Vec<(String, Option<Vec<String>>, KeyPairPaths)> = vec![(
+        "etcd".to_owned(),
+        Some(server_hosts.cloned().unwrap_or_else(default_hosts)),
+        layout.etcd_server(),
+    )];
+    let users = [ETCD_ROOT_USER.to_owned(), ETCD_GATEWAY_USER.to_owned()]
+        .into_iter()
+        .chain(options.banks.iter().map(|bank| etcd_bank_user(bank)));
+    for user in users {
+        let paths = layout.etcd_client(&user);
+        wanted.push((user, None, paths));
+    }
+    for (name, hosts, paths) in wanted {
+        let new_hosts = hosts.is_some() && server_hosts.is_some();
+        if paths.key.exists() && !reissue_all && !new_hosts {
+            continue;
+        }
+        let issued = ca.issue_etcd(&name, hosts.as_deref(), Validity::default_leaf())?;
+        files::write_pair(&paths, &issued.certificate_pem, &issued.key_pem)?;
+        report.created.push(paths.cert);
+    }
+    Ok(())
 }
 
 /// Reads the admin password that setup stored.

@@ -36,6 +36,19 @@ enum Command {
     Bench(BenchArgs),
     /// Use Strife as a person: pay, see balances and history, manage the offline outbox.
     Client(strife_client::ClientArgs),
+    /// Lock a TLS etcd down: users and roles for the gateway and every bank in setup.json,
+    /// then auth on (run once per etcd cluster, and again after adding a bank).
+    EtcdLockdown(EtcdLockdownArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EtcdLockdownArgs {
+    /// Data directory made by `strife setup` (its pki/etcd/ holds the root certificate).
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+    /// etcd endpoint(s), comma-separated (https://).
+    #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
+    etcd: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +229,7 @@ impl Cli {
             Command::Client(args) => strife_client::run(args),
             Command::Audit(args) => run_audit(args),
             Command::Bench(args) => run_bench(args),
+            Command::EtcdLockdown(args) => run_etcd_lockdown(args).map(|()| 0),
             Command::Dev(args) => crate::dev::run(crate::dev::DevConfig {
                 dir: args.dir,
                 gateway_listen: args.gateway_listen,
@@ -265,6 +279,29 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+fn run_etcd_lockdown(args: EtcdLockdownArgs) -> anyhow::Result<()> {
+    let layout = strife_common::layout::Layout::new(&args.dir);
+    let manifest = strife_pki::Manifest::load(&layout)?;
+    anyhow::ensure!(
+        args.etcd
+            .iter()
+            .all(|endpoint| endpoint.starts_with("https://")),
+        "etcd-lockdown needs https:// endpoints (start etcd with TLS; see docs/SECURITY.md)"
+    );
+    let root = strife_common::etcd::EtcdAccess::new(
+        args.etcd.clone(),
+        &layout,
+        strife_common::etcd::ROOT_USER,
+    )?;
+    runtime()?.block_on(strife_common::etcd::lock_down(&root, &manifest.banks))?;
+    println!(
+        "etcd at {} locked down: auth on; strife-gateway and {} bank user(s) limited to their own keys",
+        args.etcd.join(","),
+        manifest.banks.len()
+    );
+    Ok(())
 }
 
 fn run_setup(args: SetupArgs) -> anyhow::Result<()> {

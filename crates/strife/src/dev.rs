@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use strife_common::etcd::{self, EtcdAccess};
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
 use strife_common::runtime::free_port_for_child;
@@ -138,7 +139,9 @@ fn address_of(line: &str) -> anyhow::Result<String> {
 pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let etcd_binary = find_etcd()?;
     let layout = Layout::new(&config.dir);
-    if !layout.ca().key.exists() {
+    // Setup keeps whatever exists and adds what is missing (e.g. the etcd certificates of a
+    // data dir made by an older version), so it runs every time.
+    {
         let options = strife_pki::SetupOptions {
             dir: config.dir.clone(),
             banks: BANKS.iter().map(|bank| (*bank).to_owned()).collect(),
@@ -164,7 +167,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         config.etcd_port
     };
     let peer_port = free_port_for_child()?;
-    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let etcd_url = format!("https://127.0.0.1:{etcd_port}");
     let etcd_log = std::fs::File::create(logs.join("etcd.log"))?;
     let mut etcd_command = Command::new(&etcd_binary);
     die_with_parent(&mut etcd_command);
@@ -183,6 +186,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         .arg(format!("http://127.0.0.1:{peer_port}"))
         .arg("--initial-cluster")
         .arg(format!("strife-dev=http://127.0.0.1:{peer_port}"))
+        .args(strife_common::etcd::server_tls_args(&layout))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(etcd_log))
@@ -196,7 +200,12 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(wait_for_etcd(&etcd_url))?;
+    let etcd_root = EtcdAccess::new(vec![etcd_url.clone()], &layout, etcd::ROOT_USER)?;
+    runtime.block_on(wait_for_etcd(&etcd_root))?;
+    let banks: Vec<String> = BANKS.iter().map(|bank| (*bank).to_owned()).collect();
+    runtime
+        .block_on(etcd::lock_down(&etcd_root, &banks))
+        .context("locking etcd down (users, roles, auth)")?;
 
     for bank in BANKS {
         let mut command = Command::new(&strife);
@@ -251,13 +260,13 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_etcd(endpoint: &str) -> anyhow::Result<()> {
+async fn wait_for_etcd(etcd: &EtcdAccess) -> anyhow::Result<()> {
     let deadline = Instant::now() + STARTUP_LIMIT;
     loop {
         let attempt = async {
-            let mut client = etcd_client::Client::connect([endpoint], None).await?;
+            let mut client = etcd.connect().await?;
             client.get("strife-dev-probe", None).await?;
-            Ok::<_, etcd_client::Error>(())
+            Ok::<_, anyhow::Error>(())
         };
         if let Ok(Ok(())) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
             return Ok(());

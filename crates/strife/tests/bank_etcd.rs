@@ -18,8 +18,8 @@ async fn registered_address(etcd: &Etcd, bank_id: &str) -> Option<String> {
 
 #[tokio::test]
 async fn key_appears_on_start_and_vanishes_within_the_ttl_after_sigkill() {
-    let etcd = Etcd::start().await;
     let network = Network::setup(&["bank0"], &[]);
+    let etcd = Etcd::start(&network).await;
     let mut bank = BankStart::new(&network, "bank0")
         .etcd(&etcd.endpoint)
         .arg("--lease-ttl")
@@ -52,8 +52,8 @@ async fn key_appears_on_start_and_vanishes_within_the_ttl_after_sigkill() {
 
 #[tokio::test]
 async fn bank_registers_again_after_etcd_restarts_empty() {
-    let mut etcd = Etcd::start().await;
     let network = Network::setup(&["bank0"], &[]);
+    let mut etcd = Etcd::start(&network).await;
     let bank = BankStart::new(&network, "bank0")
         .etcd(&etcd.endpoint)
         .arg("--lease-ttl")
@@ -81,8 +81,8 @@ async fn bank_registers_again_after_etcd_restarts_empty() {
 
 #[tokio::test]
 async fn sigterm_deregisters_at_once() {
-    let etcd = Etcd::start().await;
     let network = Network::setup(&["bank0"], &[]);
+    let etcd = Etcd::start(&network).await;
     // A long TTL, so a key that disappears quickly can only have been removed on purpose.
     let mut bank = BankStart::new(&network, "bank0")
         .etcd(&etcd.endpoint)

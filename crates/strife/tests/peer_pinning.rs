@@ -94,10 +94,10 @@ fn material(network: &Network, identity: &KeyPairPaths) -> TlsMaterial {
     network.tls(identity)
 }
 
-async fn etcd_put(endpoint: &str, key: &str, entry: &ServiceEntry) {
-    let mut client = etcd_client::Client::connect([endpoint], None)
-        .await
-        .unwrap();
+/// Writes as etcd's root: the attacker here got past etcd's own lock-down, and routing must
+/// still hold.
+async fn etcd_put(network: &ManualNetwork, key: &str, entry: &ServiceEntry) {
+    let mut client = network.etcd.root_client().await;
     client
         .put(key, serde_json::to_vec(entry).unwrap(), None)
         .await
@@ -135,7 +135,7 @@ async fn a_fake_bank_announced_in_etcd_never_receives_a_prepare_and_no_money_mov
     // 1. A shadow key claiming bank0 is ignored: the million goes to the real bank0, which
     //    refuses it for lack of funds.
     let shadow_key = format!("{BANKS_PREFIX}zz-shadow");
-    etcd_put(&network.etcd.endpoint, &shadow_key, &claim).await;
+    etcd_put(&network, &shadow_key, &claim).await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
             network.gateway_log().contains("zz-shadow")
@@ -154,7 +154,7 @@ async fn a_fake_bank_announced_in_etcd_never_receives_a_prepare_and_no_money_mov
 
     // 2. Over the real key, the gateway does dial the fake — and TLS refuses its certificate
     //    before any request leaves.
-    etcd_put(&network.etcd.endpoint, &bank_key("bank0"), &claim).await;
+    etcd_put(&network, &bank_key("bank0"), &claim).await;
     assert!(
         wait_until(Duration::from_secs(10), || async {
             network.gateway_log().contains(&fake_address)

@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use strife_common::etcd::EtcdAccess;
 use strife_common::layout::{KeyPairPaths, Layout};
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::bank_client::BankClient;
@@ -254,9 +255,14 @@ pub fn spawn_with_ready_line(mut command: Command, log: &Path) -> (Process, Stri
     }
 }
 
-/// A real etcd server on loopback with its own data directory.
+/// A real etcd server on loopback with its own data directory, locked down as in production:
+/// TLS with client certificates from the network's etcd CA, auth on, one role per process.
 pub struct Etcd {
     pub endpoint: String,
+    /// The network's data dir (its `pki/etcd/` has the certificates).
+    layout: Layout,
+    /// Bank ids that get an etcd user.
+    banks: Vec<String>,
     client_port: u16,
     peer_port: u16,
     data_root: tempfile::TempDir,
@@ -267,12 +273,17 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd (installed by `scripts/test`) and waits until it answers. Should another
     /// process take a chosen port first, etcd exits, and it is tried again on new ports.
-    pub async fn start() -> Self {
+    pub async fn start(network: &Network) -> Self {
+        let banks = strife_pki::Manifest::load(&network.layout())
+            .expect("setup.json")
+            .banks;
         for _ in 0..3 {
             let client_port = free_port();
             let peer_port = free_port();
             let mut etcd = Etcd {
-                endpoint: format!("http://127.0.0.1:{client_port}"),
+                endpoint: format!("https://127.0.0.1:{client_port}"),
+                layout: network.layout(),
+                banks: banks.clone(),
                 client_port,
                 peer_port,
                 data_root: tempfile::tempdir().expect("tempdir"),
@@ -310,7 +321,7 @@ impl Etcd {
             .data_root
             .path()
             .join(format!("etcd-{}.log", self.generation));
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let client_url = format!("https://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let log_file = std::fs::File::create(&log).expect("etcd log");
         let child = Command::new("etcd")
@@ -328,23 +339,43 @@ impl Etcd {
             .arg(&peer_url)
             .arg("--initial-cluster")
             .arg(format!("strife-test={peer_url}"))
+            .args(strife_common::etcd::server_tls_args(&self.layout))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("etcd must be installed (scripts/test installs etcd-server)");
         let mut process = Process { child, log };
-        let endpoint = self.endpoint.clone();
+        let root = self.access(strife_common::etcd::ROOT_USER);
         let mut exited = false;
         let up = wait_until(Duration::from_secs(20), || {
             exited = exited || matches!(process.child.try_wait(), Ok(Some(_)));
-            let endpoint = endpoint.clone();
+            let root = root.clone();
             let exited = exited;
-            async move { exited || etcd_get(&endpoint, "health-probe").await.is_ok() }
+            async move { exited || etcd_get(&root, "health-probe").await.is_ok() }
         })
         .await;
         self.process = Some(process);
-        up && !exited
+        if !up || exited {
+            return false;
+        }
+        strife_common::etcd::lock_down(&root, &self.banks)
+            .await
+            .expect("lock etcd down");
+        true
+    }
+
+    /// Access to this etcd as etcd user `user` (`root`, `strife-gateway`, `strife-bank-<id>`).
+    pub fn access(&self, user: &str) -> EtcdAccess {
+        EtcdAccess::new(vec![self.endpoint.clone()], &self.layout, user).expect("etcd access")
+    }
+
+    /// A client logged in as etcd's root (to play an attacker who got write access anyway).
+    pub async fn root_client(&self) -> etcd_client::Client {
+        self.access(strife_common::etcd::ROOT_USER)
+            .connect()
+            .await
+            .expect("etcd root client")
     }
 
     /// SIGKILLs etcd.
@@ -373,16 +404,13 @@ impl Etcd {
 
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        etcd_get(&self.endpoint, key).await.ok().flatten()
+        let root = self.access(strife_common::etcd::ROOT_USER);
+        etcd_get(&root, key).await.ok().flatten()
     }
 }
 
-async fn etcd_get(endpoint: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
-    let connect = etcd_client::Client::connect([endpoint], None);
-    let mut client = tokio::time::timeout(Duration::from_secs(2), connect)
-        .await
-        .map_err(|_| "connect timeout".to_owned())?
-        .map_err(|error| error.to_string())?;
+async fn etcd_get(etcd: &EtcdAccess, key: &str) -> Result<Option<Vec<u8>>, String> {
+    let mut client = etcd.connect().await.map_err(|error| format!("{error:#}"))?;
     let response = tokio::time::timeout(Duration::from_secs(2), client.get(key, None))
         .await
         .map_err(|_| "get timeout".to_owned())?

@@ -43,8 +43,8 @@ impl ManualNetwork {
     }
 
     pub async fn start_with(banks: &[&str], users: &[&str], options: NetworkOptions) -> Self {
-        let etcd = Etcd::start().await;
         let network = Network::setup(banks, users);
+        let etcd = Etcd::start(&network).await;
         let started = banks
             .iter()
             .map(|bank| {
