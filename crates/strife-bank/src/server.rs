@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::etcd::EtcdAccess;
 use strife_common::layout::{validate_name, Layout};
+use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::registration::{keep_registered, Registration};
-use strife_common::runtime::{incoming_nodelay, wait_for_signal};
+use strife_common::runtime::wait_for_signal;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use tokio::sync::watch;
@@ -47,6 +48,8 @@ pub struct BankConfig {
     /// Fixed coordinator address for decision queries; `None` looks the gateway up in etcd.
     pub coordinator: Option<String>,
     pub resolve_interval: Duration,
+    /// Connection bounds (cap, silent connections, idle timeout).
+    pub listener_limits: ListenerLimits,
     /// Print the ready line as JSON instead of text.
     pub json: bool,
 }
@@ -106,7 +109,10 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), wait_for_signal())
+        .serve_with_incoming_shutdown(
+            bounded_incoming(listener, config.listener_limits),
+            wait_for_signal(),
+        )
         .await
         .context("bank server failed")?;
 

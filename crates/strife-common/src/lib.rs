@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod failure;
 pub mod group_commit;
 pub mod layout;
+pub mod listener;
 pub mod logging;
 pub mod metadata;
 pub mod money;

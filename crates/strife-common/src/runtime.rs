@@ -39,20 +39,6 @@ pub async fn wait_for_signal() {
     }
 }
 
-/// Accepted connections of `listener` with `TCP_NODELAY` set. Servers bind their own
-/// listener (to report the port), and tonic's `tcp_nodelay` only applies to listeners it
-/// binds itself; without this, small replies wait on Nagle + delayed ACK (~40 ms).
-pub fn incoming_nodelay(
-    listener: tokio::net::TcpListener,
-) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
-        let stream = accepted?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    })
-}
-
 /// Ports [`free_port_for_child`] picks from: below Linux's default ephemeral range
 /// (32768–60999), where `bind(0)` listeners and outgoing connections take their ports.
 const CHILD_PORTS: std::ops::Range<u16> = 20_000..32_000;

@@ -106,6 +106,16 @@ impl fmt::Display for ExpectedPeer {
     }
 }
 
+/// Longest a TLS handshake may take on a server.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 ping interval of Strife's client channels.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+
+const _: () = assert!(
+    KEEP_ALIVE_INTERVAL.as_secs() * 2 < crate::listener::IDLE_TIMEOUT.as_secs(),
+    "a channel must ping well inside the servers' idle timeout"
+);
+
 /// How long before expiry a process starts warning about its certificate.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
@@ -259,11 +269,13 @@ impl TlsMaterial {
         Ok(())
     }
 
-    /// Server side: present our certificate, require a client certificate from our CA.
+    /// Server side: present our certificate, require a client certificate from our CA, and
+    /// give up on a handshake that takes longer than [`TLS_HANDSHAKE_TIMEOUT`].
     pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .timeout(TLS_HANDSHAKE_TIMEOUT)
     }
 
     /// Client side: trust only our CA, present our certificate, and accept only a server
@@ -291,6 +303,10 @@ impl TlsMaterial {
             .with_context(|| format!("TLS configuration for {uri}"))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(request_timeout)
+            // Long-lived channels (gateway → bank) stay under the servers' idle timeout.
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         Ok(endpoint)
     }

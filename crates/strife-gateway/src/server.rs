@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
+use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::registration::{keep_registered, Registration};
-use strife_common::runtime::{incoming_nodelay, wait_for_signal};
+use strife_common::runtime::wait_for_signal;
 use strife_common::tls::TlsMaterial;
 use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
@@ -43,6 +44,8 @@ pub struct GatewayConfig {
     pub prepare_timeout: Duration,
     pub lease_ttl_secs: i64,
     pub lockout: LockoutPolicy,
+    /// Connection bounds (cap, silent connections, idle timeout).
+    pub listener_limits: ListenerLimits,
     pub json: bool,
 }
 
@@ -112,7 +115,10 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .layer(layers)
         .add_service(gateway)
         .add_service(decisions)
-        .serve_with_incoming_shutdown(incoming_nodelay(listener), wait_for_signal())
+        .serve_with_incoming_shutdown(
+            bounded_incoming(listener, config.listener_limits),
+            wait_for_signal(),
+        )
         .await
         .context("gateway server failed")?;
 

@@ -115,8 +115,42 @@ struct DevArgs {
     json: bool,
 }
 
+/// Connection bounds a server takes (see `strife_common::listener`).
+#[derive(Debug, clap::Args)]
+struct ConnectionArgs {
+    /// Open client connections at most; past it new ones are closed at once.
+    #[arg(long, default_value_t = strife_common::listener::MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    max_connections: u32,
+    /// Close a connection that carries no bytes for this long, e.g. `120s`.
+    #[arg(long, default_value = "120s", value_parser = parse_idle_timeout)]
+    idle_timeout: Duration,
+}
+
+impl ConnectionArgs {
+    fn limits(&self) -> strife_common::listener::ListenerLimits {
+        let defaults = strife_common::listener::ListenerLimits::default();
+        strife_common::listener::ListenerLimits {
+            max_connections: self.max_connections as usize,
+            max_silent: defaults.max_silent.min(self.max_connections as usize / 2),
+            idle_timeout: self.idle_timeout,
+            ..defaults
+        }
+    }
+}
+
+fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(86_400) {
+        return Err("--idle-timeout must be between 100ms and 24h".into());
+    }
+    Ok(timeout)
+}
+
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
+    #[command(flatten)]
+    connections: ConnectionArgs,
     /// Data directory (made by `strife setup`).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
@@ -192,6 +226,8 @@ fn parse_host(text: &str) -> Result<(String, Vec<String>), String> {
 
 #[derive(Debug, clap::Args)]
 struct BankArgs {
+    #[command(flatten)]
+    connections: ConnectionArgs,
     /// Data directory (made by `strife setup`).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
@@ -247,6 +283,7 @@ impl Cli {
                     lease_ttl_secs: args.lease_ttl,
                     coordinator: args.coordinator,
                     resolve_interval: Duration::from_millis(args.resolve_interval_ms),
+                    listener_limits: args.connections.limits(),
                     json: args.json,
                 };
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
@@ -262,6 +299,7 @@ impl Cli {
                     listen: args.listen,
                     etcd_endpoints: args.etcd,
                     prepare_timeout: args.prepare_timeout,
+                    listener_limits: args.connections.limits(),
                     lease_ttl_secs: args.lease_ttl,
                     lockout: strife_gateway::LockoutPolicy {
                         threshold: args.lockout_threshold,

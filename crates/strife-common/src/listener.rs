@@ -1,0 +1,329 @@
+//! The accept side of every Strife server, bounded (as mini-redis's `MAX_CONNECTIONS`): a
+//! stranger needs no certificate to open TCP connections, so each connection must cost little
+//! and go away by itself.
+//!
+//! - At most [`ListenerLimits::max_connections`] connections are open at once; past it a new
+//!   one is closed at accept, so file descriptors stay bounded and served clients keep working.
+//! - A new connection must send its first byte (the TLS ClientHello) within
+//!   [`ListenerLimits::first_byte_timeout`], and at most [`ListenerLimits::max_silent`] may be
+//!   waiting for it; past that the *oldest* waiting one is dropped, so a flood of silent
+//!   connections cannot keep out a client that speaks at once.
+//! - The TLS handshake is bounded by the server's TLS configuration (`tls.rs`).
+//! - A connection on which nothing is read or written for [`ListenerLimits::idle_timeout`] is
+//!   closed. Strife's own long-lived channels send HTTP/2 keep-alive pings well inside it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// The bounds of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    /// Open connections at most (served and waiting).
+    pub max_connections: usize,
+    /// Connections that have not sent a byte yet, at most.
+    pub max_silent: usize,
+    /// How long a new connection may stay silent.
+    pub first_byte_timeout: Duration,
+    /// How long an established connection may carry no bytes either way.
+    pub idle_timeout: Duration,
+}
+
+/// Default cap on open connections per server.
+pub const MAX_CONNECTIONS: usize = 4_096;
+/// Default cap on connections that have not spoken yet.
+pub const MAX_SILENT_CONNECTIONS: usize = 512;
+/// Default wait for a new connection's first byte.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default idle timeout; well above the 30 s request timeout and the 30 s keep-alive interval
+/// of Strife's own channels, so only connections that really went quiet are closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+const _: () = assert!(MAX_SILENT_CONNECTIONS < MAX_CONNECTIONS);
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: MAX_CONNECTIONS,
+            max_silent: MAX_SILENT_CONNECTIONS,
+            first_byte_timeout: FIRST_BYTE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Connections waiting for their first byte, oldest first, each with its eviction switch.
+type SilentQueue = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
+
+/// Accepts on `listener` under `limits`; yields connections that have spoken. Stops when the
+/// returned stream is dropped (server shutdown).
+pub fn bounded_incoming(
+    listener: TcpListener,
+    limits: ListenerLimits,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<LimitedStream<TcpStream>>> {
+    let (ready, incoming) = mpsc::channel(limits.max_silent.max(1));
+    tokio::spawn(accept_loop(listener, limits, ready));
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    limits: ListenerLimits,
+    ready: mpsc::Sender<io::Result<LimitedStream<TcpStream>>>,
+) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let silent: SilentQueue = Arc::new(Mutex::new(VecDeque::new()));
+    let mut next_id: u64 = 0;
+    let mut refused_since_log: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ready.closed() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning on the error.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            refused_since_log += 1;
+            if refused_since_log.is_power_of_two() {
+                tracing::warn!(
+                    refused = refused_since_log,
+                    limit = limits.max_connections,
+                    "connection limit reached; closing new connections"
+                );
+            }
+            continue;
+        };
+        // tonic's `tcp_nodelay` applies only to listeners it binds itself; without it small
+        // replies wait on Nagle + delayed ACK (~40 ms).
+        let _ = stream.set_nodelay(true);
+        next_id = next_id.wrapping_add(1);
+        let id = next_id;
+        let (evict, evicted) = oneshot::channel();
+        {
+            let mut waiting = silent
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            waiting.push_back((id, evict));
+            while waiting.len() > limits.max_silent {
+                if let Some((_, oldest)) = waiting.pop_front() {
+                    let _ = oldest.send(());
+                }
+            }
+        }
+        let silent = Arc::clone(&silent);
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let spoke = tokio::select! {
+                peeked = tokio::time::timeout(limits.first_byte_timeout, first_byte(&stream)) => {
+                    matches!(peeked, Ok(Ok(true)))
+                }
+                _ = evicted => false,
+            };
+            silent
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .retain(|(waiting_id, _)| *waiting_id != id);
+            if spoke {
+                let connection = LimitedStream::new(stream, permit, limits.idle_timeout);
+                let _ = ready.send(Ok(connection)).await;
+            }
+        });
+    }
+}
+
+/// Waits until the peer has sent something (true) or closed (false), consuming nothing.
+async fn first_byte(stream: &TcpStream) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    Ok(stream.peek(&mut byte).await? > 0)
+}
+
+/// A connection that holds its slot under the connection cap and closes itself when idle.
+pub struct LimitedStream<S> {
+    inner: S,
+    _slot: Option<OwnedSemaphorePermit>,
+    idle_timeout: Duration,
+    idle_deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> LimitedStream<S> {
+    fn new(inner: S, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
+        Self::with_optional_slot(inner, Some(slot), idle_timeout)
+    }
+
+    fn with_optional_slot(
+        inner: S,
+        slot: Option<OwnedSemaphorePermit>,
+        idle_timeout: Duration,
+    ) -> Self {
+        LimitedStream {
+            inner,
+            _slot: slot,
+            idle_timeout,
+            idle_deadline: Box::pin(tokio::time::sleep(idle_timeout)),
+        }
+    }
+
+    fn touch(&mut self) {
+        let deadline = Instant::now() + self.idle_timeout;
+        self.idle_deadline.as_mut().reset(deadline);
+    }
+
+    fn idle_expired(&mut self, context: &mut Context<'_>) -> bool {
+        self.idle_deadline.as_mut().poll(context).is_ready()
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "idle connection closed")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for LimitedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buffer.filled().len();
+        match Pin::new(&mut self.inner).poll_read(context, buffer) {
+            Poll::Ready(Ok(())) => {
+                if buffer.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending if self.idle_expired(context) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(context, data);
+        if matches!(written, Poll::Ready(Ok(count)) if count > 0) {
+            self.touch();
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}
+
+impl Connected for LimitedStream<TcpStream> {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = TcpStream::connect(address).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_stays_quiet_is_closed_and_traffic_keeps_it_open() {
+        let (mut client, server) = pair().await;
+        let idle = Duration::from_millis(300);
+        let mut server = LimitedStream::with_optional_slot(server, None, idle);
+        let started = Instant::now();
+        // Traffic for longer than the idle timeout keeps the connection alive.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            server.read_exact(&mut byte).await.unwrap();
+        }
+        assert!(started.elapsed() > idle);
+        // Silence: the next read fails once the timeout passes.
+        let mut byte = [0u8; 1];
+        let error = tokio::time::timeout(Duration::from_secs(5), server.read(&mut byte))
+            .await
+            .expect("the idle timeout must end the read")
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn silent_connections_are_dropped_and_a_speaking_one_gets_through() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let limits = ListenerLimits {
+            max_connections: 64,
+            max_silent: 8,
+            first_byte_timeout: Duration::from_secs(30),
+            idle_timeout: IDLE_TIMEOUT,
+        };
+        let mut incoming = bounded_incoming(listener, limits);
+        // More silent connections than may wait: the oldest are evicted, never yielded.
+        let mut silent = Vec::new();
+        for _ in 0..40 {
+            silent.push(TcpStream::connect(address).await.unwrap());
+        }
+        let mut speaker = TcpStream::connect(address).await.unwrap();
+        speaker.write_all(b"hello").await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(5), async {
+            use tokio_stream::StreamExt;
+            incoming.next().await
+        })
+        .await
+        .expect("the speaking connection must be yielded")
+        .unwrap()
+        .unwrap();
+        let mut greeting = [0u8; 5];
+        let mut accepted = accepted;
+        accepted.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"hello");
+        // The evicted silent connections were closed by the server.
+        let mut closed = 0;
+        for stream in &mut silent {
+            let mut byte = [0u8; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await
+            {
+                closed += 1;
+            }
+        }
+        assert!(
+            closed >= 40 - 8,
+            "only {closed} silent connections were closed"
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! The gateway under connection abuse that needs no certificate: a flood of TCP connections
+//! that never send a byte, and connections left idle. A paying client must still get in, and
+//! what the flood holds must stay bounded and go away by itself.
+
+mod support;
+
+use std::time::Duration;
+
+use strife_proto::v1 as pb;
+use support::network::{ManualNetwork, NetworkOptions};
+use support::wait_until;
+
+fn pay(key: &str) -> pb::PayRequest {
+    pb::PayRequest {
+        idempotency_key: key.into(),
+        to_username: "bob".into(),
+        amount: Some(pb::Money {
+            amount_minor: 100,
+            currency: "USD".into(),
+        }),
+        ..pb::PayRequest::default()
+    }
+}
+
+fn gateway_pid(network: &ManualNetwork) -> i32 {
+    network.gateway.as_ref().unwrap().child.id() as i32
+}
+
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+/// Established TCP connections whose local port is `port` (the server's side), from
+/// /proc/net/tcp.
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local_port = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3 && fields[1].ends_with(&local_port) && fields[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_does_not_keep_a_paying_client_out() {
+    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank1", "0").await;
+    // The gateway gets a small descriptor budget, so a flood a few times larger would
+    // exhaust it if silent connections were kept.
+    let pid = gateway_pid(&network);
+    let limit = libc::rlimit {
+        rlim_cur: 1_024,
+        rlim_max: 1_024,
+    };
+    // SAFETY: prlimit on our own child with a valid rlimit; no memory is shared.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &limit, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit failed");
+
+    let mut flood = Vec::new();
+    for _ in 0..3_000 {
+        match tokio::net::TcpStream::connect(&network.gateway_address).await {
+            Ok(stream) => flood.push(stream),
+            Err(error) => panic!("the flood itself failed to connect: {error}"),
+        }
+    }
+    // While the flood holds its sockets open, a real client connects and pays.
+    let mut alice = network.gateway_client("alice");
+    let paid = wait_until(Duration::from_secs(20), || {
+        let mut alice = alice.clone();
+        async move { alice.pay(pay("through-the-flood")).await.is_ok() }
+    })
+    .await;
+    assert!(paid, "the client could not pay during the flood");
+    let payment = alice
+        .pay(pay("through-the-flood"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(payment.status, pb::PaymentStatus::Committed as i32);
+    // The gateway holds far fewer descriptors than the flood has connections.
+    let held = open_descriptors(pid);
+    assert!(held < 900, "the gateway holds {held} descriptors");
+    drop(flood);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let options = NetworkOptions {
+        gateway_args: vec!["--idle-timeout".into(), "1s".into()],
+        ..NetworkOptions::default()
+    };
+    let network = ManualNetwork::start_with(&["bank0"], &["alice"], options).await;
+    network.fund("alice", "bank0", "1.00").await;
+    let port: u16 = network
+        .gateway_address
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .unwrap();
+    let mut alice = network.gateway_client("alice");
+    alice
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap();
+    assert!(established_to(port) >= 1, "no connection to observe");
+    // The channel is still alive on our side; the gateway closes the quiet connection.
+    let closed = wait_until(Duration::from_secs(10), || async {
+        established_to(port) == 0
+    })
+    .await;
+    assert!(closed, "{} connections still open", established_to(port));
+    // The client's channel reconnects by itself for the next call.
+    let again = wait_until(Duration::from_secs(10), || {
+        let mut alice = alice.clone();
+        async move {
+            alice
+                .get_balances(pb::GetBalancesRequest::default())
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(again);
+}
