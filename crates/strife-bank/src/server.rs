@@ -59,6 +59,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     validate_name("bank", &config.bank_id).map_err(anyhow::Error::msg)?;
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
+    strife_common::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,

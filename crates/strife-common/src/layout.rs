@@ -6,6 +6,7 @@
 //! D/pki/gateway.crt  .key                    gateway (server and client use)
 //! D/pki/banks/<bank>.crt  .key               one per bank
 //! D/pki/users/<user>.crt  .key               admin and each user (CN = user name)
+//! D/pki/ca.crl                              revoked certificates (strife setup --revoke)
 //! D/pki/etcd/ca.crt  ca.key  server.crt/key  etcd's own CA and its server certificate
 //! D/pki/etcd/clients/<etcd user>.crt  .key   root, strife-gateway, strife-bank-<id>
 //! D/admin-password                           admin password, 0600, written once by setup
@@ -61,6 +62,16 @@ impl Layout {
 
     pub fn user_identity(&self, username: &str) -> KeyPairPaths {
         self.pair(self.pki_dir().join("users"), username)
+    }
+
+    /// The CA's certificate revocation list (absent until `strife setup --revoke`).
+    pub fn ca_crl(&self) -> PathBuf {
+        self.pki_dir().join("ca.crl")
+    }
+
+    /// Where `strife setup --revoke` moves a revoked certificate (its key is deleted).
+    pub fn revoked_dir(&self) -> PathBuf {
+        self.pki_dir().join("revoked")
     }
 
     /// The etcd CA: separate from the project's CA, so no payment-network certificate can

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod metadata;
 pub mod money;
 pub mod registration;
+pub mod revocation;
 pub mod runtime;
 pub mod sqlite;
 pub mod time;

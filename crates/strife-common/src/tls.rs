@@ -173,9 +173,13 @@ impl fmt::Display for PeerIdentity {
 }
 
 /// Reads role and name from a DER certificate. Only called on certificates the TLS layer
-/// already verified against our CA.
+/// already verified against our CA; a certificate on the installed revocation list
+/// (`revocation.rs`) has no identity.
 pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, Failure> {
     let (_, certificate) = X509Certificate::from_der(der).map_err(|_| Failure::Unauthenticated)?;
+    if crate::revocation::is_serial_revoked(certificate.raw_serial()) {
+        return Err(Failure::Unauthenticated);
+    }
     let subject = certificate.subject();
     fn first_value<'a>(
         mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,

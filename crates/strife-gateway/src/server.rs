@@ -53,6 +53,7 @@ pub struct GatewayConfig {
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
+    strife_common::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SerialNumber,
 };
 use strife_common::layout::KeyPairPaths;
 use strife_common::tls::{identity_dns_name, PeerRole};
@@ -203,6 +204,32 @@ impl CertificateAuthority {
             certificate_pem: certificate.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+}
+
+impl CertificateAuthority {
+    /// A CRL signed by this CA listing `serials` (raw DER serial bytes), valid a year.
+    pub fn revocation_list(&self, serials: Vec<Vec<u8>>) -> anyhow::Result<String> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = serials
+            .into_iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: now,
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: now - CLOCK_SKEW_ALLOWANCE,
+            next_update: now + LEAF_VALIDITY,
+            // Each new list must number higher than the last: the time does.
+            crl_number: SerialNumber::from(now.unix_timestamp().unsigned_abs()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 

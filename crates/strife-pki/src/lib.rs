@@ -201,6 +201,86 @@ fn issue_etcd_material(
     Ok(())
 }
 
+/// Revokes the certificates of `names` (a bank id, a user name, `gateway`, or `bank/NAME`,
+/// `user/NAME` where a name is both): adds their serials to the CA's CRL (`pki/ca.crl`,
+/// signed by the CA, re-read by running servers within a second), moves each certificate to
+/// `pki/revoked/` and deletes its key, so a later setup run issues a fresh one. Returns the
+/// certificates revoked.
+pub fn revoke(layout: &Layout, names: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let manifest = Manifest::load(layout)?;
+    let mut targets = Vec::new();
+    for name in names {
+        let (role, bare) = match name.split_once('/') {
+            Some(("bank", bare)) => (Some(PeerRole::Bank), bare),
+            Some(("user", bare)) => (Some(PeerRole::User), bare),
+            Some(_) => anyhow::bail!("--revoke {name:?}: use NAME, bank/NAME or user/NAME"),
+            None => (None, name.as_str()),
+        };
+        let bank = layout.bank_identity(bare);
+        let user = layout.user_identity(bare);
+        let paths = match role {
+            _ if bare == GATEWAY_CN && role.is_none() => layout.gateway_identity(),
+            Some(PeerRole::Bank) => bank,
+            Some(PeerRole::User) => user,
+            _ => match (bank.cert.exists(), user.cert.exists()) {
+                (true, true) => anyhow::bail!(
+                    "{bare} is both a bank and a user; say bank/{bare} or user/{bare}"
+                ),
+                (true, false) => bank,
+                (false, true) => user,
+                (false, false) => anyhow::bail!(
+                    "no certificate for {bare:?} under {} (banks: {})",
+                    layout.pki_dir().display(),
+                    manifest.banks.join(", ")
+                ),
+            },
+        };
+        anyhow::ensure!(
+            paths.cert.exists(),
+            "no certificate at {}",
+            paths.cert.display()
+        );
+        targets.push(paths);
+    }
+    let ca = CertificateAuthority::load(&layout.ca())?;
+    let crl_path = layout.ca_crl();
+    let (_, mut serials) = strife_common::revocation::read_crl(&crl_path)?;
+    for paths in &targets {
+        let pem = std::fs::read(&paths.cert)
+            .with_context(|| format!("reading {}", paths.cert.display()))?;
+        let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", paths.cert.display()))?;
+        let certificate = block
+            .parse_x509()
+            .map_err(|error| anyhow::anyhow!("{}: {error}", paths.cert.display()))?;
+        serials.insert(certificate.raw_serial().to_vec());
+    }
+    let crl_pem = ca.revocation_list(serials.into_iter().collect())?;
+    files::write_public(&crl_path, crl_pem.as_bytes())?;
+    let mut revoked = Vec::new();
+    std::fs::create_dir_all(layout.revoked_dir())?;
+    for paths in targets {
+        let stamp = strife_common::time::now_unix_ms();
+        let file_name = paths
+            .cert
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let destination = layout.revoked_dir().join(format!("{stamp}-{file_name}"));
+        std::fs::rename(&paths.cert, &destination)
+            .with_context(|| format!("moving {} aside", paths.cert.display()))?;
+        match std::fs::remove_file(&paths.key) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("deleting {}", paths.key.display()))
+            }
+        }
+        revoked.push(destination);
+    }
+    Ok(revoked)
+}
+
 /// Reads the admin password that setup stored.
 pub fn read_admin_password(layout: &Layout) -> anyhow::Result<String> {
     let path = layout.admin_password();

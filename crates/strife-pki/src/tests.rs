@@ -176,3 +176,47 @@ fn hosts_go_into_server_certificates_and_old_profiles_are_reissued() {
     unknown.hosts.insert("bank9".into(), vec!["x".into()]);
     assert!(setup(&unknown).is_err());
 }
+
+#[test]
+fn revoke_lists_the_serial_moves_the_certificate_and_deletes_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(&options(dir.path())).unwrap();
+    let layout = Layout::new(dir.path());
+    let alice = layout.user_identity("alice");
+    let serial = {
+        let der = der_of(&alice.cert);
+        let (_, certificate) = X509Certificate::from_der(&der).unwrap();
+        certificate.raw_serial().to_vec()
+    };
+    let moved = revoke(&layout, &["alice".into()]).unwrap();
+    assert_eq!(moved.len(), 1);
+    assert!(moved[0].exists() && !alice.cert.exists() && !alice.key.exists());
+    let (_, serials) = strife_common::revocation::read_crl(&layout.ca_crl()).unwrap();
+    assert!(serials.contains(&serial));
+    // A second revocation keeps the first in the list.
+    revoke(&layout, &["bank/bank1".into()]).unwrap();
+    let (_, serials) = strife_common::revocation::read_crl(&layout.ca_crl()).unwrap();
+    assert_eq!(serials.len(), 2);
+    assert!(serials.contains(&serial));
+    // Unknown names and names already revoked are refused, nothing changes.
+    assert!(revoke(&layout, &["nobody".into()]).is_err());
+    assert!(revoke(&layout, &["alice".into()]).is_err());
+    assert!(revoke(&layout, &["team/x".into()]).is_err());
+    // Setup issues alice a fresh certificate, which is not revoked.
+    setup(&options(dir.path())).unwrap();
+    let der = der_of(&alice.cert);
+    let (_, certificate) = X509Certificate::from_der(&der).unwrap();
+    assert!(!serials.contains(certificate.raw_serial()));
+}
+
+#[test]
+fn a_name_that_is_both_a_bank_and_a_user_must_be_qualified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut both = options(dir.path());
+    both.users.push("bank0".into());
+    setup(&both).unwrap();
+    let layout = Layout::new(dir.path());
+    assert!(revoke(&layout, &["bank0".into()]).is_err());
+    revoke(&layout, &["user/bank0".into()]).unwrap();
+    assert!(layout.bank_identity("bank0").cert.exists());
+}

@@ -196,6 +196,10 @@ struct SetupArgs {
     /// get loopback. Peers are pinned by role and name either way.
     #[arg(long = "host", value_delimiter = ',', value_parser = parse_host)]
     hosts: Vec<(String, Vec<String>)>,
+    /// Revoke these certificates instead (NAME, bank/NAME or user/NAME, comma-separated):
+    /// added to pki/ca.crl, which running servers re-read within a second.
+    #[arg(long, value_delimiter = ',')]
+    revoke: Vec<String>,
 }
 
 /// `bank0=10.0.0.5+bank0.example.com` → (`bank0`, [`10.0.0.5`, `bank0.example.com`]).
@@ -343,6 +347,14 @@ fn run_etcd_lockdown(args: EtcdLockdownArgs) -> anyhow::Result<()> {
 }
 
 fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
+    if !args.revoke.is_empty() {
+        let layout = strife_common::layout::Layout::new(&args.dir);
+        for moved in strife_pki::revoke(&layout, &args.revoke)? {
+            println!("revoked  {} (key deleted)", moved.display());
+        }
+        println!("revocation list: {}", layout.ca_crl().display());
+        return Ok(());
+    }
     let options = strife_pki::SetupOptions {
         dir: args.dir,
         banks: args.banks,
