@@ -1,4 +1,4 @@
-//! The one place where a refusal becomes a gRPC status (SPEC §7). Handlers return
+//! The one place where a refusal becomes a gRPC status (docs/SPEC.md §7). Handlers return
 //! [`Failure`]; only `From<Failure> for Status` decides codes, so the mapping cannot drift.
 
 use tonic::{Code, Status};

@@ -1,4 +1,4 @@
-//! `strife`: one binary, one subcommand per process (SPEC §1).
+//! `strife`: one binary, one subcommand per process (docs/SPEC.md §1).
 
 mod cli;
 mod dev;

@@ -1,4 +1,4 @@
-//! A Jepsen-style bank workload under faults (SPEC §8), on real processes: 8 users with
+//! A Jepsen-style bank workload under faults (docs/SPEC.md §8), on real processes: 8 users with
 //! accounts on 3 banks pay each other concurrently, retrying with the same idempotency key
 //! like the client's outbox, while a nemesis on a seeded schedule SIGKILLs and restarts banks
 //! and the gateway, stalls banks and cuts gateway↔bank links (TCP proxies), and restarts etcd
