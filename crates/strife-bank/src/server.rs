@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::etcd::EtcdAccess;
+use strife_common::grpc_limits::{GrpcLimitsLayer, MAX_HEADER_LIST_BYTES};
 use strife_common::layout::{validate_name, Layout};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::registration::{keep_registered, Registration};
@@ -108,7 +109,9 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .context("bank TLS configuration")?
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)
+        .layer(GrpcLimitsLayer)
         .add_service(service)
         .serve_with_incoming_shutdown(
             bounded_incoming(listener, config.listener_limits),

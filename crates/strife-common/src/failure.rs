@@ -37,6 +37,9 @@ pub enum Failure {
     /// A bank is not registered or not reachable.
     #[error("{0}")]
     Unavailable(String),
+    /// No such method or service.
+    #[error("{0}")]
+    Unimplemented(String),
     /// A bug or a storage failure. The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,6 +70,7 @@ impl Failure {
             Failure::FailedPrecondition { .. } => Code::FailedPrecondition,
             Failure::Aborted(_) => Code::Aborted,
             Failure::Unavailable(_) => Code::Unavailable,
+            Failure::Unimplemented(_) => Code::Unimplemented,
             Failure::Internal(_) => Code::Internal,
         }
     }

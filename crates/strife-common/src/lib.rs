@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod etcd;
 pub mod failure;
 pub mod group_commit;
+pub mod grpc_limits;
 pub mod layout;
 pub mod listener;
 pub mod logging;

@@ -363,6 +363,12 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = Arc::clone(&self.authenticator);
         let credentials = Credentials::of(&request);
+        // A method that does not exist is UNIMPLEMENTED for everyone (method names are public
+        // in proto/), before any credential is looked at.
+        if allowed_roles(&credentials.path).is_none() {
+            let failure = Failure::Unimplemented(format!("no method {}", credentials.path));
+            return Box::pin(async move { Ok(tonic::Status::from(failure).into_http()) });
+        }
         let log_slot = request.extensions().get::<RequestLogSlot>().cloned();
         Box::pin(async move {
             let outcome = authorize(&authenticator, credentials).await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::etcd::EtcdAccess;
+use strife_common::grpc_limits::{GrpcLimitsLayer, MAX_HEADER_LIST_BYTES};
 use strife_common::layout::Layout;
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::registration::{keep_registered, Registration};
@@ -104,6 +105,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let layers = tower::ServiceBuilder::new()
         .layer(RequestLogLayer)
+        .layer(GrpcLimitsLayer)
         .layer(AuthLayer::new(authenticator));
 
     announce(config.json, address)?;
@@ -112,6 +114,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .context("gateway TLS configuration")?
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)
         .layer(layers)
         .add_service(gateway)
