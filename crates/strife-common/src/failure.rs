@@ -1,11 +1,18 @@
 //! The one place where a refusal becomes a gRPC status (docs/SPEC.md §7). Handlers return
 //! [`Failure`]; only `From<Failure> for Status` decides codes, so the mapping cannot drift.
 
+use std::collections::HashMap;
+
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Metadata key carrying the machine-readable reason of a `FAILED_PRECONDITION` (and of
 /// aborted payments), e.g. `insufficient_funds`.
 pub const REASON_METADATA_KEY: &str = "x-strife-reason";
+
+/// The `domain` of every `google.rpc.ErrorInfo` Strife attaches.
+pub const ERROR_DOMAIN: &str = "strife";
 
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +66,23 @@ impl Failure {
         Failure::Internal(format!("{context}: {error}"))
     }
 
+    /// The machine-readable reason sent as `ErrorInfo.reason`: a precondition's own reason
+    /// code (`insufficient_funds`, …), otherwise the failure's class.
+    pub fn reason(&self) -> &str {
+        match self {
+            Failure::InvalidArgument(_) => "invalid_argument",
+            Failure::Unauthenticated => "unauthenticated",
+            Failure::PermissionDenied(_) => "permission_denied",
+            Failure::NotFound(_) => "not_found",
+            Failure::AlreadyExists(_) => "already_exists",
+            Failure::FailedPrecondition { reason_code, .. } => reason_code,
+            Failure::Aborted(_) => "in_progress",
+            Failure::Unavailable(_) => "unavailable",
+            Failure::Unimplemented(_) => "unimplemented",
+            Failure::Internal(_) => "internal",
+        }
+    }
+
     /// The gRPC code this failure maps to.
     pub fn code(&self) -> Code {
         match self {
@@ -77,25 +101,26 @@ impl Failure {
 }
 
 impl From<Failure> for Status {
+    /// The status, with a `google.rpc.ErrorInfo` (reason, domain `strife`) in
+    /// `grpc-status-details-bin` for every failure, and the reason also in the
+    /// `x-strife-reason` trailer for preconditions (what the CLI and older clients read).
     fn from(failure: Failure) -> Self {
-        match &failure {
+        let message = match &failure {
             Failure::Internal(detail) => {
                 // The detail may name files or SQL; it goes to the log, not to the caller.
                 tracing::error!(%detail, "internal error");
-                Status::internal("internal error; see the server log")
+                "internal error; see the server log".to_owned()
             }
-            Failure::FailedPrecondition {
-                reason_code,
-                message,
-            } => {
-                let mut status = Status::failed_precondition(message.clone());
-                if let Ok(value) = reason_code.parse() {
-                    status.metadata_mut().insert(REASON_METADATA_KEY, value);
-                }
-                status
+            other => other.to_string(),
+        };
+        let mut metadata = MetadataMap::new();
+        if let Failure::FailedPrecondition { reason_code, .. } = &failure {
+            if let Ok(value) = reason_code.parse() {
+                metadata.insert(REASON_METADATA_KEY, value);
             }
-            other => Status::new(other.code(), other.to_string()),
         }
+        let details = ErrorDetails::with_error_info(failure.reason(), ERROR_DOMAIN, HashMap::new());
+        Status::with_error_details_and_metadata(failure.code(), message, details, metadata)
     }
 }
 
@@ -111,6 +136,20 @@ pub fn reason_of(status: &Status) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_carries_an_error_info_with_its_reason() {
+        let status = Status::from(Failure::precondition("insufficient_funds", "not enough"));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "insufficient_funds");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        let status = Status::from(Failure::NotFound("payment p not found".into()));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "not_found");
+        let status = Status::from(Failure::internal("open db", "/secret/path"));
+        assert_eq!(status.get_details_error_info().unwrap().reason, "internal");
+        assert!(!status.message().contains("secret"));
+    }
 
     #[test]
     fn precondition_carries_reason_code() {

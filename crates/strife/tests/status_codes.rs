@@ -113,3 +113,46 @@ async fn unknown_methods_and_services_are_unimplemented() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_an_error_info_a_foreign_client_can_read() {
+    use tonic_types::StatusExt;
+
+    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
+    network.fund("alice", "bank0", "1.00").await;
+    network.fund("bob", "bank1", "0").await;
+    let mut alice = network.gateway_client("alice");
+
+    let status = alice
+        .get_payment(pb::GetPaymentRequest {
+            payment_id: "no-such-payment".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let info = status.get_details_error_info().expect("ErrorInfo attached");
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("not_found", "strife")
+    );
+
+    let status = alice
+        .pay(pb::PayRequest {
+            idempotency_key: "too-much".into(),
+            to_username: "bob".into(),
+            amount: Some(pb::Money {
+                amount_minor: 1_000_000,
+                currency: "USD".into(),
+            }),
+            ..pb::PayRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let info = status.get_details_error_info().expect("ErrorInfo attached");
+    assert_eq!(info.reason, "insufficient_funds");
+    assert_eq!(
+        strife_common::failure::reason_of(&status).as_deref(),
+        Some("insufficient_funds")
+    );
+}
