@@ -13,10 +13,11 @@ use strife_common::etcd::EtcdAccess;
 use strife_common::grpc_limits::{GrpcLimitsLayer, MAX_HEADER_LIST_BYTES};
 use strife_common::layout::{validate_name, Layout};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
+use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
-use strife_common::runtime::wait_for_signal;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
+use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
@@ -104,7 +105,13 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES);
     let service = InterceptedService::new(bank, admit_gateway);
-    Server::builder()
+    // Health and reflection sit beside the bank service, outside its gateway-only
+    // interceptor: any certificate from our CA may probe them (see `operations.rs`).
+    let (readiness, health) = operations::health("strife.v1.Bank").await;
+    let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
+    readiness.serving().await;
+    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
+    let serving = Server::builder()
         .tls_config(tls.server_config())
         .context("bank TLS configuration")?
         .timeout(REQUEST_TIMEOUT)
@@ -113,10 +120,14 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .layer(GrpcLimitsLayer)
         .add_service(service)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             bounded_incoming(listener, config.listener_limits),
-            wait_for_signal(),
-        )
+            shutdown_signal,
+        );
+    operations::drain_bounded(serving, draining)
         .await
         .context("bank server failed")?;
 

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod logging;
 pub mod metadata;
 pub mod money;
+pub mod operations;
 pub mod registration;
 pub mod revocation;
 pub mod runtime;

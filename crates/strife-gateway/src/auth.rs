@@ -363,6 +363,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = Arc::clone(&self.authenticator);
         let credentials = Credentials::of(&request);
+        // Health and reflection need only a certificate from our CA (TLS checked the chain;
+        // a revoked or unreadable one is refused here), no password, no role.
+        if strife_common::operations::is_operations_path(&credentials.path) {
+            return Box::pin(async move {
+                match credentials.peer {
+                    Ok(_) => inner.call(request).await,
+                    Err(failure) => Ok(tonic::Status::from(failure).into_http()),
+                }
+            });
+        }
         // A method that does not exist is UNIMPLEMENTED for everyone (method names are public
         // in proto/), before any credential is looked at.
         if allowed_roles(&credentials.path).is_none() {

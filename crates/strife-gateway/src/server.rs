@@ -13,12 +13,13 @@ use strife_common::etcd::EtcdAccess;
 use strife_common::grpc_limits::{GrpcLimitsLayer, MAX_HEADER_LIST_BYTES};
 use strife_common::layout::Layout;
 use strife_common::listener::{bounded_incoming, ListenerLimits};
+use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
-use strife_common::runtime::wait_for_signal;
 use strife_common::tls::TlsMaterial;
 use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
+use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
@@ -108,8 +109,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .layer(GrpcLimitsLayer)
         .layer(AuthLayer::new(authenticator));
 
+    let (readiness, health) = operations::health("strife.v1.Gateway").await;
+    let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
+    // Recovery is done and the registry is following etcd: ready.
+    readiness.serving().await;
+    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
     announce(config.json, address)?;
-    Server::builder()
+    let serving = Server::builder()
         .tls_config(tls.server_config())
         .context("gateway TLS configuration")?
         .timeout(REQUEST_TIMEOUT)
@@ -119,10 +125,14 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .layer(layers)
         .add_service(gateway)
         .add_service(decisions)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             bounded_incoming(listener, config.listener_limits),
-            wait_for_signal(),
-        )
+            shutdown_signal,
+        );
+    operations::drain_bounded(serving, draining)
         .await
         .context("gateway server failed")?;
 

@@ -3,6 +3,10 @@
 //! [`v1::coordinator_server`]) and the client↔gateway API ([`v1::gateway_client`],
 //! [`v1::gateway_server`]).
 
+/// Every `strife.v1` file descriptor, serialized: what server reflection serves.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/strife_descriptor.bin"));
+
 /// Generated types and services of package `strife.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

@@ -1,0 +1,131 @@
+//! The operating surface standard gRPC tooling expects on every Strife server: health
+//! (`grpc.health.v1`, with `Watch`) and server reflection (`grpc.reflection.v1` and
+//! `v1alpha`), so grpcurl, grpcui and Kubernetes' gRPC probes work against a gateway or a bank.
+//!
+//! Both need a certificate from the project's CA (TLS asks for it) but no password and no
+//! particular role: they reveal nothing a `proto/` file does not. Health follows readiness:
+//! NOT_SERVING until the server says it is ready, and NOT_SERVING again as soon as shutdown
+//! begins ([`Readiness`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// Paths open to any certificate from our CA, without a password.
+pub fn is_operations_path(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+}
+
+/// The health reporter of one server, for the overall status (`""`) and its main service.
+#[derive(Clone)]
+pub struct Readiness {
+    reporter: HealthReporter,
+    service_name: &'static str,
+}
+
+impl Readiness {
+    /// Sets both statuses.
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        self.reporter
+            .set_service_status(self.service_name, status)
+            .await;
+    }
+
+    /// Ready to serve (after start-up work such as recovery).
+    pub async fn serving(&self) {
+        self.set(ServingStatus::Serving).await;
+    }
+
+    /// Shutting down or unable to serve: probes and `Watch` see it at once.
+    pub async fn not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+}
+
+/// The health service (NOT_SERVING until [`Readiness::serving`]) and its reporter, for the
+/// server whose main gRPC service is `service_name` (e.g. `strife.v1.Gateway`).
+pub async fn health(
+    service_name: &'static str,
+) -> (
+    Readiness,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let readiness = Readiness {
+        reporter,
+        service_name,
+    };
+    readiness.not_serving().await;
+    (readiness, service)
+}
+
+/// Reflection services (v1 and v1alpha) over `file_descriptor_set` (`strife_proto`'s).
+pub fn reflection(
+    file_descriptor_set: &'static [u8],
+) -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(file_descriptor_set)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(file_descriptor_set)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// How long a graceful shutdown lets open streams (a health `Watch`, a slow call) finish
+/// before the remaining connections are closed.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// A shutdown signal for `serve_with_incoming_shutdown`: on SIGTERM/SIGINT, health goes
+/// NOT_SERVING at once; the receiver tells [`drain_bounded`] that draining has begun.
+pub fn shutdown_on_signal(
+    readiness: &Readiness,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    watch::Receiver<bool>,
+) {
+    let (began, draining) = watch::channel(false);
+    let readiness = readiness.clone();
+    let signal = async move {
+        crate::runtime::wait_for_signal().await;
+        readiness.not_serving().await;
+        let _ = began.send(true);
+    };
+    (signal, draining)
+}
+
+/// Runs a server future; once draining has begun, gives it at most [`DRAIN_LIMIT`] to finish
+/// its open streams, then drops it (closing what is left), so shutdown is bounded.
+pub async fn drain_bounded<E>(
+    serving: impl Future<Output = Result<(), E>>,
+    mut draining: watch::Receiver<bool>,
+) -> Result<(), E> {
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result,
+        _ = draining.wait_for(|began| *began) => {}
+    }
+    match tokio::time::timeout(DRAIN_LIMIT, serving).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                limit_ms = DRAIN_LIMIT.as_millis() as u64,
+                "drain limit reached; closing the remaining connections"
+            );
+            Ok(())
+        }
+    }
+}
