@@ -12,6 +12,7 @@ use anyhow::Context;
 use strife_common::layout::{validate_name, Layout};
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::runtime::{incoming_nodelay, wait_for_signal};
+use strife_common::state_dir::DirLock;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use tokio::sync::watch;
@@ -54,6 +55,12 @@ pub struct BankConfig {
 pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     validate_name("bank", &config.bank_id).map_err(anyhow::Error::msg)?;
     let layout = Layout::new(&config.dir);
+    // Before anything else: a second bank on this state dir must not touch the database,
+    // resolve legs or register in etcd while the first one runs.
+    let _lock = DirLock::acquire(
+        &layout.bank_lock(&config.bank_id),
+        &format!("bank {}", config.bank_id),
+    )?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
     let store = Arc::new(Store::open(
         &layout.bank_db(&config.bank_id),

@@ -10,7 +10,9 @@
 //! D/setup.json                               what setup made (banks, users)
 //! D/network.json                             where `strife dev`'s etcd and gateway listen
 //! D/banks/<bank>/bank.db                     a bank's SQLite database
+//! D/banks/<bank>/LOCK                        held (flock) by the running bank; holds its pid
 //! D/gateway/gateway.db                       the gateway's SQLite database
+//! D/gateway/LOCK                             held (flock) by the running gateway; its pid
 //! D/clients/<user>/outbox.db                 a client's offline outbox
 //! ```
 
@@ -82,12 +84,22 @@ impl Layout {
         self.bank_dir(bank_id).join("bank.db")
     }
 
+    /// The lock a running bank holds on its state dir, so a second one cannot start there.
+    pub fn bank_lock(&self, bank_id: &str) -> PathBuf {
+        self.bank_dir(bank_id).join("LOCK")
+    }
+
     pub fn gateway_dir(&self) -> PathBuf {
         self.root.join("gateway")
     }
 
     pub fn gateway_db(&self) -> PathBuf {
         self.gateway_dir().join("gateway.db")
+    }
+
+    /// The lock the running gateway holds on its state dir.
+    pub fn gateway_lock(&self) -> PathBuf {
+        self.gateway_dir().join("LOCK")
     }
 
     pub fn client_dir(&self, username: &str) -> PathBuf {

@@ -12,6 +12,7 @@ pub mod money;
 pub mod registration;
 pub mod runtime;
 pub mod sqlite;
+pub mod state_dir;
 pub mod time;
 pub mod tls;
 

@@ -12,6 +12,7 @@ use anyhow::Context;
 use strife_common::layout::Layout;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::runtime::{incoming_nodelay, wait_for_signal};
+use strife_common::state_dir::DirLock;
 use strife_common::tls::TlsMaterial;
 use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
@@ -48,6 +49,9 @@ pub struct GatewayConfig {
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
+    // Before anything else: a second gateway on this state dir must not run recovery (which
+    // would abort the first one's live payments) or take over its etcd key.
+    let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
     let store = Arc::new(GatewayStore::open(&layout.gateway_db())?);
     ensure_admin(&store, &layout).await?;
