@@ -13,6 +13,7 @@ use strife_common::layout::{validate_name, Layout};
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::runtime::{incoming_nodelay, wait_for_signal};
 use strife_common::state_dir::DirLock;
+use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use tokio::sync::watch;
@@ -49,6 +50,8 @@ pub struct BankConfig {
     pub resolve_interval: Duration,
     /// Print the ready line as JSON instead of text.
     pub json: bool,
+    /// Allow starting with a new, empty database although one existed before.
+    pub initialize: bool,
 }
 
 /// Runs a bank until SIGTERM or SIGINT.
@@ -62,9 +65,17 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         &format!("bank {}", config.bank_id),
     )?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
+    let identity = StoreIdentity::bank(
+        &layout,
+        &config.bank_id,
+        tls.ca_fingerprint()?,
+        crate::store::SCHEMA_VERSION,
+        config.initialize,
+    );
     let store = Arc::new(Store::open(
         &layout.bank_db(&config.bank_id),
         &config.bank_id,
+        &identity,
     )?);
 
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -14,6 +14,10 @@
 //! D/gateway/gateway.db                       the gateway's SQLite database
 //! D/gateway/LOCK                             held (flock) by the running gateway; its pid
 //! D/clients/<user>/outbox.db                 a client's offline outbox
+//! D/state/bank-<bank>.created                written when a bank's database is created
+//! D/state/gateway.created                    written when the gateway's database is created
+//!                                            (kept apart from the databases' own dirs, so
+//!                                            losing one of those is noticed)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -100,6 +104,21 @@ impl Layout {
     /// The lock the running gateway holds on its state dir.
     pub fn gateway_lock(&self) -> PathBuf {
         self.gateway_dir().join("LOCK")
+    }
+
+    /// Creation markers of the databases, outside the databases' own directories.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Written when bank `bank_id`'s database is created (see `store_identity`).
+    pub fn bank_marker(&self, bank_id: &str) -> PathBuf {
+        self.state_dir().join(format!("bank-{bank_id}.created"))
+    }
+
+    /// Written when the gateway's database is created.
+    pub fn gateway_marker(&self) -> PathBuf {
+        self.state_dir().join("gateway.created")
     }
 
     pub fn client_dir(&self, username: &str) -> PathBuf {

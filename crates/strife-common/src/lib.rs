@@ -13,6 +13,7 @@ pub mod registration;
 pub mod runtime;
 pub mod sqlite;
 pub mod state_dir;
+pub mod store_identity;
 pub mod time;
 pub mod tls;
 

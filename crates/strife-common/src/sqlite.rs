@@ -90,14 +90,17 @@ impl Drop for Checkpointer {
 }
 
 /// A store's connections: the writer (schema applied, behind a [`GroupCommit`] thread), a
-/// reader for committed state, and the background checkpointer.
+/// reader for committed state, and the background checkpointer. The database's identity is
+/// checked (or, for a new database, recorded) first: see [`crate::store_identity`].
 pub fn open_store(
     path: &std::path::Path,
     what: &str,
     schema: &str,
+    identity: &crate::store_identity::StoreIdentity,
 ) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
+    let absent = crate::store_identity::before_open(path, identity)?;
     let writer = open_connection(path, what)?;
-    writer.execute_batch(schema)?;
+    crate::store_identity::apply_schema_checked(&writer, path, schema, identity, absent)?;
     let reader = open_connection(path, what)?;
     let checkpointer = Checkpointer::start(open_connection(path, what)?, what)?;
     Ok((

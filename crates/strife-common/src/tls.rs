@@ -180,6 +180,18 @@ impl TlsMaterial {
         Ok(())
     }
 
+    /// SHA-256 (lowercase hex) of the CA certificate's DER: which network this is. Databases
+    /// record it, so one from another network is recognised as foreign.
+    pub fn ca_fingerprint(&self) -> anyhow::Result<String> {
+        let der = pem_to_der(&self.ca_pem)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+        Ok(digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect())
+    }
+
     /// Server side: present our certificate, require a client certificate from our CA.
     pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()

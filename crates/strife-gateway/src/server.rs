@@ -13,6 +13,7 @@ use strife_common::layout::Layout;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::runtime::{incoming_nodelay, wait_for_signal};
 use strife_common::state_dir::DirLock;
+use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
 use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
@@ -44,6 +45,8 @@ pub struct GatewayConfig {
     pub lease_ttl_secs: i64,
     pub lockout: LockoutPolicy,
     pub json: bool,
+    /// Allow starting with a new, empty database although one existed before.
+    pub initialize: bool,
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
@@ -53,7 +56,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     // would abort the first one's live payments) or take over its etcd key.
     let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
-    let store = Arc::new(GatewayStore::open(&layout.gateway_db())?);
+    let identity = StoreIdentity::gateway(
+        &layout,
+        tls.ca_fingerprint()?,
+        crate::store::SCHEMA_VERSION,
+        config.initialize,
+    );
+    let store = Arc::new(GatewayStore::open(&layout.gateway_db(), &identity)?);
     ensure_admin(&store, &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));

@@ -128,6 +128,11 @@ struct GatewayArgs {
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
+    /// Start with a new, empty database although this gateway has run before (its database
+    /// is missing or empty). Without it such a start is refused, so a lost database is
+    /// restored from backup instead of silently replaced.
+    #[arg(long)]
+    initialize: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +180,11 @@ struct BankArgs {
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
+    /// Start with a new, empty database although this bank has run before (its database is
+    /// missing or empty). Without it such a start is refused: a fresh bank reissues account
+    /// numbers from 1, so a lost database must be restored from backup, not replaced.
+    #[arg(long)]
+    initialize: bool,
 }
 
 impl Cli {
@@ -203,6 +213,7 @@ impl Cli {
                     coordinator: args.coordinator,
                     resolve_interval: Duration::from_millis(args.resolve_interval_ms),
                     json: args.json,
+                    initialize: args.initialize,
                 };
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
@@ -223,6 +234,7 @@ impl Cli {
                         duration: Duration::from_secs(args.lockout_secs),
                     },
                     json: args.json,
+                    initialize: args.initialize,
                 };
                 runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }

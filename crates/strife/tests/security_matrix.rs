@@ -164,6 +164,7 @@ async fn every_bank_rpc(
                         currency: "USD".into(),
                     }),
                     decision_deadline_unix_ms: 0,
+                    owner: String::new(),
                 })
                 .await
                 .map(drop),
