@@ -36,17 +36,59 @@ impl CachedStatements for Connection {
 pub fn open_connection(path: &std::path::Path, what: &str) -> anyhow::Result<Connection> {
     use anyhow::Context;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        crate::state_dir::create_private_dir(parent)?;
     }
-    let connection =
-        Connection::open(path).with_context(|| format!("opening {what} {}", path.display()))?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Every error names the file: "file is not a database" alone does not say which one.
+    let named = || format!("opening {what} {}", path.display());
+    let connection = Connection::open(path).with_context(named)?;
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .with_context(named)?;
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .with_context(named)?;
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .with_context(named)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .with_context(named)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
+}
+
+/// How many problems `quick_check` reports at most; the first few say enough.
+const QUICK_CHECK_LINES: u32 = 5;
+
+/// Refuses a database whose pages are damaged (`PRAGMA quick_check`: b-tree structure,
+/// record formats, NOT NULL/CHECK constraints — not index contents, which the full
+/// `integrity_check` compares and which costs several times more). Serving from a corrupt
+/// page could answer with wrong balances; refusing to start makes the operator restore it.
+pub fn quick_check(connection: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let started = std::time::Instant::now();
+    let problems: Vec<String> = connection
+        .prepare(&format!("PRAGMA quick_check({QUICK_CHECK_LINES})"))
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| {
+            format!(
+                "integrity check of {} failed; restore it from backup",
+                path.display()
+            )
+        })?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        tracing::info!(database = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "integrity check passed");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "database {} is damaged (PRAGMA quick_check): {}; restore it from backup",
+        path.display(),
+        problems.join("; ")
+    )
 }
 
 /// How often the background checkpointer folds the WAL back into the database file.
@@ -100,6 +142,9 @@ pub fn open_store(
 ) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
     let absent = crate::store_identity::before_open(path, identity)?;
     let writer = open_connection(path, what)?;
+    if !absent {
+        quick_check(&writer, path)?;
+    }
     crate::store_identity::apply_schema_checked(&writer, path, schema, identity, absent)?;
     let reader = open_connection(path, what)?;
     let checkpointer = Checkpointer::start(open_connection(path, what)?, what)?;

@@ -165,6 +165,7 @@ fn assert_refused(command: Command, expected: &[&str]) -> String {
     for part in expected {
         assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
     }
+    eprintln!("refused as expected: {stderr}");
     stderr
 }
 
@@ -310,5 +311,53 @@ async fn a_reissued_account_number_never_credits_its_new_owner() {
         network.available_minor("carol"),
         5_000,
         "carol paid nothing"
+    );
+}
+
+/// Overwrites `bytes.len()` bytes of `path` at `offset`.
+fn overwrite(path: &std::path::Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(bytes).unwrap();
+    file.sync_all().unwrap();
+}
+
+#[tokio::test]
+async fn a_corrupt_bank_database_is_refused_naming_the_file() {
+    let mut network = alice_and_bob().await;
+    kill_bank(&mut network, 0);
+    let db = network.network.layout().bank_db("bank0");
+    let shown = db.display().to_string();
+    // Fold the WAL into the file, so the damage below hits pages SQLite will read.
+    let (page_size, accounts_page) = {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let page_size: u64 = connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap();
+        let root: u64 = connection
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'accounts'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        (page_size, root)
+    };
+    assert!(accounts_page > 1);
+    // A page in the middle of the file: the accounts table's b-tree page, its header garbled.
+    overwrite(&db, (accounts_page - 1) * page_size, &[0xA5; 64]);
+    assert_refused(
+        bank_command(&network, "bank0"),
+        &[&shown, "restore it from backup"],
+    );
+    // The header itself: SQLite's "file is not a database", with the file named.
+    overwrite(&db, 0, b"this is no sqlite");
+    assert_refused(
+        bank_command(&network, "bank0"),
+        &[&shown, "file is not a database"],
     );
 }
