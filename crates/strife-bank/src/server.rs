@@ -64,7 +64,22 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         &layout.bank_lock(&config.bank_id),
         &format!("bank {}", config.bank_id),
     )?;
-    let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
+    let identity_paths = layout.bank_identity(&config.bank_id);
+    let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
+    // Parses certificate and key now: a bad one must stop the bank before it prints its
+    // ready line or registers in etcd, where it would attract traffic it cannot serve.
+    let mut server = Server::builder()
+        .tls_config(tls.server_config())
+        .with_context(|| {
+            format!(
+                "TLS material {} / {} is not usable",
+                identity_paths.cert.display(),
+                identity_paths.key.display()
+            )
+        })?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .tcp_nodelay(true);
     let identity = StoreIdentity::bank(
         &layout,
         &config.bank_id,
@@ -111,12 +126,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES);
     let service = InterceptedService::new(bank, admit_gateway);
-    Server::builder()
-        .tls_config(tls.server_config())
-        .context("bank TLS configuration")?
-        .timeout(REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .tcp_nodelay(true)
+    server
         .add_service(service)
         .serve_with_incoming_shutdown(incoming_nodelay(listener), wait_for_signal())
         .await

@@ -55,7 +55,22 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     // Before anything else: a second gateway on this state dir must not run recovery (which
     // would abort the first one's live payments) or take over its etcd key.
     let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
-    let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
+    let identity_paths = layout.gateway_identity();
+    let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
+    // Parses certificate and key now: a bad one must stop the gateway before recovery, its
+    // ready line or its etcd registration.
+    let server = Server::builder()
+        .tls_config(tls.server_config())
+        .with_context(|| {
+            format!(
+                "TLS material {} / {} is not usable",
+                identity_paths.cert.display(),
+                identity_paths.key.display()
+            )
+        })?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .tcp_nodelay(true);
     let identity = StoreIdentity::gateway(
         &layout,
         tls.ca_fingerprint()?,
@@ -114,12 +129,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .layer(AuthLayer::new(authenticator));
 
     announce(config.json, address)?;
-    Server::builder()
-        .tls_config(tls.server_config())
-        .context("gateway TLS configuration")?
-        .timeout(REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .tcp_nodelay(true)
+    server
         .layer(layers)
         .add_service(gateway)
         .add_service(decisions)

@@ -189,6 +189,13 @@ struct BankArgs {
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<u8> {
+        // Everything a Strife process creates (keys, databases and their WAL, outboxes, logs,
+        // markers) is its own business: files 0600, directories 0700, whatever the caller's
+        // umask. Set before the first file is created.
+        // SAFETY: umask(2) only changes this process's file-creation mask; it cannot fail.
+        unsafe {
+            libc::umask(0o077);
+        }
         let _log = strife_common::logging::init(self.log_json);
         match self.command {
             Command::Setup(args) => run_setup(args).map(|()| 0),

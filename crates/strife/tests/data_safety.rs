@@ -361,3 +361,104 @@ async fn a_corrupt_bank_database_is_refused_naming_the_file() {
         &[&shown, "file is not a database"],
     );
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn a_private_key_others_can_read_is_refused_before_the_ready_line() {
+    let network = support::Network::setup(&["bank0"], &[]);
+    let key = network.layout().bank_identity("bank0").key;
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let mut command = Command::new(strife_bin());
+    command
+        .args([
+            "bank",
+            "--id",
+            "bank0",
+            "--etcd",
+            "http://127.0.0.1:1",
+            "--dir",
+        ])
+        .arg(network.path());
+    let shown = key.display().to_string();
+    assert_refused(command, &[&shown, "chmod 600"]);
+    assert!(
+        !network.layout().bank_db("bank0").exists(),
+        "refused before the database was touched"
+    );
+
+    // A private but unparseable key is refused before the ready line too, naming the file.
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &key,
+        b"-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let mut command = Command::new(strife_bin());
+    command
+        .args([
+            "bank",
+            "--id",
+            "bank0",
+            "--etcd",
+            "http://127.0.0.1:1",
+            "--dir",
+        ])
+        .arg(network.path());
+    let (code, stdout_and_stderr) = {
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    assert_ne!(code, Some(0), "{stdout_and_stderr}");
+    assert!(stdout_and_stderr.contains(&shown), "{stdout_and_stderr}");
+    assert!(
+        !stdout_and_stderr.contains("listening"),
+        "no ready line: {stdout_and_stderr}"
+    );
+}
+
+#[tokio::test]
+async fn setup_and_a_bank_leave_private_dirs_and_files() {
+    let network = support::Network::setup(&["bank0"], &["alice"]);
+    let layout = network.layout();
+    let bank = support::BankStart::new(&network, "bank0").start();
+    for dir in [
+        layout.root().to_owned(),
+        layout.pki_dir(),
+        layout.pki_dir().join("banks"),
+        layout.pki_dir().join("users"),
+        layout.bank_dir("bank0"),
+        layout.state_dir(),
+    ] {
+        assert_eq!(mode_of(&dir), 0o700, "{}", dir.display());
+    }
+    let db = layout.bank_db("bank0");
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
+    for file in [
+        db,
+        wal,
+        layout.bank_lock("bank0"),
+        layout.bank_marker("bank0"),
+        layout.bank_identity("bank0").key,
+        layout.user_identity("alice").key,
+        layout.ca().key,
+        layout.admin_password(),
+    ] {
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+    drop(bank);
+}
