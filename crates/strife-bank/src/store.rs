@@ -119,8 +119,10 @@ pub struct Store {
     bank_id: String,
 }
 
+/// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
+/// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    Failure::internal("bank storage", error)
+    strife_common::sqlite::storage_failure("bank.db", error)
 }
 
 impl Store {

@@ -191,8 +191,10 @@ pub struct GatewayStore {
     _checkpointer: strife_common::sqlite::Checkpointer,
 }
 
+/// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
+/// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    Failure::internal("gateway storage", error)
+    strife_common::sqlite::storage_failure("gateway.db", error)
 }
 
 impl GatewayStore {

@@ -462,3 +462,177 @@ async fn setup_and_a_bank_leave_private_dirs_and_files() {
     }
     drop(bank);
 }
+
+/// A tmpfs mounted over a directory for one test; unmounted (lazily, so processes still
+/// holding files on it cannot block it) when dropped, also when the test fails.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` (after a loud message) where mounting is not permitted.
+    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(path)
+            .status();
+        match status {
+            Ok(status) if status.success() => Some(Tmpfs {
+                path: path.to_owned(),
+            }),
+            other => {
+                eprintln!(
+                    "\n!!! SKIPPED: cannot mount a tmpfs at {} ({other:?}); the disk-full test \
+                     needs root (or CAP_SYS_ADMIN) !!!\n",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Fills the filesystem holding `path` until it refuses another byte.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    for chunk in [64 * 1024, 4096, 512, 1] {
+        let bytes = vec![0xEE_u8; chunk];
+        while file.write_all(&bytes).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+async fn bank_balances(network: &ManualNetwork) -> Vec<(String, i64)> {
+    let mut balances = Vec::new();
+    for index in 0..network.banks.len() {
+        let listed = network
+            .bank(index)
+            .list_accounts(strife_proto::v1::ListAccountsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        for account in listed.accounts {
+            balances.push((account.account_number, account.balance_minor));
+        }
+    }
+    balances
+}
+
+fn pay_request(key: &str) -> strife_proto::v1::PayRequest {
+    strife_proto::v1::PayRequest {
+        idempotency_key: key.into(),
+        to_username: "bob".into(),
+        amount: Some(strife_proto::v1::Money {
+            amount_minor: 1,
+            currency: "USD".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_full_gateway_disk_answers_unavailable_and_recovers_when_space_is_freed() {
+    let mut network = alice_and_bob().await;
+    // Move the gateway's state dir onto a small tmpfs (the same database, so it opens as
+    // itself; its creation marker stays in state/).
+    network.stop_gateway();
+    let gateway_dir = network.network.layout().gateway_dir();
+    let saved = network.network.path().join("gateway-saved");
+    std::fs::rename(&gateway_dir, &saved).unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(&gateway_dir, "4m") else {
+        return;
+    };
+    for entry in std::fs::read_dir(&saved).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), gateway_dir.join(entry.file_name())).unwrap();
+    }
+    network.start_gateway(&[]);
+    let mut alice = network.gateway_client("alice");
+    assert!(
+        alice.pay(pay_request("before-full")).await.is_ok(),
+        "pays before the disk fills"
+    );
+
+    let filler = gateway_dir.join("filler");
+    fill(&filler);
+    // Pay until a write needs space the disk no longer has (the WAL and the database only
+    // grow now and then, so the first few payments may still fit).
+    let mut refused = None;
+    for attempt in 0..400 {
+        let key = format!("full-{attempt}");
+        let before = bank_balances(&network).await;
+        match alice.pay(pay_request(&key)).await {
+            Ok(_) => continue,
+            Err(status) => {
+                refused = Some((key, status, before));
+                break;
+            }
+        }
+    }
+    let (key, status, before) = refused.expect("some payment must hit the full disk");
+    eprintln!("{key} refused on the full disk: {status:?}");
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unavailable,
+        "storage trouble is transient: {status:?}; log:\n{}",
+        network.gateway_log()
+    );
+    assert!(
+        status
+            .message()
+            .contains("storage write failed at gateway.db"),
+        "{status:?}"
+    );
+    assert_eq!(bank_balances(&network).await, before, "no money moved");
+
+    // Space again: the same key goes through (after the retrier aborts a payment the full
+    // disk left PENDING, if any, a retry runs a new attempt).
+    std::fs::remove_file(&filler).unwrap();
+    let last = std::cell::RefCell::new(String::new());
+    let paid = wait_until(Duration::from_secs(30), || {
+        let mut alice = alice.clone();
+        let key = key.clone();
+        let last = &last;
+        async move {
+            let outcome = alice.pay(pay_request(&key)).await;
+            let done = outcome.as_ref().is_ok_and(|reply| {
+                reply.get_ref().status == strife_proto::v1::PaymentStatus::Committed as i32
+            });
+            *last.borrow_mut() = format!("{outcome:?}");
+            done
+        }
+    })
+    .await;
+    assert!(paid, "the same key pays once space is back: {last:?}");
+    assert!(alice.pay(pay_request("after-full")).await.is_ok());
+    let log = network.gateway_log();
+    for line in log.lines().filter(|line| {
+        line.contains("checkpoint") || line.contains("storage") || line.contains("rolled back")
+    }) {
+        eprintln!("gateway: {line}");
+    }
+    if log.contains("WAL checkpoint failed") {
+        let recovered = wait_until(Duration::from_secs(10), || async {
+            network.gateway_log().contains("WAL checkpoints work again")
+        })
+        .await;
+        assert!(recovered, "checkpoints resume after the disk has space");
+    }
+
+    let audit = Command::new(strife_bin())
+        .args(["audit", "--json", "--etcd", &network.etcd.endpoint, "--dir"])
+        .arg(network.network.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.status.success(), "audit must be clean: {report}");
+}
