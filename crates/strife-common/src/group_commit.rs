@@ -342,6 +342,64 @@ mod tests {
     }
 
     #[test]
+    fn a_full_database_is_transient_and_the_writer_works_again_with_space() {
+        let (_dir, writer, path) = writer();
+        let file = "test.db";
+        let storage = move |error| crate::sqlite::storage_failure(file, error);
+        // max_page_count makes SQLite answer SQLITE_FULL exactly as a full disk does.
+        writer
+            .write(move |connection| {
+                connection
+                    .query_row("PRAGMA max_page_count = 4", [], |_| Ok(()))
+                    .map_err(storage)
+            })
+            .unwrap();
+        let mut refused = None;
+        for value in 0..1_000 {
+            let written = writer.write(move |connection| {
+                connection
+                    .execute(
+                        "INSERT INTO t VALUES (?1 + 0 * length(zeroblob(3000)))",
+                        [value],
+                    )
+                    .map_err(storage)?;
+                connection
+                    .execute("CREATE TABLE IF NOT EXISTS big (b BLOB)", [])
+                    .map_err(storage)?;
+                connection
+                    .execute("INSERT INTO big VALUES (zeroblob(3000))", [])
+                    .map_err(storage)
+            });
+            if let Err(failure) = written {
+                refused = Some(failure);
+                break;
+            }
+        }
+        assert_eq!(
+            refused,
+            Some(Failure::Unavailable(
+                "storage write failed at test.db; retry".into()
+            ))
+        );
+        let before = count(&path);
+        writer
+            .write(move |connection| {
+                connection
+                    .query_row("PRAGMA max_page_count = 100000", [], |_| Ok(()))
+                    .map_err(storage)
+            })
+            .unwrap();
+        writer
+            .write(move |connection| {
+                connection
+                    .execute("INSERT INTO t VALUES (7)", [])
+                    .map_err(storage)
+            })
+            .unwrap();
+        assert_eq!(count(&path), before + 1, "writes work again");
+    }
+
+    #[test]
     fn many_concurrent_writes_all_land() {
         let (_dir, writer, path) = writer();
         let writer = std::sync::Arc::new(writer);
