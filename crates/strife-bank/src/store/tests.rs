@@ -58,6 +58,30 @@ fn a_database_opens_only_as_the_bank_and_network_it_was_created_for() {
 }
 
 #[test]
+fn another_copy_of_the_same_bank_is_refused_by_its_creation_id() {
+    let here = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    drop(open(&here));
+    drop(open(&elsewhere));
+    // Same bank id, same CA, but another creation: e.g. a second installation's file.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(here.path().join(format!("bank.db{suffix}")));
+        let from = elsewhere.path().join(format!("bank.db{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, here.path().join(format!("bank.db{suffix}"))).unwrap();
+        }
+    }
+    let refused = try_open(&here, &identity(&here, "bank0", "ca", false))
+        .err()
+        .unwrap();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("foreign database") && message.contains("bank.db"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_missing_database_of_a_bank_that_ran_before_needs_initialize() {
     let dir = tempfile::tempdir().unwrap();
     let first_marker = {
