@@ -76,8 +76,10 @@ pub fn participant_sequence(data: &[u8]) {
             amount_minor: i64::from(amount) * 97,
             currency: "USD".into(),
             decision_deadline_unix_ms: 0,
+            owner: String::new(),
         };
         let view = AccountView {
+            owner: "a".into(),
             currency: "USD".into(),
             funds,
         };

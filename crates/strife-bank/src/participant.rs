@@ -92,6 +92,7 @@ pub mod reason {
     pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
     pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
     pub const BALANCE_OVERFLOW: &str = "balance_overflow";
+    pub const ACCOUNT_OWNER_MISMATCH: &str = "account_owner_mismatch";
     pub const ABORTED_BY_COORDINATOR: &str = "aborted_by_coordinator";
     pub const ABORTED_BEFORE_PREPARE: &str = "aborted_before_prepare";
 }
@@ -103,6 +104,9 @@ pub struct PrepareIntent {
     pub amount_minor: i64,
     pub currency: String,
     pub decision_deadline_unix_ms: i64,
+    /// Whose account the coordinator believes this is; empty: not checked. Not stored with
+    /// the leg (only the first prepare of a leg checks it).
+    pub owner: String,
 }
 
 /// One stored leg. A tombstone (abort before prepare) has no intent.
@@ -134,6 +138,7 @@ impl AccountFunds {
 /// The account a prepare names, as the store found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountView {
+    pub owner: String,
     pub currency: String,
     pub funds: AccountFunds,
 }
@@ -252,6 +257,17 @@ pub fn prepare(
             format!("account {} does not exist", intent.account_number),
         )));
     };
+    if !intent.owner.is_empty() && account.owner != intent.owner {
+        // The number names another owner's account: the bank reissued it (e.g. it lost its
+        // database and started afresh). Moving money would pay or charge the wrong person.
+        return Ok(aborted(Reason::new(
+            reason::ACCOUNT_OWNER_MISMATCH,
+            format!(
+                "account {} does not belong to {} at this bank",
+                intent.account_number, intent.owner
+            ),
+        )));
+    }
     if account.currency != intent.currency {
         return Ok(aborted(Reason::new(
             reason::CURRENCY_MISMATCH,

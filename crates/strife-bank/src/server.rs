@@ -15,6 +15,8 @@ use strife_common::layout::{validate_name, Layout};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
+use strife_common::state_dir::DirLock;
+use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
@@ -54,22 +56,55 @@ pub struct BankConfig {
     pub listener_limits: ListenerLimits,
     /// Print the ready line as JSON instead of text.
     pub json: bool,
+    /// Allow starting with a new, empty database although one existed before.
+    pub initialize: bool,
 }
 
 /// Runs a bank until SIGTERM or SIGINT.
 pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     validate_name("bank", &config.bank_id).map_err(anyhow::Error::msg)?;
     let layout = Layout::new(&config.dir);
-    let tls = TlsMaterial::load(&layout.ca().cert, &layout.bank_identity(&config.bank_id))?;
+    // Before anything else: a second bank on this state dir must not touch the database,
+    // resolve legs or register in etcd while the first one runs.
+    let _lock = DirLock::acquire(
+        &layout.bank_lock(&config.bank_id),
+        &format!("bank {}", config.bank_id),
+    )?;
+    let identity_paths = layout.bank_identity(&config.bank_id);
+    let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
     strife_common::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
         &strife_common::etcd::bank_user(&config.bank_id),
     )?;
+    // Parses certificate and key now: a bad one must stop the bank before it prints its
+    // ready line or registers in etcd, where it would attract traffic it cannot serve.
+    let mut server = Server::builder()
+        .tls_config(tls.server_config())
+        .with_context(|| {
+            format!(
+                "TLS material {} / {} is not usable",
+                identity_paths.cert.display(),
+                identity_paths.key.display()
+            )
+        })?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .tcp_nodelay(true)
+        .layer(GrpcLimitsLayer);
+    let identity = StoreIdentity::bank(
+        &layout,
+        &config.bank_id,
+        tls.ca_fingerprint()?,
+        crate::store::SCHEMA_VERSION,
+        config.initialize,
+    );
     let store = Arc::new(Store::open(
         &layout.bank_db(&config.bank_id),
         &config.bank_id,
+        &identity,
     )?);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -111,14 +146,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
     readiness.serving().await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    let serving = Server::builder()
-        .tls_config(tls.server_config())
-        .context("bank TLS configuration")?
-        .timeout(REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .tcp_nodelay(true)
-        .layer(GrpcLimitsLayer)
+    let serving = server
         .add_service(service)
         .add_service(health)
         .add_service(reflection_v1)

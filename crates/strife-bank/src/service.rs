@@ -257,6 +257,7 @@ fn prepare_intent(request: &pb::PrepareRequest) -> Result<PrepareIntent, Failure
         } else {
             strife_common::time::now_unix_ms().saturating_add(DEFAULT_DECISION_WINDOW_MS)
         },
+        owner: request.owner.clone(),
     })
 }
 

@@ -15,6 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use strife_common::group_commit::GroupCommit;
 use strife_common::sqlite::CachedStatements;
+use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -66,6 +67,10 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_by_account ON journal (account_number, seq);
 ";
 
+/// The schema version this binary writes (`PRAGMA user_version`); a database with a higher
+/// one was written by a newer Strife and is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
@@ -114,15 +119,18 @@ pub struct Store {
     bank_id: String,
 }
 
+/// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
+/// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    Failure::internal("bank storage", error)
+    strife_common::sqlite::storage_failure("bank.db", error)
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path, bank_id: &str) -> anyhow::Result<Self> {
+    /// Opens (creating if needed and allowed) the database at `path`, checking that it is
+    /// `identity`'s.
+    pub fn open(path: &Path, bank_id: &str, identity: &StoreIdentity) -> anyhow::Result<Self> {
         let (writer, reader, checkpointer) =
-            strife_common::sqlite::open_store(path, "bank database", SCHEMA)?;
+            strife_common::sqlite::open_store(path, "bank database", SCHEMA, identity)?;
         Ok(Store {
             writer,
             reader: Mutex::new(reader),
@@ -260,6 +268,7 @@ impl Store {
         self.step(payment_id, role, actor, move |transaction, existing| {
             let account =
                 load_account(transaction, &intent.account_number)?.map(|record| AccountView {
+                    owner: record.owner,
                     currency: record.currency,
                     funds: record.funds,
                 });
@@ -480,6 +489,7 @@ fn decode_leg(columns: LegColumns) -> Result<StoredLeg, Failure> {
             amount_minor,
             currency,
             decision_deadline_unix_ms: deadline.unwrap_or(0),
+            owner: String::new(),
         }),
         (None, None, None) => None,
         _ => return Err(corrupt()),

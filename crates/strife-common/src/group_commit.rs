@@ -87,17 +87,15 @@ pub struct GroupCommit {
     sender: mpsc::SyncSender<Box<dyn Job>>,
 }
 
-fn storage(context: &str, error: rusqlite::Error) -> Failure {
-    Failure::internal(context, error)
-}
-
 impl GroupCommit {
-    /// Starts the writer thread on `connection` (which it owns from now on).
-    pub fn start(connection: Connection, name: &str) -> std::io::Result<Self> {
+    /// Starts the writer thread on `connection` (which it owns from now on); `file` names
+    /// the database in storage failures.
+    pub fn start(connection: Connection, name: &str, file: &str) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel::<Box<dyn Job>>(MAX_QUEUED);
+        let file = file.to_owned();
         std::thread::Builder::new()
             .name(format!("{name}-writer"))
-            .spawn(move || write_loop(&connection, &receiver))?;
+            .spawn(move || write_loop(&connection, &receiver, &file))?;
         Ok(GroupCommit { sender })
     }
 
@@ -192,7 +190,8 @@ impl GroupCommit {
     }
 }
 
-fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>) {
+fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>, file: &str) {
+    let storage = |error| crate::sqlite::storage_failure(file, error);
     let mut relaxed_now = false;
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
@@ -223,18 +222,31 @@ fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>) 
             }
             continue;
         }
+        if !connection.is_autocommit() {
+            // A transaction left open by a failed COMMIT and ROLLBACK (e.g. disk full) would
+            // make every later BEGIN fail; end it, so writes work again once the disk does.
+            let _ = connection.execute_batch("ROLLBACK");
+        }
         if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
-            let failure = storage("begin", error);
+            let failure = storage(error);
             for job in batch {
                 job.finish(Err(failure.clone()));
             }
             continue;
         }
+        let mut rolled_back = false;
         for job in batch.iter_mut() {
             if connection.execute_batch("SAVEPOINT write").is_err() {
                 continue;
             }
             let succeeded = job.run(connection);
+            if connection.is_autocommit() {
+                // SQLite rolled the whole transaction back itself (it may on SQLITE_FULL,
+                // IOERR or NOMEM): every write of this batch so far is gone, and the writes
+                // after it would run outside the batch's transaction. Fail them all.
+                rolled_back = true;
+                break;
+            }
             let end = if succeeded {
                 "RELEASE write"
             } else {
@@ -244,9 +256,17 @@ fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>) 
                 tracing::error!(%error, "savepoint cleanup failed");
             }
         }
+        if rolled_back {
+            tracing::warn!(file, "storage failure rolled back a whole batch");
+            let failure = Failure::Unavailable(format!("storage write failed at {file}; retry"));
+            for job in batch {
+                job.finish(Err(failure.clone()));
+            }
+            continue;
+        }
         let committed = connection.execute_batch("COMMIT").map_err(|error| {
             let _ = connection.execute_batch("ROLLBACK");
-            storage("commit", error)
+            storage(error)
         });
         for job in batch {
             job.finish(committed.clone());
@@ -267,7 +287,11 @@ mod tests {
                 "PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER NOT NULL CHECK (v >= 0));",
             )
             .unwrap();
-        (dir, GroupCommit::start(connection, "test").unwrap(), path)
+        (
+            dir,
+            GroupCommit::start(connection, "test", "test.db").unwrap(),
+            path,
+        )
     }
 
     fn count(path: &std::path::Path) -> i64 {
@@ -315,6 +339,64 @@ mod tests {
             })
             .unwrap();
         assert_eq!(count(&path), 1);
+    }
+
+    #[test]
+    fn a_full_database_is_transient_and_the_writer_works_again_with_space() {
+        let (_dir, writer, path) = writer();
+        let file = "test.db";
+        let storage = move |error| crate::sqlite::storage_failure(file, error);
+        // max_page_count makes SQLite answer SQLITE_FULL exactly as a full disk does.
+        writer
+            .write(move |connection| {
+                connection
+                    .query_row("PRAGMA max_page_count = 4", [], |_| Ok(()))
+                    .map_err(storage)
+            })
+            .unwrap();
+        let mut refused = None;
+        for value in 0..1_000 {
+            let written = writer.write(move |connection| {
+                connection
+                    .execute(
+                        "INSERT INTO t VALUES (?1 + 0 * length(zeroblob(3000)))",
+                        [value],
+                    )
+                    .map_err(storage)?;
+                connection
+                    .execute("CREATE TABLE IF NOT EXISTS big (b BLOB)", [])
+                    .map_err(storage)?;
+                connection
+                    .execute("INSERT INTO big VALUES (zeroblob(3000))", [])
+                    .map_err(storage)
+            });
+            if let Err(failure) = written {
+                refused = Some(failure);
+                break;
+            }
+        }
+        assert_eq!(
+            refused,
+            Some(Failure::Unavailable(
+                "storage write failed at test.db; retry".into()
+            ))
+        );
+        let before = count(&path);
+        writer
+            .write(move |connection| {
+                connection
+                    .query_row("PRAGMA max_page_count = 100000", [], |_| Ok(()))
+                    .map_err(storage)
+            })
+            .unwrap();
+        writer
+            .write(move |connection| {
+                connection
+                    .execute("INSERT INTO t VALUES (7)", [])
+                    .map_err(storage)
+            })
+            .unwrap();
+        assert_eq!(count(&path), before + 1, "writes work again");
     }
 
     #[test]

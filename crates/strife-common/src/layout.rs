@@ -13,8 +13,14 @@
 //! D/setup.json                               what setup made (banks, users)
 //! D/network.json                             where `strife dev`'s etcd and gateway listen
 //! D/banks/<bank>/bank.db                     a bank's SQLite database
+//! D/banks/<bank>/LOCK                        held (flock) by the running bank; holds its pid
 //! D/gateway/gateway.db                       the gateway's SQLite database
+//! D/gateway/LOCK                             held (flock) by the running gateway; its pid
 //! D/clients/<user>/outbox.db                 a client's offline outbox
+//! D/state/bank-<bank>.created                written when a bank's database is created
+//! D/state/gateway.created                    written when the gateway's database is created
+//!                                            (kept apart from the databases' own dirs, so
+//!                                            losing one of those is noticed)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -111,12 +117,37 @@ impl Layout {
         self.bank_dir(bank_id).join("bank.db")
     }
 
+    /// The lock a running bank holds on its state dir, so a second one cannot start there.
+    pub fn bank_lock(&self, bank_id: &str) -> PathBuf {
+        self.bank_dir(bank_id).join("LOCK")
+    }
+
     pub fn gateway_dir(&self) -> PathBuf {
         self.root.join("gateway")
     }
 
     pub fn gateway_db(&self) -> PathBuf {
         self.gateway_dir().join("gateway.db")
+    }
+
+    /// The lock the running gateway holds on its state dir.
+    pub fn gateway_lock(&self) -> PathBuf {
+        self.gateway_dir().join("LOCK")
+    }
+
+    /// Creation markers of the databases, outside the databases' own directories.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Written when bank `bank_id`'s database is created (see `store_identity`).
+    pub fn bank_marker(&self, bank_id: &str) -> PathBuf {
+        self.state_dir().join(format!("bank-{bank_id}.created"))
+    }
+
+    /// Written when the gateway's database is created.
+    pub fn gateway_marker(&self) -> PathBuf {
+        self.state_dir().join("gateway.created")
     }
 
     pub fn client_dir(&self, username: &str) -> PathBuf {

@@ -17,6 +17,8 @@ pub mod registration;
 pub mod revocation;
 pub mod runtime;
 pub mod sqlite;
+pub mod state_dir;
+pub mod store_identity;
 pub mod time;
 pub mod tls;
 

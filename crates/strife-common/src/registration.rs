@@ -3,14 +3,18 @@
 //! a TTL, kept alive at a third of the TTL, so a bank that dies silently vanishes within the
 //! TTL. Any failure (etcd down or restarted, lease lost) starts a fresh session that
 //! re-grants and re-puts, with bounded backoff. On shutdown the lease is revoked, which
-//! removes the key at once.
+//! removes the key at once — but only while it is still ours.
+//!
+//! Every keep-alive tick also reads the key back: if another process overwrote it (a
+//! misconfigured second bank with our id) or deleted it (that process revoking its own lease
+//! on exit), we warn and put ours back, so a running process is never left unregistered.
 
 use std::time::Duration;
 
 use crate::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
 use crate::etcd::EtcdAccess;
 use anyhow::Context;
-use etcd_client::PutOptions;
+use etcd_client::{Client, PutOptions};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
@@ -95,7 +99,7 @@ async fn session(
         ETCD_CALL_TIMEOUT,
         client.put(
             registration.key.clone(),
-            value,
+            value.clone(),
             Some(PutOptions::new().with_lease(lease_id)),
         ),
     )
@@ -125,7 +129,48 @@ async fn session(
                     .context("keep-alive answer timed out")??
                     .context("keep-alive stream closed")?;
                 anyhow::ensure!(response.ttl() > 0, "lease {lease_id} expired");
+                reclaim_if_taken(&mut client, registration, &value, lease_id).await?;
             }
         }
     }
+}
+
+/// Puts our value back under our lease if the key is missing or holds someone else's.
+async fn reclaim_if_taken(
+    client: &mut Client,
+    registration: &Registration,
+    value: &[u8],
+    lease_id: i64,
+) -> anyhow::Result<()> {
+    let current = timeout(
+        ETCD_CALL_TIMEOUT,
+        client.get(registration.key.clone(), None),
+    )
+    .await
+    .context("get timed out")??;
+    let found = current.kvs().first();
+    let ours = found.is_some_and(|kv| kv.value() == value && kv.lease() == lease_id);
+    if ours {
+        return Ok(());
+    }
+    let conflict = match found {
+        None => "the key was deleted".to_owned(),
+        Some(kv) => format!(
+            "the key holds {} under lease {}",
+            String::from_utf8_lossy(kv.value()),
+            kv.lease()
+        ),
+    };
+    tracing::warn!(key = %registration.key, %conflict, lease_id, "our etcd registration was taken over or removed by another process; putting it back");
+    timeout(
+        ETCD_CALL_TIMEOUT,
+        client.put(
+            registration.key.clone(),
+            value.to_vec(),
+            Some(PutOptions::new().with_lease(lease_id)),
+        ),
+    )
+    .await
+    .context("put timed out")??;
+    Ok(())
 }

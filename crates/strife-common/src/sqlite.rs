@@ -36,17 +36,88 @@ impl CachedStatements for Connection {
 pub fn open_connection(path: &std::path::Path, what: &str) -> anyhow::Result<Connection> {
     use anyhow::Context;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+        crate::state_dir::create_private_dir(parent)?;
     }
-    let connection =
-        Connection::open(path).with_context(|| format!("opening {what} {}", path.display()))?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "FULL")?;
-    connection.pragma_update(None, "foreign_keys", "ON")?;
-    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Every error names the file: "file is not a database" alone does not say which one.
+    let named = || format!("opening {what} {}", path.display());
+    let connection = Connection::open(path).with_context(named)?;
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .with_context(named)?;
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .with_context(named)?;
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .with_context(named)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .with_context(named)?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
+}
+
+/// How many problems `quick_check` reports at most; the first few say enough.
+const QUICK_CHECK_LINES: u32 = 5;
+
+/// Refuses a database whose pages are damaged (`PRAGMA quick_check`: b-tree structure,
+/// record formats, NOT NULL/CHECK constraints — not index contents, which the full
+/// `integrity_check` compares and which costs several times more). Serving from a corrupt
+/// page could answer with wrong balances; refusing to start makes the operator restore it.
+pub fn quick_check(connection: &Connection, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let started = std::time::Instant::now();
+    let problems: Vec<String> = connection
+        .prepare(&format!("PRAGMA quick_check({QUICK_CHECK_LINES})"))
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .with_context(|| {
+            format!(
+                "integrity check of {} failed; restore it from backup",
+                path.display()
+            )
+        })?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        tracing::info!(database = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "integrity check passed");
+        return Ok(());
+    }
+    anyhow::bail!(
+        "database {} is damaged (PRAGMA quick_check): {}; restore it from backup",
+        path.display(),
+        problems.join("; ")
+    )
+}
+
+/// Whether a SQLite error means trouble with the storage itself rather than with the request
+/// or the code: disk full, an I/O error, a file that cannot be opened, or a lock held too long.
+/// Such a write did not happen and may well succeed later, so callers hear a transient
+/// `UNAVAILABLE` (retry) instead of `INTERNAL`, which clients treat as final.
+pub fn is_storage_trouble(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        error.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+        )
+    )
+}
+
+/// The failure a storage error becomes: transient `UNAVAILABLE` naming the file for storage
+/// trouble ([`is_storage_trouble`]), `INTERNAL` (detail logged, not sent) for anything else.
+pub fn storage_failure(file: &str, error: rusqlite::Error) -> crate::Failure {
+    if is_storage_trouble(&error) {
+        tracing::warn!(file, %error, "storage write failed; answering UNAVAILABLE");
+        crate::Failure::Unavailable(format!("storage write failed at {file}; retry"))
+    } else {
+        crate::Failure::internal(&format!("{file} storage"), error)
+    }
 }
 
 /// How often the background checkpointer folds the WAL back into the database file.
@@ -56,26 +127,52 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// inside the commit that crosses its threshold (it showed as p99 spikes); with this thread
 /// copying frames in the background, that in-commit checkpoint finds almost nothing left to
 /// copy, and still restarts the WAL so the file stays small. Stops when dropped.
+///
+/// A failed checkpoint (disk full, I/O error) drops its connection and the next round opens
+/// a fresh one, so no state a failure left in the old connection can keep checkpoints failing
+/// once the disk is healthy again.
 pub struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Checkpointer {
-    fn start(connection: Connection, what: &str) -> std::io::Result<Self> {
+    fn start(path: &std::path::Path, what: &str) -> anyhow::Result<Self> {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let running = std::sync::Arc::clone(&stop);
+        let mut connection = Some(open_connection(path, what)?);
+        let path = path.to_owned();
+        let what = what.to_owned();
         std::thread::Builder::new()
             .name(format!("{what}-checkpoint"))
             .spawn(move || {
+                let mut failing = false;
                 while !running.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
+                    if connection.is_none() {
+                        connection = open_connection(&path, &what).ok();
+                    }
+                    let Some(open) = connection.as_ref() else {
+                        continue;
+                    };
                     // PASSIVE never blocks writers or readers; what it cannot copy now it
                     // copies next time.
-                    if let Err(error) =
-                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(%error, "WAL checkpoint failed");
+                    match open.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        row.get::<_, i64>(0)
+                    }) {
+                        Ok(_) if failing => {
+                            failing = false;
+                            tracing::info!(database = %path.display(), "WAL checkpoints work again");
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            // Logged once per bad spell, not every 500 ms.
+                            if !failing {
+                                tracing::warn!(database = %path.display(), %error, "WAL checkpoint failed; retrying on a fresh connection");
+                            }
+                            failing = true;
+                            connection = None;
+                        }
                     }
                 }
             })?;
@@ -90,19 +187,58 @@ impl Drop for Checkpointer {
 }
 
 /// A store's connections: the writer (schema applied, behind a [`GroupCommit`] thread), a
-/// reader for committed state, and the background checkpointer.
+/// reader for committed state, and the background checkpointer. The database's identity is
+/// checked (or, for a new database, recorded) first: see [`crate::store_identity`].
 pub fn open_store(
     path: &std::path::Path,
     what: &str,
     schema: &str,
+    identity: &crate::store_identity::StoreIdentity,
 ) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
+    let absent = crate::store_identity::before_open(path, identity)?;
     let writer = open_connection(path, what)?;
-    writer.execute_batch(schema)?;
+    if !absent {
+        quick_check(&writer, path)?;
+    }
+    crate::store_identity::apply_schema_checked(&writer, path, schema, identity, absent)?;
     let reader = open_connection(path, what)?;
-    let checkpointer = Checkpointer::start(open_connection(path, what)?, what)?;
+    let checkpointer = Checkpointer::start(path, what)?;
+    let file = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| what.to_owned());
     Ok((
-        crate::group_commit::GroupCommit::start(writer, what)?,
+        crate::group_commit::GroupCommit::start(writer, what, &file)?,
         reader,
         checkpointer,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: std::os::raw::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn storage_trouble_is_transient_and_names_the_file() {
+        for code in [
+            rusqlite::ffi::SQLITE_FULL,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_IOERR_FSYNC,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+            rusqlite::ffi::SQLITE_BUSY,
+        ] {
+            let failure = storage_failure("gateway.db", sqlite_error(code));
+            assert_eq!(
+                failure,
+                crate::Failure::Unavailable("storage write failed at gateway.db; retry".into()),
+                "code {code}"
+            );
+        }
+        let constraint = storage_failure("bank.db", sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
+        assert_eq!(constraint.code(), tonic::Code::Internal);
+    }
 }

@@ -222,7 +222,10 @@ impl fmt::Debug for TlsMaterial {
 impl TlsMaterial {
     /// Loads the CA certificate and this process's pair, warning when the certificate
     /// expires within [`EXPIRY_WARNING_DAYS`] and failing when it already has.
+    /// Refuses a private key that group or others may read, as ssh does: a key others can
+    /// read is a key others may have copied.
     pub fn load(ca_cert: &Path, own: &KeyPairPaths) -> anyhow::Result<Self> {
+        check_key_is_private(&own.key)?;
         let material = Self::load_unchecked(ca_cert, own)?;
         material.check_expiry(&own.cert)?;
         Ok(material)
@@ -273,6 +276,18 @@ impl TlsMaterial {
         Ok(())
     }
 
+    /// SHA-256 (lowercase hex) of the CA certificate's DER: which network this is. Databases
+    /// record it, so one from another network is recognised as foreign.
+    pub fn ca_fingerprint(&self) -> anyhow::Result<String> {
+        let der = pem_to_der(&self.ca_pem)?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &der);
+        Ok(digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect())
+    }
+
     /// Server side: present our certificate, require a client certificate from our CA, and
     /// give up on a handshake that takes longer than [`TLS_HANDSHAKE_TIMEOUT`].
     pub fn server_config(&self) -> ServerTlsConfig {
@@ -314,6 +329,26 @@ impl TlsMaterial {
             .tcp_nodelay(true);
         Ok(endpoint)
     }
+}
+
+/// Fails if `key` is readable or writable by group or others (mode & 0o077).
+pub fn check_key_is_private(key: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(key).with_context(|| {
+        format!(
+            "cannot read {}; run `strife setup` first (see README)",
+            key.display()
+        )
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "private key {} is accessible by others (mode {mode:04o}); refusing to use it. \
+         Run `chmod 600 {}` (and consider the key leaked if others could read it)",
+        key.display(),
+        key.display()
+    );
+    Ok(())
 }
 
 /// `127.0.0.1:1` → `https://127.0.0.1:1`; an address that already has a scheme is kept.

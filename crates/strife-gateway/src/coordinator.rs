@@ -254,6 +254,9 @@ impl Coordinator {
                 currency: record.currency.clone(),
             }),
             decision_deadline_unix_ms: record.decision_deadline_unix_ms,
+            // The linked account's owner, as the gateway opened it at the bank: the bank
+            // refuses if its account under this number belongs to someone else.
+            owner: party.username.clone(),
         };
         let vote = self.registry.prepare(&party.bank_id, request);
         match tokio::time::timeout(self.prepare_timeout, vote).await {

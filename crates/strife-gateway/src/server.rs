@@ -15,6 +15,8 @@ use strife_common::layout::Layout;
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
+use strife_common::state_dir::DirLock;
+use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
 use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
@@ -49,19 +51,46 @@ pub struct GatewayConfig {
     /// Connection bounds (cap, silent connections, idle timeout).
     pub listener_limits: ListenerLimits,
     pub json: bool,
+    /// Allow starting with a new, empty database although one existed before.
+    pub initialize: bool,
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
-    let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
+    // Before anything else: a second gateway on this state dir must not run recovery (which
+    // would abort the first one's live payments) or take over its etcd key.
+    let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
+    let identity_paths = layout.gateway_identity();
+    let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
     strife_common::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
         strife_common::etcd::GATEWAY_USER,
     )?;
-    let store = Arc::new(GatewayStore::open(&layout.gateway_db())?);
+    // Parses certificate and key now: a bad one must stop the gateway before recovery, its
+    // ready line or its etcd registration.
+    let server = Server::builder()
+        .tls_config(tls.server_config())
+        .with_context(|| {
+            format!(
+                "TLS material {} / {} is not usable",
+                identity_paths.cert.display(),
+                identity_paths.key.display()
+            )
+        })?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .tcp_nodelay(true);
+    let identity = StoreIdentity::gateway(
+        &layout,
+        tls.ca_fingerprint()?,
+        crate::store::SCHEMA_VERSION,
+        config.initialize,
+    );
+    let store = Arc::new(GatewayStore::open(&layout.gateway_db(), &identity)?);
     ensure_admin(&store, &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
@@ -115,13 +144,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     readiness.serving().await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
     announce(config.json, address)?;
-    let serving = Server::builder()
-        .tls_config(tls.server_config())
-        .context("gateway TLS configuration")?
-        .timeout(REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .tcp_nodelay(true)
+    let serving = server
         .layer(layers)
         .add_service(gateway)
         .add_service(decisions)

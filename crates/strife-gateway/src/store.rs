@@ -13,6 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::sqlite::CachedStatements;
+use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -68,6 +69,10 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (username, key)
 ) WITHOUT ROWID;
 ";
+
+/// The schema version this binary writes (`PRAGMA user_version`); a database with a higher
+/// one was written by a newer Strife and is refused.
+pub const SCHEMA_VERSION: i64 = 1;
 
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,14 +191,18 @@ pub struct GatewayStore {
     _checkpointer: strife_common::sqlite::Checkpointer,
 }
 
+/// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
+/// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    Failure::internal("gateway storage", error)
+    strife_common::sqlite::storage_failure("gateway.db", error)
 }
 
 impl GatewayStore {
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    /// Opens (creating if needed and allowed) the database at `path`, checking that it is
+    /// `identity`'s.
+    pub fn open(path: &Path, identity: &StoreIdentity) -> anyhow::Result<Self> {
         let (writer, reader, checkpointer) =
-            strife_common::sqlite::open_store(path, "gateway database", SCHEMA)?;
+            strife_common::sqlite::open_store(path, "gateway database", SCHEMA, identity)?;
         Ok(GatewayStore {
             writer,
             reader: Mutex::new(reader),

@@ -36,7 +36,8 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
     let parent = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Key directories are private (0700), like every state dir.
+    strife_common::state_dir::create_private_dir(parent)?;
     let temporary = path.with_extension("tmp");
     let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()

@@ -91,6 +91,17 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
         );
     }
     let layout = Layout::new(&options.dir);
+    // A new data dir is private; an existing one (maybe `--dir .`) is the operator's to set,
+    // but everything Strife creates inside it is 0700 / 0600.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(layout.root())
+            .with_context(|| format!("creating {}", layout.root().display()))?;
+    }
+    strife_common::state_dir::create_private_dir(&layout.pki_dir())?;
     let mut report = SetupReport {
         admin_password_file: layout.admin_password(),
         ..SetupReport::default()

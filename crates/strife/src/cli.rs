@@ -175,6 +175,11 @@ struct GatewayArgs {
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
+    /// Start with a new, empty database although this gateway has run before (its database
+    /// is missing or empty). Without it such a start is refused, so a lost database is
+    /// restored from backup instead of silently replaced.
+    #[arg(long)]
+    initialize: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,10 +264,22 @@ struct BankArgs {
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
+    /// Start with a new, empty database although this bank has run before (its database is
+    /// missing or empty). Without it such a start is refused: a fresh bank reissues account
+    /// numbers from 1, so a lost database must be restored from backup, not replaced.
+    #[arg(long)]
+    initialize: bool,
 }
 
 impl Cli {
     pub fn run(self) -> anyhow::Result<u8> {
+        // Everything a Strife process creates (keys, databases and their WAL, outboxes, logs,
+        // markers) is its own business: files 0600, directories 0700, whatever the caller's
+        // umask. Set before the first file is created.
+        // SAFETY: umask(2) only changes this process's file-creation mask; it cannot fail.
+        unsafe {
+            libc::umask(0o077);
+        }
         let _log = strife_common::logging::init(self.log_json);
         match self.command {
             Command::Setup(args) => run_setup(args).map(|()| 0),
@@ -289,6 +306,7 @@ impl Cli {
                     resolve_interval: Duration::from_millis(args.resolve_interval_ms),
                     listener_limits: args.connections.limits(),
                     json: args.json,
+                    initialize: args.initialize,
                 };
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
@@ -310,6 +328,7 @@ impl Cli {
                         duration: Duration::from_secs(args.lockout_secs),
                     },
                     json: args.json,
+                    initialize: args.initialize,
                 };
                 runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }

@@ -105,6 +105,7 @@ async fn prepare_due_soon(
                 currency: "USD".into(),
             }),
             decision_deadline_unix_ms: strife_common::time::now_unix_ms() + 200,
+            owner: String::new(),
         })
         .await
         .unwrap()

@@ -46,6 +46,12 @@ fn foreign_gateway_identity(dir: &std::path::Path) -> KeyPairPaths {
     };
     std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
     std::fs::write(&paths.key, issued.key_pem).unwrap();
+    // Keys must be private to be loaded at all (as setup writes them).
+    std::fs::set_permissions(
+        &paths.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     paths
 }
 

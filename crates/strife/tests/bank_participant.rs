@@ -46,6 +46,7 @@ fn prepare_request(
         account_number: account.into(),
         amount: usd(amount_minor),
         decision_deadline_unix_ms: strife_common::time::now_unix_ms() + 60_000,
+        owner: String::new(),
     }
 }
 

@@ -30,6 +30,12 @@ fn expired(network: &ManualNetwork, role: PeerRole, name: &str) -> KeyPairPaths 
     };
     std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
     std::fs::write(&paths.key, issued.key_pem).unwrap();
+    // Keys must be private to be loaded at all (as setup writes them).
+    std::fs::set_permissions(
+        &paths.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     paths
 }
 
@@ -90,7 +96,9 @@ async fn expired_certificates_are_refused_by_gateway_and_banks() {
 
 #[tokio::test]
 async fn a_bank_refuses_to_start_with_an_expired_certificate() {
-    let network = ManualNetwork::start(&["bank0"], &[]).await;
+    let mut network = ManualNetwork::start(&["bank0"], &[]).await;
+    // Only one bank0 may run on a data dir; this test restarts it with the expired pair.
+    network.banks[0].process.kill();
     let paths = expired(&network, PeerRole::Bank, "bank0");
     let layout = network.network.layout();
     std::fs::copy(&paths.cert, layout.bank_identity("bank0").cert).unwrap();

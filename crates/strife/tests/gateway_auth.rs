@@ -97,6 +97,12 @@ async fn bad_credentials_are_refused_and_change_nothing() {
     };
     std::fs::write(&paths.cert, foreign.certificate_pem).unwrap();
     std::fs::write(&paths.key, foreign.key_pem).unwrap();
+    // Keys must be private to be loaded at all (as setup writes them).
+    std::fs::set_permissions(
+        &paths.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let tls = TlsMaterial::load(&network.network.layout().ca().cert, &paths).unwrap();
     let channel = tls
         .endpoint(

@@ -237,6 +237,7 @@ async fn a_bank_never_applies_a_decision_from_a_coordinator_that_is_not_the_gate
                     currency: "USD".into(),
                 }),
                 decision_deadline_unix_ms: strife_common::time::now_unix_ms() + 100,
+                owner: "alice".into(),
             })
             .await
             .unwrap()

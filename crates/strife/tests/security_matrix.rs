@@ -164,6 +164,7 @@ async fn every_bank_rpc(
                         currency: "USD".into(),
                     }),
                     decision_deadline_unix_ms: 0,
+                    owner: String::new(),
                 })
                 .await
                 .map(drop),
@@ -203,6 +204,12 @@ fn write_pair(
     };
     std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
     std::fs::write(&paths.key, issued.key_pem).unwrap();
+    // Keys must be private to be loaded at all (as setup writes them).
+    std::fs::set_permissions(
+        &paths.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     paths
 }
 

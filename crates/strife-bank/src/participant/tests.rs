@@ -9,11 +9,13 @@ fn intent(amount_minor: i64) -> PrepareIntent {
         amount_minor,
         currency: "USD".into(),
         decision_deadline_unix_ms: 1_000,
+        owner: String::new(),
     }
 }
 
 fn account(balance_minor: i64, held_minor: i64) -> AccountView {
     AccountView {
+        owner: "alice".into(),
         currency: "USD".into(),
         funds: AccountFunds {
             balance_minor,
@@ -25,6 +27,29 @@ fn account(balance_minor: i64, held_minor: i64) -> AccountView {
 
 fn code_of(failure: Failure) -> Code {
     tonic::Status::from(failure).code()
+}
+
+#[test]
+fn prepare_for_another_owner_votes_no_and_moves_nothing() {
+    for role in [Role::Debit, Role::Credit] {
+        let asked = PrepareIntent {
+            owner: "mallory".into(),
+            ..intent(1000)
+        };
+        let step = prepare(None, role, &asked, Some(&account(5000, 0))).unwrap();
+        assert_eq!(step.leg.state, LegState::Aborted);
+        assert_eq!(step.effect, Effect::None);
+        assert_eq!(
+            step.leg.reason.map(|reason| reason.code).as_deref(),
+            Some(reason::ACCOUNT_OWNER_MISMATCH)
+        );
+        let right_owner = PrepareIntent {
+            owner: "alice".into(),
+            ..intent(1000)
+        };
+        let step = prepare(None, role, &right_owner, Some(&account(5000, 0))).unwrap();
+        assert_eq!(step.leg.state, LegState::Prepared);
+    }
 }
 
 #[test]

@@ -2,8 +2,116 @@ use std::sync::Arc;
 
 use super::*;
 
+fn identity(dir: &tempfile::TempDir, bank_id: &str, ca: &str, initialize: bool) -> StoreIdentity {
+    StoreIdentity::bank(
+        &strife_common::layout::Layout::new(dir.path()),
+        bank_id,
+        ca.into(),
+        SCHEMA_VERSION,
+        initialize,
+    )
+}
+
 fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&dir.path().join("bank.db"), "bank0").unwrap()
+    try_open(dir, &identity(dir, "bank0", "ca", false)).unwrap()
+}
+
+fn try_open(dir: &tempfile::TempDir, identity: &StoreIdentity) -> anyhow::Result<Store> {
+    Store::open(&dir.path().join("bank.db"), "bank0", identity)
+}
+
+#[test]
+fn a_database_opens_only_as_the_bank_and_network_it_was_created_for() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(&dir));
+    drop(open(&dir));
+    let db = dir.path().join("bank.db").display().to_string();
+    let other_bank = try_open(&dir, &identity(&dir, "bank1", "ca", false))
+        .err()
+        .unwrap();
+    let message = format!("{other_bank:#}");
+    assert!(
+        message.contains("belongs to bank:bank0") && message.contains(&db),
+        "{message}"
+    );
+    let other_ca = try_open(&dir, &identity(&dir, "bank0", "other", false))
+        .err()
+        .unwrap();
+    assert!(
+        format!("{other_ca:#}").contains("another CA"),
+        "{other_ca:#}"
+    );
+    let marker = dir.path().join("state").join("bank-bank0.created");
+    assert!(marker.exists());
+    let newer = Connection::open(dir.path().join("bank.db")).unwrap();
+    newer
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(newer);
+    let refused = try_open(&dir, &identity(&dir, "bank0", "ca", false))
+        .err()
+        .unwrap();
+    assert!(
+        format!("{refused:#}").contains("newer than this strife"),
+        "{refused:#}"
+    );
+}
+
+#[test]
+fn another_copy_of_the_same_bank_is_refused_by_its_creation_id() {
+    let here = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    drop(open(&here));
+    drop(open(&elsewhere));
+    // Same bank id, same CA, but another creation: e.g. a second installation's file.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(here.path().join(format!("bank.db{suffix}")));
+        let from = elsewhere.path().join(format!("bank.db{suffix}"));
+        if from.exists() {
+            std::fs::copy(&from, here.path().join(format!("bank.db{suffix}"))).unwrap();
+        }
+    }
+    let refused = try_open(&here, &identity(&here, "bank0", "ca", false))
+        .err()
+        .unwrap();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("foreign database") && message.contains("bank.db"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_database_of_a_bank_that_ran_before_needs_initialize() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_marker = {
+        drop(open(&dir));
+        std::fs::read_to_string(dir.path().join("state").join("bank-bank0.created")).unwrap()
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("bank.db{suffix}")));
+    }
+    let refused = try_open(&dir, &identity(&dir, "bank0", "ca", false))
+        .err()
+        .unwrap();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("is missing or empty but bank0 has run before")
+            && message.contains("--initialize"),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("bank.db").exists(),
+        "a refused start creates nothing"
+    );
+    drop(try_open(&dir, &identity(&dir, "bank0", "ca", true)).unwrap());
+    let second_marker =
+        std::fs::read_to_string(dir.path().join("state").join("bank-bank0.created")).unwrap();
+    assert_ne!(
+        first_marker, second_marker,
+        "--initialize rewrote the marker"
+    );
+    drop(open(&dir));
 }
 
 fn new_account(request_id: &str, deposit: i64) -> NewAccount {
@@ -22,6 +130,7 @@ fn intent(account_number: &str, amount_minor: i64) -> PrepareIntent {
         amount_minor,
         currency: "USD".into(),
         decision_deadline_unix_ms: now_unix_ms() + 60_000,
+        owner: String::new(),
     }
 }
 

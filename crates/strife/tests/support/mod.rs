@@ -255,6 +255,38 @@ pub fn spawn_with_ready_line(mut command: Command, log: &Path) -> (Process, Stri
     }
 }
 
+/// Runs `command` expecting it to exit by itself within `limit` (a refusal to start); kills
+/// it if it does not. Returns its exit code (`None` if it had to be killed or died by a
+/// signal) and everything it wrote to stderr.
+pub fn run_expecting_exit(mut command: Command, limit: Duration) -> (Option<i32>, String) {
+    use std::io::Read;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn strife");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = reader.join().unwrap_or_default();
+    (status.and_then(|status| status.code()), text)
+}
+
 /// A real etcd server on loopback with its own data directory, locked down as in production:
 /// TLS with client certificates from the network's etcd CA, auth on, one role per process.
 pub struct Etcd {
