@@ -102,7 +102,7 @@ pub fn explain(status: &Status) -> String {
     let detail = status.message();
     match status.code() {
         Code::Unauthenticated => {
-            "authentication failed: check your user name, password and certificate (or wait if you were locked out)".into()
+            "authentication failed: check your user name, password and certificate ".into()
         }
         Code::PermissionDenied => format!("not allowed: {detail}"),
         Code::NotFound => format!("not found: {detail}"),
@@ -116,6 +116,7 @@ pub fn explain(status: &Status) -> String {
             format!("the gateway or a bank is unreachable ({detail})")
         }
         Code::Aborted => format!("try again: {detail}"),
+        Code::ResourceExhausted => format!("too many requests, try again later: {detail}"),
         _ => format!("failed: {detail}"),
     }
 }

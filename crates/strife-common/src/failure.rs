@@ -37,6 +37,10 @@ pub enum Failure {
     /// A bank is not registered or not reachable.
     #[error("{0}")]
     Unavailable(String),
+    /// A per-user or per-process limit was reached (login attempts, password checks queued,
+    /// refused payments per minute). Nothing was done; the same request may succeed later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug or a storage failure. The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,6 +71,7 @@ impl Failure {
             Failure::FailedPrecondition { .. } => Code::FailedPrecondition,
             Failure::Aborted(_) => Code::Aborted,
             Failure::Unavailable(_) => Code::Unavailable,
+            Failure::ResourceExhausted(_) => Code::ResourceExhausted,
             Failure::Internal(_) => Code::Internal,
         }
     }
@@ -120,6 +125,13 @@ mod tests {
         let status = Status::from(Failure::internal("open db", "/secret/path"));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("/secret/path"));
+    }
+
+    #[test]
+    fn resource_exhausted_keeps_its_message() {
+        let status = Status::from(Failure::ResourceExhausted("slow down".into()));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), "slow down");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! verified [`Caller`] goes into the request's extensions for the handlers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,9 +16,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use futures::future::BoxFuture;
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::runtime::on_blocking_pool;
 use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
 use strife_common::Failure;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::request_log::RequestLogSlot;
@@ -69,26 +70,241 @@ fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[derive(Debug, Default)]
-struct FailedLogins {
-    count: u32,
-    locked_until: Option<Instant>,
-}
-
 /// Login throttling policy.
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
-    /// Failed logins in a row that lock the name.
+    /// Password checks per name per window; the failure that reaches it locks the name.
     pub threshold: u32,
-    /// How long a locked name stays locked.
+    /// The window, and how long the first lockout lasts; each consecutive lockout doubles
+    /// it, up to [`MAX_LOCKOUT`].
     pub duration: Duration,
+}
+
+/// The longest a name is ever locked, however many lockouts in a row.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The login state of one name.
+#[derive(Debug)]
+struct LoginState {
+    /// When the current counting window began.
+    window_start: Instant,
+    /// Failed checks in the current window.
+    failures: u32,
+    /// Checks reserved and not finished yet. They count against the threshold, so a burst of
+    /// concurrent guesses cannot all be checked before the first one fails.
+    in_flight: u32,
+    locked_until: Option<Instant>,
+    /// Lockouts in a row without a success in between (drives the back-off).
+    lockouts: u32,
+}
+
+impl LoginState {
+    fn new(now: Instant) -> Self {
+        LoginState {
+            window_start: now,
+            failures: 0,
+            in_flight: 0,
+            locked_until: None,
+            lockouts: 0,
+        }
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.in_flight == 0 && self.locked_until.is_none_or(|until| until <= now)
+    }
+}
+
+/// Why a name may not have a password checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Locked after too many failures; for this long still.
+    Locked(Duration),
+    /// Failures plus checks in flight already reach the threshold in this window.
+    TooManyTries,
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Locked(left) => Failure::ResourceExhausted(format!(
+                "too many failed logins for this name; locked, try again in {} s",
+                left.as_secs().max(1)
+            )),
+            Refusal::TooManyTries => Failure::ResourceExhausted(
+                "too many login attempts for this name right now; try again later".into(),
+            ),
+        }
+    }
+}
+
+/// Failed-login counting and lockout, as a pure structure (time is passed in), so it can be
+/// tested without clocks. A password check must first [`reserve`](Self::reserve) a try; the
+/// reservation is taken under one lock before argon2id runs, so at most `threshold` checks
+/// per name per window ever run, however many requests arrive at once.
+#[derive(Debug)]
+struct Throttle {
+    policy: LockoutPolicy,
+    names: HashMap<String, LoginState>,
+}
+
+impl Throttle {
+    fn new(policy: LockoutPolicy) -> Self {
+        Throttle {
+            policy,
+            names: HashMap::new(),
+        }
+    }
+
+    /// The lock still running on `username`, if any.
+    fn locked(&self, username: &str, now: Instant) -> Option<Duration> {
+        self.names
+            .get(username)
+            .and_then(|state| state.locked_until)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Takes one try for `username`, or says why not.
+    fn reserve(&mut self, username: &str, now: Instant) -> Result<(), Refusal> {
+        if let Some(left) = self.locked(username, now) {
+            return Err(Refusal::Locked(left));
+        }
+        if !self.names.contains_key(username) && self.names.len() >= MAX_TRACKED_NAMES {
+            // Only holders of one of our user certificates get here (the CN was checked), so
+            // the map is bounded by the certificates issued; idle names go first anyway.
+            self.names.retain(|_, state| !state.idle(now));
+        }
+        let window = self.policy.duration;
+        let state = self
+            .names
+            .entry(username.to_owned())
+            .or_insert_with(|| LoginState::new(now));
+        if state.locked_until.is_some_and(|until| until <= now) {
+            state.locked_until = None;
+            state.failures = 0;
+            state.window_start = now;
+        }
+        if now.saturating_duration_since(state.window_start) >= window {
+            state.failures = 0;
+            state.window_start = now;
+        }
+        if state.failures.saturating_add(state.in_flight) >= self.policy.threshold {
+            return Err(Refusal::TooManyTries);
+        }
+        state.in_flight += 1;
+        Ok(())
+    }
+
+    /// Gives back a reserved try whose check never ran (the request went away first).
+    fn release(&mut self, username: &str) {
+        if let Some(state) = self.names.get_mut(username) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Ends a reserved try with its result. Returns the lock this failure started, if any.
+    fn finish(&mut self, username: &str, success: bool, now: Instant) -> Option<Duration> {
+        let policy = self.policy;
+        let state = self
+            .names
+            .entry(username.to_owned())
+            .or_insert_with(|| LoginState::new(now));
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if success {
+            state.failures = 0;
+            state.lockouts = 0;
+            state.locked_until = None;
+            state.window_start = now;
+            if state.in_flight == 0 {
+                self.names.remove(username);
+            }
+            return None;
+        }
+        state.failures = state.failures.saturating_add(1);
+        if state.failures < policy.threshold {
+            return None;
+        }
+        let lock = policy
+            .duration
+            .saturating_mul(1u32.checked_shl(state.lockouts).unwrap_or(u32::MAX))
+            .min(MAX_LOCKOUT.max(policy.duration));
+        state.lockouts = state.lockouts.saturating_add(1);
+        state.locked_until = Some(now + lock);
+        state.failures = 0;
+        state.window_start = now;
+        Some(lock)
+    }
+}
+
+/// Most argon2id checks (19 MiB each) waiting for a CPU; past it a login is refused at once
+/// instead of queueing memory and threads without bound.
+const MAX_WAITING_CHECKS: usize = 64;
+
+/// Runs argon2id checks on at most one thread per CPU, with a bounded queue in front.
+struct VerifyPool {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// Leaves the wait queue when the waiter gets a permit or goes away.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl VerifyPool {
+    fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        VerifyPool {
+            permits: Arc::new(Semaphore::new(cpus)),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, Failure> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        self.waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
+                (waiting < MAX_WAITING_CHECKS).then_some(waiting + 1)
+            })
+            .map_err(|_| {
+                Failure::ResourceExhausted(
+                    "the gateway is busy checking passwords; try again shortly".into(),
+                )
+            })?;
+        let _waiting = Waiting(&self.waiting);
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|error| Failure::internal("password check pool", error))
+    }
+}
+
+/// A reserved try; released unless [`Authenticator::finish`] consumed it.
+struct Reservation {
+    authenticator: Arc<Authenticator>,
+    username: String,
+    finished: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.authenticator.throttle().release(&self.username);
+        }
+    }
 }
 
 /// Checks credentials and keeps the failed-login counters.
 pub struct Authenticator {
     store: Arc<GatewayStore>,
-    policy: LockoutPolicy,
-    failures: Mutex<HashMap<String, FailedLogins>>,
+    throttle: Mutex<Throttle>,
+    verify_pool: VerifyPool,
     sessions: Mutex<HashMap<String, VerifiedSession>>,
     session_key: [u8; 32],
     /// Verified against when the user does not exist, so timing does not reveal which names do.
@@ -99,8 +315,8 @@ impl Authenticator {
     pub fn new(store: Arc<GatewayStore>, policy: LockoutPolicy) -> Result<Self, Failure> {
         Ok(Authenticator {
             store,
-            policy,
-            failures: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::new(policy)),
+            verify_pool: VerifyPool::new(),
             sessions: Mutex::new(HashMap::new()),
             session_key: rand::random(),
             decoy_hash: hash_password("decoy password never matches")?,
@@ -154,39 +370,25 @@ impl Authenticator {
         );
     }
 
-    fn is_locked(&self, username: &str) -> bool {
-        let mut failures = self
-            .failures
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match failures.get(username).and_then(|entry| entry.locked_until) {
-            Some(until) if Instant::now() < until => true,
-            Some(_) => {
-                failures.remove(username);
-                false
-            }
-            None => false,
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn record(&self, username: &str, success: bool) {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if success {
-            failures.remove(username);
-            return;
-        }
-        if failures.len() >= MAX_TRACKED_NAMES {
-            failures.retain(|_, entry| entry.locked_until.is_some());
-        }
-        let entry = failures.entry(username.to_owned()).or_default();
-        entry.count += 1;
-        if entry.count >= self.policy.threshold {
-            entry.count = 0;
-            entry.locked_until = Some(Instant::now() + self.policy.duration);
-            tracing::warn!(username, "too many failed logins; locked");
+    fn finish(&self, mut reservation: Reservation, success: bool) {
+        reservation.finished = true;
+        let lock = self
+            .throttle()
+            .finish(&reservation.username, success, Instant::now());
+        if let Some(lock) = lock {
+            // The name comes from a verified certificate CN, but is still escaped: a CN is
+            // whatever the CA signed, and a log line must stay one line.
+            tracing::warn!(
+                username = %reservation.username.escape_debug(),
+                lock_secs = lock.as_secs(),
+                "too many failed logins; locked"
+            );
         }
     }
 
@@ -214,8 +416,10 @@ impl Authenticator {
         if username != peer.name {
             return Err(Failure::Unauthenticated);
         }
-        if self.is_locked(&username) {
-            return Err(Failure::Unauthenticated);
+        // Only a holder of this name's certificate gets this far, so a stranger cannot lock
+        // anyone out. A locked name fails even with a remembered password.
+        if let Some(left) = self.throttle().locked(&username, Instant::now()) {
+            return Err(Refusal::Locked(left).into());
         }
         if let Some(role) = self.remembered(&username, &password) {
             return Ok(Caller {
@@ -224,21 +428,41 @@ impl Authenticator {
                 peer,
             });
         }
+        self.throttle()
+            .reserve(&username, Instant::now())
+            .map_err(Failure::from)?;
+        let reservation = Reservation {
+            authenticator: Arc::clone(self),
+            username: username.clone(),
+            finished: false,
+        };
+        // Dropping the reservation (queue full, or the request went away while waiting)
+        // gives the try back: no password was checked.
+        let permit = self.verify_pool.acquire().await?;
         let this = Arc::clone(self);
         let name = username.clone();
         let typed = password.clone();
-        let role = on_blocking_pool(&this, move |auth| {
-            let user = auth.store.user(&name)?;
-            let hash = user
-                .as_ref()
-                .map_or(auth.decoy_hash.as_str(), |user| user.password_hash.as_str());
-            let verified = verify_password(&password, hash);
-            Ok(user
-                .filter(|_| verified)
-                .and_then(|user| Role::from_stored(&user.role)))
+        // The permit and the reservation move into the blocking task, so a caller that goes
+        // away mid-check neither frees the CPU slot early nor skips counting the failure.
+        let role = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let outcome = this.store.user(&name).map(|user| {
+                let hash = user
+                    .as_ref()
+                    .map_or(this.decoy_hash.as_str(), |user| user.password_hash.as_str());
+                let verified = verify_password(&password, hash);
+                user.filter(|_| verified)
+                    .and_then(|user| Role::from_stored(&user.role))
+            });
+            match &outcome {
+                Ok(role) => this.finish(reservation, role.is_some()),
+                // A storage error checked nothing: give the try back.
+                Err(_) => drop(reservation),
+            }
+            outcome
         })
-        .await?;
-        self.record(&username, role.is_some());
+        .await
+        .map_err(|error| Failure::internal("password check", error))??;
         let role = role.ok_or(Failure::Unauthenticated)?;
         self.remember(&username, &typed, role);
         Ok(Caller {
@@ -377,5 +601,134 @@ where
                 Err(failure) => Ok(tonic::Status::from(failure).into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> LockoutPolicy {
+        LockoutPolicy {
+            threshold: 3,
+            duration: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn concurrent_tries_count_before_they_finish() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        for _ in 0..3 {
+            throttle.reserve("alice", now).unwrap();
+        }
+        assert_eq!(
+            throttle.reserve("alice", now),
+            Err(Refusal::TooManyTries),
+            "a fourth guess in flight is never checked"
+        );
+        assert!(
+            throttle.reserve("bob", now).is_ok(),
+            "other names are apart"
+        );
+        assert_eq!(throttle.finish("alice", false, now), None);
+        assert_eq!(throttle.finish("alice", false, now), None);
+        assert_eq!(
+            throttle.finish("alice", false, now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            throttle.reserve("alice", now + Duration::from_secs(29)),
+            Err(Refusal::Locked(Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn a_released_try_is_given_back() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        for _ in 0..3 {
+            throttle.reserve("alice", now).unwrap();
+        }
+        throttle.release("alice");
+        assert!(throttle.reserve("alice", now).is_ok());
+    }
+
+    #[test]
+    fn consecutive_lockouts_double_up_to_the_cap_and_a_success_resets() {
+        let mut throttle = Throttle::new(policy());
+        let mut now = Instant::now();
+        let mut locks = Vec::new();
+        for _ in 0..8 {
+            for _ in 0..3 {
+                throttle.reserve("alice", now).unwrap();
+            }
+            let mut lock = None;
+            for _ in 0..3 {
+                lock = throttle.finish("alice", false, now).or(lock);
+            }
+            let lock = lock.unwrap();
+            locks.push(lock.as_secs());
+            assert!(throttle.locked("alice", now).is_some());
+            now += lock;
+            assert_eq!(throttle.locked("alice", now), None, "the lock expires");
+        }
+        assert_eq!(locks, [30, 60, 120, 240, 480, 900, 900, 900]);
+        throttle.reserve("alice", now).unwrap();
+        assert_eq!(throttle.finish("alice", true, now), None);
+        for _ in 0..3 {
+            throttle.reserve("alice", now).unwrap();
+        }
+        let mut lock = None;
+        for _ in 0..3 {
+            lock = throttle.finish("alice", false, now).or(lock);
+        }
+        assert_eq!(
+            lock,
+            Some(Duration::from_secs(30)),
+            "back to the first step"
+        );
+    }
+
+    #[test]
+    fn failures_are_counted_per_window() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        for _ in 0..2 {
+            throttle.reserve("alice", now).unwrap();
+            assert_eq!(throttle.finish("alice", false, now), None);
+        }
+        let later = now + Duration::from_secs(31);
+        for _ in 0..3 {
+            throttle.reserve("alice", later).unwrap();
+        }
+        assert_eq!(throttle.reserve("alice", later), Err(Refusal::TooManyTries));
+    }
+
+    #[test]
+    fn a_success_clears_failures_but_other_tries_still_count() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        throttle.reserve("alice", now).unwrap();
+        throttle.finish("alice", false, now);
+        throttle.reserve("alice", now).unwrap();
+        throttle.reserve("alice", now).unwrap();
+        assert_eq!(throttle.finish("alice", true, now), None);
+        // One still in flight, none failed: two more fit.
+        throttle.reserve("alice", now).unwrap();
+        throttle.reserve("alice", now).unwrap();
+        assert_eq!(throttle.reserve("alice", now), Err(Refusal::TooManyTries));
+    }
+
+    #[test]
+    fn refusals_are_resource_exhausted() {
+        let locked = Failure::from(Refusal::Locked(Duration::from_millis(10)));
+        assert!(
+            matches!(locked, Failure::ResourceExhausted(ref message) if message.contains("1 s"))
+        );
+        assert!(matches!(
+            Failure::from(Refusal::TooManyTries),
+            Failure::ResourceExhausted(_)
+        ));
     }
 }

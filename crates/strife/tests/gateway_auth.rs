@@ -288,9 +288,10 @@ async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
         .unwrap_err();
     assert_eq!(
         locked.code(),
-        Code::Unauthenticated,
-        "the right password fails while locked"
+        Code::ResourceExhausted,
+        "the right password fails while locked: {locked:?}"
     );
+    assert!(locked.message().contains("locked"), "{locked:?}");
     let unlocked = wait_until(Duration::from_secs(6), || {
         let mut right = right.clone();
         async move {
@@ -308,6 +309,92 @@ async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
         .get_balances(pb::GetBalancesRequest::default())
         .await
         .unwrap();
+}
+
+/// Peak resident memory of a process, from `/proc/<pid>/status`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_wrong_passwords_checks_at_most_threshold_and_stays_small() {
+    const THRESHOLD: usize = 5;
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let gateway_pid = network.gateway.as_ref().unwrap().child.id();
+    let baseline = peak_rss_kib(gateway_pid);
+
+    // A stranger with bob's certificate claiming to be alice is refused before any password
+    // is checked, so however often it tries, alice is not locked out.
+    let stranger = network.gateway_client_as("bob", "alice", "guess-guess-guess");
+    for _ in 0..(3 * THRESHOLD) {
+        let status = stranger
+            .clone()
+            .get_balances(pb::GetBalancesRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    network
+        .gateway_client("alice")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .expect("a stranger cannot lock alice out");
+
+    // 64 pipelined wrong passwords on one connection, all at once.
+    let wrong = network.gateway_client_as("alice", "alice", "not-alices-password");
+    let guesses = (0..64).map(|_| {
+        let mut client = wrong.clone();
+        async move {
+            client
+                .get_balances(pb::GetBalancesRequest::default())
+                .await
+                .unwrap_err()
+        }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|status| status.code() == Code::Unauthenticated)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|status| status.code() == Code::ResourceExhausted)
+        .count();
+    assert!(
+        checked <= THRESHOLD,
+        "{checked} guesses were checked, threshold {THRESHOLD}"
+    );
+    assert_eq!(checked + refused, 64, "{answers:?}");
+    let locked = network
+        .gateway_client("alice")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
+    assert!(locked.message().contains("locked"), "{locked:?}");
+
+    let peak = peak_rss_kib(gateway_pid);
+    assert!(
+        peak < 400 * 1024,
+        "gateway peak RSS {peak} KiB (before the burst {baseline} KiB)"
+    );
+
+    // Everyone else is unaffected: bob logs in and pays.
+    let paid = network
+        .gateway_client("bob")
+        .pay(pb::PayRequest {
+            to_username: "carol".into(),
+            ..pay("bob-after-burst")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status, pb::PaymentStatus::Committed as i32);
 }
 
 #[tokio::test]
