@@ -9,6 +9,7 @@ pub mod layout;
 pub mod logging;
 pub mod metadata;
 pub mod money;
+pub mod password;
 pub mod registration;
 pub mod runtime;
 pub mod sqlite;

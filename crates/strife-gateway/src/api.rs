@@ -8,6 +8,7 @@ use strife_common::failure::REASON_METADATA_KEY;
 use strife_common::layout::validate_name;
 use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_common::money::{self, Amount};
+use strife_common::password::check_password;
 use strife_common::runtime::on_blocking_pool;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
@@ -23,8 +24,6 @@ use crate::store::{
     Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, TRANSIENT_REASONS,
 };
 
-const MIN_PASSWORD_LEN: usize = 8;
-const MAX_PASSWORD_LEN: usize = 256;
 const MAX_KEY_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 200;
 const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -243,13 +242,7 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::User>, Status> {
         let body = request.into_inner();
         check_user_name("username", &body.username)?;
-        let length = body.password.chars().count();
-        if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length) {
-            return Err(Failure::InvalidArgument(format!(
-                "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
-            ))
-            .into());
-        }
+        check_password(&body.username, &body.password).map_err(Failure::InvalidArgument)?;
         let username = body.username.clone();
         // argon2id is deliberately slow: hash on the blocking pool, then write.
         let hash = self.db(move |_| hash_password(&body.password)).await?;

@@ -311,6 +311,40 @@ async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn registration_enforces_the_password_policy() {
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let mut admin = network.gateway_client("admin");
+    let register = |password: &str| pb::RegisterUserRequest {
+        username: "dave".into(),
+        password: password.into(),
+    };
+    for (password, says) in [
+        ("short-pw", "12 to 256"),
+        (&"x".repeat(257)[..], "12 to 256"),
+        ("dave-is-my-password", "must not contain the user name"),
+        ("my-DAVE-password", "must not contain the user name"),
+        ("pässwörd-lang-genug", "printable ASCII"),
+        ("tab\tin-the-middle", "printable ASCII"),
+    ] {
+        let status = admin.register_user(register(password)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{password:?}: {status:?}"
+        );
+        assert!(status.message().contains(says), "{password:?}: {status:?}");
+        assert!(
+            !status.message().contains(password),
+            "the message echoes no password"
+        );
+    }
+    admin
+        .register_user(register("a good long passphrase"))
+        .await
+        .expect("a password meeting the policy");
+}
+
 /// Peak resident memory of a process, from `/proc/<pid>/status`, in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
