@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
 use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
 use strife_common::Failure;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::request_log::RequestLogSlot;
@@ -40,6 +40,9 @@ struct VerifiedSession {
     role: Role,
     expires: Instant,
 }
+
+/// One password check that identical concurrent requests wait on together.
+type SharedCheck = Arc<OnceCell<Option<Role>>>;
 
 /// Who made a request, as the auth layer verified it.
 #[derive(Debug, Clone)]
@@ -306,6 +309,8 @@ pub struct Authenticator {
     throttle: Mutex<Throttle>,
     verify_pool: VerifyPool,
     sessions: Mutex<HashMap<String, VerifiedSession>>,
+    /// Password checks running now, by (name, password) digest, shared by identical requests.
+    checks: Mutex<HashMap<[u8; 64], SharedCheck>>,
     session_key: [u8; 32],
     /// Verified against when the user does not exist, so timing does not reveal which names do.
     decoy_hash: String,
@@ -318,6 +323,7 @@ impl Authenticator {
             throttle: Mutex::new(Throttle::new(policy)),
             verify_pool: VerifyPool::new(),
             sessions: Mutex::new(HashMap::new()),
+            checks: Mutex::new(HashMap::new()),
             session_key: rand::random(),
             decoy_hash: hash_password("decoy password never matches")?,
         })
@@ -392,6 +398,74 @@ impl Authenticator {
         }
     }
 
+    /// The shared check of one (name, password) digest, joined or started.
+    fn check_in_flight(&self, digest: [u8; 64]) -> SharedCheck {
+        let mut checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(checks.entry(digest).or_default())
+    }
+
+    /// Forgets a finished shared check (later requests look at the session cache, or check
+    /// again). Only removes the very check given, not a newer one under the same digest.
+    fn check_finished(&self, digest: &[u8; 64], check: &SharedCheck) {
+        let mut checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if checks
+            .get(digest)
+            .is_some_and(|current| Arc::ptr_eq(current, check))
+        {
+            checks.remove(digest);
+        }
+    }
+
+    /// One argon2id check: reserves a try for the name, waits for a slot on the bounded pool,
+    /// verifies and counts the result. `Ok(None)`: wrong password or unknown name.
+    async fn check_password(
+        self: &Arc<Self>,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Role>, Failure> {
+        self.throttle()
+            .reserve(username, Instant::now())
+            .map_err(Failure::from)?;
+        let reservation = Reservation {
+            authenticator: Arc::clone(self),
+            username: username.to_owned(),
+            finished: false,
+        };
+        // Dropping the reservation (queue full, or the request went away while waiting)
+        // gives the try back: no password was checked.
+        let permit = self.verify_pool.acquire().await?;
+        let this = Arc::clone(self);
+        let name = username.to_owned();
+        let password = password.to_owned();
+        // The permit and the reservation move into the blocking task, so a caller that goes
+        // away mid-check neither frees the CPU slot early nor skips counting the failure.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let outcome = this.store.user(&name).map(|user| {
+                let hash = user
+                    .as_ref()
+                    .map_or(this.decoy_hash.as_str(), |user| user.password_hash.as_str());
+                let verified = verify_password(&password, hash);
+                user.filter(|_| verified)
+                    .and_then(|user| Role::from_stored(&user.role))
+            });
+            match &outcome {
+                Ok(role) => this.finish(reservation, role.is_some()),
+                // A storage error checked nothing: give the try back.
+                Err(_) => drop(reservation),
+            }
+            outcome
+        })
+        .await
+        .map_err(|error| Failure::internal("password check", error))?
+    }
+
     /// Verifies a request's peer and credentials.
     pub async fn authenticate(
         self: &Arc<Self>,
@@ -428,41 +502,19 @@ impl Authenticator {
                 peer,
             });
         }
-        self.throttle()
-            .reserve(&username, Instant::now())
-            .map_err(Failure::from)?;
-        let reservation = Reservation {
-            authenticator: Arc::clone(self),
-            username: username.clone(),
-            finished: false,
-        };
-        // Dropping the reservation (queue full, or the request went away while waiting)
-        // gives the try back: no password was checked.
-        let permit = self.verify_pool.acquire().await?;
-        let this = Arc::clone(self);
-        let name = username.clone();
-        let typed = password.clone();
-        // The permit and the reservation move into the blocking task, so a caller that goes
-        // away mid-check neither frees the CPU slot early nor skips counting the failure.
-        let role = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let outcome = this.store.user(&name).map(|user| {
-                let hash = user
-                    .as_ref()
-                    .map_or(this.decoy_hash.as_str(), |user| user.password_hash.as_str());
-                let verified = verify_password(&password, hash);
-                user.filter(|_| verified)
-                    .and_then(|user| Role::from_stored(&user.role))
-            });
-            match &outcome {
-                Ok(role) => this.finish(reservation, role.is_some()),
-                // A storage error checked nothing: give the try back.
-                Err(_) => drop(reservation),
-            }
-            outcome
-        })
-        .await
-        .map_err(|error| Failure::internal("password check", error))??;
+        // Requests carrying the same (name, password) while it is being checked wait for
+        // that one check instead of each reserving a try: a client opening with 20 requests
+        // at once costs one argon2id run and one try, not 20 (which would exceed the
+        // threshold). Different guesses are different checks and each reserves its own try.
+        let digest = self.session_digest(&username, &password);
+        let check = self.check_in_flight(digest);
+        let outcome = check
+            .get_or_try_init(|| self.check_password(&username, &password))
+            .await
+            .copied();
+        self.check_finished(&digest, &check);
+        let role = outcome?;
+        let typed = password;
         let role = role.ok_or(Failure::Unauthenticated)?;
         self.remember(&username, &typed, role);
         Ok(Caller {
