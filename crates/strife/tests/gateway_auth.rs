@@ -180,19 +180,34 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         alice.get_payment(received).await.is_ok(),
         "alice received that one, so she may see it"
     );
+    // Someone else's payment and a payment that does not exist answer alike: existence
+    // does not leak.
     let others = pb::GetPaymentRequest {
         payment_id: bob_to_carol.payment_id.clone(),
     };
+    let others = alice.get_payment(others).await.unwrap_err();
     assert_eq!(
-        alice.get_payment(others).await.unwrap_err().code(),
-        Code::PermissionDenied
+        (others.code(), others.message()),
+        (
+            Code::NotFound,
+            format!("payment {} not found", bob_to_carol.payment_id).as_str()
+        )
     );
     let unknown = pb::GetPaymentRequest {
         payment_id: "no-such-payment".into(),
     };
+    let unknown = alice.get_payment(unknown).await.unwrap_err();
     assert_eq!(
-        alice.get_payment(unknown).await.unwrap_err().code(),
-        Code::NotFound
+        (unknown.code(), unknown.message()),
+        (Code::NotFound, "payment no-such-payment not found")
+    );
+    let empty = alice
+        .get_payment(pb::GetPaymentRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (empty.code(), empty.message()),
+        (Code::InvalidArgument, "payment_id is empty")
     );
     let history = alice
         .list_history(pb::ListHistoryRequest::default())
@@ -208,10 +223,22 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         account_number: "bank1-00000001".into(),
         holder_name: "Alice".into(),
     };
+    let bobs = alice.link_account(link).await.unwrap_err();
     assert_eq!(
-        alice.link_account(link).await.unwrap_err().code(),
-        Code::PermissionDenied,
+        (bobs.code(), bobs.message()),
+        (Code::NotFound, "account bank1-00000001 not found at bank1"),
         "bob's account"
+    );
+    let link = pb::LinkAccountRequest {
+        bank_id: "bank1".into(),
+        account_number: "bank1-99999999".into(),
+        holder_name: "Alice".into(),
+    };
+    let nobodys = alice.link_account(link).await.unwrap_err();
+    assert_eq!(
+        (nobodys.code(), nobodys.message()),
+        (Code::NotFound, "account bank1-99999999 not found at bank1"),
+        "an account that does not exist answers alike"
     );
 
     // A user (even with the right password) cannot ask for coordinator decisions...
@@ -379,10 +406,18 @@ async fn a_burst_of_wrong_passwords_checks_at_most_threshold_and_stays_small() {
         .await
         .expect("a stranger cannot lock alice out");
 
-    // 64 pipelined wrong passwords on one connection, all at once.
-    let wrong = network.gateway_client_as("alice", "alice", "not-alices-password");
-    let guesses = (0..64).map(|_| {
-        let mut client = wrong.clone();
+    // 64 different wrong passwords pipelined on one connection, all at once.
+    let channel = network
+        .network
+        .tls(&network.network.layout().user_identity("alice"))
+        .endpoint(&network.gateway_address, Duration::from_secs(10))
+        .unwrap()
+        .connect_lazy();
+    let guesses = (0..64).map(|index| {
+        let mut client = GatewayClient::with_interceptor(
+            channel.clone(),
+            Credentials::new("alice", &format!("wrong-guess-number-{index}")).unwrap(),
+        );
         async move {
             client
                 .get_balances(pb::GetBalancesRequest::default())
