@@ -32,6 +32,17 @@ pub fn money_json(value: Option<&pb::Money>) -> Value {
     }
 }
 
+/// An outbox state for people: an unknown outcome must not read like "waiting to be sent".
+pub fn outbox_state(state: &str) -> &str {
+    match state {
+        "queued" => "queued",
+        "unknown" => "UNKNOWN (gateway may have it; sync looks it up)",
+        "succeeded" => "sent",
+        "declined" => "declined",
+        other => other,
+    }
+}
+
 pub fn status_name(status: i32) -> &'static str {
     match pb::PaymentStatus::try_from(status) {
         Ok(pb::PaymentStatus::Committed) => "COMMITTED",

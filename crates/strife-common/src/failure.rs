@@ -7,6 +7,16 @@ use tonic::{Code, Status};
 /// aborted payments), e.g. `insufficient_funds`.
 pub const REASON_METADATA_KEY: &str = "x-strife-reason";
 
+/// Reasons a payment is aborted for that lie outside the request (a bank or the gateway was
+/// down or slow). Such a payment moved no money and has a durable ABORT decision, so a retry
+/// with the same idempotency key runs a new attempt; every other abort reason is final.
+pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
+    "bank_timeout",
+    "bank_unavailable",
+    "gateway_restarted",
+    "decision_timeout",
+];
+
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {

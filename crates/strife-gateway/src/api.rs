@@ -642,6 +642,27 @@ impl Gateway for GatewayApi {
         }
         Ok(Response::new(payment_proto(&record)))
     }
+
+    async fn get_payment_by_key(
+        &self,
+        request: Request<pb::GetPaymentByKeyRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let caller = caller(&request)?;
+        let key = request.into_inner().idempotency_key;
+        if key.is_empty() {
+            return Err(Failure::InvalidArgument("idempotency_key is empty".into()).into());
+        }
+        check_text("idempotency_key", &key, MAX_KEY_LEN)?;
+        // Keys are per user: only the caller's own keys are looked at, so another user's key
+        // answers like an unused one.
+        let username = caller.username;
+        let lookup = key.clone();
+        let record = self
+            .db(move |store| store.payment_by_key(&username, &lookup))
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no payment with idempotency key {key:?}")))?;
+        Ok(Response::new(payment_proto(&record)))
+    }
 }
 
 #[cfg(test)]

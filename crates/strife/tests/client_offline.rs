@@ -7,8 +7,9 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use strife_proto::v1 as pb;
 use support::network::{password_of, ManualNetwork};
-use support::{strife_bin, wait_until};
+use support::{strife_bin, wait_until, BankStart};
 
 async fn alice_and_bob() -> ManualNetwork {
     let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
@@ -182,4 +183,133 @@ async fn sync_watch_sends_queued_payments_as_soon_as_the_gateway_is_back() {
         "the watcher did not flush the outbox once the gateway was back"
     );
     assert_eq!(network.available_minor("bob"), 200);
+}
+
+/// Kills bank `index` and waits until its etcd registration is gone.
+async fn kill_bank(network: &mut ManualNetwork, index: usize, bank_id: &str) {
+    network.banks[index].process.kill();
+    let key = strife_common::discovery::bank_key(bank_id);
+    let gone = wait_until(Duration::from_secs(10), || async {
+        network.etcd.get(&key).await.is_none()
+    })
+    .await;
+    assert!(gone, "{bank_id}'s lease did not expire");
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twice() {
+    let mut network = alice_and_bob().await;
+    // bob's bank is down: the gateway answers UNAVAILABLE, which does not say whether it
+    // recorded the payment, so the client must treat the outcome as unknown.
+    kill_bank(&mut network, 1, "bank1").await;
+    let pay = |key: &str, amount: &str| {
+        network.client(
+            "alice",
+            &["pay", "--to", "bob", "--amount", amount, "--key", key],
+        )
+    };
+    let (code, first) = pay("lost-reply", "3.33");
+    assert_eq!(code, 75, "{first}");
+    assert_eq!(first["state"], "unknown", "{first}");
+    let (code, second) = pay("never-recorded", "1.00");
+    assert_eq!(
+        (code, second["state"].as_str()),
+        (75, Some("unknown")),
+        "{second}"
+    );
+
+    // Many sync runs while the bank is still down: nothing is ever given up.
+    for _ in 0..3 {
+        let (code, synced) = network.client("alice", &["sync"]);
+        assert_eq!(code, 75, "{synced}");
+        assert_eq!(synced["still_unknown"], 2, "{synced}");
+    }
+    let (_, outbox) = network.client("alice", &["outbox"]);
+    let entries = outbox["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().all(|entry| entry["state"] == "unknown"),
+        "{outbox}"
+    );
+    let (_, human) = {
+        let output = Command::new(strife_bin())
+            .args([
+                "client",
+                "--gateway",
+                &network.gateway_address,
+                "--user",
+                "alice",
+            ])
+            .arg("--dir")
+            .arg(network.network.path())
+            .arg("outbox")
+            .env("STRIFE_PASSWORD", password_of("alice"))
+            .output()
+            .unwrap();
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    assert!(human.contains("UNKNOWN"), "unknowns stand out:\n{human}");
+    assert!(!human.contains("gave up"), "{human}");
+
+    // The bank comes back, and the first payment reaches the gateway another way (as if the
+    // lost reply had in fact been a commit): the test's own client, same key, same payment.
+    let restarted = BankStart::new(&network.network, "bank1")
+        .etcd(&network.etcd.endpoint)
+        .arg("--lease-ttl")
+        .arg("2")
+        .start();
+    network.banks[1] = restarted;
+    let request = pb::PayRequest {
+        idempotency_key: "lost-reply".into(),
+        to_username: "bob".into(),
+        amount: Some(pb::Money {
+            amount_minor: 333,
+            currency: "USD".into(),
+        }),
+        ..pb::PayRequest::default()
+    };
+    let alice = network.gateway_client("alice");
+    let committed = wait_until(Duration::from_secs(15), || {
+        let mut alice = alice.clone();
+        let request = request.clone();
+        async move { alice.pay(request).await.is_ok() }
+    })
+    .await;
+    assert!(committed, "the direct payment never committed");
+
+    let pays_before = network.gateway_log().matches("Gateway/Pay\"").count()
+        + network.gateway_log().matches("Gateway/Pay ").count();
+    let (code, synced) = network.client("alice", &["sync"]);
+    assert_eq!(code, 0, "{synced}");
+    let results = synced["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{synced}");
+    assert!(
+        results.iter().all(|entry| entry["state"] == "succeeded"),
+        "{synced}"
+    );
+    let log = network.gateway_log();
+    let pays_after = log.matches("Gateway/Pay\"").count() + log.matches("Gateway/Pay ").count();
+    assert_eq!(
+        pays_after - pays_before,
+        1,
+        "only the never-recorded payment was sent; the committed one was looked up"
+    );
+    assert!(log.contains("GetPaymentByKey"), "looked up by key");
+
+    // Exactly once each: 3.33 + 1.00 moved, one payment per key.
+    assert_eq!(network.available_minor("bob"), 433);
+    assert_eq!(network.available_minor("alice"), 10_000 - 433);
+    let (_, history) = network.client("alice", &["history"]);
+    let payments = history["payments"].as_array().unwrap();
+    let committed: Vec<_> = payments
+        .iter()
+        .filter(|payment| payment["status"] == "COMMITTED")
+        .map(|payment| payment["idempotency_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(committed.len(), 2, "{history}");
+    assert!(committed.contains(&"lost-reply") && committed.contains(&"never-recorded"));
+    let (code, again) = network.client("alice", &["sync"]);
+    assert_eq!((code, again["results"].as_array().unwrap().len()), (0, 0));
 }

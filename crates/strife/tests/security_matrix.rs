@@ -107,6 +107,15 @@ async fn every_gateway_rpc(
                 .await
                 .map(drop),
         ),
+        (
+            "GetPaymentByKey",
+            client
+                .get_payment_by_key(pb::GetPaymentByKeyRequest {
+                    idempotency_key: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
     ]
 }
 
