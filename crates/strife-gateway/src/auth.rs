@@ -288,6 +288,20 @@ impl VerifyPool {
     }
 }
 
+/// Forgets a shared check when its request is done, also when the request goes away
+/// mid-check (dropped), so the map of checks in flight never keeps stale entries.
+struct CheckGuard<'a> {
+    authenticator: &'a Authenticator,
+    digest: [u8; 64],
+    check: SharedCheck,
+}
+
+impl Drop for CheckGuard<'_> {
+    fn drop(&mut self) {
+        self.authenticator.check_finished(&self.digest, &self.check);
+    }
+}
+
 /// A reserved try; released unless [`Authenticator::finish`] consumed it.
 struct Reservation {
     authenticator: Arc<Authenticator>,
@@ -507,13 +521,17 @@ impl Authenticator {
         // at once costs one argon2id run and one try, not 20 (which would exceed the
         // threshold). Different guesses are different checks and each reserves its own try.
         let digest = self.session_digest(&username, &password);
-        let check = self.check_in_flight(digest);
-        let outcome = check
+        let check = CheckGuard {
+            authenticator: self,
+            digest,
+            check: self.check_in_flight(digest),
+        };
+        let role = check
+            .check
             .get_or_try_init(|| self.check_password(&username, &password))
             .await
-            .copied();
-        self.check_finished(&digest, &check);
-        let role = outcome?;
+            .copied()?;
+        drop(check);
         let typed = password;
         let role = role.ok_or(Failure::Unauthenticated)?;
         self.remember(&username, &typed, role);

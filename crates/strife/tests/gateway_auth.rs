@@ -201,6 +201,22 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         (unknown.code(), unknown.message()),
         (Code::NotFound, "payment no-such-payment not found")
     );
+    // Idempotency keys are per user: bob's key looked up by alice is simply not hers.
+    let bobs_key = alice
+        .get_payment_by_key(pb::GetPaymentByKeyRequest {
+            idempotency_key: "bob-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bobs_key.code(), Code::NotFound, "{bobs_key:?}");
+    let own = bob
+        .get_payment_by_key(pb::GetPaymentByKeyRequest {
+            idempotency_key: "bob-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.payment_id, bob_to_alice.payment_id);
     let empty = alice
         .get_payment(pb::GetPaymentRequest::default())
         .await
