@@ -260,9 +260,14 @@ impl Drop for Waiting<'_> {
 
 impl VerifyPool {
     fn new() -> Self {
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self::with_permits(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        )
+    }
+
+    fn with_permits(permits: usize) -> Self {
         VerifyPool {
-            permits: Arc::new(Semaphore::new(cpus)),
+            permits: Arc::new(Semaphore::new(permits)),
             waiting: AtomicUsize::new(0),
         }
     }
@@ -788,6 +793,34 @@ mod tests {
         throttle.reserve("alice", now).unwrap();
         throttle.reserve("alice", now).unwrap();
         assert_eq!(throttle.reserve("alice", now), Err(Refusal::TooManyTries));
+    }
+
+    #[tokio::test]
+    async fn the_verify_pool_queues_a_bounded_number_and_refuses_the_rest_at_once() {
+        let pool = Arc::new(VerifyPool::with_permits(1));
+        let held = pool.acquire().await.unwrap();
+        let waiters: Vec<_> = (0..MAX_WAITING_CHECKS)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move { pool.acquire().await.map(drop) })
+            })
+            .collect();
+        let queued = tokio::time::timeout(Duration::from_secs(5), async {
+            while pool.waiting.load(Ordering::SeqCst) < MAX_WAITING_CHECKS {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(queued.is_ok(), "the waiters never queued");
+        let refused = tokio::time::timeout(Duration::from_secs(1), pool.acquire())
+            .await
+            .expect("refused at once, not queued");
+        assert!(matches!(refused, Err(Failure::ResourceExhausted(_))));
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 0, "the queue drains");
     }
 
     #[test]
