@@ -99,6 +99,9 @@ struct LoginState {
     locked_until: Option<Instant>,
     /// Lockouts in a row without a success in between (drives the back-off).
     lockouts: u32,
+    /// When the latest lock ended (or ends): a lock more than [`MAX_LOCKOUT`] in the past no
+    /// longer counts towards the back-off, so one bad day does not double a lock weeks later.
+    last_lock_end: Option<Instant>,
 }
 
 impl LoginState {
@@ -109,6 +112,7 @@ impl LoginState {
             in_flight: 0,
             locked_until: None,
             lockouts: 0,
+            last_lock_end: None,
         }
     }
 
@@ -227,12 +231,19 @@ impl Throttle {
         if state.failures < policy.threshold {
             return None;
         }
+        if state
+            .last_lock_end
+            .is_some_and(|end| now.saturating_duration_since(end) > MAX_LOCKOUT)
+        {
+            state.lockouts = 0;
+        }
         let lock = policy
             .duration
             .saturating_mul(1u32.checked_shl(state.lockouts).unwrap_or(u32::MAX))
             .min(MAX_LOCKOUT.max(policy.duration));
         state.lockouts = state.lockouts.saturating_add(1);
         state.locked_until = Some(now + lock);
+        state.last_lock_end = Some(now + lock);
         state.failures = 0;
         state.window_start = now;
         Some(lock)
@@ -763,6 +774,26 @@ mod tests {
             Some(Duration::from_secs(30)),
             "back to the first step"
         );
+    }
+
+    #[test]
+    fn an_old_lockout_no_longer_doubles_the_next() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        let lock_out = |throttle: &mut Throttle, at: Instant| {
+            for _ in 0..3 {
+                throttle.reserve("alice", at).unwrap();
+            }
+            (0..3)
+                .filter_map(|_| throttle.finish("alice", false, at))
+                .last()
+                .unwrap()
+        };
+        assert_eq!(lock_out(&mut throttle, now), Duration::from_secs(30));
+        let soon = now + Duration::from_secs(40);
+        assert_eq!(lock_out(&mut throttle, soon), Duration::from_secs(60));
+        let much_later = soon + Duration::from_secs(60) + MAX_LOCKOUT + Duration::from_secs(1);
+        assert_eq!(lock_out(&mut throttle, much_later), Duration::from_secs(30));
     }
 
     #[test]
