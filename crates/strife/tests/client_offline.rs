@@ -7,9 +7,13 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strife_proto::v1 as pb;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use strife_proto::v1::{self as pb, gateway_server};
 use support::network::{password_of, ManualNetwork};
 use support::{strife_bin, wait_until, BankStart};
+use tonic::{Request, Response, Status};
 
 async fn alice_and_bob() -> ManualNetwork {
     let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
@@ -312,4 +316,120 @@ async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twi
     assert!(committed.contains(&"lost-reply") && committed.contains(&"never-recorded"));
     let (code, again) = network.client("alice", &["sync"]);
     assert_eq!((code, again["results"].as_array().unwrap().len()), (0, 0));
+}
+
+/// A stand-in in front of the real gateway, with the gateway's own certificate: it forwards
+/// `Pay` and `GetPaymentByKey` to the real gateway (as alice), but answers every `Pay` with
+/// `INTERNAL` — a gateway that recorded and committed the payment and then failed (a full
+/// disk on a later write answers exactly so).
+#[derive(Clone)]
+struct InternalAfterCommit {
+    upstream: support::network::GatewayClient,
+    pays: Arc<AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl gateway_server::Gateway for InternalAfterCommit {
+    async fn register_user(
+        &self,
+        _: Request<pb::RegisterUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn open_account(
+        &self,
+        _: Request<pb::GatewayOpenAccountRequest>,
+    ) -> Result<Response<pb::LinkedAccount>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn link_account(
+        &self,
+        _: Request<pb::LinkAccountRequest>,
+    ) -> Result<Response<pb::LinkedAccount>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn get_balances(
+        &self,
+        _: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn pay(&self, request: Request<pb::PayRequest>) -> Result<Response<pb::Payment>, Status> {
+        self.pays.fetch_add(1, Ordering::SeqCst);
+        self.upstream.clone().pay(request.into_inner()).await?;
+        Err(Status::internal("internal error; see the server log"))
+    }
+    async fn list_history(
+        &self,
+        _: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn get_payment(
+        &self,
+        _: Request<pb::GetPaymentRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn get_payment_by_key(
+        &self,
+        request: Request<pb::GetPaymentByKeyRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        self.upstream
+            .clone()
+            .get_payment_by_key(request.into_inner())
+            .await
+    }
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the stand-in, on this
+// runtime, must keep serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_is_not_final_a_committed_payment_answered_internal_resolves_to_succeeded() {
+    let mut network = alice_and_bob().await;
+    let pays = Arc::new(AtomicUsize::new(0));
+    let stand_in = InternalAfterCommit {
+        upstream: network.gateway_client("alice"),
+        pays: Arc::clone(&pays),
+    };
+    let tls = network
+        .network
+        .tls(&network.network.layout().gateway_identity());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stand_in_address = listener.local_addr().unwrap().to_string();
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls.server_config())
+        .unwrap()
+        .add_service(gateway_server::GatewayServer::new(stand_in))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+
+    let real_address = std::mem::replace(&mut network.gateway_address, stand_in_address);
+    let (code, paid) = network.client(
+        "alice",
+        &[
+            "pay",
+            "--to",
+            "bob",
+            "--amount",
+            "3.33",
+            "--key",
+            "disk-full",
+        ],
+    );
+    assert_eq!(code, 75, "INTERNAL leaves the outcome open: {paid}");
+    assert_eq!(paid["state"], "unknown", "not declined: {paid}");
+    let (code, synced) = network.client("alice", &["sync"]);
+    assert_eq!(code, 0, "{synced}");
+    assert_eq!(synced["results"][0]["state"], "succeeded", "{synced}");
+    assert_eq!(
+        pays.load(Ordering::SeqCst),
+        1,
+        "resolved by key, never sent again"
+    );
+    network.gateway_address = real_address;
+
+    assert_eq!(network.available_minor("bob"), 333, "paid exactly once");
+    let (_, outbox) = network.client("alice", &["outbox"]);
+    assert_eq!(outbox["entries"][0]["state"], "succeeded", "{outbox}");
 }
