@@ -275,16 +275,33 @@ async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twi
         ..pb::PayRequest::default()
     };
     let alice = network.gateway_client("alice");
+    let direct = Arc::new(std::sync::Mutex::new(None));
     let committed = wait_until(Duration::from_secs(15), || {
         let mut alice = alice.clone();
         let request = request.clone();
-        async move { alice.pay(request).await.is_ok() }
+        let direct = Arc::clone(&direct);
+        async move {
+            let Ok(payment) = alice.pay(request).await else {
+                return false;
+            };
+            *direct.lock().unwrap() = Some(payment.into_inner().payment_id);
+            true
+        }
     })
     .await;
     assert!(committed, "the direct payment never committed");
+    let direct_id = direct.lock().unwrap().clone().unwrap();
 
-    let pays_before = network.gateway_log().matches("Gateway/Pay\"").count()
-        + network.gateway_log().matches("Gateway/Pay ").count();
+    // The gateway writes its log on a background thread, so a line can land just after the
+    // reply: wait for the lines we count on before counting.
+    let pay_lines =
+        |log: &str| log.matches("Gateway/Pay\"").count() + log.matches("Gateway/Pay ").count();
+    let logged = wait_until(Duration::from_secs(5), || async {
+        network.gateway_log().contains(&direct_id)
+    })
+    .await;
+    assert!(logged, "the direct payment's request line");
+    let pays_before = pay_lines(&network.gateway_log());
     let (code, synced) = network.client("alice", &["sync"]);
     assert_eq!(code, 0, "{synced}");
     let results = synced["results"].as_array().unwrap();
@@ -293,8 +310,19 @@ async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twi
         results.iter().all(|entry| entry["state"] == "succeeded"),
         "{synced}"
     );
+    let sent_id = results
+        .iter()
+        .find(|entry| entry["idempotency_key"] == "never-recorded")
+        .and_then(|entry| entry["payment_id"].as_str())
+        .unwrap()
+        .to_owned();
+    let logged = wait_until(Duration::from_secs(5), || async {
+        network.gateway_log().contains(&sent_id)
+    })
+    .await;
+    assert!(logged, "the sent payment's request line");
     let log = network.gateway_log();
-    let pays_after = log.matches("Gateway/Pay\"").count() + log.matches("Gateway/Pay ").count();
+    let pays_after = pay_lines(&log);
     assert_eq!(
         pays_after - pays_before,
         1,
@@ -302,9 +330,18 @@ async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twi
     );
     assert!(log.contains("GetPaymentByKey"), "looked up by key");
 
-    // Exactly once each: 3.33 + 1.00 moved, one payment per key.
-    assert_eq!(network.available_minor("bob"), 433);
-    assert_eq!(network.available_minor("alice"), 10_000 - 433);
+    // Exactly once each: 3.33 + 1.00 moved, one payment per key. (A commit a bank missed in
+    // the first phase-2 round is re-sent by the gateway's retrier, so wait for it.)
+    let settled = wait_until(Duration::from_secs(10), || async {
+        network.available_minor("bob") == 433 && network.available_minor("alice") == 10_000 - 433
+    })
+    .await;
+    assert!(
+        settled,
+        "bob {} alice {}",
+        network.available_minor("bob"),
+        network.available_minor("alice")
+    );
     let (_, history) = network.client("alice", &["history"]);
     let payments = history["payments"].as_array().unwrap();
     let committed: Vec<_> = payments
@@ -429,7 +466,15 @@ async fn internal_is_not_final_a_committed_payment_answered_internal_resolves_to
     );
     network.gateway_address = real_address;
 
-    assert_eq!(network.available_minor("bob"), 333, "paid exactly once");
+    let settled = wait_until(Duration::from_secs(10), || async {
+        network.available_minor("bob") == 333
+    })
+    .await;
+    assert!(
+        settled,
+        "paid exactly once: bob has {}",
+        network.available_minor("bob")
+    );
     let (_, outbox) = network.client("alice", &["outbox"]);
     assert_eq!(outbox["entries"][0]["state"], "succeeded", "{outbox}");
 }
