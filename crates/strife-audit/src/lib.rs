@@ -50,10 +50,11 @@ pub struct BankSummary {
     pub accounts: usize,
     pub journal_entries: usize,
     pub prepared_legs: usize,
-    /// currency → Σ balances (minor units).
-    pub balances_minor: BTreeMap<String, i64>,
-    /// currency → Σ deposits (minor units).
-    pub deposits_minor: BTreeMap<String, i64>,
+    /// currency → Σ balances (minor units). i128: a sum of i64 balances cannot overflow it,
+    /// so money created beyond i64 still shows (a saturating i64 sum would hide it).
+    pub balances_minor: BTreeMap<String, i128>,
+    /// currency → Σ deposits (minor units), i128 like the balances.
+    pub deposits_minor: BTreeMap<String, i128>,
 }
 
 /// The audit's findings.
@@ -82,8 +83,8 @@ impl Report {
     /// The report for people.
     pub fn human(&self) -> String {
         let mut lines = Vec::new();
-        let mut total_balances: BTreeMap<String, i64> = BTreeMap::new();
-        let mut total_deposits: BTreeMap<String, i64> = BTreeMap::new();
+        let mut total_balances: Totals = BTreeMap::new();
+        let mut total_deposits: Totals = BTreeMap::new();
         for bank in &self.banks {
             lines.push(format!(
                 "{}: {} accounts, {} journal entries, {} prepared legs, balances {}",
@@ -126,29 +127,64 @@ impl Report {
     }
 }
 
-fn add_into(total: &mut BTreeMap<String, i64>, part: &BTreeMap<String, i64>) {
+/// currency → an exact sum in minor units.
+type Totals = BTreeMap<String, i128>;
+
+/// Adds one amount to its currency's total. i128 holds the sum of 2^64 i64 values, so this
+/// never overflows for any number of accounts a bank can list.
+fn add_minor(totals: &mut Totals, currency: &str, amount_minor: i64) {
+    let entry = totals.entry(currency.to_owned()).or_insert(0);
+    *entry += i128::from(amount_minor);
+}
+
+fn add_into(total: &mut Totals, part: &Totals) {
     for (currency, amount) in part {
-        let entry = total.entry(currency.clone()).or_insert(0);
-        *entry = entry.saturating_add(*amount);
+        *total.entry(currency.clone()).or_insert(0) += *amount;
     }
 }
 
-fn render_totals(totals: &BTreeMap<String, i64>) -> String {
+fn render_totals(totals: &Totals) -> String {
     if totals.is_empty() {
         return "none".into();
     }
     totals
         .iter()
-        .map(|(code, amount_minor)| match money::currency(code) {
-            Ok(currency) => Amount {
-                amount_minor: *amount_minor,
-                currency,
-            }
-            .to_string(),
-            Err(_) => format!("{amount_minor} minor {code}"),
-        })
+        .map(
+            |(code, amount_minor)| match (money::currency(code), i64::try_from(*amount_minor)) {
+                (Ok(currency), Ok(amount_minor)) => Amount {
+                    amount_minor,
+                    currency,
+                }
+                .to_string(),
+                // Beyond i64 (only when something is badly wrong): the exact minor units.
+                _ => format!("{amount_minor} minor {code}"),
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Σ balances = Σ deposits per currency over every bank, exactly; else the violation.
+fn check_conservation(banks: &[BankSummary], report: &mut Report) {
+    let mut balances = Totals::new();
+    let mut deposits = Totals::new();
+    for bank in banks {
+        add_into(&mut balances, &bank.balances_minor);
+        add_into(&mut deposits, &bank.deposits_minor);
+    }
+    // A currency with only zero on one side equals its absence on the other.
+    balances.retain(|_, amount| *amount != 0);
+    deposits.retain(|_, amount| *amount != 0);
+    if balances != deposits {
+        report.violation(
+            "money_not_conserved",
+            format!(
+                "balances {} ≠ deposits {}",
+                render_totals(&balances),
+                render_totals(&deposits)
+            ),
+        );
+    }
 }
 
 /// A journal entry with the bank it came from.
@@ -254,22 +290,9 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             Err(error) => report.violation("bank_unreachable", format!("{bank_id}: {error:#}")),
         }
     }
-    let mut balances: BTreeMap<String, i64> = BTreeMap::new();
-    let mut deposits: BTreeMap<String, i64> = BTreeMap::new();
-    for bank in &report.banks {
-        add_into(&mut balances, &bank.balances_minor);
-        add_into(&mut deposits, &bank.deposits_minor);
-    }
-    if balances != deposits {
-        report.violation(
-            "money_not_conserved",
-            format!(
-                "balances {} ≠ deposits {}",
-                render_totals(&balances),
-                render_totals(&deposits)
-            ),
-        );
-    }
+    let banks = std::mem::take(&mut report.banks);
+    check_conservation(&banks, &mut report);
+    report.banks = banks;
     check_payments(
         &read_gateway_payments(&layout)?,
         entries_by_payment,
@@ -313,12 +336,14 @@ async fn audit_bank(
                 format!("{bank_id}/{}", account.account_number),
             );
         }
-        let balance = summary
-            .balances_minor
-            .entry(account.currency.clone())
-            .or_insert(0);
-        *balance = balance.saturating_add(account.balance_minor);
-        let mut derived: i64 = 0;
+        add_minor(
+            &mut summary.balances_minor,
+            &account.currency,
+            account.balance_minor,
+        );
+        // Exact, like the totals: a journal whose sum overflows i64 must not saturate into
+        // agreeing with a balance.
+        let mut derived: i128 = 0;
         let mut after_seq = 0;
         loop {
             let page = client
@@ -334,13 +359,13 @@ async fn audit_bank(
             after_seq = last.seq;
             for entry in page {
                 summary.journal_entries += 1;
-                derived = derived.saturating_add(entry.delta_minor);
+                derived += i128::from(entry.delta_minor);
                 if entry.kind == "deposit" {
-                    let deposit = summary
-                        .deposits_minor
-                        .entry(account.currency.clone())
-                        .or_insert(0);
-                    *deposit = deposit.saturating_add(entry.delta_minor);
+                    add_minor(
+                        &mut summary.deposits_minor,
+                        &account.currency,
+                        entry.delta_minor,
+                    );
                 } else {
                     entries_by_payment
                         .entry(entry.payment_id.clone())
@@ -352,7 +377,7 @@ async fn audit_bank(
                 }
             }
         }
-        if derived != account.balance_minor {
+        if derived != i128::from(account.balance_minor) {
             report.violation(
                 "journal_mismatch",
                 format!(
@@ -524,5 +549,58 @@ mod tests {
                 "unknown_payment_applied"
             ]
         );
+    }
+
+    fn bank(bank_id: &str, balances: &[i64], deposits: &[i64]) -> BankSummary {
+        let mut summary = BankSummary {
+            bank_id: bank_id.into(),
+            ..BankSummary::default()
+        };
+        for balance in balances {
+            add_minor(&mut summary.balances_minor, "USD", *balance);
+        }
+        for deposit in deposits {
+            add_minor(&mut summary.deposits_minor, "USD", *deposit);
+        }
+        summary
+    }
+
+    #[test]
+    fn money_created_beyond_i64_is_not_hidden_by_saturation() {
+        // An i64::MAX deposit, plus 100 minor units that appeared in another account from no
+        // deposit at all. Saturating i64 sums would read MAX = MAX and call this conserved.
+        let banks = [
+            bank("bank0", &[i64::MAX], &[i64::MAX]),
+            bank("bank1", &[100], &[]),
+        ];
+        let mut report = Report::default();
+        check_conservation(&banks, &mut report);
+        assert_eq!(kinds(&report), vec!["money_not_conserved"]);
+        let detail = &report.violations[0].detail;
+        let expected = (i128::from(i64::MAX) + 100).to_string();
+        assert!(
+            detail.contains(&expected),
+            "exact sum in the report: {detail}"
+        );
+    }
+
+    #[test]
+    fn exact_sums_beyond_i64_that_agree_are_clean() {
+        let banks = [
+            bank("bank0", &[i64::MAX, 5], &[i64::MAX]),
+            bank("bank1", &[i64::MAX], &[i64::MAX, 5]),
+        ];
+        let mut report = Report::default();
+        check_conservation(&banks, &mut report);
+        assert!(report.is_clean(), "{:?}", report.violations);
+    }
+
+    #[test]
+    fn a_currency_only_on_one_side_is_caught() {
+        let mut euros = bank("bank0", &[], &[]);
+        add_minor(&mut euros.balances_minor, "EUR", 1);
+        let mut report = Report::default();
+        check_conservation(&[euros], &mut report);
+        assert_eq!(kinds(&report), vec!["money_not_conserved"]);
     }
 }

@@ -11,7 +11,9 @@ use tonic::{Request, Status};
 pub fn admit_gateway(mut request: Request<()>) -> Result<Request<()>, Status> {
     let peer = peer_identity(&request)?;
     if !peer.is_gateway() {
-        tracing::warn!(peer = %peer, "refused a non-gateway caller");
+        // The CN is whatever our CA signed; escaped so a newline or terminal escape in it
+        // cannot forge or garble log lines.
+        tracing::warn!(peer = %peer.to_string().escape_debug(), "refused a non-gateway caller");
         return Err(
             Failure::PermissionDenied("only the payment gateway may call a bank".into()).into(),
         );

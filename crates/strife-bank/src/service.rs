@@ -287,7 +287,8 @@ impl Bank for BankService {
             opening_deposit_minor: body.opening_deposit_minor,
         };
         let record = self.store.open_account(&new, &actor).await?;
-        tracing::info!(account = %record.account_number, owner = %record.owner, "account opened");
+        // The owner name comes off the wire; escaped so it cannot break the log line.
+        tracing::info!(account = %record.account_number, owner = %record.owner.escape_debug(), "account opened");
         Ok(Response::new(account_to_proto(
             self.store.bank_id(),
             record,

@@ -76,16 +76,17 @@ pub enum ClientCommand {
     Payment { payment_id: String },
     /// What is in your offline outbox.
     Outbox,
-    /// Send queued payments now; with --watch keep retrying in the background.
+    /// Send queued payments and resolve unknown outcomes (by key) now; with --watch keep going.
     Sync {
         #[arg(long)]
         watch: bool,
         /// With --watch: stop once nothing is queued.
         #[arg(long)]
         until_empty: bool,
-        /// Tries before a payment is given up.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        max_attempts: u32,
+        /// Longest this run may take, in seconds (default: 60; with --watch: until Ctrl-C).
+        /// A payment is never given up: what is left stays in the outbox for the next run.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+        max_seconds: Option<u64>,
     },
 }
 

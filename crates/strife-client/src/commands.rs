@@ -12,7 +12,10 @@ use strife_proto::v1 as pb;
 use tonic::Status;
 
 use crate::args::{ClientArgs, ClientCommand, OpenAccountArgs};
-use crate::outbox::{is_retryable, Outbox, OutboxEntry, TryOutcome};
+use crate::outbox::{
+    classify, is_retryable, resolve, FailureClass, Outbox, OutboxEntry, Reported, Resolution,
+    State, TryOutcome,
+};
 use crate::render::{self, explain, money_json, payment_json, table, timestamp};
 use crate::session::{connect, Gateway};
 use crate::EXIT_QUEUED;
@@ -129,8 +132,13 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
         ClientCommand::Sync {
             watch,
             until_empty,
-            max_attempts,
-        } => sync(&args, &mut gateway, *watch, *until_empty, *max_attempts).await,
+            max_seconds,
+        } => {
+            // A year stands for "no bound" (Ctrl-C ends a watcher); a plain run gets a minute.
+            let default_secs = if *watch { 86_400 * 365 } else { 60 };
+            let max_time = Duration::from_secs(max_seconds.unwrap_or(default_secs));
+            sync(&args, &mut gateway, *watch, *until_empty, max_time).await
+        }
         ClientCommand::Outbox => show_outbox(&args),
     }
 }
@@ -290,13 +298,41 @@ fn payment_entry(
         from_bank: from_bank.into(),
         to_bank: to_bank.into(),
         memo: memo.into(),
-        state: "queued".into(),
+        state: State::Queued.as_str().into(),
         attempts: 0,
         next_attempt_unix_ms: 0,
         last_error: None,
         payment_id: None,
         created_unix_ms: now_unix_ms(),
     })
+}
+
+/// Whether a failed call certainly never reached the gateway: the TCP connection itself was
+/// refused, so no request bytes left this machine.
+fn never_connected(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// What a failed `Pay` means for the entry.
+fn failed_outcome(status: &Status) -> TryOutcome {
+    let message = explain(status);
+    if never_connected(status) {
+        return TryOutcome::NotSent { message };
+    }
+    match classify(status.code()) {
+        FailureClass::Declined => TryOutcome::Declined { message },
+        FailureClass::NotSent => TryOutcome::NotSent { message },
+        FailureClass::Unknown => TryOutcome::Unknown { message },
+    }
 }
 
 /// Sends one outbox entry once.
@@ -326,32 +362,61 @@ async fn try_send(
                 None,
             )
         }
-        Err(status) if is_retryable(status.code()) => (
-            TryOutcome::Retry {
-                message: explain(&status),
-            },
-            None,
-            Some(status),
-        ),
-        Err(status) => (
-            TryOutcome::Declined {
-                message: explain(&status),
-            },
-            None,
-            Some(status),
-        ),
+        Err(status) => (failed_outcome(&status), None, Some(status)),
     }
+}
+
+/// Asks the gateway what became of an entry whose outcome is unknown.
+async fn look_up(gateway: &mut Gateway, entry: &OutboxEntry) -> Resolution {
+    let lookup = gateway
+        .get_payment_by_key(pb::GetPaymentByKeyRequest {
+            idempotency_key: entry.idempotency_key.clone(),
+        })
+        .await
+        .map(|payment| {
+            let payment = payment.into_inner();
+            Reported {
+                status: render::status_name(payment.status),
+                payment_id: payment.payment_id,
+                reason_code: payment.reason_code,
+                reason: payment.reason,
+            }
+        })
+        .map_err(|status| (status.code(), explain(&status)));
+    resolve(lookup)
+}
+
+/// One step for an unfinished entry: an unknown one is looked up by key first and sent again
+/// only if the gateway never recorded it (or aborted it for a transient reason); a queued one
+/// is sent. Returns the entry as recorded afterwards.
+async fn advance(
+    outbox: &Outbox,
+    gateway: &mut Gateway,
+    entry: &OutboxEntry,
+) -> anyhow::Result<OutboxEntry> {
+    if entry.state == State::Unknown.as_str() {
+        match look_up(gateway, entry).await {
+            Resolution::Final(outcome) => return outbox.record(&entry.idempotency_key, &outcome),
+            Resolution::StillUnknown { message } => {
+                return outbox.record(&entry.idempotency_key, &TryOutcome::Unknown { message })
+            }
+            Resolution::SendAgain => {}
+        }
+    }
+    let (outcome, _, _) = try_send(gateway, entry).await;
+    outbox.record(&entry.idempotency_key, &outcome)
 }
 
 async fn pay(args: &ClientArgs, gateway: &mut Gateway, entry: OutboxEntry) -> anyhow::Result<u8> {
     let outbox = Outbox::open(&outbox_path(args))?;
     let entry = outbox.enqueue(&entry)?;
-    if entry.state != "queued" {
-        // The same key already finished: report it rather than sending again.
+    if entry.state != State::Queued.as_str() {
+        // The same key already finished, or its outcome is open: report it and leave an open
+        // one to `sync`, which looks it up by key before sending anything again.
         return Ok(report_entry(args, &entry));
     }
     let (outcome, payment, status) = try_send(gateway, &entry).await;
-    let recorded = outbox.record(&entry.idempotency_key, &outcome, u32::MAX)?;
+    let recorded = outbox.record(&entry.idempotency_key, &outcome)?;
     match (outcome, payment, status) {
         (TryOutcome::Succeeded { .. }, Some(payment), _) => {
             emit(
@@ -365,15 +430,23 @@ async fn pay(args: &ClientArgs, gateway: &mut Gateway, entry: OutboxEntry) -> an
             );
             Ok(0)
         }
-        (TryOutcome::Retry { message }, _, _) => {
-            let human = format!(
-                "queued: {message}.\nThe payment is saved in your outbox with key {} and will be sent, exactly once, by `strife client --user {} sync`.",
-                recorded.idempotency_key, args.user
-            );
+        (TryOutcome::NotSent { message } | TryOutcome::Unknown { message }, _, _) => {
+            let unknown = recorded.state == State::Unknown.as_str();
+            let human = if unknown {
+                format!(
+                    "outcome unknown: {message}.\nThe gateway may have recorded the payment. It is kept in your outbox with key {}; `strife client --user {} sync` finds out what happened (by key) and completes it, exactly once.",
+                    recorded.idempotency_key, args.user
+                )
+            } else {
+                format!(
+                    "queued: {message}.\nThe payment is saved in your outbox with key {} and will be sent, exactly once, by `strife client --user {} sync`.",
+                    recorded.idempotency_key, args.user
+                )
+            };
             if args.json {
                 println!(
                     "{}",
-                    json!({"ok": false, "queued": true, "idempotency_key": recorded.idempotency_key, "error": message})
+                    json!({"ok": false, "queued": true, "state": recorded.state, "idempotency_key": recorded.idempotency_key, "error": message})
                 );
             } else {
                 println!("{human}");
@@ -395,7 +468,7 @@ fn report_entry(args: &ClientArgs, entry: &OutboxEntry) -> u8 {
         entry.idempotency_key,
         render::money(Some(&amount)),
         entry.to_username,
-        entry.state,
+        render::outbox_state(&entry.state),
         entry
             .last_error
             .as_ref()
@@ -409,7 +482,7 @@ fn report_entry(args: &ClientArgs, entry: &OutboxEntry) -> u8 {
     );
     match entry.state.as_str() {
         "succeeded" => 0,
-        "queued" => EXIT_QUEUED,
+        "queued" | "unknown" => EXIT_QUEUED,
         _ => 1,
     }
 }
@@ -497,7 +570,7 @@ fn show_outbox(args: &ClientArgs) -> anyhow::Result<u8> {
                 timestamp(entry.created_unix_ms),
                 entry.to_username.clone(),
                 render::money(Some(&amount)),
-                entry.state.clone(),
+                render::outbox_state(&entry.state).to_owned(),
                 entry.attempts.to_string(),
                 entry.idempotency_key.clone(),
                 entry.last_error.clone().unwrap_or_default(),
@@ -524,60 +597,46 @@ fn show_outbox(args: &ClientArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// Tries every queued payment once (`watch`: keeps going, honouring each entry's backoff).
+/// Resolves and sends every unfinished payment once (`watch`: keeps going, honouring each
+/// entry's back-off). Unknown outcomes are looked up by key first. A run is bounded by
+/// `max_time`, never by a number of tries: whatever is left stays in the outbox as it was.
 async fn sync(
     args: &ClientArgs,
     gateway: &mut Gateway,
     watch: bool,
     until_empty: bool,
-    max_attempts: u32,
+    max_time: Duration,
 ) -> anyhow::Result<u8> {
     let outbox = Outbox::open(&outbox_path(args))?;
+    let deadline = tokio::time::Instant::now() + max_time;
     let mut results = Vec::new();
-    loop {
+    'run: loop {
         // A plain `sync` tries everything now; the watcher respects the backoff schedule.
-        let due = outbox.queued(if watch { Some(now_unix_ms()) } else { None })?;
+        let due = outbox.pending(if watch { Some(now_unix_ms()) } else { None })?;
         for entry in due {
-            let (outcome, _, _) = try_send(gateway, &entry).await;
-            let recorded = outbox.record(&entry.idempotency_key, &outcome, max_attempts)?;
-            let amount = pb::Money {
-                amount_minor: recorded.amount_minor,
-                currency: recorded.currency.clone(),
+            let Ok(recorded) =
+                tokio::time::timeout_at(deadline, advance(&outbox, gateway, &entry)).await
+            else {
+                // Out of time mid-call: the entry keeps its state (an unknown stays unknown;
+                // a queued one may have been sent, so it is marked unknown).
+                if entry.state == State::Queued.as_str() {
+                    outbox.record(
+                        &entry.idempotency_key,
+                        &TryOutcome::Unknown {
+                            message: "sync ran out of time waiting for the gateway".into(),
+                        },
+                    )?;
+                }
+                break 'run;
             };
-            let line = match recorded.state.as_str() {
-                "succeeded" => format!(
-                    "sent     {} to {} (payment {})",
-                    render::money(Some(&amount)),
-                    recorded.to_username,
-                    recorded.payment_id.clone().unwrap_or_default()
-                ),
-                "declined" => format!(
-                    "declined {} to {}: {}",
-                    render::money(Some(&amount)),
-                    recorded.to_username,
-                    recorded.last_error.clone().unwrap_or_default()
-                ),
-                "gave_up" => format!(
-                    "gave up  {} to {} after {} tries: {}",
-                    render::money(Some(&amount)),
-                    recorded.to_username,
-                    recorded.attempts,
-                    recorded.last_error.clone().unwrap_or_default()
-                ),
-                _ => format!(
-                    "retrying {} to {} (try {}): {}",
-                    render::money(Some(&amount)),
-                    recorded.to_username,
-                    recorded.attempts,
-                    recorded.last_error.clone().unwrap_or_default()
-                ),
-            };
+            let recorded = recorded?;
+            let line = sync_line(&recorded);
             if watch && !args.json {
                 println!("{line}");
             }
             results.push((line, recorded));
         }
-        let remaining = outbox.queued(None)?.len();
+        let remaining = outbox.pending(None)?.len();
         if !watch || (until_empty && remaining == 0) {
             break;
         }
@@ -590,15 +649,20 @@ async fn sync(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(deadline) => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    let remaining = outbox.queued(None)?;
+    let remaining = outbox.pending(None)?;
+    let unknown = remaining
+        .iter()
+        .filter(|entry| entry.state == State::Unknown.as_str())
+        .count();
     if args.json {
         let entries: Vec<_> = results.iter().map(|(_, entry)| entry).collect();
         println!(
             "{}",
-            json!({"ok": remaining.is_empty(), "results": entries, "still_queued": remaining.len()})
+            json!({"ok": remaining.is_empty(), "results": entries, "still_queued": remaining.len(), "still_unknown": unknown})
         );
     } else if !watch {
         for (line, _) in &results {
@@ -608,12 +672,15 @@ async fn sync(
             println!("nothing to send");
         }
         if !remaining.is_empty() {
-            println!("{} payment(s) still queued", remaining.len());
+            println!(
+                "{} payment(s) still open ({unknown} with an unknown outcome, to be looked up by key)",
+                remaining.len()
+            );
         }
     }
     let any_failed = results
         .iter()
-        .any(|(_, entry)| entry.state == "declined" || entry.state == "gave_up");
+        .any(|(_, entry)| entry.state == State::Declined.as_str());
     Ok(if !remaining.is_empty() {
         EXIT_QUEUED
     } else if any_failed {
@@ -621,4 +688,30 @@ async fn sync(
     } else {
         0
     })
+}
+
+/// One line per entry a sync step touched.
+fn sync_line(recorded: &OutboxEntry) -> String {
+    let amount = pb::Money {
+        amount_minor: recorded.amount_minor,
+        currency: recorded.currency.clone(),
+    };
+    let amount = render::money(Some(&amount));
+    let error = recorded.last_error.clone().unwrap_or_default();
+    match recorded.state.as_str() {
+        "succeeded" => format!(
+            "sent     {amount} to {} (payment {})",
+            recorded.to_username,
+            recorded.payment_id.clone().unwrap_or_default()
+        ),
+        "declined" => format!("declined {amount} to {}: {error}", recorded.to_username),
+        "unknown" => format!(
+            "unknown  {amount} to {} (try {}; will look it up by key): {error}",
+            recorded.to_username, recorded.attempts
+        ),
+        _ => format!(
+            "retrying {amount} to {} (try {}): {error}",
+            recorded.to_username, recorded.attempts
+        ),
+    }
 }

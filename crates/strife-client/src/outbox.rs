@@ -1,10 +1,21 @@
 //! The client's durable offline outbox (SPEC §5). A payment is written here, with its
-//! idempotency key, *before* it is first sent; so a crash at any moment leaves either a queued
-//! entry (retried with the same key, which the gateway deduplicates) or a finished one. Nothing
-//! is lost and nothing is paid twice.
+//! idempotency key, *before* it is first sent; so a crash at any moment leaves either an
+//! unfinished entry (retried with the same key, which the gateway deduplicates) or a finished
+//! one. Nothing is lost and nothing is paid twice.
 //!
-//! States: `queued → succeeded | declined | gave_up`. Transport failures keep an entry queued
-//! and schedule the next try with exponential backoff and jitter; a business refusal is final.
+//! States ([`State`]):
+//!
+//! ```text
+//! queued ──send──▶ succeeded | declined        (the gateway's final word)
+//!   │  └─refused before recording (rate limit, login) ─▶ queued (back-off)
+//!   └──no answer / UNAVAILABLE / INTERNAL / … ──▶ unknown (back-off)
+//! unknown ──look up by key──▶ COMMITTED: succeeded · business ABORTED: declined
+//!                           · never recorded or transient ABORTED: send again (same key)
+//!                           · PENDING or lookup failed: unknown (back-off)
+//! ```
+//!
+//! An entry is final only when the gateway said so; an unknown outcome is never given up on
+//! (each `sync` run is bounded in time instead).
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,11 +23,15 @@ use std::time::Duration;
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use strife_common::failure::TRANSIENT_ABORT_REASONS;
 use strife_common::time::now_unix_ms;
 use tonic::Code;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS outbox (
+/// The schema version this client writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const CREATE_TABLE: &str = "
+CREATE TABLE outbox (
     seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
     idempotency_key      TEXT NOT NULL UNIQUE,
     to_username          TEXT NOT NULL,
@@ -25,7 +40,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     from_bank            TEXT NOT NULL,
     to_bank              TEXT NOT NULL,
     memo                 TEXT NOT NULL,
-    state                TEXT NOT NULL CHECK (state IN ('queued', 'succeeded', 'declined', 'gave_up')),
+    state                TEXT NOT NULL CHECK (state IN ('queued', 'unknown', 'succeeded', 'declined')),
     attempts             INTEGER NOT NULL DEFAULT 0,
     next_attempt_unix_ms INTEGER NOT NULL,
     last_error           TEXT,
@@ -33,8 +48,50 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_unix_ms      INTEGER NOT NULL,
     finished_unix_ms     INTEGER
 );
-CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (next_attempt_unix_ms) WHERE state = 'queued';
 ";
+
+const CREATE_INDEX: &str = "
+CREATE INDEX outbox_pending ON outbox (next_attempt_unix_ms) WHERE state IN ('queued', 'unknown');
+";
+
+/// Where an outbox entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Not known to have reached the gateway (never sent, or refused before anything was
+    /// recorded): sent (again) with the same key.
+    Queued,
+    /// May have reached the gateway: its outcome is looked up by key before anything else.
+    Unknown,
+    /// The gateway committed it. Final.
+    Succeeded,
+    /// The gateway refused it for a reason of the payment itself. Final.
+    Declined,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Unknown => "unknown",
+            State::Succeeded => "succeeded",
+            State::Declined => "declined",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "queued" => Some(State::Queued),
+            "unknown" => Some(State::Unknown),
+            "succeeded" => Some(State::Succeeded),
+            "declined" => Some(State::Declined),
+            _ => None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Succeeded | State::Declined)
+    }
+}
 
 /// First retry delay; doubles per attempt up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -59,34 +116,113 @@ pub struct OutboxEntry {
     pub created_unix_ms: i64,
 }
 
-/// What one try of a payment amounted to.
+/// What one try of a payment (or one look-up of its key) amounted to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TryOutcome {
-    Succeeded {
-        payment_id: String,
-    },
+    /// The gateway committed it.
+    Succeeded { payment_id: String },
     /// Refused for a reason retrying cannot fix (insufficient funds, unknown user, …).
-    Declined {
-        message: String,
-    },
-    /// The gateway could not be reached or asked us to come back.
-    Retry {
-        message: String,
-    },
+    Declined { message: String },
+    /// Refused before the gateway recorded anything (a rate limit, a login problem).
+    NotSent { message: String },
+    /// No final answer: the gateway may or may not have recorded it.
+    Unknown { message: String },
 }
 
-/// Whether a gRPC failure is worth retrying with the same key: only transport trouble and
-/// "still in progress" are; everything else is the gateway's final word.
+/// How a gRPC failure of `Pay` leaves a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The gateway's final word on this payment.
+    Declined,
+    /// Refused before anything was recorded; sending again is the same as sending first.
+    NotSent,
+    /// Anything else: the payment may exist. `INTERNAL` is here too (a full disk after the
+    /// record was written answers `INTERNAL`), as are timeouts and lost connections.
+    Unknown,
+}
+
+/// Classifies a failed `Pay`. Only statuses the gateway gives *about the payment* are final.
+pub fn classify(code: Code) -> FailureClass {
+    match code {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::FailedPrecondition
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::OutOfRange => FailureClass::Declined,
+        // Refused by the login or rate-limit checks, which run before anything is stored.
+        Code::ResourceExhausted | Code::Unauthenticated => FailureClass::NotSent,
+        _ => FailureClass::Unknown,
+    }
+}
+
+/// Whether a gRPC failure leaves the outcome open (so the same call may be repeated with the
+/// same key): everything that is not a final refusal.
 pub fn is_retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::ResourceExhausted
-    )
+    classify(code) != FailureClass::Declined
+}
+
+/// A payment as the gateway reports it when looked up by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reported {
+    pub payment_id: String,
+    /// `COMMITTED`, `ABORTED` or `PENDING`.
+    pub status: &'static str,
+    pub reason_code: String,
+    pub reason: String,
+}
+
+/// What to do after looking an unknown entry up by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// The gateway has a final outcome.
+    Final(TryOutcome),
+    /// The gateway never recorded the key, or aborted the attempt for a transient reason
+    /// (no money moved): send again with the same key.
+    SendAgain,
+    /// Still open (PENDING, or the look-up itself failed): try later.
+    StillUnknown { message: String },
+}
+
+/// Decides an unknown entry from the look-up by key: `Ok(payment)` or the failure's code and
+/// message.
+pub fn resolve(lookup: Result<Reported, (Code, String)>) -> Resolution {
+    match lookup {
+        Ok(payment) => match payment.status {
+            "COMMITTED" => Resolution::Final(TryOutcome::Succeeded {
+                payment_id: payment.payment_id,
+            }),
+            "ABORTED" if TRANSIENT_ABORT_REASONS.contains(&payment.reason_code.as_str()) => {
+                Resolution::SendAgain
+            }
+            "ABORTED" => Resolution::Final(TryOutcome::Declined {
+                message: if payment.reason.is_empty() {
+                    format!("refused: {}", payment.reason_code)
+                } else {
+                    format!("refused: {}", payment.reason)
+                },
+            }),
+            _ => Resolution::StillUnknown {
+                message: format!("payment {} is still in progress", payment.payment_id),
+            },
+        },
+        Err((Code::NotFound, _)) => Resolution::SendAgain,
+        Err((_, message)) => Resolution::StillUnknown { message },
+    }
+}
+
+/// The state an entry moves to after `outcome`. An unknown entry never goes back to queued:
+/// a refusal of the *resend* says nothing about an earlier send that may still be in flight.
+pub fn next_state(current: State, outcome: &TryOutcome) -> State {
+    match outcome {
+        TryOutcome::Succeeded { .. } => State::Succeeded,
+        TryOutcome::Declined { .. } => State::Declined,
+        TryOutcome::Unknown { .. } => State::Unknown,
+        TryOutcome::NotSent { .. } => match current {
+            State::Unknown => State::Unknown,
+            _ => State::Queued,
+        },
+    }
 }
 
 /// Delay before try number `attempts + 1`: exponential from [`BACKOFF_BASE`], capped, plus up
@@ -108,8 +244,8 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let connection = strife_common::sqlite::open_connection(path, "outbox")?;
-        connection.execute_batch(SCHEMA)?;
+        let mut connection = strife_common::sqlite::open_connection(path, "outbox")?;
+        migrate(&mut connection).context("preparing the outbox database")?;
         Ok(Outbox { connection })
     }
 
@@ -150,42 +286,35 @@ impl Outbox {
     }
 
     /// Records the outcome of one try; returns the entry as it now stands.
-    pub fn record(
-        &self,
-        key: &str,
-        outcome: &TryOutcome,
-        max_attempts: u32,
-    ) -> anyhow::Result<OutboxEntry> {
+    pub fn record(&self, key: &str, outcome: &TryOutcome) -> anyhow::Result<OutboxEntry> {
         let now = now_unix_ms();
+        let current = self.entry(key)?.context("no such outbox entry")?;
+        let current_state = State::parse(&current.state).context("unknown outbox state")?;
+        if current_state.is_final() {
+            // Final is final: a late answer (another sync running) cannot reopen it.
+            return Ok(current);
+        }
+        let state = next_state(current_state, outcome);
+        let attempts = current.attempts.saturating_add(1);
         match outcome {
             TryOutcome::Succeeded { payment_id } => self.connection.execute(
-                "UPDATE outbox SET state = 'succeeded', attempts = attempts + 1, payment_id = ?2,
-                     last_error = NULL, finished_unix_ms = ?3 WHERE idempotency_key = ?1",
-                params![key, payment_id, now],
+                "UPDATE outbox SET state = ?2, attempts = ?3, payment_id = ?4,
+                     last_error = NULL, finished_unix_ms = ?5 WHERE idempotency_key = ?1",
+                params![key, state.as_str(), attempts, payment_id, now],
             )?,
             TryOutcome::Declined { message } => self.connection.execute(
-                "UPDATE outbox SET state = 'declined', attempts = attempts + 1, last_error = ?2,
-                     finished_unix_ms = ?3 WHERE idempotency_key = ?1",
-                params![key, message, now],
+                "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4,
+                     finished_unix_ms = ?5 WHERE idempotency_key = ?1",
+                params![key, state.as_str(), attempts, message, now],
             )?,
-            TryOutcome::Retry { message } => {
-                let current = self.entry(key)?.context("no such outbox entry")?;
-                let attempts = current.attempts + 1;
-                if attempts >= max_attempts {
-                    self.connection.execute(
-                        "UPDATE outbox SET state = 'gave_up', attempts = ?2, last_error = ?3,
-                             finished_unix_ms = ?4 WHERE idempotency_key = ?1",
-                        params![key, attempts, message, now],
-                    )?
-                } else {
-                    let delay = backoff(attempts, |bound| rand::random_range(0..bound));
-                    let next = now.saturating_add(delay.as_millis() as i64);
-                    self.connection.execute(
-                        "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_unix_ms = ?4
-                         WHERE idempotency_key = ?1",
-                        params![key, attempts, message, next],
-                    )?
-                }
+            TryOutcome::NotSent { message } | TryOutcome::Unknown { message } => {
+                let delay = backoff(attempts, |bound| rand::random_range(0..bound));
+                let next = now.saturating_add(delay.as_millis() as i64);
+                self.connection.execute(
+                    "UPDATE outbox SET state = ?2, attempts = ?3, last_error = ?4,
+                         next_attempt_unix_ms = ?5 WHERE idempotency_key = ?1",
+                    params![key, state.as_str(), attempts, message, next],
+                )?
             }
         };
         self.entry(key)?.context("no such outbox entry")
@@ -202,10 +331,12 @@ impl Outbox {
             .optional()?)
     }
 
-    /// Queued entries, oldest first; with `due_at`, only those whose next try is due.
-    pub fn queued(&self, due_at: Option<i64>) -> anyhow::Result<Vec<OutboxEntry>> {
+    /// Unfinished (queued or unknown) entries, oldest first; with `due_at`, only those whose
+    /// next try is due.
+    pub fn pending(&self, due_at: Option<i64>) -> anyhow::Result<Vec<OutboxEntry>> {
         let mut statement = self.connection.prepare(&format!(
-            "{COLUMNS} WHERE state = 'queued' AND next_attempt_unix_ms <= ?1 ORDER BY seq"
+            "{COLUMNS} WHERE state IN ('queued', 'unknown') AND next_attempt_unix_ms <= ?1
+             ORDER BY seq"
         ))?;
         let rows = statement.query_map([due_at.unwrap_or(i64::MAX)], entry_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -220,14 +351,68 @@ impl Outbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// When the next queued entry is due, if any.
+    /// When the next unfinished entry is due, if any.
     pub fn next_due_unix_ms(&self) -> anyhow::Result<Option<i64>> {
         Ok(self.connection.query_row(
-            "SELECT MIN(next_attempt_unix_ms) FROM outbox WHERE state = 'queued'",
+            "SELECT MIN(next_attempt_unix_ms) FROM outbox WHERE state IN ('queued', 'unknown')",
             [],
             |row| row.get(0),
         )?)
     }
+}
+
+/// Brings an outbox database to [`SCHEMA_VERSION`], in one transaction.
+///
+/// Version 0 is either a new file or an outbox written by an older client, whose states were
+/// `queued` (also after failed tries with an unknown outcome), `succeeded`, `declined` and
+/// `gave_up` (tries exhausted, outcome unknown). The table is rebuilt (SQLite cannot change a
+/// CHECK constraint): `gave_up`, and `queued` with tries behind it, become `unknown`, so the
+/// next `sync` looks them up by key instead of forgetting them.
+fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    // IMMEDIATE, and the version read again inside: two clients opening an old outbox at once
+    // migrate it once.
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let old_table: bool = transaction.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'",
+        [],
+        |row| row.get(0),
+    )?;
+    if old_table {
+        transaction.execute_batch(
+            "DROP INDEX IF EXISTS outbox_queued;
+             ALTER TABLE outbox RENAME TO outbox_v0;",
+        )?;
+    }
+    transaction.execute_batch(CREATE_TABLE)?;
+    transaction.execute_batch(CREATE_INDEX)?;
+    if old_table {
+        transaction.execute_batch(
+            "INSERT INTO outbox (seq, idempotency_key, to_username, amount_minor, currency,
+                 from_bank, to_bank, memo, state, attempts, next_attempt_unix_ms, last_error,
+                 payment_id, created_unix_ms, finished_unix_ms)
+             SELECT seq, idempotency_key, to_username, amount_minor, currency, from_bank,
+                 to_bank, memo,
+                 CASE WHEN state = 'gave_up' THEN 'unknown'
+                      WHEN state = 'queued' AND attempts > 0 THEN 'unknown'
+                      ELSE state END,
+                 attempts, next_attempt_unix_ms, last_error, payment_id, created_unix_ms,
+                 CASE WHEN state = 'gave_up' THEN NULL ELSE finished_unix_ms END
+             FROM outbox_v0;
+             DROP TABLE outbox_v0;",
+        )?;
+    }
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    transaction.commit()?;
+    Ok(())
 }
 
 const COLUMNS: &str = "SELECT idempotency_key, to_username, amount_minor, currency, from_bank, to_bank,
@@ -283,19 +468,96 @@ mod tests {
     }
 
     #[test]
-    fn only_transport_trouble_is_retried() {
-        for code in [Code::Unavailable, Code::DeadlineExceeded, Code::Aborted] {
-            assert!(is_retryable(code), "{code:?}");
-        }
+    fn only_the_gateways_word_about_the_payment_is_final() {
         for code in [
             Code::FailedPrecondition,
             Code::NotFound,
             Code::InvalidArgument,
             Code::PermissionDenied,
-            Code::Unauthenticated,
         ] {
-            assert!(!is_retryable(code), "{code:?}");
+            assert_eq!(classify(code), FailureClass::Declined, "{code:?}");
         }
+        for code in [Code::ResourceExhausted, Code::Unauthenticated] {
+            assert_eq!(classify(code), FailureClass::NotSent, "{code:?}");
+        }
+        for code in [
+            Code::Internal,
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Unknown,
+            Code::Cancelled,
+            Code::Aborted,
+            Code::DataLoss,
+        ] {
+            assert_eq!(classify(code), FailureClass::Unknown, "{code:?}");
+            assert!(is_retryable(code));
+        }
+    }
+
+    fn reported(status: &'static str, reason_code: &str) -> Reported {
+        Reported {
+            payment_id: "p1".into(),
+            status,
+            reason_code: reason_code.into(),
+            reason: format!("because {reason_code}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_entry_is_resolved_by_its_key() {
+        assert_eq!(
+            resolve(Ok(reported("COMMITTED", ""))),
+            Resolution::Final(TryOutcome::Succeeded {
+                payment_id: "p1".into()
+            })
+        );
+        assert!(matches!(
+            resolve(Ok(reported("ABORTED", "insufficient_funds"))),
+            Resolution::Final(TryOutcome::Declined { message }) if message.contains("insufficient_funds")
+        ));
+        for transient in TRANSIENT_ABORT_REASONS {
+            assert_eq!(
+                resolve(Ok(reported("ABORTED", transient))),
+                Resolution::SendAgain,
+                "{transient}"
+            );
+        }
+        assert!(matches!(
+            resolve(Ok(reported("PENDING", ""))),
+            Resolution::StillUnknown { .. }
+        ));
+        assert_eq!(
+            resolve(Err((Code::NotFound, "never used".into()))),
+            Resolution::SendAgain
+        );
+        for code in [Code::Unavailable, Code::Internal, Code::DeadlineExceeded] {
+            assert!(matches!(
+                resolve(Err((code, "down".into()))),
+                Resolution::StillUnknown { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn transitions_never_leave_unknown_except_on_a_final_answer() {
+        let unknown = TryOutcome::Unknown {
+            message: "timeout".into(),
+        };
+        let not_sent = TryOutcome::NotSent {
+            message: "rate limited".into(),
+        };
+        let done = TryOutcome::Succeeded {
+            payment_id: "p".into(),
+        };
+        let declined = TryOutcome::Declined {
+            message: "poor".into(),
+        };
+        assert_eq!(next_state(State::Queued, &not_sent), State::Queued);
+        assert_eq!(next_state(State::Queued, &unknown), State::Unknown);
+        assert_eq!(next_state(State::Unknown, &not_sent), State::Unknown);
+        assert_eq!(next_state(State::Unknown, &unknown), State::Unknown);
+        assert_eq!(next_state(State::Unknown, &done), State::Succeeded);
+        assert_eq!(next_state(State::Unknown, &declined), State::Declined);
     }
 
     #[test]
@@ -307,7 +569,7 @@ mod tests {
             .enqueue(&entry("k1", 500))
             .unwrap();
         let outbox = Outbox::open(&path).unwrap();
-        let queued = outbox.queued(None).unwrap();
+        let queued = outbox.pending(None).unwrap();
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].idempotency_key, "k1");
         assert!(
@@ -321,26 +583,40 @@ mod tests {
     }
 
     #[test]
-    fn retries_back_off_then_give_up_and_refusals_are_final() {
+    fn unknowns_back_off_forever_and_only_a_final_answer_ends_them() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&dir.path().join("outbox.db")).unwrap();
         outbox.enqueue(&entry("k1", 500)).unwrap();
-        let retry = TryOutcome::Retry {
-            message: "down".into(),
+        let unknown = TryOutcome::Unknown {
+            message: "internal error".into(),
         };
-        let after_one = outbox.record("k1", &retry, 3).unwrap();
+        let after_one = outbox.record("k1", &unknown).unwrap();
         assert_eq!(
             (after_one.state.as_str(), after_one.attempts),
-            ("queued", 1)
+            ("unknown", 1)
         );
         assert!(after_one.next_attempt_unix_ms > now_unix_ms());
         assert!(
-            outbox.queued(Some(now_unix_ms())).unwrap().is_empty(),
+            outbox.pending(Some(now_unix_ms())).unwrap().is_empty(),
             "not due yet"
         );
-        outbox.record("k1", &retry, 3).unwrap();
-        let gave_up = outbox.record("k1", &retry, 3).unwrap();
-        assert_eq!(gave_up.state, "gave_up");
+        for _ in 0..200 {
+            outbox.record("k1", &unknown).unwrap();
+        }
+        let still = outbox.entry("k1").unwrap().unwrap();
+        assert_eq!((still.state.as_str(), still.attempts), ("unknown", 201));
+        assert_eq!(outbox.pending(None).unwrap().len(), 1, "never given up");
+        let done = outbox
+            .record(
+                "k1",
+                &TryOutcome::Succeeded {
+                    payment_id: "p1".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(done.state, "succeeded");
+        let late = outbox.record("k1", &unknown).unwrap();
+        assert_eq!(late.state, "succeeded", "final stays final");
 
         outbox.enqueue(&entry("k2", 500)).unwrap();
         let declined = outbox
@@ -349,10 +625,62 @@ mod tests {
                 &TryOutcome::Declined {
                     message: "poor".into(),
                 },
-                3,
             )
             .unwrap();
         assert_eq!(declined.state, "declined");
-        assert!(outbox.queued(None).unwrap().is_empty());
+        assert!(outbox.pending(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_old_outbox_is_migrated_and_gave_up_becomes_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            // The schema and states an older client wrote.
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .execute_batch(
+                    "CREATE TABLE outbox (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        idempotency_key TEXT NOT NULL UNIQUE,
+                        to_username TEXT NOT NULL,
+                        amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+                        currency TEXT NOT NULL,
+                        from_bank TEXT NOT NULL,
+                        to_bank TEXT NOT NULL,
+                        memo TEXT NOT NULL,
+                        state TEXT NOT NULL CHECK (state IN ('queued', 'succeeded', 'declined', 'gave_up')),
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        next_attempt_unix_ms INTEGER NOT NULL,
+                        last_error TEXT,
+                        payment_id TEXT,
+                        created_unix_ms INTEGER NOT NULL,
+                        finished_unix_ms INTEGER
+                    );
+                    CREATE INDEX outbox_queued ON outbox (next_attempt_unix_ms) WHERE state = 'queued';
+                    INSERT INTO outbox (idempotency_key, to_username, amount_minor, currency, from_bank,
+                        to_bank, memo, state, attempts, next_attempt_unix_ms, created_unix_ms, finished_unix_ms)
+                    VALUES ('fresh', 'bob', 1, 'USD', '', '', '', 'queued', 0, 0, 1, NULL),
+                           ('tried', 'bob', 2, 'USD', '', '', '', 'queued', 3, 0, 2, NULL),
+                           ('gave', 'bob', 333, 'USD', '', '', '', 'gave_up', 50, 0, 3, 9),
+                           ('paid', 'bob', 4, 'USD', '', '', '', 'succeeded', 1, 0, 4, 9),
+                           ('poor', 'bob', 5, 'USD', '', '', '', 'declined', 1, 0, 5, 9);",
+                )
+                .unwrap();
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        let state = |key: &str| outbox.entry(key).unwrap().unwrap().state;
+        assert_eq!(state("fresh"), "queued");
+        assert_eq!(state("tried"), "unknown");
+        assert_eq!(state("gave"), "unknown");
+        assert_eq!(state("paid"), "succeeded");
+        assert_eq!(state("poor"), "declined");
+        assert_eq!(outbox.pending(None).unwrap().len(), 3);
+        drop(outbox);
+        // Opening again is a no-op, and new entries keep counting up.
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.pending(None).unwrap().len(), 3);
+        outbox.enqueue(&entry("new", 7)).unwrap();
+        assert_eq!(outbox.all(10).unwrap()[0].idempotency_key, "new");
     }
 }

@@ -32,6 +32,17 @@ pub fn money_json(value: Option<&pb::Money>) -> Value {
     }
 }
 
+/// An outbox state for people: an unknown outcome must not read like "waiting to be sent".
+pub fn outbox_state(state: &str) -> &str {
+    match state {
+        "queued" => "queued",
+        "unknown" => "UNKNOWN (gateway may have it; sync looks it up)",
+        "succeeded" => "sent",
+        "declined" => "declined",
+        other => other,
+    }
+}
+
 pub fn status_name(status: i32) -> &'static str {
     match pb::PaymentStatus::try_from(status) {
         Ok(pb::PaymentStatus::Committed) => "COMMITTED",
@@ -102,7 +113,7 @@ pub fn explain(status: &Status) -> String {
     let detail = status.message();
     match status.code() {
         Code::Unauthenticated => {
-            "authentication failed: check your user name, password and certificate (or wait if you were locked out)".into()
+            "authentication failed: check your user name, password and certificate ".into()
         }
         Code::PermissionDenied => format!("not allowed: {detail}"),
         Code::NotFound => format!("not found: {detail}"),
@@ -116,6 +127,7 @@ pub fn explain(status: &Status) -> String {
             format!("the gateway or a bank is unreachable ({detail})")
         }
         Code::Aborted => format!("try again: {detail}"),
+        Code::ResourceExhausted => format!("too many requests, try again later: {detail}"),
         _ => format!("failed: {detail}"),
     }
 }

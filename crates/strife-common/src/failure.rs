@@ -13,6 +13,15 @@ pub const REASON_METADATA_KEY: &str = "x-strife-reason";
 
 /// The `domain` of every `google.rpc.ErrorInfo` Strife attaches.
 pub const ERROR_DOMAIN: &str = "strife";
+/// Reasons a payment is aborted for that lie outside the request (a bank or the gateway was
+/// down or slow). Such a payment moved no money and has a durable ABORT decision, so a retry
+/// with the same idempotency key runs a new attempt; every other abort reason is final.
+pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
+    "bank_timeout",
+    "bank_unavailable",
+    "gateway_restarted",
+    "decision_timeout",
+];
 
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +56,10 @@ pub enum Failure {
     /// No such method or service.
     #[error("{0}")]
     Unimplemented(String),
+    /// A per-user or per-process limit was reached (login attempts, password checks queued,
+    /// refused payments per minute). Nothing was done; the same request may succeed later.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A bug or a storage failure. The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,6 +92,7 @@ impl Failure {
             Failure::Aborted(_) => "in_progress",
             Failure::Unavailable(_) => "unavailable",
             Failure::Unimplemented(_) => "unimplemented",
+            Failure::ResourceExhausted(_) => "resource_exhausted",
             Failure::Internal(_) => "internal",
         }
     }
@@ -95,6 +109,7 @@ impl Failure {
             Failure::Aborted(_) => Code::Aborted,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::Unimplemented(_) => Code::Unimplemented,
+            Failure::ResourceExhausted(_) => Code::ResourceExhausted,
             Failure::Internal(_) => Code::Internal,
         }
     }
@@ -163,6 +178,13 @@ mod tests {
         let status = Status::from(Failure::internal("open db", "/secret/path"));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("/secret/path"));
+    }
+
+    #[test]
+    fn resource_exhausted_keeps_its_message() {
+        let status = Status::from(Failure::ResourceExhausted("slow down".into()));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.message(), "slow down");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metadata;
 pub mod money;
 pub mod operations;
+pub mod password;
 pub mod registration;
 pub mod revocation;
 pub mod runtime;

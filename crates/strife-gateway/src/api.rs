@@ -2,12 +2,15 @@
 //! happened in the auth layer; handlers validate input, scope data to the caller, and call
 //! banks or the coordinator.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use strife_common::failure::REASON_METADATA_KEY;
 use strife_common::layout::validate_name;
 use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_common::money::{self, Amount};
+use strife_common::password::check_password;
 use strife_common::runtime::on_blocking_pool;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
@@ -23,18 +26,74 @@ use crate::store::{
     Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, TRANSIENT_REASONS,
 };
 
-const MIN_PASSWORD_LEN: usize = 8;
-const MAX_PASSWORD_LEN: usize = 256;
 const MAX_KEY_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 200;
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
+
+/// Refused payments (aborted for a business reason, so stored) one user may cause per
+/// [`REFUSAL_WINDOW`]; past it `Pay` answers `RESOURCE_EXHAUSTED` before writing anything, so
+/// a client cannot fill the gateway's log (and the banks' legs) with payments it knows fail.
+pub const MAX_REFUSALS_PER_WINDOW: usize = 60;
+/// The sliding window of [`MAX_REFUSALS_PER_WINDOW`].
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Per-user times of recent refused payments, in memory (a restart forgets them, which only
+/// lets one more window's worth through).
+#[derive(Default)]
+struct RefusalLimiter {
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RefusalLimiter {
+    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Refuses when `username` has used up its refused payments for the window.
+    fn check(&self, username: &str, now: Instant) -> Result<(), Failure> {
+        let mut recent = self.recent();
+        let Some(times) = recent.get_mut(username) else {
+            return Ok(());
+        };
+        while times
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= REFUSAL_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            recent.remove(username);
+            return Ok(());
+        }
+        if times.len() >= MAX_REFUSALS_PER_WINDOW {
+            return Err(Failure::ResourceExhausted(format!(
+                "more than {MAX_REFUSALS_PER_WINDOW} refused payments in {} s; try again later",
+                REFUSAL_WINDOW.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(&self, username: &str, now: Instant) {
+        let mut recent = self.recent();
+        let times = recent.entry(username.to_owned()).or_default();
+        times.push_back(now);
+        // Concurrent payments may all pass `check` at once; keep the memory bounded anyway.
+        while times.len() > MAX_REFUSALS_PER_WINDOW {
+            times.pop_front();
+        }
+    }
+}
 
 /// The gateway's client API.
 pub struct GatewayApi {
     store: Arc<GatewayStore>,
     registry: Arc<BankRegistry>,
     coordinator: Arc<Coordinator>,
+    refusals: RefusalLimiter,
 }
 
 impl GatewayApi {
@@ -47,6 +106,7 @@ impl GatewayApi {
             store,
             registry,
             coordinator,
+            refusals: RefusalLimiter::default(),
         }
     }
 
@@ -74,10 +134,28 @@ fn log_slot<T>(request: &Request<T>) -> RequestLogSlot {
         .unwrap_or_default()
 }
 
+/// Bidirectional formatting characters: not control characters to `char::is_control`, but
+/// they reorder how the text around them is displayed, so a memo could make a statement or a
+/// terminal show something other than what was stored ("Trojan Source").
+fn is_bidi_control(character: char) -> bool {
+    matches!(
+        character,
+        '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}'
+    )
+}
+
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), Failure> {
-    if value.len() > max || value.chars().any(char::is_control) {
+    if value.len() > max {
         return Err(Failure::InvalidArgument(format!(
-            "{field} must be at most {max} bytes without control characters"
+            "{field} must be at most {max} bytes"
+        )));
+    }
+    if value
+        .chars()
+        .any(|character| character.is_control() || is_bidi_control(character))
+    {
+        return Err(Failure::InvalidArgument(format!(
+            "{field} must not contain control or bidirectional formatting characters"
         )));
     }
     Ok(())
@@ -179,6 +257,13 @@ fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
     Err(status)
 }
 
+/// A payment that was stored and then refused for a reason of the request itself (not a
+/// bank or gateway outage, which a retry of the same key runs again).
+fn is_business_refusal(record: &PaymentRecord) -> bool {
+    record.status == PaymentStatus::Aborted
+        && !TRANSIENT_REASONS.contains(&record.reason_code.as_deref().unwrap_or_default())
+}
+
 /// Checks a `Pay` request on its own (no storage): amount, key, names, memo, not to self.
 /// Public so the fuzz targets exercise exactly what the handler runs.
 pub fn validate_pay(caller: &str, body: &pb::PayRequest) -> Result<Amount, Failure> {
@@ -243,13 +328,7 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::User>, Status> {
         let body = request.into_inner();
         check_user_name("username", &body.username)?;
-        let length = body.password.chars().count();
-        if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length) {
-            return Err(Failure::InvalidArgument(format!(
-                "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
-            ))
-            .into());
-        }
+        check_password(&body.username, &body.password).map_err(Failure::InvalidArgument)?;
         let username = body.username.clone();
         // argon2id is deliberately slow: hash on the blocking pool, then write.
         let hash = self.db(move |_| hash_password(&body.password)).await?;
@@ -336,17 +415,27 @@ impl Gateway for GatewayApi {
         if body.account_number.is_empty() {
             return Err(Failure::InvalidArgument("account_number is required".into()).into());
         }
+        // Someone else's account answers exactly like one that does not exist, so account
+        // numbers cannot be probed for existence.
+        let not_found = || {
+            Failure::NotFound(format!(
+                "account {} not found at {}",
+                body.account_number, body.bank_id
+            ))
+        };
         let mut bank = self.registry.client(&body.bank_id)?;
-        let account = bank
+        let account = match bank
             .get_balance(pb::GetBalanceRequest {
                 account_number: body.account_number.clone(),
             })
-            .await?
-            .into_inner();
+            .await
+        {
+            Ok(account) => account.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => return Err(not_found().into()),
+            Err(status) => return Err(status),
+        };
         if account.owner != caller.username {
-            return Err(
-                Failure::PermissionDenied("that account belongs to someone else".into()).into(),
-            );
+            return Err(not_found().into());
         }
         let holder_name = if body.holder_name.is_empty() {
             account.holder_name
@@ -447,6 +536,7 @@ impl Gateway for GatewayApi {
             &body.to_bank_id,
             currency,
         )?;
+        self.refusals.check(&caller.username, Instant::now())?;
         // A bank that is not registered fails the request before anything is recorded, so the
         // same key simply works once the bank is back.
         self.registry.client(&from.bank_id)?;
@@ -480,10 +570,15 @@ impl Gateway for GatewayApi {
             created_unix_ms: now_unix_ms(),
             decided_unix_ms: None,
         };
+        let payer = attempt.from.username.clone();
         let record = match self.store.begin_payment(&attempt).await? {
             Begin::Started(record) => {
                 log.set_payment(&record.payment_id, None);
-                self.coordinator.execute(record).await?
+                let record = self.coordinator.execute(record).await?;
+                if is_business_refusal(&record) {
+                    self.refusals.record(&payer, Instant::now());
+                }
+                record
             }
             Begin::Finished(record) | Begin::InFlight(record) => record,
         };
@@ -528,19 +623,96 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::Payment>, Status> {
         let caller = caller(&request)?;
         let body = request.into_inner();
+        if body.payment_id.is_empty() {
+            return Err(Failure::InvalidArgument("payment_id is empty".into()).into());
+        }
         check_text("payment_id", &body.payment_id, MAX_KEY_LEN)?;
+        // Someone else's payment answers exactly like one that does not exist, so ids cannot
+        // be probed for existence.
+        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
         let id = body.payment_id.clone();
         let record = self
             .db(move |store| store.payment(&id))
             .await?
-            .ok_or_else(|| {
-                Failure::NotFound(format!("payment {} does not exist", body.payment_id))
-            })?;
+            .ok_or_else(not_found)?;
         let involved =
             record.from.username == caller.username || record.to.username == caller.username;
         if !involved && caller.role != Role::Admin {
-            return Err(Failure::PermissionDenied("that payment is not yours".into()).into());
+            return Err(not_found().into());
         }
         Ok(Response::new(payment_proto(&record)))
+    }
+
+    async fn get_payment_by_key(
+        &self,
+        request: Request<pb::GetPaymentByKeyRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let caller = caller(&request)?;
+        let key = request.into_inner().idempotency_key;
+        if key.is_empty() {
+            return Err(Failure::InvalidArgument("idempotency_key is empty".into()).into());
+        }
+        check_text("idempotency_key", &key, MAX_KEY_LEN)?;
+        // Keys are per user: only the caller's own keys are looked at, so another user's key
+        // answers like an unused one.
+        let username = caller.username;
+        let lookup = key.clone();
+        let record = self
+            .db(move |store| store.payment_by_key(&username, &lookup))
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no payment with idempotency key {key:?}")))?;
+        Ok(Response::new(payment_proto(&record)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_payments_are_limited_per_user_in_a_sliding_window() {
+        let limiter = RefusalLimiter::default();
+        let start = Instant::now();
+        for second in 0..MAX_REFUSALS_PER_WINDOW {
+            let at = start + Duration::from_millis(second as u64 * 500);
+            limiter.check("alice", at).unwrap();
+            limiter.record("alice", at);
+        }
+        let full = start + Duration::from_secs(30);
+        assert!(matches!(
+            limiter.check("alice", full),
+            Err(Failure::ResourceExhausted(_))
+        ));
+        assert!(limiter.check("bob", full).is_ok(), "per user");
+        // The oldest refusal leaves the window a minute after it happened.
+        assert!(limiter.check("alice", start + REFUSAL_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn memos_refuse_bidi_and_control_characters() {
+        for bad in [
+            "pay \u{202E}gnp.exe",
+            "a\u{2066}b",
+            "a\u{2069}b",
+            "a\u{200E}b",
+            "a\u{200F}b",
+            "a\u{061C}b",
+            "a\u{202A}b",
+            "line\nbreak",
+            "nul\0",
+            "esc\u{1b}[31m",
+            "c1\u{85}",
+        ] {
+            assert!(
+                matches!(
+                    check_text("memo", bad, MAX_TEXT_LEN),
+                    Err(Failure::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        for good in ["rent for März", "عربى", "日本語 ok", ""] {
+            assert_eq!(check_text("memo", good, MAX_TEXT_LEN), Ok(()), "{good:?}");
+        }
     }
 }

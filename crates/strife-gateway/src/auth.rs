@@ -7,6 +7,7 @@
 //! verified [`Caller`] goes into the request's extensions for the handlers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -15,9 +16,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use futures::future::BoxFuture;
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::runtime::on_blocking_pool;
 use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
 use strife_common::Failure;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::request_log::RequestLogSlot;
@@ -39,6 +40,9 @@ struct VerifiedSession {
     role: Role,
     expires: Instant,
 }
+
+/// One password check that identical concurrent requests wait on together.
+type SharedCheck = Arc<OnceCell<Option<Role>>>;
 
 /// Who made a request, as the auth layer verified it.
 #[derive(Debug, Clone)]
@@ -69,27 +73,274 @@ fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
-#[derive(Debug, Default)]
-struct FailedLogins {
-    count: u32,
-    locked_until: Option<Instant>,
-}
-
 /// Login throttling policy.
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
-    /// Failed logins in a row that lock the name.
+    /// Password checks per name per window; the failure that reaches it locks the name.
     pub threshold: u32,
-    /// How long a locked name stays locked.
+    /// The window, and how long the first lockout lasts; each consecutive lockout doubles
+    /// it, up to [`MAX_LOCKOUT`].
     pub duration: Duration,
+}
+
+/// The longest a name is ever locked, however many lockouts in a row.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The login state of one name.
+#[derive(Debug)]
+struct LoginState {
+    /// When the current counting window began.
+    window_start: Instant,
+    /// Failed checks in the current window.
+    failures: u32,
+    /// Checks reserved and not finished yet. They count against the threshold, so a burst of
+    /// concurrent guesses cannot all be checked before the first one fails.
+    in_flight: u32,
+    locked_until: Option<Instant>,
+    /// Lockouts in a row without a success in between (drives the back-off).
+    lockouts: u32,
+    /// When the latest lock ended (or ends): a lock more than [`MAX_LOCKOUT`] in the past no
+    /// longer counts towards the back-off, so one bad day does not double a lock weeks later.
+    last_lock_end: Option<Instant>,
+}
+
+impl LoginState {
+    fn new(now: Instant) -> Self {
+        LoginState {
+            window_start: now,
+            failures: 0,
+            in_flight: 0,
+            locked_until: None,
+            lockouts: 0,
+            last_lock_end: None,
+        }
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.in_flight == 0 && self.locked_until.is_none_or(|until| until <= now)
+    }
+}
+
+/// Why a name may not have a password checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Locked after too many failures; for this long still.
+    Locked(Duration),
+    /// Failures plus checks in flight already reach the threshold in this window.
+    TooManyTries,
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Locked(left) => Failure::ResourceExhausted(format!(
+                "too many failed logins for this name; locked, try again in {} s",
+                left.as_secs().max(1)
+            )),
+            Refusal::TooManyTries => Failure::ResourceExhausted(
+                "too many login attempts for this name right now; try again later".into(),
+            ),
+        }
+    }
+}
+
+/// Failed-login counting and lockout, as a pure structure (time is passed in), so it can be
+/// tested without clocks. A password check must first [`reserve`](Self::reserve) a try; the
+/// reservation is taken under one lock before argon2id runs, so at most `threshold` checks
+/// per name per window ever run, however many requests arrive at once.
+#[derive(Debug)]
+struct Throttle {
+    policy: LockoutPolicy,
+    names: HashMap<String, LoginState>,
+}
+
+impl Throttle {
+    fn new(policy: LockoutPolicy) -> Self {
+        Throttle {
+            policy,
+            names: HashMap::new(),
+        }
+    }
+
+    /// The lock still running on `username`, if any.
+    fn locked(&self, username: &str, now: Instant) -> Option<Duration> {
+        self.names
+            .get(username)
+            .and_then(|state| state.locked_until)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Takes one try for `username`, or says why not.
+    fn reserve(&mut self, username: &str, now: Instant) -> Result<(), Refusal> {
+        if let Some(left) = self.locked(username, now) {
+            return Err(Refusal::Locked(left));
+        }
+        if !self.names.contains_key(username) && self.names.len() >= MAX_TRACKED_NAMES {
+            // Only holders of one of our user certificates get here (the CN was checked), so
+            // the map is bounded by the certificates issued; idle names go first anyway.
+            self.names.retain(|_, state| !state.idle(now));
+        }
+        let window = self.policy.duration;
+        let state = self
+            .names
+            .entry(username.to_owned())
+            .or_insert_with(|| LoginState::new(now));
+        if state.locked_until.is_some_and(|until| until <= now) {
+            state.locked_until = None;
+            state.failures = 0;
+            state.window_start = now;
+        }
+        if now.saturating_duration_since(state.window_start) >= window {
+            state.failures = 0;
+            state.window_start = now;
+        }
+        if state.failures.saturating_add(state.in_flight) >= self.policy.threshold {
+            return Err(Refusal::TooManyTries);
+        }
+        state.in_flight += 1;
+        Ok(())
+    }
+
+    /// Gives back a reserved try whose check never ran (the request went away first).
+    fn release(&mut self, username: &str) {
+        if let Some(state) = self.names.get_mut(username) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Ends a reserved try with its result. Returns the lock this failure started, if any.
+    fn finish(&mut self, username: &str, success: bool, now: Instant) -> Option<Duration> {
+        let policy = self.policy;
+        let state = self
+            .names
+            .entry(username.to_owned())
+            .or_insert_with(|| LoginState::new(now));
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if success {
+            state.failures = 0;
+            state.lockouts = 0;
+            state.locked_until = None;
+            state.window_start = now;
+            if state.in_flight == 0 {
+                self.names.remove(username);
+            }
+            return None;
+        }
+        state.failures = state.failures.saturating_add(1);
+        if state.failures < policy.threshold {
+            return None;
+        }
+        if state
+            .last_lock_end
+            .is_some_and(|end| now.saturating_duration_since(end) > MAX_LOCKOUT)
+        {
+            state.lockouts = 0;
+        }
+        let lock = policy
+            .duration
+            .saturating_mul(1u32.checked_shl(state.lockouts).unwrap_or(u32::MAX))
+            .min(MAX_LOCKOUT.max(policy.duration));
+        state.lockouts = state.lockouts.saturating_add(1);
+        state.locked_until = Some(now + lock);
+        state.last_lock_end = Some(now + lock);
+        state.failures = 0;
+        state.window_start = now;
+        Some(lock)
+    }
+}
+
+/// Most argon2id checks (19 MiB each) waiting for a CPU; past it a login is refused at once
+/// instead of queueing memory and threads without bound.
+const MAX_WAITING_CHECKS: usize = 64;
+
+/// Runs argon2id checks on at most one thread per CPU, with a bounded queue in front.
+struct VerifyPool {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// Leaves the wait queue when the waiter gets a permit or goes away.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl VerifyPool {
+    fn new() -> Self {
+        Self::with_permits(
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        )
+    }
+
+    fn with_permits(permits: usize) -> Self {
+        VerifyPool {
+            permits: Arc::new(Semaphore::new(permits)),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    async fn acquire(&self) -> Result<OwnedSemaphorePermit, Failure> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        self.waiting
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |waiting| {
+                (waiting < MAX_WAITING_CHECKS).then_some(waiting + 1)
+            })
+            .map_err(|_| {
+                Failure::ResourceExhausted(
+                    "the gateway is busy checking passwords; try again shortly".into(),
+                )
+            })?;
+        let _waiting = Waiting(&self.waiting);
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|error| Failure::internal("password check pool", error))
+    }
+}
+
+/// Forgets a shared check when its request is done, also when the request goes away
+/// mid-check (dropped), so the map of checks in flight never keeps stale entries.
+struct CheckGuard<'a> {
+    authenticator: &'a Authenticator,
+    digest: [u8; 64],
+    check: SharedCheck,
+}
+
+impl Drop for CheckGuard<'_> {
+    fn drop(&mut self) {
+        self.authenticator.check_finished(&self.digest, &self.check);
+    }
+}
+
+/// A reserved try; released unless [`Authenticator::finish`] consumed it.
+struct Reservation {
+    authenticator: Arc<Authenticator>,
+    username: String,
+    finished: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.authenticator.throttle().release(&self.username);
+        }
+    }
 }
 
 /// Checks credentials and keeps the failed-login counters.
 pub struct Authenticator {
     store: Arc<GatewayStore>,
-    policy: LockoutPolicy,
-    failures: Mutex<HashMap<String, FailedLogins>>,
+    throttle: Mutex<Throttle>,
+    verify_pool: VerifyPool,
     sessions: Mutex<HashMap<String, VerifiedSession>>,
+    /// Password checks running now, by (name, password) digest, shared by identical requests.
+    checks: Mutex<HashMap<[u8; 64], SharedCheck>>,
     session_key: [u8; 32],
     /// Verified against when the user does not exist, so timing does not reveal which names do.
     decoy_hash: String,
@@ -99,9 +350,10 @@ impl Authenticator {
     pub fn new(store: Arc<GatewayStore>, policy: LockoutPolicy) -> Result<Self, Failure> {
         Ok(Authenticator {
             store,
-            policy,
-            failures: Mutex::new(HashMap::new()),
+            throttle: Mutex::new(Throttle::new(policy)),
+            verify_pool: VerifyPool::new(),
             sessions: Mutex::new(HashMap::new()),
+            checks: Mutex::new(HashMap::new()),
             session_key: rand::random(),
             decoy_hash: hash_password("decoy password never matches")?,
         })
@@ -154,40 +406,94 @@ impl Authenticator {
         );
     }
 
-    fn is_locked(&self, username: &str) -> bool {
-        let mut failures = self
-            .failures
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match failures.get(username).and_then(|entry| entry.locked_until) {
-            Some(until) if Instant::now() < until => true,
-            Some(_) => {
-                failures.remove(username);
-                false
-            }
-            None => false,
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn finish(&self, mut reservation: Reservation, success: bool) {
+        reservation.finished = true;
+        let lock = self
+            .throttle()
+            .finish(&reservation.username, success, Instant::now());
+        if let Some(lock) = lock {
+            // The name comes from a verified certificate CN, but is still escaped: a CN is
+            // whatever the CA signed, and a log line must stay one line.
+            tracing::warn!(
+                username = %reservation.username.escape_debug(),
+                lock_secs = lock.as_secs(),
+                "too many failed logins; locked"
+            );
         }
     }
 
-    fn record(&self, username: &str, success: bool) {
-        let mut failures = self
-            .failures
+    /// The shared check of one (name, password) digest, joined or started.
+    fn check_in_flight(&self, digest: [u8; 64]) -> SharedCheck {
+        let mut checks = self
+            .checks
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if success {
-            failures.remove(username);
-            return;
+        Arc::clone(checks.entry(digest).or_default())
+    }
+
+    /// Forgets a finished shared check (later requests look at the session cache, or check
+    /// again). Only removes the very check given, not a newer one under the same digest.
+    fn check_finished(&self, digest: &[u8; 64], check: &SharedCheck) {
+        let mut checks = self
+            .checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if checks
+            .get(digest)
+            .is_some_and(|current| Arc::ptr_eq(current, check))
+        {
+            checks.remove(digest);
         }
-        if failures.len() >= MAX_TRACKED_NAMES {
-            failures.retain(|_, entry| entry.locked_until.is_some());
-        }
-        let entry = failures.entry(username.to_owned()).or_default();
-        entry.count += 1;
-        if entry.count >= self.policy.threshold {
-            entry.count = 0;
-            entry.locked_until = Some(Instant::now() + self.policy.duration);
-            tracing::warn!(username, "too many failed logins; locked");
-        }
+    }
+
+    /// One argon2id check: reserves a try for the name, waits for a slot on the bounded pool,
+    /// verifies and counts the result. `Ok(None)`: wrong password or unknown name.
+    async fn check_password(
+        self: &Arc<Self>,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Role>, Failure> {
+        self.throttle()
+            .reserve(username, Instant::now())
+            .map_err(Failure::from)?;
+        let reservation = Reservation {
+            authenticator: Arc::clone(self),
+            username: username.to_owned(),
+            finished: false,
+        };
+        // Dropping the reservation (queue full, or the request went away while waiting)
+        // gives the try back: no password was checked.
+        let permit = self.verify_pool.acquire().await?;
+        let this = Arc::clone(self);
+        let name = username.to_owned();
+        let password = password.to_owned();
+        // The permit and the reservation move into the blocking task, so a caller that goes
+        // away mid-check neither frees the CPU slot early nor skips counting the failure.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let outcome = this.store.user(&name).map(|user| {
+                let hash = user
+                    .as_ref()
+                    .map_or(this.decoy_hash.as_str(), |user| user.password_hash.as_str());
+                let verified = verify_password(&password, hash);
+                user.filter(|_| verified)
+                    .and_then(|user| Role::from_stored(&user.role))
+            });
+            match &outcome {
+                Ok(role) => this.finish(reservation, role.is_some()),
+                // A storage error checked nothing: give the try back.
+                Err(_) => drop(reservation),
+            }
+            outcome
+        })
+        .await
+        .map_err(|error| Failure::internal("password check", error))?
     }
 
     /// Verifies a request's peer and credentials.
@@ -214,8 +520,10 @@ impl Authenticator {
         if username != peer.name {
             return Err(Failure::Unauthenticated);
         }
-        if self.is_locked(&username) {
-            return Err(Failure::Unauthenticated);
+        // Only a holder of this name's certificate gets this far, so a stranger cannot lock
+        // anyone out. A locked name fails even with a remembered password.
+        if let Some(left) = self.throttle().locked(&username, Instant::now()) {
+            return Err(Refusal::Locked(left).into());
         }
         if let Some(role) = self.remembered(&username, &password) {
             return Ok(Caller {
@@ -224,21 +532,23 @@ impl Authenticator {
                 peer,
             });
         }
-        let this = Arc::clone(self);
-        let name = username.clone();
-        let typed = password.clone();
-        let role = on_blocking_pool(&this, move |auth| {
-            let user = auth.store.user(&name)?;
-            let hash = user
-                .as_ref()
-                .map_or(auth.decoy_hash.as_str(), |user| user.password_hash.as_str());
-            let verified = verify_password(&password, hash);
-            Ok(user
-                .filter(|_| verified)
-                .and_then(|user| Role::from_stored(&user.role)))
-        })
-        .await?;
-        self.record(&username, role.is_some());
+        // Requests carrying the same (name, password) while it is being checked wait for
+        // that one check instead of each reserving a try: a client opening with 20 requests
+        // at once costs one argon2id run and one try, not 20 (which would exceed the
+        // threshold). Different guesses are different checks and each reserves its own try.
+        let digest = self.session_digest(&username, &password);
+        let check = CheckGuard {
+            authenticator: self,
+            digest,
+            check: self.check_in_flight(digest),
+        };
+        let role = check
+            .check
+            .get_or_try_init(|| self.check_password(&username, &password))
+            .await
+            .copied()?;
+        drop(check);
+        let typed = password;
         let role = role.ok_or(Failure::Unauthenticated)?;
         self.remember(&username, &typed, role);
         Ok(Caller {
@@ -393,5 +703,182 @@ where
                 Err(failure) => Ok(tonic::Status::from(failure).into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> LockoutPolicy {
+        LockoutPolicy {
+            threshold: 3,
+            duration: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn concurrent_tries_count_before_they_finish() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        for _ in 0..3 {
+            throttle.reserve("alice", now).unwrap();
+        }
+        assert_eq!(
+            throttle.reserve("alice", now),
+            Err(Refusal::TooManyTries),
+            "a fourth guess in flight is never checked"
+        );
+        assert!(
+            throttle.reserve("bob", now).is_ok(),
+            "other names are apart"
+        );
+        assert_eq!(throttle.finish("alice", false, now), None);
+        assert_eq!(throttle.finish("alice", false, now), None);
+        assert_eq!(
+            throttle.finish("alice", false, now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            throttle.reserve("alice", now + Duration::from_secs(29)),
+            Err(Refusal::Locked(Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn a_released_try_is_given_back() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        for _ in 0..3 {
+            throttle.reserve("alice", now).unwrap();
+        }
+        throttle.release("alice");
+        assert!(throttle.reserve("alice", now).is_ok());
+    }
+
+    #[test]
+    fn consecutive_lockouts_double_up_to_the_cap_and_a_success_resets() {
+        let mut throttle = Throttle::new(policy());
+        let mut now = Instant::now();
+        let mut locks = Vec::new();
+        for _ in 0..8 {
+            for _ in 0..3 {
+                throttle.reserve("alice", now).unwrap();
+            }
+            let mut lock = None;
+            for _ in 0..3 {
+                lock = throttle.finish("alice", false, now).or(lock);
+            }
+            let lock = lock.unwrap();
+            locks.push(lock.as_secs());
+            assert!(throttle.locked("alice", now).is_some());
+            now += lock;
+            assert_eq!(throttle.locked("alice", now), None, "the lock expires");
+        }
+        assert_eq!(locks, [30, 60, 120, 240, 480, 900, 900, 900]);
+        throttle.reserve("alice", now).unwrap();
+        assert_eq!(throttle.finish("alice", true, now), None);
+        for _ in 0..3 {
+            throttle.reserve("alice", now).unwrap();
+        }
+        let mut lock = None;
+        for _ in 0..3 {
+            lock = throttle.finish("alice", false, now).or(lock);
+        }
+        assert_eq!(
+            lock,
+            Some(Duration::from_secs(30)),
+            "back to the first step"
+        );
+    }
+
+    #[test]
+    fn an_old_lockout_no_longer_doubles_the_next() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        let lock_out = |throttle: &mut Throttle, at: Instant| {
+            for _ in 0..3 {
+                throttle.reserve("alice", at).unwrap();
+            }
+            (0..3)
+                .filter_map(|_| throttle.finish("alice", false, at))
+                .last()
+                .unwrap()
+        };
+        assert_eq!(lock_out(&mut throttle, now), Duration::from_secs(30));
+        let soon = now + Duration::from_secs(40);
+        assert_eq!(lock_out(&mut throttle, soon), Duration::from_secs(60));
+        let much_later = soon + Duration::from_secs(60) + MAX_LOCKOUT + Duration::from_secs(1);
+        assert_eq!(lock_out(&mut throttle, much_later), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn failures_are_counted_per_window() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        for _ in 0..2 {
+            throttle.reserve("alice", now).unwrap();
+            assert_eq!(throttle.finish("alice", false, now), None);
+        }
+        let later = now + Duration::from_secs(31);
+        for _ in 0..3 {
+            throttle.reserve("alice", later).unwrap();
+        }
+        assert_eq!(throttle.reserve("alice", later), Err(Refusal::TooManyTries));
+    }
+
+    #[test]
+    fn a_success_clears_failures_but_other_tries_still_count() {
+        let mut throttle = Throttle::new(policy());
+        let now = Instant::now();
+        throttle.reserve("alice", now).unwrap();
+        throttle.finish("alice", false, now);
+        throttle.reserve("alice", now).unwrap();
+        throttle.reserve("alice", now).unwrap();
+        assert_eq!(throttle.finish("alice", true, now), None);
+        // One still in flight, none failed: two more fit.
+        throttle.reserve("alice", now).unwrap();
+        throttle.reserve("alice", now).unwrap();
+        assert_eq!(throttle.reserve("alice", now), Err(Refusal::TooManyTries));
+    }
+
+    #[tokio::test]
+    async fn the_verify_pool_queues_a_bounded_number_and_refuses_the_rest_at_once() {
+        let pool = Arc::new(VerifyPool::with_permits(1));
+        let held = pool.acquire().await.unwrap();
+        let waiters: Vec<_> = (0..MAX_WAITING_CHECKS)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                tokio::spawn(async move { pool.acquire().await.map(drop) })
+            })
+            .collect();
+        let queued = tokio::time::timeout(Duration::from_secs(5), async {
+            while pool.waiting.load(Ordering::SeqCst) < MAX_WAITING_CHECKS {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(queued.is_ok(), "the waiters never queued");
+        let refused = tokio::time::timeout(Duration::from_secs(1), pool.acquire())
+            .await
+            .expect("refused at once, not queued");
+        assert!(matches!(refused, Err(Failure::ResourceExhausted(_))));
+        drop(held);
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        assert_eq!(pool.waiting.load(Ordering::SeqCst), 0, "the queue drains");
+    }
+
+    #[test]
+    fn refusals_are_resource_exhausted() {
+        let locked = Failure::from(Refusal::Locked(Duration::from_millis(10)));
+        assert!(
+            matches!(locked, Failure::ResourceExhausted(ref message) if message.contains("1 s"))
+        );
+        assert!(matches!(
+            Failure::from(Refusal::TooManyTries),
+            Failure::ResourceExhausted(_)
+        ));
     }
 }

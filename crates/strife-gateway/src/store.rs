@@ -148,12 +148,7 @@ impl PaymentRecord {
 
 /// Reason codes of aborts that a retry with the same key may run again: the money never
 /// moved and the cause was the network or the gateway itself, not the request.
-pub const TRANSIENT_REASONS: &[&str] = &[
-    "bank_timeout",
-    "bank_unavailable",
-    "gateway_restarted",
-    "decision_timeout",
-];
+pub const TRANSIENT_REASONS: &[&str] = strife_common::failure::TRANSIENT_ABORT_REASONS;
 
 /// What starting a payment under an idempotency key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -443,6 +438,27 @@ impl GatewayStore {
 
     pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
         load_payment(&self.lock(), payment_id)
+    }
+
+    /// The latest attempt `username` made under idempotency key `key`, if any.
+    pub fn payment_by_key(
+        &self,
+        username: &str,
+        key: &str,
+    ) -> Result<Option<PaymentRecord>, Failure> {
+        let connection = self.lock();
+        let payment_id: Option<String> = connection
+            .query_row_cached(
+                "SELECT payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
+                params![username, key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(storage)?;
+        match payment_id {
+            Some(payment_id) => load_payment(&connection, &payment_id),
+            None => Ok(None),
+        }
     }
 
     /// Payments with no decision or with a leg that has not acknowledged it, oldest first.

@@ -166,10 +166,10 @@ struct GatewayArgs {
     /// Seconds the gateway's etcd lease lives without keep-alive.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=60))]
     lease_ttl: i64,
-    /// Failed logins in a row that lock a user name.
+    /// Password checks per user name per window; the failure reaching it locks the name.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     lockout_threshold: u32,
-    /// Seconds a locked user name stays locked.
+    /// The window and the first lockout, in seconds (each consecutive lockout doubles, up to 15 min).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     lockout_secs: u64,
     /// Print the ready line as JSON.

@@ -289,10 +289,9 @@ fn demo_passwords(dir: &Path) -> anyhow::Result<serde_json::Map<String, serde_js
     }
     let mut map = serde_json::Map::new();
     for (user, _, _) in DEMO_USERS {
-        let suffix: u32 = rand::random_range(1000..10_000);
         map.insert(
             user.to_owned(),
-            serde_json::Value::String(format!("{user}-demo-{suffix}")),
+            serde_json::Value::String(demo_password(user)),
         );
     }
     use std::os::unix::fs::OpenOptionsExt;
@@ -305,6 +304,18 @@ fn demo_passwords(dir: &Path) -> anyhow::Result<serde_json::Map<String, serde_js
     file.write_all(serde_json::to_string_pretty(&map)?.as_bytes())?;
     file.sync_all()?;
     Ok(map)
+}
+
+/// A random password that meets the gateway's policy (16 letters and digits, never containing
+/// the user name: a draw that happens to is drawn again).
+fn demo_password(user: &str) -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    loop {
+        let password = format!("demo-{}", Alphanumeric.sample_string(&mut rand::rng(), 16));
+        if strife_common::password::check_password(user, &password).is_ok() {
+            return password;
+        }
+    }
 }
 
 type AdminClient = GatewayClient<
@@ -426,4 +437,20 @@ fn print_ready(
     }
     stdout.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn demo_passwords_meet_the_policy() {
+        for _ in 0..200 {
+            for (user, _, _) in super::DEMO_USERS {
+                let password = super::demo_password(user);
+                assert_eq!(
+                    strife_common::password::check_password(user, &password),
+                    Ok(())
+                );
+            }
+        }
+    }
 }

@@ -143,3 +143,51 @@ async fn users_admin_and_other_banks_are_permission_denied() {
         "the refused abort left nothing behind"
     );
 }
+
+#[tokio::test]
+async fn a_certificate_name_with_line_breaks_cannot_forge_bank_log_lines() {
+    let network = Network::setup(&["bank0"], &[]);
+    let bank = BankStart::new(&network, "bank0").start();
+    let address = bank.address.to_string();
+    // Our own CA signs a user certificate whose CN carries a line break and a terminal escape
+    // (a mis-issued certificate, or a CA operator's typo).
+    let ca = CertificateAuthority::load(&network.layout().ca()).unwrap();
+    let issued = ca
+        .issue(
+            PeerRole::User,
+            "eve\nFORGED level=INFO gateway admitted\u{1b}[2J",
+            Validity::default_leaf(),
+        )
+        .unwrap();
+    let paths = KeyPairPaths {
+        cert: network.path().join("eve.crt"),
+        key: network.path().join("eve.key"),
+    };
+    std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
+    std::fs::write(&paths.key, issued.key_pem).unwrap();
+    std::fs::set_permissions(
+        &paths.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut client = bank_client(&network.tls(&paths), "bank0", &address);
+    let status = client.open_account(open_request("eve")).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let logged = support::wait_until(Duration::from_secs(5), || async {
+        bank.process
+            .log_text()
+            .contains("refused a non-gateway caller")
+    })
+    .await;
+    assert!(logged, "the refusal is logged");
+    let log = bank.process.log_text();
+    assert!(
+        log.lines().all(|line| !line.starts_with("FORGED")),
+        "no forged line:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no raw escape sequence");
+    assert!(
+        log.contains("eve\\nFORGED"),
+        "the name is there, escaped:\n{log}"
+    );
+}

@@ -29,10 +29,28 @@ fn cli_tour_registers_opens_links_pays_and_reports() {
         .output()
         .unwrap();
     assert!(setup.status.success());
-    let (code, registered) = network.client_with_env(
+    // The password policy: a password containing the name is refused, clearly.
+    let (code, weak) = network.client_with_env(
         "admin",
         &["register", "carol"],
         &[("STRIFE_NEW_PASSWORD", "carol-secret-1")],
+    );
+    assert_eq!(
+        (code, weak["code"].as_str()),
+        (1, Some("InvalidArgument")),
+        "{weak}"
+    );
+    assert!(
+        weak["error"]
+            .as_str()
+            .unwrap()
+            .contains("must not contain the user name"),
+        "{weak}"
+    );
+    let (code, registered) = network.client_with_env(
+        "admin",
+        &["register", "carol"],
+        &[("STRIFE_NEW_PASSWORD", "C-secret-number-1")],
     );
     assert_eq!(
         (code, registered["username"].as_str()),
@@ -54,7 +72,7 @@ fn cli_tour_registers_opens_links_pays_and_reports() {
     assert_eq!(code, 0, "{opened}");
     let carol_account = opened["account"].as_str().unwrap().to_owned();
     let carol = |args: &[&str]| {
-        network.client_with_env("carol", args, &[("STRIFE_PASSWORD", "carol-secret-1")])
+        network.client_with_env("carol", args, &[("STRIFE_PASSWORD", "C-secret-number-1")])
     };
     let (code, linked) = carol(&[
         "link",

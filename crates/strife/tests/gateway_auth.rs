@@ -190,19 +190,50 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         alice.get_payment(received).await.is_ok(),
         "alice received that one, so she may see it"
     );
+    // Someone else's payment and a payment that does not exist answer alike: existence
+    // does not leak.
     let others = pb::GetPaymentRequest {
         payment_id: bob_to_carol.payment_id.clone(),
     };
+    let others = alice.get_payment(others).await.unwrap_err();
     assert_eq!(
-        alice.get_payment(others).await.unwrap_err().code(),
-        Code::PermissionDenied
+        (others.code(), others.message()),
+        (
+            Code::NotFound,
+            format!("payment {} not found", bob_to_carol.payment_id).as_str()
+        )
     );
     let unknown = pb::GetPaymentRequest {
         payment_id: "no-such-payment".into(),
     };
+    let unknown = alice.get_payment(unknown).await.unwrap_err();
     assert_eq!(
-        alice.get_payment(unknown).await.unwrap_err().code(),
-        Code::NotFound
+        (unknown.code(), unknown.message()),
+        (Code::NotFound, "payment no-such-payment not found")
+    );
+    // Idempotency keys are per user: bob's key looked up by alice is simply not hers.
+    let bobs_key = alice
+        .get_payment_by_key(pb::GetPaymentByKeyRequest {
+            idempotency_key: "bob-1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bobs_key.code(), Code::NotFound, "{bobs_key:?}");
+    let own = bob
+        .get_payment_by_key(pb::GetPaymentByKeyRequest {
+            idempotency_key: "bob-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(own.payment_id, bob_to_alice.payment_id);
+    let empty = alice
+        .get_payment(pb::GetPaymentRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (empty.code(), empty.message()),
+        (Code::InvalidArgument, "payment_id is empty")
     );
     let history = alice
         .list_history(pb::ListHistoryRequest::default())
@@ -218,10 +249,22 @@ async fn clients_cannot_call_admin_methods_or_touch_others_money() {
         account_number: "bank1-00000001".into(),
         holder_name: "Alice".into(),
     };
+    let bobs = alice.link_account(link).await.unwrap_err();
     assert_eq!(
-        alice.link_account(link).await.unwrap_err().code(),
-        Code::PermissionDenied,
+        (bobs.code(), bobs.message()),
+        (Code::NotFound, "account bank1-00000001 not found at bank1"),
         "bob's account"
+    );
+    let link = pb::LinkAccountRequest {
+        bank_id: "bank1".into(),
+        account_number: "bank1-99999999".into(),
+        holder_name: "Alice".into(),
+    };
+    let nobodys = alice.link_account(link).await.unwrap_err();
+    assert_eq!(
+        (nobodys.code(), nobodys.message()),
+        (Code::NotFound, "account bank1-99999999 not found at bank1"),
+        "an account that does not exist answers alike"
     );
 
     // A user (even with the right password) cannot ask for coordinator decisions...
@@ -306,9 +349,10 @@ async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
         .unwrap_err();
     assert_eq!(
         locked.code(),
-        Code::Unauthenticated,
-        "the right password fails while locked"
+        Code::ResourceExhausted,
+        "the right password fails while locked: {locked:?}"
     );
+    assert!(locked.message().contains("locked"), "{locked:?}");
     let unlocked = wait_until(Duration::from_secs(6), || {
         let mut right = right.clone();
         async move {
@@ -326,6 +370,138 @@ async fn repeated_wrong_passwords_lock_the_name_until_the_lockout_expires() {
         .get_balances(pb::GetBalancesRequest::default())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn registration_enforces_the_password_policy() {
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let mut admin = network.gateway_client("admin");
+    let register = |password: &str| pb::RegisterUserRequest {
+        username: "dave".into(),
+        password: password.into(),
+    };
+    for (password, says) in [
+        ("short-pw", "12 to 256"),
+        (&"x".repeat(257)[..], "12 to 256"),
+        ("dave-is-my-password", "must not contain the user name"),
+        ("my-DAVE-password", "must not contain the user name"),
+        ("pässwörd-lang-genug", "printable ASCII"),
+        ("tab\tin-the-middle", "printable ASCII"),
+    ] {
+        let status = admin.register_user(register(password)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{password:?}: {status:?}"
+        );
+        assert!(status.message().contains(says), "{password:?}: {status:?}");
+        assert!(
+            !status.message().contains(password),
+            "the message echoes no password"
+        );
+    }
+    admin
+        .register_user(register("a good long passphrase"))
+        .await
+        .expect("a password meeting the policy");
+}
+
+/// Peak resident memory of a process, from `/proc/<pid>/status`, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_wrong_passwords_checks_at_most_threshold_and_stays_small() {
+    const THRESHOLD: usize = 5;
+    let network = alice_and_bob(NetworkOptions::default()).await;
+    let gateway_pid = network.gateway.as_ref().unwrap().child.id();
+    let baseline = peak_rss_kib(gateway_pid);
+
+    // A stranger with bob's certificate claiming to be alice is refused before any password
+    // is checked, so however often it tries, alice is not locked out.
+    let stranger = network.gateway_client_as("bob", "alice", "guess-guess-guess");
+    for _ in 0..(3 * THRESHOLD) {
+        let status = stranger
+            .clone()
+            .get_balances(pb::GetBalancesRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    network
+        .gateway_client("alice")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .expect("a stranger cannot lock alice out");
+
+    // 64 different wrong passwords pipelined on one connection, all at once.
+    let channel = network
+        .network
+        .tls(&network.network.layout().user_identity("alice"))
+        .endpoint(
+            &network.gateway_address,
+            &ExpectedPeer::Gateway,
+            Duration::from_secs(10),
+        )
+        .unwrap()
+        .connect_lazy();
+    let guesses = (0..64).map(|index| {
+        let mut client = GatewayClient::with_interceptor(
+            channel.clone(),
+            Credentials::new("alice", &format!("wrong-guess-number-{index}")).unwrap(),
+        );
+        async move {
+            client
+                .get_balances(pb::GetBalancesRequest::default())
+                .await
+                .unwrap_err()
+        }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let checked = answers
+        .iter()
+        .filter(|status| status.code() == Code::Unauthenticated)
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|status| status.code() == Code::ResourceExhausted)
+        .count();
+    assert!(
+        checked <= THRESHOLD,
+        "{checked} guesses were checked, threshold {THRESHOLD}"
+    );
+    assert_eq!(checked + refused, 64, "{answers:?}");
+    let locked = network
+        .gateway_client("alice")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
+    assert!(locked.message().contains("locked"), "{locked:?}");
+
+    let peak = peak_rss_kib(gateway_pid);
+    assert!(
+        peak < 400 * 1024,
+        "gateway peak RSS {peak} KiB (before the burst {baseline} KiB)"
+    );
+
+    // Everyone else is unaffected: bob logs in and pays.
+    let paid = network
+        .gateway_client("bob")
+        .pay(pb::PayRequest {
+            to_username: "carol".into(),
+            ..pay("bob-after-burst")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.status, pb::PaymentStatus::Committed as i32);
 }
 
 #[tokio::test]

@@ -377,3 +377,87 @@ async fn open_account_with_a_key_opens_once_and_a_conflicting_reuse_is_refused()
     );
     assert_eq!(accounts[0].balance_minor, 1_000);
 }
+
+#[tokio::test]
+async fn memos_with_bidi_or_control_characters_are_refused_and_change_nothing() {
+    let network = three_users().await;
+    let mut alice = network.gateway_client("alice");
+    let before = bank_view(&network, 0).await;
+    for memo in [
+        "invoice \u{202E}fdp.exe",
+        "\u{2066}isolate\u{2069}",
+        "mark\u{200F}",
+        "arabic mark \u{061C}",
+        "two\nlines",
+        "bell\u{7}",
+    ] {
+        let request = pb::PayRequest {
+            memo: memo.into(),
+            ..pay_request("memo", "bob", 100)
+        };
+        let status = alice.pay(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{memo:?}: {status:?}");
+        assert!(status.message().contains("memo"), "{status:?}");
+    }
+    assert_eq!(bank_view(&network, 0).await, before);
+    assert!(history(&mut alice).await.is_empty(), "nothing was recorded");
+    let fine = pb::PayRequest {
+        memo: "Miete für März — 日本語".into(),
+        ..pay_request("memo", "bob", 100)
+    };
+    alice
+        .pay(fine)
+        .await
+        .expect("ordinary non-ASCII memos pass");
+}
+
+#[tokio::test]
+async fn refused_payments_are_rate_limited_per_user_before_anything_is_written() {
+    const LIMIT: usize = 60;
+    let network = three_users().await;
+    // carol has nothing, so every payment she makes is refused by her bank and stored.
+    let mut carol = network.gateway_client("carol");
+    for index in 0..LIMIT {
+        let status = carol
+            .pay(pay_request(&format!("poor-{index}"), "bob", 100))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    }
+    let limited = carol
+        .pay(pay_request("poor-over", "bob", 100))
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert!(
+        limited.message().contains("refused payments"),
+        "{limited:?}"
+    );
+    let mut stored = 0;
+    let mut token = String::new();
+    loop {
+        let page = carol
+            .list_history(pb::ListHistoryRequest {
+                page_size: 100,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stored += page.payments.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        stored, LIMIT,
+        "the refused-over-limit payment was not written"
+    );
+    // Others are not affected.
+    network
+        .gateway_client("alice")
+        .pay(pay_request("alice-ok", "bob", 100))
+        .await
+        .expect("alice is not limited");
+}

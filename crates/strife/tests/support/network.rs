@@ -12,9 +12,24 @@ use super::{
     spawn_with_ready_line, strife_bin, wait_until, BankProcess, BankStart, Etcd, Network, Process,
 };
 
-/// Demo passwords the tests register users with.
+/// Passwords the tests register users with. They follow the password policy, so they must
+/// not contain the user name: the name is rot13'd (digits rotated by 5) into the password.
 pub fn password_of(user: &str) -> String {
-    format!("{user}-test-password")
+    let rotated: String = user
+        .chars()
+        .map(|character| match character {
+            'a'..='z' => char::from(b'a' + (character as u8 - b'a' + 13) % 26),
+            '0'..='9' => char::from(b'0' + (character as u8 - b'0' + 5) % 10),
+            other => other,
+        })
+        .collect();
+    let password = format!("Test:{rotated}:battery-staple");
+    assert_eq!(
+        strife_common::password::check_password(user, &password),
+        Ok(()),
+        "test password for {user}"
+    );
+    password
 }
 
 pub struct ManualNetwork {
