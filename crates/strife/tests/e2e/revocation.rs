@@ -1,14 +1,12 @@
 //! `strife setup --revoke` takes effect on running servers within seconds, without a restart:
 //! the gateway refuses a revoked user, a bank refuses a revoked gateway certificate.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::network::ManualNetwork;
+use crate::support::{strife_bin, wait_until};
 use strife_proto::v1 as pb;
-use support::network::ManualNetwork;
-use support::{strife_bin, wait_until};
 use tonic::Code;
 
 fn revoke(network: &ManualNetwork, name: &str) {

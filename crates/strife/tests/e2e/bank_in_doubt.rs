@@ -3,15 +3,13 @@
 //! stand-in speaking the real `strife.v1.Coordinator` protocol over mutual TLS with the
 //! gateway's certificate (the real one comes with the gateway).
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{wait_until, BankStart, Network};
 use strife_common::tls::{peer_identity, PeerIdentity, PeerRole};
 use strife_proto::v1::{self as pb, bank_client::BankClient, coordinator_server};
-use support::{wait_until, BankStart, Network};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};

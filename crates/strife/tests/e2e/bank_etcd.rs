@@ -1,12 +1,10 @@
 //! A bank's etcd registration against a real etcd: it appears on start, vanishes within the
 //! lease TTL after SIGKILL, comes back after etcd restarts empty, and leaves on SIGTERM.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{wait_until, BankStart, Etcd, Network};
 use strife_common::discovery::{bank_key, ServiceEntry};
-use support::{wait_until, BankStart, Etcd, Network};
 
 const LEASE_TTL_SECS: u64 = 2;
 

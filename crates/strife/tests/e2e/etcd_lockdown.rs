@@ -2,14 +2,12 @@
 //! TLS only, client certificates from etcd's own CA, auth on, and each process limited to its
 //! own key. Strangers get nothing; a bank cannot touch another bank's routing or the gateway's.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::ManualNetwork;
+use crate::support::wait_until;
 use strife_common::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
 use strife_common::etcd::{bank_user, GATEWAY_USER};
-use support::network::ManualNetwork;
-use support::wait_until;
 
 fn entry(id: &str) -> Vec<u8> {
     serde_json::to_vec(&ServiceEntry {

@@ -2,17 +2,15 @@
 //! binary queueing while it is down and `sync` paying exactly once when it is back — even when
 //! the client is SIGKILLed in the middle of a sync.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::network::{password_of, ManualNetwork};
+use crate::support::{strife_bin, wait_until, BankStart};
 use strife_proto::v1::{self as pb, gateway_server};
-use support::network::{password_of, ManualNetwork};
-use support::{strife_bin, wait_until, BankStart};
 use tonic::{Request, Response, Status};
 
 async fn alice_and_bob() -> ManualNetwork {
@@ -361,7 +359,7 @@ async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twi
 /// disk on a later write answers exactly so).
 #[derive(Clone)]
 struct InternalAfterCommit {
-    upstream: support::network::GatewayClient,
+    upstream: crate::support::network::GatewayClient,
     pays: Arc<AtomicUsize>,
 }
 

@@ -2,18 +2,16 @@
 //! status and changes nothing; failed logins lock a name for a while; no password reaches
 //! the log.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::{password_of, Credentials, ManualNetwork, NetworkOptions};
+use crate::support::wait_until;
 use strife_common::layout::KeyPairPaths;
 use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{
     self as pb, coordinator_client::CoordinatorClient, gateway_client::GatewayClient,
 };
-use support::network::{password_of, Credentials, ManualNetwork, NetworkOptions};
-use support::wait_until;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use tonic::Code;
 

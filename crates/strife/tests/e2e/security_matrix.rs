@@ -2,15 +2,13 @@
 //! identity against each method, each kind of bad input against each method that takes it —
 //! and after all of it, nothing changed.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::{password_of, Credentials, ManualNetwork};
 use strife_common::layout::KeyPairPaths;
 use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
-use support::network::{password_of, Credentials, ManualNetwork};
 use time::OffsetDateTime;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -456,7 +454,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
         layout.bank_identity("bank1"),
         layout.bank_identity("bank0"),
     ] {
-        let mut client = support::bank_client(
+        let mut client = crate::support::bank_client(
             &network.network.tls(&identity),
             &network.banks[0].id,
             &bank_address,

@@ -9,21 +9,19 @@
 //! `scripts/test` runs 3 seeds. More: `STRIFE_CHAOS_SEEDS=10 cargo nextest run -E
 //! 'binary_id(strife::chaos)'`; one seed again: `STRIFE_CHAOS_SEED=1234`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::network::{ManualNetwork, NetworkOptions};
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::{strife_bin, wait_until, BankStart};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strife_common::tls::ExpectedPeer;
 use strife_proto::v1 as pb;
-use support::network::{ManualNetwork, NetworkOptions};
-use support::proxy::{Mode, Proxy};
-use support::{strife_bin, wait_until, BankStart};
 use tonic::Code;
 
 const BANKS: [&str; 3] = ["bank0", "bank1", "bank2"];
@@ -128,9 +126,9 @@ async fn workload(
         )
         .unwrap()
         .connect_lazy();
-    let credentials = support::network::Credentials::new(
+    let credentials = crate::support::network::Credentials::new(
         USERS[user],
-        &support::network::password_of(USERS[user]),
+        &crate::support::network::password_of(USERS[user]),
     )
     .unwrap();
     let mut client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);

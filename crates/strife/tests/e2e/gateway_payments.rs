@@ -2,12 +2,10 @@
 //! leave no hold, Stripe-style idempotency (retries, conflicts, concurrent duplicates) and
 //! paginated history.
 
-mod support;
-
+use crate::support::network::{GatewayClient, ManualNetwork};
 use strife_common::failure::reason_of;
 use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_proto::v1 as pb;
-use support::network::{GatewayClient, ManualNetwork};
 use tonic::Code;
 
 fn usd(amount_minor: i64) -> Option<pb::Money> {

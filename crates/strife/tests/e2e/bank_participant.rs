@@ -1,10 +1,8 @@
 //! The bank as a 2PC participant, end to end: the real `strife bank` process over mutual TLS
 //! with certificates from `strife setup`, its real SQLite file, SIGKILL for crashes.
 
-mod support;
-
+use crate::support::{BankStart, Network};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
-use support::{BankStart, Network};
 use tonic::transport::Channel;
 use tonic::Code;
 

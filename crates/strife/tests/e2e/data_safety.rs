@@ -2,14 +2,12 @@
 //! "Operator mistakes and sick disks"): real processes on real data dirs, each mistake made
 //! for real — a second process on the same dir, an emptied database, a foreign key file.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::network::ManualNetwork;
+use crate::support::{run_expecting_exit, strife_bin, wait_until};
 use strife_common::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
-use support::network::ManualNetwork;
-use support::{run_expecting_exit, strife_bin, wait_until};
 
 /// How long a refused start may take to exit.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(15);
@@ -249,7 +247,7 @@ async fn a_reissued_account_number_never_credits_its_new_owner() {
         let _ = std::fs::remove_file(format!("{}{suffix}", layout.bank_db("bank0").display()));
     }
     // The operator insists on a fresh bank0: its account numbers start again at 1.
-    network.banks[0] = support::BankStart::new(&network.network, "bank0")
+    network.banks[0] = crate::support::BankStart::new(&network.network, "bank0")
         .etcd(&network.etcd.endpoint)
         .arg("--lease-ttl")
         .arg("2")
@@ -372,7 +370,7 @@ fn mode_of(path: &std::path::Path) -> u32 {
 
 #[tokio::test]
 async fn a_private_key_others_can_read_is_refused_before_the_ready_line() {
-    let network = support::Network::setup(&["bank0"], &[]);
+    let network = crate::support::Network::setup(&["bank0"], &[]);
     let key = network.layout().bank_identity("bank0").key;
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let mut command = Command::new(strife_bin());
@@ -432,9 +430,9 @@ async fn a_private_key_others_can_read_is_refused_before_the_ready_line() {
 
 #[tokio::test]
 async fn setup_and_a_bank_leave_private_dirs_and_files() {
-    let network = support::Network::setup(&["bank0"], &["alice"]);
+    let network = crate::support::Network::setup(&["bank0"], &["alice"]);
     let layout = network.layout();
-    let bank = support::BankStart::new(&network, "bank0").start();
+    let bank = crate::support::BankStart::new(&network, "bank0").start();
     for dir in [
         layout.root().to_owned(),
         layout.pki_dir(),

@@ -1,15 +1,13 @@
 //! Only the gateway's certificate may call a bank: every other caller is refused, and none of
 //! their calls changes anything.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{bank_client, BankStart, Network};
 use strife_common::layout::KeyPairPaths;
 use strife_common::tls::{PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
-use support::{bank_client, BankStart, Network};
 use tonic::transport::{Certificate, ClientTlsConfig};
 use tonic::Code;
 
@@ -173,7 +171,7 @@ async fn a_certificate_name_with_line_breaks_cannot_forge_bank_log_lines() {
     let mut client = bank_client(&network.tls(&paths), "bank0", &address);
     let status = client.open_account(open_request("eve")).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
-    let logged = support::wait_until(Duration::from_secs(5), || async {
+    let logged = crate::support::wait_until(Duration::from_secs(5), || async {
         bank.process
             .log_text()
             .contains("refused a non-gateway caller")

@@ -1,13 +1,11 @@
 //! The CLI tour, driven through the built `strife` binary against a real `strife dev`
 //! network (real etcd, banks, gateway and TLS), asserting on `--json` output.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::dev::DevNetwork;
+use crate::support::strife_bin;
 use serde_json::Value;
-use support::dev::DevNetwork;
-use support::strife_bin;
 
 #[test]
 fn cli_tour_registers_opens_links_pays_and_reports() {

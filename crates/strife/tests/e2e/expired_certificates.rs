@@ -1,17 +1,15 @@
 //! An expired certificate from our own CA is refused by every server, and a process refuses
 //! to start with an expired certificate of its own.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::network::{Credentials, ManualNetwork};
+use crate::support::{bank_client, strife_bin};
 use strife_common::layout::KeyPairPaths;
 use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1 as pb;
-use support::network::{Credentials, ManualNetwork};
-use support::{bank_client, strife_bin};
 use time::OffsetDateTime;
 
 /// Issues, from the network's own CA, a certificate that expired yesterday.
@@ -71,7 +69,8 @@ async fn expired_certificates_are_refused_by_gateway_and_banks() {
         )
         .unwrap()
         .connect_lazy();
-    let credentials = Credentials::new("alice", &support::network::password_of("alice")).unwrap();
+    let credentials =
+        Credentials::new("alice", &crate::support::network::password_of("alice")).unwrap();
     let mut gateway = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
     assert!(
         gateway

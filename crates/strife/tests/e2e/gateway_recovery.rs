@@ -3,14 +3,12 @@
 //! — both legs committed exactly once after a durable COMMIT, both aborted when no decision was
 //! written. The client's outbox then retries with the same key without paying twice.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::ManualNetwork;
+use crate::support::wait_until;
 use strife_common::tls::ExpectedPeer;
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
-use support::network::ManualNetwork;
-use support::wait_until;
 
 async fn alice_and_bob() -> ManualNetwork {
     let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;

@@ -2,13 +2,11 @@
 //! that never send a byte, and connections left idle. A paying client must still get in, and
 //! what the flood holds must stay bounded and go away by itself.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::{ManualNetwork, NetworkOptions};
+use crate::support::wait_until;
 use strife_proto::v1 as pb;
-use support::network::{ManualNetwork, NetworkOptions};
-use support::wait_until;
 
 fn pay(key: &str) -> pb::PayRequest {
     pb::PayRequest {

@@ -2,16 +2,14 @@
 //! bytes) and one that is down. The payment aborts, no hold or money is left behind anywhere,
 //! and the stalled bank ends ABORTED once it is reachable again.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::{ManualNetwork, NetworkOptions};
+use crate::support::proxy::{Mode, Proxy};
+use crate::support::wait_until;
 use strife_common::failure::reason_of;
 use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_proto::v1 as pb;
-use support::network::{ManualNetwork, NetworkOptions};
-use support::proxy::{Mode, Proxy};
-use support::wait_until;
 use tonic::Code;
 
 fn pay(key: &str) -> pb::PayRequest {

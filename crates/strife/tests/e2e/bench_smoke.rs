@@ -2,13 +2,11 @@
 //! closing audit finds the network consistent. (Speed is measured in docs/BENCHMARKS.md, not
 //! asserted here.)
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::dev::DevNetwork;
+use crate::support::strife_bin;
 use serde_json::Value;
-use support::dev::DevNetwork;
-use support::strife_bin;
 
 #[test]
 fn bench_smoke_pays_and_its_audit_is_clean() {

@@ -1,10 +1,8 @@
 //! gRPC's status table for requests that are too big, as a foreign client sees it: a status
 //! it can act on (`RESOURCE_EXHAUSTED`), never a bare HTTP error, a reset or `OUT_OF_RANGE`.
 
-mod support;
-
+use crate::support::network::ManualNetwork;
 use strife_proto::v1 as pb;
-use support::network::ManualNetwork;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 

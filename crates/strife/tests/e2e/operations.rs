@@ -1,12 +1,10 @@
 //! Standard gRPC tooling works against a gateway and a bank: health (`grpc.health.v1`, with
 //! `Watch`) and server reflection, with any certificate from the project's CA and no password.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::network::ManualNetwork;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
-use support::network::ManualNetwork;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -1,0 +1,27 @@
+//! Strife's end-to-end suite, one test binary (one link step on a 2-core machine) with a
+//! module per area. Every test drives the real `strife` binary, real etcd, real TLS from
+//! `strife setup` and real database files through [`support`]; nothing is mocked.
+
+mod support;
+
+mod bank_etcd;
+mod bank_in_doubt;
+mod bank_mtls;
+mod bank_participant;
+mod bench_smoke;
+mod chaos;
+mod client_cli;
+mod client_offline;
+mod connection_limits;
+mod data_safety;
+mod etcd_lockdown;
+mod expired_certificates;
+mod gateway_auth;
+mod gateway_faults;
+mod gateway_payments;
+mod gateway_recovery;
+mod operations;
+mod peer_pinning;
+mod revocation;
+mod security_matrix;
+mod status_codes;
