@@ -11,12 +11,16 @@
 //! - The TLS handshake is bounded by the server's TLS configuration (`tls.rs`).
 //! - A connection on which nothing is read or written for [`ListenerLimits::idle_timeout`] is
 //!   closed. Strife's own long-lived channels send HTTP/2 keep-alive pings well inside it.
+//! - One certificate may hold at most [`ListenerLimits::max_per_peer`] connections: the
+//!   server's auth layer attaches each connection to its verified peer on the first request
+//!   ([`attach_peer`]); a connection past the cap gets `RESOURCE_EXHAUSTED` for every request.
 
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -37,6 +41,8 @@ pub struct ListenerLimits {
     pub first_byte_timeout: Duration,
     /// How long an established connection may carry no bytes either way.
     pub idle_timeout: Duration,
+    /// Connections one peer certificate may hold open at once.
+    pub max_per_peer: usize,
 }
 
 /// Default cap on open connections per server.
@@ -48,8 +54,12 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default idle timeout; well above the 30 s request timeout and the 30 s keep-alive interval
 /// of Strife's own channels, so only connections that really went quiet are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default cap on connections per certificate: far above what a client or the bench opens,
+/// far below [`MAX_CONNECTIONS`], so one stolen certificate cannot take every slot.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
 
 const _: () = assert!(MAX_SILENT_CONNECTIONS < MAX_CONNECTIONS);
+const _: () = assert!(MAX_CONNECTIONS_PER_PEER < MAX_CONNECTIONS);
 
 impl Default for ListenerLimits {
     fn default() -> Self {
@@ -58,8 +68,95 @@ impl Default for ListenerLimits {
             max_silent: MAX_SILENT_CONNECTIONS,
             first_byte_timeout: FIRST_BYTE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
+            max_per_peer: MAX_CONNECTIONS_PER_PEER,
         }
     }
+}
+
+/// Which peer each served connection belongs to, and how many each peer holds. One table per
+/// process (a process runs one server).
+struct PeerTable {
+    max_per_peer: usize,
+    next_id: u64,
+    by_connection: HashMap<u64, Option<String>>,
+    per_peer: HashMap<String, usize>,
+}
+
+fn peer_table() -> &'static Mutex<PeerTable> {
+    static TABLE: OnceLock<Mutex<PeerTable>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        Mutex::new(PeerTable {
+            max_per_peer: MAX_CONNECTIONS_PER_PEER,
+            next_id: 0,
+            by_connection: HashMap::new(),
+            per_peer: HashMap::new(),
+        })
+    })
+}
+
+fn lock_table() -> std::sync::MutexGuard<'static, PeerTable> {
+    peer_table()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Counts connection `connection_id` against `peer` (its verified identity) the first time it
+/// is seen; false when that would put the peer over its cap. Connections not accepted through
+/// [`bounded_incoming`] are not counted.
+pub fn attach_peer(connection_id: u64, peer: &str) -> bool {
+    let mut table = lock_table();
+    let max_per_peer = table.max_per_peer;
+    let held = table.per_peer.get(peer).copied().unwrap_or(0);
+    let Some(slot) = table.by_connection.get_mut(&connection_id) else {
+        return true;
+    };
+    match slot {
+        Some(attached) => attached == peer,
+        None if held >= max_per_peer => false,
+        None => {
+            *slot = Some(peer.to_owned());
+            table.per_peer.insert(peer.to_owned(), held + 1);
+            true
+        }
+    }
+}
+
+/// The per-peer cap in force (for messages).
+pub fn max_connections_per_peer() -> usize {
+    lock_table().max_per_peer
+}
+
+fn register_connection() -> u64 {
+    let mut table = lock_table();
+    table.next_id = table.next_id.wrapping_add(1);
+    let id = table.next_id;
+    table.by_connection.insert(id, None);
+    id
+}
+
+fn unregister_connection(id: u64) {
+    let mut table = lock_table();
+    if let Some(Some(peer)) = table.by_connection.remove(&id) {
+        let remaining = table
+            .per_peer
+            .get(&peer)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(1);
+        if remaining == 0 {
+            table.per_peer.remove(&peer);
+        } else {
+            table.per_peer.insert(peer, remaining);
+        }
+    }
+}
+
+/// What tonic records about a connection accepted here (request extensions, inside
+/// `TlsConnectInfo`): its TCP addresses and its id in the per-peer table.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub tcp: TcpConnectInfo,
+    pub id: u64,
 }
 
 /// Connections waiting for their first byte, oldest first, each with its eviction switch.
@@ -71,6 +168,7 @@ pub fn bounded_incoming(
     listener: TcpListener,
     limits: ListenerLimits,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<LimitedStream<TcpStream>>> {
+    lock_table().max_per_peer = limits.max_per_peer;
     let (ready, incoming) = mpsc::channel(limits.max_silent.max(1));
     tokio::spawn(accept_loop(listener, limits, ready));
     tokio_stream::wrappers::ReceiverStream::new(incoming)
@@ -157,6 +255,8 @@ async fn first_byte(stream: &TcpStream) -> io::Result<bool> {
 /// A connection that holds its slot under the connection cap and closes itself when idle.
 pub struct LimitedStream<S> {
     inner: S,
+    /// Id in the per-peer table (0: not counted).
+    id: u64,
     _slot: Option<OwnedSemaphorePermit>,
     idle_timeout: Duration,
     idle_deadline: Pin<Box<Sleep>>,
@@ -164,7 +264,9 @@ pub struct LimitedStream<S> {
 
 impl<S> LimitedStream<S> {
     fn new(inner: S, slot: OwnedSemaphorePermit, idle_timeout: Duration) -> Self {
-        Self::with_optional_slot(inner, Some(slot), idle_timeout)
+        let mut stream = Self::with_optional_slot(inner, Some(slot), idle_timeout);
+        stream.id = register_connection();
+        stream
     }
 
     fn with_optional_slot(
@@ -174,6 +276,7 @@ impl<S> LimitedStream<S> {
     ) -> Self {
         LimitedStream {
             inner,
+            id: 0,
             _slot: slot,
             idle_timeout,
             idle_deadline: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -237,11 +340,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedStream<S> {
     }
 }
 
+impl<S> Drop for LimitedStream<S> {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            unregister_connection(self.id);
+        }
+    }
+}
+
 impl Connected for LimitedStream<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnectionInfo {
+            tcp: self.inner.connect_info(),
+            id: self.id,
+        }
     }
 }
 
@@ -281,6 +395,39 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 
+    #[test]
+    fn a_peer_holds_at_most_its_cap_and_a_closed_connection_frees_a_slot() {
+        lock_table().max_per_peer = MAX_CONNECTIONS_PER_PEER;
+        let ids: Vec<u64> = (0..MAX_CONNECTIONS_PER_PEER + 1)
+            .map(|_| register_connection())
+            .collect();
+        let peer = "strife-user/cap-test";
+        for id in &ids[..MAX_CONNECTIONS_PER_PEER] {
+            assert!(attach_peer(*id, peer));
+            assert!(
+                attach_peer(*id, peer),
+                "a second request on a counted connection"
+            );
+        }
+        let last = ids[MAX_CONNECTIONS_PER_PEER];
+        assert!(!attach_peer(last, peer), "one connection over the cap");
+        assert!(attach_peer(last, "strife-user/someone-else"));
+        unregister_connection(last);
+        unregister_connection(ids[0]);
+        let fresh = register_connection();
+        assert!(
+            attach_peer(fresh, peer),
+            "a closed connection frees its slot"
+        );
+        assert!(
+            attach_peer(424_242, peer),
+            "unknown connections are not counted"
+        );
+        for id in ids[1..MAX_CONNECTIONS_PER_PEER].iter().chain([&fresh]) {
+            unregister_connection(*id);
+        }
+    }
+
     #[tokio::test]
     async fn silent_connections_are_dropped_and_a_speaking_one_gets_through() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -290,6 +437,7 @@ mod tests {
             max_silent: 8,
             first_byte_timeout: Duration::from_secs(30),
             idle_timeout: IDLE_TIMEOUT,
+            max_per_peer: MAX_CONNECTIONS_PER_PEER,
         };
         let mut incoming = bounded_incoming(listener, limits);
         // More silent connections than may wait: the oldest are evicted, never yielded.

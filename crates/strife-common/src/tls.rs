@@ -197,7 +197,14 @@ pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, Failure> {
 
 /// The verified peer of a request, or `Unauthenticated` when there is none.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Failure> {
-    let certificates = request.peer_certs().ok_or(Failure::Unauthenticated)?;
+    // Servers accept through `listener::bounded_incoming`, whose connections carry
+    // `ConnectionInfo`; tonic's own `peer_certs()` only knows plain TCP connections.
+    let certificates = request
+        .extensions()
+        .get::<tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>>()
+        .and_then(|info| info.peer_certs())
+        .or_else(|| request.peer_certs())
+        .ok_or(Failure::Unauthenticated)?;
     let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
     identity_from_der(leaf.as_ref())
 }

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use futures::future::BoxFuture;
+use strife_common::listener::ConnectionInfo;
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
 use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
 use strife_common::Failure;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::server::TlsConnectInfo;
 
 use crate::request_log::RequestLogSlot;
 use crate::roles::{allowed_roles, Role};
@@ -600,7 +601,7 @@ fn header(request: &http::Request<tonic::body::Body>, key: &str) -> Option<Strin
 fn peer_of(request: &http::Request<tonic::body::Body>) -> Result<PeerIdentity, Failure> {
     let certificates = request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .get::<TlsConnectInfo<ConnectionInfo>>()
         .and_then(|info| info.peer_certs())
         .ok_or(Failure::Unauthenticated)?;
     let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
@@ -673,6 +674,20 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = Arc::clone(&self.authenticator);
         let credentials = Credentials::of(&request);
+        // One certificate may hold only so many connections (see `listener.rs`).
+        let connection = request
+            .extensions()
+            .get::<TlsConnectInfo<ConnectionInfo>>()
+            .map(|info| info.get_ref().id);
+        if let (Ok(peer), Some(connection)) = (&credentials.peer, connection) {
+            if !strife_common::listener::attach_peer(connection, &peer.to_string()) {
+                let failure = Failure::ResourceExhausted(format!(
+                    "too many connections with this certificate (at most {}); reuse one",
+                    strife_common::listener::max_connections_per_peer()
+                ));
+                return Box::pin(async move { Ok(tonic::Status::from(failure).into_http()) });
+            }
+        }
         // Health and reflection need only a certificate from our CA (TLS checked the chain;
         // a revoked or unreadable one is refused here), no password, no role.
         if strife_common::operations::is_operations_path(&credentials.path) {

@@ -122,6 +122,10 @@ struct ConnectionArgs {
     #[arg(long, default_value_t = strife_common::listener::MAX_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
     max_connections: u32,
+    /// Open connections one certificate may hold (gateway); more are refused per request.
+    #[arg(long, default_value_t = strife_common::listener::MAX_CONNECTIONS_PER_PEER as u32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_connections_per_certificate: u32,
     /// Close a connection that carries no bytes for this long, e.g. `120s`.
     #[arg(long, default_value = "120s", value_parser = parse_idle_timeout)]
     idle_timeout: Duration,
@@ -134,6 +138,7 @@ impl ConnectionArgs {
             max_connections: self.max_connections as usize,
             max_silent: defaults.max_silent.min(self.max_connections as usize / 2),
             idle_timeout: self.idle_timeout,
+            max_per_peer: self.max_connections_per_certificate as usize,
             ..defaults
         }
     }

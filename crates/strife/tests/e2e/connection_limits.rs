@@ -127,3 +127,55 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     .await;
     assert!(again);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_certificate_holds_at_most_its_share_of_connections() {
+    let options = NetworkOptions {
+        gateway_args: vec!["--max-connections-per-certificate".into(), "4".into()],
+        ..NetworkOptions::default()
+    };
+    let network = ManualNetwork::start_with(&["bank0"], &["alice", "bob"], options).await;
+    network.fund("alice", "bank0", "1.00").await;
+    network.fund("bob", "bank0", "1.00").await;
+    // Each client below is its own channel, so its own TCP connection.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut alice = network.gateway_client("alice");
+        alice
+            .get_balances(pb::GetBalancesRequest::default())
+            .await
+            .unwrap();
+        held.push(alice);
+    }
+    let mut fifth = network.gateway_client("alice");
+    let refused = fifth
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    // Another certificate is not affected, and the held connections keep working.
+    network
+        .gateway_client("bob")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap();
+    held[0]
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap();
+    // Closing one frees its slot for a new connection.
+    held.pop();
+    let freed = wait_until(Duration::from_secs(10), || async {
+        network
+            .gateway_client("alice")
+            .get_balances(pb::GetBalancesRequest::default())
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(freed, "a closed connection never gave its slot back");
+}
