@@ -206,3 +206,45 @@ fn bad_input_at_the_cli_is_refused_before_anything_is_queued_or_sent() {
     assert_eq!(network.available_minor("alice"), 10_000);
     assert_eq!(network.available_minor("bob"), 5_000);
 }
+
+/// After `strife dev`, nothing under the data dir is open to other local users: every
+/// directory is 0700, and keys, databases (and their WAL), passwords and logs are 0600.
+#[test]
+fn strife_dev_leaves_only_private_directories_and_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let network = DevNetwork::start();
+    let mut checked_secrets = 0;
+    let mut pending = vec![network.dir.path().to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let metadata = std::fs::symlink_metadata(&path).unwrap();
+            let mode = metadata.permissions().mode() & 0o777;
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // The harness's own capture of the process output, not a file strife wrote.
+            if dir == network.dir.path() && name == "dev.log" {
+                continue;
+            }
+            if metadata.is_dir() {
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+                pending.push(path);
+                continue;
+            }
+            let secret = name.ends_with(".key")
+                || name.contains(".db")
+                || name.ends_with(".log")
+                || name == "admin-password"
+                || name == "dev-passwords.json";
+            if secret {
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+                checked_secrets += 1;
+            }
+            assert_eq!(mode & 0o022, 0, "{} is writable by others", path.display());
+        }
+    }
+    assert!(
+        checked_secrets >= 10,
+        "only {checked_secrets} secrets found"
+    );
+}
