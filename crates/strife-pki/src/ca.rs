@@ -126,7 +126,6 @@ impl CertificateAuthority {
         hosts: &[String],
         validity: Validity,
     ) -> anyhow::Result<IssuedCertificate> {
-        let key = KeyPair::generate()?;
         let (subject_alt_names, extended_key_usages) = match role {
             PeerRole::User => (Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]),
             PeerRole::Gateway | PeerRole::Bank => {
@@ -141,11 +140,24 @@ impl CertificateAuthority {
                 )
             }
         };
-        let mut params = CertificateParams::new(subject_alt_names)?;
         let mut subject = DistinguishedName::new();
         subject.push(DnType::CommonName, name);
         subject.push(DnType::OrganizationalUnitName, role.organizational_unit());
         subject.push(DnType::OrganizationName, "Strife");
+        self.sign_leaf(subject, subject_alt_names, extended_key_usages, validity)
+    }
+
+    /// Signs a fresh key pair's leaf certificate (never a CA) with the given subject, SANs
+    /// and extended key usages: the one place leaf parameters are set.
+    fn sign_leaf(
+        &self,
+        subject: DistinguishedName,
+        subject_alt_names: Vec<String>,
+        extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+        validity: Validity,
+    ) -> anyhow::Result<IssuedCertificate> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(subject_alt_names)?;
         params.distinguished_name = subject;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
@@ -174,7 +186,6 @@ impl CertificateAuthority {
         server_hosts: Option<&[String]>,
         validity: Validity,
     ) -> anyhow::Result<IssuedCertificate> {
-        let key = KeyPair::generate()?;
         let (subject_alt_names, extended_key_usages) = match server_hosts {
             Some(hosts) => (
                 hosts.to_vec(),
@@ -185,25 +196,10 @@ impl CertificateAuthority {
             ),
             None => (Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth]),
         };
-        let mut params = CertificateParams::new(subject_alt_names)?;
         let mut subject = DistinguishedName::new();
         subject.push(DnType::CommonName, common_name);
         subject.push(DnType::OrganizationName, "Strife etcd");
-        params.distinguished_name = subject;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = extended_key_usages;
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = validity.not_before;
-        params.not_after = validity.not_after;
-        let certificate = params.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCertificate {
-            certificate_pem: certificate.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.sign_leaf(subject, subject_alt_names, extended_key_usages, validity)
     }
 }
 

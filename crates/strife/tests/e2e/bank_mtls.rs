@@ -38,19 +38,7 @@ fn foreign_gateway_identity(dir: &std::path::Path) -> KeyPairPaths {
     let issued = foreign_ca
         .issue(PeerRole::Gateway, "gateway", Validity::default_leaf())
         .unwrap();
-    let paths = KeyPairPaths {
-        cert: dir.join("foreign-gateway.crt"),
-        key: dir.join("foreign-gateway.key"),
-    };
-    std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
-    std::fs::write(&paths.key, issued.key_pem).unwrap();
-    // Keys must be private to be loaded at all (as setup writes them).
-    std::fs::set_permissions(
-        &paths.key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    paths
+    crate::support::write_identity(dir, "foreign-gateway", issued)
 }
 
 #[tokio::test]
@@ -157,17 +145,7 @@ async fn a_certificate_name_with_line_breaks_cannot_forge_bank_log_lines() {
             Validity::default_leaf(),
         )
         .unwrap();
-    let paths = KeyPairPaths {
-        cert: network.path().join("eve.crt"),
-        key: network.path().join("eve.key"),
-    };
-    std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
-    std::fs::write(&paths.key, issued.key_pem).unwrap();
-    std::fs::set_permissions(
-        &paths.key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let paths = crate::support::write_identity(network.path(), "eve", issued);
     let mut client = bank_client(&network.tls(&paths), "bank0", &address);
     let status = client.open_account(open_request("eve")).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);

@@ -22,18 +22,8 @@ fn expired(network: &ManualNetwork, role: PeerRole, name: &str) -> KeyPairPaths 
         not_after: now - time::Duration::days(1),
     };
     let issued = ca.issue(role, name, validity).unwrap();
-    let paths = KeyPairPaths {
-        cert: network.network.path().join(format!("expired-{name}.crt")),
-        key: network.network.path().join(format!("expired-{name}.key")),
-    };
-    std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
-    std::fs::write(&paths.key, issued.key_pem).unwrap();
-    // Keys must be private to be loaded at all (as setup writes them).
-    std::fs::set_permissions(
-        &paths.key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let paths =
+        crate::support::write_identity(network.network.path(), &format!("expired-{name}"), issued);
     paths
 }
 

@@ -205,18 +205,8 @@ fn write_pair(
     name: &str,
     issued: strife_pki::IssuedCertificate,
 ) -> KeyPairPaths {
-    let paths = KeyPairPaths {
-        cert: network.network.path().join(format!("matrix-{name}.crt")),
-        key: network.network.path().join(format!("matrix-{name}.key")),
-    };
-    std::fs::write(&paths.cert, issued.certificate_pem).unwrap();
-    std::fs::write(&paths.key, issued.key_pem).unwrap();
-    // Keys must be private to be loaded at all (as setup writes them).
-    std::fs::set_permissions(
-        &paths.key,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let paths =
+        crate::support::write_identity(network.network.path(), &format!("matrix-{name}"), issued);
     paths
 }
 

@@ -97,6 +97,30 @@ impl Network {
     }
 }
 
+/// Writes a certificate and its key (0600, as setup does: looser keys are refused) as
+/// `<dir>/<stem>.crt` / `.key`, for tests that present identities setup did not make.
+pub fn write_identity(
+    dir: &Path,
+    stem: &str,
+    issued: strife_pki::IssuedCertificate,
+) -> KeyPairPaths {
+    use std::os::unix::fs::OpenOptionsExt;
+    let paths = KeyPairPaths {
+        cert: dir.join(format!("{stem}.crt")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    std::fs::write(&paths.cert, issued.certificate_pem).expect("write certificate");
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&paths.key)
+        .expect("create key file");
+    std::io::Write::write_all(&mut key, issued.key_pem.as_bytes()).expect("write key");
+    paths
+}
+
 /// A bank client over mutual TLS with `tls`, talking only to the bank `bank_id`.
 pub fn bank_client(tls: &TlsMaterial, bank_id: &str, address: &str) -> BankClient<Channel> {
     let channel = tls
