@@ -4,6 +4,7 @@
 
 mod support;
 
+mod audit_live;
 mod bank_etcd;
 mod bank_in_doubt;
 mod bank_mtls;
