@@ -463,7 +463,7 @@ impl Bank for BankService {
                 .iter()
                 .map(|stored| leg_to_proto(&stored.payment_id, &stored.leg))
                 .collect(),
-            journal_head_seq: snapshot.journal_head_seq,
+            journal_head_seq: Some(snapshot.journal_head_seq),
         }))
     }
 }
