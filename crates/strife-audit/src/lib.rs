@@ -36,6 +36,8 @@
 //! after G, so in flight (its entries must still match its legs). A journal entry for a payment
 //! G does not know is in flight if the later read knows it (the gateway logs a payment before
 //! any bank sees it, and that log predates the bank snapshot), else `unknown_payment_applied`.
+//! ABORTED is final, so a payment the later read calls ABORTED may have no entry at all,
+//! whenever it was decided (`uncommitted_payment_applied`).
 //!
 //! Money in flight: Σ balances = Σ deposits + Σ over payments of their applied deltas. A
 //! payment applied on both legs contributes 0; an in-flight payment with only its debit
@@ -631,6 +633,17 @@ fn classify_live(
     prepared: &HashSet<(String, String, String)>,
     report: &mut Report,
 ) {
+    let later: HashMap<&str, &LoggedPayment> = later
+        .iter()
+        .map(|payment| (payment.payment_id.as_str(), payment))
+        .collect();
+    // ABORTED is final: a payment the later read calls ABORTED may have no journal entry in
+    // any snapshot, whenever it was decided.
+    let aborted_later = |payment_id: &str| {
+        later
+            .get(payment_id)
+            .is_some_and(|payment| payment.status == 3)
+    };
     let is_prepared = |bank: &str, payment_id: &str, kind: &str| {
         prepared.contains(&(bank.to_owned(), payment_id.to_owned(), kind.to_owned()))
     };
@@ -692,7 +705,16 @@ fn classify_live(
             }
             _ => {
                 report.payments_pending += 1;
-                if applied.is_some() {
+                if !entries.is_empty() && aborted_later(&payment.payment_id) {
+                    report.violation(
+                        "uncommitted_payment_applied",
+                        format!(
+                            "payment {} was then ABORTED but has {} journal entries",
+                            payment.payment_id,
+                            entries.len()
+                        ),
+                    );
+                } else if applied.is_some() {
                     record_in_flight(
                         report,
                         payment,
@@ -711,14 +733,17 @@ fn classify_live(
             }
         }
     }
-    let later: HashMap<&str, &LoggedPayment> = later
-        .iter()
-        .map(|payment| (payment.payment_id.as_str(), payment))
-        .collect();
     let mut unknown: Vec<(String, Vec<Entry>)> = entries_by_payment.into_iter().collect();
     unknown.sort_by(|a, b| a.0.cmp(&b.0));
     for (payment_id, entries) in unknown {
         match later.get(payment_id.as_str()) {
+            Some(payment) if payment.status == 3 => report.violation(
+                "uncommitted_payment_applied",
+                format!(
+                    "payment {payment_id} is ABORTED but has {} journal entries",
+                    entries.len()
+                ),
+            ),
             Some(payment) if applied_legs(payment, &entries).is_some() => {
                 record_in_flight(
                     report,
@@ -1067,6 +1092,33 @@ mod tests {
                 "uncommitted_payment_applied",
                 "commit_not_applied_exactly_once"
             ]
+        );
+        assert!(report.in_flight.is_empty());
+    }
+
+    #[test]
+    fn live_a_payment_aborted_after_the_snapshot_may_not_have_entries() {
+        let mut report = Report::default();
+        let entries = HashMap::from([
+            (
+                "was_pending".to_string(),
+                vec![entry("bank0", "a", "was_pending", -100)],
+            ),
+            (
+                "was_unknown".to_string(),
+                vec![entry("bank1", "b", "was_unknown", 100)],
+            ),
+        ]);
+        classify_live(
+            &[payment("was_pending", 1)],
+            &[payment("was_pending", 3), payment("was_unknown", 3)],
+            entries,
+            &prepared(&[]),
+            &mut report,
+        );
+        assert_eq!(
+            kinds(&report),
+            vec!["uncommitted_payment_applied", "uncommitted_payment_applied"]
         );
         assert!(report.in_flight.is_empty());
     }
