@@ -137,6 +137,16 @@ async fn audit_live_under_load_reports_in_flight_payments_never_violations() {
     assert!(quiet, "live audit never settled to no payments in flight");
     let (code, report) = tokio::task::block_in_place(|| audit(&network, &[]));
     assert_eq!(code, Some(0), "{report}");
+    // The report for people says what was in flight, next to the money.
+    let human = Command::new(strife_bin())
+        .args(["audit", "--live", "--etcd", &network.etcd.endpoint, "--dir"])
+        .arg(network.network.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{text}");
+    assert!(text.contains("in flight: 0 payments"), "{text}");
+    assert!(text.contains("violations: none"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
