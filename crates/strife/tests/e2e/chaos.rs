@@ -3,7 +3,8 @@
 //! like the client's outbox, while a nemesis on a seeded schedule SIGKILLs and restarts banks
 //! and the gateway, stalls banks and cuts gateway↔bank links (TCP proxies), restarts etcd
 //! empty, fills the disk under bank2 (its dir is on a small tmpfs) for a while, and starts a
-//! second bank process on a running bank's data dir (it must be refused). Then everything heals, the network quiesces, and `strife audit` plus the clients'
+//! second bank process on a running bank's data dir (it must be refused), and removes a
+//! stopped bank's database (its start must be refused) before restoring it. Then everything heals, the network quiesces, and `strife audit` plus the clients'
 //! own records must show: money conserved, no negative balance, every payment a client saw
 //! succeed committed on both legs exactly once, nothing applied twice, no hold left PREPARED.
 //!
@@ -157,6 +158,50 @@ impl Cluster {
         stderr
     }
 
+    /// Stops bank `index`, takes its database away (as a mistaken cleanup would) and starts it:
+    /// it must refuse rather than start fresh and reissue account numbers. Then puts the
+    /// database back (the operator restores it) and restarts it for real.
+    async fn bank_database_removed_then_restored(&mut self, index: usize) -> String {
+        self.network.banks[index].process.kill();
+        let bank_dir = self.network.network.layout().bank_dir(BANKS[index]);
+        // Inside the bank's dir: the same filesystem (bank2's is a tmpfs), so renames work.
+        let aside = bank_dir.join("db-aside");
+        std::fs::create_dir_all(&aside).unwrap();
+        // The database with its WAL and shared memory: a SIGKILLed bank's latest commits may
+        // live only in the WAL.
+        let moved: Vec<_> = std::fs::read_dir(&bank_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().starts_with("bank.db"))
+            .collect();
+        for name in &moved {
+            std::fs::rename(bank_dir.join(name), aside.join(name)).unwrap();
+        }
+        let mut command = Command::new(strife_bin());
+        command
+            .args(["bank", "--json", "--lease-ttl", "2", "--id", BANKS[index]])
+            .args(["--etcd", &self.network.etcd.endpoint, "--dir"])
+            .arg(self.network.network.path());
+        let (code, stderr) = tokio::task::spawn_blocking(move || {
+            run_expecting_exit(command, Duration::from_secs(15))
+        })
+        .await
+        .unwrap();
+        assert!(
+            code.is_some_and(|code| code != 0),
+            "{} without its database must refuse to start (exit {code:?}): {stderr}",
+            BANKS[index]
+        );
+        for name in &moved {
+            std::fs::rename(aside.join(name), bank_dir.join(name)).unwrap();
+        }
+        std::fs::remove_dir(&aside).unwrap();
+        let restarted = self.start_bank(index);
+        self.proxies[index].set_target(restarted.address);
+        self.network.banks[index] = restarted;
+        stderr
+    }
+
     /// Fills `FULL_DISK_BANK`'s tmpfs for `hold`, then frees it. `false` if there is no
     /// tmpfs.
     async fn disk_full_for(&self, hold: Duration) -> bool {
@@ -300,7 +345,7 @@ async fn run_seed(seed: u64) {
         tokio::time::sleep(NEMESIS_PAUSE).await;
         let mut cluster = cluster.lock().await;
         let bank = rng.random_range(0..BANKS.len());
-        let fault = match rng.random_range(0..7) {
+        let fault = match rng.random_range(0..8) {
             0 => {
                 cluster.restart_bank(bank);
                 format!("SIGKILL+restart {}", BANKS[bank])
@@ -325,6 +370,18 @@ async fn run_seed(seed: u64) {
                 let refusal = cluster.second_bank_on_the_same_dir(bank).await;
                 eprintln!("  second {} refused: {}", BANKS[bank], refusal.trim());
                 format!("second process on {}'s data dir", BANKS[bank])
+            }
+            6 => {
+                let refusal = cluster.bank_database_removed_then_restored(bank).await;
+                eprintln!(
+                    "  {} without bank.db refused: {}",
+                    BANKS[bank],
+                    refusal.trim()
+                );
+                format!(
+                    "{}'s database removed (start refused), restored",
+                    BANKS[bank]
+                )
             }
             _ => {
                 // Payments touching the bank fail (transiently) while its disk is full; the
