@@ -1,14 +1,52 @@
-//! `strife audit`: reconciliation across every bank and the gateway, for a quiescent network.
+//! `strife audit`: reconciliation across every bank and the gateway.
 //!
 //! It reads each bank's accounts, prepared legs and full journal over the bank API (with the
 //! gateway's certificate from the data dir — only the gateway may talk to banks) and the
-//! gateway's payment log from its database (read-only), then checks SPEC §8:
+//! gateway's payment log and account links from its database (read-only), then checks SPEC §8:
 //! money conserved (Σ balances = Σ deposits per currency), no negative available balance,
 //! every balance re-derivable from its journal, every COMMITTED payment applied exactly once on
-//! both legs, every ABORTED one on neither, no journal entry the gateway does not know, and no
-//! hold left PREPARED past its decision deadline.
+//! both legs, every ABORTED one on neither, no journal entry the gateway does not know, no
+//! hold left PREPARED past its decision deadline, and every journal entry's account owned by
+//! the user the gateway links it to (`owner_mismatch`).
+//!
+//! # Consistent reads
+//!
+//! Each bank answers `ListAccounts` from one read transaction and includes the journal head
+//! (highest seq) of that snapshot. The journal is append-only and its seqs are assigned in
+//! commit order by the bank's single writer, so the entries with seq ≤ head are exactly those
+//! the listed balances reflect; the auditor pages `ListJournal` afterwards and ignores higher
+//! seqs. That gives one consistent state per bank without holding a transaction open across
+//! RPCs. The gateway's payments and links are read in one read transaction too.
+//!
+//! # `--live`: auditing while payments run
+//!
+//! The banks' snapshots are not taken at the same instant as each other or as the gateway's,
+//! so a payment can legitimately look half-done. The live mode orders the reads so that every
+//! such case is recognisable:
+//!
+//! 1. gateway snapshot G (payments + links), then
+//! 2. each bank's snapshot, then
+//! 3. a second read of the gateway's payment ids, only to name payments G did not know.
+//!
+//! A payment decided before G prepared both legs before its decision, so at a bank snapshot
+//! (later than G) each leg is either applied (one journal entry) or still PREPARED (phase 2
+//! under way). COMMITTED in G: both applied → checked as in the quiet mode; a missing leg that
+//! is PREPARED at its bank → *in flight*; a missing leg the bank does not hold PREPARED →
+//! violation, as before. ABORTED in G: any journal entry is a violation. PENDING in G: decided
+//! after G, so in flight (its entries must still match its legs). A journal entry for a payment
+//! G does not know is in flight if the later read knows it (the gateway logs a payment before
+//! any bank sees it, and that log predates the bank snapshot), else `unknown_payment_applied`.
+//! ABORTED is final, so a payment the later read calls ABORTED may have no entry at all,
+//! whenever it was decided (`uncommitted_payment_applied`).
+//!
+//! Money in flight: Σ balances = Σ deposits + Σ over payments of their applied deltas. A
+//! payment applied on both legs contributes 0; an in-flight payment with only its debit
+//! applied contributes −amount (debited, not yet credited), only its credit +amount. So with
+//! `in_flight_minor` = −Σ applied deltas of the in-flight payments, Σ balances + in_flight =
+//! Σ deposits holds exactly; anything else is still `money_not_conserved`. The plain mode is
+//! for a quiet network and reports anything half-done as a violation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +72,9 @@ const MAX_VIOLATIONS_SHOWN: usize = 20;
 pub struct AuditConfig {
     pub dir: PathBuf,
     pub etcd_endpoints: Vec<String>,
+    /// Audit a network with payments under way (see the module doc); payments in flight are
+    /// reported, not flagged.
+    pub live: bool,
 }
 
 /// One broken invariant.
@@ -41,6 +82,13 @@ pub struct AuditConfig {
 pub struct Violation {
     pub kind: String,
     pub detail: String,
+}
+
+/// A payment the live audit saw half-done: not a violation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InFlight {
+    pub payment_id: String,
+    pub reason: String,
 }
 
 /// Per-bank figures.
@@ -65,12 +113,28 @@ pub struct Report {
     pub payments_committed: usize,
     pub payments_aborted: usize,
     pub payments_pending: usize,
+    /// Whether this was a `--live` audit.
+    pub live: bool,
+    /// Payments seen half-done by a live audit (always 0 for a plain one).
+    pub in_flight_count: usize,
+    pub in_flight: Vec<InFlight>,
+    /// currency → money debited but not yet credited (negative: credited, not yet debited) by
+    /// the in-flight payments, in minor units; Σ balances + this = Σ deposits.
+    pub in_flight_minor: BTreeMap<String, i128>,
     pub violations: Vec<Violation>,
 }
 
 impl Report {
     pub fn is_clean(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    fn in_flight(&mut self, payment_id: &str, reason: String) {
+        self.in_flight_count += 1;
+        self.in_flight.push(InFlight {
+            payment_id: payment_id.to_owned(),
+            reason,
+        });
     }
 
     fn violation(&mut self, kind: &str, detail: String) {
@@ -97,11 +161,21 @@ impl Report {
             add_into(&mut total_balances, &bank.balances_minor);
             add_into(&mut total_deposits, &bank.deposits_minor);
         }
-        lines.push(format!(
-            "money: balances {} vs deposits {}",
-            render_totals(&total_balances),
-            render_totals(&total_deposits)
-        ));
+        if self.live {
+            lines.push(format!(
+                "money: balances {} + in flight {} vs deposits {}",
+                render_totals(&total_balances),
+                render_totals(&self.in_flight_minor),
+                render_totals(&total_deposits)
+            ));
+            lines.push(format!("in flight: {} payments", self.in_flight_count));
+        } else {
+            lines.push(format!(
+                "money: balances {} vs deposits {}",
+                render_totals(&total_balances),
+                render_totals(&total_deposits)
+            ));
+        }
         lines.push(format!(
             "payments: {} checked ({} committed, {} aborted, {} pending)",
             self.payments_checked,
@@ -164,7 +238,8 @@ fn render_totals(totals: &Totals) -> String {
         .join(", ")
 }
 
-/// Σ balances = Σ deposits per currency over every bank, exactly; else the violation.
+/// Σ balances + money in flight = Σ deposits per currency over every bank, exactly; else the
+/// violation. (A plain audit has nothing in flight.)
 fn check_conservation(banks: &[BankSummary], report: &mut Report) {
     let mut balances = Totals::new();
     let mut deposits = Totals::new();
@@ -172,6 +247,7 @@ fn check_conservation(banks: &[BankSummary], report: &mut Report) {
         add_into(&mut balances, &bank.balances_minor);
         add_into(&mut deposits, &bank.deposits_minor);
     }
+    add_into(&mut balances, &report.in_flight_minor);
     // A currency with only zero on one side equals its absence on the other.
     balances.retain(|_, amount| *amount != 0);
     deposits.retain(|_, amount| *amount != 0);
@@ -204,31 +280,56 @@ struct LoggedPayment {
     to_bank: String,
     to_account: String,
     amount_minor: i64,
+    currency: String,
 }
 
-fn read_gateway_payments(layout: &Layout) -> anyhow::Result<Vec<LoggedPayment>> {
+/// (bank id, account number).
+type AccountKey = (String, String);
+
+/// The gateway's side, read in one read transaction.
+#[derive(Debug, Default)]
+struct GatewaySnapshot {
+    payments: Vec<LoggedPayment>,
+    /// (bank, account) → the user the gateway links it to.
+    links: HashMap<AccountKey, String>,
+}
+
+fn read_gateway(layout: &Layout) -> anyhow::Result<GatewaySnapshot> {
     let path = layout.gateway_db();
     if !path.exists() {
-        return Ok(Vec::new());
+        return Ok(GatewaySnapshot::default());
     }
     let connection = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("opening {}", path.display()))?;
-    let mut statement = connection.prepare(
-        "SELECT payment_id, status, from_bank, from_account, to_bank, to_account, amount_minor
-         FROM payments ORDER BY seq",
-    )?;
-    let rows = statement.query_map([], |row| {
-        Ok(LoggedPayment {
-            payment_id: row.get(0)?,
-            status: row.get(1)?,
-            from_bank: row.get(2)?,
-            from_account: row.get(3)?,
-            to_bank: row.get(4)?,
-            to_account: row.get(5)?,
-            amount_minor: row.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // One read transaction: the payments and the links describe one state of the gateway.
+    let transaction = connection.unchecked_transaction()?;
+    let payments = {
+        let mut statement = transaction.prepare(
+            "SELECT payment_id, status, from_bank, from_account, to_bank, to_account, amount_minor,
+                    currency
+             FROM payments ORDER BY seq",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(LoggedPayment {
+                payment_id: row.get(0)?,
+                status: row.get(1)?,
+                from_bank: row.get(2)?,
+                from_account: row.get(3)?,
+                to_bank: row.get(4)?,
+                to_account: row.get(5)?,
+                amount_minor: row.get(6)?,
+                currency: row.get(7)?,
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    let links = {
+        let mut statement =
+            transaction.prepare("SELECT bank_id, account_number, username FROM accounts")?;
+        let rows = statement.query_map([], |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)))?;
+        rows.collect::<Result<HashMap<_, _>, _>>()?
+    };
+    Ok(GatewaySnapshot { payments, links })
 }
 
 async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, String>> {
@@ -250,6 +351,16 @@ async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, Str
         .collect())
 }
 
+/// What the bank snapshots say beyond the journal: which legs are still PREPARED, and who owns
+/// each account that has journal entries.
+#[derive(Debug, Default)]
+struct BankState {
+    /// (bank, payment id, "debit" | "credit") of every PREPARED leg.
+    prepared: HashSet<(String, String, String)>,
+    /// (bank, account) → owner, for the accounts with at least one journal entry.
+    owners: HashMap<AccountKey, String>,
+}
+
 /// Runs the audit.
 pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     let layout = Layout::new(&config.dir);
@@ -262,8 +373,19 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
         strife_common::etcd::GATEWAY_USER,
     )?;
     let addresses = bank_addresses(&etcd).await?;
-    let mut report = Report::default();
+    let mut report = Report {
+        live: config.live,
+        ..Report::default()
+    };
+    // Live: the gateway first, so every payment it calls decided was prepared at the banks
+    // before their snapshots (module doc).
+    let early_gateway = if config.live {
+        Some(read_gateway(&layout)?)
+    } else {
+        None
+    };
     let mut entries_by_payment: HashMap<String, Vec<Entry>> = HashMap::new();
+    let mut state = BankState::default();
     let now = now_unix_ms();
 
     for bank_id in &manifest.banks {
@@ -283,6 +405,7 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             now,
             &mut report,
             &mut entries_by_payment,
+            &mut state,
         )
         .await
         {
@@ -290,14 +413,28 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             Err(error) => report.violation("bank_unreachable", format!("{bank_id}: {error:#}")),
         }
     }
+    match early_gateway {
+        Some(early) => {
+            // Only to name payments logged after the early snapshot; their status is not used.
+            let later = read_gateway(&layout)?;
+            check_owners(&state.owners, &early.links, &mut report);
+            classify_live(
+                &early.payments,
+                &later.payments,
+                entries_by_payment,
+                &state.prepared,
+                &mut report,
+            );
+        }
+        None => {
+            let gateway = read_gateway(&layout)?;
+            check_owners(&state.owners, &gateway.links, &mut report);
+            check_payments(&gateway.payments, entries_by_payment, &mut report);
+        }
+    }
     let banks = std::mem::take(&mut report.banks);
     check_conservation(&banks, &mut report);
     report.banks = banks;
-    check_payments(
-        &read_gateway_payments(&layout)?,
-        entries_by_payment,
-        &mut report,
-    );
     Ok(report)
 }
 
@@ -307,11 +444,16 @@ async fn audit_bank(
     now: i64,
     report: &mut Report,
     entries_by_payment: &mut HashMap<String, Vec<Entry>>,
+    state: &mut BankState,
 ) -> anyhow::Result<BankSummary> {
     let listed = client
         .list_accounts(pb::ListAccountsRequest {})
         .await?
         .into_inner();
+    // Entries past the head were written after the snapshot the balances come from. A bank
+    // too old to send the head gets no bound: right on a quiet network, and under `--live`
+    // its balances and journal may disagree (false alarms) until it is upgraded.
+    let head = listed.journal_head_seq.unwrap_or(i64::MAX);
     let mut summary = BankSummary {
         bank_id: bank_id.to_owned(),
         accounts: listed.accounts.len(),
@@ -319,6 +461,14 @@ async fn audit_bank(
         ..BankSummary::default()
     };
     for leg in &listed.prepared_legs {
+        let kind = if leg.role == pb::LegRole::Debit as i32 {
+            "debit"
+        } else {
+            "credit"
+        };
+        state
+            .prepared
+            .insert((bank_id.to_owned(), leg.payment_id.clone(), kind.to_owned()));
         if leg.decision_deadline_unix_ms < now {
             report.violation(
                 "stale_hold",
@@ -345,7 +495,7 @@ async fn audit_bank(
         // agreeing with a balance.
         let mut derived: i128 = 0;
         let mut after_seq = 0;
-        loop {
+        'pages: loop {
             let page = client
                 .list_journal(pb::ListJournalRequest {
                     account_number: account.account_number.clone(),
@@ -358,7 +508,14 @@ async fn audit_bank(
             let Some(last) = page.last() else { break };
             after_seq = last.seq;
             for entry in page {
+                if entry.seq > head {
+                    break 'pages;
+                }
                 summary.journal_entries += 1;
+                state
+                    .owners
+                    .entry((bank_id.to_owned(), account.account_number.clone()))
+                    .or_insert_with(|| account.owner.clone());
                 derived += i128::from(entry.delta_minor);
                 if entry.kind == "deposit" {
                     add_minor(
@@ -388,6 +545,223 @@ async fn audit_bank(
         }
     }
     Ok(summary)
+}
+
+/// Every account with journal entries is owned, at its bank, by the user the gateway links it
+/// to (SPEC §8.9). An account the gateway has not linked (yet) is not checked: the gateway
+/// opens the account at the bank before it writes the link.
+fn check_owners(
+    owners: &HashMap<AccountKey, String>,
+    links: &HashMap<AccountKey, String>,
+    report: &mut Report,
+) {
+    let mut mismatches: Vec<String> = owners
+        .iter()
+        .filter_map(|(key, owner)| {
+            let linked = links.get(key)?;
+            (linked != owner).then(|| {
+                format!(
+                    "{}/{}: owned by {owner} at the bank but linked to {linked} at the gateway",
+                    key.0, key.1
+                )
+            })
+        })
+        .collect();
+    mismatches.sort();
+    for detail in mismatches {
+        report.violation("owner_mismatch", detail);
+    }
+}
+
+/// Which of a payment's legs its journal entries apply, if they are all its own legs (right
+/// bank, account, kind and amount) and none is applied twice; `None` otherwise.
+fn applied_legs(payment: &LoggedPayment, entries: &[Entry]) -> Option<(bool, bool)> {
+    let (mut debit, mut credit) = (false, false);
+    for entry in entries {
+        let (bank, account, delta, seen) = match entry.entry.kind.as_str() {
+            "debit" => (
+                &payment.from_bank,
+                &payment.from_account,
+                payment.amount_minor.checked_neg()?,
+                &mut debit,
+            ),
+            "credit" => (
+                &payment.to_bank,
+                &payment.to_account,
+                payment.amount_minor,
+                &mut credit,
+            ),
+            _ => return None,
+        };
+        if *seen
+            || entry.bank_id != *bank
+            || entry.entry.account_number != *account
+            || entry.entry.delta_minor != delta
+        {
+            return None;
+        }
+        *seen = true;
+    }
+    Some((debit, credit))
+}
+
+/// Records an in-flight payment and the money its applied legs have moved so far.
+fn record_in_flight(
+    report: &mut Report,
+    payment: &LoggedPayment,
+    entries: &[Entry],
+    reason: String,
+) {
+    for entry in entries {
+        // −delta: a debit applied without its credit is money in flight (positive).
+        let entry_total = report
+            .in_flight_minor
+            .entry(payment.currency.clone())
+            .or_insert(0);
+        *entry_total -= i128::from(entry.entry.delta_minor);
+    }
+    report.in_flight(&payment.payment_id, reason);
+}
+
+/// The live classification (module doc). `early` is the gateway snapshot taken before the
+/// banks'; `later` a read after them, used only to tell payments logged in between from
+/// payments the gateway never logged; `prepared` the legs PREPARED in the bank snapshots.
+fn classify_live(
+    early: &[LoggedPayment],
+    later: &[LoggedPayment],
+    mut entries_by_payment: HashMap<String, Vec<Entry>>,
+    prepared: &HashSet<(String, String, String)>,
+    report: &mut Report,
+) {
+    let later: HashMap<&str, &LoggedPayment> = later
+        .iter()
+        .map(|payment| (payment.payment_id.as_str(), payment))
+        .collect();
+    // ABORTED is final: a payment the later read calls ABORTED may have no journal entry in
+    // any snapshot, whenever it was decided.
+    let aborted_later = |payment_id: &str| {
+        later
+            .get(payment_id)
+            .is_some_and(|payment| payment.status == 3)
+    };
+    let is_prepared = |bank: &str, payment_id: &str, kind: &str| {
+        prepared.contains(&(bank.to_owned(), payment_id.to_owned(), kind.to_owned()))
+    };
+    for payment in early {
+        report.payments_checked += 1;
+        let entries = entries_by_payment
+            .remove(&payment.payment_id)
+            .unwrap_or_default();
+        let applied = applied_legs(payment, &entries);
+        match payment.status {
+            2 => {
+                report.payments_committed += 1;
+                let Some((debit, credit)) = applied else {
+                    report.violation(
+                        "commit_not_applied_exactly_once",
+                        format!(
+                            "payment {}: journal entries that are not exactly its two legs",
+                            payment.payment_id
+                        ),
+                    );
+                    continue;
+                };
+                if debit && credit {
+                    continue;
+                }
+                // Phase 2 under way: every leg not yet applied must still be held PREPARED.
+                let debit_waits =
+                    debit || is_prepared(&payment.from_bank, &payment.payment_id, "debit");
+                let credit_waits =
+                    credit || is_prepared(&payment.to_bank, &payment.payment_id, "credit");
+                if debit_waits && credit_waits {
+                    let reason = format!(
+                        "committed; phase 2 applied on {} of 2 legs",
+                        usize::from(debit) + usize::from(credit)
+                    );
+                    record_in_flight(report, payment, &entries, reason);
+                } else {
+                    report.violation(
+                        "commit_not_applied_exactly_once",
+                        format!(
+                            "payment {}: committed, but a leg is neither applied nor PREPARED",
+                            payment.payment_id
+                        ),
+                    );
+                }
+            }
+            3 => {
+                report.payments_aborted += 1;
+                if !entries.is_empty() {
+                    report.violation(
+                        "uncommitted_payment_applied",
+                        format!(
+                            "payment {} is ABORTED but has {} journal entries",
+                            payment.payment_id,
+                            entries.len()
+                        ),
+                    );
+                }
+            }
+            _ => {
+                report.payments_pending += 1;
+                if !entries.is_empty() && aborted_later(&payment.payment_id) {
+                    report.violation(
+                        "uncommitted_payment_applied",
+                        format!(
+                            "payment {} was then ABORTED but has {} journal entries",
+                            payment.payment_id,
+                            entries.len()
+                        ),
+                    );
+                } else if applied.is_some() {
+                    record_in_flight(
+                        report,
+                        payment,
+                        &entries,
+                        "pending at the gateway snapshot".into(),
+                    );
+                } else {
+                    report.violation(
+                        "commit_not_applied_exactly_once",
+                        format!(
+                            "payment {} (pending): journal entries that are not its legs",
+                            payment.payment_id
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let mut unknown: Vec<(String, Vec<Entry>)> = entries_by_payment.into_iter().collect();
+    unknown.sort_by(|a, b| a.0.cmp(&b.0));
+    for (payment_id, entries) in unknown {
+        match later.get(payment_id.as_str()) {
+            Some(payment) if payment.status == 3 => report.violation(
+                "uncommitted_payment_applied",
+                format!(
+                    "payment {payment_id} is ABORTED but has {} journal entries",
+                    entries.len()
+                ),
+            ),
+            Some(payment) if applied_legs(payment, &entries).is_some() => {
+                record_in_flight(
+                    report,
+                    payment,
+                    &entries,
+                    "logged after the gateway snapshot".into(),
+                );
+            }
+            _ => report.violation(
+                "unknown_payment_applied",
+                format!(
+                    "{} journal entries for payment {payment_id}, which the gateway never logged \
+                     (or not as these legs)",
+                    entries.len()
+                ),
+            ),
+        }
+    }
 }
 
 fn check_payments(
@@ -474,6 +848,7 @@ mod tests {
             to_bank: "bank1".into(),
             to_account: "b".into(),
             amount_minor: 100,
+            currency: "USD".into(),
         }
     }
 
@@ -602,5 +977,189 @@ mod tests {
         let mut report = Report::default();
         check_conservation(&[euros], &mut report);
         assert_eq!(kinds(&report), vec!["money_not_conserved"]);
+    }
+
+    fn prepared(legs: &[(&str, &str, &str)]) -> HashSet<(String, String, String)> {
+        legs.iter()
+            .map(|(bank, payment, kind)| (bank.to_string(), payment.to_string(), kind.to_string()))
+            .collect()
+    }
+
+    fn in_flight_ids(report: &Report) -> Vec<&str> {
+        report
+            .in_flight
+            .iter()
+            .map(|in_flight| in_flight.payment_id.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn live_committed_with_a_leg_still_prepared_is_in_flight_with_its_money() {
+        let mut report = Report::default();
+        // Debit applied at bank0; the credit is still PREPARED at bank1 (phase 2 under way).
+        let entries = HashMap::from([("p".to_string(), vec![entry("bank0", "a", "p", -100)])]);
+        classify_live(
+            &[payment("p", 2)],
+            &[payment("p", 2)],
+            entries,
+            &prepared(&[("bank1", "p", "credit")]),
+            &mut report,
+        );
+        assert!(report.is_clean(), "{:?}", report.violations);
+        assert_eq!(in_flight_ids(&report), vec!["p"]);
+        assert_eq!(report.in_flight_count, 1);
+        // Debited, not yet credited: 100 in flight, so balances + 100 = deposits.
+        assert_eq!(report.in_flight_minor.get("USD"), Some(&100));
+        let banks = [bank("bank0", &[0], &[100]), bank("bank1", &[0], &[])];
+        check_conservation(&banks, &mut report);
+        assert!(report.is_clean(), "{:?}", report.violations);
+    }
+
+    #[test]
+    fn live_committed_with_a_leg_neither_applied_nor_prepared_is_a_violation() {
+        let mut report = Report::default();
+        let entries = HashMap::from([("p".to_string(), vec![entry("bank0", "a", "p", -100)])]);
+        classify_live(
+            &[payment("p", 2)],
+            &[payment("p", 2)],
+            entries,
+            &prepared(&[]),
+            &mut report,
+        );
+        assert_eq!(kinds(&report), vec!["commit_not_applied_exactly_once"]);
+        assert!(report.in_flight.is_empty());
+    }
+
+    #[test]
+    fn live_pending_and_later_logged_payments_are_in_flight_unknown_ones_are_not() {
+        let mut report = Report::default();
+        let entries = HashMap::from([
+            (
+                "pending".to_string(),
+                vec![entry("bank1", "b", "pending", 100)],
+            ),
+            (
+                "later".to_string(),
+                vec![entry("bank0", "a", "later", -100)],
+            ),
+            ("ghost".to_string(), vec![entry("bank1", "b", "ghost", 100)]),
+        ]);
+        classify_live(
+            &[payment("pending", 1)],
+            &[payment("pending", 2), payment("later", 1)],
+            entries,
+            &prepared(&[]),
+            &mut report,
+        );
+        assert_eq!(kinds(&report), vec!["unknown_payment_applied"]);
+        assert_eq!(in_flight_ids(&report), vec!["pending", "later"]);
+        // −100 credited early, +100 debited early.
+        assert_eq!(report.in_flight_minor.get("USD"), Some(&0));
+    }
+
+    #[test]
+    fn live_still_catches_double_application_and_aborted_but_applied() {
+        let mut report = Report::default();
+        let entries = HashMap::from([
+            (
+                "twice".to_string(),
+                vec![
+                    entry("bank0", "a", "twice", -100),
+                    entry("bank0", "a", "twice", -100),
+                ],
+            ),
+            (
+                "aborted".to_string(),
+                vec![entry("bank1", "b", "aborted", 100)],
+            ),
+            ("wrong".to_string(), vec![entry("bank1", "b", "wrong", 999)]),
+        ]);
+        classify_live(
+            &[
+                payment("twice", 2),
+                payment("aborted", 3),
+                payment("wrong", 1),
+            ],
+            &[],
+            entries,
+            &prepared(&[("bank1", "twice", "credit")]),
+            &mut report,
+        );
+        assert_eq!(
+            kinds(&report),
+            vec![
+                "commit_not_applied_exactly_once",
+                "uncommitted_payment_applied",
+                "commit_not_applied_exactly_once"
+            ]
+        );
+        assert!(report.in_flight.is_empty());
+    }
+
+    #[test]
+    fn live_a_payment_aborted_after_the_snapshot_may_not_have_entries() {
+        let mut report = Report::default();
+        let entries = HashMap::from([
+            (
+                "was_pending".to_string(),
+                vec![entry("bank0", "a", "was_pending", -100)],
+            ),
+            (
+                "was_unknown".to_string(),
+                vec![entry("bank1", "b", "was_unknown", 100)],
+            ),
+        ]);
+        classify_live(
+            &[payment("was_pending", 1)],
+            &[payment("was_pending", 3), payment("was_unknown", 3)],
+            entries,
+            &prepared(&[]),
+            &mut report,
+        );
+        assert_eq!(
+            kinds(&report),
+            vec!["uncommitted_payment_applied", "uncommitted_payment_applied"]
+        );
+        assert!(report.in_flight.is_empty());
+    }
+
+    #[test]
+    fn live_fully_applied_commit_is_checked_not_in_flight() {
+        let mut report = Report::default();
+        let entries = HashMap::from([(
+            "p".to_string(),
+            vec![
+                entry("bank0", "a", "p", -100),
+                entry("bank1", "b", "p", 100),
+            ],
+        )]);
+        classify_live(
+            &[payment("p", 2)],
+            &[],
+            entries,
+            &prepared(&[]),
+            &mut report,
+        );
+        assert!(report.is_clean(), "{:?}", report.violations);
+        assert!(report.in_flight.is_empty());
+        assert_eq!(report.payments_committed, 1);
+    }
+
+    #[test]
+    fn an_owner_other_than_the_linked_user_is_a_mismatch_unlinked_accounts_are_skipped() {
+        let key = |bank: &str, account: &str| (bank.to_string(), account.to_string());
+        let owners = HashMap::from([
+            (key("bank0", "a"), "alice".to_string()),
+            (key("bank0", "b"), "mallory".to_string()),
+            (key("bank1", "c"), "carol".to_string()),
+        ]);
+        let links = HashMap::from([
+            (key("bank0", "a"), "alice".to_string()),
+            (key("bank0", "b"), "bob".to_string()),
+        ]);
+        let mut report = Report::default();
+        check_owners(&owners, &links, &mut report);
+        assert_eq!(kinds(&report), vec!["owner_mismatch"]);
+        assert!(report.violations[0].detail.contains("bank0/b"));
     }
 }

@@ -447,24 +447,23 @@ impl Bank for BankService {
         &self,
         _request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        let (accounts, prepared) = self
-            .blocking(|store| {
-                Ok((
-                    store.accounts()?,
-                    store.prepared_legs(None, MAX_PREPARED_LISTED)?,
-                ))
-            })
+        // One read transaction, so the balances, the holds and the journal head agree.
+        let snapshot = self
+            .blocking(|store| store.snapshot(MAX_PREPARED_LISTED))
             .await?;
         let bank_id = self.store.bank_id().to_owned();
         Ok(Response::new(pb::ListAccountsResponse {
-            accounts: accounts
+            accounts: snapshot
+                .accounts
                 .into_iter()
                 .map(|record| account_to_proto(&bank_id, record))
                 .collect(),
-            prepared_legs: prepared
+            prepared_legs: snapshot
+                .prepared_legs
                 .iter()
                 .map(|stored| leg_to_proto(&stored.payment_id, &stored.leg))
                 .collect(),
+            journal_head_seq: Some(snapshot.journal_head_seq),
         }))
     }
 }

@@ -248,12 +248,29 @@ impl Store {
 
     /// Every account, in opening order.
     pub fn accounts(&self) -> Result<Vec<AccountRecord>, Failure> {
+        accounts_on(&self.read())
+    }
+
+    /// Every account, the PREPARED legs (at most `legs_limit`) and the journal head, all from
+    /// one read transaction, so they describe one state of the bank even while payments run
+    /// (the auditor's `--live` mode relies on it). WAL readers see the snapshot taken at
+    /// their first read and never block the writer.
+    pub fn snapshot(&self, legs_limit: u32) -> Result<BankSnapshot, Failure> {
         let connection = self.read();
-        let mut statement = connection
-            .prepare_cached(&format!("{ACCOUNT_COLUMNS} ORDER BY id"))
+        // Dropped at the end (a rollback): nothing was written, only the snapshot is released.
+        let transaction = connection.unchecked_transaction().map_err(storage)?;
+        let accounts = accounts_on(&transaction)?;
+        let prepared_legs = prepared_legs_on(&transaction, None, legs_limit)?;
+        let journal_head_seq: i64 = transaction
+            .query_row_cached("SELECT COALESCE(MAX(seq), 0) FROM journal", [], |row| {
+                row.get(0)
+            })
             .map_err(storage)?;
-        let rows = statement.query_map([], account_from_row).map_err(storage)?;
-        rows.collect::<Result<_, _>>().map_err(storage)
+        Ok(BankSnapshot {
+            accounts,
+            prepared_legs,
+            journal_head_seq,
+        })
     }
 
     /// Phase 1 for one leg.
@@ -333,21 +350,7 @@ impl Store {
         overdue_at: Option<i64>,
         limit: u32,
     ) -> Result<Vec<StoredLeg>, Failure> {
-        let connection = self.read();
-        let mut statement = connection
-            .prepare_cached(&format!(
-                "{LEG_COLUMNS} WHERE state = 1 AND decision_deadline_unix_ms <= ?1
-                 ORDER BY decision_deadline_unix_ms LIMIT ?2"
-            ))
-            .map_err(storage)?;
-        let cutoff = overdue_at.unwrap_or(i64::MAX);
-        let rows = statement
-            .query_map(params![cutoff, limit], stored_leg_from_row)
-            .map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?
-            .into_iter()
-            .collect()
+        prepared_legs_on(&self.read(), overdue_at, limit)
     }
 
     /// Journal rows of one account with `seq > after_seq`, oldest first.
@@ -388,6 +391,42 @@ impl Store {
 
 fn not_found(account_number: &str) -> Failure {
     Failure::NotFound(format!("account {account_number} does not exist"))
+}
+
+/// One consistent read of a bank: see [`Store::snapshot`].
+pub struct BankSnapshot {
+    pub accounts: Vec<AccountRecord>,
+    pub prepared_legs: Vec<StoredLeg>,
+    pub journal_head_seq: i64,
+}
+
+fn accounts_on(connection: &Connection) -> Result<Vec<AccountRecord>, Failure> {
+    let mut statement = connection
+        .prepare_cached(&format!("{ACCOUNT_COLUMNS} ORDER BY id"))
+        .map_err(storage)?;
+    let rows = statement.query_map([], account_from_row).map_err(storage)?;
+    rows.collect::<Result<_, _>>().map_err(storage)
+}
+
+fn prepared_legs_on(
+    connection: &Connection,
+    overdue_at: Option<i64>,
+    limit: u32,
+) -> Result<Vec<StoredLeg>, Failure> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "{LEG_COLUMNS} WHERE state = 1 AND decision_deadline_unix_ms <= ?1
+             ORDER BY decision_deadline_unix_ms LIMIT ?2"
+        ))
+        .map_err(storage)?;
+    let cutoff = overdue_at.unwrap_or(i64::MAX);
+    let rows = statement
+        .query_map(params![cutoff, limit], stored_leg_from_row)
+        .map_err(storage)?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(storage)?
+        .into_iter()
+        .collect()
 }
 
 const ACCOUNT_COLUMNS: &str = "SELECT account_number, owner, holder_name, currency, balance_minor,

@@ -273,6 +273,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let audit = strife_audit::audit(&strife_audit::AuditConfig {
         dir: config.dir.clone(),
         etcd_endpoints: vec![config.etcd.clone()],
+        // The bench audits after its load has drained: a quiet network.
+        live: false,
     })
     .await;
     match audit {

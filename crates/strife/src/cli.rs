@@ -63,6 +63,10 @@ struct AuditArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Audit a network with payments under way: read each bank and the gateway from a
+    /// consistent snapshot and report payments caught half-done as in flight, not violations.
+    #[arg(long)]
+    live: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -458,6 +462,7 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {
     let config = strife_audit::AuditConfig {
         dir: args.dir,
         etcd_endpoints,
+        live: args.live,
     };
     let report = runtime()?.block_on(strife_audit::audit(&config))?;
     if args.json {

@@ -1,8 +1,10 @@
 //! A Jepsen-style bank workload under faults (docs/SPEC.md §8), on real processes: 8 users with
 //! accounts on 3 banks pay each other concurrently, retrying with the same idempotency key
 //! like the client's outbox, while a nemesis on a seeded schedule SIGKILLs and restarts banks
-//! and the gateway, stalls banks and cuts gateway↔bank links (TCP proxies), and restarts etcd
-//! empty. Then everything heals, the network quiesces, and `strife audit` plus the clients'
+//! and the gateway, stalls banks and cuts gateway↔bank links (TCP proxies), restarts etcd
+//! empty, fills the disk under bank2 (its dir is on a small tmpfs) for a while, and starts a
+//! second bank process on a running bank's data dir (it must be refused), and removes a
+//! stopped bank's database (its start must be refused) before restoring it. Then everything heals, the network quiesces, and `strife audit` plus the clients'
 //! own records must show: money conserved, no negative balance, every payment a client saw
 //! succeed committed on both legs exactly once, nothing applied twice, no hold left PREPARED.
 //!
@@ -15,9 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::data_safety::{fill, Tmpfs};
 use crate::support::network::{ManualNetwork, NetworkOptions};
 use crate::support::proxy::{Mode, Proxy};
-use crate::support::{strife_bin, wait_until, BankStart};
+use crate::support::{run_expecting_exit, strife_bin, wait_until, BankProcess, BankStart};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strife_common::tls::ExpectedPeer;
@@ -31,6 +34,8 @@ const MAX_PAYMENTS_PER_USER: usize = 150;
 const NEMESIS_STEPS: usize = 8;
 const NEMESIS_PAUSE: Duration = Duration::from_millis(350);
 const RETRY_LIMIT: usize = 200;
+/// The bank whose data dir lives on a small tmpfs, so the nemesis can fill its disk.
+const FULL_DISK_BANK: usize = 2;
 
 /// What a client learned about one payment it made.
 #[derive(Debug, Clone)]
@@ -43,6 +48,9 @@ enum Outcome {
 struct Cluster {
     network: ManualNetwork,
     proxies: Vec<Proxy>,
+    /// `FULL_DISK_BANK`'s dir on a tmpfs; `None` where mounting is not permitted (the
+    /// disk-full fault is then skipped, loudly). Dropped last: unmounts lazily.
+    small_disk: Option<Tmpfs>,
 }
 
 impl Cluster {
@@ -70,17 +78,55 @@ impl Cluster {
         for (proxy, bank) in proxies.iter().zip(&network.banks) {
             proxy.set_target(bank.address);
         }
+        let mut cluster = Cluster {
+            network,
+            proxies,
+            small_disk: None,
+        };
+        cluster.move_to_small_disk(FULL_DISK_BANK);
         for (index, user) in USERS.iter().enumerate() {
-            network
+            cluster
+                .network
                 .fund(user, BANKS[index % BANKS.len()], "100.00")
                 .await;
         }
-        Cluster { network, proxies }
+        cluster
+    }
+
+    /// Moves bank `index`'s data dir (the same files, so it opens as itself) onto a 4 MiB
+    /// tmpfs and restarts it there.
+    fn move_to_small_disk(&mut self, index: usize) {
+        assert!(self.network.banks[index]
+            .process
+            .terminate(Duration::from_secs(10)));
+        let bank_dir = self.network.network.layout().bank_dir(BANKS[index]);
+        let saved = self
+            .network
+            .network
+            .path()
+            .join(format!("{}-saved", BANKS[index]));
+        std::fs::rename(&bank_dir, &saved).unwrap();
+        self.small_disk = Tmpfs::mount(&bank_dir, "4m");
+        for entry in std::fs::read_dir(&saved).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), bank_dir.join(entry.file_name())).unwrap();
+            }
+        }
+        let started = self.start_bank(index);
+        self.proxies[index].set_target(started.address);
+        self.network.banks[index] = started;
     }
 
     fn restart_bank(&mut self, index: usize) {
         self.network.banks[index].process.kill();
-        let restarted = BankStart::new(&self.network.network, BANKS[index])
+        let restarted = self.start_bank(index);
+        self.proxies[index].set_target(restarted.address);
+        self.network.banks[index] = restarted;
+    }
+
+    fn start_bank(&self, index: usize) -> BankProcess {
+        BankStart::new(&self.network.network, BANKS[index])
             .etcd(&self.network.etcd.endpoint)
             .arg("--lease-ttl")
             .arg("2")
@@ -88,9 +134,93 @@ impl Cluster {
             .arg(&self.proxies[index].address().to_string())
             .arg("--resolve-interval-ms")
             .arg("200")
-            .start();
+            .start()
+    }
+
+    /// A second `strife bank` for a running bank's id and data dir: must be refused (the
+    /// dir's lock) without disturbing the first. Returns the refusal.
+    async fn second_bank_on_the_same_dir(&self, index: usize) -> String {
+        let mut command = Command::new(strife_bin());
+        command
+            .args(["bank", "--json", "--lease-ttl", "2", "--id", BANKS[index]])
+            .args(["--etcd", &self.network.etcd.endpoint, "--dir"])
+            .arg(self.network.network.path());
+        let (code, stderr) = tokio::task::spawn_blocking(move || {
+            run_expecting_exit(command, Duration::from_secs(15))
+        })
+        .await
+        .unwrap();
+        assert!(
+            code.is_some_and(|code| code != 0),
+            "a second {} on the same data dir must be refused (exit {code:?}): {stderr}",
+            BANKS[index]
+        );
+        stderr
+    }
+
+    /// Stops bank `index`, takes its database away (as a mistaken cleanup would) and starts it:
+    /// it must refuse rather than start fresh and reissue account numbers. Then puts the
+    /// database back (the operator restores it) and restarts it for real.
+    async fn bank_database_removed_then_restored(&mut self, index: usize) -> String {
+        self.network.banks[index].process.kill();
+        let bank_dir = self.network.network.layout().bank_dir(BANKS[index]);
+        // Inside the bank's dir: the same filesystem (bank2's is a tmpfs), so renames work.
+        let aside = bank_dir.join("db-aside");
+        std::fs::create_dir_all(&aside).unwrap();
+        // The database with its WAL and shared memory: a SIGKILLed bank's latest commits may
+        // live only in the WAL.
+        let moved: Vec<_> = std::fs::read_dir(&bank_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().starts_with("bank.db"))
+            .collect();
+        for name in &moved {
+            std::fs::rename(bank_dir.join(name), aside.join(name)).unwrap();
+        }
+        let mut command = Command::new(strife_bin());
+        command
+            .args(["bank", "--json", "--lease-ttl", "2", "--id", BANKS[index]])
+            .args(["--etcd", &self.network.etcd.endpoint, "--dir"])
+            .arg(self.network.network.path());
+        let (code, stderr) = tokio::task::spawn_blocking(move || {
+            run_expecting_exit(command, Duration::from_secs(15))
+        })
+        .await
+        .unwrap();
+        assert!(
+            code.is_some_and(|code| code != 0),
+            "{} without its database must refuse to start (exit {code:?}): {stderr}",
+            BANKS[index]
+        );
+        for name in &moved {
+            std::fs::rename(aside.join(name), bank_dir.join(name)).unwrap();
+        }
+        std::fs::remove_dir(&aside).unwrap();
+        let restarted = self.start_bank(index);
         self.proxies[index].set_target(restarted.address);
         self.network.banks[index] = restarted;
+        stderr
+    }
+
+    /// Fills `FULL_DISK_BANK`'s tmpfs for `hold`, then frees it. `false` if there is no
+    /// tmpfs.
+    async fn disk_full_for(&self, hold: Duration) -> bool {
+        if self.small_disk.is_none() {
+            return false;
+        }
+        let filler = self
+            .network
+            .network
+            .layout()
+            .bank_dir(BANKS[FULL_DISK_BANK])
+            .join("filler");
+        let to_fill = filler.clone();
+        tokio::task::spawn_blocking(move || fill(&to_fill))
+            .await
+            .unwrap();
+        tokio::time::sleep(hold).await;
+        std::fs::remove_file(&filler).unwrap();
+        true
     }
 
     fn restart_gateway(&mut self) {
@@ -208,11 +338,14 @@ async fn run_seed(seed: u64) {
     // The nemesis: a printed, seeded schedule.
     let mut rng = StdRng::seed_from_u64(seed);
     let faults = Arc::new(Mutex::new(Vec::new()));
-    for _ in 0..NEMESIS_STEPS {
+    // The data-dir mistake happens in every seed (on top of that step's fault), not only when
+    // the dice pick it: it is cheap and the refusal is asserted right there.
+    let mistake_step = rng.random_range(0..NEMESIS_STEPS);
+    for step in 0..NEMESIS_STEPS {
         tokio::time::sleep(NEMESIS_PAUSE).await;
         let mut cluster = cluster.lock().await;
         let bank = rng.random_range(0..BANKS.len());
-        let fault = match rng.random_range(0..5) {
+        let fault = match rng.random_range(0..8) {
             0 => {
                 cluster.restart_bank(bank);
                 format!("SIGKILL+restart {}", BANKS[bank])
@@ -229,13 +362,48 @@ async fn run_seed(seed: u64) {
                 cluster.proxies[bank].set_mode(Mode::Drop);
                 format!("cut link to {}", BANKS[bank])
             }
-            _ => {
+            4 => {
                 cluster.network.etcd.restart_empty().await;
                 "restart etcd (empty)".to_string()
+            }
+            5 => {
+                let refusal = cluster.second_bank_on_the_same_dir(bank).await;
+                eprintln!("  second {} refused: {}", BANKS[bank], refusal.trim());
+                format!("second process on {}'s data dir", BANKS[bank])
+            }
+            6 => {
+                let refusal = cluster.bank_database_removed_then_restored(bank).await;
+                eprintln!(
+                    "  {} without bank.db refused: {}",
+                    BANKS[bank],
+                    refusal.trim()
+                );
+                format!(
+                    "{}'s database removed (start refused), restored",
+                    BANKS[bank]
+                )
+            }
+            _ => {
+                // Payments touching the bank fail (transiently) while its disk is full; the
+                // workload retries them with their keys.
+                if cluster.disk_full_for(NEMESIS_PAUSE).await {
+                    format!("disk full at {}", BANKS[FULL_DISK_BANK])
+                } else {
+                    "disk full skipped (no tmpfs)".to_string()
+                }
             }
         };
         eprintln!("  nemesis: {fault}");
         faults.lock().unwrap().push(fault);
+        if step == mistake_step {
+            let other = rng.random_range(0..BANKS.len());
+            let refusal = cluster.second_bank_on_the_same_dir(other).await;
+            eprintln!("  second {} refused: {}", BANKS[other], refusal.trim());
+            faults
+                .lock()
+                .unwrap()
+                .push(format!("second process on {}'s data dir", BANKS[other]));
+        }
         // Heal link faults after a while so the run makes progress.
         if rng.random_bool(0.6) {
             tokio::time::sleep(NEMESIS_PAUSE).await;

@@ -12,7 +12,7 @@ use strife_common::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
 /// How long a refused start may take to exit.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(15);
 
-async fn alice_and_bob() -> ManualNetwork {
+pub(crate) async fn alice_and_bob() -> ManualNetwork {
     let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
     network.fund("alice", "bank0", "100.00").await;
     network.fund("bob", "bank1", "0").await;
@@ -462,13 +462,13 @@ async fn setup_and_a_bank_leave_private_dirs_and_files() {
 
 /// A tmpfs mounted over a directory for one test; unmounted (lazily, so processes still
 /// holding files on it cannot block it) when dropped, also when the test fails.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     path: std::path::PathBuf,
 }
 
 impl Tmpfs {
     /// `None` (after a loud message) where mounting is not permitted.
-    fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(path).unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
@@ -498,7 +498,7 @@ impl Drop for Tmpfs {
 }
 
 /// Fills the filesystem holding `path` until it refuses another byte.
-fn fill(path: &std::path::Path) {
+pub(crate) fn fill(path: &std::path::Path) {
     use std::io::Write;
     let mut file = std::fs::File::create(path).unwrap();
     for chunk in [64 * 1024, 4096, 512, 1] {
@@ -508,7 +508,7 @@ fn fill(path: &std::path::Path) {
     let _ = file.sync_all();
 }
 
-async fn bank_balances(network: &ManualNetwork) -> Vec<(String, i64)> {
+pub(crate) async fn bank_balances(network: &ManualNetwork) -> Vec<(String, i64)> {
     let mut balances = Vec::new();
     for index in 0..network.banks.len() {
         let listed = network
@@ -524,7 +524,7 @@ async fn bank_balances(network: &ManualNetwork) -> Vec<(String, i64)> {
     balances
 }
 
-fn pay_request(key: &str) -> strife_proto::v1::PayRequest {
+pub(crate) fn pay_request(key: &str) -> strife_proto::v1::PayRequest {
     strife_proto::v1::PayRequest {
         idempotency_key: key.into(),
         to_username: "bob".into(),

@@ -4,6 +4,8 @@
 
 mod support;
 
+mod audit_live;
+mod bank_disk_full;
 mod bank_etcd;
 mod bank_in_doubt;
 mod bank_mtls;
