@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::OpenFlags;
@@ -24,7 +23,7 @@ use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+use strife_common::limits::AUDIT_CALL_TIMEOUT as CALL_TIMEOUT;
 const JOURNAL_PAGE: u32 = 1_000;
 /// Violations listed in the human report; `--json` has them all.
 const MAX_VIOLATIONS_SHOWN: usize = 20;

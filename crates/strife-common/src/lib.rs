@@ -8,6 +8,7 @@ pub mod failure;
 pub mod group_commit;
 pub mod grpc_limits;
 pub mod layout;
+pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metadata;

@@ -39,17 +39,7 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
 }
 
-/// Default cap on open connections per server.
-pub const MAX_CONNECTIONS: usize = 4_096;
-/// Default cap on connections that have not spoken yet.
-pub const MAX_SILENT_CONNECTIONS: usize = 512;
-/// Default wait for a new connection's first byte.
-pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default idle timeout; well above the 30 s request timeout and the 30 s keep-alive interval
-/// of Strife's own channels, so only connections that really went quiet are closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-const _: () = assert!(MAX_SILENT_CONNECTIONS < MAX_CONNECTIONS);
+use crate::limits::{FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_SILENT_CONNECTIONS};
 
 impl Default for ListenerLimits {
     fn default() -> Self {

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use strife_common::limits::{DECISION_GRACE, PHASE_TWO_CALL_TIMEOUT};
 use strife_common::runtime::on_blocking_pool;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
@@ -23,11 +24,6 @@ use tokio::sync::watch;
 use crate::registry::BankRegistry;
 use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
 
-/// How long after its prepare deadline a payment's decision may still be pending; banks ask
-/// for the decision of legs still PREPARED after this.
-pub const DECISION_GRACE: Duration = Duration::from_secs(5);
-/// Bound on each phase-2 call made by the retrier.
-const PHASE_TWO_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often unfinished payments are retried.
 const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// A freshly decided payment is left to its own task for this long before the retrier helps.
