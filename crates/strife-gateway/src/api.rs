@@ -20,12 +20,11 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{hash_password, Caller};
 use crate::coordinator::Coordinator;
+use crate::payment;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
-use crate::store::{
-    Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, TRANSIENT_REASONS,
-};
+use crate::store::{Begun, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus};
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
@@ -225,26 +224,13 @@ fn payment_proto(record: &PaymentRecord) -> pb::Payment {
     }
 }
 
-/// The answer `Pay` gives for a payment in a given state. A function of the stored record
-/// alone, so a retry with the same idempotency key gets the identical response.
+/// The answer `Pay` gives for a stored payment ([`payment::outcome`] decides which), with
+/// the payment id and abort reason as metadata.
 fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
-    let reason_code = record.reason_code.clone().unwrap_or_default();
-    let reason = record
-        .reason
-        .clone()
-        .unwrap_or_else(|| "payment aborted".into());
-    let failure = match record.status {
-        PaymentStatus::Committed => return Ok(payment_proto(record)),
-        PaymentStatus::Pending => Failure::Aborted(format!(
-            "payment {} is still in progress; retry with the same idempotency key",
-            record.payment_id
-        )),
-        PaymentStatus::Aborted => match reason_code.as_str() {
-            "account_not_found" => Failure::NotFound(reason),
-            code if TRANSIENT_REASONS.contains(&code) => Failure::Unavailable(reason),
-            _ => Failure::precondition(&reason_code, reason),
-        },
+    let Err(failure) = payment::outcome(record) else {
+        return Ok(payment_proto(record));
     };
+    let reason_code = record.reason_code.clone().unwrap_or_default();
     let mut status = Status::from(failure);
     let metadata = status.metadata_mut();
     if let Ok(value) = record.payment_id.parse() {
@@ -254,13 +240,6 @@ fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
         metadata.insert(REASON_METADATA_KEY, value);
     }
     Err(status)
-}
-
-/// A payment that was stored and then refused for a reason of the request itself (not a
-/// bank or gateway outage, which a retry of the same key runs again).
-fn is_business_refusal(record: &PaymentRecord) -> bool {
-    record.status == PaymentStatus::Aborted
-        && !TRANSIENT_REASONS.contains(&record.reason_code.as_deref().unwrap_or_default())
 }
 
 /// Checks a `Pay` request on its own (no storage): amount, key, names, memo, not to self.
@@ -565,15 +544,15 @@ impl Gateway for GatewayApi {
         };
         let payer = attempt.from.username.clone();
         let record = match self.store.begin_payment(&attempt).await? {
-            Begin::Started(record) => {
+            Begun::Started(record) => {
                 log.set_payment(&record.payment_id, None);
                 let record = self.coordinator.execute(record).await?;
-                if is_business_refusal(&record) {
+                if payment::is_business_refusal(&record) {
                     self.refusals.record(&payer, Instant::now());
                 }
                 record
             }
-            Begin::Finished(record) | Begin::InFlight(record) => record,
+            Begun::Finished(record) | Begun::InFlight(record) => record,
         };
         log.set_payment(&record.payment_id, None);
         pay_outcome(&record).map(Response::new)
