@@ -27,8 +27,8 @@ pub fn password(args: &ClientArgs, layout: &Layout) -> anyhow::Result<String> {
     if let Ok(password) = std::env::var("STRIFE_PASSWORD") {
         return Ok(password);
     }
-    if args.user == strife_pki::ADMIN_USER && layout.admin_password().exists() {
-        return strife_pki::read_admin_password(layout);
+    if args.user == strife_common::admin::ADMIN_USER && layout.admin_password().exists() {
+        return strife_common::admin::read_admin_password(layout);
     }
     rpassword::prompt_password(format!("password for {}: ", args.user))
         .context("no password: set STRIFE_PASSWORD, pass --password-file, or run in a terminal")

@@ -2,6 +2,7 @@
 //! failures to gRPC statuses ([`failure`]), TLS configuration and peer identity ([`tls`]),
 //! the data-directory layout ([`layout`]) and log setup ([`logging`]).
 
+pub mod admin;
 pub mod discovery;
 pub mod etcd;
 pub mod failure;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use strife_common::admin::{read_admin_password, ADMIN_USER};
 use strife_common::etcd::EtcdAccess;
 use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::Layout;
@@ -22,7 +23,6 @@ use strife_common::registration::{keep_registered, Registration};
 use strife_common::state_dir::DirLock;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
-use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
@@ -169,7 +169,7 @@ async fn ensure_admin(store: &GatewayStore, layout: &Layout) -> anyhow::Result<(
     if store.user(ADMIN_USER)?.is_some() {
         return Ok(());
     }
-    let password = strife_pki::read_admin_password(layout)?;
+    let password = read_admin_password(layout)?;
     let hash = hash_password(&password)?;
     store
         .insert_user(ADMIN_USER, Role::Admin.as_str(), &hash)
