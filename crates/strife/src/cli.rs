@@ -295,6 +295,7 @@ impl Cli {
         // markers) is its own business: files 0600, directories 0700, whatever the caller's
         // umask. Set before the first file is created.
         // SAFETY: umask(2) only changes this process's file-creation mask; it cannot fail.
+        #[allow(unsafe_code)] // libc calls with no safe wrapper; SAFETY above
         unsafe {
             libc::umask(0o077);
         }
