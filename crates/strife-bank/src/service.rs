@@ -14,13 +14,9 @@ use crate::participant::{Leg, LegState, PrepareIntent, Role};
 use crate::store::{AccountRecord, JournalRow, NewAccount, Store};
 
 use strife_common::limits::{
-    validate_id, validate_request_id, BANK_BATCH_ITEMS, DEFAULT_DECISION_WINDOW, MAX_TEXT_BYTES,
+    validate_id, validate_request_id, BANK_BATCH_ITEMS, DEFAULT_DECISION_WINDOW, MAX_JOURNAL_PAGE,
+    MAX_PREPARED_LISTED, MAX_TEXT_BYTES,
 };
-
-/// Most journal rows one `ListJournal` returns.
-pub const MAX_JOURNAL_PAGE: u32 = 1_000;
-/// Most PREPARED legs one `ListAccounts` lists.
-pub const MAX_PREPARED_LISTED: u32 = 10_000;
 
 fn check_batch_size(items: usize) -> Result<(), Failure> {
     if items > BANK_BATCH_ITEMS {

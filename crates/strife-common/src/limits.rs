@@ -2,8 +2,9 @@
 //! compile time. A limit that two processes must agree on (the gateway's batch and the bank's,
 //! a client's patience and the server's work) cannot drift when both read it from here.
 //!
-//! Invariant: **only this module defines a limit**; modules elsewhere may name a limit for
-//! readability (`use strife_common::limits::MAX_ID_BYTES`) but never restate a number.
+//! Invariant: **only this module defines a limit that two modules or processes share, or that
+//! must relate to another limit**; elsewhere a limit is imported, never restated. (A module's
+//! private tunables — queue depths, retry intervals, cache sizes — stay beside their code.)
 
 use std::time::Duration;
 
@@ -39,6 +40,11 @@ pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// Concurrent HTTP/2 streams per connection a server allows.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
 
+/// Most journal rows one `Bank/ListJournal` returns (and what the audit asks for per page).
+pub const MAX_JOURNAL_PAGE: u32 = 1_000;
+/// Most PREPARED legs one `Bank/ListAccounts` lists.
+pub const MAX_PREPARED_LISTED: u32 = 10_000;
+
 // ── Batches ─────────────────────────────────────────────────────────────────────────────────
 
 /// Most prepares (or decisions) the gateway puts in one `PrepareBatch` / `FinishBatch`.
@@ -67,6 +73,8 @@ pub const PAY_STORAGE_ALLOWANCE: Duration = Duration::from_secs(2);
 pub const BANK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the `strife client` waits for one call before counting the gateway unreachable.
 pub const CLIENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a bank's resolver waits for the gateway's answer to a decision query.
+pub const DECISION_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `strife audit` waits for one call to a bank.
 pub const AUDIT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `strife bench` waits for one call (it drives the gateway to saturation, where
@@ -153,6 +161,9 @@ const _: () = assert!(shorter(
 const _: () = assert!(!shorter(SERVER_REQUEST_TIMEOUT, CLIENT_CALL_TIMEOUT));
 const _: () = assert!(!shorter(SERVER_REQUEST_TIMEOUT, BANK_CALL_TIMEOUT));
 const _: () = assert!(!shorter(SERVER_REQUEST_TIMEOUT, AUDIT_CALL_TIMEOUT));
+const _: () = assert!(shorter(DECISION_QUERY_TIMEOUT, SERVER_REQUEST_TIMEOUT));
+// A bank asks about an overdue leg well within the decision grace it was given.
+const _: () = assert!(shorter(DECISION_QUERY_TIMEOUT, DECISION_GRACE));
 // A bank asks for a decision only after the coordinator's own deadline has passed.
 const _: () = assert!(shorter(
     plus(MAX_PREPARE_TIMEOUT, DECISION_GRACE),
