@@ -48,7 +48,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::OpenFlags;
@@ -56,14 +55,13 @@ use serde::Serialize;
 use strife_common::discovery::{bank_entry_from_kv, BANKS_PREFIX};
 use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
+use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
 use strife_common::money::{self, Amount};
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-const JOURNAL_PAGE: u32 = 1_000;
 /// Violations listed in the human report; `--json` has them all.
 const MAX_VIOLATIONS_SHOWN: usize = 20;
 

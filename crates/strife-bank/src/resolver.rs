@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use strife_common::discovery::{ServiceEntry, GATEWAY_KEY};
 use strife_common::etcd::EtcdAccess;
+use strife_common::limits::DECISION_QUERY_TIMEOUT;
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
@@ -19,7 +20,6 @@ use crate::store::Store;
 
 /// Most overdue legs handled per round, so one round stays short.
 const LEGS_PER_ROUND: u32 = 100;
-const DECISION_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The journal `actor` of changes the resolver applies.
 pub const RESOLVER_ACTOR: &str = "resolver/coordinator-decision";
 

@@ -10,8 +10,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::etcd::EtcdAccess;
-use strife_common::grpc_limits::{GrpcLimitsLayer, MAX_HEADER_LIST_BYTES};
+use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::{validate_name, Layout};
+use strife_common::limits::{
+    DEREGISTER_TIMEOUT, MAX_CONCURRENT_STREAMS, MAX_ENCODED_MESSAGE_BYTES, MAX_HEADER_LIST_BYTES,
+    MAX_MESSAGE_BYTES, SERVER_REQUEST_TIMEOUT,
+};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
@@ -28,16 +32,6 @@ use crate::gateway_only::admit_gateway;
 use crate::resolver::{resolve_in_doubt, CoordinatorLocation, DecisionClient};
 use crate::service::BankService;
 use crate::store::Store;
-
-/// Largest request a bank decodes; every bank message is small.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Largest response a bank encodes (a journal page or the account list can be long).
-const MAX_ENCODED_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-/// Longest any one request may run on the server.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_CONCURRENT_STREAMS: u32 = 1_024;
-/// How long shutdown waits for the etcd deregistration.
-const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Everything `strife bank` is told on its command line.
 #[derive(Debug, Clone)]
@@ -89,7 +83,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
                 identity_paths.key.display()
             )
         })?
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(SERVER_REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true)

@@ -13,25 +13,15 @@ use crate::gateway_only::caller_of;
 use crate::participant::{Leg, LegState, PrepareIntent, Role};
 use crate::store::{AccountRecord, JournalRow, NewAccount, Store};
 
-/// Longest id (payment id, request id, account number) the bank accepts.
-pub const MAX_ID_LEN: usize = 128;
-/// Decision deadline given to a prepare that names none: the resolver asks the coordinator
-/// about the leg once this much time has passed without a decision.
-pub const DEFAULT_DECISION_WINDOW_MS: i64 = 30_000;
-/// Longest holder name the bank accepts.
-pub const MAX_HOLDER_NAME_LEN: usize = 200;
-/// Most journal rows one `ListJournal` returns.
-pub const MAX_JOURNAL_PAGE: u32 = 1_000;
-/// Most PREPARED legs one `ListAccounts` lists.
-pub const MAX_PREPARED_LISTED: u32 = 10_000;
-
-/// Most items one `PrepareBatch` / `FinishBatch` may carry.
-pub const MAX_BATCH_ITEMS: usize = 256;
+use strife_common::limits::{
+    validate_id, validate_request_id, BANK_BATCH_ITEMS, DEFAULT_DECISION_WINDOW, MAX_JOURNAL_PAGE,
+    MAX_PREPARED_LISTED, MAX_TEXT_BYTES,
+};
 
 fn check_batch_size(items: usize) -> Result<(), Failure> {
-    if items > MAX_BATCH_ITEMS {
+    if items > BANK_BATCH_ITEMS {
         return Err(Failure::InvalidArgument(format!(
-            "a batch carries at most {MAX_BATCH_ITEMS} items"
+            "a batch carries at most {BANK_BATCH_ITEMS} items"
         )));
     }
     Ok(())
@@ -110,27 +100,10 @@ impl BankService {
     }
 }
 
-fn check_id(field: &str, value: &str) -> Result<(), Failure> {
-    if value.is_empty() {
-        return Err(Failure::InvalidArgument(format!("{field} is required")));
-    }
-    if value.len() > MAX_ID_LEN {
-        return Err(Failure::InvalidArgument(format!(
-            "{field} is longer than {MAX_ID_LEN} bytes"
-        )));
-    }
-    if !value.bytes().all(|byte| byte.is_ascii_graphic()) {
-        return Err(Failure::InvalidArgument(format!(
-            "{field} must be printable ASCII without spaces"
-        )));
-    }
-    Ok(())
-}
-
 fn check_holder_name(value: &str) -> Result<(), Failure> {
-    if value.len() > MAX_HOLDER_NAME_LEN || value.chars().any(char::is_control) {
+    if value.len() > MAX_TEXT_BYTES || value.chars().any(char::is_control) {
         return Err(Failure::InvalidArgument(format!(
-            "holder_name must be at most {MAX_HOLDER_NAME_LEN} bytes without control characters"
+            "holder_name must be at most {MAX_TEXT_BYTES} bytes without control characters"
         )));
     }
     Ok(())
@@ -224,20 +197,20 @@ fn journal_to_proto(row: JournalRow) -> pb::JournalEntry {
 }
 
 fn leg_request(request: &pb::LegRequest) -> Result<(String, Role), Failure> {
-    check_id("payment_id", &request.payment_id)?;
+    validate_id("payment_id", &request.payment_id)?;
     Ok((request.payment_id.clone(), role_of(request.role)?))
 }
 
 /// Checks a `Prepare` request on its own (no storage). Public so the fuzz targets exercise
 /// exactly what the handler runs.
 pub fn validate_prepare(request: &pb::PrepareRequest) -> Result<(Role, PrepareIntent), Failure> {
-    check_id("payment_id", &request.payment_id)?;
+    validate_id("payment_id", &request.payment_id)?;
     let role = role_of(request.role)?;
     Ok((role, prepare_intent(request)?))
 }
 
 fn prepare_intent(request: &pb::PrepareRequest) -> Result<PrepareIntent, Failure> {
-    check_id("account_number", &request.account_number)?;
+    validate_id("account_number", &request.account_number)?;
     let amount = request
         .amount
         .as_ref()
@@ -255,7 +228,9 @@ fn prepare_intent(request: &pb::PrepareRequest) -> Result<PrepareIntent, Failure
         decision_deadline_unix_ms: if request.decision_deadline_unix_ms > 0 {
             request.decision_deadline_unix_ms
         } else {
-            strife_common::time::now_unix_ms().saturating_add(DEFAULT_DECISION_WINDOW_MS)
+            strife_common::time::now_unix_ms().saturating_add(
+                i64::try_from(DEFAULT_DECISION_WINDOW.as_millis()).unwrap_or(i64::MAX),
+            )
         },
         owner: request.owner.clone(),
     })
@@ -269,7 +244,7 @@ impl Bank for BankService {
     ) -> Result<Response<pb::Account>, Status> {
         let actor = caller_of(&request);
         let body = request.into_inner();
-        check_id("request_id", &body.request_id)?;
+        validate_request_id("request_id", &body.request_id)?;
         strife_common::layout::validate_name("owner", &body.owner)
             .map_err(Failure::InvalidArgument)?;
         check_holder_name(&body.holder_name)?;
@@ -300,7 +275,7 @@ impl Bank for BankService {
         request: Request<pb::UpdateAccountDetailsRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         let body = request.into_inner();
-        check_id("account_number", &body.account_number)?;
+        validate_id("account_number", &body.account_number)?;
         check_holder_name(&body.holder_name)?;
         let record = self
             .store
@@ -317,7 +292,7 @@ impl Bank for BankService {
         request: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::Account>, Status> {
         let body = request.into_inner();
-        check_id("account_number", &body.account_number)?;
+        validate_id("account_number", &body.account_number)?;
         let record = self
             .blocking(move |store| store.account(&body.account_number))
             .await?;
@@ -430,7 +405,7 @@ impl Bank for BankService {
         request: Request<pb::ListJournalRequest>,
     ) -> Result<Response<pb::ListJournalResponse>, Status> {
         let body = request.into_inner();
-        check_id("account_number", &body.account_number)?;
+        validate_id("account_number", &body.account_number)?;
         let limit = match body.limit {
             0 => MAX_JOURNAL_PAGE,
             asked => asked.min(MAX_JOURNAL_PAGE),

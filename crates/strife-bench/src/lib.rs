@@ -22,7 +22,7 @@ use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::Gate
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+use strife_common::limits::BENCH_CALL_TIMEOUT as CALL_TIMEOUT;
 /// Each payer starts with this much (minor units), far more than a run can spend.
 const PAYER_DEPOSIT_MINOR: i64 = 10_000_000_000;
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use strife_common::layout::DEFAULT_DIR;
+use strife_common::limits::DEFAULT_GATEWAY_ADDRESS;
 
 /// Flags every client command shares, and the command.
 #[derive(Debug, Args)]
@@ -15,7 +16,7 @@ pub struct ClientArgs {
     #[arg(long, env = "STRIFE_USER")]
     pub user: String,
     /// Gateway address.
-    #[arg(long, default_value = "127.0.0.1:50050", env = "STRIFE_GATEWAY")]
+    #[arg(long, default_value = DEFAULT_GATEWAY_ADDRESS, env = "STRIFE_GATEWAY")]
     pub gateway: String,
     /// Read the password from this file (otherwise STRIFE_PASSWORD, the setup file for
     /// `admin`, or a prompt).

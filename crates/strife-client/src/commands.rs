@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::json;
 use strife_common::layout::{validate_name, Layout};
+use strife_common::limits::validate_id;
 use strife_common::money;
 use strife_common::time::now_unix_ms;
 use strife_proto::v1 as pb;
@@ -284,12 +285,7 @@ fn payment_entry(
     let currency = money::currency(currency)?;
     let amount_minor = money::parse_amount(amount, currency)?;
     let idempotency_key = key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    anyhow::ensure!(
-        !idempotency_key.is_empty()
-            && idempotency_key.len() <= 128
-            && idempotency_key.bytes().all(|byte| byte.is_ascii_graphic()),
-        "--key must be 1 to 128 printable characters without spaces"
-    );
+    validate_id("--key", &idempotency_key)?;
     Ok(OutboxEntry {
         idempotency_key,
         to_username: to.into(),

@@ -2,10 +2,9 @@
 //! of shell history), the user's TLS identity, and a client that adds the credentials to
 //! every request.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use strife_common::layout::Layout;
+use strife_common::limits::CLIENT_CALL_TIMEOUT;
 use strife_common::metadata::Credentials;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::gateway_client::GatewayClient;
@@ -13,9 +12,6 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::args::ClientArgs;
-
-/// How long one call may take before it counts as "gateway unreachable".
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The authenticated gateway client.
 pub type Gateway = GatewayClient<InterceptedService<Channel, Credentials>>;
@@ -31,8 +27,8 @@ pub fn password(args: &ClientArgs, layout: &Layout) -> anyhow::Result<String> {
     if let Ok(password) = std::env::var("STRIFE_PASSWORD") {
         return Ok(password);
     }
-    if args.user == strife_pki::ADMIN_USER && layout.admin_password().exists() {
-        return strife_pki::read_admin_password(layout);
+    if args.user == strife_common::admin::ADMIN_USER && layout.admin_password().exists() {
+        return strife_common::admin::read_admin_password(layout);
     }
     rpassword::prompt_password(format!("password for {}: ", args.user))
         .context("no password: set STRIFE_PASSWORD, pass --password-file, or run in a terminal")
@@ -56,7 +52,7 @@ pub fn connect(args: &ClientArgs) -> anyhow::Result<Gateway> {
     let credentials = Credentials::new(&args.user, &password)
         .context("the user name and password must be printable ASCII")?;
     let channel = tls
-        .endpoint(&args.gateway, &ExpectedPeer::Gateway, CALL_TIMEOUT)?
+        .endpoint(&args.gateway, &ExpectedPeer::Gateway, CLIENT_CALL_TIMEOUT)?
         .connect_lazy();
     Ok(GatewayClient::with_interceptor(channel, credentials))
 }

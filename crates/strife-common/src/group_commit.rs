@@ -301,15 +301,51 @@ mod tests {
             .unwrap()
     }
 
+    /// Holds the writer thread inside a write until the returned sender is dropped or used,
+    /// so everything submitted meanwhile is queued and goes out as the next batch, together.
+    fn hold_writer(writer: &GroupCommit) -> (std::sync::mpsc::Sender<()>, GateReceiver) {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (entered, entered_receiver) = std::sync::mpsc::channel::<()>();
+        let gate = writer.submit(move |_| {
+            let _ = entered.send(());
+            let _ = released.recv();
+            Ok(())
+        });
+        entered_receiver.recv().unwrap();
+        (release, gate)
+    }
+
+    type GateReceiver = oneshot::Receiver<Result<(), Failure>>;
+
+    /// Rows in `t` as a separate connection sees them: committed rows only.
+    fn committed(path: &std::path::Path) -> Result<i64, Failure> {
+        Connection::open(path)
+            .and_then(|reader| reader.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)))
+            .map_err(|e| Failure::internal("t", e))
+    }
+
+    fn own_count(connection: &Connection) -> Result<i64, Failure> {
+        connection
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .map_err(|e| Failure::internal("t", e))
+    }
+
     #[test]
     fn a_failed_write_is_rolled_back_alone() {
         let (_dir, writer, path) = writer();
+        let (release, gate) = hold_writer(&writer);
         let good = writer.submit(|connection| {
             connection
                 .execute("INSERT INTO t VALUES (1)", [])
                 .map_err(|e| Failure::internal("t", e))
         });
-        let bad = writer.submit(|connection| {
+        let reader_path = path.clone();
+        let bad = writer.submit(move |connection| {
+            // Same batch, same transaction: the good write's row is visible here and not yet
+            // committed. (An Ok(..) here would make the test fail below, not pass.)
+            if own_count(connection)? != 1 || committed(&reader_path)? != 0 {
+                return Ok(0);
+            }
             connection
                 .execute("INSERT INTO t VALUES (2)", [])
                 .map_err(|e| Failure::internal("t", e))?;
@@ -317,13 +353,49 @@ mod tests {
                 .execute("INSERT INTO t VALUES (-1)", [])
                 .map_err(|e| Failure::internal("t", e))
         });
+        drop(release);
+        assert!(gate.blocking_recv().unwrap().is_ok());
         assert!(good.blocking_recv().unwrap().is_ok());
-        assert!(bad.blocking_recv().unwrap().is_err());
+        let bad = bad.blocking_recv().unwrap();
+        assert!(
+            matches!(bad, Err(Failure::Internal(_))),
+            "the bad write must fail its CHECK inside the good write's batch: {bad:?}"
+        );
         assert_eq!(
             count(&path),
             1,
-            "the failed write's first insert was rolled back too"
+            "the failed write's first insert was rolled back too, the good one kept"
         );
+    }
+
+    #[test]
+    fn concurrent_writes_share_one_commit() {
+        const WRITES: i64 = 20;
+        let (_dir, writer, path) = writer();
+        let (release, gate) = hold_writer(&writer);
+        let replies: Vec<_> = (0..WRITES)
+            .map(|value| {
+                let reader_path = path.clone();
+                writer.submit(move |connection| {
+                    connection
+                        .execute("INSERT INTO t VALUES (?1)", [value])
+                        .map_err(|e| Failure::internal("t", e))?;
+                    // What this write's transaction sees, and what is committed meanwhile.
+                    Ok((own_count(connection)?, committed(&reader_path)?))
+                })
+            })
+            .collect();
+        drop(release);
+        assert!(gate.blocking_recv().unwrap().is_ok());
+        for (index, reply) in (1..).zip(replies) {
+            let (own, committed) = reply.blocking_recv().unwrap().unwrap();
+            assert_eq!(own, index, "each write sees the writes queued before it");
+            assert_eq!(
+                committed, 0,
+                "nothing of the batch is committed before its end"
+            );
+        }
+        assert_eq!(count(&path), WRITES, "one commit made all of them durable");
     }
 
     #[test]

@@ -14,13 +14,9 @@ use futures::future::BoxFuture;
 use http::HeaderValue;
 use tonic::Code;
 
-/// Most metadata (header names + values) a request may carry.
-pub const MAX_METADATA_BYTES: usize = 8 * 1024;
-/// The HTTP/2 header-list limit servers set: above [`MAX_METADATA_BYTES`], so the layer below
-/// answers with a status; beyond it the HTTP/2 layer refuses the stream itself.
-pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
-
-const _: () = assert!(MAX_METADATA_BYTES < MAX_HEADER_LIST_BYTES as usize);
+#[cfg(doc)]
+use crate::limits::MAX_HEADER_LIST_BYTES;
+use crate::limits::MAX_METADATA_BYTES;
 
 /// The tower layer (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]

@@ -165,13 +165,13 @@ impl Layout {
 /// Checks a name used as a bank id or user name: it becomes a file name, a certificate CN
 /// and an etcd key segment, so it is kept to a safe, bounded alphabet.
 pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
-    const MAX_NAME_LEN: usize = 64;
+    use crate::limits::MAX_NAME_BYTES;
     if name.is_empty() {
         return Err(format!("{kind} name is empty"));
     }
-    if name.len() > MAX_NAME_LEN {
+    if name.len() > MAX_NAME_BYTES {
         return Err(format!(
-            "{kind} name is longer than {MAX_NAME_LEN} characters"
+            "{kind} name is longer than {MAX_NAME_BYTES} characters"
         ));
     }
     let first_ok = name.as_bytes()[0].is_ascii_alphanumeric();

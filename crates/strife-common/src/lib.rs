@@ -2,12 +2,14 @@
 //! failures to gRPC statuses ([`failure`]), TLS configuration and peer identity ([`tls`]),
 //! the data-directory layout ([`layout`]) and log setup ([`logging`]).
 
+pub mod admin;
 pub mod discovery;
 pub mod etcd;
 pub mod failure;
 pub mod group_commit;
 pub mod grpc_limits;
 pub mod layout;
+pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metadata;

@@ -45,21 +45,10 @@ pub struct ListenerLimits {
     pub max_per_peer: usize,
 }
 
-/// Default cap on open connections per server.
-pub const MAX_CONNECTIONS: usize = 4_096;
-/// Default cap on connections that have not spoken yet.
-pub const MAX_SILENT_CONNECTIONS: usize = 512;
-/// Default wait for a new connection's first byte.
-pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default idle timeout; well above the 30 s request timeout and the 30 s keep-alive interval
-/// of Strife's own channels, so only connections that really went quiet are closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Default cap on connections per certificate: far above what a client or the bench opens,
-/// far below [`MAX_CONNECTIONS`], so one stolen certificate cannot take every slot.
-pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
-
-const _: () = assert!(MAX_SILENT_CONNECTIONS < MAX_CONNECTIONS);
-const _: () = assert!(MAX_CONNECTIONS_PER_PEER < MAX_CONNECTIONS);
+use crate::limits::{
+    FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PEER,
+    MAX_SILENT_CONNECTIONS,
+};
 
 impl Default for ListenerLimits {
     fn default() -> Self {

@@ -1,10 +1,7 @@
 //! The password policy, checked where users are created (the gateway's `RegisterUser`) and by
 //! `strife dev` for the demo passwords it makes, so both follow one rule.
 
-/// Shortest password accepted.
-pub const MIN_PASSWORD_LEN: usize = 12;
-/// Longest password accepted (argon2id hashes any length; this only bounds the work).
-pub const MAX_PASSWORD_LEN: usize = 256;
+use crate::limits::{MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES};
 
 /// Checks `password` for a user named `username`: 12 to 256 characters of printable ASCII
 /// (space to `~`), and not containing the user name (in any letter case). The message says
@@ -24,9 +21,9 @@ pub fn check_password(username: &str, password: &str) -> Result<(), String> {
         ));
     }
     let length = password.len();
-    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length) {
+    if !(MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&length) {
         return Err(format!(
-            "password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters long (it has {length})"
+            "password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} characters long (it has {length})"
         ));
     }
     if !username.is_empty()

@@ -18,8 +18,9 @@ use etcd_client::{Client, PutOptions};
 use tokio::sync::watch;
 use tokio::time::timeout;
 
+use crate::limits::ETCD_CALL_TIMEOUT;
+
 /// Longest wait for one etcd call; keeps a hung etcd from hanging the bank.
-const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 

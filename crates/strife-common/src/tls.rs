@@ -24,6 +24,9 @@ use tonic::Request;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::layout::KeyPairPaths;
+use crate::limits::{
+    CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
+};
 use crate::Failure;
 
 /// OU of the gateway's certificate.
@@ -105,16 +108,6 @@ impl fmt::Display for ExpectedPeer {
         }
     }
 }
-
-/// Longest a TLS handshake may take on a server.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 ping interval of Strife's client channels.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
-
-const _: () = assert!(
-    KEEP_ALIVE_INTERVAL.as_secs() * 2 < crate::listener::IDLE_TIMEOUT.as_secs(),
-    "a channel must ping well inside the servers' idle timeout"
-);
 
 /// How long before expiry a process starts warning about its certificate.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -327,11 +320,11 @@ impl TlsMaterial {
             .with_context(|| format!("bad address {address:?}"))?
             .tls_config(self.client_config(expected))
             .with_context(|| format!("TLS configuration for {uri}"))?
-            .connect_timeout(Duration::from_secs(3))
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(request_timeout)
             // Long-lived channels (gateway → bank) stay under the servers' idle timeout.
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true);
         Ok(endpoint)

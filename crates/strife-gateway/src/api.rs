@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use strife_common::failure::REASON_METADATA_KEY;
 use strife_common::layout::validate_name;
+use strife_common::limits::{validate_id, MAX_TEXT_BYTES};
 use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_common::money::{self, Amount};
 use strife_common::password::check_password;
@@ -19,15 +20,12 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{hash_password, Caller};
 use crate::coordinator::Coordinator;
+use crate::payment;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
-use crate::store::{
-    Begin, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, TRANSIENT_REASONS,
-};
+use crate::store::{Begun, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus};
 
-const MAX_KEY_LEN: usize = 128;
-const MAX_TEXT_LEN: usize = 200;
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
 
@@ -226,26 +224,13 @@ fn payment_proto(record: &PaymentRecord) -> pb::Payment {
     }
 }
 
-/// The answer `Pay` gives for a payment in a given state. A function of the stored record
-/// alone, so a retry with the same idempotency key gets the identical response.
+/// The answer `Pay` gives for a stored payment ([`payment::outcome`] decides which), with
+/// the payment id and abort reason as metadata.
 fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
-    let reason_code = record.reason_code.clone().unwrap_or_default();
-    let reason = record
-        .reason
-        .clone()
-        .unwrap_or_else(|| "payment aborted".into());
-    let failure = match record.status {
-        PaymentStatus::Committed => return Ok(payment_proto(record)),
-        PaymentStatus::Pending => Failure::Aborted(format!(
-            "payment {} is still in progress; retry with the same idempotency key",
-            record.payment_id
-        )),
-        PaymentStatus::Aborted => match reason_code.as_str() {
-            "account_not_found" => Failure::NotFound(reason),
-            code if TRANSIENT_REASONS.contains(&code) => Failure::Unavailable(reason),
-            _ => Failure::precondition(&reason_code, reason),
-        },
+    let Err(failure) = payment::outcome(record) else {
+        return Ok(payment_proto(record));
     };
+    let reason_code = record.reason_code.clone().unwrap_or_default();
     let mut status = Status::from(failure);
     let metadata = status.metadata_mut();
     if let Ok(value) = record.payment_id.parse() {
@@ -257,25 +242,13 @@ fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
     Err(status)
 }
 
-/// A payment that was stored and then refused for a reason of the request itself (not a
-/// bank or gateway outage, which a retry of the same key runs again).
-fn is_business_refusal(record: &PaymentRecord) -> bool {
-    record.status == PaymentStatus::Aborted
-        && !TRANSIENT_REASONS.contains(&record.reason_code.as_deref().unwrap_or_default())
-}
-
 /// Checks a `Pay` request on its own (no storage): amount, key, names, memo, not to self.
 /// Public so the fuzz targets exercise exactly what the handler runs.
 pub fn validate_pay(caller: &str, body: &pb::PayRequest) -> Result<Amount, Failure> {
     let amount = check_money(body.amount.as_ref(), false)?;
-    if body.idempotency_key.is_empty() || body.idempotency_key.len() > MAX_KEY_LEN {
-        return Err(Failure::InvalidArgument(format!(
-            "idempotency_key must be 1 to {MAX_KEY_LEN} bytes"
-        )));
-    }
-    check_text("idempotency_key", &body.idempotency_key, MAX_KEY_LEN)?;
+    validate_id("idempotency_key", &body.idempotency_key)?;
     check_user_name("recipient", &body.to_username)?;
-    check_text("memo", &body.memo, MAX_TEXT_LEN)?;
+    check_text("memo", &body.memo, MAX_TEXT_BYTES)?;
     for bank in [&body.from_bank_id, &body.to_bank_id] {
         if !bank.is_empty() {
             check_user_name("bank", bank)?;
@@ -350,7 +323,7 @@ impl Gateway for GatewayApi {
         let body = request.into_inner();
         check_user_name("username", &body.username)?;
         check_user_name("bank", &body.bank_id)?;
-        check_text("holder_name", &body.holder_name, MAX_TEXT_LEN)?;
+        check_text("holder_name", &body.holder_name, MAX_TEXT_BYTES)?;
         let currency = money::currency(&body.currency)
             .map_err(|error| Failure::InvalidArgument(error.to_string()))?;
         let deposit_minor = match body.opening_deposit.as_ref() {
@@ -366,7 +339,9 @@ impl Gateway for GatewayApi {
                 amount.amount_minor
             }
         };
-        check_text("idempotency_key", &body.idempotency_key, MAX_KEY_LEN)?;
+        if !body.idempotency_key.is_empty() {
+            validate_id("idempotency_key", &body.idempotency_key)?;
+        }
         // The bank opens at most one account per request id, so a keyed retry (after a lost
         // reply, or a crash between the bank's answer and the link below) gets the same
         // account and deposit back, and finishes the link. Admin names contain no '/'.
@@ -410,11 +385,8 @@ impl Gateway for GatewayApi {
         let caller = caller(&request)?;
         let body = request.into_inner();
         check_user_name("bank", &body.bank_id)?;
-        check_text("account_number", &body.account_number, MAX_KEY_LEN)?;
-        check_text("holder_name", &body.holder_name, MAX_TEXT_LEN)?;
-        if body.account_number.is_empty() {
-            return Err(Failure::InvalidArgument("account_number is required".into()).into());
-        }
+        validate_id("account_number", &body.account_number)?;
+        check_text("holder_name", &body.holder_name, MAX_TEXT_BYTES)?;
         // Someone else's account answers exactly like one that does not exist, so account
         // numbers cannot be probed for existence.
         let not_found = || {
@@ -572,15 +544,15 @@ impl Gateway for GatewayApi {
         };
         let payer = attempt.from.username.clone();
         let record = match self.store.begin_payment(&attempt).await? {
-            Begin::Started(record) => {
+            Begun::Started(record) => {
                 log.set_payment(&record.payment_id, None);
                 let record = self.coordinator.execute(record).await?;
-                if is_business_refusal(&record) {
+                if payment::is_business_refusal(&record) {
                     self.refusals.record(&payer, Instant::now());
                 }
                 record
             }
-            Begin::Finished(record) | Begin::InFlight(record) => record,
+            Begun::Finished(record) | Begun::InFlight(record) => record,
         };
         log.set_payment(&record.payment_id, None);
         pay_outcome(&record).map(Response::new)
@@ -623,10 +595,7 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::Payment>, Status> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        if body.payment_id.is_empty() {
-            return Err(Failure::InvalidArgument("payment_id is empty".into()).into());
-        }
-        check_text("payment_id", &body.payment_id, MAX_KEY_LEN)?;
+        validate_id("payment_id", &body.payment_id)?;
         // Someone else's payment answers exactly like one that does not exist, so ids cannot
         // be probed for existence.
         let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
@@ -649,10 +618,7 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::Payment>, Status> {
         let caller = caller(&request)?;
         let key = request.into_inner().idempotency_key;
-        if key.is_empty() {
-            return Err(Failure::InvalidArgument("idempotency_key is empty".into()).into());
-        }
-        check_text("idempotency_key", &key, MAX_KEY_LEN)?;
+        validate_id("idempotency_key", &key)?;
         // Keys are per user: only the caller's own keys are looked at, so another user's key
         // answers like an unused one.
         let username = caller.username;
@@ -705,14 +671,14 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    check_text("memo", bad, MAX_TEXT_LEN),
+                    check_text("memo", bad, MAX_TEXT_BYTES),
                     Err(Failure::InvalidArgument(_))
                 ),
                 "{bad:?}"
             );
         }
         for good in ["rent for März", "عربى", "日本語 ok", ""] {
-            assert_eq!(check_text("memo", good, MAX_TEXT_LEN), Ok(()), "{good:?}");
+            assert_eq!(check_text("memo", good, MAX_TEXT_BYTES), Ok(()), "{good:?}");
         }
     }
 }

@@ -14,33 +14,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use strife_common::limits::{DECISION_GRACE, PHASE_TWO_CALL_TIMEOUT};
 use strife_common::runtime::on_blocking_pool;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use strife_proto::v1 as pb;
 use tokio::sync::watch;
 
+use crate::payment::{self, decide, Vote};
 use crate::registry::BankRegistry;
 use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
 
-/// How long after its prepare deadline a payment's decision may still be pending; banks ask
-/// for the decision of legs still PREPARED after this.
-pub const DECISION_GRACE: Duration = Duration::from_secs(5);
-/// Bound on each phase-2 call made by the retrier.
-const PHASE_TWO_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often unfinished payments are retried.
 const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// A freshly decided payment is left to its own task for this long before the retrier helps.
 const RETRY_AFTER_DECISION_MS: i64 = 1_000;
 const UNFINISHED_PER_ROUND: u32 = 256;
-
-/// Reason codes the coordinator itself writes.
-pub mod reason {
-    pub const BANK_TIMEOUT: &str = "bank_timeout";
-    pub const BANK_UNAVAILABLE: &str = "bank_unavailable";
-    pub const DECISION_TIMEOUT: &str = "decision_timeout";
-    pub const GATEWAY_RESTARTED: &str = "gateway_restarted";
-}
 
 /// Where a test may make the gateway die on purpose (env `STRIFE_CRASH_AT`), to prove
 /// recovery. Unset in normal runs.
@@ -63,15 +52,6 @@ impl CrashPoint {
     }
 }
 
-/// One bank's answer to a prepare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vote {
-    Yes,
-    No { reason_code: String, reason: String },
-    TimedOut,
-    Unreachable(String),
-}
-
 /// Which leg of a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leg {
@@ -85,63 +65,6 @@ impl Leg {
             Leg::Debit => pb::LegRole::Debit,
             Leg::Credit => pb::LegRole::Credit,
         }
-    }
-}
-
-/// The decision two votes make, with the reason for an abort. A bank's own NO explains the
-/// outcome best, so it wins over a timeout or an unreachable bank.
-pub fn decide(
-    debit_bank: &str,
-    debit: &Vote,
-    credit_bank: &str,
-    credit: &Vote,
-    prepare_timeout: Duration,
-) -> (PaymentStatus, Option<(String, String)>) {
-    let votes = [(debit_bank, debit), (credit_bank, credit)];
-    if votes.iter().all(|(_, vote)| **vote == Vote::Yes) {
-        return (PaymentStatus::Committed, None);
-    }
-    for (_, vote) in &votes {
-        if let Vote::No {
-            reason_code,
-            reason,
-        } = vote
-        {
-            return (
-                PaymentStatus::Aborted,
-                Some((reason_code.clone(), reason.clone())),
-            );
-        }
-    }
-    for (bank, vote) in &votes {
-        if **vote == Vote::TimedOut {
-            let reason = format!(
-                "bank {bank} did not answer prepare within {}",
-                humanize(prepare_timeout)
-            );
-            return (
-                PaymentStatus::Aborted,
-                Some((reason::BANK_TIMEOUT.into(), reason)),
-            );
-        }
-    }
-    for (bank, vote) in &votes {
-        if let Vote::Unreachable(detail) = vote {
-            let reason = format!("bank {bank} is unavailable: {detail}");
-            return (
-                PaymentStatus::Aborted,
-                Some((reason::BANK_UNAVAILABLE.into(), reason)),
-            );
-        }
-    }
-    (PaymentStatus::Aborted, None)
-}
-
-fn humanize(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
     }
 }
 
@@ -340,10 +263,7 @@ impl Coordinator {
             .into_iter()
             .filter(|record| record.status == PaymentStatus::Pending)
         {
-            let reason = Some((
-                reason::GATEWAY_RESTARTED.to_owned(),
-                "the gateway restarted before deciding; aborted".to_owned(),
-            ));
+            let reason = Some(payment::restarted());
             self.write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
                 .await?;
             aborted += 1;
@@ -372,20 +292,20 @@ impl Coordinator {
             let now = now_unix_ms();
             let mut rounds = Vec::new();
             for record in unfinished {
-                match record.status {
-                    PaymentStatus::Pending if now > record.decision_deadline_unix_ms => {
-                        let reason = Some((
-                            reason::DECISION_TIMEOUT.to_owned(),
-                            "no decision before the deadline; aborted".to_owned(),
-                        ));
+                match (record.status, payment::overdue(&record, now)) {
+                    (PaymentStatus::Pending, Some(reason)) => {
                         if let Ok(decided) = self
-                            .write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
+                            .write_decision(
+                                &record.payment_id,
+                                PaymentStatus::Aborted,
+                                Some(reason),
+                            )
                             .await
                         {
                             rounds.push(decided);
                         }
                     }
-                    PaymentStatus::Pending => {}
+                    (PaymentStatus::Pending, None) => {}
                     _ if record.decided_unix_ms.unwrap_or(0) + RETRY_AFTER_DECISION_MS < now => {
                         rounds.push(record)
                     }
@@ -403,81 +323,17 @@ impl Coordinator {
         else {
             return Ok(pb::Decision::Abort);
         };
-        let record = if record.status == PaymentStatus::Pending
-            && now_unix_ms() > record.decision_deadline_unix_ms
-        {
-            let reason = Some((
-                reason::DECISION_TIMEOUT.to_owned(),
-                "no decision before the deadline; aborted".to_owned(),
-            ));
-            self.write_decision(payment_id, PaymentStatus::Aborted, reason)
-                .await?
-        } else {
-            record
+        let record = match payment::overdue(&record, now_unix_ms()) {
+            Some(reason) => {
+                self.write_decision(payment_id, PaymentStatus::Aborted, Some(reason))
+                    .await?
+            }
+            None => record,
         };
         Ok(match record.status {
             PaymentStatus::Committed => pb::Decision::Commit,
             PaymentStatus::Aborted => pb::Decision::Abort,
             PaymentStatus::Pending => pb::Decision::Pending,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TIMEOUT: Duration = Duration::from_millis(500);
-
-    fn no(code: &str) -> Vote {
-        Vote::No {
-            reason_code: code.into(),
-            reason: format!("{code} reason"),
-        }
-    }
-
-    #[test]
-    fn all_yes_commits() {
-        assert_eq!(
-            decide("a", &Vote::Yes, "b", &Vote::Yes, TIMEOUT),
-            (PaymentStatus::Committed, None)
-        );
-    }
-
-    #[test]
-    fn any_no_aborts_with_the_banks_reason() {
-        let (status, reason) = decide(
-            "a",
-            &no("insufficient_funds"),
-            "b",
-            &Vote::TimedOut,
-            TIMEOUT,
-        );
-        assert_eq!(status, PaymentStatus::Aborted);
-        assert_eq!(reason.unwrap().0, "insufficient_funds");
-        let (_, reason) = decide("a", &Vote::Yes, "b", &no("account_not_found"), TIMEOUT);
-        assert_eq!(reason.unwrap().0, "account_not_found");
-    }
-
-    #[test]
-    fn a_timeout_aborts_naming_the_bank() {
-        let (status, reason) = decide("bank0", &Vote::Yes, "bank1", &Vote::TimedOut, TIMEOUT);
-        assert_eq!(status, PaymentStatus::Aborted);
-        let (code, text) = reason.unwrap();
-        assert_eq!(code, reason::BANK_TIMEOUT);
-        assert_eq!(text, "bank bank1 did not answer prepare within 500ms");
-    }
-
-    #[test]
-    fn an_unreachable_bank_aborts() {
-        let (status, reason) = decide(
-            "bank0",
-            &Vote::Unreachable("refused".into()),
-            "bank1",
-            &Vote::Yes,
-            TIMEOUT,
-        );
-        assert_eq!(status, PaymentStatus::Aborted);
-        assert_eq!(reason.unwrap().0, reason::BANK_UNAVAILABLE);
     }
 }

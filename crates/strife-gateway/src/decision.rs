@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use strife_common::limits::validate_id;
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, coordinator_server::Coordinator as CoordinatorService};
 use tonic::{Request, Response, Status};
@@ -39,11 +40,7 @@ impl CoordinatorService for DecisionApi {
                 Failure::PermissionDenied("a bank may only ask in its own name".into()).into(),
             );
         }
-        if body.payment_id.is_empty() || body.payment_id.len() > 128 {
-            return Err(
-                Failure::InvalidArgument("payment_id must be 1 to 128 bytes".into()).into(),
-            );
-        }
+        validate_id("payment_id", &body.payment_id)?;
         let decision = self.coordinator.decision_for(&body.payment_id).await?;
         tracing::info!(payment_id = %body.payment_id, bank_id = %body.bank_id, ?decision, "decision query answered");
         Ok(Response::new(pb::GetDecisionResponse {

@@ -5,6 +5,7 @@
 //! - [`roles`]: the method → roles table.
 //! - [`request_log`]: one log line per request (a layer).
 //! - [`registry`]: the live bank map from an etcd watch, one channel per bank.
+//! - [`payment`]: the payment lifecycle as pure decisions: idempotency, votes, outcomes.
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
 //! - [`store`]: users, accounts, payments (the coordinator log) and idempotency in SQLite.
 //! - [`api`]: the client-facing `strife.v1.Gateway` service.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod coordinator;
 pub mod decision;
+pub mod payment;
 pub mod registry;
 pub mod request_log;
 pub mod roles;

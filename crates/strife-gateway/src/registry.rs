@@ -21,6 +21,7 @@ use anyhow::Context;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use strife_common::discovery::{bank_entry_from_kv, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES};
 use strife_common::etcd::EtcdAccess;
+use strife_common::limits::{BANK_CALL_TIMEOUT, ETCD_CALL_TIMEOUT, GATEWAY_BATCH_ITEMS};
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
@@ -28,11 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Bound on any single call to a bank made through these channels.
-const BANK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 type PrepareQueue = mpsc::Sender<Pending<pb::PrepareRequest, pb::PrepareResponse>>;
 type DecisionQueue = mpsc::Sender<Pending<pb::LegDecision, pb::LegStatus>>;
@@ -44,8 +42,6 @@ struct BankHandle {
     decisions: DecisionQueue,
 }
 
-/// Most prepares (or decisions) the gateway puts in one batch RPC to a bank.
-const MAX_BATCH: usize = 128;
 /// Batch RPCs to one bank in flight at once; while all are busy, new work queues and goes out
 /// together in the next batch — so batches grow with load and add no wait when idle.
 const BATCHES_IN_FLIGHT: usize = 2;
@@ -79,7 +75,7 @@ fn item_status(error: pb::ItemError) -> Status {
 }
 
 /// Runs a bank's batcher until its handle (the last sender) is dropped: takes what is queued
-/// (up to [`MAX_BATCH`]), sends it as one RPC, and hands each caller its own answer.
+/// (up to [`GATEWAY_BATCH_ITEMS`]), sends it as one RPC, and hands each caller its own answer.
 fn spawn_batcher<Request, Response, Send_, Fut>(
     mut queue: mpsc::Receiver<Pending<Request, Response>>,
     send: Send_,
@@ -98,7 +94,7 @@ fn spawn_batcher<Request, Response, Send_, Fut>(
                 return;
             };
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < GATEWAY_BATCH_ITEMS {
                 match queue.try_recv() {
                     Ok(item) => batch.push(item),
                     Err(_) => break,

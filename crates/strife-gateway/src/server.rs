@@ -9,16 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use strife_common::admin::{read_admin_password, ADMIN_USER};
 use strife_common::etcd::EtcdAccess;
-use strife_common::grpc_limits::{GrpcLimitsLayer, MAX_HEADER_LIST_BYTES};
+use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::Layout;
+use strife_common::limits::{
+    DEREGISTER_TIMEOUT, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_BYTES, MAX_MESSAGE_BYTES,
+    SERVER_REQUEST_TIMEOUT,
+};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::state_dir::DirLock;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
-use strife_pki::ADMIN_USER;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
@@ -33,11 +37,6 @@ use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
 use crate::store::GatewayStore;
-
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_CONCURRENT_STREAMS: u32 = 1_024;
-const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -80,7 +79,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
                 identity_paths.key.display()
             )
         })?
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(SERVER_REQUEST_TIMEOUT)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .tcp_nodelay(true);
@@ -170,7 +169,7 @@ async fn ensure_admin(store: &GatewayStore, layout: &Layout) -> anyhow::Result<(
     if store.user(ADMIN_USER)?.is_some() {
         return Ok(());
     }
-    let password = strife_pki::read_admin_password(layout)?;
+    let password = read_admin_password(layout)?;
     let hash = hash_password(&password)?;
     store
         .insert_user(ADMIN_USER, Role::Admin.as_str(), &hash)

@@ -17,6 +17,8 @@ use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
+use crate::payment;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     username        TEXT PRIMARY KEY,
@@ -131,28 +133,9 @@ pub struct PaymentRecord {
     pub decided_unix_ms: Option<i64>,
 }
 
-impl PaymentRecord {
-    /// What identifies "the same request" for idempotency.
-    pub fn fingerprint(&self) -> String {
-        format!(
-            "to={}|amount={}|currency={}|from_bank={}|to_bank={}|memo={}",
-            self.to.username,
-            self.amount_minor,
-            self.currency,
-            self.from.bank_id,
-            self.to.bank_id,
-            self.memo
-        )
-    }
-}
-
-/// Reason codes of aborts that a retry with the same key may run again: the money never
-/// moved and the cause was the network or the gateway itself, not the request.
-pub const TRANSIENT_REASONS: &[&str] = strife_common::failure::TRANSIENT_ABORT_REASONS;
-
-/// What starting a payment under an idempotency key found.
+/// What starting a payment under an idempotency key did ([`payment::begin`] decided).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Begin {
+pub enum Begun {
     /// A new attempt was recorded (PENDING); run it.
     Started(PaymentRecord),
     /// The key already has a final result; return it.
@@ -324,11 +307,10 @@ impl GatewayStore {
     /// Written without waiting for its fsync: until a decision is written (always fsynced,
     /// which makes this record durable too), losing it is harmless — the banks' legs of an
     /// unknown payment are aborted by presumption, and a retry of the key starts afresh.
-    /// `attempt` is the new attempt to record if one is needed. A key whose previous attempt
-    /// aborted for a transient reason gets a new attempt; a key used with other parameters is
-    /// `INVALID_ARGUMENT`.
-    pub async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begin, Failure> {
-        let fingerprint = attempt.fingerprint();
+    /// `attempt` is the new attempt to record if one is needed; whether it is, is
+    /// [`payment::begin`]'s decision, made inside this transaction on what the key holds.
+    pub async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure> {
+        let fingerprint = payment::fingerprint(attempt);
         let attempt = attempt.clone();
         self.writer.run_with(Durability::Relaxed, move |transaction| {
             let existing: Option<(String, String)> = transaction
@@ -339,32 +321,27 @@ impl GatewayStore {
                 )
                 .optional()
                 .map_err(storage)?;
-            if let Some((stored_fingerprint, payment_id)) = existing {
-                if stored_fingerprint != fingerprint {
-                    return Err(Failure::InvalidArgument(format!(
-                        "idempotency key {:?} was already used for a different payment ({stored_fingerprint})",
-                        attempt.idempotency_key
-                    )));
+            let previous = match &existing {
+                Some((_, payment_id)) => Some(load_payment(transaction, payment_id)?.ok_or_else(
+                    || Failure::internal("idempotency", "record points at no payment"),
+                )?),
+                None => None,
+            };
+            let stored = existing.as_ref().zip(previous.as_ref()).map(|((stored_fingerprint, _), payment)| {
+                payment::Stored { fingerprint: stored_fingerprint, payment }
+            });
+            match (payment::begin(&attempt, stored)?, previous) {
+                (payment::Begin::InFlight, Some(previous)) => return Ok(Begun::InFlight(previous)),
+                (payment::Begin::Replay, Some(previous)) => return Ok(Begun::Finished(previous)),
+                (payment::Begin::RecordAgain, Some(_)) => {
+                    transaction
+                        .execute_cached(
+                            "UPDATE idempotency SET payment_id = ?3 WHERE username = ?1 AND key = ?2",
+                            params![attempt.from.username, attempt.idempotency_key, attempt.payment_id],
+                        )
+                        .map_err(storage)?;
                 }
-                let previous = load_payment(transaction, &payment_id)?
-                    .ok_or_else(|| Failure::internal("idempotency", "record points at no payment"))?;
-                let retryable = previous.status == PaymentStatus::Aborted
-                    && previous
-                        .reason_code
-                        .as_deref()
-                        .is_some_and(|code| TRANSIENT_REASONS.contains(&code));
-                match previous.status {
-                    PaymentStatus::Pending => return Ok(Begin::InFlight(previous)),
-                    _ if !retryable => return Ok(Begin::Finished(previous)),
-                    _ => {}
-                }
-                transaction
-                    .execute_cached(
-                        "UPDATE idempotency SET payment_id = ?3 WHERE username = ?1 AND key = ?2",
-                        params![attempt.from.username, attempt.idempotency_key, attempt.payment_id],
-                    )
-                    .map_err(storage)?;
-            } else {
+                (payment::Begin::Record, None) => {
                 transaction
                     .execute_cached(
                         "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
@@ -378,11 +355,18 @@ impl GatewayStore {
                         ],
                     )
                     .map_err(storage)?;
+                }
+                (decision, previous) => {
+                    return Err(Failure::internal(
+                        "idempotency",
+                        format!("{decision:?} with a stored payment: {}", previous.is_some()),
+                    ))
+                }
             }
             insert_payment(transaction, &attempt)?;
             let recorded = load_payment(transaction, &attempt.payment_id)?
                 .ok_or_else(|| Failure::internal("begin payment", "inserted payment vanished"))?;
-            Ok(Begin::Started(recorded))
+            Ok(Begun::Started(recorded))
         })
         .await
     }

@@ -22,8 +22,7 @@ pub use ca::{
     default_hosts, has_current_profile, CertificateAuthority, IssuedCertificate, Validity,
 };
 
-/// The admin's user name (its certificate CN and its gateway login).
-pub const ADMIN_USER: &str = "admin";
+pub use strife_common::admin::{read_admin_password, ADMIN_USER};
 
 /// What `strife setup` was asked to make.
 #[derive(Debug, Clone)]
@@ -290,14 +289,6 @@ pub fn revoke(layout: &Layout, names: &[String]) -> anyhow::Result<Vec<PathBuf>>
         revoked.push(destination);
     }
     Ok(revoked)
-}
-
-/// Reads the admin password that setup stored.
-pub fn read_admin_password(layout: &Layout) -> anyhow::Result<String> {
-    let path = layout.admin_password();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}; run `strife setup` first", path.display()))?;
-    Ok(text.trim().to_owned())
 }
 
 fn merge_names(existing: &mut Vec<String>, added: &[String]) {

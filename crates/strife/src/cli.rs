@@ -8,6 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use strife_common::discovery::DEFAULT_ETCD;
 use strife_common::layout::DEFAULT_DIR;
+use strife_common::limits::{
+    DEFAULT_GATEWAY_ADDRESS, MAX_CONNECTIONS, MAX_PREPARE_TIMEOUT, MIN_MAX_CONNECTIONS,
+    MIN_PREPARE_TIMEOUT,
+};
 
 /// Strife: a payment network with banks, a two-phase-commit gateway and an offline-capable client.
 #[derive(Debug, Parser)]
@@ -109,7 +113,7 @@ struct DevArgs {
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Gateway listen address (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:50050")]
+    #[arg(long, default_value = DEFAULT_GATEWAY_ADDRESS)]
     gateway_listen: String,
     /// etcd client port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 23790)]
@@ -123,11 +127,11 @@ struct DevArgs {
 #[derive(Debug, clap::Args)]
 struct ConnectionArgs {
     /// Open client connections at most; past it new ones are closed at once.
-    #[arg(long, default_value_t = strife_common::listener::MAX_CONNECTIONS as u32,
-          value_parser = clap::value_parser!(u32).range(16..=1_000_000))]
+    #[arg(long, default_value_t = MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(MIN_MAX_CONNECTIONS as i64..=1_000_000))]
     max_connections: u32,
     /// Open connections one certificate may hold (gateway); more are refused per request.
-    #[arg(long, default_value_t = strife_common::listener::MAX_CONNECTIONS_PER_PEER as u32,
+    #[arg(long, default_value_t = strife_common::limits::MAX_CONNECTIONS_PER_PEER as u32,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_connections_per_certificate: u32,
     /// Close a connection that carries no bytes for this long, e.g. `120s`.
@@ -148,6 +152,19 @@ impl ConnectionArgs {
     }
 }
 
+/// `--prepare-timeout`, within `limits::MIN_PREPARE_TIMEOUT ..= MAX_PREPARE_TIMEOUT`.
+fn parse_prepare_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if !(MIN_PREPARE_TIMEOUT..=MAX_PREPARE_TIMEOUT).contains(&timeout) {
+        return Err(format!(
+            "--prepare-timeout must be between {} and {}",
+            humantime::format_duration(MIN_PREPARE_TIMEOUT),
+            humantime::format_duration(MAX_PREPARE_TIMEOUT)
+        ));
+    }
+    Ok(timeout)
+}
+
 fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
     if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(86_400) {
@@ -164,13 +181,14 @@ struct GatewayArgs {
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
     /// Address to listen on (loopback by default).
-    #[arg(long, default_value = "127.0.0.1:50050")]
+    #[arg(long, default_value = DEFAULT_GATEWAY_ADDRESS)]
     listen: SocketAddr,
     /// etcd endpoint(s), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
     etcd: Vec<String>,
-    /// How long phase 1 waits for each bank's vote, e.g. `2s` or `500ms`.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    /// How long phase 1 waits for each bank's vote, e.g. `2s` or `500ms` (10ms to 5s: a whole
+    /// payment must end before the client's 10 s call timeout).
+    #[arg(long, default_value = "2s", value_parser = parse_prepare_timeout)]
     prepare_timeout: Duration,
     /// Seconds the gateway's etcd lease lives without keep-alive.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=60))]
@@ -286,6 +304,7 @@ impl Cli {
         // markers) is its own business: files 0600, directories 0700, whatever the caller's
         // umask. Set before the first file is created.
         // SAFETY: umask(2) only changes this process's file-creation mask; it cannot fail.
+        #[allow(unsafe_code)] // libc calls with no safe wrapper; SAFETY above
         unsafe {
             libc::umask(0o077);
         }
@@ -320,11 +339,6 @@ impl Cli {
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
             Command::Gateway(args) => {
-                anyhow::ensure!(
-                    args.prepare_timeout >= Duration::from_millis(10)
-                        && args.prepare_timeout <= Duration::from_secs(60),
-                    "--prepare-timeout must be between 10ms and 60s"
-                );
                 let config = strife_gateway::GatewayConfig {
                     dir: args.dir,
                     listen: args.listen,
@@ -425,7 +439,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
         gateway: args
             .gateway
             .or_else(|| info.as_ref().map(|info| info.gateway.clone()))
-            .unwrap_or_else(|| "127.0.0.1:50050".into()),
+            .unwrap_or_else(|| DEFAULT_GATEWAY_ADDRESS.into()),
         etcd: args
             .etcd
             .or_else(|| info.as_ref().map(|info| info.etcd.clone()))
@@ -471,4 +485,44 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {
         println!("{}", report.human());
     }
     Ok(if report.is_clean() { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use strife_common::limits::{DEFAULT_PREPARE_TIMEOUT, IDLE_TIMEOUT};
+
+    /// clap defaults are strings; they must say what `limits.rs` says.
+    #[test]
+    fn flag_defaults_are_the_limits() {
+        let gateway = Cli::command();
+        let gateway = gateway
+            .find_subcommand("gateway")
+            .expect("a gateway subcommand");
+        let default_of = |name: &str| {
+            gateway
+                .get_arguments()
+                .find(|argument| argument.get_id() == name)
+                .and_then(|argument| argument.get_default_values().first().cloned())
+                .and_then(|value| value.to_str().map(str::to_owned))
+                .expect("a default")
+        };
+        assert_eq!(
+            parse_prepare_timeout(&default_of("prepare_timeout")),
+            Ok(DEFAULT_PREPARE_TIMEOUT)
+        );
+        assert_eq!(
+            parse_idle_timeout(&default_of("idle_timeout")),
+            Ok(IDLE_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn prepare_timeouts_past_the_cap_are_refused() {
+        assert!(parse_prepare_timeout("5s").is_ok());
+        assert!(parse_prepare_timeout("6s").is_err());
+        assert!(parse_prepare_timeout("60s").is_err());
+        assert!(parse_prepare_timeout("1ms").is_err());
+    }
 }

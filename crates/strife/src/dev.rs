@@ -59,6 +59,7 @@ fn terminate(child: &mut Child) {
         return;
     }
     // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+    #[allow(unsafe_code)] // libc calls with no safe wrapper; SAFETY above
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
@@ -86,6 +87,7 @@ fn find_etcd() -> anyhow::Result<PathBuf> {
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the child's own process state.
+    #[allow(unsafe_code)] // libc calls with no safe wrapper; SAFETY above
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);

@@ -2,6 +2,10 @@
 //! module per area. Every test drives the real `strife` binary, real etcd, real TLS from
 //! `strife setup` and real database files through [`support`]; nothing is mocked.
 
+// Test code: a failed unwrap is the test failing, and the libc calls (signals, rlimits) that
+// drive real processes have no safe wrapper.
+#![allow(clippy::unwrap_used, clippy::expect_used, unsafe_code)]
+
 mod support;
 
 mod audit_live;

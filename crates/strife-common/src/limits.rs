@@ -1,0 +1,254 @@
+//! Every limit Strife enforces, in one place, with the relationships between them asserted at
+//! compile time. A limit that two processes must agree on (the gateway's batch and the bank's,
+//! a client's patience and the server's work) cannot drift when both read it from here.
+//!
+//! Invariant: **only this module defines a limit that two modules or processes share, or that
+//! must relate to another limit**; elsewhere a limit is imported, never restated. (A module's
+//! private tunables — queue depths, retry intervals, cache sizes — stay beside their code.)
+
+use std::time::Duration;
+
+use crate::Failure;
+
+// ── Sizes of identifiers and text ───────────────────────────────────────────────────────────
+
+/// Longest id a client or the gateway may send: idempotency key, payment id, account number.
+pub const MAX_ID_BYTES: usize = 128;
+/// Longest user or bank name (`layout::validate_name`); names become file and etcd paths.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest request id a bank accepts for `OpenAccount`: the gateway sends
+/// `<admin name>/<idempotency key>`, so it is sized to hold exactly that.
+pub const MAX_REQUEST_ID_BYTES: usize = MAX_NAME_BYTES + 1 + MAX_ID_BYTES;
+/// Longest free text: a memo, an account holder's name.
+pub const MAX_TEXT_BYTES: usize = 200;
+/// Shortest password accepted (`password::check_password`).
+pub const MIN_PASSWORD_BYTES: usize = 12;
+/// Longest password accepted (argon2id hashes any length; this only bounds the work).
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+// ── Messages ────────────────────────────────────────────────────────────────────────────────
+
+/// Largest request message a server (gateway or bank) decodes; every request is small.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest response a bank encodes (a journal page or the account list can be long).
+pub const MAX_ENCODED_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Most metadata (header names + values) a request may carry (`grpc_limits`).
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// The HTTP/2 header-list limit servers set: above [`MAX_METADATA_BYTES`], so `grpc_limits`
+/// answers with a status; beyond it the HTTP/2 layer refuses the stream itself.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection a server allows.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
+
+/// Most journal rows one `Bank/ListJournal` returns (and what the audit asks for per page).
+pub const MAX_JOURNAL_PAGE: u32 = 1_000;
+/// Most PREPARED legs one `Bank/ListAccounts` lists.
+pub const MAX_PREPARED_LISTED: u32 = 10_000;
+
+// ── Batches ─────────────────────────────────────────────────────────────────────────────────
+
+/// Most prepares (or decisions) the gateway puts in one `PrepareBatch` / `FinishBatch`.
+pub const GATEWAY_BATCH_ITEMS: usize = 128;
+/// Most items a bank accepts in one batch RPC; a larger batch is `INVALID_ARGUMENT`.
+pub const BANK_BATCH_ITEMS: usize = 256;
+
+// ── Time ────────────────────────────────────────────────────────────────────────────────────
+
+/// Default `--prepare-timeout`: how long phase 1 waits for each bank's vote.
+pub const DEFAULT_PREPARE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest `--prepare-timeout` accepted.
+pub const MIN_PREPARE_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest `--prepare-timeout` accepted. A `Pay` runs phase 1 (≤ this), writes the decision
+/// and waits for phase 2 (≤ [`PHASE_TWO_CALL_TIMEOUT`]); all of it must fit in what the client
+/// waits ([`CLIENT_CALL_TIMEOUT`]) with room for the fsyncs, or a payment that would have
+/// succeeded reaches its user as "unknown".
+pub const MAX_PREPARE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on each phase-2 (commit / abort) call to a bank.
+pub const PHASE_TWO_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time a `Pay` leaves for its own storage work (the PENDING record, the decision's fsync)
+/// beyond the bank calls: what [`CLIENT_CALL_TIMEOUT`] must keep in reserve.
+pub const PAY_STORAGE_ALLOWANCE: Duration = Duration::from_secs(2);
+/// The channel-level bound on any call the gateway makes to a bank. Above the longest prepare
+/// timeout, so a slow vote is ended by the coordinator's own timeout (a `bank_timeout` abort).
+pub const BANK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the `strife client` waits for one call before counting the gateway unreachable.
+pub const CLIENT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a bank's resolver waits for the gateway's answer to a decision query.
+pub const DECISION_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `strife audit` waits for one call to a bank.
+pub const AUDIT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `strife bench` waits for one call (it drives the gateway to saturation, where
+/// queueing adds to every call).
+pub const BENCH_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest any one request may run on a server (gateway or bank); the cap for callers that
+/// send no deadline of their own.
+pub const SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after its prepare deadline a payment's decision may still be pending; banks ask
+/// for the decision of legs still PREPARED after this.
+pub const DECISION_GRACE: Duration = Duration::from_secs(5);
+/// Bound on one etcd call (lease grant, put, get, watch start) by a registration or watch.
+pub const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for a server's etcd deregistration.
+pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Decision window a bank gives a prepare that names no deadline of its own.
+pub const DEFAULT_DECISION_WINDOW: Duration = Duration::from_secs(30);
+
+// ── Connections ─────────────────────────────────────────────────────────────────────────────
+
+/// Default cap on open connections per server (`--max-connections`).
+pub const MAX_CONNECTIONS: usize = 4_096;
+/// Smallest `--max-connections` accepted.
+pub const MIN_MAX_CONNECTIONS: usize = 16;
+/// Default cap on connections that have not spoken yet.
+pub const MAX_SILENT_CONNECTIONS: usize = 512;
+/// Default cap on connections per certificate: far above what a client or the bench opens,
+/// far below [`MAX_CONNECTIONS`], so one stolen certificate cannot take every slot.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 256;
+const _: () = assert!(MAX_CONNECTIONS_PER_PEER < MAX_CONNECTIONS);
+/// Default wait for a new connection's first byte.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default idle timeout (`--idle-timeout`); well above the request timeout and the keep-alive
+/// interval of Strife's own channels, so only connections that really went quiet are closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often Strife's own channels ping an otherwise quiet connection.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a channel waits for the answer to its ping before it drops the connection.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a channel waits for a TCP connection to a server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a TLS handshake may take on a server.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ── Addresses ───────────────────────────────────────────────────────────────────────────────
+
+/// Where the gateway listens, and where clients look for it, unless told otherwise.
+pub const DEFAULT_GATEWAY_ADDRESS: &str = "127.0.0.1:50050";
+
+// ── The relationships, checked by the compiler ──────────────────────────────────────────────
+
+/// `a < b` for durations in a const context.
+const fn shorter(a: Duration, b: Duration) -> bool {
+    a.as_nanos() < b.as_nanos()
+}
+
+/// `a + b` for durations in a const context (whole milliseconds are enough here).
+const fn plus(a: Duration, b: Duration) -> Duration {
+    Duration::from_millis((a.as_millis() + b.as_millis()) as u64)
+}
+
+// A full gateway batch must be one the bank accepts.
+const _: () = assert!(GATEWAY_BATCH_ITEMS <= BANK_BATCH_ITEMS);
+// Ids, request ids and text fit many times over in a message.
+const _: () = assert!(MAX_ID_BYTES < MAX_REQUEST_ID_BYTES);
+const _: () = assert!(MAX_REQUEST_ID_BYTES + MAX_TEXT_BYTES < MAX_MESSAGE_BYTES / 16);
+const _: () = assert!(MAX_NAME_BYTES < MAX_ID_BYTES);
+const _: () = assert!(MIN_PASSWORD_BYTES < MAX_PASSWORD_BYTES);
+const _: () = assert!(MAX_PASSWORD_BYTES < MAX_METADATA_BYTES);
+const _: () = assert!(MAX_METADATA_BYTES < MAX_HEADER_LIST_BYTES as usize);
+const _: () = assert!(MAX_MESSAGE_BYTES < MAX_ENCODED_MESSAGE_BYTES);
+// The prepare timeout's range is non-empty and contains its default.
+const _: () = assert!(shorter(MIN_PREPARE_TIMEOUT, DEFAULT_PREPARE_TIMEOUT));
+const _: () = assert!(!shorter(MAX_PREPARE_TIMEOUT, DEFAULT_PREPARE_TIMEOUT));
+// The coordinator's prepare timeout, not the bank channel's, ends a slow vote.
+const _: () = assert!(shorter(MAX_PREPARE_TIMEOUT, BANK_CALL_TIMEOUT));
+const _: () = assert!(shorter(PHASE_TWO_CALL_TIMEOUT, BANK_CALL_TIMEOUT));
+// A whole `Pay` (phase 1 + decision + one round of phase 2) ends before the client gives up…
+const _: () = assert!(shorter(
+    plus(
+        plus(MAX_PREPARE_TIMEOUT, PHASE_TWO_CALL_TIMEOUT),
+        PAY_STORAGE_ALLOWANCE
+    ),
+    CLIENT_CALL_TIMEOUT
+));
+// …and the client (and any gateway → bank call) gives up before a server's own cap, so the
+// server's timeout only ever ends calls from clients that set no deadline.
+const _: () = assert!(!shorter(SERVER_REQUEST_TIMEOUT, CLIENT_CALL_TIMEOUT));
+const _: () = assert!(!shorter(SERVER_REQUEST_TIMEOUT, BANK_CALL_TIMEOUT));
+const _: () = assert!(!shorter(SERVER_REQUEST_TIMEOUT, AUDIT_CALL_TIMEOUT));
+const _: () = assert!(shorter(DECISION_QUERY_TIMEOUT, SERVER_REQUEST_TIMEOUT));
+// A bank asks about an overdue leg well within the decision grace it was given.
+const _: () = assert!(shorter(DECISION_QUERY_TIMEOUT, DECISION_GRACE));
+// A bank asks for a decision only after the coordinator's own deadline has passed.
+const _: () = assert!(shorter(
+    plus(MAX_PREPARE_TIMEOUT, DECISION_GRACE),
+    DEFAULT_DECISION_WINDOW
+));
+// Connections: the eviction queue is a part of all connections; a channel pings well inside
+// the idle timeout; a request can finish inside it.
+const _: () = assert!(MAX_SILENT_CONNECTIONS < MAX_CONNECTIONS);
+const _: () = assert!(MIN_MAX_CONNECTIONS <= MAX_CONNECTIONS);
+const _: () = assert!(shorter(FIRST_BYTE_TIMEOUT, IDLE_TIMEOUT));
+const _: () = assert!(shorter(
+    plus(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_INTERVAL),
+    IDLE_TIMEOUT
+));
+const _: () = assert!(shorter(SERVER_REQUEST_TIMEOUT, IDLE_TIMEOUT));
+const _: () = assert!(shorter(KEEP_ALIVE_TIMEOUT, KEEP_ALIVE_INTERVAL));
+// A client gives up connecting before its call's own deadline would.
+const _: () = assert!(shorter(CONNECT_TIMEOUT, CLIENT_CALL_TIMEOUT));
+
+// ── Validation ──────────────────────────────────────────────────────────────────────────────
+
+/// The one id check (CLI, gateway and bank): 1 to [`MAX_ID_BYTES`] bytes of printable ASCII
+/// without spaces. `kind` names the field in the message (`"idempotency_key"`).
+pub fn validate_id(kind: &str, text: &str) -> Result<(), Failure> {
+    validate_id_within(kind, text, MAX_ID_BYTES)
+}
+
+/// [`validate_id`] for a bank's `OpenAccount` request id (up to [`MAX_REQUEST_ID_BYTES`]).
+pub fn validate_request_id(kind: &str, text: &str) -> Result<(), Failure> {
+    validate_id_within(kind, text, MAX_REQUEST_ID_BYTES)
+}
+
+fn validate_id_within(kind: &str, text: &str, max_bytes: usize) -> Result<(), Failure> {
+    if text.is_empty() {
+        return Err(Failure::InvalidArgument(format!("{kind} is empty")));
+    }
+    if text.len() > max_bytes {
+        return Err(Failure::InvalidArgument(format!(
+            "{kind} is longer than {max_bytes} bytes"
+        )));
+    }
+    // Printable ASCII only: ids end up in logs, file-free SQL keys and metadata; no byte of
+    // them can reorder or hide text, and each has exactly one spelling.
+    if !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(Failure::InvalidArgument(format!(
+            "{kind} must be printable ASCII without spaces"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> String {
+        match validate_id("idempotency_key", text) {
+            Err(Failure::InvalidArgument(message)) => message,
+            other => panic!("{text:?} was not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_are_one_to_max_bytes_of_printable_ascii() {
+        assert_eq!(validate_id("payment_id", "a"), Ok(()));
+        assert_eq!(validate_id("payment_id", &"x".repeat(MAX_ID_BYTES)), Ok(()));
+        assert_eq!(refused(""), "idempotency_key is empty");
+        assert!(refused(&"x".repeat(MAX_ID_BYTES + 1)).contains("longer than 128"));
+        for bad in ["a b", "tab\there", "é", "\u{202E}x", "line\n"] {
+            assert!(refused(bad).contains("printable ASCII"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_id_holds_an_admin_name_and_the_longest_key() {
+        let request_id = format!(
+            "{}/{}",
+            "a".repeat(MAX_NAME_BYTES),
+            "k".repeat(MAX_ID_BYTES)
+        );
+        assert_eq!(validate_request_id("request_id", &request_id), Ok(()));
+        assert!(validate_request_id("request_id", &format!("{request_id}k")).is_err());
+    }
+}
