@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strife_common::discovery::DEFAULT_ETCD;
 use strife_common::layout::DEFAULT_DIR;
@@ -101,6 +102,10 @@ struct BenchArgs {
 
 #[derive(Debug, clap::Args)]
 struct DevArgs {
+    /// TOML file with settings (keys are these flags' long names, kebab-case); flags and
+    /// STRIFE_<PROCESS>_<FLAG> environment variables override it. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Data directory (set up on first run).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
@@ -139,6 +144,14 @@ impl ConnectionArgs {
     }
 }
 
+fn parse_prepare_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(60) {
+        return Err("--prepare-timeout must be between 10ms and 60s".into());
+    }
+    Ok(timeout)
+}
+
 fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
     if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(86_400) {
@@ -149,6 +162,10 @@ fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
+    /// TOML file with settings (keys are these flags' long names, kebab-case); flags and
+    /// STRIFE_<PROCESS>_<FLAG> environment variables override it. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     connections: ConnectionArgs,
     /// Data directory (made by `strife setup`).
@@ -161,7 +178,7 @@ struct GatewayArgs {
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_ETCD)]
     etcd: Vec<String>,
     /// How long phase 1 waits for each bank's vote, e.g. `2s` or `500ms`.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_prepare_timeout)]
     prepare_timeout: Duration,
     /// Seconds the gateway's etcd lease lives without keep-alive.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=60))]
@@ -235,6 +252,10 @@ fn parse_host(text: &str) -> Result<(String, Vec<String>), String> {
 
 #[derive(Debug, clap::Args)]
 struct BankArgs {
+    /// TOML file with settings (keys are these flags' long names, kebab-case); flags and
+    /// STRIFE_<PROCESS>_<FLAG> environment variables override it. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     connections: ConnectionArgs,
     /// Data directory (made by `strife setup`).
@@ -272,6 +293,16 @@ struct BankArgs {
 }
 
 impl Cli {
+    /// Parses the command line with the settings of a `--config` file and the `STRIFE_*`
+    /// environment merged in (see [`crate::config`]); exits like clap on a usage error.
+    pub fn parse_merged() -> anyhow::Result<Self> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = crate::config::with_env(Self::command());
+        let args = crate::config::apply(&command, std::env::args_os().collect())?;
+        let matches = command.get_matches_from(args);
+        Self::from_arg_matches(&matches).map_err(|error| error.exit())
+    }
+
     pub fn run(self) -> anyhow::Result<u8> {
         // Everything a Strife process creates (keys, databases and their WAL, outboxes, logs,
         // markers) is its own business: files 0600, directories 0700, whatever the caller's
@@ -287,14 +318,27 @@ impl Cli {
             Command::Audit(args) => run_audit(args),
             Command::Bench(args) => run_bench(args),
             Command::EtcdLockdown(args) => run_etcd_lockdown(args).map(|()| 0),
-            Command::Dev(args) => crate::dev::run(crate::dev::DevConfig {
-                dir: args.dir,
-                gateway_listen: args.gateway_listen,
-                etcd_port: args.etcd_port,
-                json: args.json,
-            })
-            .map(|()| 0),
+            Command::Dev(args) => {
+                tracing::debug!(config = ?args.config, "dev settings");
+                crate::dev::run(crate::dev::DevConfig {
+                    dir: args.dir,
+                    gateway_listen: args.gateway_listen,
+                    etcd_port: args.etcd_port,
+                    json: args.json,
+                })
+                .map(|()| 0)
+            }
             Command::Bank(args) => {
+                tracing::info!(
+                    config = ?args.config,
+                    id = %args.id,
+                    listen = %args.listen,
+                    lease_ttl = args.lease_ttl,
+                    resolve_interval_ms = args.resolve_interval_ms,
+                    max_connections = args.connections.max_connections,
+                    idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
+                    "bank settings"
+                );
                 let config = strife_bank::BankConfig {
                     dir: args.dir,
                     bank_id: args.id,
@@ -311,10 +355,16 @@ impl Cli {
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
             Command::Gateway(args) => {
-                anyhow::ensure!(
-                    args.prepare_timeout >= Duration::from_millis(10)
-                        && args.prepare_timeout <= Duration::from_secs(60),
-                    "--prepare-timeout must be between 10ms and 60s"
+                // The effective settings after flags, environment and file are merged: what
+                // an operator checks when a config file does not seem to apply.
+                tracing::info!(
+                    config = ?args.config,
+                    listen = %args.listen,
+                    prepare_timeout = %humantime::format_duration(args.prepare_timeout),
+                    lease_ttl = args.lease_ttl,
+                    max_connections = args.connections.max_connections,
+                    idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
+                    "gateway settings"
                 );
                 let config = strife_gateway::GatewayConfig {
                     dir: args.dir,
@@ -381,9 +431,21 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
         force: args.force,
         hosts: args.hosts.into_iter().collect(),
     };
+    let examples_dir = options.dir.join("examples");
     let report = strife_pki::setup(&options)?;
     for path in &report.created {
         println!("created  {}", path.display());
+    }
+    // Regenerated on every setup from the flags themselves, so they list exactly the keys
+    // this binary accepts; they are examples to copy, not files a process reads.
+    std::fs::create_dir_all(&examples_dir)
+        .with_context(|| format!("cannot create {}", examples_dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    for process in crate::config::PROCESSES {
+        let path = examples_dir.join(format!("{process}.toml"));
+        std::fs::write(&path, crate::config::example(&command, process)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote    {}", path.display());
     }
     for path in &report.kept {
         println!("kept     {} (use --force to replace)", path.display());
