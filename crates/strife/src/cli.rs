@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use strife_common::discovery::DEFAULT_ETCD;
 use strife_common::layout::DEFAULT_DIR;
@@ -109,6 +110,10 @@ struct BenchArgs {
 
 #[derive(Debug, clap::Args)]
 struct DevArgs {
+    /// TOML file with settings (keys are these flags' long names, kebab-case); flags and
+    /// STRIFE_<PROCESS>_<FLAG> environment variables override it. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Data directory (set up on first run).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
@@ -175,6 +180,10 @@ fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
 
 #[derive(Debug, clap::Args)]
 struct GatewayArgs {
+    /// TOML file with settings (keys are these flags' long names, kebab-case); flags and
+    /// STRIFE_<PROCESS>_<FLAG> environment variables override it. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     connections: ConnectionArgs,
     /// Data directory (made by `strife setup`).
@@ -262,6 +271,10 @@ fn parse_host(text: &str) -> Result<(String, Vec<String>), String> {
 
 #[derive(Debug, clap::Args)]
 struct BankArgs {
+    /// TOML file with settings (keys are these flags' long names, kebab-case); flags and
+    /// STRIFE_<PROCESS>_<FLAG> environment variables override it. See docs/OPERATIONS.md.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     connections: ConnectionArgs,
     /// Data directory (made by `strife setup`).
@@ -299,6 +312,16 @@ struct BankArgs {
 }
 
 impl Cli {
+    /// Parses the command line with the settings of a `--config` file and the `STRIFE_*`
+    /// environment merged in (see [`crate::config`]); exits like clap on a usage error.
+    pub fn parse_merged() -> anyhow::Result<Self> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = crate::config::with_env(Self::command());
+        let args = crate::config::apply(&command, std::env::args_os().collect())?;
+        let matches = command.get_matches_from(args);
+        Self::from_arg_matches(&matches).map_err(|error| error.exit())
+    }
+
     pub fn run(self) -> anyhow::Result<u8> {
         // Everything a Strife process creates (keys, databases and their WAL, outboxes, logs,
         // markers) is its own business: files 0600, directories 0700, whatever the caller's
@@ -315,14 +338,27 @@ impl Cli {
             Command::Audit(args) => run_audit(args),
             Command::Bench(args) => run_bench(args),
             Command::EtcdLockdown(args) => run_etcd_lockdown(args).map(|()| 0),
-            Command::Dev(args) => crate::dev::run(crate::dev::DevConfig {
-                dir: args.dir,
-                gateway_listen: args.gateway_listen,
-                etcd_port: args.etcd_port,
-                json: args.json,
-            })
-            .map(|()| 0),
+            Command::Dev(args) => {
+                tracing::debug!(config = ?args.config, "dev settings");
+                crate::dev::run(crate::dev::DevConfig {
+                    dir: args.dir,
+                    gateway_listen: args.gateway_listen,
+                    etcd_port: args.etcd_port,
+                    json: args.json,
+                })
+                .map(|()| 0)
+            }
             Command::Bank(args) => {
+                tracing::info!(
+                    config = ?args.config,
+                    id = %args.id,
+                    listen = %args.listen,
+                    lease_ttl = args.lease_ttl,
+                    resolve_interval_ms = args.resolve_interval_ms,
+                    max_connections = args.connections.max_connections,
+                    idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
+                    "bank settings"
+                );
                 let config = strife_bank::BankConfig {
                     dir: args.dir,
                     bank_id: args.id,
@@ -339,6 +375,17 @@ impl Cli {
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
             Command::Gateway(args) => {
+                // The effective settings after flags, environment and file are merged: what
+                // an operator checks when a config file does not seem to apply.
+                tracing::info!(
+                    config = ?args.config,
+                    listen = %args.listen,
+                    prepare_timeout = %humantime::format_duration(args.prepare_timeout),
+                    lease_ttl = args.lease_ttl,
+                    max_connections = args.connections.max_connections,
+                    idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
+                    "gateway settings"
+                );
                 let config = strife_gateway::GatewayConfig {
                     dir: args.dir,
                     listen: args.listen,
@@ -404,9 +451,21 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
         force: args.force,
         hosts: args.hosts.into_iter().collect(),
     };
+    let examples_dir = options.dir.join("examples");
     let report = strife_pki::setup(&options)?;
     for path in &report.created {
         println!("created  {}", path.display());
+    }
+    // Regenerated on every setup from the flags themselves, so they list exactly the keys
+    // this binary accepts; they are examples to copy, not files a process reads.
+    std::fs::create_dir_all(&examples_dir)
+        .with_context(|| format!("cannot create {}", examples_dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    for process in crate::config::PROCESSES {
+        let path = examples_dir.join(format!("{process}.toml"));
+        std::fs::write(&path, crate::config::example(&command, process)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote    {}", path.display());
     }
     for path in &report.kept {
         println!("kept     {} (use --force to replace)", path.display());

@@ -18,6 +18,7 @@ mod bench_smoke;
 mod chaos;
 mod client_cli;
 mod client_offline;
+mod config;
 mod connection_limits;
 mod data_safety;
 mod etcd_lockdown;
