@@ -13,6 +13,19 @@ use anyhow::Context;
 
 /// Creates `path` and any missing parents with mode 0700, and tightens `path` itself to 0700
 /// if it already exists: state directories hold keys and money, nobody else's business.
+/// Renames `from` to `to` and fsyncs the parent directory, so the rename itself survives a
+/// crash (a synced file under a name the directory never recorded is lost with it).
+pub fn durable_rename(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::rename(from, to)
+        .with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+    let parent = to
+        .parent()
+        .with_context(|| format!("{} has no parent directory", to.display()))?;
+    std::fs::File::open(parent)
+        .and_then(|directory| directory.sync_all())
+        .with_context(|| format!("syncing {}", parent.display()))
+}
+
 pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -95,6 +108,19 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_durable_rename_moves_the_file_and_names_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("a.tmp");
+        let to = dir.path().join("a");
+        std::fs::write(&from, b"x").unwrap();
+        durable_rename(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"x");
+        assert!(!from.exists());
+        let error = durable_rename(&from, &to).unwrap_err();
+        assert!(format!("{error:#}").contains("a.tmp"), "{error:#}");
+    }
 
     #[test]
     fn a_second_lock_is_refused_naming_the_holder() {

@@ -124,12 +124,7 @@ impl CreationMarker {
         file.write_all(&serde_json::to_vec_pretty(self)?)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("writing {}", temporary.display()))?;
-        std::fs::rename(&temporary, path)
-            .with_context(|| format!("renaming {} to {}", temporary.display(), path.display()))?;
-        std::fs::File::open(parent)
-            .and_then(|directory| directory.sync_all())
-            .with_context(|| format!("syncing {}", parent.display()))?;
-        Ok(())
+        crate::state_dir::durable_rename(&temporary, path)
     }
 }
 

@@ -48,6 +48,5 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
         .with_context(|| format!("creating {}", temporary.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    strife_common::state_dir::durable_rename(&temporary, path)
 }
