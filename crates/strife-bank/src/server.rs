@@ -12,10 +12,7 @@ use anyhow::Context;
 use strife_common::etcd::EtcdAccess;
 use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::{validate_name, Layout};
-use strife_common::limits::{
-    DEREGISTER_TIMEOUT, MAX_CONCURRENT_STREAMS, MAX_ENCODED_MESSAGE_BYTES, MAX_HEADER_LIST_BYTES,
-    MAX_MESSAGE_BYTES, SERVER_REQUEST_TIMEOUT,
-};
+use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_ENCODED_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
@@ -26,7 +23,6 @@ use strife_proto::v1::bank_server::BankServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 
 use crate::gateway_only::admit_gateway;
 use crate::resolver::{resolve_in_doubt, CoordinatorLocation, DecisionClient};
@@ -74,20 +70,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     )?;
     // Parses certificate and key now: a bad one must stop the bank before it prints its
     // ready line or registers in etcd, where it would attract traffic it cannot serve.
-    let mut server = Server::builder()
-        .tls_config(tls.server_config())
-        .with_context(|| {
-            format!(
-                "TLS material {} / {} is not usable",
-                identity_paths.cert.display(),
-                identity_paths.key.display()
-            )
-        })?
-        .timeout(SERVER_REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .tcp_nodelay(true)
-        .layer(GrpcLimitsLayer);
+    let mut server = tls.server_builder(&identity_paths)?.layer(GrpcLimitsLayer);
     let identity = StoreIdentity::bank(
         &layout,
         &config.bank_id,

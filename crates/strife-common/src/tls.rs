@@ -297,6 +297,27 @@ impl TlsMaterial {
             .timeout(TLS_HANDSHAKE_TIMEOUT)
     }
 
+    /// A server with this material and the bounds every Strife server shares (request
+    /// timeout, streams per connection, HTTP/2 header list). Parsing happens here, so a bad
+    /// certificate or key stops a process before it binds, prints its ready line or registers
+    /// in etcd; the error names both files.
+    pub fn server_builder(&self, own: &KeyPairPaths) -> anyhow::Result<tonic::transport::Server> {
+        let server = tonic::transport::Server::builder()
+            .tls_config(self.server_config())
+            .with_context(|| {
+                format!(
+                    "TLS material {} / {} is not usable",
+                    own.cert.display(),
+                    own.key.display()
+                )
+            })?
+            .timeout(crate::limits::SERVER_REQUEST_TIMEOUT)
+            .max_concurrent_streams(crate::limits::MAX_CONCURRENT_STREAMS)
+            .http2_max_header_list_size(crate::limits::MAX_HEADER_LIST_BYTES)
+            .tcp_nodelay(true);
+        Ok(server)
+    }
+
     /// Client side: trust only our CA, present our certificate, and accept only a server
     /// certificate that carries `expected`'s identity name (see the module doc).
     pub fn client_config(&self, expected: &ExpectedPeer) -> ClientTlsConfig {

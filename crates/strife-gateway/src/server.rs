@@ -13,10 +13,7 @@ use strife_common::admin::{read_admin_password, ADMIN_USER};
 use strife_common::etcd::EtcdAccess;
 use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::Layout;
-use strife_common::limits::{
-    DEREGISTER_TIMEOUT, MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_BYTES, MAX_MESSAGE_BYTES,
-    SERVER_REQUEST_TIMEOUT,
-};
+use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_MESSAGE_BYTES};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
@@ -27,7 +24,6 @@ use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
-use tonic::transport::Server;
 
 use crate::api::GatewayApi;
 use crate::auth::{hash_password, AuthLayer, Authenticator, LockoutPolicy};
@@ -70,19 +66,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     )?;
     // Parses certificate and key now: a bad one must stop the gateway before recovery, its
     // ready line or its etcd registration.
-    let server = Server::builder()
-        .tls_config(tls.server_config())
-        .with_context(|| {
-            format!(
-                "TLS material {} / {} is not usable",
-                identity_paths.cert.display(),
-                identity_paths.key.display()
-            )
-        })?
-        .timeout(SERVER_REQUEST_TIMEOUT)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .tcp_nodelay(true);
+    let server = tls.server_builder(&identity_paths)?;
     let identity = StoreIdentity::gateway(
         &layout,
         tls.ca_fingerprint()?,
