@@ -50,7 +50,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use rusqlite::OpenFlags;
 use serde::Serialize;
 use strife_common::discovery::{bank_entry_from_kv, BANKS_PREFIX};
 use strife_common::etcd::EtcdAccess;
@@ -59,6 +58,7 @@ use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE
 use strife_common::money::{self, Amount};
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_gateway::store::{GatewayLog, PaymentStatus, SqliteGatewayLog};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
@@ -272,7 +272,7 @@ struct Entry {
 #[derive(Debug, Clone)]
 struct LoggedPayment {
     payment_id: String,
-    status: i64,
+    status: PaymentStatus,
     from_bank: String,
     from_account: String,
     to_bank: String,
@@ -292,41 +292,31 @@ struct GatewaySnapshot {
     links: HashMap<AccountKey, String>,
 }
 
-fn read_gateway(layout: &Layout) -> anyhow::Result<GatewaySnapshot> {
-    let path = layout.gateway_db();
-    if !path.exists() {
+/// Reads the gateway's log through its store interface (read-only; the gateway may be running).
+async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySnapshot> {
+    let Some(log) = log else {
         return Ok(GatewaySnapshot::default());
-    }
-    let connection = rusqlite::Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // One read transaction: the payments and the links describe one state of the gateway.
-    let transaction = connection.unchecked_transaction()?;
-    let payments = {
-        let mut statement = transaction.prepare(
-            "SELECT payment_id, status, from_bank, from_account, to_bank, to_account, amount_minor,
-                    currency
-             FROM payments ORDER BY seq",
-        )?;
-        let rows = statement.query_map([], |row| {
-            Ok(LoggedPayment {
-                payment_id: row.get(0)?,
-                status: row.get(1)?,
-                from_bank: row.get(2)?,
-                from_account: row.get(3)?,
-                to_bank: row.get(4)?,
-                to_account: row.get(5)?,
-                amount_minor: row.get(6)?,
-                currency: row.get(7)?,
-            })
-        })?;
-        rows.collect::<Result<Vec<_>, _>>()?
     };
-    let links = {
-        let mut statement =
-            transaction.prepare("SELECT bank_id, account_number, username FROM accounts")?;
-        let rows = statement.query_map([], |row| Ok(((row.get(0)?, row.get(1)?), row.get(2)?)))?;
-        rows.collect::<Result<HashMap<_, _>, _>>()?
-    };
+    let snapshot = log.snapshot().await?;
+    let payments = snapshot
+        .payments
+        .into_iter()
+        .map(|payment| LoggedPayment {
+            payment_id: payment.payment_id,
+            status: payment.status,
+            from_bank: payment.from.bank_id,
+            from_account: payment.from.account_number,
+            to_bank: payment.to.bank_id,
+            to_account: payment.to.account_number,
+            amount_minor: payment.amount_minor,
+            currency: payment.currency,
+        })
+        .collect();
+    let links = snapshot
+        .links
+        .into_iter()
+        .map(|link| ((link.bank_id, link.account_number), link.username))
+        .collect();
     Ok(GatewaySnapshot { payments, links })
 }
 
@@ -371,6 +361,8 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
         strife_common::etcd::GATEWAY_USER,
     )?;
     let addresses = bank_addresses(&etcd).await?;
+    let gateway_log = SqliteGatewayLog::open_read_only(&layout.gateway_db())?;
+    let gateway_log = gateway_log.as_ref().map(|log| log as &dyn GatewayLog);
     let mut report = Report {
         live: config.live,
         ..Report::default()
@@ -378,7 +370,7 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     // Live: the gateway first, so every payment it calls decided was prepared at the banks
     // before their snapshots (module doc).
     let early_gateway = if config.live {
-        Some(read_gateway(&layout)?)
+        Some(read_gateway(gateway_log).await?)
     } else {
         None
     };
@@ -414,7 +406,7 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     match early_gateway {
         Some(early) => {
             // Only to name payments logged after the early snapshot; their status is not used.
-            let later = read_gateway(&layout)?;
+            let later = read_gateway(gateway_log).await?;
             check_owners(&state.owners, &early.links, &mut report);
             classify_live(
                 &early.payments,
@@ -425,7 +417,7 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             );
         }
         None => {
-            let gateway = read_gateway(&layout)?;
+            let gateway = read_gateway(gateway_log).await?;
             check_owners(&state.owners, &gateway.links, &mut report);
             check_payments(&gateway.payments, entries_by_payment, &mut report);
         }
@@ -640,7 +632,7 @@ fn classify_live(
     let aborted_later = |payment_id: &str| {
         later
             .get(payment_id)
-            .is_some_and(|payment| payment.status == 3)
+            .is_some_and(|payment| payment.status == PaymentStatus::Aborted)
     };
     let is_prepared = |bank: &str, payment_id: &str, kind: &str| {
         prepared.contains(&(bank.to_owned(), payment_id.to_owned(), kind.to_owned()))
@@ -652,7 +644,7 @@ fn classify_live(
             .unwrap_or_default();
         let applied = applied_legs(payment, &entries);
         match payment.status {
-            2 => {
+            PaymentStatus::Committed => {
                 report.payments_committed += 1;
                 let Some((debit, credit)) = applied else {
                     report.violation(
@@ -688,7 +680,7 @@ fn classify_live(
                     );
                 }
             }
-            3 => {
+            PaymentStatus::Aborted => {
                 report.payments_aborted += 1;
                 if !entries.is_empty() {
                     report.violation(
@@ -701,7 +693,7 @@ fn classify_live(
                     );
                 }
             }
-            _ => {
+            PaymentStatus::Pending => {
                 report.payments_pending += 1;
                 if !entries.is_empty() && aborted_later(&payment.payment_id) {
                     report.violation(
@@ -735,7 +727,7 @@ fn classify_live(
     unknown.sort_by(|a, b| a.0.cmp(&b.0));
     for (payment_id, entries) in unknown {
         match later.get(payment_id.as_str()) {
-            Some(payment) if payment.status == 3 => report.violation(
+            Some(payment) if payment.status == PaymentStatus::Aborted => report.violation(
                 "uncommitted_payment_applied",
                 format!(
                     "payment {payment_id} is ABORTED but has {} journal entries",
@@ -773,7 +765,7 @@ fn check_payments(
             .remove(&payment.payment_id)
             .unwrap_or_default();
         match payment.status {
-            2 => {
+            PaymentStatus::Committed => {
                 report.payments_committed += 1;
                 let debits: Vec<&Entry> = entries
                     .iter()
@@ -804,7 +796,7 @@ fn check_payments(
                 }
             }
             status => {
-                if status == 3 {
+                if status == PaymentStatus::Aborted {
                     report.payments_aborted += 1;
                 } else {
                     report.payments_pending += 1;
@@ -838,6 +830,7 @@ mod tests {
     use super::*;
 
     fn payment(id: &str, status: i64) -> LoggedPayment {
+        let status = PaymentStatus::from_code(status).unwrap_or(PaymentStatus::Pending);
         LoggedPayment {
             payment_id: id.into(),
             status,

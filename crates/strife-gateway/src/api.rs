@@ -12,7 +12,6 @@ use strife_common::limits::{validate_id, MAX_TEXT_BYTES};
 use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_common::money::{self, Amount};
 use strife_common::password::check_password;
-use strife_common::runtime::on_blocking_pool;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, gateway_server::Gateway};
@@ -88,7 +87,7 @@ impl RefusalLimiter {
 
 /// The gateway's client API.
 pub struct GatewayApi {
-    store: Arc<GatewayStore>,
+    store: Arc<dyn GatewayStore>,
     registry: Arc<BankRegistry>,
     coordinator: Arc<Coordinator>,
     refusals: RefusalLimiter,
@@ -96,7 +95,7 @@ pub struct GatewayApi {
 
 impl GatewayApi {
     pub fn new(
-        store: Arc<GatewayStore>,
+        store: Arc<dyn GatewayStore>,
         registry: Arc<BankRegistry>,
         coordinator: Arc<Coordinator>,
     ) -> Self {
@@ -106,13 +105,6 @@ impl GatewayApi {
             coordinator,
             refusals: RefusalLimiter::default(),
         }
-    }
-
-    async fn db<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&GatewayStore) -> Result<T, Failure> + Send + 'static,
-    ) -> Result<T, Failure> {
-        on_blocking_pool(&self.store, work).await
     }
 }
 
@@ -304,7 +296,10 @@ impl Gateway for GatewayApi {
         check_password(&body.username, &body.password).map_err(Failure::InvalidArgument)?;
         let username = body.username.clone();
         // argon2id is deliberately slow: hash on the blocking pool, then write.
-        let hash = self.db(move |_| hash_password(&body.password)).await?;
+        let password = body.password;
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|error| Failure::internal("password hashing", error))??;
         self.store
             .insert_user(&username, Role::Client.as_str(), &hash)
             .await?;
@@ -351,7 +346,7 @@ impl Gateway for GatewayApi {
             format!("{}/{}", caller.username, body.idempotency_key)
         };
         let name = body.username.clone();
-        if self.db(move |store| store.user(&name)).await?.is_none() {
+        if self.store.user(&name).await?.is_none() {
             return Err(Failure::NotFound(format!("user {} does not exist", body.username)).into());
         }
         let mut bank = self.registry.client(&body.bank_id)?;
@@ -449,9 +444,8 @@ impl Gateway for GatewayApi {
             );
         }
         let name = target.clone();
-        let (user, accounts) = self
-            .db(move |store| Ok((store.user(&name)?, store.accounts_of(&name)?)))
-            .await?;
+        let user = self.store.user(&name).await?;
+        let accounts = self.store.accounts_of(&name).await?;
         if user.is_none() {
             return Err(Failure::NotFound(format!("user {target} does not exist")).into());
         }
@@ -486,10 +480,9 @@ impl Gateway for GatewayApi {
         let body = request.into_inner();
         let amount = validate_pay(&caller.username, &body)?;
         log.set_amount(amount.to_string());
-        // Three indexed point reads: done inline, a hop to the blocking pool costs more.
-        let payee_user = self.store.user(&body.to_username)?;
-        let payer_accounts = self.store.accounts_of(&caller.username)?;
-        let payee_accounts = self.store.accounts_of(&body.to_username)?;
+        let payee_user = self.store.user(&body.to_username).await?;
+        let payer_accounts = self.store.accounts_of(&caller.username).await?;
+        let payee_accounts = self.store.accounts_of(&body.to_username).await?;
         if payee_user.is_none() {
             return Err(
                 Failure::NotFound(format!("user {} does not exist", body.to_username)).into(),
@@ -576,9 +569,7 @@ impl Gateway for GatewayApi {
             })?
         };
         let username = caller.username;
-        let page = self
-            .db(move |store| store.history(&username, before_seq, page_size))
-            .await?;
+        let page = self.store.history(&username, before_seq, page_size).await?;
         let next_page_token = match page.last() {
             Some(last) if page.len() == page_size as usize => last.seq.to_string(),
             _ => String::new(),
@@ -599,9 +590,9 @@ impl Gateway for GatewayApi {
         // Someone else's payment answers exactly like one that does not exist, so ids cannot
         // be probed for existence.
         let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
-        let id = body.payment_id.clone();
         let record = self
-            .db(move |store| store.payment(&id))
+            .store
+            .payment(&body.payment_id)
             .await?
             .ok_or_else(not_found)?;
         let involved =
@@ -621,10 +612,9 @@ impl Gateway for GatewayApi {
         validate_id("idempotency_key", &key)?;
         // Keys are per user: only the caller's own keys are looked at, so another user's key
         // answers like an unused one.
-        let username = caller.username;
-        let lookup = key.clone();
         let record = self
-            .db(move |store| store.payment_by_key(&username, &lookup))
+            .store
+            .payment_by_key(&caller.username, &key)
             .await?
             .ok_or_else(|| Failure::NotFound(format!("no payment with idempotency key {key:?}")))?;
         Ok(Response::new(payment_proto(&record)))

@@ -336,7 +336,7 @@ impl Drop for Reservation {
 
 /// Checks credentials and keeps the failed-login counters.
 pub struct Authenticator {
-    store: Arc<GatewayStore>,
+    store: Arc<dyn GatewayStore>,
     throttle: Mutex<Throttle>,
     verify_pool: VerifyPool,
     sessions: Mutex<HashMap<String, VerifiedSession>>,
@@ -348,7 +348,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<GatewayStore>, policy: LockoutPolicy) -> Result<Self, Failure> {
+    pub fn new(store: Arc<dyn GatewayStore>, policy: LockoutPolicy) -> Result<Self, Failure> {
         Ok(Authenticator {
             store,
             throttle: Mutex::new(Throttle::new(policy)),
@@ -474,24 +474,22 @@ impl Authenticator {
         let this = Arc::clone(self);
         let name = username.to_owned();
         let password = password.to_owned();
+        // A storage error (or the caller going away) before the check returns here and drops
+        // the reservation: nothing was checked, so the try is given back.
+        let user = this.store.user(&name).await?;
         // The permit and the reservation move into the blocking task, so a caller that goes
         // away mid-check neither frees the CPU slot early nor skips counting the failure.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let outcome = this.store.user(&name).map(|user| {
-                let hash = user
-                    .as_ref()
-                    .map_or(this.decoy_hash.as_str(), |user| user.password_hash.as_str());
-                let verified = verify_password(&password, hash);
-                user.filter(|_| verified)
-                    .and_then(|user| Role::from_stored(&user.role))
-            });
-            match &outcome {
-                Ok(role) => this.finish(reservation, role.is_some()),
-                // A storage error checked nothing: give the try back.
-                Err(_) => drop(reservation),
-            }
-            outcome
+            let hash = user
+                .as_ref()
+                .map_or(this.decoy_hash.as_str(), |user| user.password_hash.as_str());
+            let verified = verify_password(&password, hash);
+            let role = user
+                .filter(|_| verified)
+                .and_then(|user| Role::from_stored(&user.role));
+            this.finish(reservation, role.is_some());
+            Ok(role)
         })
         .await
         .map_err(|error| Failure::internal("password check", error))?

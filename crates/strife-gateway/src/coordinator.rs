@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strife_common::limits::{DECISION_GRACE, PHASE_TWO_CALL_TIMEOUT};
-use strife_common::runtime::on_blocking_pool;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use strife_proto::v1 as pb;
@@ -70,7 +69,7 @@ impl Leg {
 
 /// Runs payments through 2PC and finishes what crashes left.
 pub struct Coordinator {
-    store: Arc<GatewayStore>,
+    store: Arc<dyn GatewayStore>,
     registry: Arc<BankRegistry>,
     prepare_timeout: Duration,
     crash_at: Option<CrashPoint>,
@@ -78,7 +77,7 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(
-        store: Arc<GatewayStore>,
+        store: Arc<dyn GatewayStore>,
         registry: Arc<BankRegistry>,
         prepare_timeout: Duration,
         crash_at: Option<CrashPoint>,
@@ -257,7 +256,7 @@ impl Coordinator {
     /// On start: every payment left without a decision is aborted (presumed abort); decided
     /// ones are finished by the retrier.
     pub async fn recover(&self) -> Result<usize, Failure> {
-        let unfinished = on_blocking_pool(&self.store, |store| store.unfinished(u32::MAX)).await?;
+        let unfinished = self.store.unfinished(u32::MAX).await?;
         let mut aborted = 0;
         for record in unfinished
             .into_iter()
@@ -279,16 +278,13 @@ impl Coordinator {
                 _ = tokio::time::sleep(RETRY_INTERVAL) => {}
                 _ = shutdown.changed() => return,
             }
-            let unfinished =
-                match on_blocking_pool(&self.store, |store| store.unfinished(UNFINISHED_PER_ROUND))
-                    .await
-                {
-                    Ok(unfinished) => unfinished,
-                    Err(failure) => {
-                        tracing::error!(%failure, "cannot list unfinished payments");
-                        continue;
-                    }
-                };
+            let unfinished = match self.store.unfinished(UNFINISHED_PER_ROUND).await {
+                Ok(unfinished) => unfinished,
+                Err(failure) => {
+                    tracing::error!(%failure, "cannot list unfinished payments");
+                    continue;
+                }
+            };
             let now = now_unix_ms();
             let mut rounds = Vec::new();
             for record in unfinished {
@@ -319,8 +315,7 @@ impl Coordinator {
     /// The answer to a bank's "what was decided for payment X?" (presumed abort).
     pub async fn decision_for(&self, payment_id: &str) -> Result<pb::Decision, Failure> {
         let id = payment_id.to_owned();
-        let Some(record) = on_blocking_pool(&self.store, move |store| store.payment(&id)).await?
-        else {
+        let Some(record) = self.store.payment(&id).await? else {
             return Ok(pb::Decision::Abort);
         };
         let record = match payment::overdue(&record, now_unix_ms()) {

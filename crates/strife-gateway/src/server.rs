@@ -32,7 +32,7 @@ use crate::decision::DecisionApi;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
-use crate::store::GatewayStore;
+use crate::store::{GatewayStore, SqliteGatewayStore};
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -73,8 +73,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         crate::store::SCHEMA_VERSION,
         config.initialize,
     );
-    let store = Arc::new(GatewayStore::open(&layout.gateway_db(), &identity)?);
-    ensure_admin(&store, &layout).await?;
+    let store: Arc<dyn GatewayStore> =
+        Arc::new(SqliteGatewayStore::open(&layout.gateway_db(), &identity)?);
+    ensure_admin(store.as_ref(), &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
     let coordinator = Arc::new(Coordinator::new(
@@ -149,8 +150,8 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 }
 
 /// The admin exists from `strife setup` on: its password is the one setup stored.
-async fn ensure_admin(store: &GatewayStore, layout: &Layout) -> anyhow::Result<()> {
-    if store.user(ADMIN_USER)?.is_some() {
+async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Result<()> {
+    if store.user(ADMIN_USER).await?.is_some() {
         return Ok(());
     }
     let password = read_admin_password(layout)?;

@@ -1,22 +1,27 @@
-//! The gateway's durable state in one SQLite database (WAL, `synchronous=FULL`): users and
-//! their password hashes, linked bank accounts, payments (the coordinator's log: every
-//! payment's decision and which legs have acknowledged it) and idempotency records.
+//! The embedded gateway store: one SQLite database (WAL, `synchronous=FULL`).
 //!
 //! Every write goes through one writer thread ([`GroupCommit`]): concurrent writes share a
 //! transaction and its fsync, and each caller hears back only after that commit. Reads use a
-//! separate connection and see only committed state. No table is ever rewritten whole, and every query a payment makes is an indexed point lookup, so the cost
-//! of a payment does not grow with the history.
+//! separate connection and see only committed state. No table is ever rewritten whole, and
+//! every query a payment makes is an indexed point lookup, so the cost of a payment does not
+//! grow with the history.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use anyhow::Context;
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::sqlite::CachedStatements;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
+use super::{
+    Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, Party, PaymentRecord,
+    PaymentStatus, UserRecord,
+};
 use crate::payment;
 
 const SCHEMA: &str = "
@@ -72,101 +77,35 @@ CREATE TABLE IF NOT EXISTS idempotency (
 ) WITHOUT ROWID;
 ";
 
-/// The schema version this binary writes (`PRAGMA user_version`); a database with a higher
-/// one was written by a newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
-
-/// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentStatus {
-    /// Recorded, phase 1 running, no decision yet.
-    Pending,
-    Committed,
-    Aborted,
-}
-
-impl PaymentStatus {
-    pub fn code(self) -> i64 {
-        match self {
-            PaymentStatus::Pending => 1,
-            PaymentStatus::Committed => 2,
-            PaymentStatus::Aborted => 3,
-        }
-    }
-
-    fn from_code(code: i64) -> Option<Self> {
-        match code {
-            1 => Some(PaymentStatus::Pending),
-            2 => Some(PaymentStatus::Committed),
-            3 => Some(PaymentStatus::Aborted),
-            _ => None,
-        }
-    }
-}
-
-/// One side of a payment: whose account at which bank.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Party {
-    pub username: String,
-    pub bank_id: String,
-    pub account_number: String,
-}
-
-/// A payment as the coordinator logs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaymentRecord {
-    pub seq: i64,
-    pub payment_id: String,
-    pub idempotency_key: String,
-    pub from: Party,
-    pub to: Party,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub memo: String,
-    pub status: PaymentStatus,
-    pub reason_code: Option<String>,
-    pub reason: Option<String>,
-    pub debit_acked: bool,
-    pub credit_acked: bool,
-    pub decision_deadline_unix_ms: i64,
-    pub created_unix_ms: i64,
-    pub decided_unix_ms: Option<i64>,
-}
-
-/// What starting a payment under an idempotency key did ([`payment::begin`] decided).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Begun {
-    /// A new attempt was recorded (PENDING); run it.
-    Started(PaymentRecord),
-    /// The key already has a final result; return it.
-    Finished(PaymentRecord),
-    /// The key's payment is still running.
-    InFlight(PaymentRecord),
-}
-
-/// A registered user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRecord {
-    pub username: String,
-    pub role: String,
-    pub password_hash: String,
-}
-
-/// A bank account linked to a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkedAccount {
-    pub username: String,
-    pub bank_id: String,
-    pub account_number: String,
-    pub currency: String,
-    pub holder_name: String,
-}
-
-/// The gateway's database.
-pub struct GatewayStore {
+/// The gateway's SQLite database.
+pub struct SqliteGatewayStore {
     writer: GroupCommit,
-    reader: Mutex<Connection>,
+    reader: Reader,
     _checkpointer: strife_common::sqlite::Checkpointer,
+}
+
+/// The read connection. Point lookups run on the caller's thread (they take microseconds, less
+/// than a hand-off to the blocking pool); scans go to the blocking pool.
+#[derive(Clone)]
+struct Reader(Arc<Mutex<Connection>>);
+
+impl Reader {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // Reads change nothing, so a poisoned lock is still safe to use.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn scan<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, Failure> {
+        let reader = self.clone();
+        tokio::task::spawn_blocking(move || work(&reader.lock()))
+            .await
+            .map_err(|error| Failure::internal("blocking worker", error))?
+    }
 }
 
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
@@ -175,28 +114,108 @@ fn storage(error: rusqlite::Error) -> Failure {
     strife_common::sqlite::storage_failure("gateway.db", error)
 }
 
-impl GatewayStore {
+impl SqliteGatewayStore {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, identity: &StoreIdentity) -> anyhow::Result<Self> {
         let (writer, reader, checkpointer) =
             strife_common::sqlite::open_store(path, "gateway database", SCHEMA, identity)?;
-        Ok(GatewayStore {
+        Ok(SqliteGatewayStore {
             writer,
-            reader: Mutex::new(reader),
+            reader: Reader(Arc::new(Mutex::new(reader))),
             _checkpointer: checkpointer,
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        // Reads change nothing, so a poisoned lock is still safe to use.
-        self.reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.reader.lock()
     }
+}
 
-    /// Creates a user; `ALREADY_EXISTS` if the name is taken.
-    pub async fn insert_user(
+/// A read-only view of a gateway database that may be in use by a running gateway: what
+/// `strife audit` opens. It never creates, migrates or writes the file.
+pub struct SqliteGatewayLog {
+    reader: Reader,
+}
+
+impl SqliteGatewayLog {
+    /// `None` when there is no database at `path` (a gateway that never ran logged nothing).
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Option<Self>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let version: i64 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .with_context(|| format!("reading the schema version of {}", path.display()))?;
+        anyhow::ensure!(
+            version <= super::SCHEMA_VERSION,
+            "{} has schema version {version}, newer than this binary's {}; use a newer strife",
+            path.display(),
+            super::SCHEMA_VERSION
+        );
+        Ok(Some(SqliteGatewayLog {
+            reader: Reader(Arc::new(Mutex::new(connection))),
+        }))
+    }
+}
+
+#[async_trait]
+impl GatewayLog for SqliteGatewayLog {
+    async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
+        self.reader.scan(read_snapshot).await
+    }
+}
+
+#[async_trait]
+impl GatewayLog for SqliteGatewayStore {
+    async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
+        self.reader.scan(read_snapshot).await
+    }
+}
+
+/// Every payment and link in one read transaction, so they describe one state of the log.
+fn read_snapshot(connection: &Connection) -> Result<LogSnapshot, Failure> {
+    let transaction = connection.unchecked_transaction().map_err(storage)?;
+    let payments = {
+        let mut statement = transaction
+            .prepare(&format!("{PAYMENT_COLUMNS} ORDER BY seq"))
+            .map_err(storage)?;
+        let rows = statement.query_map([], payment_from_row).map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(storage)?
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let links = {
+        let mut statement = transaction
+            .prepare(&format!(
+                "{ACCOUNT_COLUMNS} ORDER BY linked_unix_ms, bank_id, account_number"
+            ))
+            .map_err(storage)?;
+        let rows = statement.query_map([], account_from_row).map_err(storage)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(storage)?
+    };
+    Ok(LogSnapshot { payments, links })
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "SELECT username, bank_id, account_number, currency, holder_name FROM accounts";
+
+fn account_from_row(row: &Row<'_>) -> rusqlite::Result<LinkedAccount> {
+    Ok(LinkedAccount {
+        username: row.get(0)?,
+        bank_id: row.get(1)?,
+        account_number: row.get(2)?,
+        currency: row.get(3)?,
+        holder_name: row.get(4)?,
+    })
+}
+
+#[async_trait]
+impl GatewayStore for SqliteGatewayStore {
+    async fn insert_user(
         &self,
         username: &str,
         role: &str,
@@ -226,7 +245,7 @@ impl GatewayStore {
             .await
     }
 
-    pub fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
         self.lock()
             .query_row_cached(
                 "SELECT username, role, password_hash FROM users WHERE username = ?1",
@@ -243,9 +262,7 @@ impl GatewayStore {
             .map_err(storage)
     }
 
-    /// Links an account to its owner (or updates its holder name). An account already linked
-    /// to someone else is `ALREADY_EXISTS`.
-    pub async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
+    async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
         let account = account.clone();
         self.writer.run(move |transaction| {
             let owner: Option<String> = transaction
@@ -280,25 +297,16 @@ impl GatewayStore {
         .await
     }
 
-    /// A user's linked accounts, oldest link first.
-    pub fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure> {
+    async fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure> {
         let connection = self.lock();
         let mut statement = connection
-            .prepare_cached(
-                "SELECT username, bank_id, account_number, currency, holder_name FROM accounts
-                 WHERE username = ?1 ORDER BY linked_unix_ms, bank_id, account_number",
-            )
+            .prepare_cached(&format!(
+                "{ACCOUNT_COLUMNS} WHERE username = ?1
+                 ORDER BY linked_unix_ms, bank_id, account_number"
+            ))
             .map_err(storage)?;
         let rows = statement
-            .query_map([username], |row| {
-                Ok(LinkedAccount {
-                    username: row.get(0)?,
-                    bank_id: row.get(1)?,
-                    account_number: row.get(2)?,
-                    currency: row.get(3)?,
-                    holder_name: row.get(4)?,
-                })
-            })
+            .query_map([username], account_from_row)
             .map_err(storage)?;
         rows.collect::<Result<_, _>>().map_err(storage)
     }
@@ -309,7 +317,7 @@ impl GatewayStore {
     /// unknown payment are aborted by presumption, and a retry of the key starts afresh.
     /// `attempt` is the new attempt to record if one is needed; whether it is, is
     /// [`payment::begin`]'s decision, made inside this transaction on what the key holds.
-    pub async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure> {
+    async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure> {
         let fingerprint = payment::fingerprint(attempt);
         let attempt = attempt.clone();
         self.writer.run_with(Durability::Relaxed, move |transaction| {
@@ -374,7 +382,7 @@ impl GatewayStore {
     /// Writes the decision, once: a payment already decided keeps its first decision, which is
     /// returned instead. This single assignment is what makes racing deciders (the payment's
     /// own task, the decision query, recovery) safe.
-    pub async fn decide(
+    async fn decide(
         &self,
         payment_id: &str,
         status: PaymentStatus,
@@ -400,7 +408,7 @@ impl GatewayStore {
 
     /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). Not
     /// fsynced on its own: a lost acknowledgement only makes the retrier re-send a decision.
-    pub async fn acknowledge(
+    async fn acknowledge(
         &self,
         payment_id: &str,
         debit: bool,
@@ -420,12 +428,11 @@ impl GatewayStore {
         .await
     }
 
-    pub fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
+    async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
         load_payment(&self.lock(), payment_id)
     }
 
-    /// The latest attempt `username` made under idempotency key `key`, if any.
-    pub fn payment_by_key(
+    async fn payment_by_key(
         &self,
         username: &str,
         key: &str,
@@ -445,48 +452,53 @@ impl GatewayStore {
         }
     }
 
-    /// Payments with no decision or with a leg that has not acknowledged it, oldest first.
-    pub fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached(&format!(
-                "{PAYMENT_COLUMNS} WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0
-                 ORDER BY seq LIMIT ?1"
-            ))
-            .map_err(storage)?;
-        let rows = statement
-            .query_map([limit], payment_from_row)
-            .map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?
-            .into_iter()
-            .collect()
+    async fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure> {
+        self.reader
+            .scan(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "{PAYMENT_COLUMNS} WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0
+                         ORDER BY seq LIMIT ?1"
+                    ))
+                    .map_err(storage)?;
+                let rows = statement
+                    .query_map([limit], payment_from_row)
+                    .map_err(storage)?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(storage)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
     }
 
-    /// A user's payments (sent or received) with `seq < before_seq`, newest first.
-    pub fn history(
+    async fn history(
         &self,
         username: &str,
         before_seq: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached(&format!(
-                "{PAYMENT_COLUMNS} WHERE seq IN (
-                     SELECT seq FROM payments WHERE from_user = ?1 AND seq < ?2
-                     UNION
-                     SELECT seq FROM payments WHERE to_user = ?1 AND seq < ?2
-                 ) ORDER BY seq DESC LIMIT ?3"
-            ))
-            .map_err(storage)?;
-        let rows = statement
-            .query_map(params![username, before_seq, limit], payment_from_row)
-            .map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?
-            .into_iter()
-            .collect()
+        let username = username.to_owned();
+        self.reader
+            .scan(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "{PAYMENT_COLUMNS} WHERE seq IN (
+                             SELECT seq FROM payments WHERE from_user = ?1 AND seq < ?2
+                             UNION
+                             SELECT seq FROM payments WHERE to_user = ?1 AND seq < ?2
+                         ) ORDER BY seq DESC LIMIT ?3"
+                    ))
+                    .map_err(storage)?;
+                let rows = statement
+                    .query_map(params![username, before_seq, limit], payment_from_row)
+                    .map_err(storage)?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(storage)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
     }
 }
 

@@ -1,0 +1,198 @@
+//! The gateway's durable state behind one interface: users and their password hashes, linked
+//! bank accounts, payments (the coordinator's log: every payment's decision and which legs
+//! have acknowledged it) and idempotency records.
+//!
+//! Only this module and its backends know the gateway's schema. Everything else — the API,
+//! the coordinator, `strife audit` — goes through [`GatewayStore`] (or, read-only,
+//! [`GatewayLog`]). The rules a backend must keep, whatever its engine:
+//!
+//! - **Durable before reply**: a method that returns `Ok` after a write has committed it
+//!   (fsynced or replicated as the engine defines it), except where a method's docs say the
+//!   write is relaxed ([`GatewayStore::begin_payment`], [`GatewayStore::acknowledge`]).
+//! - **Single assignment**: [`GatewayStore::decide`] changes a payment only while it is
+//!   PENDING; every later caller gets the first decision back. This is what makes racing
+//!   deciders (the payment's task, a bank's decision query, recovery, another replica) safe.
+//! - **Idempotency inside the write**: [`GatewayStore::begin_payment`] reads what the key
+//!   holds and applies [`crate::payment::begin`] in the same transaction that records the
+//!   attempt, so two attempts under one key cannot both start.
+//! - **Point lookups only** on a payment's path, so its cost does not grow with history.
+//!
+//! Backends: [`sqlite`] (embedded; the default under `--dir`).
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use strife_common::Failure;
+
+pub use sqlite::{SqliteGatewayLog, SqliteGatewayStore};
+
+/// The schema version this binary writes; a database with a higher one was written by a
+/// newer Strife and is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Recorded, phase 1 running, no decision yet.
+    Pending,
+    Committed,
+    Aborted,
+}
+
+impl PaymentStatus {
+    pub fn code(self) -> i64 {
+        match self {
+            PaymentStatus::Pending => 1,
+            PaymentStatus::Committed => 2,
+            PaymentStatus::Aborted => 3,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(PaymentStatus::Pending),
+            2 => Some(PaymentStatus::Committed),
+            3 => Some(PaymentStatus::Aborted),
+            _ => None,
+        }
+    }
+}
+
+/// One side of a payment: whose account at which bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub username: String,
+    pub bank_id: String,
+    pub account_number: String,
+}
+
+/// A payment as the coordinator logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// Position in the log; assigned by the store when the attempt is recorded.
+    pub seq: i64,
+    pub payment_id: String,
+    pub idempotency_key: String,
+    pub from: Party,
+    pub to: Party,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub memo: String,
+    pub status: PaymentStatus,
+    pub reason_code: Option<String>,
+    pub reason: Option<String>,
+    pub debit_acked: bool,
+    pub credit_acked: bool,
+    pub decision_deadline_unix_ms: i64,
+    pub created_unix_ms: i64,
+    pub decided_unix_ms: Option<i64>,
+}
+
+/// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// A new attempt was recorded (PENDING); run it.
+    Started(PaymentRecord),
+    /// The key already has a final result; return it.
+    Finished(PaymentRecord),
+    /// The key's payment is still running.
+    InFlight(PaymentRecord),
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    pub role: String,
+    pub password_hash: String,
+}
+
+/// A bank account linked to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedAccount {
+    pub username: String,
+    pub bank_id: String,
+    pub account_number: String,
+    pub currency: String,
+    pub holder_name: String,
+}
+
+/// One consistent picture of the whole log, for reconciliation (`strife audit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// Every payment, in log order.
+    pub payments: Vec<PaymentRecord>,
+    /// Every linked account.
+    pub links: Vec<LinkedAccount>,
+}
+
+/// Read-only access to the whole log: what `strife audit` needs, and all it may use.
+#[async_trait]
+pub trait GatewayLog: Send + Sync {
+    /// Every payment and every link, as of one point in time (one read transaction).
+    async fn snapshot(&self) -> Result<LogSnapshot, Failure>;
+}
+
+/// The gateway's database. See the module docs for the rules every backend keeps.
+#[async_trait]
+pub trait GatewayStore: GatewayLog {
+    /// Creates a user; `ALREADY_EXISTS` if the name is taken.
+    async fn insert_user(
+        &self,
+        username: &str,
+        role: &str,
+        password_hash: &str,
+    ) -> Result<(), Failure>;
+
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure>;
+
+    /// Links an account to its owner (or updates its holder name). An account already linked
+    /// to someone else is `ALREADY_EXISTS`.
+    async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure>;
+
+    /// A user's linked accounts, oldest link first.
+    async fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure>;
+
+    /// Records a payment attempt under `(from user, key)`, or reports what the key already
+    /// has. May return before the record is durable: until a decision is written (always
+    /// durable, which makes this record durable too), losing it is harmless — the banks' legs
+    /// of an unknown payment are aborted by presumption, and a retry of the key starts afresh.
+    /// `attempt` is the new attempt to record if one is needed; whether it is, is
+    /// [`crate::payment::begin`]'s decision, made inside this write on what the key holds.
+    async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure>;
+
+    /// Writes the decision, once: a payment already decided keeps its first decision, which
+    /// is returned instead. `NOT_FOUND` if the payment was never recorded.
+    async fn decide(
+        &self,
+        payment_id: &str,
+        status: PaymentStatus,
+        reason_code: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<PaymentRecord, Failure>;
+
+    /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). May be
+    /// relaxed: a lost acknowledgement only makes the retrier re-send a decision.
+    async fn acknowledge(&self, payment_id: &str, debit: bool, credit: bool)
+        -> Result<(), Failure>;
+
+    async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure>;
+
+    /// The latest attempt `username` made under idempotency key `key`, if any.
+    async fn payment_by_key(
+        &self,
+        username: &str,
+        key: &str,
+    ) -> Result<Option<PaymentRecord>, Failure>;
+
+    /// Payments with no decision or with a leg that has not acknowledged it, oldest first.
+    async fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure>;
+
+    /// A user's payments (sent or received) with `seq < before_seq`, newest first.
+    async fn history(
+        &self,
+        username: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure>;
+}
