@@ -3,11 +3,13 @@
 //! payment X?") and applies the answer. While the coordinator cannot be reached the hold
 //! stays, visible in `ListAccounts`, and the question is asked again next round.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use strife_common::discovery::{ServiceEntry, GATEWAY_KEY};
+use etcd_client::GetOptions;
+use strife_common::discovery::{gateway_entry_from_kv, GATEWAYS_PREFIX};
 use strife_common::etcd::EtcdAccess;
 use strife_common::limits::DECISION_QUERY_TIMEOUT;
 use strife_common::time::now_unix_ms;
@@ -23,21 +25,25 @@ const LEGS_PER_ROUND: u32 = 100;
 /// The journal `actor` of changes the resolver applies.
 pub const RESOLVER_ACTOR: &str = "resolver/coordinator-decision";
 
-/// Where the coordinator is: a fixed address, or whatever the gateway put in etcd.
+/// Where the coordinator is: fixed addresses, or every gateway replica registered in etcd.
 #[derive(Debug, Clone)]
 pub enum CoordinatorLocation {
-    Fixed(String),
+    Fixed(Vec<String>),
     Etcd(EtcdAccess),
 }
 
-/// Asks the coordinator over mutual TLS with the bank's own certificate.
+/// Asks the coordinator over mutual TLS with the bank's own certificate. Any live gateway
+/// replica can answer (they share one log), so a replica that does not answer is skipped.
 pub struct DecisionClient {
     bank_id: String,
     location: CoordinatorLocation,
     tls: TlsMaterial,
-    /// The channel and the address it was made for; rebuilt when the address changes.
-    channel: Mutex<Option<(String, Channel)>>,
+    /// One channel per replica address, reused across rounds.
+    channels: Mutex<HashMap<String, Channel>>,
 }
+
+/// Most gateway replicas a bank keeps channels to (bounded like the bank registry).
+const MAX_REPLICAS: usize = 64;
 
 impl DecisionClient {
     pub fn new(bank_id: &str, location: CoordinatorLocation, tls: TlsMaterial) -> Self {
@@ -45,56 +51,95 @@ impl DecisionClient {
             bank_id: bank_id.to_owned(),
             location,
             tls,
-            channel: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn address(&self) -> anyhow::Result<String> {
+    async fn addresses(&self) -> anyhow::Result<Vec<String>> {
         match &self.location {
-            CoordinatorLocation::Fixed(address) => Ok(address.clone()),
+            CoordinatorLocation::Fixed(addresses) => Ok(addresses.clone()),
             CoordinatorLocation::Etcd(etcd) => {
                 let mut client = etcd.connect().await?;
-                let response =
-                    tokio::time::timeout(DECISION_QUERY_TIMEOUT, client.get(GATEWAY_KEY, None))
-                        .await
-                        .context("etcd get timed out")??;
-                let entry = response
+                let response = tokio::time::timeout(
+                    DECISION_QUERY_TIMEOUT,
+                    client.get(
+                        GATEWAYS_PREFIX,
+                        Some(
+                            GetOptions::new()
+                                .with_prefix()
+                                .with_limit(MAX_REPLICAS as i64),
+                        ),
+                    ),
+                )
+                .await
+                .context("etcd get timed out")??;
+                let addresses: Vec<String> = response
                     .kvs()
-                    .first()
-                    .context("no gateway registered in etcd")?;
-                let entry: ServiceEntry = serde_json::from_slice(entry.value())?;
-                Ok(entry.address)
+                    .iter()
+                    .filter_map(|kv| match gateway_entry_from_kv(kv.key(), kv.value()) {
+                        Ok(entry) => Some(entry.address),
+                        Err(error) => {
+                            tracing::warn!(%error, "ignoring a gateway entry in etcd");
+                            None
+                        }
+                    })
+                    .collect();
+                anyhow::ensure!(
+                    !addresses.is_empty(),
+                    "no gateway replica registered in etcd"
+                );
+                Ok(addresses)
             }
         }
     }
 
-    async fn channel(&self) -> anyhow::Result<Channel> {
-        let address = self.address().await?;
-        let mut cached = self.channel.lock().await;
-        if let Some((cached_address, channel)) = cached.as_ref() {
-            if *cached_address == address {
-                return Ok(channel.clone());
-            }
+    async fn channel(&self, address: &str) -> anyhow::Result<Channel> {
+        let mut channels = self.channels.lock().await;
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
         }
         let channel = self
             .tls
-            .endpoint(&address, &ExpectedPeer::Gateway, DECISION_QUERY_TIMEOUT)?
+            .endpoint(address, &ExpectedPeer::Gateway, DECISION_QUERY_TIMEOUT)?
             .connect_lazy();
-        *cached = Some((address, channel.clone()));
+        if channels.len() >= MAX_REPLICAS {
+            channels.clear();
+        }
+        channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
 
-    /// The coordinator's decision for `payment_id`.
+    /// The coordinator's decision for `payment_id`, from the first replica that answers.
     pub async fn decision(&self, payment_id: &str) -> anyhow::Result<pb::Decision> {
-        let mut client = CoordinatorClient::new(self.channel().await?);
-        let response = client
-            .get_decision(pb::GetDecisionRequest {
-                payment_id: payment_id.to_owned(),
-                bank_id: self.bank_id.clone(),
-            })
-            .await?
-            .into_inner();
-        Ok(pb::Decision::try_from(response.decision).unwrap_or(pb::Decision::Unspecified))
+        let mut addresses = self.addresses().await?;
+        // Spread the questions over the replicas, so one slow replica is not everyone's first.
+        let start = rand::random_range(0..addresses.len().max(1));
+        addresses.rotate_left(start);
+        let mut last_error = None;
+        for address in addresses {
+            let mut client = CoordinatorClient::new(self.channel(&address).await?);
+            match client
+                .get_decision(pb::GetDecisionRequest {
+                    payment_id: payment_id.to_owned(),
+                    bank_id: self.bank_id.clone(),
+                })
+                .await
+            {
+                Ok(response) => {
+                    let decision = response.into_inner().decision;
+                    return Ok(
+                        pb::Decision::try_from(decision).unwrap_or(pb::Decision::Unspecified)
+                    );
+                }
+                Err(status) => {
+                    tracing::debug!(%address, %status, "gateway replica did not answer a decision query");
+                    last_error = Some(
+                        anyhow::Error::new(status).context(format!("gateway replica {address}")),
+                    );
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no gateway replica to ask")))
     }
 }
 

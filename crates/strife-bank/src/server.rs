@@ -39,8 +39,9 @@ pub struct BankConfig {
     pub advertise: Option<String>,
     pub etcd_endpoints: Vec<String>,
     pub lease_ttl_secs: i64,
-    /// Fixed coordinator address for decision queries; `None` looks the gateway up in etcd.
-    pub coordinator: Option<String>,
+    /// Fixed coordinator (gateway replica) addresses for decision queries; empty looks the
+    /// replicas up in etcd.
+    pub coordinator: Vec<String>,
     pub resolve_interval: Duration,
     /// Connection bounds (cap, silent connections, idle timeout).
     pub listener_limits: ListenerLimits,
@@ -101,9 +102,10 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         config.lease_ttl_secs,
     );
     let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
-    let location = match &config.coordinator {
-        Some(address) => CoordinatorLocation::Fixed(address.clone()),
-        None => CoordinatorLocation::Etcd(etcd),
+    let location = if config.coordinator.is_empty() {
+        CoordinatorLocation::Etcd(etcd)
+    } else {
+        CoordinatorLocation::Fixed(config.coordinator.clone())
     };
     let decisions = DecisionClient::new(&config.bank_id, location, tls.clone());
     tokio::spawn(resolve_in_doubt(

@@ -157,8 +157,11 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         &layout.ca().cert,
         &layout.user_identity(strife_pki::ADMIN_USER),
     )?;
+    // Several replicas (`a,b,c`): the payers are spread over them, the admin uses the first.
+    let replicas = strife_common::failover::parse_addresses(&config.gateway);
+    anyhow::ensure!(!replicas.is_empty(), "no gateway address given");
     let admin_channel = admin_tls
-        .endpoint(&config.gateway, &ExpectedPeer::Gateway, CALL_TIMEOUT)?
+        .endpoint(&replicas[0], &ExpectedPeer::Gateway, CALL_TIMEOUT)?
         .connect_lazy();
     let mut admin = gateway_as(
         admin_channel,
@@ -193,10 +196,14 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     // One connection per payer identity would be unrealistic and slow to set up; payers share
     // `connections` channels per identity lazily created below.
     let mut clients = Vec::new();
-    for payer in &payers {
+    for (index, payer) in payers.iter().enumerate() {
         let tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity(payer))?;
         let channel = tls
-            .endpoint(&config.gateway, &ExpectedPeer::Gateway, CALL_TIMEOUT)?
+            .endpoint(
+                &replicas[index % replicas.len()],
+                &ExpectedPeer::Gateway,
+                CALL_TIMEOUT,
+            )?
             .connect_lazy();
         clients.push(gateway_as(channel, payer, &password)?);
     }

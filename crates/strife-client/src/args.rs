@@ -15,7 +15,8 @@ pub struct ClientArgs {
     /// Who you are: your certificate's name and your gateway login.
     #[arg(long, env = "STRIFE_USER")]
     pub user: String,
-    /// Gateway address.
+    /// Gateway address, or several replicas' comma-separated (`a:50050,b:50050`): a call
+    /// that cannot reach one replica is sent to the next, with the same idempotency key.
     #[arg(long, default_value = DEFAULT_GATEWAY_ADDRESS, env = "STRIFE_GATEWAY")]
     pub gateway: String,
     /// Read the password from this file (otherwise STRIFE_PASSWORD, the setup file for

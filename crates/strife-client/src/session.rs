@@ -3,18 +3,18 @@
 //! every request.
 
 use anyhow::Context;
+use strife_common::failover::{parse_addresses, Failover};
 use strife_common::layout::Layout;
 use strife_common::limits::CLIENT_CALL_TIMEOUT;
 use strife_common::metadata::Credentials;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::gateway_client::GatewayClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
 use crate::args::ClientArgs;
 
-/// The authenticated gateway client.
-pub type Gateway = GatewayClient<InterceptedService<Channel, Credentials>>;
+/// The authenticated gateway client, over every replica given (`--gateway a,b,c`).
+pub type Gateway = GatewayClient<InterceptedService<Failover, Credentials>>;
 
 /// Reads the password: `--password-file`, then `STRIFE_PASSWORD`, then (for `admin`) the
 /// file setup wrote, then an interactive prompt.
@@ -51,8 +51,15 @@ pub fn connect(args: &ClientArgs) -> anyhow::Result<Gateway> {
     let password = password(args, &layout)?;
     let credentials = Credentials::new(&args.user, &password)
         .context("the user name and password must be printable ASCII")?;
-    let channel = tls
-        .endpoint(&args.gateway, &ExpectedPeer::Gateway, CLIENT_CALL_TIMEOUT)?
-        .connect_lazy();
+    let replicas = parse_addresses(&args.gateway)
+        .into_iter()
+        .map(|address| {
+            let channel = tls
+                .endpoint(&address, &ExpectedPeer::Gateway, CLIENT_CALL_TIMEOUT)?
+                .connect_lazy();
+            Ok((address, channel))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let channel = Failover::new(replicas)?;
     Ok(GatewayClient::with_interceptor(channel, credentials))
 }

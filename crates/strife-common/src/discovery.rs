@@ -1,13 +1,15 @@
 //! The etcd key space Strife uses to find its processes. Banks put
-//! `/strife/v1/banks/<bank_id>` under a lease; the gateway puts `/strife/v1/gateway` so banks
-//! can find it for decision queries. Values are JSON [`ServiceEntry`]s.
+//! `/strife/v1/banks/<bank_id>` under a lease; every gateway replica puts
+//! `/strife/v1/gateways/<replica_id>` under its own lease, so banks can find a live replica
+//! for decision queries (and a survivor can tell which replicas are gone). Values are JSON
+//! [`ServiceEntry`]s.
 
 use serde::{Deserialize, Serialize};
 
 /// Prefix under which every live bank has one key.
 pub const BANKS_PREFIX: &str = "/strife/v1/banks/";
-/// Key of the live gateway's address.
-pub const GATEWAY_KEY: &str = "/strife/v1/gateway";
+/// Prefix under which every live gateway replica has one key.
+pub const GATEWAYS_PREFIX: &str = "/strife/v1/gateways/";
 /// Default etcd endpoint (loopback).
 pub const DEFAULT_ETCD: &str = "https://127.0.0.1:2379";
 
@@ -16,10 +18,15 @@ pub fn bank_key(bank_id: &str) -> String {
     format!("{BANKS_PREFIX}{bank_id}")
 }
 
+/// The etcd key of one gateway replica.
+pub fn gateway_key(replica_id: &str) -> String {
+    format!("{GATEWAYS_PREFIX}{replica_id}")
+}
+
 /// What a process announces about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceEntry {
-    /// The bank id, or `gateway`.
+    /// The bank id, or the gateway replica's id.
     pub id: String,
     /// `host:port` to dial over mutual TLS.
     pub address: String,
@@ -37,17 +44,31 @@ const MAX_ADDRESS_LEN: usize = 256;
 /// certificate is then pinned to the id on every connection (`tls::ExpectedPeer`), so even a
 /// well-formed entry cannot send a bank's traffic to someone else.
 pub fn bank_entry_from_kv(key: &[u8], value: &[u8]) -> Result<ServiceEntry, String> {
+    entry_from_kv(BANKS_PREFIX, "bank", key, value)
+}
+
+/// Reads one gateway replica's entry, with the same rules as [`bank_entry_from_kv`]. Every
+/// replica presents the one gateway certificate, so the entry only says where to dial.
+pub fn gateway_entry_from_kv(key: &[u8], value: &[u8]) -> Result<ServiceEntry, String> {
+    entry_from_kv(GATEWAYS_PREFIX, "replica", key, value)
+}
+
+fn entry_from_kv(
+    prefix: &str,
+    kind: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Result<ServiceEntry, String> {
     let key = std::str::from_utf8(key).map_err(|_| "key is not UTF-8".to_owned())?;
     let key_id = key
-        .strip_prefix(BANKS_PREFIX)
-        .ok_or_else(|| format!("key {key:?} is outside {BANKS_PREFIX}"))?;
+        .strip_prefix(prefix)
+        .ok_or_else(|| format!("key {key:?} is outside {prefix}"))?;
     let entry: ServiceEntry = serde_json::from_slice(value)
         .map_err(|error| format!("key {key:?}: value is not a service entry: {error}"))?;
-    crate::layout::validate_name("bank", key_id)
-        .map_err(|error| format!("key {key:?}: {error}"))?;
+    crate::layout::validate_name(kind, key_id).map_err(|error| format!("key {key:?}: {error}"))?;
     if entry.id != key_id {
         return Err(format!(
-            "key {key:?} names bank {key_id:?} but its entry claims {:?}",
+            "key {key:?} names {kind} {key_id:?} but its entry claims {:?}",
             entry.id.escape_debug().to_string()
         ));
     }
@@ -65,6 +86,7 @@ pub fn bank_entry_from_kv(key: &[u8], value: &[u8]) -> Result<ServiceEntry, Stri
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkInfo {
     pub etcd: String,
+    /// Every gateway replica's address, comma-separated (what `--gateway` takes).
     pub gateway: String,
 }
 
@@ -104,5 +126,20 @@ mod tests {
             );
         }
         assert!(bank_entry_from_kv(b"/strife/v1/banks/bank0", b"not json").is_err());
+    }
+
+    #[test]
+    fn a_replica_entry_must_be_filed_under_its_own_id() {
+        assert!(gateway_entry_from_kv(b"/strife/v1/gateways/gw1", &value("gw1")).is_ok());
+        for (key, id) in [
+            ("/strife/v1/gateways/gw1", "gw2"),
+            ("/strife/v1/banks/gw1", "gw1"),
+            ("/strife/v1/gateways/", ""),
+        ] {
+            assert!(
+                gateway_entry_from_kv(key.as_bytes(), &value(id)).is_err(),
+                "{key}"
+            );
+        }
     }
 }

@@ -1,16 +1,16 @@
 //! How every Strife process reaches etcd, and the access rules etcd enforces.
 //!
-//! etcd holds the routing (`/strife/v1/banks/<id>`, `/strife/v1/gateway`), so it is locked
+//! etcd holds the routing (`/strife/v1/banks/<id>`, `/strife/v1/gateways/<replica>`), so it is locked
 //! down: it serves TLS only to clients with a certificate from the **etcd CA** — a CA of its
 //! own, so no gateway, bank or user certificate of the payment network can ever log in to
 //! etcd — and with auth enabled, each certificate's CN is an etcd user whose role allows
 //! exactly what that process needs ([`lock_down`]):
 //!
-//! | etcd user            | may write                        | may read                   |
-//! |----------------------|----------------------------------|----------------------------|
-//! | `strife-gateway`     | `/strife/v1/gateway`             | `/strife/v1/banks/` prefix |
-//! | `strife-bank-<id>`   | `/strife/v1/banks/<id>`          | `/strife/v1/gateway`       |
-//! | `root`               | everything (setup and operators) | everything                 |
+//! | etcd user            | may write                          | may read                      |
+//! |----------------------|------------------------------------|-------------------------------|
+//! | `strife-gateway`     | `/strife/v1/gateways/` prefix      | `/strife/v1/banks/` prefix    |
+//! | `strife-bank-<id>`   | `/strife/v1/banks/<id>`            | `/strife/v1/gateways/` prefix |
+//! | `root`               | everything (setup and operators)   | everything                    |
 //!
 //! Routing does not *depend* on etcd being honest (every connection is pinned to the peer's
 //! certificate, see `tls::ExpectedPeer`); this only keeps strangers from rewriting it.
@@ -25,7 +25,7 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions, UserAddOptions,
 };
 
-use crate::discovery::{bank_key, BANKS_PREFIX, GATEWAY_KEY};
+use crate::discovery::{bank_key, BANKS_PREFIX, GATEWAYS_PREFIX};
 use crate::layout::Layout;
 
 /// Longest wait to connect to etcd.
@@ -148,7 +148,9 @@ pub async fn lock_down(root: &EtcdAccess, banks: &[String]) -> anyhow::Result<()
     let mut grants: Vec<(String, Vec<Permission>)> = vec![(
         GATEWAY_USER.to_owned(),
         vec![
-            Permission::read_write(GATEWAY_KEY),
+            // Every replica logs in as the gateway: each writes its own key under the prefix
+            // and reads the others' (to tell which replicas are gone).
+            Permission::read_write(GATEWAYS_PREFIX).with_prefix(),
             Permission::read(BANKS_PREFIX).with_prefix(),
         ],
     )];
@@ -157,7 +159,7 @@ pub async fn lock_down(root: &EtcdAccess, banks: &[String]) -> anyhow::Result<()
             bank_user(bank),
             vec![
                 Permission::read_write(bank_key(bank)),
-                Permission::read(GATEWAY_KEY),
+                Permission::read(GATEWAYS_PREFIX).with_prefix(),
             ],
         ));
     }

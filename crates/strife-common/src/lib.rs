@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod discovery;
 pub mod etcd;
+pub mod failover;
 pub mod failure;
 pub mod group_commit;
 pub mod grpc_limits;

@@ -1,4 +1,4 @@
-//! Keeps a process's etcd key (a bank's `bank_id → address`, or the gateway's address) for as
+//! Keeps a process's etcd key (a bank's `bank_id → address`, or a gateway replica's) for as
 //! long as the process runs: a lease with
 //! a TTL, kept alive at a third of the TTL, so a bank that dies silently vanishes within the
 //! TTL. Any failure (etcd down or restarted, lease lost) starts a fresh session that
@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
+use crate::discovery::{bank_key, gateway_key, ServiceEntry};
 use crate::etcd::EtcdAccess;
 use anyhow::Context;
 use etcd_client::{Client, PutOptions};
@@ -47,13 +47,13 @@ impl Registration {
         }
     }
 
-    /// The registration of the gateway.
-    pub fn gateway(etcd: EtcdAccess, address: &str, lease_ttl_secs: i64) -> Self {
+    /// The registration of one gateway replica.
+    pub fn gateway(etcd: EtcdAccess, replica_id: &str, address: &str, lease_ttl_secs: i64) -> Self {
         Registration {
             etcd,
-            key: GATEWAY_KEY.to_owned(),
+            key: gateway_key(replica_id),
             entry: ServiceEntry {
-                id: crate::tls::GATEWAY_CN.to_owned(),
+                id: replica_id.to_owned(),
                 address: address.to_owned(),
             },
             lease_ttl_secs,

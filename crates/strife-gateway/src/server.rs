@@ -48,11 +48,45 @@ pub struct GatewayConfig {
     pub json: bool,
     /// Allow starting with a new, empty database although one existed before.
     pub initialize: bool,
+    /// This replica's name in etcd (`--replica-id`); `None` derives one ([`replica_id`]).
+    pub replica_id: Option<String>,
+}
+
+/// The replica's id: the one given, or `<host>-<listen port>` (stable across restarts on a
+/// fixed port), or `<host>-<random>` when the port is chosen by the system.
+pub fn replica_id(given: Option<&str>, listen: SocketAddr) -> anyhow::Result<String> {
+    let id = match given {
+        Some(id) => id.to_owned(),
+        None => {
+            let host: String = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '-'
+                    }
+                })
+                .take(32)
+                .collect();
+            let host = host.trim_matches('-');
+            let host = if host.is_empty() { "gateway" } else { host };
+            match listen.port() {
+                0 => format!("{host}-{:06x}", rand::random::<u32>() & 0xff_ffff),
+                port => format!("{host}-{port}"),
+            }
+        }
+    };
+    strife_common::layout::validate_name("replica", &id).map_err(anyhow::Error::msg)?;
+    Ok(id)
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
+    let replica = replica_id(config.replica_id.as_deref(), config.listen)?;
     // Before anything else: a second gateway on this state dir must not run recovery (which
     // would abort the first one's live payments) or take over its etcd key.
     let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
@@ -105,7 +139,8 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let retrier = Arc::clone(&coordinator);
     let retry_shutdown = shutdown.clone();
     tokio::spawn(async move { retrier.retry_unfinished(retry_shutdown).await });
-    let registration = Registration::gateway(etcd, &address.to_string(), config.lease_ttl_secs);
+    let registration =
+        Registration::gateway(etcd, &replica, &address.to_string(), config.lease_ttl_secs);
     let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
 
     let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?);
@@ -127,7 +162,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     // Recovery is done and the registry is following etcd: ready.
     readiness.serving().await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    announce(config.json, address)?;
+    announce(config.json, address, &replica)?;
     let serving = server
         .layer(layers)
         .add_service(gateway)
@@ -163,11 +198,12 @@ async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Resu
     Ok(())
 }
 
-fn announce(json: bool, address: SocketAddr) -> anyhow::Result<()> {
+fn announce(json: bool, address: SocketAddr, replica: &str) -> anyhow::Result<()> {
     let line = if json {
-        serde_json::json!({"event": "listening", "address": address.to_string()}).to_string()
+        serde_json::json!({"event": "listening", "address": address.to_string(), "replica_id": replica})
+            .to_string()
     } else {
-        format!("gateway listening on {address}")
+        format!("gateway listening on {address} (replica {replica})")
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;

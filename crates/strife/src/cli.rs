@@ -216,6 +216,10 @@ struct GatewayArgs {
     /// restored from backup instead of silently replaced.
     #[arg(long)]
     initialize: bool,
+    /// This replica's name in etcd (letters, digits, '-', '_'); default `<host>-<port>`.
+    /// Every replica of one network needs its own.
+    #[arg(long)]
+    replica_id: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -295,9 +299,10 @@ struct BankArgs {
     /// Seconds the etcd lease lives without keep-alive.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(i64).range(1..=60))]
     lease_ttl: i64,
-    /// Coordinator (gateway) address for decision queries; default: looked up in etcd.
-    #[arg(long)]
-    coordinator: Option<String>,
+    /// Coordinator (gateway replica) addresses for decision queries, comma-separated;
+    /// default: every replica registered in etcd.
+    #[arg(long, value_delimiter = ',')]
+    coordinator: Vec<String>,
     /// Milliseconds between in-doubt resolution rounds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     resolve_interval_ms: u64,
@@ -399,6 +404,7 @@ impl Cli {
                     },
                     json: args.json,
                     initialize: args.initialize,
+                    replica_id: args.replica_id,
                 };
                 runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::network::ManualNetwork;
 use crate::support::{run_expecting_exit, strife_bin, wait_until};
-use strife_common::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
+use strife_common::discovery::{bank_key, ServiceEntry};
 
 /// How long a refused start may take to exit.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(15);
@@ -136,10 +136,14 @@ async fn a_second_gateway_on_the_same_dir_is_refused_and_the_first_keeps_working
         "names the holder: {stderr}"
     );
 
-    let entry = registered(&network, GATEWAY_KEY).await;
+    let replicas = network.etcd.gateway_entries().await;
     assert_eq!(
-        entry.map(|entry| entry.address),
-        Some(network.gateway_address.clone())
+        replicas
+            .into_iter()
+            .map(|entry| entry.address)
+            .collect::<Vec<_>>(),
+        vec![network.gateway_address.clone()],
+        "only the first gateway is registered"
     );
     assert!(
         pays(&network, "after-second-gateway"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::network::ManualNetwork;
 use crate::support::wait_until;
-use strife_common::discovery::{bank_key, ServiceEntry, GATEWAY_KEY};
+use strife_common::discovery::{bank_key, gateway_key, ServiceEntry, GATEWAYS_PREFIX};
 use strife_common::etcd::{bank_user, GATEWAY_USER};
 
 fn entry(id: &str) -> Vec<u8> {
@@ -73,13 +73,13 @@ async fn each_process_may_write_only_its_own_key() {
     let etcd = &network.etcd;
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            etcd.get(GATEWAY_KEY).await.is_some() && etcd.get(&bank_key("bank1")).await.is_some()
+            !etcd.gateway_entries().await.is_empty() && etcd.get(&bank_key("bank1")).await.is_some()
         })
         .await,
         "processes did not register under the lock-down"
     );
     let before_bank1 = etcd.get(&bank_key("bank1")).await;
-    let before_gateway = etcd.get(GATEWAY_KEY).await;
+    let before_gateway = etcd.gateway_entries().await;
 
     let mut bank0 = etcd.access(&bank_user("bank0")).connect().await.unwrap();
     assert!(bank0
@@ -87,7 +87,7 @@ async fn each_process_may_write_only_its_own_key() {
         .await
         .is_err());
     assert!(bank0
-        .put(GATEWAY_KEY, entry("gateway"), None)
+        .put(gateway_key("rogue"), entry("rogue"), None)
         .await
         .is_err());
     assert!(bank0
@@ -95,8 +95,14 @@ async fn each_process_may_write_only_its_own_key() {
         .await
         .is_err());
     assert!(bank0.delete(bank_key("bank1"), None).await.is_err());
-    // What it may do: read the gateway's address (for decision queries).
-    assert!(bank0.get(GATEWAY_KEY, None).await.is_ok());
+    // What it may do: read the gateway replicas' addresses (for decision queries).
+    assert!(bank0
+        .get(
+            GATEWAYS_PREFIX,
+            Some(etcd_client::GetOptions::new().with_prefix())
+        )
+        .await
+        .is_ok());
 
     let mut gateway = etcd.access(GATEWAY_USER).connect().await.unwrap();
     assert!(gateway
@@ -115,6 +121,7 @@ async fn each_process_may_write_only_its_own_key() {
     assert_eq!(banks.kvs().len(), 2);
 
     assert_eq!(etcd.get(&bank_key("bank1")).await, before_bank1);
-    assert_eq!(etcd.get(GATEWAY_KEY).await, before_gateway);
+    assert_eq!(etcd.gateway_entries().await, before_gateway);
+    assert!(etcd.get(&gateway_key("rogue")).await.is_none());
     assert!(etcd.get(&bank_key("zz-shadow")).await.is_none());
 }

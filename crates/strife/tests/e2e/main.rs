@@ -29,6 +29,7 @@ mod gateway_payments;
 mod gateway_recovery;
 mod operations;
 mod peer_pinning;
+mod replicas;
 mod revocation;
 mod security_matrix;
 mod status_codes;

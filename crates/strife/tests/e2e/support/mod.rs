@@ -458,6 +458,26 @@ impl Etcd {
             .collect()
     }
 
+    /// Every gateway replica registered now (empty if etcd cannot be read).
+    pub async fn gateway_entries(&self) -> Vec<strife_common::discovery::ServiceEntry> {
+        let root = self.access(strife_common::etcd::ROOT_USER);
+        let Ok(mut client) = root.connect().await else {
+            return Vec::new();
+        };
+        let options = etcd_client::GetOptions::new().with_prefix();
+        let read = client.get(strife_common::discovery::GATEWAYS_PREFIX, Some(options));
+        match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(Ok(response)) => response
+                .kvs()
+                .iter()
+                .filter_map(|kv| {
+                    strife_common::discovery::gateway_entry_from_kv(kv.key(), kv.value()).ok()
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
         let root = self.access(strife_common::etcd::ROOT_USER);

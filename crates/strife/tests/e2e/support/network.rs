@@ -41,6 +41,8 @@ pub struct ManualNetwork {
     pub gateway_address: String,
     /// Extra flags for every gateway start (e.g. lockout settings).
     pub gateway_args: Vec<String>,
+    /// The replica id the running gateway announced in its ready line.
+    pub gateway_replica_id: String,
 }
 
 /// How to start a network: extra flags per bank and for the gateway.
@@ -84,6 +86,7 @@ impl ManualNetwork {
             gateway: None,
             gateway_address: "127.0.0.1:0".into(),
             gateway_args: options.gateway_args,
+            gateway_replica_id: String::new(),
         };
         manual.start_gateway(&[]);
         manual
@@ -118,6 +121,7 @@ impl ManualNetwork {
         let (process, line) = spawn_with_ready_line(command, &log);
         let ready: Value = serde_json::from_str(&line).unwrap();
         self.gateway_address = ready["address"].as_str().unwrap().to_owned();
+        self.gateway_replica_id = ready["replica_id"].as_str().unwrap_or_default().to_owned();
         self.gateway = Some(process);
     }
 
