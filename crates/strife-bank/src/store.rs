@@ -129,8 +129,15 @@ impl Store {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, bank_id: &str, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) =
-            strife_common::sqlite::open_store(path, "bank database", SCHEMA, identity)?;
+        let (writer, reader, checkpointer) = strife_common::sqlite::open_store(
+            path,
+            "bank database",
+            &strife_common::store_identity::Schema {
+                current: SCHEMA,
+                migrations: &[],
+            },
+            identity,
+        )?;
         Ok(Store {
             writer,
             reader: Mutex::new(reader),

@@ -192,7 +192,7 @@ impl Drop for Checkpointer {
 pub fn open_store(
     path: &std::path::Path,
     what: &str,
-    schema: &str,
+    schema: &crate::store_identity::Schema<'_>,
     identity: &crate::store_identity::StoreIdentity,
 ) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
     let absent = crate::store_identity::before_open(path, identity)?;

@@ -201,7 +201,7 @@ const META_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (
 pub fn apply_schema_checked(
     connection: &Connection,
     path: &Path,
-    schema: &str,
+    schema: &Schema<'_>,
     identity: &StoreIdentity,
     absent: bool,
 ) -> anyhow::Result<()> {
@@ -226,17 +226,74 @@ pub fn apply_schema_checked(
         if !absent {
             refuse_if_ran_before(path, identity)?;
         }
-        return create(connection, path, schema, identity);
+        return create(connection, path, schema.current, identity);
     }
     if !has_meta {
-        // A database from before databases knew their identity: adopt it as ours.
+        // A database from before databases knew their identity (it has version 1's tables):
+        // bring it to the current schema, then adopt it as ours.
         tracing::warn!(database = %path.display(), "database has no identity yet; recording this one");
-        return create(connection, path, schema, identity);
+        migrate(connection, path, schema, 1, identity.schema_version)?;
+        return create(connection, path, schema.current, identity);
     }
     verify(connection, path, identity)?;
-    connection
-        .execute_batch(schema)
-        .with_context(|| named("applying the schema"))?;
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .with_context(|| named("reading the schema version"))?;
+    migrate(connection, path, schema, version, identity.schema_version)
+}
+
+/// A database's schema: the current one (for a new file; every statement `IF NOT EXISTS`)
+/// and the ordered steps that bring an older file to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema<'a> {
+    pub current: &'a str,
+    pub migrations: &'a [Migration],
+}
+
+/// One schema step: SQL that turns a version-`from_version` database into version
+/// `from_version + 1`.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub from_version: i64,
+    pub sql: &'static str,
+}
+
+/// Runs every migration from `version` on, then the current schema (new tables and indexes),
+/// and records `target` — all in one transaction, so a crash leaves the old version intact.
+fn migrate(
+    connection: &Connection,
+    path: &Path,
+    schema: &Schema<'_>,
+    version: i64,
+    target: i64,
+) -> anyhow::Result<()> {
+    let steps: Vec<&Migration> = schema
+        .migrations
+        .iter()
+        .filter(|step| step.from_version >= version && step.from_version < target)
+        .collect();
+    let mut statements = String::from("BEGIN IMMEDIATE;\n");
+    for step in &steps {
+        statements.push_str(step.sql);
+        statements.push('\n');
+    }
+    statements.push_str(schema.current);
+    if version < target {
+        statements.push_str(&format!("\nPRAGMA user_version = {target};"));
+    }
+    statements.push_str("\nCOMMIT;");
+    if let Err(error) = connection.execute_batch(&statements) {
+        let _ = connection.execute_batch("ROLLBACK");
+        return Err(error).with_context(|| {
+            format!(
+                "migrating {} from schema version {version} to {target}",
+                path.display()
+            )
+        });
+    }
+    if version < target {
+        tracing::info!(database = %path.display(), from = version, to = target, "schema migrated");
+    }
     Ok(())
 }
 

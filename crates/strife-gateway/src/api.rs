@@ -533,6 +533,7 @@ impl Gateway for GatewayApi {
             credit_acked: false,
             decision_deadline_unix_ms: self.coordinator.decision_deadline_unix_ms(),
             created_unix_ms: now_unix_ms(),
+            coordinator: self.coordinator.replica_id().to_owned(),
             decided_unix_ms: None,
         };
         let payer = attempt.from.username.clone();

@@ -10,6 +10,8 @@
 //! sent; the decision before any phase-2 message is sent; each leg's acknowledgement after
 //! its bank answered. A decision is written once and never changes ([`GatewayStore::decide`]).
 //! Phase 2 is retried by [`Coordinator::retry_unfinished`] until every bank acknowledges.
+//! Each replica works only on the payments it coordinates; a dead replica's are claimed by a
+//! survivor (`takeover.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use crate::payment::{self, decide, Vote};
 use crate::registry::BankRegistry;
 use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
+use crate::takeover::{take_over, Liveness, TAKEOVER_INTERVAL};
 
 /// How often unfinished payments are retried.
 const RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -73,6 +76,9 @@ pub struct Coordinator {
     registry: Arc<BankRegistry>,
     prepare_timeout: Duration,
     crash_at: Option<CrashPoint>,
+    /// This replica's id: recorded on every payment it starts, and what it claims under.
+    replica_id: String,
+    liveness: Liveness,
 }
 
 impl Coordinator {
@@ -81,13 +87,22 @@ impl Coordinator {
         registry: Arc<BankRegistry>,
         prepare_timeout: Duration,
         crash_at: Option<CrashPoint>,
+        replica_id: String,
+        liveness: Liveness,
     ) -> Self {
         Coordinator {
             store,
             registry,
             prepare_timeout,
             crash_at,
+            replica_id,
+            liveness,
         }
+    }
+
+    /// The id this replica records on the payments it coordinates.
+    pub fn replica_id(&self) -> &str {
+        &self.replica_id
     }
 
     pub fn prepare_timeout(&self) -> Duration {
@@ -253,10 +268,13 @@ impl Coordinator {
         }
     }
 
-    /// On start: every payment left without a decision is aborted (presumed abort); decided
-    /// ones are finished by the retrier.
+    /// On start: claims the payments of replicas that are gone (an earlier run of this one
+    /// included, see [`takeover`]), then aborts every payment of ours left without a decision
+    /// (presumed abort: the process that ran its phase 1 is gone); decided ones are finished
+    /// by the retrier.
     pub async fn recover(&self) -> Result<usize, Failure> {
-        let unfinished = self.store.unfinished(u32::MAX).await?;
+        take_over(self.store.as_ref(), &self.liveness, &self.replica_id).await;
+        let unfinished = self.store.unfinished(&self.replica_id, u32::MAX).await?;
         let mut aborted = 0;
         for record in unfinished
             .into_iter()
@@ -273,12 +291,21 @@ impl Coordinator {
     /// Until shutdown: finishes decided payments whose legs have not all acknowledged, and
     /// aborts pending ones whose decision deadline passed.
     pub async fn retry_unfinished(&self, mut shutdown: watch::Receiver<bool>) {
+        let mut last_takeover = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(RETRY_INTERVAL) => {}
                 _ = shutdown.changed() => return,
             }
-            let unfinished = match self.store.unfinished(UNFINISHED_PER_ROUND).await {
+            if last_takeover.elapsed() >= TAKEOVER_INTERVAL {
+                last_takeover = tokio::time::Instant::now();
+                take_over(self.store.as_ref(), &self.liveness, &self.replica_id).await;
+            }
+            let unfinished = match self
+                .store
+                .unfinished(&self.replica_id, UNFINISHED_PER_ROUND)
+                .await
+            {
                 Ok(unfinished) => unfinished,
                 Err(failure) => {
                     tracing::error!(%failure, "cannot list unfinished payments");

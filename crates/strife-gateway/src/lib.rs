@@ -22,6 +22,7 @@ pub mod request_log;
 pub mod roles;
 pub mod server;
 pub mod store;
+pub mod takeover;
 
 pub use auth::LockoutPolicy;
 pub use server::{run, GatewayConfig};

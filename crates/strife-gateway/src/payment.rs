@@ -239,6 +239,7 @@ mod tests {
             decision_deadline_unix_ms: 10_000,
             created_unix_ms: 1_000,
             decided_unix_ms: None,
+            coordinator: "gw-1".into(),
         }
     }
 

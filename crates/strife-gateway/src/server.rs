@@ -33,6 +33,7 @@ use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
 use crate::store::{GatewayStore, SqliteGatewayStore};
+use crate::takeover::Liveness;
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -117,6 +118,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         Arc::clone(&registry),
         config.prepare_timeout,
         CrashPoint::from_env(),
+        replica.clone(),
+        // SQLite lives under this data dir's LOCK: no other replica can share it.
+        Liveness::Exclusive,
     ));
     let aborted = coordinator.recover().await?;
     if aborted > 0 {

@@ -28,7 +28,7 @@ pub use sqlite::{SqliteGatewayLog, SqliteGatewayStore};
 
 /// The schema version this binary writes; a database with a higher one was written by a
 /// newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,9 @@ pub struct PaymentRecord {
     pub decision_deadline_unix_ms: i64,
     pub created_unix_ms: i64,
     pub decided_unix_ms: Option<i64>,
+    /// The replica that coordinates the payment until it is finished: the one that recorded
+    /// it, or the survivor that claimed it after that one's etcd lease was gone.
+    pub coordinator: String,
 }
 
 /// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
@@ -185,8 +188,21 @@ pub trait GatewayStore: GatewayLog {
         key: &str,
     ) -> Result<Option<PaymentRecord>, Failure>;
 
-    /// Payments with no decision or with a leg that has not acknowledged it, oldest first.
-    async fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure>;
+    /// `coordinator`'s payments with no decision or with a leg that has not acknowledged it,
+    /// oldest first.
+    async fn unfinished(
+        &self,
+        coordinator: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure>;
+
+    /// Every replica that coordinates at least one unfinished payment.
+    async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure>;
+
+    /// Moves every unfinished payment of replica `from` to replica `to`, durably, and says
+    /// how many moved. Atomic: of two survivors claiming one dead replica, one gets them all
+    /// and the other none.
+    async fn claim(&self, from: &str, to: &str) -> Result<u64, Failure>;
 
     /// A user's payments (sent or received) with `seq < before_seq`, newest first.
     async fn history(

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::store_identity::{Migration, Schema, StoreIdentity};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -61,12 +61,13 @@ CREATE TABLE IF NOT EXISTS payments (
     credit_acked              INTEGER NOT NULL DEFAULT 0,
     decision_deadline_unix_ms INTEGER NOT NULL,
     created_unix_ms           INTEGER NOT NULL,
-    decided_unix_ms           INTEGER
+    decided_unix_ms           INTEGER,
+    coordinator               TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
 CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
-CREATE INDEX IF NOT EXISTS payments_unfinished ON payments (seq)
-    WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0;
+CREATE INDEX IF NOT EXISTS payments_unfinished_by_coordinator ON payments (coordinator, seq)
+    WHERE (status = 1 OR debit_acked = 0 OR credit_acked = 0);
 CREATE TABLE IF NOT EXISTS idempotency (
     username        TEXT NOT NULL,
     key             TEXT NOT NULL,
@@ -76,6 +77,14 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (username, key)
 ) WITHOUT ROWID;
 ";
+
+/// Steps from older schema versions (see `SCHEMA_VERSION`).
+const MIGRATIONS: &[Migration] = &[Migration {
+    // 1 → 2: each payment names the replica that coordinates it (takeover).
+    from_version: 1,
+    sql: "ALTER TABLE payments ADD COLUMN coordinator TEXT NOT NULL DEFAULT '';
+          DROP INDEX IF EXISTS payments_unfinished;",
+}];
 
 /// The gateway's SQLite database.
 pub struct SqliteGatewayStore {
@@ -118,8 +127,15 @@ impl SqliteGatewayStore {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) =
-            strife_common::sqlite::open_store(path, "gateway database", SCHEMA, identity)?;
+        let (writer, reader, checkpointer) = strife_common::sqlite::open_store(
+            path,
+            "gateway database",
+            &Schema {
+                current: SCHEMA,
+                migrations: MIGRATIONS,
+            },
+            identity,
+        )?;
         Ok(SqliteGatewayStore {
             writer,
             reader: Reader(Arc::new(Mutex::new(reader))),
@@ -452,22 +468,59 @@ impl GatewayStore for SqliteGatewayStore {
         }
     }
 
-    async fn unfinished(&self, limit: u32) -> Result<Vec<PaymentRecord>, Failure> {
+    async fn unfinished(
+        &self,
+        coordinator: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        let coordinator = coordinator.to_owned();
         self.reader
             .scan(move |connection| {
                 let mut statement = connection
                     .prepare_cached(&format!(
-                        "{PAYMENT_COLUMNS} WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0
-                         ORDER BY seq LIMIT ?1"
+                        "{PAYMENT_COLUMNS} WHERE coordinator = ?1 AND {UNFINISHED}
+                         ORDER BY coordinator, seq LIMIT ?2"
                     ))
                     .map_err(storage)?;
                 let rows = statement
-                    .query_map([limit], payment_from_row)
+                    .query_map(params![coordinator, limit], payment_from_row)
                     .map_err(storage)?;
                 rows.collect::<Result<Vec<_>, _>>()
                     .map_err(storage)?
                     .into_iter()
                     .collect()
+            })
+            .await
+    }
+
+    async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure> {
+        self.reader
+            .scan(|connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "SELECT DISTINCT coordinator FROM payments WHERE {UNFINISHED}"
+                    ))
+                    .map_err(storage)?;
+                let rows = statement.query_map([], |row| row.get(0)).map_err(storage)?;
+                rows.collect::<Result<Vec<String>, _>>().map_err(storage)
+            })
+            .await
+    }
+
+    async fn claim(&self, from: &str, to: &str) -> Result<u64, Failure> {
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.writer
+            .run(move |transaction| {
+                let moved = transaction
+                    .execute_cached(
+                        &format!(
+                            "UPDATE payments SET coordinator = ?2
+                             WHERE coordinator = ?1 AND {UNFINISHED}"
+                        ),
+                        params![from, to],
+                    )
+                    .map_err(storage)?;
+                Ok(moved as u64)
             })
             .await
     }
@@ -504,8 +557,13 @@ impl GatewayStore for SqliteGatewayStore {
 
 const PAYMENT_COLUMNS: &str = "SELECT seq, payment_id, idempotency_key, from_user, from_bank,
     from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
-    reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms
+    reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
+    coordinator
     FROM payments";
+
+/// A payment still needing its coordinator: undecided, or a leg has not acknowledged. Matches
+/// the partial index `payments_unfinished_by_coordinator` word for word, so SQLite uses it.
+const UNFINISHED: &str = "(status = 1 OR debit_acked = 0 OR credit_acked = 0)";
 
 fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Failure>> {
     let status_code: i64 = row.get(12)?;
@@ -540,6 +598,7 @@ fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Fai
         decision_deadline_unix_ms: row.get(17)?,
         created_unix_ms: row.get(18)?,
         decided_unix_ms: row.get(19)?,
+        coordinator: row.get(20)?,
     }))
 }
 
@@ -563,8 +622,8 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
         .execute_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
                  to_user, to_bank, to_account, amount_minor, currency, memo, status,
-                 decision_deadline_unix_ms, created_unix_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13)",
+                 decision_deadline_unix_ms, created_unix_ms, coordinator)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14)",
             params![
                 payment.payment_id,
                 payment.idempotency_key,
@@ -578,9 +637,13 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
                 payment.currency,
                 payment.memo,
                 payment.decision_deadline_unix_ms,
-                payment.created_unix_ms
+                payment.created_unix_ms,
+                payment.coordinator
             ],
         )
         .map_err(storage)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
