@@ -78,6 +78,20 @@ pub enum ClientCommand {
     Payment { payment_id: String },
     /// What is in your offline outbox.
     Outbox,
+    /// Print your payments (admin: all payments) as their decisions become durable. Resumes
+    /// by itself after a dropped connection; `--since CURSOR` continues an earlier watch.
+    Watch {
+        /// A cursor printed with an earlier event (continue after it); 0 = from the start;
+        /// absent = from now.
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many events.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_events: Option<u64>,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+        max_seconds: Option<u64>,
+    },
     /// Send queued payments and resolve unknown outcomes (by key) now; with --watch keep going.
     Sync {
         #[arg(long)]

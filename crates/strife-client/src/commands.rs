@@ -141,6 +141,20 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
             sync(&args, &mut gateway, *watch, *until_empty, max_time).await
         }
         ClientCommand::Outbox => show_outbox(&args),
+        ClientCommand::Watch {
+            since,
+            max_events,
+            max_seconds,
+        } => {
+            let bounds = crate::watch::WatchBounds {
+                max_events: *max_events,
+                max_time: Duration::from_secs(max_seconds.unwrap_or(86_400 * 365)),
+            };
+            match crate::watch::watch(&args, &mut gateway, since.clone(), bounds).await? {
+                Ok(()) => Ok(0),
+                Err(status) => Ok(failed(&args, &status)),
+            }
+        }
     }
 }
 

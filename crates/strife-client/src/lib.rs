@@ -13,6 +13,7 @@ pub mod commands;
 pub mod outbox;
 pub mod render;
 pub mod session;
+pub mod watch;
 
 pub use args::ClientArgs;
 

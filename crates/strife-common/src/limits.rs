@@ -119,6 +119,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a TLS handshake may take on a server.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+// ── Payment events (WatchPayments) ──────────────────────────────────────────────────────────
+
+/// Open watches a gateway serves at once, and per user: each holds a task and a connection.
+pub const MAX_WATCHES: usize = 1_024;
+pub const MAX_WATCHES_PER_USER: usize = 8;
+/// How long a watcher waits for a missing position in the decision order before it decides
+/// the position will never be filled (a decision transaction that rolled back). Longer than
+/// any decision write may take (storage allowance), so a slow commit is never skipped.
+pub const EVENT_GAP_GRACE: Duration = Duration::from_secs(5);
+/// How often a watcher looks for decisions written by other replicas (its own replica's wake
+/// it at once).
+pub const EVENT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// Decisions read per store query by one watcher.
+pub const EVENT_PAGE: u32 = 256;
+
 // ── Addresses ───────────────────────────────────────────────────────────────────────────────
 
 /// Where the gateway listens, and where clients look for it, unless told otherwise.
@@ -138,6 +153,9 @@ const fn plus(a: Duration, b: Duration) -> Duration {
 
 // A full gateway batch must be one the bank accepts.
 const _: () = assert!(GATEWAY_BATCH_ITEMS <= BANK_BATCH_ITEMS);
+// A decision write still in progress is never mistaken for a permanent gap.
+const _: () = assert!(shorter(PAY_STORAGE_ALLOWANCE, EVENT_GAP_GRACE));
+const _: () = assert!(MAX_WATCHES_PER_USER < MAX_WATCHES);
 // Ids, request ids and text fit many times over in a message.
 const _: () = assert!(MAX_ID_BYTES < MAX_REQUEST_ID_BYTES);
 const _: () = assert!(MAX_REQUEST_ID_BYTES + MAX_TEXT_BYTES < MAX_MESSAGE_BYTES / 16);

@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{hash_password, Caller};
 use crate::coordinator::Coordinator;
+use crate::events::{EventStream, Events};
 use crate::payment;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogSlot;
@@ -91,6 +92,7 @@ pub struct GatewayApi {
     registry: Arc<BankRegistry>,
     coordinator: Arc<Coordinator>,
     refusals: RefusalLimiter,
+    events: Events,
 }
 
 impl GatewayApi {
@@ -100,6 +102,7 @@ impl GatewayApi {
         coordinator: Arc<Coordinator>,
     ) -> Self {
         GatewayApi {
+            events: Events::new(Arc::clone(&store), coordinator.decisions()),
             store,
             registry,
             coordinator,
@@ -191,7 +194,7 @@ fn linked_proto(account: &LinkedAccount) -> pb::LinkedAccount {
     }
 }
 
-fn payment_proto(record: &PaymentRecord) -> pb::Payment {
+pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
     let status = match record.status {
         PaymentStatus::Pending => pb::PaymentStatus::Pending,
         PaymentStatus::Committed => pb::PaymentStatus::Committed,
@@ -287,6 +290,21 @@ fn pick_account(
 
 #[tonic::async_trait]
 impl Gateway for GatewayApi {
+    type WatchPaymentsStream = EventStream;
+
+    async fn watch_payments(
+        &self,
+        request: Request<pb::WatchPaymentsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let caller = caller(&request)?;
+        let since = request.into_inner().since;
+        let stream = self
+            .events
+            .watch(&caller.username, caller.role, &since)
+            .await?;
+        Ok(Response::new(stream))
+    }
+
     async fn register_user(
         &self,
         request: Request<pb::RegisterUserRequest>,
@@ -534,6 +552,7 @@ impl Gateway for GatewayApi {
             decision_deadline_unix_ms: self.coordinator.decision_deadline_unix_ms(),
             created_unix_ms: now_unix_ms(),
             coordinator: self.coordinator.replica_id().to_owned(),
+            decision_seq: None,
             decided_unix_ms: None,
         };
         let payer = attempt.from.username.clone();

@@ -20,7 +20,7 @@ use strife_common::limits::{DECISION_GRACE, PHASE_TWO_CALL_TIMEOUT};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use strife_proto::v1 as pb;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::payment::{self, decide, Vote};
 use crate::registry::BankRegistry;
@@ -79,6 +79,7 @@ pub struct Coordinator {
     /// This replica's id: recorded on every payment it starts, and what it claims under.
     replica_id: String,
     liveness: Liveness,
+    decisions: Arc<Notify>,
 }
 
 impl Coordinator {
@@ -97,6 +98,7 @@ impl Coordinator {
             crash_at,
             replica_id,
             liveness,
+            decisions: Arc::new(Notify::new()),
         }
     }
 
@@ -172,9 +174,18 @@ impl Coordinator {
         reason: Option<(String, String)>,
     ) -> Result<PaymentRecord, Failure> {
         let (code, text) = reason.unzip();
-        self.store
+        let decided = self
+            .store
             .decide(payment_id, status, code.as_deref(), text.as_deref())
-            .await
+            .await?;
+        // Durable now: wake this replica's watchers (other replicas' poll for it).
+        self.decisions.notify_waiters();
+        Ok(decided)
+    }
+
+    /// Woken after every decision this replica writes (payment events).
+    pub fn decisions(&self) -> Arc<Notify> {
+        Arc::clone(&self.decisions)
     }
 
     async fn prepare(&self, record: &PaymentRecord, leg: Leg) -> Vote {

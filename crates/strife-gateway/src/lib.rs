@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod coordinator;
 pub mod decision;
+pub mod events;
 pub mod payment;
 pub mod registry;
 pub mod request_log;

@@ -240,6 +240,7 @@ mod tests {
             created_unix_ms: 1_000,
             decided_unix_ms: None,
             coordinator: "gw-1".into(),
+            decision_seq: None,
         }
     }
 

@@ -45,7 +45,8 @@ pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
         | "/strife.v1.Gateway/Pay"
         | "/strife.v1.Gateway/ListHistory"
         | "/strife.v1.Gateway/GetPayment"
-        | "/strife.v1.Gateway/GetPaymentByKey" => Some(USERS),
+        | "/strife.v1.Gateway/GetPaymentByKey"
+        | "/strife.v1.Gateway/WatchPayments" => Some(USERS),
         "/strife.v1.Coordinator/GetDecision" => Some(BANKS),
         _ => None,
     }

@@ -89,6 +89,9 @@ pub struct PaymentRecord {
     /// The replica that coordinates the payment until it is finished: the one that recorded
     /// it, or the survivor that claimed it after that one's etcd lease was gone.
     pub coordinator: String,
+    /// Position in the decision order (what payment events are ordered by): assigned when
+    /// the decision is written, in the order decisions commit; `None` while PENDING.
+    pub decision_seq: Option<i64>,
 }
 
 /// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
@@ -195,6 +198,18 @@ pub trait GatewayStore: GatewayLog {
         coordinator: &str,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure>;
+
+    /// Decided payments with `decision_seq > after_decision_seq`, in decision order. Positions
+    /// become visible in order, except that a decision transaction that rolled back may leave
+    /// a position that is never filled (watchers wait `EVENT_GAP_GRACE` for it).
+    async fn decided_after(
+        &self,
+        after_decision_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure>;
+
+    /// The highest decision position written so far (0 when nothing is decided).
+    async fn decision_head(&self) -> Result<i64, Failure>;
 
     /// Every replica that coordinates at least one unfinished payment.
     async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure>;

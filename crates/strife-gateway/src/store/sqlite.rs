@@ -62,8 +62,11 @@ CREATE TABLE IF NOT EXISTS payments (
     decision_deadline_unix_ms INTEGER NOT NULL,
     created_unix_ms           INTEGER NOT NULL,
     decided_unix_ms           INTEGER,
-    coordinator               TEXT NOT NULL DEFAULT ''
+    coordinator               TEXT NOT NULL DEFAULT '',
+    decision_seq              INTEGER
 );
+CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
+    WHERE decision_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
 CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
 CREATE INDEX IF NOT EXISTS payments_unfinished_by_coordinator ON payments (coordinator, seq)
@@ -82,8 +85,12 @@ CREATE TABLE IF NOT EXISTS idempotency (
 const MIGRATIONS: &[Migration] = &[Migration {
     // 1 → 2: each payment names the replica that coordinates it (takeover).
     from_version: 1,
+    // Each decision gets the next position in the decision order (payment events); payments
+    // decided before keep their log order there.
     sql: "ALTER TABLE payments ADD COLUMN coordinator TEXT NOT NULL DEFAULT '';
-          DROP INDEX IF EXISTS payments_unfinished;",
+          DROP INDEX IF EXISTS payments_unfinished;
+          ALTER TABLE payments ADD COLUMN decision_seq INTEGER;
+          UPDATE payments SET decision_seq = seq WHERE status != 1;",
 }];
 
 /// The gateway's SQLite database.
@@ -411,7 +418,11 @@ impl GatewayStore for SqliteGatewayStore {
         self.writer.run(move |transaction| {
             transaction
                 .execute_cached(
-                    "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5
+                    // The writer thread runs one transaction at a time, so MAX + 1 is the next
+                    // position and positions become visible in order (watchers rely on it).
+                    "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
+                         decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
+                                         WHERE decision_seq IS NOT NULL)
                      WHERE payment_id = ?1 AND status = 1",
                     params![payment_id, status.code(), reason_code, reason, now_unix_ms()],
                 )
@@ -493,6 +504,40 @@ impl GatewayStore for SqliteGatewayStore {
             .await
     }
 
+    async fn decided_after(
+        &self,
+        after_decision_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        self.reader
+            .scan(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "{PAYMENT_COLUMNS} WHERE decision_seq IS NOT NULL AND decision_seq > ?1
+                         ORDER BY decision_seq LIMIT ?2"
+                    ))
+                    .map_err(storage)?;
+                let rows = statement
+                    .query_map(params![after_decision_seq, limit], payment_from_row)
+                    .map_err(storage)?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(storage)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
+    }
+
+    async fn decision_head(&self) -> Result<i64, Failure> {
+        self.lock()
+            .query_row_cached(
+                "SELECT COALESCE(MAX(decision_seq), 0) FROM payments WHERE decision_seq IS NOT NULL",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(storage)
+    }
+
     async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure> {
         self.reader
             .scan(|connection| {
@@ -558,7 +603,7 @@ impl GatewayStore for SqliteGatewayStore {
 const PAYMENT_COLUMNS: &str = "SELECT seq, payment_id, idempotency_key, from_user, from_bank,
     from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
     reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-    coordinator
+    coordinator, decision_seq
     FROM payments";
 
 /// A payment still needing its coordinator: undecided, or a leg has not acknowledged. Matches
@@ -599,6 +644,7 @@ fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Fai
         created_unix_ms: row.get(18)?,
         decided_unix_ms: row.get(19)?,
         coordinator: row.get(20)?,
+        decision_seq: row.get(21)?,
     }))
 }
 

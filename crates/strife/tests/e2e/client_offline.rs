@@ -365,6 +365,14 @@ struct InternalAfterCommit {
 
 #[tonic::async_trait]
 impl gateway_server::Gateway for InternalAfterCommit {
+    type WatchPaymentsStream = futures::stream::Empty<Result<pb::PaymentEvent, Status>>;
+
+    async fn watch_payments(
+        &self,
+        _: Request<pb::WatchPaymentsRequest>,
+    ) -> Result<Response<Self::WatchPaymentsStream>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
     async fn register_user(
         &self,
         _: Request<pb::RegisterUserRequest>,

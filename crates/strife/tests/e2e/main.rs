@@ -28,6 +28,7 @@ mod gateway_faults;
 mod gateway_payments;
 mod gateway_recovery;
 mod operations;
+mod payment_events;
 mod peer_pinning;
 mod replicas;
 mod revocation;

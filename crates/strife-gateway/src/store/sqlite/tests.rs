@@ -37,6 +37,7 @@ fn attempt(payment_id: &str, key: &str, coordinator: &str) -> PaymentRecord {
         created_unix_ms: 1_000,
         decided_unix_ms: None,
         coordinator: coordinator.into(),
+        decision_seq: None,
     }
 }
 
@@ -55,10 +56,13 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
             .await
             .unwrap();
     }
-    // Turn the file into exactly what version 1 wrote: no coordinator column, the old index.
+    // Turn the file into exactly what version 1 wrote: no coordinator or decision position,
+    // the old index.
     let old = Connection::open(path(&dir)).unwrap();
     old.execute_batch(
         "DROP INDEX payments_unfinished_by_coordinator;
+         DROP INDEX payments_by_decision;
+         ALTER TABLE payments DROP COLUMN decision_seq;
          ALTER TABLE payments DROP COLUMN coordinator;
          CREATE INDEX payments_unfinished ON payments (seq)
              WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0;
