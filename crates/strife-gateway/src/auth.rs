@@ -24,7 +24,10 @@ use tonic::transport::server::TlsConnectInfo;
 
 use crate::request_log::RequestLogSlot;
 use crate::roles::{allowed_roles, Role};
-use crate::store::GatewayStore;
+use strife_common::time::now_unix_ms;
+
+use crate::lockout::{self, SharedLogin};
+use crate::store::{GatewayStore, LoginChange};
 
 /// Most names tracked for failed logins; past it, unlocked entries are forgotten first.
 const MAX_TRACKED_NAMES: usize = 10_000;
@@ -460,6 +463,11 @@ impl Authenticator {
         username: &str,
         password: &str,
     ) -> Result<Option<Role>, Failure> {
+        // The lock every replica shares (and a restart keeps) comes first.
+        let shared = self.store.login(username).await?;
+        if let Some(left) = shared.and_then(|login| login.locked_for(now_unix_ms())) {
+            return Err(Refusal::Locked(left).into());
+        }
         self.throttle()
             .reserve(username, Instant::now())
             .map_err(Failure::from)?;
@@ -479,7 +487,7 @@ impl Authenticator {
         let user = this.store.user(&name).await?;
         // The permit and the reservation move into the blocking task, so a caller that goes
         // away mid-check neither frees the CPU slot early nor skips counting the failure.
-        tokio::task::spawn_blocking(move || {
+        let role = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let hash = user
                 .as_ref()
@@ -489,10 +497,30 @@ impl Authenticator {
                 .filter(|_| verified)
                 .and_then(|user| Role::from_stored(&user.role));
             this.finish(reservation, role.is_some());
-            Ok(role)
+            role
         })
         .await
-        .map_err(|error| Failure::internal("password check", error))?
+        .map_err(|error| Failure::internal("password check", error))?;
+        self.share_outcome(username, role.is_some(), shared).await;
+        Ok(role)
+    }
+
+    /// Reports a finished check to the shared record: a failure counts for every replica; a
+    /// success clears what was held against the name (written only if there was something).
+    async fn share_outcome(&self, username: &str, success: bool, shared: Option<SharedLogin>) {
+        let change: LoginChange = if success {
+            if shared.is_none_or(|login| login.is_clean()) {
+                return;
+            }
+            Box::new(|_| lockout::after_success())
+        } else {
+            let policy = self.throttle().policy;
+            Box::new(move |current| Some(lockout::after_failure(current, policy, now_unix_ms())))
+        };
+        if let Err(failure) = self.store.update_login(username, change).await {
+            // The local throttle still counted it; only the other replicas miss this one.
+            tracing::warn!(%failure, "could not share a login outcome");
+        }
     }
 
     /// Verifies a request's peer and credentials.

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod coordinator;
 pub mod decision;
 pub mod events;
+pub mod lockout;
 pub mod payment;
 pub mod registry;
 pub mod request_log;

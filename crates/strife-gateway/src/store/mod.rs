@@ -24,6 +24,8 @@ pub mod sqlite;
 use async_trait::async_trait;
 use strife_common::Failure;
 
+use crate::lockout::SharedLogin;
+
 pub use sqlite::{SqliteGatewayLog, SqliteGatewayStore};
 
 /// The schema version this binary writes; a database with a higher one was written by a
@@ -123,6 +125,9 @@ pub struct LinkedAccount {
     pub holder_name: String,
 }
 
+/// How a login record changes, applied by the store to the record it read, in one write.
+pub type LoginChange = Box<dyn FnOnce(Option<SharedLogin>) -> Option<SharedLogin> + Send>;
+
 /// One consistent picture of the whole log, for reconciliation (`strife audit`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogSnapshot {
@@ -151,6 +156,18 @@ pub trait GatewayStore: GatewayLog {
     ) -> Result<(), Failure>;
 
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure>;
+
+    /// `username`'s shared failed-login record ([`crate::lockout`]), if any.
+    async fn login(&self, username: &str) -> Result<Option<SharedLogin>, Failure>;
+
+    /// Replaces `username`'s login record with `change(current)` (`None` deletes it), read and
+    /// written in one atomic step, so failures reported by several replicas at once all
+    /// count. May be relaxed: a lost update forgets at most one failure.
+    async fn update_login(
+        &self,
+        username: &str,
+        change: LoginChange,
+    ) -> Result<Option<SharedLogin>, Failure>;
 
     /// Links an account to its owner (or updates its holder name). An account already linked
     /// to someone else is `ALREADY_EXISTS`.

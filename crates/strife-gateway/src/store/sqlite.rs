@@ -19,9 +19,10 @@ use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
 use super::{
-    Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, Party, PaymentRecord,
+    Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange, Party, PaymentRecord,
     PaymentStatus, UserRecord,
 };
+use crate::lockout::SharedLogin;
 use crate::payment;
 
 const SCHEMA: &str = "
@@ -71,6 +72,13 @@ CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
 CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
 CREATE INDEX IF NOT EXISTS payments_unfinished_by_coordinator ON payments (coordinator, seq)
     WHERE (status = 1 OR debit_acked = 0 OR credit_acked = 0);
+CREATE TABLE IF NOT EXISTS logins (
+    username                TEXT PRIMARY KEY,
+    failures                INTEGER NOT NULL,
+    window_start_unix_ms    INTEGER NOT NULL,
+    locked_until_unix_ms    INTEGER NOT NULL,
+    lockouts                INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     username        TEXT NOT NULL,
     key             TEXT NOT NULL,
@@ -283,6 +291,44 @@ impl GatewayStore for SqliteGatewayStore {
             )
             .optional()
             .map_err(storage)
+    }
+
+    async fn login(&self, username: &str) -> Result<Option<SharedLogin>, Failure> {
+        read_login(&self.lock(), username)
+    }
+
+    async fn update_login(
+        &self,
+        username: &str,
+        change: LoginChange,
+    ) -> Result<Option<SharedLogin>, Failure> {
+        let username = username.to_owned();
+        self.writer
+            .run_with(Durability::Relaxed, move |transaction| {
+                let next = change(read_login(transaction, &username)?);
+                match next {
+                    Some(login) => transaction.execute_cached(
+                        "INSERT INTO logins (username, failures, window_start_unix_ms,
+                             locked_until_unix_ms, lockouts) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (username) DO UPDATE SET failures = excluded.failures,
+                             window_start_unix_ms = excluded.window_start_unix_ms,
+                             locked_until_unix_ms = excluded.locked_until_unix_ms,
+                             lockouts = excluded.lockouts",
+                        params![
+                            username,
+                            login.failures,
+                            login.window_start_unix_ms,
+                            login.locked_until_unix_ms,
+                            login.lockouts
+                        ],
+                    ),
+                    None => transaction
+                        .execute_cached("DELETE FROM logins WHERE username = ?1", [&username]),
+                }
+                .map_err(storage)?;
+                Ok(next)
+            })
+            .await
     }
 
     async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
@@ -646,6 +692,25 @@ fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Fai
         coordinator: row.get(20)?,
         decision_seq: row.get(21)?,
     }))
+}
+
+fn read_login(connection: &Connection, username: &str) -> Result<Option<SharedLogin>, Failure> {
+    connection
+        .query_row_cached(
+            "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
+             WHERE username = ?1",
+            [username],
+            |row| {
+                Ok(SharedLogin {
+                    failures: row.get(0)?,
+                    window_start_unix_ms: row.get(1)?,
+                    locked_until_unix_ms: row.get(2)?,
+                    lockouts: row.get(3)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(storage)
 }
 
 fn load_payment(

@@ -557,3 +557,41 @@ async fn no_password_or_key_ever_reaches_any_log() {
         assert!(!logs.contains(&secret), "a secret is in a log");
     }
 }
+
+#[tokio::test]
+async fn a_lock_is_kept_in_the_store_so_a_restarted_gateway_still_honours_it() {
+    let options = NetworkOptions {
+        gateway_args: vec![
+            "--lockout-threshold".into(),
+            "3".into(),
+            "--lockout-secs".into(),
+            "60".into(),
+        ],
+        ..NetworkOptions::default()
+    };
+    let mut network = alice_and_bob(options).await;
+    let mut wrong = network.gateway_client_as("alice", "alice", "not-the-password");
+    for _ in 0..3 {
+        let refused = wrong
+            .get_balances(pb::GetBalancesRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+    // A new gateway process (as another replica would be) knows nothing in memory.
+    network.stop_gateway();
+    network.start_gateway(&[]);
+    let locked = network
+        .gateway_client("alice")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(locked.code(), Code::ResourceExhausted, "{locked:?}");
+    assert!(locked.message().contains("locked"), "{locked:?}");
+    // Only alice is locked.
+    network
+        .gateway_client("bob")
+        .get_balances(pb::GetBalancesRequest::default())
+        .await
+        .unwrap();
+}
