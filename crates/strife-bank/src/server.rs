@@ -101,7 +101,12 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
             .unwrap_or_else(|| address.to_string()),
         config.lease_ttl_secs,
     );
-    let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
+    let (registered_sender, registered) = watch::channel(false);
+    let registration_task = tokio::spawn(keep_registered(
+        registration,
+        shutdown.clone(),
+        registered_sender,
+    ));
     let location = if config.coordinator.is_empty() {
         CoordinatorLocation::Etcd(etcd)
     } else {
@@ -115,6 +120,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let probed = Arc::clone(&store);
     let bank = BankServer::new(BankService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES);
@@ -125,6 +131,23 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
     readiness.serving().await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
+    // From now on SERVING only while the database takes writes and our etcd key is alive.
+    tokio::spawn(operations::follow_readiness(
+        readiness.clone(),
+        move || {
+            let store = Arc::clone(&probed);
+            let registered = *registered.borrow();
+            async move {
+                store.probe().await.map_err(|failure| failure.to_string())?;
+                if registered {
+                    Ok(())
+                } else {
+                    Err("not registered in etcd".to_owned())
+                }
+            }
+        },
+        draining.clone(),
+    ));
     let serving = server
         .add_service(service)
         .add_service(health)

@@ -126,6 +126,11 @@ fn storage(error: rusqlite::Error) -> Failure {
 }
 
 impl Store {
+    /// Whether the database takes a durable write now (readiness).
+    pub async fn probe(&self) -> Result<(), Failure> {
+        strife_common::sqlite::probe_write(&self.writer, "bank.db").await
+    }
+
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, bank_id: &str, identity: &StoreIdentity) -> anyhow::Result<Self> {

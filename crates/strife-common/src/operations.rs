@@ -8,6 +8,7 @@
 //! begins ([`Readiness`]).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -26,6 +27,9 @@ pub fn is_operations_path(path: &str) -> bool {
 pub struct Readiness {
     reporter: HealthReporter,
     service_name: &'static str,
+    /// Set once shutdown begins; from then on nothing turns the status back to SERVING. The
+    /// lock orders that check against concurrent updates.
+    shutting_down: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl Readiness {
@@ -37,14 +41,60 @@ impl Readiness {
             .await;
     }
 
-    /// Ready to serve (after start-up work such as recovery).
+    /// Ready to serve (after start-up work such as recovery), unless shutting down.
     pub async fn serving(&self) {
-        self.set(ServingStatus::Serving).await;
+        let shutting_down = self.shutting_down.lock().await;
+        if !*shutting_down {
+            self.set(ServingStatus::Serving).await;
+        }
     }
 
-    /// Shutting down or unable to serve: probes and `Watch` see it at once.
+    /// Unable to serve for now: probes and `Watch` see it at once.
     pub async fn not_serving(&self) {
+        let _order = self.shutting_down.lock().await;
         self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Shutting down: NOT_SERVING for good.
+    pub async fn shutting_down(&self) {
+        let mut shutting_down = self.shutting_down.lock().await;
+        *shutting_down = true;
+        self.set(ServingStatus::NotServing).await;
+    }
+}
+
+/// How often readiness is re-checked.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps `readiness` following `check` (`Err(why)` = not ready) every
+/// [`READINESS_INTERVAL`] until `draining` begins; logs each change with its reason.
+pub async fn follow_readiness<F, Fut>(
+    readiness: Readiness,
+    mut check: F,
+    mut draining: watch::Receiver<bool>,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut ready = true; // The caller has just declared it SERVING.
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(READINESS_INTERVAL) => {}
+            _ = draining.wait_for(|began| *began) => return,
+        }
+        match check().await {
+            Ok(()) if !ready => {
+                tracing::info!("ready again; SERVING");
+                readiness.serving().await;
+                ready = true;
+            }
+            Err(why) if ready => {
+                tracing::warn!(%why, "not ready; NOT_SERVING");
+                readiness.not_serving().await;
+                ready = false;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -60,6 +110,7 @@ pub async fn health(
     let readiness = Readiness {
         reporter,
         service_name,
+        shutting_down: Arc::new(tokio::sync::Mutex::new(false)),
     };
     readiness.not_serving().await;
     (readiness, service)
@@ -101,7 +152,7 @@ pub fn shutdown_on_signal(
     let readiness = readiness.clone();
     let signal = async move {
         crate::runtime::wait_for_signal().await;
-        readiness.not_serving().await;
+        readiness.shutting_down().await;
         let _ = began.send(true);
     };
     (signal, draining)

@@ -62,13 +62,21 @@ impl Registration {
 }
 
 /// Registers and keeps registering until `shutdown` turns true; then revokes the lease.
-pub async fn keep_registered(registration: Registration, mut shutdown: watch::Receiver<bool>) {
+/// `registered` says, at every moment, whether our key is in etcd under a live lease (for
+/// readiness).
+pub async fn keep_registered(
+    registration: Registration,
+    mut shutdown: watch::Receiver<bool>,
+    registered: watch::Sender<bool>,
+) {
     let mut backoff = BACKOFF_START;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        match session(&registration, &mut shutdown).await {
+        let outcome = session(&registration, &mut shutdown, &registered).await;
+        registered.send_replace(false);
+        match outcome {
             Ok(()) => return,
             Err(error) => {
                 tracing::warn!(key = %registration.key, error = format!("{error:#}"), "etcd registration lost; retrying");
@@ -86,6 +94,7 @@ pub async fn keep_registered(registration: Registration, mut shutdown: watch::Re
 async fn session(
     registration: &Registration,
     shutdown: &mut watch::Receiver<bool>,
+    registered: &watch::Sender<bool>,
 ) -> anyhow::Result<()> {
     let mut client = registration.etcd.connect().await?;
     let lease_id = timeout(
@@ -107,6 +116,7 @@ async fn session(
     .await
     .context("put timed out")??;
     tracing::info!(key = %registration.key, address = %registration.entry.address, lease_id, "registered in etcd");
+    registered.send_replace(true);
 
     let (mut keeper, mut responses) = timeout(ETCD_CALL_TIMEOUT, client.lease_keep_alive(lease_id))
         .await

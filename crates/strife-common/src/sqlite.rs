@@ -189,6 +189,26 @@ impl Drop for Checkpointer {
 /// A store's connections: the writer (schema applied, behind a [`GroupCommit`] thread), a
 /// reader for committed state, and the background checkpointer. The database's identity is
 /// checked (or, for a new database, recorded) first: see [`crate::store_identity`].
+/// Whether the database behind `writer` takes a durable write now (readiness): one small row
+/// in `meta`, written and fsynced like any state change, so a full disk or a failing device
+/// shows up here before a payment meets it. `file` names the database in the failure.
+pub async fn probe_write(
+    writer: &crate::group_commit::GroupCommit,
+    file: &'static str,
+) -> Result<(), crate::Failure> {
+    writer
+        .run(move |transaction| {
+            transaction
+                .execute_cached(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('probed_unix_ms', ?1)",
+                    [crate::time::now_unix_ms().to_string()],
+                )
+                .map_err(|error| storage_failure(file, error))?;
+            Ok(())
+        })
+        .await
+}
+
 pub fn open_store(
     path: &std::path::Path,
     what: &str,

@@ -145,7 +145,12 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     tokio::spawn(async move { retrier.retry_unfinished(retry_shutdown).await });
     let registration =
         Registration::gateway(etcd, &replica, &address.to_string(), config.lease_ttl_secs);
-    let registration_task = tokio::spawn(keep_registered(registration, shutdown.clone()));
+    let (registered_sender, registered) = watch::channel(false);
+    let registration_task = tokio::spawn(keep_registered(
+        registration,
+        shutdown.clone(),
+        registered_sender,
+    ));
 
     let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?);
     let gateway = GatewayServer::new(GatewayApi::new(
@@ -166,6 +171,24 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     // Recovery is done and the registry is following etcd: ready.
     readiness.serving().await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
+    // From now on SERVING only while the store takes writes and our etcd key is alive.
+    let probed = Arc::clone(&store);
+    tokio::spawn(operations::follow_readiness(
+        readiness.clone(),
+        move || {
+            let store = Arc::clone(&probed);
+            let registered = *registered.borrow();
+            async move {
+                store.probe().await.map_err(|failure| failure.to_string())?;
+                if registered {
+                    Ok(())
+                } else {
+                    Err("not registered in etcd".to_owned())
+                }
+            }
+        },
+        draining.clone(),
+    ));
     announce(config.json, address, &replica)?;
     let serving = server
         .layer(layers)

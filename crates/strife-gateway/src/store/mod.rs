@@ -147,6 +147,10 @@ pub trait GatewayLog: Send + Sync {
 /// The gateway's database. See the module docs for the rules every backend keeps.
 #[async_trait]
 pub trait GatewayStore: GatewayLog {
+    /// A durable write that changes nothing a request can see: `Ok` while the store takes
+    /// writes (readiness, checked every second).
+    async fn probe(&self) -> Result<(), Failure>;
+
     /// Creates a user; `ALREADY_EXISTS` if the name is taken.
     async fn insert_user(
         &self,

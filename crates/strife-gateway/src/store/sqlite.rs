@@ -246,6 +246,10 @@ fn account_from_row(row: &Row<'_>) -> rusqlite::Result<LinkedAccount> {
 
 #[async_trait]
 impl GatewayStore for SqliteGatewayStore {
+    async fn probe(&self) -> Result<(), Failure> {
+        strife_common::sqlite::probe_write(&self.writer, "gateway.db").await
+    }
+
     async fn insert_user(
         &self,
         username: &str,

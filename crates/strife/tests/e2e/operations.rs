@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::network::ManualNetwork;
+use crate::support::wait_until;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -107,4 +108,64 @@ async fn health_and_reflection_answer_any_project_certificate_without_a_password
     let status = next.and_then(Result::ok).map(|response| response.status);
     assert_eq!(status, Some(ServingStatus::NotServing as i32));
     network.stop_gateway();
+}
+
+async fn status_of(channel: &Channel, service: &str) -> Option<i32> {
+    HealthClient::new(channel.clone())
+        .check(check(service))
+        .await
+        .ok()
+        .map(|response| response.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_readiness_not_serving_while_etcd_is_gone_and_serving_again_after() {
+    let mut network = ManualNetwork::start(&["bank0"], &["alice"]).await;
+    let layout = network.network.layout();
+    let alice = network.network.tls(&layout.user_identity("alice"));
+    let servers = [
+        (
+            channel(&alice, &network.gateway_address, ExpectedPeer::Gateway),
+            "strife.v1.Gateway",
+        ),
+        (
+            channel(
+                &alice,
+                &network.banks[0].address.to_string(),
+                ExpectedPeer::Bank("bank0".into()),
+            ),
+            "strife.v1.Bank",
+        ),
+    ];
+    let all_are = |wanted: ServingStatus| {
+        let servers = servers.clone();
+        async move {
+            for (channel, service) in &servers {
+                if status_of(channel, service).await != Some(wanted as i32) {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || all_are(ServingStatus::Serving)).await,
+        "both ready after start"
+    );
+
+    // Without etcd the leases lapse: neither may claim to be ready.
+    network.etcd.kill();
+    assert!(
+        wait_until(Duration::from_secs(20), || all_are(
+            ServingStatus::NotServing
+        ))
+        .await,
+        "NOT_SERVING once the registration is lost"
+    );
+    network.etcd.restart_empty().await;
+    assert!(
+        wait_until(Duration::from_secs(20), || all_are(ServingStatus::Serving)).await,
+        "SERVING again once registered again; gateway log:\n{}",
+        network.gateway_log()
+    );
 }
