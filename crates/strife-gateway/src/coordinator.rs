@@ -13,6 +13,7 @@
 //! Each replica works only on the payments it coordinates; a dead replica's are claimed by a
 //! survivor (`takeover.rs`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,32 @@ pub struct Coordinator {
     replica_id: String,
     liveness: Liveness,
     decisions: Arc<Notify>,
+    in_flight: Arc<InFlightCount>,
+}
+
+/// Payments whose task is running, so a shutdown can wait for them.
+#[derive(Default)]
+struct InFlightCount {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One running payment task; leaving (also by panic or cancellation) counts it out.
+struct InFlight(Arc<InFlightCount>);
+
+impl InFlight {
+    fn enter(count: &Arc<InFlightCount>) -> Self {
+        count.count.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl Coordinator {
@@ -99,6 +126,7 @@ impl Coordinator {
             replica_id,
             liveness,
             decisions: Arc::new(Notify::new()),
+            in_flight: Arc::new(InFlightCount::default()),
         }
     }
 
@@ -124,9 +152,31 @@ impl Coordinator {
         record: PaymentRecord,
     ) -> Result<PaymentRecord, Failure> {
         let coordinator = Arc::clone(self);
-        tokio::spawn(async move { coordinator.run(record).await })
-            .await
-            .map_err(|error| Failure::internal("payment task", error))?
+        let running = InFlight::enter(&self.in_flight);
+        tokio::spawn(async move {
+            let _running = running;
+            coordinator.run(record).await
+        })
+        .await
+        .map_err(|error| Failure::internal("payment task", error))?
+    }
+
+    /// At shutdown, after the server stopped taking requests: waits until every payment
+    /// still running has its decision written and a first phase-2 round sent, at most
+    /// `limit` (each is bounded by the prepare timeout plus one phase-2 round anyway).
+    /// Returns how many were still running when the wait ended.
+    pub async fn finish_in_flight(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.in_flight.idle.notified();
+            let running = self.in_flight.count.load(Ordering::SeqCst);
+            if running == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight.count.load(Ordering::SeqCst);
+            }
+        }
     }
 
     async fn run(&self, record: PaymentRecord) -> Result<PaymentRecord, Failure> {

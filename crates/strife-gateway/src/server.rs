@@ -35,6 +35,14 @@ use crate::roles::Role;
 use crate::store::{GatewayStore, SqliteGatewayStore};
 use crate::takeover::Liveness;
 
+/// Longest a shutdown waits for running payments: a payment's phase 1 is bounded by the
+/// longest prepare timeout, then one decision write and one phase-2 round.
+const FINISH_IN_FLIGHT_LIMIT: Duration = Duration::from_millis(
+    (strife_common::limits::MAX_PREPARE_TIMEOUT.as_millis()
+        + strife_common::limits::PAY_STORAGE_ALLOWANCE.as_millis()
+        + strife_common::limits::PHASE_TWO_CALL_TIMEOUT.as_millis()) as u64,
+);
+
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -159,6 +167,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         Arc::clone(&coordinator),
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let drain_coordinator = Arc::clone(&coordinator);
     let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let layers = tower::ServiceBuilder::new()
@@ -205,6 +214,18 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .await
         .context("gateway server failed")?;
 
+    // No request is taken any more; payments already running get their decision written
+    // (and a first phase-2 round) before the process goes, so a rolling restart leaves
+    // nothing in doubt that this replica could have finished.
+    let unfinished = drain_coordinator
+        .finish_in_flight(FINISH_IN_FLIGHT_LIMIT)
+        .await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "payments still running at exit; recovery or takeover finishes them"
+        );
+    }
     tracing::info!("shutting down");
     let _ = shutdown_sender.send(true);
     let _ = tokio::time::timeout(DEREGISTER_TIMEOUT, registration_task).await;
