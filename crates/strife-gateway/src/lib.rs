@@ -22,6 +22,8 @@ pub mod request_log;
 pub mod roles;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod store_migration_tests;
 
 pub use auth::LockoutPolicy;
 pub use server::{run, GatewayConfig};
