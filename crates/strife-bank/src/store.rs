@@ -169,8 +169,9 @@ impl Store {
                     return if same {
                         Ok(account)
                     } else {
-                        Err(Failure::InvalidArgument(
-                            "request_id already used to open a different account".into(),
+                        Err(Failure::invalid_field(
+                            "request_id",
+                            "request_id already used to open a different account",
                         ))
                     };
                 }

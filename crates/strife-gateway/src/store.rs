@@ -488,6 +488,18 @@ impl GatewayStore {
             .into_iter()
             .collect()
     }
+
+    /// Whether any account is linked at `bank_id` (a bank the network has had, even if it is
+    /// not registered now). A point lookup on the primary key's prefix.
+    pub fn has_accounts_at(&self, bank_id: &str) -> Result<bool, Failure> {
+        self.lock()
+            .query_row_cached(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE bank_id = ?1)",
+                [bank_id],
+                |row| row.get(0),
+            )
+            .map_err(storage)
+    }
 }
 
 const PAYMENT_COLUMNS: &str = "SELECT seq, payment_id, idempotency_key, from_user, from_bank,
