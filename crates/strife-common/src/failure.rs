@@ -260,6 +260,15 @@ fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Optio
     Status::with_error_details_and_metadata(failure.code(), message, details, trailers)
 }
 
+/// The `ErrorInfo.reason` of a status from a Strife server (`unknown_bank`, `too_large`,
+/// `insufficient_funds`, …), if it carries one in domain `strife`.
+pub fn error_reason(status: &Status) -> Option<String> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .map(|info| info.reason)
+}
+
 /// Reads the machine-readable reason a server attached to a status, if any.
 pub fn reason_of(status: &Status) -> Option<String> {
     status
@@ -356,6 +365,13 @@ mod tests {
             "in_progress"
         );
         assert_eq!(reason_of(&in_flight), None);
+    }
+
+    #[test]
+    fn a_client_reads_the_reason_back() {
+        let status = Status::from(Failure::UnknownBank("bank9".into()));
+        assert_eq!(error_reason(&status).as_deref(), Some(reason::UNKNOWN_BANK));
+        assert_eq!(error_reason(&Status::not_found("bare")), None);
     }
 
     #[test]
