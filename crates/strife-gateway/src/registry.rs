@@ -65,11 +65,18 @@ fn item_result<T>(value: Option<T>, error: Option<pb::ItemError>) -> Result<T, S
     match (value, error) {
         (_, Some(error)) => Err(item_status(error)),
         (Some(value), None) => Ok(value),
-        (None, None) => Err(Status::internal("empty batch result")),
+        (None, None) => Err(Failure::internal("bank batch", "an empty batch result").into()),
     }
 }
 
-/// A per-item failure as the bank reported it inside a batch, back into a `Status`.
+/// The answer to a caller whose batched call never came back (the batcher went away).
+fn went_away(bank_id: &str) -> Status {
+    Failure::Unavailable(format!("bank {bank_id} went away")).into()
+}
+
+/// A per-item failure as the bank reported it inside a batch, read back into the `Status`
+/// the single call would have returned (the bank's answer as the gateway sees it; it is never
+/// sent on: callers turn it into a vote, or into a [`Failure`] with [`bank_failure`]).
 fn item_status(error: pb::ItemError) -> Status {
     let mut status = Status::new(Code::from_i32(error.code), error.message);
     if let (false, Ok(value)) = (error.reason_code.is_empty(), error.reason_code.parse()) {
@@ -120,9 +127,11 @@ fn spawn_batcher<Request, Response, Send_, Fut>(
                     }
                     Ok(_) => {
                         for reply in replies {
-                            let _ = reply.send(Err(Status::internal(
-                                "the bank answered a batch with the wrong number of results",
-                            )));
+                            let _ = reply.send(Err(Failure::internal(
+                                "bank batch",
+                                "the bank answered with the wrong number of results",
+                            )
+                            .into()));
                         }
                     }
                     Err(status) => {
@@ -265,10 +274,8 @@ impl BankRegistry {
         queue
             .send(Pending { request, reply })
             .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?
+            .map_err(|_| went_away(bank_id))?;
+        answer.await.map_err(|_| went_away(bank_id))?
     }
 
     /// Phase 2 for one leg (`commit` or abort), batched per bank.
@@ -287,10 +294,8 @@ impl BankRegistry {
         queue
             .send(Pending { request, reply })
             .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?
+            .map_err(|_| went_away(bank_id))?;
+        answer.await.map_err(|_| went_away(bank_id))?
     }
 
     /// Ids of the banks registered now, sorted.
