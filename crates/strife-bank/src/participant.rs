@@ -324,8 +324,9 @@ fn repeat_prepare(leg: &Leg, intent: &PrepareIntent) -> Result<Transition, Failu
         // votes NO whatever it asks.
         None => Ok(Transition::unchanged(leg)),
         Some(stored) if same_request(stored, intent) => Ok(Transition::unchanged(leg)),
-        Some(_) => Err(Failure::InvalidArgument(
-            "payment id already used for a different prepare on this leg".into(),
+        Some(_) => Err(Failure::invalid_field(
+            "payment_id",
+            "payment_id already used for a different prepare on this leg",
         )),
     }
 }

@@ -18,11 +18,12 @@ use strife_common::limits::{
     MAX_PREPARED_LISTED, MAX_TEXT_BYTES,
 };
 
-fn check_batch_size(items: usize) -> Result<(), Failure> {
+fn check_batch_size(field: &str, items: usize) -> Result<(), Failure> {
     if items > BANK_BATCH_ITEMS {
-        return Err(Failure::InvalidArgument(format!(
-            "a batch carries at most {BANK_BATCH_ITEMS} items"
-        )));
+        return Err(Failure::invalid_field(
+            field,
+            format!("{field} carries at most {BANK_BATCH_ITEMS} items"),
+        ));
     }
     Ok(())
 }
@@ -102,25 +103,33 @@ impl BankService {
 
 fn check_holder_name(value: &str) -> Result<(), Failure> {
     if value.len() > MAX_TEXT_BYTES || value.chars().any(char::is_control) {
-        return Err(Failure::InvalidArgument(format!(
-            "holder_name must be at most {MAX_TEXT_BYTES} bytes without control characters"
-        )));
+        return Err(Failure::invalid_field(
+            "holder_name",
+            format!(
+                "holder_name must be at most {MAX_TEXT_BYTES} bytes without control characters"
+            ),
+        ));
     }
     Ok(())
 }
 
-fn check_currency(code: &str) -> Result<(), Failure> {
+/// A currency code in request field `field`.
+fn check_currency(field: &str, code: &str) -> Result<(), Failure> {
+    if code.is_empty() {
+        return Err(Failure::invalid_field(field, format!("{field} is empty")));
+    }
     money::currency(code)
         .map(drop)
-        .map_err(|error| Failure::InvalidArgument(error.to_string()))
+        .map_err(|error| Failure::invalid_field(field, error.to_string()))
 }
 
 fn role_of(role: i32) -> Result<Role, Failure> {
     match pb::LegRole::try_from(role) {
         Ok(pb::LegRole::Debit) => Ok(Role::Debit),
         Ok(pb::LegRole::Credit) => Ok(Role::Credit),
-        _ => Err(Failure::InvalidArgument(
-            "role must be DEBIT or CREDIT".into(),
+        _ => Err(Failure::invalid_field(
+            "role",
+            "role must be DEBIT or CREDIT",
         )),
     }
 }
@@ -214,11 +223,12 @@ fn prepare_intent(request: &pb::PrepareRequest) -> Result<PrepareIntent, Failure
     let amount = request
         .amount
         .as_ref()
-        .ok_or_else(|| Failure::InvalidArgument("amount is required".into()))?;
-    check_currency(&amount.currency)?;
+        .ok_or_else(|| Failure::invalid_field("amount", "amount is required"))?;
+    check_currency("amount.currency", &amount.currency)?;
     if amount.amount_minor <= 0 {
-        return Err(Failure::InvalidArgument(
-            "amount must be greater than zero".into(),
+        return Err(Failure::invalid_field(
+            "amount.amount_minor",
+            "amount.amount_minor must be greater than zero",
         ));
     }
     Ok(PrepareIntent {
@@ -245,14 +255,16 @@ impl Bank for BankService {
         let actor = caller_of(&request);
         let body = request.into_inner();
         validate_request_id("request_id", &body.request_id)?;
-        strife_common::layout::validate_name("owner", &body.owner)
-            .map_err(Failure::InvalidArgument)?;
+        strife_common::layout::validate_name("user", &body.owner)
+            .map_err(|problem| Failure::invalid_field("owner", problem))?;
         check_holder_name(&body.holder_name)?;
-        check_currency(&body.currency)?;
+        check_currency("currency", &body.currency)?;
         if body.opening_deposit_minor < 0 {
-            return Err(
-                Failure::InvalidArgument("opening deposit must not be negative".into()).into(),
-            );
+            return Err(Failure::invalid_field(
+                "opening_deposit_minor",
+                "opening_deposit_minor must not be negative",
+            )
+            .into());
         }
         let new = NewAccount {
             request_id: body.request_id,
@@ -335,7 +347,7 @@ impl Bank for BankService {
     ) -> Result<Response<pb::PrepareBatchResponse>, Status> {
         let actor = caller_of(&request);
         let prepares = &request.get_ref().prepares;
-        check_batch_size(prepares.len())?;
+        check_batch_size("prepares", prepares.len())?;
         // All items run at once, so their writes share one group commit (one fsync).
         let outcomes =
             futures::future::join_all(prepares.iter().map(|item| self.prepare_one(item, &actor)))
@@ -362,12 +374,12 @@ impl Bank for BankService {
     ) -> Result<Response<pb::FinishBatchResponse>, Status> {
         let actor = caller_of(&request);
         let decisions = &request.get_ref().decisions;
-        check_batch_size(decisions.len())?;
+        check_batch_size("decisions", decisions.len())?;
         let outcomes = futures::future::join_all(decisions.iter().map(|decision| async {
             let leg = decision
                 .leg
                 .as_ref()
-                .ok_or_else(|| Failure::InvalidArgument("leg is required".into()))?;
+                .ok_or_else(|| Failure::invalid_field("leg", "leg is required"))?;
             self.finish_one(leg, decision.commit, &actor).await
         }))
         .await;

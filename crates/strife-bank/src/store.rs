@@ -134,15 +134,8 @@ impl Store {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, bank_id: &str, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) = strife_common::sqlite::open_store(
-            path,
-            "bank database",
-            &strife_common::store_identity::Schema {
-                current: SCHEMA,
-                migrations: &[],
-            },
-            identity,
-        )?;
+        let (writer, reader, checkpointer) =
+            strife_common::sqlite::open_store(path, "bank database", SCHEMA, identity)?;
         Ok(Store {
             writer,
             reader: Mutex::new(reader),
@@ -181,8 +174,9 @@ impl Store {
                     return if same {
                         Ok(account)
                     } else {
-                        Err(Failure::InvalidArgument(
-                            "request_id already used to open a different account".into(),
+                        Err(Failure::invalid_field(
+                            "request_id",
+                            "request_id already used to open a different account",
                         ))
                     };
                 }

@@ -245,7 +245,8 @@ pub struct Outbox {
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let mut connection = strife_common::sqlite::open_connection(path, "outbox")?;
-        migrate(&mut connection).context("preparing the outbox database")?;
+        migrate(&mut connection, path)
+            .with_context(|| format!("preparing the outbox database {}", path.display()))?;
         Ok(Outbox { connection })
     }
 
@@ -368,9 +369,18 @@ impl Outbox {
 /// `gave_up` (tries exhausted, outcome unknown). The table is rebuilt (SQLite cannot change a
 /// CHECK constraint): `gave_up`, and `queued` with tries behind it, become `unknown`, so the
 /// next `sync` looks them up by key instead of forgetting them.
-fn migrate(connection: &mut Connection) -> anyhow::Result<()> {
+///
+/// An outbox written by a newer client (a higher version) is refused: its states may mean
+/// something this client would misread, and a misread entry could be paid twice or dropped.
+fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Result<()> {
     let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version >= SCHEMA_VERSION {
+    anyhow::ensure!(
+        version <= SCHEMA_VERSION,
+        "outbox {} has schema version {version}, newer than this strife knows \
+         ({SCHEMA_VERSION}); use the newer strife client",
+        path.display()
+    );
+    if version == SCHEMA_VERSION {
         return Ok(());
     }
     // IMMEDIATE, and the version read again inside: two clients opening an old outbox at once
@@ -682,5 +692,138 @@ mod tests {
         assert_eq!(outbox.pending(None).unwrap().len(), 3);
         outbox.enqueue(&entry("new", 7)).unwrap();
         assert_eq!(outbox.all(10).unwrap()[0].idempotency_key, "new");
+    }
+
+    /// The outbox table as the previous release wrote it (version 0, before `unknown`).
+    const VERSION_ZERO: &str = "CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            idempotency_key TEXT NOT NULL UNIQUE,
+            to_username TEXT NOT NULL,
+            amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+            currency TEXT NOT NULL,
+            from_bank TEXT NOT NULL,
+            to_bank TEXT NOT NULL,
+            memo TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'succeeded', 'declined', 'gave_up')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_unix_ms INTEGER NOT NULL,
+            last_error TEXT,
+            payment_id TEXT,
+            created_unix_ms INTEGER NOT NULL,
+            finished_unix_ms INTEGER
+        );
+        CREATE INDEX outbox_queued ON outbox (next_attempt_unix_ms) WHERE state = 'queued';";
+
+    #[test]
+    fn a_version_zero_outbox_keeps_every_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection.execute_batch(VERSION_ZERO).unwrap();
+            connection
+                .execute_batch(
+                    "INSERT INTO outbox (idempotency_key, to_username, amount_minor, currency,
+                        from_bank, to_bank, memo, state, attempts, next_attempt_unix_ms,
+                        last_error, payment_id, created_unix_ms, finished_unix_ms)
+                     VALUES ('a', 'bob', 1250, 'EUR', 'bank0', 'bank1', 'rent März', 'succeeded',
+                             2, 100, 'timed out', 'p-a', 10, 20),
+                            ('b', 'carol', 7, 'JPY', '', '', '', 'declined', 1, 200,
+                             'insufficient funds', NULL, 11, 21),
+                            ('c', 'dave', 99, 'USD', '', 'bank1', 'x', 'queued', 0, 300,
+                             NULL, NULL, 12, NULL);",
+                )
+                .unwrap();
+            let version: i64 = connection
+                .query_row("PRAGMA user_version", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(version, 0);
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        let version: i64 = outbox
+            .connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let mut all = outbox.all(10).unwrap();
+        all.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+        let expected = [
+            OutboxEntry {
+                idempotency_key: "a".into(),
+                to_username: "bob".into(),
+                amount_minor: 1250,
+                currency: "EUR".into(),
+                from_bank: "bank0".into(),
+                to_bank: "bank1".into(),
+                memo: "rent März".into(),
+                state: "succeeded".into(),
+                attempts: 2,
+                next_attempt_unix_ms: 100,
+                last_error: Some("timed out".into()),
+                payment_id: Some("p-a".into()),
+                created_unix_ms: 10,
+            },
+            OutboxEntry {
+                idempotency_key: "b".into(),
+                to_username: "carol".into(),
+                amount_minor: 7,
+                currency: "JPY".into(),
+                from_bank: String::new(),
+                to_bank: String::new(),
+                memo: String::new(),
+                state: "declined".into(),
+                attempts: 1,
+                next_attempt_unix_ms: 200,
+                last_error: Some("insufficient funds".into()),
+                payment_id: None,
+                created_unix_ms: 11,
+            },
+            OutboxEntry {
+                idempotency_key: "c".into(),
+                to_username: "dave".into(),
+                amount_minor: 99,
+                currency: "USD".into(),
+                from_bank: String::new(),
+                to_bank: "bank1".into(),
+                memo: "x".into(),
+                state: "queued".into(),
+                attempts: 0,
+                next_attempt_unix_ms: 300,
+                last_error: None,
+                payment_id: None,
+                created_unix_ms: 12,
+            },
+        ];
+        assert_eq!(all, expected);
+        let finished: Vec<Option<i64>> = outbox
+            .connection
+            .prepare("SELECT finished_unix_ms FROM outbox ORDER BY idempotency_key")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(finished, [Some(20), Some(21), None]);
+    }
+
+    #[test]
+    fn an_outbox_from_a_newer_client_is_refused_naming_the_file_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        drop(Outbox::open(&path).unwrap());
+        {
+            let connection = Connection::open(&path).unwrap();
+            connection
+                .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .unwrap();
+        }
+        let error = Outbox::open(&path).err().unwrap();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+                && message.contains(&format!("({SCHEMA_VERSION})")),
+            "{message}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! wording of errors.
 
 use serde_json::{json, Value};
-use strife_common::failure::reason_of;
+use strife_common::failure::{error_reason, reason_of};
 use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
 use tonic::{Code, Status};
@@ -127,6 +127,12 @@ pub fn explain(status: &Status) -> String {
             format!("the gateway or a bank is unreachable ({detail})")
         }
         Code::Aborted => format!("try again: {detail}"),
+        Code::ResourceExhausted
+            if error_reason(status).as_deref()
+                == Some(strife_common::failure::reason::TOO_LARGE) =>
+        {
+            format!("request too large: {detail}")
+        }
         Code::ResourceExhausted => format!("too many requests, try again later: {detail}"),
         _ => format!("failed: {detail}"),
     }

@@ -1,5 +1,12 @@
 //! The one place where a refusal becomes a gRPC status (docs/SPEC.md §7). Handlers return
-//! [`Failure`]; only `From<Failure> for Status` decides codes, so the mapping cannot drift.
+//! [`Failure`]; only this module decides codes, reasons and details (`From<Failure> for
+//! Status`, and [`payment_refusal`] for a stored payment's refusal), so the mapping cannot
+//! drift.
+//!
+//! Every status carries, in `grpc-status-details-bin`, a `google.rpc.ErrorInfo` (domain
+//! [`ERROR_DOMAIN`], a machine-readable reason from [`reason`], metadata such as the field or
+//! the bank id), and a failure of one request field ([`Failure::InvalidField`]) also a
+//! `google.rpc.BadRequest` with one `FieldViolation { field, description }`.
 
 use std::collections::HashMap;
 
@@ -13,6 +20,36 @@ pub const REASON_METADATA_KEY: &str = "x-strife-reason";
 
 /// The `domain` of every `google.rpc.ErrorInfo` Strife attaches.
 pub const ERROR_DOMAIN: &str = "strife";
+
+/// The `ErrorInfo.reason`s that name a failure's class (a precondition or an aborted payment
+/// carries its own reason code instead, e.g. `insufficient_funds`, `bank_timeout`).
+pub mod reason {
+    pub const INVALID_ARGUMENT: &str = "invalid_argument";
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    pub const PERMISSION_DENIED: &str = "permission_denied";
+    pub const NOT_FOUND: &str = "not_found";
+    /// A bank id that is not part of the network (never registered).
+    pub const UNKNOWN_BANK: &str = "unknown_bank";
+    pub const ALREADY_EXISTS: &str = "already_exists";
+    /// The same idempotency key is still in flight.
+    pub const IN_PROGRESS: &str = "in_progress";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const UNIMPLEMENTED: &str = "unimplemented";
+    /// A limit that passes with time (a locked login, a rate limit, a full queue).
+    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
+    /// A request message or its metadata is over the size limit; the same request will
+    /// always be refused.
+    pub const TOO_LARGE: &str = "too_large";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// `ErrorInfo.metadata` key: the request field a [`Failure::InvalidField`] is about.
+pub const FIELD_INFO_KEY: &str = "field";
+/// `ErrorInfo.metadata` key: the bank id of a [`Failure::UnknownBank`].
+pub const BANK_ID_INFO_KEY: &str = "bank_id";
+/// `ErrorInfo.metadata` key: the payment a refused `Pay` was recorded under (also sent as the
+/// `x-strife-payment-id` trailer).
+pub const PAYMENT_ID_INFO_KEY: &str = "payment_id";
 /// Reasons a payment is aborted for that lie outside the request (a bank or the gateway was
 /// down or slow). Such a payment moved no money and has a durable ABORT decision, so a retry
 /// with the same idempotency key runs a new attempt; every other abort reason is final.
@@ -26,9 +63,15 @@ pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
-    /// Bad amount, bad field, unknown currency, idempotency key reused with other parameters.
+    /// A bad request that is not about one field. A bad field is [`Failure::InvalidField`].
     #[error("{0}")]
     InvalidArgument(String),
+    /// One request field is bad (empty, too long, bad characters, bad amount, unknown
+    /// currency, an idempotency key reused with other parameters). `field` is its proto path
+    /// (`amount.amount_minor`, `to_username`, `idempotency_key`); `message` names it. Built
+    /// with [`Failure::invalid_field`]; sent as `INVALID_ARGUMENT` with a `BadRequest`.
+    #[error("{message}")]
+    InvalidField { field: String, message: String },
     /// No or invalid credentials. Deliberately carries no detail that helps an attacker.
     #[error("authentication failed")]
     Unauthenticated,
@@ -38,6 +81,11 @@ pub enum Failure {
     /// Unknown user, account, payment or leg.
     #[error("{0}")]
     NotFound(String),
+    /// A bank id that is not part of the network: no bank by that id has registered (a bank
+    /// that registered and is down now is [`Failure::Unavailable`], which is worth a retry;
+    /// this is not).
+    #[error("bank {0} is not part of this network: no bank by that id has ever registered")]
+    UnknownBank(String),
     /// User or account already exists.
     #[error("{0}")]
     AlreadyExists(String),
@@ -50,7 +98,8 @@ pub enum Failure {
     /// The same idempotency key is still in flight.
     #[error("{0}")]
     Aborted(String),
-    /// A bank is not registered or not reachable.
+    /// A bank of the network cannot be reached now, or storage failed: nothing was done,
+    /// retry.
     #[error("{0}")]
     Unavailable(String),
     /// No such method or service.
@@ -60,12 +109,35 @@ pub enum Failure {
     /// refused payments per minute). Nothing was done; the same request may succeed later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The request message or its metadata is larger than the server accepts. Unlike
+    /// [`Failure::ResourceExhausted`], retrying the same request cannot help.
+    #[error("{0}")]
+    TooLarge(String),
     /// A bug or a storage failure. The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Failure {
+    /// A bad request field: `field` is the proto path, `message` says what is wrong. A message
+    /// that does not start with the field's name is prefixed with it (`"amount.currency:
+    /// unknown currency …"`), so every such message says first which field it is about.
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        let names_it = message.strip_prefix(field.as_str()).is_some_and(|rest| {
+            !rest.starts_with(|next: char| {
+                next.is_ascii_alphanumeric() || next == '_' || next == '.'
+            })
+        });
+        let message = if names_it {
+            message
+        } else {
+            format!("{field}: {message}")
+        };
+        Failure::InvalidField { field, message }
+    }
+
     /// A `FAILED_PRECONDITION` with its machine-readable reason.
     pub fn precondition(reason_code: &str, message: impl Into<String>) -> Self {
         Failure::FailedPrecondition {
@@ -83,33 +155,35 @@ impl Failure {
     /// code (`insufficient_funds`, …), otherwise the failure's class.
     pub fn reason(&self) -> &str {
         match self {
-            Failure::InvalidArgument(_) => "invalid_argument",
-            Failure::Unauthenticated => "unauthenticated",
-            Failure::PermissionDenied(_) => "permission_denied",
-            Failure::NotFound(_) => "not_found",
-            Failure::AlreadyExists(_) => "already_exists",
+            Failure::InvalidArgument(_) | Failure::InvalidField { .. } => reason::INVALID_ARGUMENT,
+            Failure::Unauthenticated => reason::UNAUTHENTICATED,
+            Failure::PermissionDenied(_) => reason::PERMISSION_DENIED,
+            Failure::NotFound(_) => reason::NOT_FOUND,
+            Failure::UnknownBank(_) => reason::UNKNOWN_BANK,
+            Failure::AlreadyExists(_) => reason::ALREADY_EXISTS,
             Failure::FailedPrecondition { reason_code, .. } => reason_code,
-            Failure::Aborted(_) => "in_progress",
-            Failure::Unavailable(_) => "unavailable",
-            Failure::Unimplemented(_) => "unimplemented",
-            Failure::ResourceExhausted(_) => "resource_exhausted",
-            Failure::Internal(_) => "internal",
+            Failure::Aborted(_) => reason::IN_PROGRESS,
+            Failure::Unavailable(_) => reason::UNAVAILABLE,
+            Failure::Unimplemented(_) => reason::UNIMPLEMENTED,
+            Failure::ResourceExhausted(_) => reason::RESOURCE_EXHAUSTED,
+            Failure::TooLarge(_) => reason::TOO_LARGE,
+            Failure::Internal(_) => reason::INTERNAL,
         }
     }
 
     /// The gRPC code this failure maps to.
     pub fn code(&self) -> Code {
         match self {
-            Failure::InvalidArgument(_) => Code::InvalidArgument,
+            Failure::InvalidArgument(_) | Failure::InvalidField { .. } => Code::InvalidArgument,
             Failure::Unauthenticated => Code::Unauthenticated,
             Failure::PermissionDenied(_) => Code::PermissionDenied,
-            Failure::NotFound(_) => Code::NotFound,
+            Failure::NotFound(_) | Failure::UnknownBank(_) => Code::NotFound,
             Failure::AlreadyExists(_) => Code::AlreadyExists,
             Failure::FailedPrecondition { .. } => Code::FailedPrecondition,
             Failure::Aborted(_) => Code::Aborted,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::Unimplemented(_) => Code::Unimplemented,
-            Failure::ResourceExhausted(_) => Code::ResourceExhausted,
+            Failure::ResourceExhausted(_) | Failure::TooLarge(_) => Code::ResourceExhausted,
             Failure::Internal(_) => Code::Internal,
         }
     }
@@ -117,26 +191,82 @@ impl Failure {
 
 impl From<Failure> for Status {
     /// The status, with a `google.rpc.ErrorInfo` (reason, domain `strife`) in
-    /// `grpc-status-details-bin` for every failure, and the reason also in the
-    /// `x-strife-reason` trailer for preconditions (what the CLI and older clients read).
+    /// `grpc-status-details-bin` for every failure, a `google.rpc.BadRequest` for a bad field,
+    /// and the reason also in the `x-strife-reason` trailer for preconditions (what the CLI
+    /// and older clients read).
     fn from(failure: Failure) -> Self {
-        let message = match &failure {
-            Failure::Internal(detail) => {
-                // The detail may name files or SQL; it goes to the log, not to the caller.
-                tracing::error!(%detail, "internal error");
-                "internal error; see the server log".to_owned()
-            }
-            other => other.to_string(),
+        let trailer_reason = match &failure {
+            Failure::FailedPrecondition { reason_code, .. } => Some(reason_code.clone()),
+            _ => None,
         };
-        let mut metadata = MetadataMap::new();
-        if let Failure::FailedPrecondition { reason_code, .. } = &failure {
-            if let Ok(value) = reason_code.parse() {
-                metadata.insert(REASON_METADATA_KEY, value);
-            }
-        }
-        let details = ErrorDetails::with_error_info(failure.reason(), ERROR_DOMAIN, HashMap::new());
-        Status::with_error_details_and_metadata(failure.code(), message, details, metadata)
+        build_status(failure, trailer_reason, None)
     }
+}
+
+/// The status `Pay` answers for a payment that was recorded and then refused (or is still in
+/// flight): as `From<Failure>`, but the `ErrorInfo.reason` and the `x-strife-reason` trailer
+/// are the payment's own reason code (`insufficient_funds`, `bank_timeout`, …) when it has
+/// one, and the payment id travels as `ErrorInfo.metadata["payment_id"]` and the
+/// `x-strife-payment-id` trailer.
+pub fn payment_refusal(failure: Failure, payment_id: &str, reason_code: Option<&str>) -> Status {
+    let reason_code = reason_code
+        .filter(|code| !code.is_empty())
+        .map(str::to_owned)
+        .or_else(|| match &failure {
+            Failure::FailedPrecondition { reason_code, .. } => Some(reason_code.clone()),
+            _ => None,
+        });
+    build_status(failure, reason_code, Some(payment_id))
+}
+
+/// The one constructor of Strife's statuses. `reason_code` (if any) replaces the failure's
+/// class as `ErrorInfo.reason` and is sent as the `x-strife-reason` trailer.
+fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Option<&str>) -> Status {
+    let message = match &failure {
+        Failure::Internal(detail) => {
+            // The detail may name files or SQL; it goes to the log, not to the caller.
+            tracing::error!(%detail, "internal error");
+            "internal error; see the server log".to_owned()
+        }
+        other => other.to_string(),
+    };
+    let mut info_metadata = HashMap::new();
+    let mut trailers = MetadataMap::new();
+    if let Some(code) = &reason_code {
+        if let Ok(value) = code.parse() {
+            trailers.insert(REASON_METADATA_KEY, value);
+        }
+    }
+    if let Some(payment_id) = payment_id {
+        info_metadata.insert(PAYMENT_ID_INFO_KEY.to_owned(), payment_id.to_owned());
+        if let Ok(value) = payment_id.parse() {
+            trailers.insert(crate::metadata::PAYMENT_ID_KEY, value);
+        }
+    }
+    match &failure {
+        Failure::InvalidField { field, .. } => {
+            info_metadata.insert(FIELD_INFO_KEY.to_owned(), field.clone());
+        }
+        Failure::UnknownBank(bank_id) => {
+            info_metadata.insert(BANK_ID_INFO_KEY.to_owned(), bank_id.clone());
+        }
+        _ => {}
+    }
+    let reason = reason_code.unwrap_or_else(|| failure.reason().to_owned());
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, info_metadata);
+    if let Failure::InvalidField { field, message } = &failure {
+        details.add_bad_request_violation(field.clone(), message.clone());
+    }
+    Status::with_error_details_and_metadata(failure.code(), message, details, trailers)
+}
+
+/// The `ErrorInfo.reason` of a status from a Strife server (`unknown_bank`, `too_large`,
+/// `insufficient_funds`, …), if it carries one in domain `strife`.
+pub fn error_reason(status: &Status) -> Option<String> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == ERROR_DOMAIN)
+        .map(|info| info.reason)
 }
 
 /// Reads the machine-readable reason a server attached to a status, if any.
@@ -164,6 +294,84 @@ mod tests {
         let status = Status::from(Failure::internal("open db", "/secret/path"));
         assert_eq!(status.get_details_error_info().unwrap().reason, "internal");
         assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn a_bad_field_carries_a_bad_request_naming_it() {
+        let status = Status::from(Failure::invalid_field(
+            "amount.amount_minor",
+            "amount.amount_minor must be greater than zero",
+        ));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "amount.amount_minor must be greater than zero"
+        );
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "invalid_argument");
+        assert_eq!(info.metadata["field"], "amount.amount_minor");
+        let violations = &details.bad_request().unwrap().field_violations;
+        assert_eq!(violations.len(), 1);
+        assert_eq!(violations[0].field, "amount.amount_minor");
+        assert_eq!(
+            violations[0].description,
+            "amount.amount_minor must be greater than zero"
+        );
+    }
+
+    #[test]
+    fn a_field_message_always_names_its_field() {
+        let failure = Failure::invalid_field("currency", "unknown currency \"XYZ\"");
+        assert_eq!(failure.to_string(), "currency: unknown currency \"XYZ\"");
+        let failure = Failure::invalid_field("payment_id", "payment_id is empty");
+        assert_eq!(failure.to_string(), "payment_id is empty");
+        let failure = Failure::invalid_field("amount", "amount.amount_minor is 0");
+        assert_eq!(failure.to_string(), "amount: amount.amount_minor is 0");
+    }
+
+    #[test]
+    fn an_unknown_bank_is_not_found_with_its_own_reason() {
+        let status = Status::from(Failure::UnknownBank("bank9".into()));
+        assert_eq!(status.code(), Code::NotFound);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "unknown_bank");
+        assert_eq!(info.metadata["bank_id"], "bank9");
+        assert!(status.message().contains("bank9"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_refused_payment_carries_its_reason_code_and_id() {
+        let status = payment_refusal(
+            Failure::Unavailable("bank bank1 did not answer".into()),
+            "p-1",
+            Some("bank_timeout"),
+        );
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(reason_of(&status).as_deref(), Some("bank_timeout"));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "bank_timeout");
+        assert_eq!(info.metadata["payment_id"], "p-1");
+        assert_eq!(
+            status
+                .metadata()
+                .get(crate::metadata::PAYMENT_ID_KEY)
+                .unwrap(),
+            "p-1"
+        );
+        let in_flight = payment_refusal(Failure::Aborted("in progress".into()), "p-2", None);
+        assert_eq!(
+            in_flight.get_details_error_info().unwrap().reason,
+            "in_progress"
+        );
+        assert_eq!(reason_of(&in_flight), None);
+    }
+
+    #[test]
+    fn a_client_reads_the_reason_back() {
+        let status = Status::from(Failure::UnknownBank("bank9".into()));
+        assert_eq!(error_reason(&status).as_deref(), Some(reason::UNKNOWN_BANK));
+        assert_eq!(error_reason(&Status::not_found("bare")), None);
     }
 
     #[test]

@@ -208,7 +208,8 @@ const _: () = assert!(shorter(CONNECT_TIMEOUT, CLIENT_CALL_TIMEOUT));
 // ── Validation ──────────────────────────────────────────────────────────────────────────────
 
 /// The one id check (CLI, gateway and bank): 1 to [`MAX_ID_BYTES`] bytes of printable ASCII
-/// without spaces. `kind` names the field in the message (`"idempotency_key"`).
+/// without spaces. `kind` is the proto field it checks (`"idempotency_key"`): a refusal is
+/// [`Failure::InvalidField`] for it.
 pub fn validate_id(kind: &str, text: &str) -> Result<(), Failure> {
     validate_id_within(kind, text, MAX_ID_BYTES)
 }
@@ -220,19 +221,21 @@ pub fn validate_request_id(kind: &str, text: &str) -> Result<(), Failure> {
 
 fn validate_id_within(kind: &str, text: &str, max_bytes: usize) -> Result<(), Failure> {
     if text.is_empty() {
-        return Err(Failure::InvalidArgument(format!("{kind} is empty")));
+        return Err(Failure::invalid_field(kind, format!("{kind} is empty")));
     }
     if text.len() > max_bytes {
-        return Err(Failure::InvalidArgument(format!(
-            "{kind} is longer than {max_bytes} bytes"
-        )));
+        return Err(Failure::invalid_field(
+            kind,
+            format!("{kind} is longer than {max_bytes} bytes"),
+        ));
     }
     // Printable ASCII only: ids end up in logs, file-free SQL keys and metadata; no byte of
     // them can reorder or hide text, and each has exactly one spelling.
     if !text.bytes().all(|byte| byte.is_ascii_graphic()) {
-        return Err(Failure::InvalidArgument(format!(
-            "{kind} must be printable ASCII without spaces"
-        )));
+        return Err(Failure::invalid_field(
+            kind,
+            format!("{kind} must be printable ASCII without spaces"),
+        ));
     }
     Ok(())
 }
@@ -243,7 +246,10 @@ mod tests {
 
     fn refused(text: &str) -> String {
         match validate_id("idempotency_key", text) {
-            Err(Failure::InvalidArgument(message)) => message,
+            Err(Failure::InvalidField { field, message }) => {
+                assert_eq!(field, "idempotency_key");
+                message
+            }
             other => panic!("{text:?} was not refused: {other:?}"),
         }
     }

@@ -212,7 +212,19 @@ pub async fn probe_write(
 pub fn open_store(
     path: &std::path::Path,
     what: &str,
-    schema: &crate::store_identity::Schema<'_>,
+    schema: &str,
+    identity: &crate::store_identity::StoreIdentity,
+) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
+    open_store_migrating(path, what, schema, &[], identity)
+}
+
+/// [`open_store`] for a store with migration steps: an older file is brought to
+/// `identity.schema_version` by `migrations` (see [`crate::store_identity::Migration`]).
+pub fn open_store_migrating(
+    path: &std::path::Path,
+    what: &str,
+    schema: &str,
+    migrations: &[crate::store_identity::Migration],
     identity: &crate::store_identity::StoreIdentity,
 ) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
     let absent = crate::store_identity::before_open(path, identity)?;
@@ -220,7 +232,9 @@ pub fn open_store(
     if !absent {
         quick_check(&writer, path)?;
     }
-    crate::store_identity::apply_schema_checked(&writer, path, schema, identity, absent)?;
+    crate::store_identity::apply_schema_migrating(
+        &writer, path, schema, migrations, identity, absent,
+    )?;
     let reader = open_connection(path, what)?;
     let checkpointer = Checkpointer::start(path, what)?;
     let file = path

@@ -12,6 +12,11 @@
 //! - the database belongs to another bank, another network (other CA) or another creation of
 //!   this one (creation id differs from the marker): refused as foreign;
 //! - the database was written by a newer Strife (higher schema version): refused.
+//!
+//! An older database is migrated when it is opened ([`apply_schema_migrating`]): the store's
+//! ordered [`Migration`]s above the file's version, then the current schema, then the new
+//! version, in one transaction. A file from before databases knew their identity (version 0,
+//! no `meta`) is adopted: migrated, then given its identity.
 
 use std::path::{Path, PathBuf};
 
@@ -195,13 +200,36 @@ const META_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;";
 
-/// Applies `schema` to the database on `connection` (at `path`) after checking, or creating,
-/// its identity. `absent`: the file did not exist before this open ([`before_open`] has
-/// already checked that a fresh start is allowed).
+/// One step of a database's schema history: the SQL that takes a file at version
+/// `to_version - 1` to `to_version`. A store lists its steps in order; the current schema
+/// (`CREATE … IF NOT EXISTS`) runs after them, so a step only changes what exists.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub to_version: i64,
+    pub sql: &'static str,
+}
+
+/// [`apply_schema_migrating`] for a store without migration steps (every older version
+/// differs from the current one only by what `schema` creates).
 pub fn apply_schema_checked(
     connection: &Connection,
     path: &Path,
-    schema: &Schema<'_>,
+    schema: &str,
+    identity: &StoreIdentity,
+    absent: bool,
+) -> anyhow::Result<()> {
+    apply_schema_migrating(connection, path, schema, &[], identity, absent)
+}
+
+/// Applies `schema` to the database on `connection` (at `path`) after checking, or creating,
+/// its identity; an older file is migrated first (`migrations` above its version, in order),
+/// a newer one refused. `absent`: the file did not exist before this open ([`before_open`]
+/// has already checked that a fresh start is allowed).
+pub fn apply_schema_migrating(
+    connection: &Connection,
+    path: &Path,
+    schema: &str,
+    migrations: &[Migration],
     identity: &StoreIdentity,
     absent: bool,
 ) -> anyhow::Result<()> {
@@ -226,63 +254,80 @@ pub fn apply_schema_checked(
         if !absent {
             refuse_if_ran_before(path, identity)?;
         }
-        return create(connection, path, schema.current, identity);
+        return create(connection, path, schema, identity);
     }
+    let version = schema_version(connection, path)?;
+    refuse_newer(path, version, identity)?;
+    if has_meta {
+        verify(connection, path, identity)?;
+    }
+    migrate(
+        connection,
+        path,
+        schema,
+        migrations,
+        version,
+        identity.schema_version,
+    )?;
     if !has_meta {
-        // A database from before databases knew their identity (it has version 1's tables):
-        // bring it to the current schema, then adopt it as ours.
+        // A database from before databases knew their identity: adopt it as ours.
         tracing::warn!(database = %path.display(), "database has no identity yet; recording this one");
-        migrate(connection, path, schema, 1, identity.schema_version)?;
-        return create(connection, path, schema.current, identity);
+        return create(connection, path, schema, identity);
     }
-    verify(connection, path, identity)?;
-    let version: i64 = connection
+    Ok(())
+}
+
+fn schema_version(connection: &Connection, path: &Path) -> anyhow::Result<i64> {
+    connection
         .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .with_context(|| named("reading the schema version"))?;
-    migrate(connection, path, schema, version, identity.schema_version)
+        .with_context(|| format!("reading the schema version in {}", path.display()))
 }
 
-/// A database's schema: the current one (for a new file; every statement `IF NOT EXISTS`)
-/// and the ordered steps that bring an older file to it.
-#[derive(Debug, Clone, Copy)]
-pub struct Schema<'a> {
-    pub current: &'a str,
-    pub migrations: &'a [Migration],
+/// Refuses a database written by a newer Strife: its tables may mean something this binary
+/// does not know.
+fn refuse_newer(path: &Path, version: i64, identity: &StoreIdentity) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        version <= identity.schema_version,
+        "database {} has schema version {version}, newer than this strife knows \
+         ({}); run the newer strife, or restore a backup made by this version",
+        path.display(),
+        identity.schema_version
+    );
+    Ok(())
 }
 
-/// One schema step: SQL that turns a version-`from_version` database into version
-/// `from_version + 1`.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub from_version: i64,
-    pub sql: &'static str,
-}
-
-/// Runs every migration from `version` on, then the current schema (new tables and indexes),
-/// and records `target` — all in one transaction, so a crash leaves the old version intact.
+/// Brings a database at `version` to `target`: every step of `migrations` above `version`
+/// (up to `target`) in order, then `schema`, then `PRAGMA user_version = target`, all in one
+/// transaction, so a crash leaves the old version or the new one. At `target` already, only
+/// `schema` runs (it creates nothing that exists).
 fn migrate(
     connection: &Connection,
     path: &Path,
-    schema: &Schema<'_>,
+    schema: &str,
+    migrations: &[Migration],
     version: i64,
     target: i64,
 ) -> anyhow::Result<()> {
-    let steps: Vec<&Migration> = schema
-        .migrations
-        .iter()
-        .filter(|step| step.from_version >= version && step.from_version < target)
-        .collect();
-    let mut statements = String::from("BEGIN IMMEDIATE;\n");
-    for step in &steps {
-        statements.push_str(step.sql);
-        statements.push('\n');
+    if version >= target {
+        return connection
+            .execute_batch(schema)
+            .with_context(|| format!("applying the schema in {}", path.display()));
     }
-    statements.push_str(schema.current);
-    if version < target {
-        statements.push_str(&format!("\nPRAGMA user_version = {target};"));
-    }
-    statements.push_str("\nCOMMIT;");
-    if let Err(error) = connection.execute_batch(&statements) {
+    let result = (|| -> rusqlite::Result<()> {
+        connection.execute_batch("BEGIN IMMEDIATE")?;
+        let mut steps: Vec<&Migration> = migrations
+            .iter()
+            .filter(|step| step.to_version > version && step.to_version <= target)
+            .collect();
+        steps.sort_by_key(|step| step.to_version);
+        for step in steps {
+            connection.execute_batch(step.sql)?;
+        }
+        connection.execute_batch(schema)?;
+        connection.pragma_update(None, "user_version", target)?;
+        connection.execute_batch("COMMIT")
+    })();
+    if let Err(error) = result {
         let _ = connection.execute_batch("ROLLBACK");
         return Err(error).with_context(|| {
             format!(
@@ -291,9 +336,7 @@ fn migrate(
             )
         });
     }
-    if version < target {
-        tracing::info!(database = %path.display(), from = version, to = target, "schema migrated");
-    }
+    tracing::info!(database = %path.display(), from = version, to = target, "database migrated");
     Ok(())
 }
 
@@ -346,16 +389,6 @@ fn create(
 
 fn verify(connection: &Connection, path: &Path, identity: &StoreIdentity) -> anyhow::Result<()> {
     let named = |what: &str| format!("{what} in {}", path.display());
-    let version: i64 = connection
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .with_context(|| named("reading the schema version"))?;
-    anyhow::ensure!(
-        version <= identity.schema_version,
-        "database {} has schema version {version}, newer than this strife knows \
-         ({}); run the newer strife, or restore a backup made by this version",
-        path.display(),
-        identity.schema_version
-    );
     let meta = |key: &str| -> anyhow::Result<String> {
         connection
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
@@ -409,4 +442,184 @@ fn verify(connection: &Connection, path: &Path, identity: &StoreIdentity) -> any
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(dir: &tempfile::TempDir, schema_version: i64) -> StoreIdentity {
+        StoreIdentity::gateway(
+            &crate::layout::Layout::new(dir.path()),
+            "ca".into(),
+            schema_version,
+            false,
+        )
+    }
+
+    const SCHEMA_V1: &str = "CREATE TABLE IF NOT EXISTS t (a INTEGER PRIMARY KEY);";
+    const SCHEMA_V3: &str = "CREATE TABLE IF NOT EXISTS t (
+            a INTEGER PRIMARY KEY,
+            b TEXT NOT NULL DEFAULT 'two'
+        );
+        CREATE INDEX IF NOT EXISTS t_by_b ON t (b);";
+    /// Listed out of order on purpose: they run by version.
+    const STEPS: &[Migration] = &[
+        Migration {
+            to_version: 3,
+            sql: "UPDATE t SET b = b || '+3';",
+        },
+        Migration {
+            to_version: 2,
+            sql: "ALTER TABLE t ADD COLUMN b TEXT NOT NULL DEFAULT 'two';",
+        },
+    ];
+
+    /// A version-1 database with rows 1..=3.
+    fn version_one(dir: &tempfile::TempDir) -> (PathBuf, Connection) {
+        let path = dir.path().join("db.sqlite");
+        let connection = Connection::open(&path).unwrap();
+        apply_schema_migrating(&connection, &path, SCHEMA_V1, &[], &identity(dir, 1), true)
+            .unwrap();
+        connection
+            .execute_batch("INSERT INTO t (a) VALUES (1), (2), (3);")
+            .unwrap();
+        (path, connection)
+    }
+
+    fn version(connection: &Connection) -> i64 {
+        connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn an_older_database_runs_its_steps_in_order_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, connection) = version_one(&dir);
+        apply_schema_migrating(
+            &connection,
+            &path,
+            SCHEMA_V3,
+            STEPS,
+            &identity(&dir, 3),
+            false,
+        )
+        .unwrap();
+        assert_eq!(version(&connection), 3);
+        let rows: Vec<(i64, String)> = connection
+            .prepare("SELECT a, b FROM t ORDER BY a")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (1, "two+3".into()),
+                (2, "two+3".into()),
+                (3, "two+3".into())
+            ]
+        );
+        // Opening again at the current version changes nothing.
+        apply_schema_migrating(
+            &connection,
+            &path,
+            SCHEMA_V3,
+            STEPS,
+            &identity(&dir, 3),
+            false,
+        )
+        .unwrap();
+        let b: String = connection
+            .query_row("SELECT b FROM t WHERE a = 1", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(b, "two+3");
+    }
+
+    #[test]
+    fn a_failing_step_leaves_the_database_at_its_old_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, connection) = version_one(&dir);
+        let broken = [Migration {
+            to_version: 2,
+            sql: "ALTER TABLE no_such_table ADD COLUMN c TEXT;",
+        }];
+        let error = apply_schema_migrating(
+            &connection,
+            &path,
+            SCHEMA_V1,
+            &broken,
+            &identity(&dir, 2),
+            false,
+        )
+        .unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains("from schema version 1 to 2"),
+            "{message}"
+        );
+        assert_eq!(version(&connection), 1);
+        let rows: i64 = connection
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 3);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_naming_the_file_and_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, connection) = version_one(&dir);
+        connection.pragma_update(None, "user_version", 7).unwrap();
+        let error = apply_schema_migrating(
+            &connection,
+            &path,
+            SCHEMA_V1,
+            &[],
+            &identity(&dir, 1),
+            false,
+        )
+        .unwrap_err();
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&path.display().to_string())
+                && message.contains("schema version 7")
+                && message.contains("(1)"),
+            "{message}"
+        );
+        assert_eq!(version(&connection), 7, "left as it was");
+    }
+
+    #[test]
+    fn a_version_zero_file_without_identity_is_migrated_and_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch("CREATE TABLE t (a INTEGER PRIMARY KEY); INSERT INTO t VALUES (9);")
+            .unwrap();
+        apply_schema_migrating(
+            &connection,
+            &path,
+            SCHEMA_V3,
+            STEPS,
+            &identity(&dir, 3),
+            false,
+        )
+        .unwrap();
+        assert_eq!(version(&connection), 3);
+        let b: String = connection
+            .query_row("SELECT b FROM t WHERE a = 9", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(b, "two+3");
+        let owner: String = connection
+            .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(owner, "gateway");
+        assert!(dir.path().join("state").join("gateway.created").exists());
+    }
 }

@@ -6,22 +6,22 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strife_common::failure::REASON_METADATA_KEY;
+use strife_common::failure::payment_refusal;
 use strife_common::layout::validate_name;
 use strife_common::limits::{validate_id, MAX_TEXT_BYTES};
-use strife_common::metadata::PAYMENT_ID_KEY;
 use strife_common::money::{self, Amount};
 use strife_common::password::check_password;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
-use strife_proto::v1::{self as pb, gateway_server::Gateway};
+use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_server::Gateway};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{hash_password, Caller};
 use crate::coordinator::Coordinator;
 use crate::events::{EventStream, Events};
 use crate::payment;
-use crate::registry::BankRegistry;
+use crate::registry::{bank_failure, BankRegistry};
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
 use crate::store::{Begun, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus};
@@ -109,6 +109,28 @@ impl GatewayApi {
             refusals: RefusalLimiter::default(),
         }
     }
+
+    /// A client for the bank a request names: `NOT_FOUND` (`unknown_bank`) for a bank id the
+    /// network never had, `UNAVAILABLE` for one of its banks that is not registered now.
+    async fn bank_named(&self, bank_id: &str) -> Result<BankClient<Channel>, Failure> {
+        match self.registry.client(bank_id) {
+            Ok(client) => Ok(client),
+            Err(unavailable) => {
+                self.check_bank_known(bank_id).await?;
+                Err(unavailable)
+            }
+        }
+    }
+
+    /// Refuses a bank id the network never had: not registered now, not registered at any
+    /// time since this gateway started, and no account linked at it.
+    async fn check_bank_known(&self, bank_id: &str) -> Result<(), Failure> {
+        if self.registry.ever_registered(bank_id) || self.store.has_accounts_at(bank_id).await? {
+            Ok(())
+        } else {
+            Err(Failure::UnknownBank(bank_id.to_owned()))
+        }
+    }
 }
 
 fn caller<T>(request: &Request<T>) -> Result<Caller, Failure> {
@@ -139,37 +161,58 @@ fn is_bidi_control(character: char) -> bool {
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), Failure> {
     if value.len() > max {
-        return Err(Failure::InvalidArgument(format!(
-            "{field} must be at most {max} bytes"
-        )));
+        return Err(Failure::invalid_field(
+            field,
+            format!("{field} must be at most {max} bytes"),
+        ));
     }
     if value
         .chars()
         .any(|character| character.is_control() || is_bidi_control(character))
     {
-        return Err(Failure::InvalidArgument(format!(
-            "{field} must not contain control or bidirectional formatting characters"
-        )));
+        return Err(Failure::invalid_field(
+            field,
+            format!("{field} must not contain control or bidirectional formatting characters"),
+        ));
     }
     Ok(())
 }
 
-fn check_user_name(field: &str, value: &str) -> Result<(), Failure> {
-    validate_name(field, value).map_err(Failure::InvalidArgument)
+/// A user or bank name in request field `field`; `kind` ("user", "bank") says which.
+fn check_name(field: &str, kind: &str, value: &str) -> Result<(), Failure> {
+    validate_name(kind, value).map_err(|problem| Failure::invalid_field(field, problem))
 }
 
-/// Validates a money amount; `allow_zero` for opening deposits.
-fn check_money(money: Option<&pb::Money>, allow_zero: bool) -> Result<Amount, Failure> {
-    let money = money.ok_or_else(|| Failure::InvalidArgument("amount is required".into()))?;
-    let currency = money::currency(&money.currency)
-        .map_err(|error| Failure::InvalidArgument(error.to_string()))?;
+/// A currency code in request field `field`.
+fn check_currency(field: &str, code: &str) -> Result<money::Currency, Failure> {
+    if code.is_empty() {
+        return Err(Failure::invalid_field(field, format!("{field} is empty")));
+    }
+    money::currency(code).map_err(|error| Failure::invalid_field(field, error.to_string()))
+}
+
+/// Validates the money in request field `field` (`amount`, `opening_deposit`); `allow_zero`
+/// for opening deposits.
+fn check_money(
+    field: &str,
+    money: Option<&pb::Money>,
+    allow_zero: bool,
+) -> Result<Amount, Failure> {
+    let money =
+        money.ok_or_else(|| Failure::invalid_field(field, format!("{field} is required")))?;
+    let currency = check_currency(&format!("{field}.currency"), &money.currency)?;
     let smallest = if allow_zero { 0 } else { 1 };
     if money.amount_minor < smallest {
-        return Err(Failure::InvalidArgument(if allow_zero {
-            "amount must not be negative".into()
+        let amount_field = format!("{field}.amount_minor");
+        let rule = if allow_zero {
+            "must not be negative"
         } else {
-            "amount must be greater than zero".into()
-        }));
+            "must be greater than zero"
+        };
+        return Err(Failure::invalid_field(
+            &amount_field,
+            format!("{amount_field} {rule}"),
+        ));
     }
     Ok(Amount {
         amount_minor: money.amount_minor,
@@ -219,38 +262,39 @@ pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
     }
 }
 
-/// The answer `Pay` gives for a stored payment ([`payment::outcome`] decides which), with
-/// the payment id and abort reason as metadata.
+/// The answer `Pay` gives for a stored payment ([`payment::outcome`] decides which; the
+/// status, with the payment id and abort reason, is built by `strife_common::failure`).
 fn pay_outcome(record: &PaymentRecord) -> Result<pb::Payment, Status> {
-    let Err(failure) = payment::outcome(record) else {
-        return Ok(payment_proto(record));
-    };
-    let reason_code = record.reason_code.clone().unwrap_or_default();
-    let mut status = Status::from(failure);
-    let metadata = status.metadata_mut();
-    if let Ok(value) = record.payment_id.parse() {
-        metadata.insert(PAYMENT_ID_KEY, value);
+    match payment::outcome(record) {
+        Ok(()) => Ok(payment_proto(record)),
+        Err(failure) => Err(payment_refusal(
+            failure,
+            &record.payment_id,
+            record.reason_code.as_deref(),
+        )),
     }
-    if let (false, Ok(value)) = (reason_code.is_empty(), reason_code.parse()) {
-        metadata.insert(REASON_METADATA_KEY, value);
-    }
-    Err(status)
 }
 
 /// Checks a `Pay` request on its own (no storage): amount, key, names, memo, not to self.
 /// Public so the fuzz targets exercise exactly what the handler runs.
 pub fn validate_pay(caller: &str, body: &pb::PayRequest) -> Result<Amount, Failure> {
-    let amount = check_money(body.amount.as_ref(), false)?;
+    let amount = check_money("amount", body.amount.as_ref(), false)?;
     validate_id("idempotency_key", &body.idempotency_key)?;
-    check_user_name("recipient", &body.to_username)?;
+    check_name("to_username", "user", &body.to_username)?;
     check_text("memo", &body.memo, MAX_TEXT_BYTES)?;
-    for bank in [&body.from_bank_id, &body.to_bank_id] {
+    for (field, bank) in [
+        ("from_bank_id", &body.from_bank_id),
+        ("to_bank_id", &body.to_bank_id),
+    ] {
         if !bank.is_empty() {
-            check_user_name("bank", bank)?;
+            check_name(field, "bank", bank)?;
         }
     }
     if body.to_username == caller {
-        return Err(Failure::InvalidArgument("you cannot pay yourself".into()));
+        return Err(Failure::invalid_field(
+            "to_username",
+            "to_username is yourself; you cannot pay yourself",
+        ));
     }
     Ok(amount)
 }
@@ -310,8 +354,9 @@ impl Gateway for GatewayApi {
         request: Request<pb::RegisterUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
         let body = request.into_inner();
-        check_user_name("username", &body.username)?;
-        check_password(&body.username, &body.password).map_err(Failure::InvalidArgument)?;
+        check_name("username", "user", &body.username)?;
+        check_password(&body.username, &body.password)
+            .map_err(|problem| Failure::invalid_field("password", problem))?;
         let username = body.username.clone();
         // argon2id is deliberately slow: hash on the blocking pool, then write.
         let password = body.password;
@@ -334,18 +379,21 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::LinkedAccount>, Status> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        check_user_name("username", &body.username)?;
-        check_user_name("bank", &body.bank_id)?;
+        check_name("username", "user", &body.username)?;
+        check_name("bank_id", "bank", &body.bank_id)?;
         check_text("holder_name", &body.holder_name, MAX_TEXT_BYTES)?;
-        let currency = money::currency(&body.currency)
-            .map_err(|error| Failure::InvalidArgument(error.to_string()))?;
+        let currency = check_currency("currency", &body.currency)?;
         let deposit_minor = match body.opening_deposit.as_ref() {
             None => 0,
             Some(deposit) => {
-                let amount = check_money(Some(deposit), true)?;
+                let amount = check_money("opening_deposit", Some(deposit), true)?;
                 if amount.currency != currency {
-                    return Err(Failure::InvalidArgument(
-                        "opening deposit must be in the account's currency".into(),
+                    return Err(Failure::invalid_field(
+                        "opening_deposit.currency",
+                        format!(
+                            "opening_deposit.currency must be the account's currency ({})",
+                            currency.code
+                        ),
                     )
                     .into());
                 }
@@ -367,8 +415,8 @@ impl Gateway for GatewayApi {
         if self.store.user(&name).await?.is_none() {
             return Err(Failure::NotFound(format!("user {} does not exist", body.username)).into());
         }
-        let mut bank = self.registry.client(&body.bank_id)?;
-        let account = bank
+        let mut bank = self.bank_named(&body.bank_id).await?;
+        let account = match bank
             .open_account(pb::OpenAccountRequest {
                 request_id,
                 owner: body.username.clone(),
@@ -376,8 +424,26 @@ impl Gateway for GatewayApi {
                 currency: currency.code.into(),
                 opening_deposit_minor: deposit_minor,
             })
-            .await?
-            .into_inner();
+            .await
+        {
+            Ok(account) => account.into_inner(),
+            // The request id is `<admin>/<key>`: the bank refusing it for another account is
+            // the admin's key reused with other parameters.
+            Err(status)
+                if status.code() == tonic::Code::InvalidArgument
+                    && !body.idempotency_key.is_empty() =>
+            {
+                return Err(Failure::invalid_field(
+                    "idempotency_key",
+                    format!(
+                        "idempotency_key {:?} was already used to open a different account",
+                        body.idempotency_key
+                    ),
+                )
+                .into());
+            }
+            Err(status) => return Err(bank_failure(&body.bank_id, &status).into()),
+        };
         let linked = LinkedAccount {
             username: body.username,
             bank_id: body.bank_id,
@@ -397,7 +463,7 @@ impl Gateway for GatewayApi {
     ) -> Result<Response<pb::LinkedAccount>, Status> {
         let caller = caller(&request)?;
         let body = request.into_inner();
-        check_user_name("bank", &body.bank_id)?;
+        check_name("bank_id", "bank", &body.bank_id)?;
         validate_id("account_number", &body.account_number)?;
         check_text("holder_name", &body.holder_name, MAX_TEXT_BYTES)?;
         // Someone else's account answers exactly like one that does not exist, so account
@@ -408,7 +474,7 @@ impl Gateway for GatewayApi {
                 body.account_number, body.bank_id
             ))
         };
-        let mut bank = self.registry.client(&body.bank_id)?;
+        let mut bank = self.bank_named(&body.bank_id).await?;
         let account = match bank
             .get_balance(pb::GetBalanceRequest {
                 account_number: body.account_number.clone(),
@@ -417,7 +483,7 @@ impl Gateway for GatewayApi {
         {
             Ok(account) => account.into_inner(),
             Err(status) if status.code() == tonic::Code::NotFound => return Err(not_found().into()),
-            Err(status) => return Err(status),
+            Err(status) => return Err(bank_failure(&body.bank_id, &status).into()),
         };
         if account.owner != caller.username {
             return Err(not_found().into());
@@ -429,7 +495,8 @@ impl Gateway for GatewayApi {
                 account_number: body.account_number.clone(),
                 holder_name: body.holder_name.clone(),
             })
-            .await?
+            .await
+            .map_err(|status| bank_failure(&body.bank_id, &status))?
             .into_inner()
             .holder_name
         };
@@ -454,6 +521,7 @@ impl Gateway for GatewayApi {
         let target = if body.username.is_empty() {
             caller.username.clone()
         } else {
+            check_name("username", "user", &body.username)?;
             body.username
         };
         if target != caller.username && caller.role != Role::Admin {
@@ -470,14 +538,17 @@ impl Gateway for GatewayApi {
         let lookups = accounts.iter().map(|linked| {
             let registry = &self.registry;
             async move {
+                // A linked account's bank is one the network has: not registered now means
+                // down (UNAVAILABLE), never unknown.
                 let mut bank = registry.client(&linked.bank_id)?;
                 let account = bank
                     .get_balance(pb::GetBalanceRequest {
                         account_number: linked.account_number.clone(),
                     })
-                    .await?
+                    .await
+                    .map_err(|status| bank_failure(&linked.bank_id, &status))?
                     .into_inner();
-                Ok::<_, Status>(pb::AccountBalance {
+                Ok::<_, Failure>(pb::AccountBalance {
                     bank_id: linked.bank_id.clone(),
                     account_number: linked.account_number.clone(),
                     balance: money_proto(account.balance_minor, &account.currency),
@@ -505,6 +576,11 @@ impl Gateway for GatewayApi {
             return Err(
                 Failure::NotFound(format!("user {} does not exist", body.to_username)).into(),
             );
+        }
+        for bank_id in [&body.from_bank_id, &body.to_bank_id] {
+            if !bank_id.is_empty() {
+                self.check_bank_known(bank_id).await?;
+            }
         }
         let currency = amount.currency.code;
         let from = pick_account(
@@ -585,7 +661,7 @@ impl Gateway for GatewayApi {
             i64::MAX
         } else {
             body.page_token.parse::<i64>().map_err(|_| {
-                Failure::InvalidArgument("page_token is not one this server gave out".into())
+                Failure::invalid_field("page_token", "page_token is not one this server gave out")
             })?
         };
         let username = caller.username;
@@ -682,13 +758,62 @@ mod tests {
             assert!(
                 matches!(
                     check_text("memo", bad, MAX_TEXT_BYTES),
-                    Err(Failure::InvalidArgument(_))
+                    Err(Failure::InvalidField { ref field, .. }) if field == "memo"
                 ),
                 "{bad:?}"
             );
         }
         for good in ["rent for März", "عربى", "日本語 ok", ""] {
             assert_eq!(check_text("memo", good, MAX_TEXT_BYTES), Ok(()), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn every_pay_refusal_names_its_field() {
+        let usd = |amount_minor: i64, currency: &str| {
+            Some(pb::Money {
+                amount_minor,
+                currency: currency.into(),
+            })
+        };
+        let good = pb::PayRequest {
+            idempotency_key: "key-1".into(),
+            to_username: "bob".into(),
+            amount: usd(100, "USD"),
+            ..pb::PayRequest::default()
+        };
+        assert!(validate_pay("alice", &good).is_ok());
+        let with = |change: &dyn Fn(&mut pb::PayRequest)| {
+            let mut request = good.clone();
+            change(&mut request);
+            request
+        };
+        let cases = [
+            ("amount", with(&|r| r.amount = None)),
+            ("amount.amount_minor", with(&|r| r.amount = usd(0, "USD"))),
+            ("amount.amount_minor", with(&|r| r.amount = usd(-5, "USD"))),
+            ("amount.currency", with(&|r| r.amount = usd(100, "XYZ"))),
+            ("amount.currency", with(&|r| r.amount = usd(100, ""))),
+            ("idempotency_key", with(&|r| r.idempotency_key.clear())),
+            (
+                "idempotency_key",
+                with(&|r| r.idempotency_key = "a b".into()),
+            ),
+            ("to_username", with(&|r| r.to_username.clear())),
+            ("to_username", with(&|r| r.to_username = "alice".into())),
+            ("memo", with(&|r| r.memo = "\u{202E}gnp".into())),
+            ("from_bank_id", with(&|r| r.from_bank_id = "../x".into())),
+            ("to_bank_id", with(&|r| r.to_bank_id = "a b".into())),
+        ];
+        for (expected, request) in cases {
+            match validate_pay("alice", &request) {
+                Err(Failure::InvalidField { field, message }) => {
+                    assert_eq!(field, expected, "{message}");
+                    assert!(message.contains(expected), "{message}");
+                    assert!(!message.contains("  "), "{message}");
+                }
+                other => panic!("{expected}: {other:?}"),
+            }
         }
     }
 }

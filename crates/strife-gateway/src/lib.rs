@@ -24,6 +24,8 @@ pub mod request_log;
 pub mod roles;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod store_migration_tests;
 pub mod takeover;
 
 pub use auth::LockoutPolicy;

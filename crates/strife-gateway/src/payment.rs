@@ -84,10 +84,13 @@ pub fn begin(attempt: &PaymentRecord, stored: Option<Stored<'_>>) -> Result<Begi
         return Ok(Begin::Record);
     };
     if stored.fingerprint != fingerprint(attempt) {
-        return Err(Failure::InvalidArgument(format!(
-            "idempotency key {:?} was already used for a different payment ({})",
-            attempt.idempotency_key, stored.fingerprint
-        )));
+        return Err(Failure::invalid_field(
+            "idempotency_key",
+            format!(
+                "idempotency_key {:?} was already used for a different payment ({})",
+                attempt.idempotency_key, stored.fingerprint
+            ),
+        ));
     }
     Ok(match stored.payment.status {
         PaymentStatus::Pending => Begin::InFlight,
@@ -310,7 +313,7 @@ mod tests {
                 }),
             );
             assert!(
-                matches!(&answer, Err(Failure::InvalidArgument(message)) if message.contains("key-1")),
+                matches!(&answer, Err(Failure::InvalidField { field, message }) if field == "idempotency_key" && message.contains("key-1")),
                 "{answer:?}"
             );
         }

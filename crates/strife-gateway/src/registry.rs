@@ -3,6 +3,11 @@
 //! TLS (made lazily, reconnecting by itself), replaced only when the bank's address changes.
 //! A bank whose lease expires disappears from the map and is `UNAVAILABLE` from then on.
 //!
+//! The registry also remembers every bank id it has seen registered since the gateway started
+//! ([`BankRegistry::ever_registered`]): with the banks the gateway has accounts linked at,
+//! that is how a bank that is down (`UNAVAILABLE`, retry) is told from a bank id the network
+//! never had (`NOT_FOUND`, reason `unknown_bank`).
+//!
 //! etcd is not trusted to say who a bank is: an entry counts only when its key is
 //! `/strife/v1/banks/<id>` and its value claims that same id (`discovery::bank_entry_from_kv`),
 //! the map is keyed by that id, a deleted key removes exactly the entry it added, and every
@@ -13,7 +18,8 @@
 //! payments' legs for the same bank travel in one `PrepareBatch` / `FinishBatch` RPC (and so
 //! one group commit at the bank), which is what lets throughput grow past one RPC per leg.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -59,11 +65,18 @@ fn item_result<T>(value: Option<T>, error: Option<pb::ItemError>) -> Result<T, S
     match (value, error) {
         (_, Some(error)) => Err(item_status(error)),
         (Some(value), None) => Ok(value),
-        (None, None) => Err(Status::internal("empty batch result")),
+        (None, None) => Err(Failure::internal("bank batch", "an empty batch result").into()),
     }
 }
 
-/// A per-item failure as the bank reported it inside a batch, back into a `Status`.
+/// The answer to a caller whose batched call never came back (the batcher went away).
+fn went_away(bank_id: &str) -> Status {
+    Failure::Unavailable(format!("bank {bank_id} went away")).into()
+}
+
+/// A per-item failure as the bank reported it inside a batch, read back into the `Status`
+/// the single call would have returned (the bank's answer as the gateway sees it; it is never
+/// sent on: callers turn it into a vote, or into a [`Failure`] with [`bank_failure`]).
 fn item_status(error: pb::ItemError) -> Status {
     let mut status = Status::new(Code::from_i32(error.code), error.message);
     if let (false, Ok(value)) = (error.reason_code.is_empty(), error.reason_code.parse()) {
@@ -114,9 +127,11 @@ fn spawn_batcher<Request, Response, Send_, Fut>(
                     }
                     Ok(_) => {
                         for reply in replies {
-                            let _ = reply.send(Err(Status::internal(
-                                "the bank answered a batch with the wrong number of results",
-                            )));
+                            let _ = reply.send(Err(Failure::internal(
+                                "bank batch",
+                                "the bank answered with the wrong number of results",
+                            )
+                            .into()));
                         }
                     }
                     Err(status) => {
@@ -169,10 +184,19 @@ fn start_batchers(channel: &Channel) -> (PrepareQueue, DecisionQueue) {
     (prepares, decisions)
 }
 
+/// Most bank ids remembered as "registered at some point" ([`BankRegistry::ever_registered`]);
+/// past it, every bank id counts as possibly known (so the answer errs towards a retry).
+const MAX_REMEMBERED_BANKS: usize = 4 * MAX_BANK_ENTRIES;
+
 /// Banks currently registered in etcd, with a reusable channel to each.
 pub struct BankRegistry {
     tls: TlsMaterial,
     banks: RwLock<HashMap<String, BankHandle>>,
+    /// Every bank id seen registered since this process started (bounded).
+    seen: RwLock<HashSet<String>>,
+    /// Whether the first etcd snapshot has been read: before it, no bank id can be called
+    /// unknown.
+    synced: AtomicBool,
 }
 
 impl BankRegistry {
@@ -180,10 +204,38 @@ impl BankRegistry {
         BankRegistry {
             tls,
             banks: RwLock::new(HashMap::new()),
+            seen: RwLock::new(HashSet::new()),
+            synced: AtomicBool::new(false),
         }
     }
 
-    /// A client for `bank_id`, or `UNAVAILABLE` if it is not registered.
+    /// Whether `bank_id` is registered now or was registered at some point since this
+    /// process started — or the registry cannot tell (etcd not read yet, too many ids to
+    /// remember). `false` means: as far as etcd has shown, the network never had this bank.
+    pub fn ever_registered(&self, bank_id: &str) -> bool {
+        if !self.synced.load(Ordering::Acquire) {
+            return true;
+        }
+        let seen = self
+            .seen
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        seen.contains(bank_id) || seen.len() >= MAX_REMEMBERED_BANKS
+    }
+
+    fn remember(&self, bank_id: &str) {
+        let mut seen = self
+            .seen
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.len() < MAX_REMEMBERED_BANKS {
+            seen.insert(bank_id.to_owned());
+        }
+    }
+
+    /// A client for `bank_id`, or `UNAVAILABLE` if it is not registered now. (Whether an
+    /// unregistered id is a bank that is down or one the network never had is the caller's
+    /// question: see [`BankRegistry::ever_registered`].)
     pub fn client(&self, bank_id: &str) -> Result<BankClient<Channel>, Failure> {
         let banks = self
             .banks
@@ -222,10 +274,8 @@ impl BankRegistry {
         queue
             .send(Pending { request, reply })
             .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?
+            .map_err(|_| went_away(bank_id))?;
+        answer.await.map_err(|_| went_away(bank_id))?
     }
 
     /// Phase 2 for one leg (`commit` or abort), batched per bank.
@@ -244,10 +294,8 @@ impl BankRegistry {
         queue
             .send(Pending { request, reply })
             .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable(format!("bank {bank_id} went away")))?
+            .map_err(|_| went_away(bank_id))?;
+        answer.await.map_err(|_| went_away(bank_id))?
     }
 
     /// Ids of the banks registered now, sorted.
@@ -276,6 +324,7 @@ impl BankRegistry {
             tracing::warn!(bank_id = %entry.id, limit = MAX_BANK_ENTRIES, "ignoring bank entry: too many banks registered");
             return;
         }
+        self.remember(&entry.id);
         let expected = ExpectedPeer::Bank(entry.id.clone());
         match self
             .tls
@@ -370,6 +419,7 @@ impl BankRegistry {
             .filter_map(|kv| valid_entry(kv.key(), kv.value()))
             .collect();
         self.replace_all(entries);
+        self.synced.store(true, Ordering::Release);
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision + 1);
@@ -403,5 +453,59 @@ fn valid_entry(key: &[u8], value: &[u8]) -> Option<ServiceEntry> {
             tracing::warn!(problem = %problem, "ignoring bank entry in etcd");
             None
         }
+    }
+}
+
+/// What a bank's refusal of a call the gateway made on a client's behalf means to that client:
+/// the gateway translates it (never passes a bank's status through), so the client hears
+/// about the gateway's request, not the bank's. The bank's own `NOT_FOUND` is left to the
+/// caller (it knows what was looked up); everything transient is `UNAVAILABLE` (retry).
+pub fn bank_failure(bank_id: &str, status: &Status) -> Failure {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::Unknown => Failure::Unavailable(format!(
+            "bank {bank_id} could not be reached ({}); retry",
+            status.message()
+        )),
+        Code::NotFound => Failure::NotFound(format!("bank {bank_id}: {}", status.message())),
+        Code::AlreadyExists => Failure::AlreadyExists(status.message().to_owned()),
+        Code::FailedPrecondition => Failure::precondition(
+            &strife_common::failure::reason_of(status).unwrap_or_else(|| "bank_refused".into()),
+            status.message(),
+        ),
+        // Anything else is the gateway and the bank disagreeing about a request the gateway
+        // validated (or about the gateway's certificate): ours to fix, not the client's.
+        _ => Failure::internal(
+            &format!("bank {bank_id} refused the gateway's call"),
+            format!("{:?}: {}", status.code(), status.message()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_banks_refusal_is_translated_for_the_client() {
+        let unreachable = bank_failure("bank1", &Status::unavailable("connection refused"));
+        assert_eq!(unreachable.code(), Code::Unavailable);
+        assert!(unreachable.to_string().contains("bank1"), "{unreachable}");
+        assert_eq!(
+            bank_failure("bank1", &Status::deadline_exceeded("slow")).code(),
+            Code::Unavailable
+        );
+        assert_eq!(
+            bank_failure("bank1", &Status::invalid_argument("request_id is empty")).code(),
+            Code::Internal
+        );
+        assert_eq!(
+            bank_failure("bank1", &Status::not_found("account x does not exist")).code(),
+            Code::NotFound
+        );
     }
 }

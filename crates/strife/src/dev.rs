@@ -384,7 +384,9 @@ async fn create_demo_users(
                 .await;
             match opened {
                 Ok(_) => break,
-                Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                // A bank that has not registered yet is, to the gateway, one the network
+                // does not have (`unknown_bank`): wait for it as for one that is down.
+                Err(status) if not_there_yet(&status) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(status) => anyhow::bail!("opening {user}'s account: {}", status.message()),
@@ -392,6 +394,13 @@ async fn create_demo_users(
         }
     }
     Ok(passwords)
+}
+
+/// Whether opening an account failed only because its bank is not (yet) reachable.
+fn not_there_yet(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable
+        || strife_common::failure::error_reason(status).as_deref()
+            == Some(strife_common::failure::reason::UNKNOWN_BANK)
 }
 
 fn print_ready(

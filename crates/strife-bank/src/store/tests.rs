@@ -164,7 +164,7 @@ async fn open_account_is_idempotent_and_journals_the_deposit() {
         .open_account(&new_account("r1", 1), "test")
         .await
         .unwrap_err();
-    assert!(matches!(conflict, Failure::InvalidArgument(_)));
+    assert!(matches!(conflict, Failure::InvalidField { ref field, .. } if field == "request_id"));
     let second = store
         .open_account(&new_account("r2", 0), "test")
         .await
@@ -396,4 +396,193 @@ async fn overdue_prepared_legs_are_listed_by_deadline() {
     let overdue = store.prepared_legs(Some(now_unix_ms()), 10).unwrap();
     assert_eq!(overdue.len(), 1);
     assert_eq!(overdue[0].payment_id, "old");
+}
+
+/// The bank database as the release before schema versions wrote it: the same tables,
+/// `PRAGMA user_version` 0, no `meta`. Frozen here on purpose (not `SCHEMA`), so the test
+/// keeps meaning "a file from then" when the schema moves on.
+const VERSION_ZERO: &str = "
+CREATE TABLE accounts (
+    id                    INTEGER PRIMARY KEY,
+    account_number        TEXT NOT NULL UNIQUE,
+    owner                 TEXT NOT NULL,
+    holder_name           TEXT NOT NULL,
+    currency              TEXT NOT NULL,
+    balance_minor         INTEGER NOT NULL CHECK (balance_minor >= 0),
+    held_minor            INTEGER NOT NULL CHECK (held_minor >= 0),
+    incoming_minor        INTEGER NOT NULL CHECK (incoming_minor >= 0),
+    opening_deposit_minor INTEGER NOT NULL CHECK (opening_deposit_minor >= 0),
+    open_request_id       TEXT NOT NULL UNIQUE,
+    created_unix_ms       INTEGER NOT NULL,
+    CHECK (balance_minor - held_minor >= 0)
+);
+CREATE TABLE legs (
+    payment_id                TEXT NOT NULL,
+    role                      INTEGER NOT NULL CHECK (role IN (1, 2)),
+    state                     INTEGER NOT NULL CHECK (state IN (1, 2, 3)),
+    account_number            TEXT,
+    amount_minor              INTEGER CHECK (amount_minor > 0),
+    currency                  TEXT,
+    decision_deadline_unix_ms INTEGER,
+    reason_code               TEXT,
+    reason                    TEXT,
+    created_unix_ms           INTEGER NOT NULL,
+    updated_unix_ms           INTEGER NOT NULL,
+    PRIMARY KEY (payment_id, role)
+) WITHOUT ROWID;
+CREATE INDEX legs_prepared_by_deadline ON legs (decision_deadline_unix_ms) WHERE state = 1;
+CREATE TABLE journal (
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    account_number      TEXT NOT NULL REFERENCES accounts (account_number),
+    kind                TEXT NOT NULL CHECK (kind IN ('deposit', 'debit', 'credit')),
+    delta_minor         INTEGER NOT NULL,
+    balance_after_minor INTEGER NOT NULL CHECK (balance_after_minor >= 0),
+    payment_id          TEXT,
+    actor               TEXT NOT NULL,
+    at_unix_ms          INTEGER NOT NULL
+);
+CREATE INDEX journal_by_account ON journal (account_number, seq);
+
+INSERT INTO accounts VALUES
+    (1, 'bank0-00000001', 'alice', 'Alice A.', 'USD', 1000, 300, 0, 1000, 'admin/k1', 11),
+    (2, 'bank0-00000002', 'bob', '', 'USD', 50, 0, 300, 50, 'admin/k2', 12),
+    (3, 'bank0-00000003', 'carol', 'Carol', 'JPY', 0, 0, 0, 0, 'admin/k3', 13);
+INSERT INTO legs VALUES
+    ('p1', 1, 1, 'bank0-00000001', 300, 'USD', 4102444800000, NULL, NULL, 20, 20),
+    ('p1', 2, 1, 'bank0-00000002', 300, 'USD', 4102444800000, NULL, NULL, 20, 20),
+    ('p0', 1, 3, NULL, NULL, NULL, NULL, 'aborted_before_prepare', 'aborted early', 19, 19),
+    ('p9', 1, 2, 'bank0-00000001', 1, 'USD', 5, NULL, NULL, 18, 18);
+INSERT INTO journal (account_number, kind, delta_minor, balance_after_minor, payment_id, actor,
+                     at_unix_ms) VALUES
+    ('bank0-00000001', 'deposit', 1001, 1001, NULL, 'admin', 11),
+    ('bank0-00000002', 'deposit', 50, 50, NULL, 'admin', 12),
+    ('bank0-00000001', 'debit', -1, 1000, 'p9', 'gateway', 18);
+";
+
+/// Every row of `table`, every column as text (NULL as `None`), in primary-key order.
+fn dump(connection: &Connection, table: &str, order: &str) -> Vec<Vec<Option<String>>> {
+    let mut statement = connection
+        .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+        .unwrap();
+    let columns = statement.column_count();
+    statement
+        .query_map([], |row| {
+            (0..columns)
+                .map(|index| {
+                    Ok(match row.get_ref(index)? {
+                        rusqlite::types::ValueRef::Null => None,
+                        rusqlite::types::ValueRef::Integer(value) => Some(value.to_string()),
+                        rusqlite::types::ValueRef::Text(text) => {
+                            Some(String::from_utf8_lossy(text).into_owned())
+                        }
+                        other => Some(format!("{other:?}")),
+                    })
+                })
+                .collect()
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+const TABLES: [(&str, &str); 3] = [
+    ("accounts", "id"),
+    ("legs", "payment_id, role"),
+    ("journal", "seq"),
+];
+
+#[tokio::test]
+async fn a_version_zero_database_migrates_and_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank.db");
+    let before: Vec<_> = {
+        let connection = Connection::open(&path).unwrap();
+        connection.execute_batch(VERSION_ZERO).unwrap();
+        TABLES
+            .iter()
+            .map(|(table, order)| dump(&connection, table, order))
+            .collect()
+    };
+    {
+        let store = open(&dir);
+        // The migrated bank works on: the PREPARED payment commits, the journal re-derives.
+        store.commit("p1", Role::Debit, "gw").await.unwrap();
+        store.commit("p1", Role::Credit, "gw").await.unwrap();
+        assert_eq!(
+            store.account("bank0-00000001").unwrap().funds.balance_minor,
+            700
+        );
+        assert_eq!(
+            store.account("bank0-00000002").unwrap().funds.balance_minor,
+            350
+        );
+        assert_eq!(journal_sum(&store, "bank0-00000001"), 700);
+        let next = store
+            .open_account(&new_account("admin/k4", 0), "test")
+            .await
+            .unwrap();
+        assert_eq!(
+            next.account_number, "bank0-00000004",
+            "numbers never reused"
+        );
+    }
+    let connection = Connection::open(&path).unwrap();
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let owner: String = connection
+        .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(owner, "bank:bank0");
+    // Every row from before is still there, unchanged except for what the commits did.
+    let after: Vec<_> = TABLES
+        .iter()
+        .map(|(table, order)| dump(&connection, table, order))
+        .collect();
+    let accounts_after = &after[0];
+    assert_eq!(accounts_after.len(), 4);
+    for (old, new) in before[0].iter().zip(accounts_after) {
+        // id, number, owner, holder, currency, …, opening deposit, request id, created.
+        for column in [0, 1, 2, 3, 4, 8, 9, 10] {
+            assert_eq!(old[column], new[column], "accounts column {column}");
+        }
+    }
+    let legs_after = &after[1];
+    for old in &before[1] {
+        let new = legs_after
+            .iter()
+            .find(|new| new[0] == old[0] && new[1] == old[1])
+            .expect("leg kept");
+        // Everything but the state (p1 committed since) and its update time.
+        for column in [0, 1, 3, 4, 5, 6, 7, 8, 9] {
+            assert_eq!(old[column], new[column], "legs column {column}");
+        }
+    }
+    assert_eq!(legs_after.len(), before[1].len());
+    assert_eq!(&after[2][..before[2].len()], &before[2][..], "journal kept");
+}
+
+#[test]
+fn a_database_from_a_newer_strife_is_refused_naming_the_file_and_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank.db");
+    drop(open(&dir));
+    let newer = Connection::open(&path).unwrap();
+    newer
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(newer);
+    let refused = try_open(&dir, &identity(&dir, "bank0", "ca", false))
+        .err()
+        .unwrap();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(&path.display().to_string())
+            && message.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+            && message.contains(&format!("({SCHEMA_VERSION})")),
+        "{message}"
+    );
 }

@@ -177,6 +177,10 @@ pub trait GatewayStore: GatewayLog {
     /// to someone else is `ALREADY_EXISTS`.
     async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure>;
 
+    /// Whether any account is linked at `bank_id` (a bank the network has had, even if it is
+    /// not registered now). A point lookup on the primary key's prefix.
+    async fn has_accounts_at(&self, bank_id: &str) -> Result<bool, Failure>;
+
     /// A user's linked accounts, oldest link first.
     async fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure>;
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
 use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::{Migration, Schema, StoreIdentity};
+use strife_common::store_identity::{Migration, StoreIdentity};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 /// Steps from older schema versions (see `SCHEMA_VERSION`).
 const MIGRATIONS: &[Migration] = &[Migration {
     // 1 → 2: each payment names the replica that coordinates it (takeover).
-    from_version: 1,
+    to_version: 2,
     // Each decision gets the next position in the decision order (payment events); payments
     // decided before keep their log order there.
     sql: "ALTER TABLE payments ADD COLUMN coordinator TEXT NOT NULL DEFAULT '';
@@ -142,13 +142,11 @@ impl SqliteGatewayStore {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) = strife_common::sqlite::open_store(
+        let (writer, reader, checkpointer) = strife_common::sqlite::open_store_migrating(
             path,
             "gateway database",
-            &Schema {
-                current: SCHEMA,
-                migrations: MIGRATIONS,
-            },
+            SCHEMA,
+            MIGRATIONS,
             identity,
         )?;
         Ok(SqliteGatewayStore {
@@ -647,6 +645,16 @@ impl GatewayStore for SqliteGatewayStore {
                     .collect()
             })
             .await
+    }
+
+    async fn has_accounts_at(&self, bank_id: &str) -> Result<bool, Failure> {
+        self.lock()
+            .query_row_cached(
+                "SELECT EXISTS (SELECT 1 FROM accounts WHERE bank_id = ?1)",
+                [bank_id],
+                |row| row.get(0),
+            )
+            .map_err(storage)
     }
 }
 

@@ -185,7 +185,7 @@ async fn the_same_key_twice_moves_money_once_and_answers_identically() {
         .unwrap_err();
     assert_eq!(conflict.code(), Code::InvalidArgument);
     assert!(
-        conflict.message().contains("idempotency key"),
+        conflict.message().contains("idempotency_key"),
         "{}",
         conflict.message()
     );
