@@ -185,23 +185,26 @@ impl Collector for Outstanding {
         let holds = ConstGauge::new(summary.holds);
         holds.encode(encoder.encode_descriptor(
             "strife_bank_holds_outstanding",
-            "Holds on accounts now: debit legs PREPARED and not yet committed or aborted",
+            "Holds on accounts now: debit legs PREPARED and not yet committed or aborted.",
             None,
             MetricType::Gauge,
         )?)?;
-        let mut minor = encoder.encode_descriptor(
-            "strife_bank_holds_outstanding_minor",
-            "Money held by those holds, in minor units (cents), by currency",
-            None,
-            MetricType::Gauge,
-        )?;
-        for &(currency, held_minor) in &summary.held_minor {
-            ConstGauge::new(held_minor)
-                .encode(minor.encode_family(&CurrencyLabels { currency })?)?;
+        // A family without series is left out (no holds, no currency to show).
+        if !summary.held_minor.is_empty() {
+            let mut minor = encoder.encode_descriptor(
+                "strife_bank_holds_outstanding_minor",
+                "Money held by those holds, in minor units (cents), by currency.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for &(currency, held_minor) in &summary.held_minor {
+                ConstGauge::new(held_minor)
+                    .encode(minor.encode_family(&CurrencyLabels { currency })?)?;
+            }
         }
         ConstGauge::new(summary.prepared_legs).encode(encoder.encode_descriptor(
             "strife_bank_legs_prepared",
-            "Legs PREPARED now (debits and credits) awaiting the coordinator's decision",
+            "Legs PREPARED now (debits and credits) awaiting the coordinator's decision.",
             None,
             MetricType::Gauge,
         )?)?;

@@ -602,6 +602,31 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_is_an_optional_setting_of_gateway_and_bank() {
+        let command = Cli::command();
+        for process in ["gateway", "bank"] {
+            let text = crate::config::example(&command, process).unwrap();
+            assert!(text.contains("# metrics-listen = \"\""), "{text}");
+            assert!(text.contains("127.0.0.1:9464"), "{text}");
+            assert!(text.contains("without authentication"), "{text}");
+        }
+        let off = Cli::try_parse_from(["strife", "bank", "--id", "bank0"]).unwrap();
+        let on = Cli::try_parse_from(["strife", "gateway", "--metrics-listen", "127.0.0.1:9464"])
+            .unwrap();
+        match (off.command, on.command) {
+            (Command::Bank(bank), Command::Gateway(gateway)) => {
+                assert_eq!(bank.metrics.metrics_listen, None);
+                assert_eq!(
+                    gateway.metrics.metrics_listen,
+                    Some("127.0.0.1:9464".parse().unwrap())
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["strife", "gateway", "--metrics-listen", "nowhere"]).is_err());
+    }
+
+    #[test]
     fn prepare_timeouts_past_the_cap_are_refused() {
         assert!(parse_prepare_timeout("5s").is_ok());
         assert!(parse_prepare_timeout("6s").is_err());
