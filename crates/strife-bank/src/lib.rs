@@ -7,9 +7,11 @@
 //! - [`gateway_only`]: the interceptor that admits only the gateway's certificate.
 //! - `strife_common::registration`: the etcd lease, keep-alive and re-registration.
 //! - [`resolver`]: asks the coordinator about legs PREPARED past their deadline.
+//! - [`metrics`]: the bank's Prometheus metrics (served on `--metrics-listen`).
 //! - [`server`]: wires it all together and handles shutdown.
 
 pub mod gateway_only;
+pub mod metrics;
 pub mod participant;
 pub mod resolver;
 pub mod server;

@@ -18,6 +18,7 @@ use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tokio::sync::{watch, Mutex};
 use tonic::transport::Channel;
 
+use crate::metrics::ResolverOutcome;
 use crate::store::Store;
 
 /// Most overdue legs handled per round, so one round stays short.
@@ -176,14 +177,22 @@ async fn resolve_round(store: &Arc<Store>, decisions: &DecisionClient) -> anyhow
         let decision = match decisions.decision(&payment_id).await {
             Ok(decision) => decision,
             Err(error) => {
+                store.metrics().resolver_query(ResolverOutcome::Unreachable);
                 tracing::warn!(%payment_id, error = format!("{error:#}"), "coordinator unreachable; hold stays");
                 continue;
             }
         };
         let applied = match decision {
-            pb::Decision::Commit => store.commit(&payment_id, role, RESOLVER_ACTOR).await,
-            pb::Decision::Abort => store.abort(&payment_id, role, RESOLVER_ACTOR).await,
+            pb::Decision::Commit => {
+                store.metrics().resolver_query(ResolverOutcome::Commit);
+                store.commit(&payment_id, role, RESOLVER_ACTOR).await
+            }
+            pb::Decision::Abort => {
+                store.metrics().resolver_query(ResolverOutcome::Abort);
+                store.abort(&payment_id, role, RESOLVER_ACTOR).await
+            }
             pb::Decision::Pending | pb::Decision::Unspecified => {
+                store.metrics().resolver_query(ResolverOutcome::Pending);
                 tracing::info!(%payment_id, "coordinator has not decided yet; asking again later");
                 continue;
             }

@@ -14,6 +14,7 @@ use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::{validate_name, Layout};
 use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_ENCODED_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
+use strife_common::metrics::MetricsEndpoint;
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::state_dir::DirLock;
@@ -49,6 +50,8 @@ pub struct BankConfig {
     pub json: bool,
     /// Allow starting with a new, empty database although one existed before.
     pub initialize: bool,
+    /// Where to serve Prometheus metrics (plain HTTP, `GET /metrics`); `None`: not at all.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs a bank until SIGTERM or SIGINT.
@@ -89,9 +92,25 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    announce(&config, address)?;
+    let metrics_endpoint = match config.metrics_listen {
+        Some(metrics_address) => Some(MetricsEndpoint::bind(metrics_address).await?),
+        None => None,
+    };
+    announce(
+        &config,
+        address,
+        metrics_endpoint.as_ref().map(MetricsEndpoint::address),
+    )?;
 
     let (shutdown_sender, shutdown) = watch::channel(false);
+    if let Some(endpoint) = metrics_endpoint {
+        let mut metrics_registry = prometheus_client::registry::Registry::default();
+        store
+            .metrics()
+            .register(&mut metrics_registry, Arc::clone(&store));
+        strife_common::metrics::group_commit().register(&mut metrics_registry);
+        endpoint.serve(metrics_registry, config.listener_limits, shutdown.clone());
+    }
     let registration = Registration::bank(
         etcd.clone(),
         &config.bank_id,
@@ -167,13 +186,27 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints the one ready line on stdout: what tests and `strife dev` wait for.
-fn announce(config: &BankConfig, address: SocketAddr) -> anyhow::Result<()> {
+/// Prints the one ready line on stdout: what tests and `strife dev` wait for (with the metrics
+/// address when metrics are served).
+fn announce(
+    config: &BankConfig,
+    address: SocketAddr,
+    metrics_address: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let line = if config.json {
-        serde_json::json!({"event": "listening", "bank_id": config.bank_id, "address": address.to_string()})
-            .to_string()
+        let mut ready = serde_json::json!({"event": "listening", "bank_id": config.bank_id, "address": address.to_string()});
+        if let Some(metrics) = metrics_address {
+            ready["metrics_address"] = metrics.to_string().into();
+        }
+        ready.to_string()
     } else {
-        format!("bank {} listening on {address}", config.bank_id)
+        match metrics_address {
+            None => format!("bank {} listening on {address}", config.bank_id),
+            Some(metrics) => format!(
+                "bank {} listening on {address}; metrics at http://{metrics}/metrics",
+                config.bank_id
+            ),
+        }
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;

@@ -10,7 +10,7 @@
 //! a separate connection and see only committed state.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use strife_common::group_commit::GroupCommit;
@@ -19,6 +19,7 @@ use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
+use crate::metrics::{currency_label, BankMetrics, OutstandingSummary};
 use crate::participant::{
     self, AccountFunds, AccountView, Effect, Leg, LegState, PrepareIntent, Reason, Role, Transition,
 };
@@ -117,6 +118,7 @@ pub struct Store {
     reader: Mutex<Connection>,
     _checkpointer: strife_common::sqlite::Checkpointer,
     bank_id: String,
+    metrics: Arc<BankMetrics>,
 }
 
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
@@ -141,11 +143,17 @@ impl Store {
             reader: Mutex::new(reader),
             _checkpointer: checkpointer,
             bank_id: bank_id.to_owned(),
+            metrics: Arc::new(BankMetrics::new()),
         })
     }
 
     pub fn bank_id(&self) -> &str {
         &self.bank_id
+    }
+
+    /// The bank's metrics: the store counts leg transitions, the resolver its queries.
+    pub fn metrics(&self) -> &Arc<BankMetrics> {
+        &self.metrics
     }
 
     fn read(&self) -> MutexGuard<'_, Connection> {
@@ -327,20 +335,68 @@ impl Store {
     ) -> Result<Leg, Failure> {
         let payment_id = payment_id.to_owned();
         let actor = actor.to_owned();
-        self.writer
+        let (leg, changed) = self
+            .writer
             .run(move |transaction| {
                 let existing = load_leg(transaction, &payment_id, role)?;
                 let transition = decide(transaction, existing.as_ref())?;
                 if !transition.changed {
-                    return Ok(transition.leg);
+                    return Ok((transition.leg, false));
                 }
                 if transition.effect != Effect::None {
                     apply_effect(transaction, &payment_id, &transition, &actor)?;
                 }
                 save_leg(transaction, &payment_id, &transition.leg)?;
-                Ok(transition.leg)
+                Ok((transition.leg, true))
             })
-            .await
+            .await?;
+        // Counted once durable: a repeated (idempotent) step changed nothing.
+        if changed {
+            self.metrics.leg_entered(leg.state);
+        }
+        Ok(leg)
+    }
+
+    /// The PREPARED legs' totals (holds, held money by currency, legs of both roles), read
+    /// through the partial index of PREPARED legs, so its cost follows the legs in doubt, not
+    /// the bank's history.
+    pub fn outstanding(&self) -> Result<OutstandingSummary, Failure> {
+        let connection = self.read();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT role, currency, COUNT(*), COALESCE(SUM(amount_minor), 0)
+                 FROM legs WHERE state = 1 GROUP BY role, currency",
+            )
+            .map_err(storage)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(storage)?;
+        let mut summary = OutstandingSummary::default();
+        for row in rows {
+            let (role, currency, legs, amount_minor) = row.map_err(storage)?;
+            summary.prepared_legs = summary.prepared_legs.saturating_add(legs);
+            if role != Role::Debit.code() {
+                continue;
+            }
+            summary.holds = summary.holds.saturating_add(legs);
+            let currency = currency_label(currency.as_deref().unwrap_or_default());
+            match summary
+                .held_minor
+                .iter_mut()
+                .find(|(known, _)| *known == currency)
+            {
+                Some((_, held)) => *held = held.saturating_add(amount_minor),
+                None => summary.held_minor.push((currency, amount_minor)),
+            }
+        }
+        Ok(summary)
     }
 
     /// One leg, if this bank has heard of it.

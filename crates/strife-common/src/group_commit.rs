@@ -11,10 +11,12 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::metrics::GroupCommitObserver;
 use crate::Failure;
 
 /// Most writes sharing one transaction.
@@ -89,13 +91,27 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the writer thread on `connection` (which it owns from now on); `file` names
-    /// the database in storage failures.
+    /// the database in storage failures. Its batches are recorded in the group-commit
+    /// metrics under `store="other"`; see [`GroupCommit::start_observed`].
     pub fn start(connection: Connection, name: &str, file: &str) -> std::io::Result<Self> {
+        Self::start_observed(connection, name, file, "other")
+    }
+
+    /// [`GroupCommit::start`], recording each batch's size and commit time in the
+    /// process's group-commit metrics ([`crate::metrics::group_commit`]) labelled
+    /// `store` (`gateway`, `bank`).
+    pub fn start_observed(
+        connection: Connection,
+        name: &str,
+        file: &str,
+        store: &'static str,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel::<Box<dyn Job>>(MAX_QUEUED);
         let file = file.to_owned();
+        let observer = crate::metrics::group_commit().observer(store);
         std::thread::Builder::new()
             .name(format!("{name}-writer"))
-            .spawn(move || write_loop(&connection, &receiver, &file))?;
+            .spawn(move || write_loop(&connection, &receiver, &file, &observer))?;
         Ok(GroupCommit { sender })
     }
 
@@ -190,7 +206,12 @@ impl GroupCommit {
     }
 }
 
-fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>, file: &str) {
+fn write_loop(
+    connection: &Connection,
+    receiver: &mpsc::Receiver<Box<dyn Job>>,
+    file: &str,
+    observer: &GroupCommitObserver,
+) {
     let storage = |error| crate::sqlite::storage_failure(file, error);
     let mut relaxed_now = false;
     while let Ok(first) = receiver.recv() {
@@ -227,6 +248,7 @@ fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>, 
             // make every later BEGIN fail; end it, so writes work again once the disk does.
             let _ = connection.execute_batch("ROLLBACK");
         }
+        let began = Instant::now();
         if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
             let failure = storage(error);
             for job in batch {
@@ -268,6 +290,7 @@ fn write_loop(connection: &Connection, receiver: &mpsc::Receiver<Box<dyn Job>>, 
             let _ = connection.execute_batch("ROLLBACK");
             storage(error)
         });
+        observer.batch(batch.len(), began.elapsed());
         for job in batch {
             job.finish(committed.clone());
         }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod money;
 pub mod operations;
 pub mod password;

@@ -242,7 +242,7 @@ pub fn open_store_migrating(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| what.to_owned());
     Ok((
-        crate::group_commit::GroupCommit::start(writer, what, &file)?,
+        crate::group_commit::GroupCommit::start_observed(writer, what, &file, identity.kind)?,
         reader,
         checkpointer,
     ))

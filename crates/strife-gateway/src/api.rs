@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{hash_password, Caller};
 use crate::coordinator::Coordinator;
 use crate::events::{EventStream, Events};
+use crate::metrics::Phase;
 use crate::payment;
 use crate::registry::{bank_failure, BankRegistry};
 use crate::request_log::RequestLogSlot;
@@ -632,10 +633,15 @@ impl Gateway for GatewayApi {
             decided_unix_ms: None,
         };
         let payer = attempt.from.username.clone();
-        let record = match self.store.begin_payment(&attempt).await? {
+        let metrics = self.coordinator.metrics();
+        let started = Instant::now();
+        let begun = self.store.begin_payment(&attempt).await;
+        metrics.phase(Phase::Begin, started.elapsed());
+        let record = match begun? {
             Begun::Started(record) => {
                 log.set_payment(&record.payment_id, None);
                 let record = self.coordinator.execute(record).await?;
+                metrics.payment_answered(started.elapsed());
                 if payment::is_business_refusal(&record) {
                     self.refusals.record(&payer, Instant::now());
                 }

@@ -22,6 +22,7 @@ use strife_common::Failure;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::TlsConnectInfo;
 
+use crate::metrics::GatewayMetrics;
 use crate::request_log::RequestLogSlot;
 use crate::roles::{allowed_roles, Role};
 use strife_common::time::now_unix_ms;
@@ -348,6 +349,7 @@ pub struct Authenticator {
     session_key: [u8; 32],
     /// Verified against when the user does not exist, so timing does not reveal which names do.
     decoy_hash: String,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Authenticator {
@@ -360,7 +362,14 @@ impl Authenticator {
             checks: Mutex::new(HashMap::new()),
             session_key: rand::random(),
             decoy_hash: hash_password("decoy password never matches")?,
+            metrics: Arc::new(GatewayMetrics::new()),
         })
+    }
+
+    /// Counts failed logins and lockouts in `metrics` instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn session_digest(&self, username: &str, password: &str) -> [u8; 64] {
@@ -421,7 +430,11 @@ impl Authenticator {
         let lock = self
             .throttle()
             .finish(&reservation.username, success, Instant::now());
+        if !success {
+            self.metrics.login_failed();
+        }
         if let Some(lock) = lock {
+            self.metrics.locked_out();
             // The name comes from a verified certificate CN, but is still escaped: a CN is
             // whatever the CA signed, and a log line must stay one line.
             tracing::warn!(

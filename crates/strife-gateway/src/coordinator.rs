@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use strife_common::limits::{DECISION_GRACE, PHASE_TWO_CALL_TIMEOUT};
 use strife_common::time::now_unix_ms;
@@ -23,6 +23,7 @@ use strife_common::Failure;
 use strife_proto::v1 as pb;
 use tokio::sync::{watch, Notify};
 
+use crate::metrics::{GatewayMetrics, Phase, PrepareError};
 use crate::payment::{self, decide, Vote};
 use crate::registry::BankRegistry;
 use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
@@ -82,6 +83,7 @@ pub struct Coordinator {
     liveness: Liveness,
     decisions: Arc<Notify>,
     in_flight: Arc<InFlightCount>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 /// Payments whose task is running, so a shutdown can wait for them.
@@ -127,7 +129,18 @@ impl Coordinator {
             liveness,
             decisions: Arc::new(Notify::new()),
             in_flight: Arc::new(InFlightCount::default()),
+            metrics: Arc::new(GatewayMetrics::new()),
         }
+    }
+
+    /// Records into `metrics` (shared with the API and the auth layer) instead of its own.
+    pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<GatewayMetrics> {
+        &self.metrics
     }
 
     /// The id this replica records on the payments it coordinates.
@@ -153,8 +166,10 @@ impl Coordinator {
     ) -> Result<PaymentRecord, Failure> {
         let coordinator = Arc::clone(self);
         let running = InFlight::enter(&self.in_flight);
+        let in_flight = self.metrics.payment_started();
         tokio::spawn(async move {
             let _running = running;
+            let _in_flight = in_flight;
             coordinator.run(record).await
         })
         .await
@@ -180,10 +195,12 @@ impl Coordinator {
     }
 
     async fn run(&self, record: PaymentRecord) -> Result<PaymentRecord, Failure> {
+        let phase_started = Instant::now();
         let (debit, credit) = tokio::join!(
             self.prepare(&record, Leg::Debit),
             self.prepare(&record, Leg::Credit)
         );
+        self.metrics.phase(Phase::Prepare, phase_started.elapsed());
         let (status, reason) = decide(
             &record.from.bank_id,
             &debit,
@@ -194,16 +211,23 @@ impl Coordinator {
         if status == PaymentStatus::Committed {
             self.crash_if(CrashPoint::AfterPrepare);
         }
+        let phase_started = Instant::now();
         let decided = self
             .write_decision(&record.payment_id, status, reason)
             .await?;
+        self.metrics
+            .phase(Phase::DecisionWrite, phase_started.elapsed());
+        // Once per attempt, with what is stored (the retrier may have aborted it meanwhile).
+        self.metrics.payment_decided(&decided);
         if decided.status == PaymentStatus::Committed {
             self.crash_if(CrashPoint::AfterDecision);
         }
         tracing::debug!(payment_id = %decided.payment_id, status = ?decided.status, "decided");
         // The answer waits for phase 2 at most one prepare timeout: a bank that is down must
         // not hold up a payment that is already decided; the retrier finishes it.
+        let phase_started = Instant::now();
         let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&decided)).await;
+        self.metrics.phase(Phase::PhaseTwo, phase_started.elapsed());
         Ok(decided)
     }
 
@@ -256,8 +280,9 @@ impl Coordinator {
             // refuses if its account under this number belongs to someone else.
             owner: party.username.clone(),
         };
+        let started = Instant::now();
         let vote = self.registry.prepare(&party.bank_id, request);
-        match tokio::time::timeout(self.prepare_timeout, vote).await {
+        let vote = match tokio::time::timeout(self.prepare_timeout, vote).await {
             Err(_) => Vote::TimedOut,
             Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => Vote::TimedOut,
             Ok(Err(status)) => Vote::Unreachable(status.message().to_owned()),
@@ -271,7 +296,16 @@ impl Coordinator {
                     }
                 }
             }
-        }
+        };
+        let error = match &vote {
+            Vote::Yes => None,
+            Vote::No { .. } => Some(PrepareError::No),
+            Vote::TimedOut => Some(PrepareError::Timeout),
+            Vote::Unreachable(_) => Some(PrepareError::Error),
+        };
+        self.metrics
+            .prepare_voted(&party.bank_id, started.elapsed(), error);
+        vote
     }
 
     /// Sends the decision to every leg not yet acknowledged, in parallel, then records the
@@ -342,8 +376,10 @@ impl Coordinator {
             .filter(|record| record.status == PaymentStatus::Pending)
         {
             let reason = Some(payment::restarted());
-            self.write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
+            let decided = self
+                .write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
                 .await?;
+            self.metrics.payment_decided(&decided);
             aborted += 1;
         }
         Ok(aborted)
@@ -396,6 +432,7 @@ impl Coordinator {
                     _ => {}
                 }
             }
+            self.metrics.set_in_doubt(rounds.len());
             futures::future::join_all(rounds.iter().map(|record| self.phase_two(record))).await;
         }
     }

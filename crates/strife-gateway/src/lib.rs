@@ -9,6 +9,7 @@
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
 //! - [`store`]: users, accounts, payments (the coordinator log) and idempotency in SQLite.
 //! - [`api`]: the client-facing `strife.v1.Gateway` service.
+//! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
 //! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
 //! - [`server`]: process wiring.
 
@@ -18,6 +19,7 @@ pub mod coordinator;
 pub mod decision;
 pub mod events;
 pub mod lockout;
+pub mod metrics;
 pub mod payment;
 pub mod registry;
 pub mod request_log;

@@ -15,6 +15,7 @@ use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::Layout;
 use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_MESSAGE_BYTES};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
+use strife_common::metrics::MetricsEndpoint;
 use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::state_dir::DirLock;
@@ -29,6 +30,7 @@ use crate::api::GatewayApi;
 use crate::auth::{hash_password, AuthLayer, Authenticator, LockoutPolicy};
 use crate::coordinator::{Coordinator, CrashPoint};
 use crate::decision::DecisionApi;
+use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
@@ -59,6 +61,8 @@ pub struct GatewayConfig {
     pub initialize: bool,
     /// This replica's name in etcd (`--replica-id`); `None` derives one ([`replica_id`]).
     pub replica_id: Option<String>,
+    /// Where to serve Prometheus metrics (plain HTTP, `GET /metrics`); `None`: not at all.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The replica's id: the one given, or `<host>-<listen port>` (stable across restarts on a
@@ -121,15 +125,19 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     ensure_admin(store.as_ref(), &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
-    let coordinator = Arc::new(Coordinator::new(
-        Arc::clone(&store),
-        Arc::clone(&registry),
-        config.prepare_timeout,
-        CrashPoint::from_env(),
-        replica.clone(),
-        // SQLite lives under this data dir's LOCK: no other replica can share it.
-        Liveness::Exclusive,
-    ));
+    let metrics = Arc::new(GatewayMetrics::new());
+    let coordinator = Arc::new(
+        Coordinator::new(
+            Arc::clone(&store),
+            Arc::clone(&registry),
+            config.prepare_timeout,
+            CrashPoint::from_env(),
+            replica.clone(),
+            // SQLite lives under this data dir's LOCK: no other replica can share it.
+            Liveness::Exclusive,
+        )
+        .with_metrics(Arc::clone(&metrics)),
+    );
     let aborted = coordinator.recover().await?;
     if aborted > 0 {
         tracing::warn!(
@@ -142,8 +150,19 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let metrics_endpoint = match config.metrics_listen {
+        Some(metrics_address) => Some(MetricsEndpoint::bind(metrics_address).await?),
+        None => None,
+    };
+    let metrics_address = metrics_endpoint.as_ref().map(MetricsEndpoint::address);
 
     let (shutdown_sender, shutdown) = watch::channel(false);
+    if let Some(endpoint) = metrics_endpoint {
+        let mut metrics_registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut metrics_registry);
+        strife_common::metrics::group_commit().register(&mut metrics_registry);
+        endpoint.serve(metrics_registry, config.listener_limits, shutdown.clone());
+    }
     let follower = Arc::clone(&registry);
     let watch_etcd = etcd.clone();
     let watch_shutdown = shutdown.clone();
@@ -160,7 +179,8 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         registered_sender,
     ));
 
-    let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?);
+    let authenticator =
+        Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(metrics));
     let gateway = GatewayServer::new(GatewayApi::new(
         Arc::clone(&store),
         registry,
@@ -198,7 +218,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         },
         draining.clone(),
     ));
-    announce(config.json, address, &replica)?;
+    announce(config.json, address, &replica, metrics_address)?;
     let serving = server
         .layer(layers)
         .add_service(gateway)
@@ -246,12 +266,26 @@ async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Resu
     Ok(())
 }
 
-fn announce(json: bool, address: SocketAddr, replica: &str) -> anyhow::Result<()> {
+/// Prints the one ready line on stdout (with the metrics address when metrics are served).
+fn announce(
+    json: bool,
+    address: SocketAddr,
+    replica: &str,
+    metrics_address: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let line = if json {
-        serde_json::json!({"event": "listening", "address": address.to_string(), "replica_id": replica})
-            .to_string()
+        let mut ready = serde_json::json!({"event": "listening", "address": address.to_string(), "replica_id": replica});
+        if let Some(metrics) = metrics_address {
+            ready["metrics_address"] = metrics.to_string().into();
+        }
+        ready.to_string()
     } else {
-        format!("gateway listening on {address} (replica {replica})")
+        match metrics_address {
+            None => format!("gateway listening on {address} (replica {replica})"),
+            Some(metrics) => format!(
+                "gateway listening on {address} (replica {replica}); metrics at http://{metrics}/metrics"
+            ),
+        }
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;

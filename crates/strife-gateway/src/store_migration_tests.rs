@@ -200,7 +200,11 @@ fn a_version_zero_database_migrates_and_keeps_every_row() {
     // Opening the migrated file again is an ordinary open.
     drop(SqliteGatewayStore::open(&path, &identity(&dir)).unwrap());
     let connection = Connection::open(&path).unwrap();
-    assert_eq!(dump_all(&connection), after, "a second open changes nothing");
+    assert_eq!(
+        dump_all(&connection),
+        after,
+        "a second open changes nothing"
+    );
 }
 
 #[test]

@@ -157,6 +157,16 @@ impl ConnectionArgs {
     }
 }
 
+/// `--metrics-listen`: where a gateway or bank serves Prometheus metrics.
+#[derive(Debug, clap::Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics (`GET /metrics`, text format) on this address, e.g.
+    /// `127.0.0.1:9464`; port 0 picks a free one (printed in the ready line). Off unless
+    /// given. Plain HTTP without authentication: keep it on loopback or an operations network.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
 /// `--prepare-timeout`, within `limits::MIN_PREPARE_TIMEOUT ..= MAX_PREPARE_TIMEOUT`.
 fn parse_prepare_timeout(text: &str) -> Result<Duration, String> {
     let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
@@ -186,6 +196,8 @@ struct GatewayArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     connections: ConnectionArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Data directory (made by `strife setup`).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
@@ -281,6 +293,8 @@ struct BankArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     connections: ConnectionArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     /// Data directory (made by `strife setup`).
     #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
@@ -362,6 +376,7 @@ impl Cli {
                     resolve_interval_ms = args.resolve_interval_ms,
                     max_connections = args.connections.max_connections,
                     idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
+                    metrics_listen = ?args.metrics.metrics_listen,
                     "bank settings"
                 );
                 let config = strife_bank::BankConfig {
@@ -376,6 +391,7 @@ impl Cli {
                     listener_limits: args.connections.limits(),
                     json: args.json,
                     initialize: args.initialize,
+                    metrics_listen: args.metrics.metrics_listen,
                 };
                 runtime()?.block_on(strife_bank::run(config)).map(|()| 0)
             }
@@ -389,6 +405,7 @@ impl Cli {
                     lease_ttl = args.lease_ttl,
                     max_connections = args.connections.max_connections,
                     idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
+                    metrics_listen = ?args.metrics.metrics_listen,
                     "gateway settings"
                 );
                 let config = strife_gateway::GatewayConfig {
@@ -405,6 +422,7 @@ impl Cli {
                     json: args.json,
                     initialize: args.initialize,
                     replica_id: args.replica_id,
+                    metrics_listen: args.metrics.metrics_listen,
                 };
                 runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }
@@ -581,6 +599,31 @@ mod tests {
             parse_idle_timeout(&default_of("idle_timeout")),
             Ok(IDLE_TIMEOUT)
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_an_optional_setting_of_gateway_and_bank() {
+        let command = Cli::command();
+        for process in ["gateway", "bank"] {
+            let text = crate::config::example(&command, process).unwrap();
+            assert!(text.contains("# metrics-listen = \"\""), "{text}");
+            assert!(text.contains("127.0.0.1:9464"), "{text}");
+            assert!(text.contains("without authentication"), "{text}");
+        }
+        let off = Cli::try_parse_from(["strife", "bank", "--id", "bank0"]).unwrap();
+        let on = Cli::try_parse_from(["strife", "gateway", "--metrics-listen", "127.0.0.1:9464"])
+            .unwrap();
+        match (off.command, on.command) {
+            (Command::Bank(bank), Command::Gateway(gateway)) => {
+                assert_eq!(bank.metrics.metrics_listen, None);
+                assert_eq!(
+                    gateway.metrics.metrics_listen,
+                    Some("127.0.0.1:9464".parse().unwrap())
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["strife", "gateway", "--metrics-listen", "nowhere"]).is_err());
     }
 
     #[test]

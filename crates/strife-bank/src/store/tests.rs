@@ -586,3 +586,91 @@ fn a_database_from_a_newer_strife_is_refused_naming_the_file_and_versions() {
         "{message}"
     );
 }
+
+/// The bank's metrics as text (counters and the scrape-time gauges read from `store`).
+fn metrics_text(store: &Arc<Store>) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    store.metrics().register(&mut registry, Arc::clone(store));
+    strife_common::metrics::render(&registry).unwrap()
+}
+
+#[tokio::test]
+async fn outstanding_holds_and_leg_states_follow_the_legs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let payer = store
+        .open_account(&new_account("r1", 1_000), "test")
+        .await
+        .unwrap();
+    let payee = store
+        .open_account(&new_account("r2", 0), "test")
+        .await
+        .unwrap();
+    for (payment, amount) in [("p1", 300), ("p2", 200)] {
+        store
+            .prepare(
+                payment,
+                Role::Debit,
+                &intent(&payer.account_number, amount),
+                "gw",
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .prepare(
+            "p1",
+            Role::Credit,
+            &intent(&payee.account_number, 300),
+            "gw",
+        )
+        .await
+        .unwrap();
+    // A NO vote (more than is available) stores an ABORTED leg and holds nothing.
+    store
+        .prepare(
+            "p3",
+            Role::Debit,
+            &intent(&payer.account_number, 10_000),
+            "gw",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outstanding().unwrap(),
+        OutstandingSummary {
+            holds: 2,
+            held_minor: vec![("USD", 500)],
+            prepared_legs: 3,
+        }
+    );
+    let text = metrics_text(&store);
+    for line in [
+        "strife_bank_holds_outstanding 2\n",
+        "strife_bank_holds_outstanding_minor{currency=\"USD\"} 500\n",
+        "strife_bank_legs_prepared 3\n",
+        "strife_bank_legs_total{state=\"prepared\"} 3\n",
+        "strife_bank_legs_total{state=\"aborted\"} 1\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+
+    store.commit("p1", Role::Debit, "gw").await.unwrap();
+    store.commit("p1", Role::Credit, "gw").await.unwrap();
+    store.abort("p2", Role::Debit, "gw").await.unwrap();
+    // Repeated steps change nothing and are not counted again.
+    store.commit("p1", Role::Debit, "gw").await.unwrap();
+    store.abort("p2", Role::Debit, "gw").await.unwrap();
+    assert_eq!(store.outstanding().unwrap(), OutstandingSummary::default());
+    let text = metrics_text(&store);
+    for line in [
+        "strife_bank_holds_outstanding 0\n",
+        "strife_bank_legs_prepared 0\n",
+        "strife_bank_legs_total{state=\"prepared\"} 3\n",
+        "strife_bank_legs_total{state=\"committed\"} 2\n",
+        "strife_bank_legs_total{state=\"aborted\"} 2\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in\n{text}");
+    }
+    assert!(!text.contains("alice") && !text.contains("p1"), "{text}");
+}

@@ -27,6 +27,7 @@ mod gateway_auth;
 mod gateway_faults;
 mod gateway_payments;
 mod gateway_recovery;
+mod metrics;
 mod operations;
 mod payment_events;
 mod peer_pinning;

@@ -179,6 +179,8 @@ pub struct BankProcess {
     pub id: String,
     pub process: Process,
     pub address: SocketAddr,
+    /// Its JSON ready line (e.g. `metrics_address` when it serves metrics).
+    pub ready: serde_json::Value,
 }
 
 /// Options for starting a bank.
@@ -240,6 +242,7 @@ impl<'a> BankStart<'a> {
             id: self.bank_id.to_owned(),
             process,
             address,
+            ready,
         }
     }
 }

@@ -43,6 +43,8 @@ pub struct ManualNetwork {
     pub gateway_args: Vec<String>,
     /// The replica id the running gateway announced in its ready line.
     pub gateway_replica_id: String,
+    /// The latest gateway start's JSON ready line (e.g. `metrics_address`).
+    pub gateway_ready: Value,
 }
 
 /// How to start a network: extra flags per bank and for the gateway.
@@ -87,6 +89,7 @@ impl ManualNetwork {
             gateway_address: "127.0.0.1:0".into(),
             gateway_args: options.gateway_args,
             gateway_replica_id: String::new(),
+            gateway_ready: Value::Null,
         };
         manual.start_gateway(&[]);
         manual
@@ -122,6 +125,7 @@ impl ManualNetwork {
         let ready: Value = serde_json::from_str(&line).unwrap();
         self.gateway_address = ready["address"].as_str().unwrap().to_owned();
         self.gateway_replica_id = ready["replica_id"].as_str().unwrap_or_default().to_owned();
+        self.gateway_ready = ready;
         self.gateway = Some(process);
     }
 
