@@ -126,6 +126,13 @@ struct DevArgs {
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
+    /// Gateway replicas to run (more than one needs `--store postgres`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    replicas: u32,
+    /// The gateways' store: `sqlite` (embedded, one gateway) or `postgres` (a private
+    /// PostgreSQL cluster under the data dir, shared by every replica).
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: crate::dev::DevStore,
 }
 
 /// Connection bounds a server takes (see `strife_common::listener`).
@@ -364,6 +371,8 @@ impl Cli {
                     gateway_listen: args.gateway_listen,
                     etcd_port: args.etcd_port,
                     json: args.json,
+                    replicas: args.replicas,
+                    store: args.store,
                 })
                 .map(|()| 0)
             }

@@ -33,6 +33,18 @@ pub struct DevConfig {
     /// etcd client port (0: pick a free one).
     pub etcd_port: u16,
     pub json: bool,
+    /// Gateway replicas to start (more than one needs a shared store).
+    pub replicas: u32,
+    /// The gateways' store: embedded SQLite under the data dir, or a private PostgreSQL
+    /// cluster (`dev_postgres.rs`).
+    pub store: DevStore,
+}
+
+/// Which store `strife dev` gives the gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevStore {
+    Sqlite,
+    Postgres,
 }
 
 struct ChildProcess {
@@ -139,6 +151,12 @@ fn address_of(line: &str) -> anyhow::Result<String> {
 
 /// Runs the network until Ctrl-C / SIGTERM.
 pub fn run(config: DevConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.replicas >= 1 && (config.replicas == 1 || config.store == DevStore::Postgres),
+        "{} gateway replicas need a shared store: add `--store postgres` (the embedded SQLite \
+         store belongs to one gateway)",
+        config.replicas
+    );
     let etcd_binary = find_etcd()?;
     let layout = Layout::new(&config.dir);
     // Setup keeps whatever exists and adds what is missing (e.g. the etcd certificates of a
@@ -159,6 +177,14 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let logs = config.dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let strife = std::env::current_exe().context("locating the strife binary")?;
+    // Declared before the network, so it stops after every gateway did.
+    let postgres = match config.store {
+        DevStore::Sqlite => None,
+        DevStore::Postgres => Some(crate::dev_postgres::start(
+            &config.dir,
+            &logs.join("postgres.log"),
+        )?),
+    };
     let mut network = Network {
         children: Vec::new(),
     };
@@ -217,29 +243,50 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         let (child, _) = spawn_ready("bank", command, &logs.join(format!("{bank}.log")))?;
         network.children.push(child);
     }
-    let mut command = Command::new(&strife);
-    command
-        .args([
-            "gateway",
-            "--json",
-            "--etcd",
-            &etcd_url,
-            "--listen",
-            &config.gateway_listen,
-            "--dir",
-        ])
-        .arg(&config.dir);
-    let (gateway, line) = spawn_ready("gateway", command, &logs.join("gateway.log"))?;
-    network.children.push(gateway);
-    let gateway_address = address_of(&line)?;
-
-    let passwords = runtime.block_on(create_demo_users(&layout, &gateway_address))?;
+    let mut gateway_addresses = Vec::new();
+    for replica in 1..=config.replicas {
+        // The first replica takes the advertised address; the others a free port each.
+        let listen = if replica == 1 {
+            config.gateway_listen.clone()
+        } else {
+            "127.0.0.1:0".to_owned()
+        };
+        let replica_id = format!("gateway-{replica}");
+        let mut command = Command::new(&strife);
+        command
+            .args([
+                "gateway", "--json", "--etcd", &etcd_url, "--listen", &listen,
+            ])
+            .args(["--replica-id", &replica_id, "--dir"])
+            .arg(&config.dir);
+        if let Some(postgres) = &postgres {
+            // Through the environment: a URL with a password stays off command lines.
+            command.env("STRIFE_GATEWAY_STORE", &postgres.url);
+        }
+        let log_name = if config.replicas == 1 {
+            "gateway.log".to_owned()
+        } else {
+            format!("{replica_id}.log")
+        };
+        let (gateway, line) = spawn_ready("gateway", command, &logs.join(log_name))?;
+        network.children.push(gateway);
+        gateway_addresses.push(address_of(&line)?);
+    }
+    let gateway_address = gateway_addresses.join(",");
+    let passwords = runtime.block_on(create_demo_users(&layout, &gateway_addresses[0]))?;
     let info = strife_common::discovery::NetworkInfo {
         etcd: etcd_url.clone(),
         gateway: gateway_address.clone(),
     };
     std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
     print_ready(&config, &gateway_address, &etcd_url, &passwords)?;
+    if let Some(postgres) = &postgres {
+        eprintln!(
+            "gateways share PostgreSQL at {} (password in {}/postgres/password, or under /var/tmp when run as root)",
+            postgres.redacted_url,
+            config.dir.display()
+        );
+    }
 
     runtime.block_on(async {
         loop {
@@ -258,6 +305,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     });
     eprintln!("stopping the local network…");
     drop(network);
+    drop(postgres);
     eprintln!("stopped.");
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod dev;
+mod dev_postgres;
 
 /// mimalloc instead of glibc's allocator: the servers allocate and free many small buffers
 /// per request across threads (TLS records, HTTP/2 frames, protobuf messages), and glibc's
