@@ -32,7 +32,7 @@ use crate::decision::DecisionApi;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
-use crate::store::{GatewayStore, SqliteGatewayStore};
+use crate::store::{GatewayStore, StoreLocation};
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -46,16 +46,26 @@ pub struct GatewayConfig {
     /// Connection bounds (cap, silent connections, idle timeout).
     pub listener_limits: ListenerLimits,
     pub json: bool,
-    /// Allow starting with a new, empty database although one existed before.
+    /// Allow starting with a new, empty database although one existed before (SQLite), or
+    /// creating the schema in an empty PostgreSQL database.
     pub initialize: bool,
+    /// Where users, links and the payment log live (`--store`).
+    pub store: StoreLocation,
 }
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     // Before anything else: a second gateway on this state dir must not run recovery (which
-    // would abort the first one's live payments) or take over its etcd key.
-    let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
+    // would abort the first one's live payments) or take over its etcd key. Only for a store
+    // that is a file in the state dir: a database server is shared by design (replicas), and
+    // what keeps its decisions consistent is the database (single-assignment decisions),
+    // not a lock on one machine's disk.
+    let _lock = if config.store.is_shared() {
+        None
+    } else {
+        Some(DirLock::acquire(&layout.gateway_lock(), "the gateway")?)
+    };
     let identity_paths = layout.gateway_identity();
     let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
     strife_common::revocation::install(&layout.ca_crl())?;
@@ -73,8 +83,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         crate::store::SCHEMA_VERSION,
         config.initialize,
     );
-    let store: Arc<dyn GatewayStore> =
-        Arc::new(SqliteGatewayStore::open(&layout.gateway_db(), &identity)?);
+    let store = crate::store::open(&config.store, &identity).await?;
     ensure_admin(store.as_ref(), &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
