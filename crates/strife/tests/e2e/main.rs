@@ -27,6 +27,7 @@ mod gateway_auth;
 mod gateway_faults;
 mod gateway_payments;
 mod gateway_recovery;
+mod gateway_store;
 mod operations;
 mod peer_pinning;
 mod revocation;
