@@ -26,6 +26,7 @@ mod expired_certificates;
 mod gateway_auth;
 mod gateway_faults;
 mod gateway_payments;
+mod gateway_postgres;
 mod gateway_recovery;
 mod gateway_store;
 mod operations;

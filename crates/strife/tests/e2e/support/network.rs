@@ -41,6 +41,8 @@ pub struct ManualNetwork {
     pub gateway_address: String,
     /// Extra flags for every gateway start (e.g. lockout settings).
     pub gateway_args: Vec<String>,
+    /// Extra environment for every gateway start (e.g. `STRIFE_GATEWAY_STORE`).
+    pub gateway_env: Vec<(String, String)>,
 }
 
 /// How to start a network: extra flags per bank and for the gateway.
@@ -48,6 +50,7 @@ pub struct ManualNetwork {
 pub struct NetworkOptions {
     pub bank_args: Vec<(String, Vec<String>)>,
     pub gateway_args: Vec<String>,
+    pub gateway_env: Vec<(String, String)>,
 }
 
 impl ManualNetwork {
@@ -84,6 +87,7 @@ impl ManualNetwork {
             gateway: None,
             gateway_address: "127.0.0.1:0".into(),
             gateway_args: options.gateway_args,
+            gateway_env: options.gateway_env,
         };
         manual.start_gateway(&[]);
         manual
@@ -114,6 +118,7 @@ impl ManualNetwork {
             ])
             .arg(self.network.path())
             .args(&self.gateway_args)
+            .envs(self.gateway_env.iter().map(|(name, value)| (name, value)))
             .envs(env.iter().copied());
         let (process, line) = spawn_with_ready_line(command, &log);
         let ready: Value = serde_json::from_str(&line).unwrap();
