@@ -56,9 +56,11 @@ use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
 use strife_common::money::{self, Amount};
+use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
-use strife_gateway::store::{GatewayLog, PaymentStatus, SqliteGatewayLog};
+pub use strife_gateway::store::StoreLocation;
+use strife_gateway::store::{GatewayLog, PaymentStatus};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
@@ -70,6 +72,8 @@ const MAX_VIOLATIONS_SHOWN: usize = 20;
 pub struct AuditConfig {
     pub dir: PathBuf,
     pub etcd_endpoints: Vec<String>,
+    /// The gateway's store (read-only through `GatewayLog`).
+    pub store: StoreLocation,
     /// Audit a network with payments under way (see the module doc); payments in flight are
     /// reported, not flagged.
     pub live: bool,
@@ -361,8 +365,15 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
         strife_common::etcd::GATEWAY_USER,
     )?;
     let addresses = bank_addresses(&etcd).await?;
-    let gateway_log = SqliteGatewayLog::open_read_only(&layout.gateway_db())?;
-    let gateway_log = gateway_log.as_ref().map(|log| log as &dyn GatewayLog);
+    // The network's identity: a PostgreSQL log must belong to this network's gateway.
+    let identity = StoreIdentity::gateway(
+        &layout,
+        tls.ca_fingerprint()?,
+        strife_gateway::store::SCHEMA_VERSION,
+        false,
+    );
+    let gateway_log = strife_gateway::store::open_log(&config.store, &identity).await?;
+    let gateway_log = gateway_log.as_deref();
     let mut report = Report {
         live: config.live,
         ..Report::default()

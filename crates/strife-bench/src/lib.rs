@@ -32,6 +32,8 @@ pub struct BenchConfig {
     pub dir: std::path::PathBuf,
     pub gateway: String,
     pub etcd: String,
+    /// The gateway's store, for the audit at the end.
+    pub store: strife_audit::StoreLocation,
     pub payers: usize,
     pub concurrency: usize,
     pub duration: Duration,
@@ -279,6 +281,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
 
     let audit = strife_audit::audit(&strife_audit::AuditConfig {
         dir: config.dir.clone(),
+        store: config.store.clone(),
         etcd_endpoints: vec![config.etcd.clone()],
         // The bench audits after its load has drained: a quiet network.
         live: false,

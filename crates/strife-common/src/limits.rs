@@ -68,6 +68,11 @@ pub const PHASE_TWO_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a `Pay` leaves for its own storage work (the PENDING record, the decision's fsync)
 /// beyond the bank calls: what [`CLIENT_CALL_TIMEOUT`] must keep in reserve.
 pub const PAY_STORAGE_ALLOWANCE: Duration = Duration::from_secs(2);
+/// Bound on each call the gateway makes to a store on another server (PostgreSQL), waiting
+/// for a connection included: a server that hangs fails the request as `UNAVAILABLE` instead
+/// of hanging it. A `Pay` makes two such calls (PENDING record, decision) within
+/// [`PAY_STORAGE_ALLOWANCE`].
+pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The channel-level bound on any call the gateway makes to a bank. Above the longest prepare
 /// timeout, so a slow vote is ended by the coordinator's own timeout (a `bank_timeout` abort).
 pub const BANK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -177,6 +182,11 @@ const _: () = assert!(shorter(
         PAY_STORAGE_ALLOWANCE
     ),
     CLIENT_CALL_TIMEOUT
+));
+// …with both of its store calls inside the storage allowance…
+const _: () = assert!(!shorter(
+    PAY_STORAGE_ALLOWANCE,
+    plus(STORE_CALL_TIMEOUT, STORE_CALL_TIMEOUT)
 ));
 // …and the client (and any gateway → bank call) gives up before a server's own cap, so the
 // server's timeout only ever ends calls from clients that set no deadline.

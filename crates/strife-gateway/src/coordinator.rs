@@ -214,7 +214,19 @@ impl Coordinator {
         let phase_started = Instant::now();
         let decided = self
             .write_decision(&record.payment_id, status, reason)
-            .await?;
+            .await
+            .map_err(|failure| match failure {
+                // The PENDING record this task started from is gone, which only a store that
+                // lost its newest relaxed commits does (a database server that crashed): no
+                // decision was written, so nothing moved — the banks' legs abort by
+                // presumption, and the key's record went with it, so a retry starts afresh.
+                Failure::NotFound(_) => Failure::Unavailable(format!(
+                    "payment {} lost its record before a decision (the gateway's store \
+                     restarted); nothing moved; retry with the same idempotency key",
+                    record.payment_id
+                )),
+                other => other,
+            })?;
         self.metrics
             .phase(Phase::DecisionWrite, phase_started.elapsed());
         // Once per attempt, with what is stored (the retrier may have aborted it meanwhile).

@@ -34,7 +34,7 @@ use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
-use crate::store::{GatewayStore, SqliteGatewayStore};
+use crate::store::{GatewayStore, StoreLocation};
 use crate::takeover::Liveness;
 
 /// Longest a shutdown waits for running payments: a payment's phase 1 is bounded by the
@@ -57,12 +57,15 @@ pub struct GatewayConfig {
     /// Connection bounds (cap, silent connections, idle timeout).
     pub listener_limits: ListenerLimits,
     pub json: bool,
-    /// Allow starting with a new, empty database although one existed before.
+    /// Allow starting with a new, empty database although one existed before (SQLite), or
+    /// creating the schema in an empty PostgreSQL database.
     pub initialize: bool,
     /// This replica's name in etcd (`--replica-id`); `None` derives one ([`replica_id`]).
     pub replica_id: Option<String>,
     /// Where to serve Prometheus metrics (plain HTTP, `GET /metrics`); `None`: not at all.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where users, links and the payment log live (`--store`).
+    pub store: StoreLocation,
 }
 
 /// The replica's id: the one given, or `<host>-<listen port>` (stable across restarts on a
@@ -101,8 +104,15 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let replica = replica_id(config.replica_id.as_deref(), config.listen)?;
     // Before anything else: a second gateway on this state dir must not run recovery (which
-    // would abort the first one's live payments) or take over its etcd key.
-    let _lock = DirLock::acquire(&layout.gateway_lock(), "the gateway")?;
+    // would abort the first one's live payments) or take over its etcd key. Only for a store
+    // that is a file in the state dir: a database server is shared by design (replicas), and
+    // what keeps its decisions consistent is the database (single-assignment decisions),
+    // not a lock on one machine's disk.
+    let _lock = if config.store.is_shared() {
+        None
+    } else {
+        Some(DirLock::acquire(&layout.gateway_lock(), "the gateway")?)
+    };
     let identity_paths = layout.gateway_identity();
     let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
     strife_common::revocation::install(&layout.ca_crl())?;
@@ -120,8 +130,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         crate::store::SCHEMA_VERSION,
         config.initialize,
     );
-    let store: Arc<dyn GatewayStore> =
-        Arc::new(SqliteGatewayStore::open(&layout.gateway_db(), &identity)?);
+    let store = crate::store::open(&config.store, &identity).await?;
     ensure_admin(store.as_ref(), &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
@@ -133,8 +142,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             config.prepare_timeout,
             CrashPoint::from_env(),
             replica.clone(),
-            // SQLite lives under this data dir's LOCK: no other replica can share it.
-            Liveness::Exclusive,
+            if config.store.is_shared() {
+                // Replicas share the store: alive means registered in etcd.
+                Liveness::Etcd(etcd.clone())
+            } else {
+                // SQLite lives under this data dir's LOCK: no other replica can share it.
+                Liveness::Exclusive
+            },
         )
         .with_metrics(Arc::clone(&metrics)),
     );

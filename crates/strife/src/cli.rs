@@ -13,6 +13,16 @@ use strife_common::limits::{
     DEFAULT_GATEWAY_ADDRESS, MAX_CONNECTIONS, MAX_PREPARE_TIMEOUT, MIN_MAX_CONNECTIONS,
     MIN_PREPARE_TIMEOUT,
 };
+use strife_gateway::store::StoreLocation;
+
+/// `--store`'s default. The flag is a plain string, parsed after clap (see
+/// [`store_location`]): clap would echo a value it refuses, password and all.
+const STORE_DEFAULT: &str = StoreLocation::DEFAULT;
+
+/// Parses `--store`; errors never repeat a password from the URL.
+fn store_location(text: &str, dir: &std::path::Path) -> anyhow::Result<StoreLocation> {
+    StoreLocation::parse(text, &strife_common::layout::Layout::new(dir))
+}
 
 /// Strife: a payment network with banks, a two-phase-commit gateway and an offline-capable client.
 #[derive(Debug, Parser)]
@@ -72,6 +82,10 @@ struct AuditArgs {
     /// consistent snapshot and report payments caught half-done as in flight, not violations.
     #[arg(long)]
     live: bool,
+    /// The gateway's store, as given to `strife gateway --store` (`sqlite` or a PostgreSQL
+    /// URL, read-only here).
+    #[arg(long, env = "STRIFE_AUDIT_STORE", default_value = STORE_DEFAULT, hide_env_values = true)]
+    store: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +120,10 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// The gateway's store, for the audit at the end (`sqlite` or the gateway's PostgreSQL
+    /// URL).
+    #[arg(long, env = "STRIFE_BENCH_STORE", default_value = STORE_DEFAULT, hide_env_values = true)]
+    store: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -230,9 +248,17 @@ struct GatewayArgs {
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
+    /// Where users, linked accounts and the payment log live: `sqlite` (the data dir's
+    /// gateway/gateway.db) or a PostgreSQL URL such as
+    /// postgres://USER:PASSWORD@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.pem (see
+    /// docs/OPERATIONS.md). A password given as a flag is visible to other local users in the
+    /// process list: put the URL in the config file or STRIFE_GATEWAY_STORE instead.
+    #[arg(long, default_value = STORE_DEFAULT, hide_env_values = true)]
+    store: String,
     /// Start with a new, empty database although this gateway has run before (its database
     /// is missing or empty). Without it such a start is refused, so a lost database is
-    /// restored from backup instead of silently replaced.
+    /// restored from backup instead of silently replaced. With a PostgreSQL store: create the
+    /// schema in an empty database (a new network's first start).
     #[arg(long)]
     initialize: bool,
     /// This replica's name in etcd (letters, digits, '-', '_'); default `<host>-<port>`.
@@ -407,8 +433,10 @@ impl Cli {
             Command::Gateway(args) => {
                 // The effective settings after flags, environment and file are merged: what
                 // an operator checks when a config file does not seem to apply.
+                let store = store_location(&args.store, &args.dir)?;
                 tracing::info!(
                     config = ?args.config,
+                    store = %store.describe(),
                     listen = %args.listen,
                     prepare_timeout = %humantime::format_duration(args.prepare_timeout),
                     lease_ttl = args.lease_ttl,
@@ -432,6 +460,7 @@ impl Cli {
                     initialize: args.initialize,
                     replica_id: args.replica_id,
                     metrics_listen: args.metrics.metrics_listen,
+                    store,
                 };
                 runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }
@@ -536,6 +565,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
             .etcd
             .or_else(|| info.as_ref().map(|info| info.etcd.clone()))
             .unwrap_or_else(|| DEFAULT_ETCD.into()),
+        store: store_location(&args.store, &args.dir)?,
         dir: args.dir,
         payers: args.payers,
         concurrency: args.concurrency,
@@ -566,6 +596,7 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(|| DEFAULT_ETCD.into())],
     };
     let config = strife_audit::AuditConfig {
+        store: store_location(&args.store, &args.dir)?,
         dir: args.dir,
         etcd_endpoints,
         live: args.live,

@@ -72,7 +72,7 @@ impl Cluster {
         }
         let options = NetworkOptions {
             bank_args,
-            gateway_args: vec![],
+            ..NetworkOptions::default()
         };
         let network = ManualNetwork::start_with(&BANKS, &USERS, options).await;
         for (proxy, bank) in proxies.iter().zip(&network.banks) {

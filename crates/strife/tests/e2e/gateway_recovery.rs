@@ -18,7 +18,7 @@ async fn alice_and_bob() -> ManualNetwork {
 }
 
 /// States of the legs of `payment_id` on both banks.
-async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
+pub(crate) async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
     let mut states = Vec::new();
     for bank in &network.banks {
         let mut client = network
@@ -38,7 +38,7 @@ async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
 }
 
 /// The payment ids of every leg the banks hold PREPARED.
-async fn prepared_payment_ids(network: &ManualNetwork) -> Vec<String> {
+pub(crate) async fn prepared_payment_ids(network: &ManualNetwork) -> Vec<String> {
     let mut ids = Vec::new();
     for bank in &network.banks {
         let mut client = network
@@ -57,7 +57,7 @@ async fn prepared_payment_ids(network: &ManualNetwork) -> Vec<String> {
 }
 
 /// Journal entries (across both banks) that name `payment_id`.
-async fn journal_entries_for(network: &ManualNetwork, payment_id: &str) -> usize {
+pub(crate) async fn journal_entries_for(network: &ManualNetwork, payment_id: &str) -> usize {
     let mut count = 0;
     for bank in &network.banks {
         let mut client = network

@@ -163,6 +163,7 @@ async fn metrics_count_payments_exactly_and_are_served_only_when_asked() {
     let options = NetworkOptions {
         bank_args: vec![("bank0".to_owned(), metrics_flag())],
         gateway_args,
+        ..NetworkOptions::default()
     };
     let network =
         ManualNetwork::start_with(&["bank0", "bank1"], &["alice", "bob", "carol"], options).await;

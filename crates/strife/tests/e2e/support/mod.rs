@@ -1,5 +1,6 @@
 //! Test harness for end-to-end tests: real `strife` processes (the built binary), real etcd,
-//! real TLS material from `strife setup`, real SQLite files in a temporary directory.
+//! real TLS material from `strife setup`, real SQLite files in a temporary directory, and a
+//! real PostgreSQL server where a test needs one ([`postgres`]).
 //! Nothing here is a mock; the only in-process pieces are the test's own gRPC clients and,
 //! where a test needs one, a stand-in coordinator serving the real wire protocol.
 
@@ -7,6 +8,7 @@
 
 pub mod dev;
 pub mod network;
+pub mod postgres;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};

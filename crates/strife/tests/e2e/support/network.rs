@@ -45,6 +45,8 @@ pub struct ManualNetwork {
     pub gateway_replica_id: String,
     /// The latest gateway start's JSON ready line (e.g. `metrics_address`).
     pub gateway_ready: Value,
+    /// Extra environment for every gateway start (e.g. `STRIFE_GATEWAY_STORE`).
+    pub gateway_env: Vec<(String, String)>,
 }
 
 /// How to start a network: extra flags per bank and for the gateway.
@@ -52,6 +54,7 @@ pub struct ManualNetwork {
 pub struct NetworkOptions {
     pub bank_args: Vec<(String, Vec<String>)>,
     pub gateway_args: Vec<String>,
+    pub gateway_env: Vec<(String, String)>,
 }
 
 impl ManualNetwork {
@@ -90,6 +93,7 @@ impl ManualNetwork {
             gateway_args: options.gateway_args,
             gateway_replica_id: String::new(),
             gateway_ready: Value::Null,
+            gateway_env: options.gateway_env,
         };
         manual.start_gateway(&[]);
         manual
@@ -120,6 +124,7 @@ impl ManualNetwork {
             ])
             .arg(self.network.path())
             .args(&self.gateway_args)
+            .envs(self.gateway_env.iter().map(|(name, value)| (name, value)))
             .envs(env.iter().copied());
         let (process, line) = spawn_with_ready_line(command, &log);
         let ready: Value = serde_json::from_str(&line).unwrap();

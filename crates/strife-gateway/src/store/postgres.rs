@@ -1,0 +1,1505 @@
+//! The gateway store on PostgreSQL: the same tables, answers and rules as [`super::sqlite`],
+//! in a database several gateway processes may share.
+//!
+//! # Connections
+//!
+//! Two pools (`deadpool-postgres` over `tokio-postgres`), told apart by a session setting
+//! given at connection start (`-c synchronous_commit=…`, which beats any per-role or
+//! per-database default, and is checked with `SHOW` when the store opens — nothing relies
+//! on the server's defaults):
+//!
+//! - **durable** (`synchronous_commit = on`): decisions, users, links. A commit returns only
+//!   once its WAL is flushed (and, if the operator configured synchronous standbys, confirmed
+//!   by them), so "durable before reply" holds for every answer that follows it.
+//! - **relaxed** (`synchronous_commit = off`): the two writes the trait allows to be relaxed —
+//!   [`GatewayStore::begin_payment`] and [`GatewayStore::acknowledge`] — and the reads.
+//!   Safe for the same reason as SQLite's `Durability::Relaxed`: such a commit is visible at
+//!   once and reaches disk within PostgreSQL's `wal_writer_delay`, and since WAL is flushed
+//!   in order, the flush of any later synchronous commit (every decision) also makes every
+//!   relaxed commit before it durable. A decision can only be written after its PENDING
+//!   record was committed (it updates that row), so a durable decision always has a durable
+//!   record. Losing the newest relaxed commits in a server crash loses at most PENDING records
+//!   (presumed abort: a bank asking about an unknown payment hears "abort", and the key's
+//!   retry starts afresh) and acknowledgements (the retrier re-sends the decision).
+//!
+//! Every session runs READ COMMITTED (set the same way), which the concurrency arguments below
+//! assume.
+//!
+//! # Concurrency, across transactions and across gateway replicas
+//!
+//! - **Single assignment**: `UPDATE payments … WHERE payment_id = $1 AND status = 1
+//!   RETURNING …`. Two deciders racing for one PENDING row serialise on its row lock; the
+//!   second one re-checks `status = 1` on the committed row (PostgreSQL's READ COMMITTED
+//!   update rule), finds it decided, updates nothing and reads the first decision back in a
+//!   new statement (whose snapshot includes it). So every decider, in any process, returns
+//!   the first decision.
+//! - **Idempotency**: the key is claimed with `INSERT INTO idempotency … ON CONFLICT DO
+//!   NOTHING`, in the same statement that records the attempt. A unique index makes the claim
+//!   atomic: a concurrent claimer of the same key waits for the first one's transaction and
+//!   then sees the conflict. Only a key that is already taken goes the long way, in one
+//!   transaction: `SELECT … FOR UPDATE` on the key's row (so two retries of one key cannot
+//!   both point it at a new attempt), the key's payment, [`payment::begin`]'s decision, and
+//!   the writes it asks for. This was chosen over SERIALIZABLE because it never fails a
+//!   correct request with a serialization error that would need a retry loop, and it takes
+//!   no lock at all for new keys (the common case). The short path asks [`payment::begin`]
+//!   too: its answer for an unused key (record it) is exactly what the statement does, and
+//!   the `ON CONFLICT` makes "unused" true at the moment of the insert.
+//! - **Links**: one `INSERT … ON CONFLICT DO UPDATE … WHERE accounts.username =
+//!   excluded.username`, so an account can never be re-linked to another owner, however the
+//!   calls race.
+//! - **Log order**: `seq` is an identity column. Values are handed out at insert time, so
+//!   concurrent transactions may commit out of `seq` order; history paging (`seq <
+//!   before_seq`) and the audit's snapshot (one REPEATABLE READ transaction) do not depend on
+//!   commit order.
+//!
+//! # Batching
+//!
+//! Concurrent decisions share one statement and one commit (one WAL flush): a writer task
+//! collects whatever decisions are waiting and writes them with one `UPDATE … FROM unnest(…)`,
+//! up to [`MAX_DECISIONS_PER_STATEMENT`], with up to [`DECISION_WRITERS`] such statements in
+//! flight; an idle store writes a lone decision at once. PostgreSQL itself groups the WAL
+//! flushes of concurrent commits from different connections.
+//!
+//! # Failures
+//!
+//! A server that is down, restarting, out of connections, read-only (a standby after a
+//! failover), out of disk, or that does not answer within [`STORE_CALL_TIMEOUT`] answers a
+//! transient `UNAVAILABLE` naming "the gateway's PostgreSQL store"; the details are logged
+//! with the URL's password removed. A unique violation is `ALREADY_EXISTS`, as in SQLite.
+
+mod location;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use strife_common::limits::STORE_CALL_TIMEOUT;
+use strife_common::store_identity::StoreIdentity;
+use strife_common::time::now_unix_ms;
+use strife_common::Failure;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+
+pub use location::{PostgresLocation, PostgresTls};
+pub use schema::{Migration, MIGRATIONS};
+
+use super::{
+    Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange, Party, PaymentRecord,
+    PaymentStatus, UserRecord,
+};
+use crate::lockout::SharedLogin;
+use crate::payment;
+
+/// How long opening the store may take (connecting, checking or migrating the schema).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on a whole-log read (recovery's list of unfinished payments, the audit's snapshot),
+/// which grows with the log rather than being a point lookup.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Most decisions written by one statement.
+pub const MAX_DECISIONS_PER_STATEMENT: usize = 256;
+/// Decision statements in flight at once (each on its own connection).
+const DECISION_WRITERS: usize = 4;
+/// Decisions waiting for a writer; callers wait (back-pressure) beyond it.
+const MAX_QUEUED_DECISIONS: usize = 16_384;
+
+/// Connections per pool: a few per core (a connection spends most of its time waiting for
+/// the server, for its WAL flush or for the network), bounded so that several replicas fit
+/// under a default `max_connections` of 100.
+fn pool_size() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .saturating_mul(4)
+        .clamp(4, 16)
+}
+
+const SESSION_DURABLE: &[(&str, &str)] = &[
+    ("synchronous_commit", "on"),
+    ("default_transaction_isolation", "read committed"),
+];
+const SESSION_RELAXED: &[(&str, &str)] = &[
+    ("synchronous_commit", "off"),
+    ("default_transaction_isolation", "read committed"),
+];
+const SESSION_READ_ONLY: &[(&str, &str)] = &[("default_transaction_read_only", "on")];
+
+/// The columns of a [`PaymentRecord`], in [`payment_from_row`]'s order.
+macro_rules! payment_columns {
+    () => {
+        "seq, payment_id, idempotency_key, from_user, from_bank, from_account, to_user, to_bank,
+         to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
+         credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
+         coordinator, decision_seq"
+    };
+}
+
+const ACCOUNT_COLUMNS: &str = "username, bank_id, account_number, currency, holder_name";
+
+/// The server a store talks to, and how its failures are reported.
+#[derive(Clone)]
+struct Server {
+    location: Arc<PostgresLocation>,
+}
+
+impl Server {
+    fn pool(&self, settings: &[(&str, &str)], size: usize) -> anyhow::Result<Pool> {
+        let config = self.location.driver_config(settings);
+        let manager_config = ManagerConfig {
+            // `is_closed` only: a dead connection shows as an error on its next query, which
+            // is answered UNAVAILABLE and retried; a test query per checkout would cost a
+            // round trip on every store call.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match self.location.connector()? {
+            location::Connector::Plain => {
+                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
+            }
+            location::Connector::Tls(tls) => Manager::from_config(config, tls, manager_config),
+        };
+        Pool::builder(manager)
+            .max_size(size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .context("building the PostgreSQL connection pool")
+    }
+
+    /// The transient refusal every storage outage becomes, after logging its detail.
+    fn unavailable(&self, doing: &str, detail: &str) -> Failure {
+        tracing::warn!(
+            store = %self.location.redacted(),
+            doing,
+            error = %self.location.scrub(detail),
+            "PostgreSQL store call failed; answering UNAVAILABLE"
+        );
+        Failure::Unavailable("the gateway's PostgreSQL store is unavailable; retry".into())
+    }
+
+    /// What a driver error means for the caller.
+    fn failure(&self, doing: &str, error: &tokio_postgres::Error) -> Failure {
+        let detail = chain(error);
+        match error.code() {
+            Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+                Failure::AlreadyExists(format!("{doing}: already exists"))
+            }
+            Some(code) if is_transient(code) => self.unavailable(doing, &detail),
+            Some(_) => Failure::internal(
+                &format!("the gateway's PostgreSQL store ({doing})"),
+                self.location.scrub(&detail),
+            ),
+            // No SQL state: the connection (I/O, TLS, closed, authentication, timeout) — or
+            // a value that does not convert, which is a bug.
+            None if is_conversion(error) => Failure::internal(
+                &format!("the gateway's PostgreSQL store ({doing})"),
+                self.location.scrub(&detail),
+            ),
+            None => self.unavailable(doing, &detail),
+        }
+    }
+
+    fn pool_failure(&self, doing: &str, error: deadpool_postgres::PoolError) -> Failure {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => self.failure(doing, &error),
+            other => self.unavailable(doing, &other.to_string()),
+        }
+    }
+
+    async fn connection(
+        &self,
+        pool: &Pool,
+        doing: &str,
+    ) -> Result<deadpool_postgres::Object, Failure> {
+        pool.get()
+            .await
+            .map_err(|error| self.pool_failure(doing, error))
+    }
+
+    /// Runs `work` within `limit`; past it the call is answered UNAVAILABLE (the connection
+    /// it held goes back with a ROLLBACK queued, or is dropped).
+    async fn bounded<T>(
+        &self,
+        doing: &str,
+        limit: Duration,
+        work: impl std::future::Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.unavailable(
+                doing,
+                &format!("no answer within {}", humantime::format_duration(limit)),
+            )),
+        }
+    }
+
+    /// Checks the session settings a pool's connections really have.
+    async fn check_session(
+        &self,
+        pool: &Pool,
+        expected: &[(&str, &str)],
+    ) -> anyhow::Result<deadpool_postgres::Object> {
+        let client = self.connect_for_open(pool).await?;
+        for (name, value) in expected {
+            let row = client
+                .query_one("SELECT current_setting($1)", &[name])
+                .await
+                .map_err(|error| self.open_error("reading the session settings", &error))?;
+            let actual: String = row
+                .try_get(0)
+                .map_err(|error| self.open_error("reading the session settings", &error))?;
+            anyhow::ensure!(
+                actual == *value,
+                "the gateway's PostgreSQL store {} runs sessions with {name} = {actual}, not \
+                 {value} as the gateway asked (a connection pooler that drops startup \
+                 options?); refusing to run with other durability or isolation",
+                self.location.redacted()
+            );
+        }
+        Ok(client)
+    }
+
+    async fn connect_for_open(&self, pool: &Pool) -> anyhow::Result<deadpool_postgres::Object> {
+        match tokio::time::timeout(OPEN_TIMEOUT, pool.get()).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(error)) => {
+                let detail = match error {
+                    deadpool_postgres::PoolError::Backend(error) => chain(&error),
+                    other => other.to_string(),
+                };
+                anyhow::bail!(
+                    "cannot reach the gateway's PostgreSQL store {}: {}",
+                    self.location.redacted(),
+                    self.location.scrub(&detail)
+                )
+            }
+            Err(_) => anyhow::bail!(
+                "the gateway's PostgreSQL store {} did not answer within {}",
+                self.location.redacted(),
+                humantime::format_duration(OPEN_TIMEOUT)
+            ),
+        }
+    }
+
+    fn open_error(&self, doing: &str, error: &tokio_postgres::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{doing} in the gateway's PostgreSQL store {}: {}",
+            self.location.redacted(),
+            self.location.scrub(&chain(error))
+        )
+    }
+}
+
+/// The error and its causes on one line (the driver's own `Display` omits the cause).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// SQL states that say "not now" rather than "never": the server or its connection is going
+/// away or overloaded, out of disk, read-only (a standby), or a lock or serialization conflict
+/// that a retry resolves.
+fn is_transient(code: &SqlState) -> bool {
+    let code = code.code();
+    [
+        "08",    // connection exception
+        "53",    // insufficient resources: disk full, out of memory, too many connections
+        "57P",   // admin / crash shutdown, cannot connect now
+        "58",    // system error (I/O)
+        "40001", // serialization failure
+        "40P01", // deadlock detected
+        "25006", // read-only transaction: a standby, e.g. right after a failover
+        "55P03", // lock not available
+        "57014", // query canceled (statement timeout, an operator's cancel)
+        "28",    // invalid authorization: the role or its password changed under us
+        "3D000", // the database does not exist (dropped or renamed under us)
+    ]
+    .iter()
+    .any(|prefix| code.starts_with(prefix))
+}
+
+/// A driver error about converting a value (a bug, not an outage).
+fn is_conversion(error: &tokio_postgres::Error) -> bool {
+    let text = error.to_string();
+    [
+        "error serializing",
+        "error deserializing",
+        "invalid column",
+        "query returned an unexpected number",
+        "expected ",
+    ]
+    .iter()
+    .any(|prefix| text.starts_with(prefix))
+}
+
+/// The gateway's PostgreSQL database.
+pub struct PostgresGatewayStore {
+    server: Server,
+    durable: Pool,
+    relaxed: Pool,
+    decisions: mpsc::Sender<DecisionJob>,
+}
+
+impl PostgresGatewayStore {
+    /// Connects, then checks (or with `identity.initialize`, creates) and migrates the schema.
+    pub async fn open(
+        location: &PostgresLocation,
+        identity: &StoreIdentity,
+    ) -> anyhow::Result<Self> {
+        Self::open_with_migrations(location, identity, MIGRATIONS).await
+    }
+
+    /// [`Self::open`] with another schema history: for tests of the migration machinery.
+    #[doc(hidden)]
+    pub async fn open_with_migrations(
+        location: &PostgresLocation,
+        identity: &StoreIdentity,
+        migrations: &[Migration],
+    ) -> anyhow::Result<Self> {
+        let server = Server {
+            location: Arc::new(location.clone()),
+        };
+        let durable = server.pool(SESSION_DURABLE, pool_size())?;
+        let relaxed = server.pool(SESSION_RELAXED, pool_size())?;
+        let mut client = server.check_session(&durable, SESSION_DURABLE).await?;
+        drop(server.check_session(&relaxed, SESSION_RELAXED).await?);
+        warn_if_not_durable(&server, &client).await;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| server.open_error("starting the schema transaction", &error))?;
+        let prepared = tokio::time::timeout(
+            OPEN_TIMEOUT,
+            schema::prepare(&transaction, location.redacted(), identity, migrations),
+        )
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "checking the schema of the gateway's PostgreSQL store {} took longer than {} \
+                 (another replica holding the schema lock?)",
+                location.redacted(),
+                humantime::format_duration(OPEN_TIMEOUT)
+            )
+        })?
+        .map_err(|error| anyhow::anyhow!(location.scrub(&format!("{error:#}"))))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| server.open_error("committing the schema", &error))?;
+        drop(client);
+        match prepared {
+            schema::Prepared::Created { creation_id } => tracing::info!(
+                store = %location.redacted(), %creation_id,
+                "PostgreSQL store created (--initialize)"
+            ),
+            schema::Prepared::Migrated { from, to } => tracing::warn!(
+                store = %location.redacted(), from, to, "PostgreSQL store schema migrated"
+            ),
+            schema::Prepared::Current => {
+                tracing::info!(store = %location.redacted(), "PostgreSQL store opened")
+            }
+        }
+        let (decisions, queue) = mpsc::channel(MAX_QUEUED_DECISIONS);
+        tokio::spawn(write_decisions(server.clone(), durable.clone(), queue));
+        Ok(PostgresGatewayStore {
+            server,
+            durable,
+            relaxed,
+            decisions,
+        })
+    }
+}
+
+/// `fsync = off` makes every commit a promise PostgreSQL cannot keep after a power cut; the
+/// gateway still runs (a test server may be set up so), but says so loudly.
+async fn warn_if_not_durable(server: &Server, client: &deadpool_postgres::Object) {
+    let fsync = client
+        .query_one("SELECT current_setting('fsync')", &[])
+        .await
+        .ok()
+        .and_then(|row| row.try_get::<_, String>(0).ok());
+    if fsync.as_deref() == Some("off") {
+        tracing::warn!(
+            store = %server.location.redacted(),
+            "PostgreSQL runs with fsync = off: commits are not durable across a power failure"
+        );
+    }
+}
+
+/// Read-only access to a gateway's PostgreSQL log (what `strife audit` opens). It never
+/// creates, migrates or writes, and its sessions are read-only.
+pub struct PostgresGatewayLog {
+    server: Server,
+    pool: Pool,
+}
+
+impl PostgresGatewayLog {
+    /// Connects and checks that the database is `identity`'s (same network) and not newer
+    /// than this binary.
+    pub async fn open(
+        location: &PostgresLocation,
+        identity: &StoreIdentity,
+    ) -> anyhow::Result<Self> {
+        let server = Server {
+            location: Arc::new(location.clone()),
+        };
+        let pool = server.pool(SESSION_READ_ONLY, 2)?;
+        let client = server.check_session(&pool, SESSION_READ_ONLY).await?;
+        let row = schema::read(&**client)
+            .await
+            .map_err(|error| server.open_error("reading strife_schema", &error))?
+            .with_context(|| {
+                format!(
+                    "the gateway's PostgreSQL store {} has no Strife schema (the gateway never \
+                     ran on it, or the URL names another database)",
+                    location.redacted()
+                )
+            })?;
+        anyhow::ensure!(
+            row.version <= super::SCHEMA_VERSION,
+            "the gateway's PostgreSQL store {} has schema version {}, newer than this strife \
+             knows ({}); use a newer strife",
+            location.redacted(),
+            row.version,
+            super::SCHEMA_VERSION
+        );
+        schema::verify_owner(&row, location.redacted(), identity)?;
+        drop(client);
+        Ok(PostgresGatewayLog { server, pool })
+    }
+}
+
+#[async_trait]
+impl GatewayLog for PostgresGatewayLog {
+    async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
+        read_snapshot(&self.server, &self.pool).await
+    }
+}
+
+#[async_trait]
+impl GatewayLog for PostgresGatewayStore {
+    async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
+        read_snapshot(&self.server, &self.relaxed).await
+    }
+}
+
+/// Every payment and link in one REPEATABLE READ transaction: one state of the log.
+async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Failure> {
+    const DOING: &str = "reading a snapshot of the log";
+    server
+        .bounded(DOING, SCAN_TIMEOUT, async {
+            let mut client = server.connection(pool, DOING).await?;
+            let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(failed)?;
+            let payments = transaction
+                .query(
+                    concat!("SELECT ", payment_columns!(), " FROM payments ORDER BY seq"),
+                    &[],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(payment_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let links = transaction
+                .query(
+                    &format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM accounts
+                         ORDER BY linked_unix_ms, bank_id, account_number"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(account_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            transaction.commit().await.map_err(failed)?;
+            Ok(LogSnapshot { payments, links })
+        })
+        .await
+}
+
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+) -> Result<T, Failure> {
+    row.try_get(index)
+        .map_err(|error| Failure::internal("decoding a PostgreSQL row", chain(&error)))
+}
+
+fn account_from_row(row: &Row) -> Result<LinkedAccount, Failure> {
+    Ok(LinkedAccount {
+        username: column(row, 0)?,
+        bank_id: column(row, 1)?,
+        account_number: column(row, 2)?,
+        currency: column(row, 3)?,
+        holder_name: column(row, 4)?,
+    })
+}
+
+fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
+    let status_code: i32 = column(row, 12)?;
+    let status = PaymentStatus::from_code(i64::from(status_code))
+        .ok_or_else(|| Failure::internal("decoding payment", format!("status {status_code}")))?;
+    Ok(PaymentRecord {
+        seq: column(row, 0)?,
+        payment_id: column(row, 1)?,
+        idempotency_key: column(row, 2)?,
+        from: Party {
+            username: column(row, 3)?,
+            bank_id: column(row, 4)?,
+            account_number: column(row, 5)?,
+        },
+        to: Party {
+            username: column(row, 6)?,
+            bank_id: column(row, 7)?,
+            account_number: column(row, 8)?,
+        },
+        amount_minor: column(row, 9)?,
+        currency: column(row, 10)?,
+        memo: column(row, 11)?,
+        status,
+        reason_code: column(row, 13)?,
+        reason: column(row, 14)?,
+        debit_acked: column(row, 15)?,
+        credit_acked: column(row, 16)?,
+        decision_deadline_unix_ms: column(row, 17)?,
+        created_unix_ms: column(row, 18)?,
+        decided_unix_ms: column(row, 19)?,
+        coordinator: column(row, 20)?,
+        decision_seq: column(row, 21)?,
+    })
+}
+
+const SELECT_PAYMENT: &str = concat!(
+    "SELECT ",
+    payment_columns!(),
+    " FROM payments WHERE payment_id = $1"
+);
+
+/// One statement that claims an unused key and records the attempt; returns the new `seq`,
+/// or no row when the key is taken.
+const CLAIM_KEY_AND_RECORD: &str = "
+WITH claimed AS (
+    INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (username, key) DO NOTHING
+    RETURNING payment_id
+)
+INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
+    to_user, to_bank, to_account, amount_minor, currency, memo, status,
+    decision_deadline_unix_ms, created_unix_ms, coordinator)
+SELECT claimed.payment_id, $2::text, $1::text, $6::text, $7::text, $8::text, $9::text,
+    $10::text, $11::bigint, $12::text, $13::text, 1, $14::bigint, $15::bigint, $16::text
+FROM claimed
+RETURNING seq";
+
+const INSERT_PAYMENT: &str = "
+INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
+    to_user, to_bank, to_account, amount_minor, currency, memo, status,
+    decision_deadline_unix_ms, created_unix_ms, coordinator)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14)
+RETURNING seq";
+
+async fn load_payment<C: GenericClient>(
+    server: &Server,
+    client: &C,
+    payment_id: &str,
+    doing: &str,
+) -> Result<Option<PaymentRecord>, Failure> {
+    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
+    let statement = client
+        .prepare_cached(SELECT_PAYMENT)
+        .await
+        .map_err(failed)?;
+    client
+        .query_opt(&statement, &[&payment_id])
+        .await
+        .map_err(failed)?
+        .as_ref()
+        .map(payment_from_row)
+        .transpose()
+}
+
+/// The attempt as stored once recorded: the store only adds its `seq`.
+fn recorded(attempt: &PaymentRecord, seq: i64) -> PaymentRecord {
+    PaymentRecord {
+        seq,
+        status: PaymentStatus::Pending,
+        reason_code: None,
+        reason: None,
+        debit_acked: false,
+        credit_acked: false,
+        decided_unix_ms: None,
+        decision_seq: None,
+        ..attempt.clone()
+    }
+}
+
+impl PostgresGatewayStore {
+    /// The key is taken: read what it holds under its row lock and do what
+    /// [`payment::begin`] decides, in one transaction. `None` if the key turned out to be
+    /// unused after all (only possible if keys are ever pruned): the caller claims it again.
+    async fn begin_on_used_key(&self, attempt: &PaymentRecord) -> Result<Option<Begun>, Failure> {
+        const DOING: &str = "recording a payment attempt";
+        let server = &self.server;
+        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+        let mut client = server.connection(&self.relaxed, DOING).await?;
+        let transaction = client.transaction().await.map_err(failed)?;
+        let statement = transaction
+            .prepare_cached(
+                "SELECT fingerprint, payment_id FROM idempotency
+                 WHERE username = $1 AND key = $2 FOR UPDATE",
+            )
+            .await
+            .map_err(failed)?;
+        let Some(key) = transaction
+            .query_opt(
+                &statement,
+                &[&attempt.from.username, &attempt.idempotency_key],
+            )
+            .await
+            .map_err(failed)?
+        else {
+            return Ok(None);
+        };
+        let stored_fingerprint: String = column(&key, 0)?;
+        let payment_id: String = column(&key, 1)?;
+        let previous = load_payment(server, &transaction, &payment_id, DOING)
+            .await?
+            .ok_or_else(|| Failure::internal("idempotency", "record points at no payment"))?;
+        let stored = payment::Stored {
+            fingerprint: &stored_fingerprint,
+            payment: &previous,
+        };
+        let begun = match payment::begin(attempt, Some(stored))? {
+            payment::Begin::InFlight => Begun::InFlight(previous),
+            payment::Begin::Replay => Begun::Finished(previous),
+            payment::Begin::RecordAgain => {
+                let point = transaction
+                    .prepare_cached(
+                        "UPDATE idempotency SET payment_id = $3 WHERE username = $1 AND key = $2",
+                    )
+                    .await
+                    .map_err(failed)?;
+                transaction
+                    .execute(
+                        &point,
+                        &[
+                            &attempt.from.username,
+                            &attempt.idempotency_key,
+                            &attempt.payment_id,
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                let insert = transaction
+                    .prepare_cached(INSERT_PAYMENT)
+                    .await
+                    .map_err(failed)?;
+                let row = transaction
+                    .query_one(
+                        &insert,
+                        &[
+                            &attempt.payment_id,
+                            &attempt.idempotency_key,
+                            &attempt.from.username,
+                            &attempt.from.bank_id,
+                            &attempt.from.account_number,
+                            &attempt.to.username,
+                            &attempt.to.bank_id,
+                            &attempt.to.account_number,
+                            &attempt.amount_minor,
+                            &attempt.currency,
+                            &attempt.memo,
+                            &attempt.decision_deadline_unix_ms,
+                            &attempt.created_unix_ms,
+                            &attempt.coordinator,
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                Begun::Started(recorded(attempt, column(&row, 0)?))
+            }
+            payment::Begin::Record => {
+                return Err(Failure::internal(
+                    "idempotency",
+                    "Record with a stored payment",
+                ))
+            }
+        };
+        transaction.commit().await.map_err(failed)?;
+        Ok(Some(begun))
+    }
+
+    /// Claims an unused key and records the attempt in one statement; `None` if the key is
+    /// taken.
+    async fn claim_key(&self, attempt: &PaymentRecord) -> Result<Option<Begun>, Failure> {
+        const DOING: &str = "recording a payment attempt";
+        let server = &self.server;
+        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+        let client = server.connection(&self.relaxed, DOING).await?;
+        let statement = client
+            .prepare_cached(CLAIM_KEY_AND_RECORD)
+            .await
+            .map_err(failed)?;
+        let row = client
+            .query_opt(
+                &statement,
+                &[
+                    &attempt.from.username,
+                    &attempt.idempotency_key,
+                    &payment::fingerprint(attempt),
+                    &attempt.payment_id,
+                    &now_unix_ms(),
+                    &attempt.from.bank_id,
+                    &attempt.from.account_number,
+                    &attempt.to.username,
+                    &attempt.to.bank_id,
+                    &attempt.to.account_number,
+                    &attempt.amount_minor,
+                    &attempt.currency,
+                    &attempt.memo,
+                    &attempt.decision_deadline_unix_ms,
+                    &attempt.created_unix_ms,
+                    &attempt.coordinator,
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        row.map(|row| Ok(Begun::Started(recorded(attempt, column(&row, 0)?))))
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl GatewayStore for PostgresGatewayStore {
+    async fn insert_user(
+        &self,
+        username: &str,
+        role: &str,
+        password_hash: &str,
+    ) -> Result<(), Failure> {
+        const DOING: &str = "creating a user";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.durable, DOING).await?;
+                let statement = client
+                    .prepare_cached(
+                        "INSERT INTO users (username, role, password_hash, created_unix_ms)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO NOTHING",
+                    )
+                    .await
+                    .map_err(failed)?;
+                let inserted = client
+                    .execute(
+                        &statement,
+                        &[&username, &role, &password_hash, &now_unix_ms()],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if inserted == 0 {
+                    return Err(Failure::AlreadyExists(format!(
+                        "user {username} already exists"
+                    )));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
+        const DOING: &str = "reading a user";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached(
+                        "SELECT username, role, password_hash FROM users WHERE username = $1",
+                    )
+                    .await
+                    .map_err(failed)?;
+                let row = client
+                    .query_opt(&statement, &[&username])
+                    .await
+                    .map_err(failed)?;
+                row.map(|row| {
+                    Ok(UserRecord {
+                        username: column(&row, 0)?,
+                        role: column(&row, 1)?,
+                        password_hash: column(&row, 2)?,
+                    })
+                })
+                .transpose()
+            })
+            .await
+    }
+
+    async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
+        const DOING: &str = "linking an account";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.durable, DOING).await?;
+                // The WHERE on the conflict branch keeps an account with its first owner:
+                // linking it to anyone else updates nothing and returns no row.
+                let statement = client
+                    .prepare_cached(
+                        "INSERT INTO accounts (bank_id, account_number, username, currency,
+                             holder_name, linked_unix_ms)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (bank_id, account_number)
+                         DO UPDATE SET holder_name = excluded.holder_name
+                         WHERE accounts.username = excluded.username",
+                    )
+                    .await
+                    .map_err(failed)?;
+                let written = client
+                    .execute(
+                        &statement,
+                        &[
+                            &account.bank_id,
+                            &account.account_number,
+                            &account.username,
+                            &account.currency,
+                            &account.holder_name,
+                            &now_unix_ms(),
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if written == 0 {
+                    return Err(Failure::AlreadyExists(
+                        "account is linked to another user".into(),
+                    ));
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure> {
+        const DOING: &str = "reading a user's accounts";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached(&format!(
+                        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = $1
+                         ORDER BY linked_unix_ms, bank_id, account_number"
+                    ))
+                    .await
+                    .map_err(failed)?;
+                client
+                    .query(&statement, &[&username])
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(account_from_row)
+                    .collect()
+            })
+            .await
+    }
+
+    /// Records a payment attempt under `(from user, key)`, or reports what the key already
+    /// has; relaxed (see the module docs). An unused key is claimed and the attempt recorded
+    /// in one statement; a used one goes through [`payment::begin`] under the key's row lock.
+    async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure> {
+        const DOING: &str = "recording a payment attempt";
+        self.server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                // Claiming is what `begin` decides for an unused key; asked here so the policy
+                // stays in one place even for the one-statement path.
+                if payment::begin(attempt, None)? != payment::Begin::Record {
+                    return Err(Failure::internal(
+                        "idempotency",
+                        "an unused key not recorded",
+                    ));
+                }
+                // Twice at most: a key seen taken and then unused again means keys are being
+                // pruned under us, and one more claim settles it.
+                for _ in 0..2 {
+                    if let Some(begun) = self.claim_key(attempt).await? {
+                        return Ok(begun);
+                    }
+                    if let Some(begun) = self.begin_on_used_key(attempt).await? {
+                        return Ok(begun);
+                    }
+                }
+                Err(self
+                    .server
+                    .unavailable(DOING, "the key kept changing hands; retry"))
+            })
+            .await
+    }
+
+    /// Writes the decision once (see the module docs); through the decision writer, which
+    /// shares statements and commits among concurrent decisions.
+    async fn decide(
+        &self,
+        payment_id: &str,
+        status: PaymentStatus,
+        reason_code: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<PaymentRecord, Failure> {
+        const DOING: &str = "writing a decision";
+        let (reply, answer) = oneshot::channel();
+        let job = DecisionJob {
+            payment_id: payment_id.to_owned(),
+            status: i32::try_from(status.code()).unwrap_or_default(),
+            reason_code: reason_code.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+            decided_unix_ms: now_unix_ms(),
+            reply,
+        };
+        self.server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                self.decisions
+                    .send(job)
+                    .await
+                    .map_err(|_| Failure::internal(DOING, "the decision writer has stopped"))?;
+                answer.await.map_err(|_| {
+                    Failure::internal(DOING, "the decision writer dropped a decision")
+                })?
+            })
+            .await
+    }
+
+    /// Records which legs acknowledged; relaxed (see the module docs).
+    async fn acknowledge(
+        &self,
+        payment_id: &str,
+        debit: bool,
+        credit: bool,
+    ) -> Result<(), Failure> {
+        const DOING: &str = "recording acknowledgements";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE payments SET debit_acked = debit_acked OR $2,
+                             credit_acked = credit_acked OR $3
+                         WHERE payment_id = $1 AND status <> 1",
+                    )
+                    .await
+                    .map_err(failed)?;
+                client
+                    .execute(&statement, &[&payment_id, &debit, &credit])
+                    .await
+                    .map_err(failed)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
+        const DOING: &str = "reading a payment";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let client = server.connection(&self.relaxed, DOING).await?;
+                load_payment(server, &client, payment_id, DOING).await
+            })
+            .await
+    }
+
+    async fn payment_by_key(
+        &self,
+        username: &str,
+        key: &str,
+    ) -> Result<Option<PaymentRecord>, Failure> {
+        const DOING: &str = "reading a payment by key";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        payment_columns!(),
+                        " FROM payments WHERE payment_id = (
+                             SELECT payment_id FROM idempotency WHERE username = $1 AND key = $2)"
+                    ))
+                    .await
+                    .map_err(failed)?;
+                client
+                    .query_opt(&statement, &[&username, &key])
+                    .await
+                    .map_err(failed)?
+                    .as_ref()
+                    .map(payment_from_row)
+                    .transpose()
+            })
+            .await
+    }
+
+    async fn unfinished(
+        &self,
+        coordinator: &str,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        const DOING: &str = "listing unfinished payments";
+        let server = &self.server;
+        server
+            .bounded(DOING, SCAN_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                // The same predicate as the partial index `payments_unfinished_by_coordinator`,
+                // so the planner uses it.
+                let statement = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        payment_columns!(),
+                        " FROM payments WHERE coordinator = $1
+                             AND (status = 1 OR NOT debit_acked OR NOT credit_acked)
+                         ORDER BY coordinator, seq LIMIT $2"
+                    ))
+                    .await
+                    .map_err(failed)?;
+                client
+                    .query(&statement, &[&coordinator, &i64::from(limit)])
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(payment_from_row)
+                    .collect()
+            })
+            .await
+    }
+
+    async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure> {
+        const DOING: &str = "listing coordinators";
+        let server = &self.server;
+        server
+            .bounded(DOING, SCAN_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached(
+                        "SELECT DISTINCT coordinator FROM payments
+                         WHERE status = 1 OR NOT debit_acked OR NOT credit_acked",
+                    )
+                    .await
+                    .map_err(failed)?;
+                client
+                    .query(&statement, &[])
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(|row| column(row, 0))
+                    .collect()
+            })
+            .await
+    }
+
+    /// One statement: the rows it moves are locked by it, so a second claimant of the same
+    /// replica waits, then re-checks `coordinator = from` on the moved rows and moves none.
+    async fn claim(&self, from: &str, to: &str) -> Result<u64, Failure> {
+        const DOING: &str = "claiming a replica's payments";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.durable, DOING).await?;
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE payments SET coordinator = $2
+                         WHERE coordinator = $1
+                             AND (status = 1 OR NOT debit_acked OR NOT credit_acked)",
+                    )
+                    .await
+                    .map_err(failed)?;
+                client
+                    .execute(&statement, &[&from, &to])
+                    .await
+                    .map_err(failed)
+            })
+            .await
+    }
+
+    async fn decided_after(
+        &self,
+        after_decision_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        const DOING: &str = "reading decided payments";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        payment_columns!(),
+                        " FROM payments WHERE decision_seq > $1
+                         ORDER BY decision_seq LIMIT $2"
+                    ))
+                    .await
+                    .map_err(failed)?;
+                client
+                    .query(&statement, &[&after_decision_seq, &i64::from(limit)])
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(payment_from_row)
+                    .collect()
+            })
+            .await
+    }
+
+    async fn decision_head(&self) -> Result<i64, Failure> {
+        const DOING: &str = "reading the decision head";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let row = client
+                    .query_one(
+                        "SELECT COALESCE(MAX(decision_seq), 0) FROM payments
+                         WHERE decision_seq IS NOT NULL",
+                        &[],
+                    )
+                    .await
+                    .map_err(failed)?;
+                column(&row, 0)
+            })
+            .await
+    }
+
+    async fn has_accounts_at(&self, bank_id: &str) -> Result<bool, Failure> {
+        const DOING: &str = "looking up a bank's accounts";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                let statement = client
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE bank_id = $1)")
+                    .await
+                    .map_err(failed)?;
+                let row = client
+                    .query_one(&statement, &[&bank_id])
+                    .await
+                    .map_err(failed)?;
+                column(&row, 0)
+            })
+            .await
+    }
+
+    async fn probe(&self) -> Result<(), Failure> {
+        const DOING: &str = "probing";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.durable, DOING).await?;
+                let statement = client
+                    .prepare_cached(
+                        "INSERT INTO probes (probed_unix_ms) VALUES ($1)
+                         ON CONFLICT (singleton) DO UPDATE SET probed_unix_ms = excluded.probed_unix_ms",
+                    )
+                    .await
+                    .map_err(failed)?;
+                client
+                    .execute(&statement, &[&now_unix_ms()])
+                    .await
+                    .map_err(failed)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn login(&self, username: &str) -> Result<Option<SharedLogin>, Failure> {
+        const DOING: &str = "reading a login record";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let client = server.connection(&self.relaxed, DOING).await?;
+                read_login(server, &client, username, false, DOING).await
+            })
+            .await
+    }
+
+    /// The row is created if missing and then locked (`FOR UPDATE`), so concurrent updates
+    /// from several replicas apply one after the other, each to the other's result.
+    async fn update_login(
+        &self,
+        username: &str,
+        change: LoginChange,
+    ) -> Result<Option<SharedLogin>, Failure> {
+        const DOING: &str = "updating a login record";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let mut client = server.connection(&self.relaxed, DOING).await?;
+                let transaction = client.transaction().await.map_err(failed)?;
+                transaction
+                    .execute(
+                        "INSERT INTO logins (username, failures, window_start_unix_ms,
+                             locked_until_unix_ms, lockouts) VALUES ($1, 0, 0, 0, 0)
+                         ON CONFLICT (username) DO NOTHING",
+                        &[&username],
+                    )
+                    .await
+                    .map_err(failed)?;
+                let current = read_login(server, &transaction, username, true, DOING)
+                    .await?
+                    .filter(|login| *login != SharedLogin::default());
+                let next = change(current);
+                match next {
+                    Some(login) => {
+                        transaction
+                            .execute(
+                                "UPDATE logins SET failures = $2, window_start_unix_ms = $3,
+                                 locked_until_unix_ms = $4, lockouts = $5
+                             WHERE username = $1",
+                                &[
+                                    &username,
+                                    &i32::try_from(login.failures).unwrap_or(i32::MAX),
+                                    &login.window_start_unix_ms,
+                                    &login.locked_until_unix_ms,
+                                    &i32::try_from(login.lockouts).unwrap_or(i32::MAX),
+                                ],
+                            )
+                            .await
+                    }
+                    None => {
+                        transaction
+                            .execute("DELETE FROM logins WHERE username = $1", &[&username])
+                            .await
+                    }
+                }
+                .map_err(failed)?;
+                transaction.commit().await.map_err(failed)?;
+                Ok(next)
+            })
+            .await
+    }
+
+    async fn history(
+        &self,
+        username: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        const DOING: &str = "reading history";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.relaxed, DOING).await?;
+                // Each side takes at most `limit` from its own index, newest first.
+                let statement = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        payment_columns!(),
+                        " FROM payments WHERE seq IN (
+                             (SELECT seq FROM payments WHERE from_user = $1 AND seq < $2
+                              ORDER BY seq DESC LIMIT $3)
+                             UNION
+                             (SELECT seq FROM payments WHERE to_user = $1 AND seq < $2
+                              ORDER BY seq DESC LIMIT $3)
+                         ) ORDER BY seq DESC LIMIT $3"
+                    ))
+                    .await
+                    .map_err(failed)?;
+                client
+                    .query(&statement, &[&username, &before_seq, &i64::from(limit)])
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(payment_from_row)
+                    .collect()
+            })
+            .await
+    }
+}
+
+async fn read_login<C: GenericClient>(
+    server: &Server,
+    client: &C,
+    username: &str,
+    for_update: bool,
+    doing: &str,
+) -> Result<Option<SharedLogin>, Failure> {
+    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
+    let sql = if for_update {
+        "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
+         WHERE username = $1 FOR UPDATE"
+    } else {
+        "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
+         WHERE username = $1"
+    };
+    let statement = client.prepare_cached(sql).await.map_err(failed)?;
+    let Some(row) = client
+        .query_opt(&statement, &[&username])
+        .await
+        .map_err(failed)?
+    else {
+        return Ok(None);
+    };
+    let failures: i32 = column(&row, 0)?;
+    let lockouts: i32 = column(&row, 3)?;
+    Ok(Some(SharedLogin {
+        failures: u32::try_from(failures).unwrap_or(0),
+        window_start_unix_ms: column(&row, 1)?,
+        locked_until_unix_ms: column(&row, 2)?,
+        lockouts: u32::try_from(lockouts).unwrap_or(0),
+    }))
+}
+
+/// A decision waiting for the writer.
+struct DecisionJob {
+    payment_id: String,
+    status: i32,
+    reason_code: Option<String>,
+    reason: Option<String>,
+    decided_unix_ms: i64,
+    reply: oneshot::Sender<Result<PaymentRecord, Failure>>,
+}
+
+/// Takes whatever decisions are queued (at most [`MAX_DECISIONS_PER_STATEMENT`]) and writes
+/// them with one statement, up to [`DECISION_WRITERS`] statements at once. Runs until the
+/// store is dropped.
+async fn write_decisions(server: Server, pool: Pool, mut queue: mpsc::Receiver<DecisionJob>) {
+    let writers = Arc::new(Semaphore::new(DECISION_WRITERS));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = Arc::clone(&writers).acquire_owned().await else {
+            return;
+        };
+        // Taken only once a writer is free, so decisions queue up while all are busy and the
+        // next statement carries all of them.
+        let mut batch = vec![first];
+        while batch.len() < MAX_DECISIONS_PER_STATEMENT {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let server = server.clone();
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            write_decision_batch(&server, &pool, batch).await;
+        });
+    }
+}
+
+/// Writes a batch of decisions; each caller gets its payment as stored afterwards (its own
+/// decision, or the first one if the payment was already decided).
+async fn write_decision_batch(server: &Server, pool: &Pool, batch: Vec<DecisionJob>) {
+    let mut pending = batch;
+    while !pending.is_empty() {
+        // One payment decided twice in one batch: the later call must see the earlier one's
+        // result, as it would one statement later, so it waits for the next statement.
+        let mut seen = std::collections::HashSet::new();
+        let (now, later): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|job| seen.insert(job.payment_id.clone()));
+        let result = decide_all(server, pool, &now).await;
+        for job in now {
+            let answer = match &result {
+                Ok(stored) => stored.get(&job.payment_id).cloned().ok_or_else(|| {
+                    Failure::NotFound(format!("payment {} does not exist", job.payment_id))
+                }),
+                Err(failure) => Err(failure.clone()),
+            };
+            let _ = job.reply.send(answer);
+        }
+        pending = later;
+    }
+}
+
+/// The decisions as one `UPDATE … FROM unnest(…)` (single assignment: only PENDING rows
+/// change), then one read of the payments it did not change (decided before, by anyone), in
+/// a new statement so its snapshot includes every decision committed before ours.
+async fn decide_all(
+    server: &Server,
+    pool: &Pool,
+    batch: &[DecisionJob],
+) -> Result<std::collections::HashMap<String, PaymentRecord>, Failure> {
+    const DOING: &str = "writing a decision";
+    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+    let client = server.connection(pool, DOING).await?;
+    let ids: Vec<&str> = batch.iter().map(|job| job.payment_id.as_str()).collect();
+    let statuses: Vec<i32> = batch.iter().map(|job| job.status).collect();
+    let codes: Vec<Option<&str>> = batch.iter().map(|job| job.reason_code.as_deref()).collect();
+    let reasons: Vec<Option<&str>> = batch.iter().map(|job| job.reason.as_deref()).collect();
+    let times: Vec<i64> = batch.iter().map(|job| job.decided_unix_ms).collect();
+    let update = client
+        .prepare_cached(concat!(
+            // Each decided row takes the next position in the decision order. Positions are
+            // handed out before commit, so they may become visible out of order; watchers
+            // wait for a missing one (events.rs), which is why this is not a plain `seq`.
+            "UPDATE payments AS p SET status = d.status, reason_code = d.reason_code,
+                 reason = d.reason, decided_unix_ms = d.decided_unix_ms,
+                 decision_seq = nextval('payments_decision_seq')
+             FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[])
+                 AS d (payment_id, status, reason_code, reason, decided_unix_ms)
+             WHERE p.payment_id = d.payment_id AND p.status = 1
+             RETURNING ",
+            "p.seq, p.payment_id, p.idempotency_key, p.from_user, p.from_bank, p.from_account,
+             p.to_user, p.to_bank, p.to_account, p.amount_minor, p.currency, p.memo, p.status,
+             p.reason_code, p.reason, p.debit_acked, p.credit_acked,
+             p.decision_deadline_unix_ms, p.created_unix_ms, p.decided_unix_ms,
+             p.coordinator, p.decision_seq"
+        ))
+        .await
+        .map_err(failed)?;
+    let mut stored = std::collections::HashMap::with_capacity(batch.len());
+    for row in client
+        .query(&update, &[&ids, &statuses, &codes, &reasons, &times])
+        .await
+        .map_err(failed)?
+    {
+        let record = payment_from_row(&row)?;
+        stored.insert(record.payment_id.clone(), record);
+    }
+    let unchanged: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains_key(*id))
+        .collect();
+    if !unchanged.is_empty() {
+        let select = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE payment_id = ANY($1::text[])"
+            ))
+            .await
+            .map_err(failed)?;
+        for row in client.query(&select, &[&unchanged]).await.map_err(failed)? {
+            let record = payment_from_row(&row)?;
+            stored.insert(record.payment_id.clone(), record);
+        }
+    }
+    Ok(stored)
+}
