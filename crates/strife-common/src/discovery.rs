@@ -88,6 +88,11 @@ pub struct NetworkInfo {
     pub etcd: String,
     /// Every gateway replica's address, comma-separated (what `--gateway` takes).
     pub gateway: String,
+    /// The gateways' store when it is not the data dir's SQLite file (a PostgreSQL URL, with
+    /// its password: the file is private, like the demo passwords beside it), so `strife
+    /// audit` and `strife bench` find it without flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 impl NetworkInfo {

@@ -83,9 +83,10 @@ struct AuditArgs {
     #[arg(long)]
     live: bool,
     /// The gateway's store, as given to `strife gateway --store` (`sqlite` or a PostgreSQL
-    /// URL, read-only here).
-    #[arg(long, env = "STRIFE_AUDIT_STORE", default_value = STORE_DEFAULT, hide_env_values = true)]
-    store: String,
+    /// URL, read-only here); default: the one a `strife dev` network in `--dir` uses, else
+    /// `sqlite`.
+    #[arg(long, env = "STRIFE_AUDIT_STORE", hide_env_values = true)]
+    store: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,9 +122,9 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// The gateway's store, for the audit at the end (`sqlite` or the gateway's PostgreSQL
-    /// URL).
-    #[arg(long, env = "STRIFE_BENCH_STORE", default_value = STORE_DEFAULT, hide_env_values = true)]
-    store: String,
+    /// URL); default: the one a `strife dev` network in `--dir` uses, else `sqlite`.
+    #[arg(long, env = "STRIFE_BENCH_STORE", hide_env_values = true)]
+    store: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -565,7 +566,14 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
             .etcd
             .or_else(|| info.as_ref().map(|info| info.etcd.clone()))
             .unwrap_or_else(|| DEFAULT_ETCD.into()),
-        store: store_location(&args.store, &args.dir)?,
+        store: store_location(
+            &args
+                .store
+                .clone()
+                .or_else(|| info.as_ref().and_then(|info| info.store.clone()))
+                .unwrap_or_else(|| STORE_DEFAULT.to_owned()),
+            &args.dir,
+        )?,
         dir: args.dir,
         payers: args.payers,
         concurrency: args.concurrency,
@@ -595,8 +603,12 @@ fn run_audit(args: AuditArgs) -> anyhow::Result<u8> {
             .map(|info| info.etcd)
             .unwrap_or_else(|| DEFAULT_ETCD.into())],
     };
+    let store = args
+        .store
+        .or_else(|| network_info(&args.dir).and_then(|info| info.store))
+        .unwrap_or_else(|| STORE_DEFAULT.to_owned());
     let config = strife_audit::AuditConfig {
-        store: store_location(&args.store, &args.dir)?,
+        store: store_location(&store, &args.dir)?,
         dir: args.dir,
         etcd_endpoints,
         live: args.live,

@@ -262,6 +262,10 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         if let Some(postgres) = &postgres {
             // Through the environment: a URL with a password stays off command lines.
             command.env("STRIFE_GATEWAY_STORE", &postgres.url);
+            if postgres.created && replica == 1 {
+                // A new, empty database: the first replica creates the schema.
+                command.arg("--initialize");
+            }
         }
         let log_name = if config.replicas == 1 {
             "gateway.log".to_owned()
@@ -277,6 +281,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let info = strife_common::discovery::NetworkInfo {
         etcd: etcd_url.clone(),
         gateway: gateway_address.clone(),
+        store: postgres.as_ref().map(|postgres| postgres.url.clone()),
     };
     std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
     print_ready(&config, &gateway_address, &etcd_url, &passwords)?;

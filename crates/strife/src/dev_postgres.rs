@@ -33,6 +33,9 @@ pub struct DevPostgres {
     pub url: String,
     /// The same without the password, for printing.
     pub redacted_url: String,
+    /// The `strife` database was created by this start: the first gateway must create the
+    /// schema in it (`--initialize`).
+    pub created: bool,
 }
 
 impl Drop for DevPostgres {
@@ -134,6 +137,39 @@ fn cluster_root(dir: &Path, as_user: Option<(u32, u32)>) -> anyhow::Result<PathB
     Ok(PathBuf::from(format!("/var/tmp/strife-dev-postgres-{tag}")))
 }
 
+/// A cluster outside the data dir (the root case) belongs to the data dir only while both
+/// hold the same random id: a data dir deleted and made again (a new network, new CA) must
+/// not meet the old network's database — the gateway would rightly refuse it.
+fn forget_if_stale(dir: &Path, root: &Path) -> anyhow::Result<()> {
+    if root.starts_with(dir) {
+        return Ok(());
+    }
+    let ours = dir.join("postgres-cluster-id");
+    let theirs = root.join("cluster-id");
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|id| id.trim().to_owned())
+    };
+    match (read(&ours), read(&theirs)) {
+        (Some(ours), Some(theirs)) if ours == theirs => return Ok(()),
+        _ => {}
+    }
+    if root.exists() {
+        eprintln!(
+            "discarding {}: it belonged to an earlier network in {}",
+            root.display(),
+            dir.display()
+        );
+        std::fs::remove_dir_all(root).with_context(|| format!("removing {}", root.display()))?;
+    }
+    let id = new_password();
+    std::fs::write(&ours, &id).with_context(|| format!("writing {}", ours.display()))?;
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::write(&theirs, &id).with_context(|| format!("writing {}", theirs.display()))?;
+    Ok(())
+}
+
 fn private_dir(path: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
     std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
@@ -165,6 +201,7 @@ pub fn start(dir: &Path, log: &Path) -> anyhow::Result<DevPostgres> {
     let bin = bindir()?;
     let owner = server_user()?;
     let root = cluster_root(dir, owner)?;
+    forget_if_stale(dir, &root)?;
     private_dir(&root, owner)?;
     let data = root.join("data");
     let socket_dir = root.join("run");
@@ -230,9 +267,10 @@ pub fn start(dir: &Path, log: &Path) -> anyhow::Result<DevPostgres> {
             "postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}?sslmode=disable"
         ),
         redacted_url: format!("postgresql://{SUPERUSER}@127.0.0.1:{port}/{DATABASE}"),
+        created: false,
     };
     wait_ready(&mut cluster, &bin, port, log)?;
-    create_database(&bin, port, &password)?;
+    cluster.created = create_database(&bin, port, &password)?;
     Ok(cluster)
 }
 
@@ -295,7 +333,8 @@ fn wait_ready(cluster: &mut DevPostgres, bin: &Path, port: u16, log: &Path) -> a
     }
 }
 
-fn create_database(bin: &Path, port: u16, password: &str) -> anyhow::Result<()> {
+/// Creates the database if it is missing; says whether it did.
+fn create_database(bin: &Path, port: u16, password: &str) -> anyhow::Result<bool> {
     let exists = psql(
         bin,
         port,
@@ -304,7 +343,7 @@ fn create_database(bin: &Path, port: u16, password: &str) -> anyhow::Result<()> 
         &format!("SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"),
     )?;
     if String::from_utf8_lossy(&exists.stdout).trim() == "1" {
-        return Ok(());
+        return Ok(false);
     }
     let created = psql(
         bin,
@@ -318,5 +357,5 @@ fn create_database(bin: &Path, port: u16, password: &str) -> anyhow::Result<()> 
         "creating the {DATABASE} database failed: {}",
         String::from_utf8_lossy(&created.stderr)
     );
-    Ok(())
+    Ok(true)
 }
