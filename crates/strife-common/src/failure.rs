@@ -23,6 +23,33 @@ pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
     "decision_timeout",
 ];
 
+/// Reason codes of settlement and refund refusals (`FAILED_PRECONDITION`), defined once here;
+/// `strife-gateway`'s `settlement` module decides when each applies (docs/SPEC.md §9).
+pub mod settlement {
+    /// The payment's reservation would take the payer bank's net debit past its cap. Nothing
+    /// was recorded and no bank was asked, so the same idempotency key pays once the cap
+    /// allows it (raised, or positions freed by settling a window).
+    pub const NET_DEBIT_CAP_EXCEEDED: &str = "net_debit_cap_exceeded";
+    /// A position or reservation would leave the 64-bit range (never wraps or saturates).
+    pub const POSITION_OVERFLOW: &str = "position_overflow";
+    /// Closing a window that is not the open one (already closed, e.g. a retried close).
+    pub const WINDOW_NOT_OPEN: &str = "window_not_open";
+    /// Settling the window that is still open.
+    pub const WINDOW_OPEN: &str = "window_open";
+    /// Settling a window that was settled before.
+    pub const WINDOW_ALREADY_SETTLED: &str = "window_already_settled";
+    /// Refunding a payment that is not COMMITTED (aborted, or still in flight).
+    pub const PAYMENT_NOT_COMMITTED: &str = "payment_not_committed";
+    /// Refunding a refund.
+    pub const PAYMENT_IS_A_REFUND: &str = "payment_is_a_refund";
+    /// A refund larger than what is left of the original (refunded and in-flight refunds
+    /// counted).
+    pub const REFUND_EXCEEDS_PAYMENT: &str = "refund_exceeds_payment";
+}
+
+/// `ErrorInfo.reason` of [`Failure::UnknownBank`].
+pub const UNKNOWN_BANK_REASON: &str = "unknown_bank";
+
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
@@ -38,6 +65,10 @@ pub enum Failure {
     /// Unknown user, account, payment or leg.
     #[error("{0}")]
     NotFound(String),
+    /// A bank id that is not part of the network (not registered, and unknown to the
+    /// gateway's records). `NOT_FOUND` with reason [`UNKNOWN_BANK_REASON`].
+    #[error("bank {0} is not part of this network")]
+    UnknownBank(String),
     /// User or account already exists.
     #[error("{0}")]
     AlreadyExists(String),
@@ -87,6 +118,7 @@ impl Failure {
             Failure::Unauthenticated => "unauthenticated",
             Failure::PermissionDenied(_) => "permission_denied",
             Failure::NotFound(_) => "not_found",
+            Failure::UnknownBank(_) => UNKNOWN_BANK_REASON,
             Failure::AlreadyExists(_) => "already_exists",
             Failure::FailedPrecondition { reason_code, .. } => reason_code,
             Failure::Aborted(_) => "in_progress",
@@ -103,7 +135,7 @@ impl Failure {
             Failure::InvalidArgument(_) => Code::InvalidArgument,
             Failure::Unauthenticated => Code::Unauthenticated,
             Failure::PermissionDenied(_) => Code::PermissionDenied,
-            Failure::NotFound(_) => Code::NotFound,
+            Failure::NotFound(_) | Failure::UnknownBank(_) => Code::NotFound,
             Failure::AlreadyExists(_) => Code::AlreadyExists,
             Failure::FailedPrecondition { .. } => Code::FailedPrecondition,
             Failure::Aborted(_) => Code::Aborted,
@@ -164,6 +196,17 @@ mod tests {
         let status = Status::from(Failure::internal("open db", "/secret/path"));
         assert_eq!(status.get_details_error_info().unwrap().reason, "internal");
         assert!(!status.message().contains("secret"));
+    }
+
+    #[test]
+    fn an_unknown_bank_is_not_found_with_its_own_reason() {
+        let status = Status::from(Failure::UnknownBank("bank9".into()));
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.message().contains("bank9"));
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            UNKNOWN_BANK_REASON
+        );
     }
 
     #[test]
