@@ -472,7 +472,8 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
                 report.violation(
                     "refund_mismatch",
                     format!(
-                        "refund {id} of {original_id}: not a reverse of a committed payment that                          is not a refund"
+                        "refund {id} of {original_id}: not a reverse of a committed payment that \
+                         is not a refund"
                     ),
                 );
             }
@@ -506,7 +507,8 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
             report.violation(
                 "window_report_mismatch",
                 format!(
-                    "window {window_id}: bilateral totals {stored:?} but its committed cross-bank                      payments sum to {derived:?}"
+                    "window {window_id}: bilateral totals {stored:?} but its committed cross-bank \
+                     payments sum to {derived:?}"
                 ),
             );
         }
@@ -556,7 +558,8 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
             report.violation(
                 "position_mismatch",
                 format!(
-                    "{} {}: position {stored_position} but its committed cross-bank payments in                      unsettled windows come to {derived_position}",
+                    "{} {}: position {stored_position} but its committed cross-bank payments in \
+                     unsettled windows come to {derived_position}",
                     key.0, key.1
                 ),
             );
@@ -565,7 +568,9 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
             report.violation(
                 "reservation_mismatch",
                 format!(
-                    "{} {}: {stored_reserved} reserved but its PENDING cross-bank payments come to                      {derived_reserved} (a reservation outlived its payment's decision, or is                      missing)",
+                    "{} {}: {stored_reserved} reserved but its PENDING cross-bank payments come to \
+                     {derived_reserved} (a reservation outlived its payment's decision, or is \
+                     missing)",
                     key.0, key.1
                 ),
             );
