@@ -14,8 +14,8 @@ use tonic::Status;
 
 use crate::args::{ClientArgs, ClientCommand, OpenAccountArgs};
 use crate::outbox::{
-    classify, is_retryable, resolve, FailureClass, Outbox, OutboxEntry, Reported, Resolution,
-    State, TryOutcome,
+    classify_refusal, is_retryable, resolve, FailureClass, Outbox, OutboxEntry, Reported,
+    Resolution, State, TryOutcome,
 };
 use crate::render::{self, explain, money_json, payment_json, table, timestamp};
 use crate::session::{connect, Gateway};
@@ -355,7 +355,8 @@ fn failed_outcome(status: &Status) -> TryOutcome {
     if never_connected(status) {
         return TryOutcome::NotSent { message };
     }
-    match classify(status.code()) {
+    let reason = strife_common::failure::reason_of(status);
+    match classify_refusal(status.code(), reason.as_deref()) {
         FailureClass::Declined => TryOutcome::Declined { message },
         FailureClass::NotSent => TryOutcome::NotSent { message },
         FailureClass::Unknown => TryOutcome::Unknown { message },

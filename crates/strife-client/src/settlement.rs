@@ -10,7 +10,7 @@ use strife_proto::v1 as pb;
 
 use crate::args::{ClientArgs, SettlementCommand};
 use crate::commands::{describe_payment, emit, failed};
-use crate::outbox::is_retryable;
+use crate::outbox::{classify_refusal, FailureClass};
 use crate::render::{self, money_json, payment_json, table, timestamp};
 use crate::session::Gateway;
 
@@ -95,7 +95,8 @@ pub async fn refund(
         }
         Err(status) => {
             let exit = failed(args, &status);
-            if is_retryable(status.code()) {
+            let reason = strife_common::failure::reason_of(&status);
+            if classify_refusal(status.code(), reason.as_deref()) != FailureClass::Declined {
                 eprintln!(
                     "The refund may or may not have been made: rerun the same command with \
                      --key {key} to refund exactly once."

@@ -505,6 +505,26 @@ async fn a_cap_that_allows_three_of_five_concurrent_payments_refuses_two_before_
 
     // Within one bank the cap does not apply.
     pay(&mut alice, "within", "carol", 500).await;
+    // The CLI keeps a payment refused over the cap in its outbox (nothing was recorded), to
+    // be sent again with its key.
+    let (code, queued) = network.client(
+        "alice",
+        &[
+            "pay",
+            "--to",
+            "bob",
+            "--amount",
+            "10.00",
+            "--key",
+            "cli-capped",
+        ],
+    );
+    assert_eq!(code, 75, "{queued}");
+    assert_eq!(queued["state"], "queued", "{queued}");
+    assert!(
+        queued["error"].as_str().unwrap().contains("net debit cap"),
+        "{queued}"
+    );
 
     // Settling the window frees the cap: the same keys now pay.
     admin
@@ -522,7 +542,10 @@ async fn a_cap_that_allows_three_of_five_concurrent_payments_refuses_two_before_
     for key in &refused_keys {
         pay(&mut alice, key, "bob", 1_000).await;
     }
-    assert_eq!(network.available_minor("bob"), 5_000);
+    let (code, synced) = network.client("alice", &["sync"]);
+    assert_eq!(code, 0, "{synced}");
+    assert_eq!(synced["results"][0]["state"], "succeeded", "{synced}");
+    assert_eq!(network.available_minor("bob"), 6_000);
     // Removing the cap (the CLI): unlimited.
     let (code, removed) =
         network.client("admin", &["settlement", "cap", "--bank", "bank0", "--none"]);
@@ -537,7 +560,7 @@ async fn a_cap_that_allows_three_of_five_concurrent_payments_refuses_two_before_
     let (code, listed) = network.client("admin", &["settlement", "positions"]);
     assert_eq!(code, 0, "{listed}");
     assert_eq!(listed["positions"][0]["bank"], "bank0");
-    assert_eq!(listed["positions"][0]["position"]["amount_minor"], 2_000);
+    assert_eq!(listed["positions"][0]["position"]["amount_minor"], 3_000);
     assert_audit_clean(&network).await;
 }
 
