@@ -32,6 +32,15 @@
 //!   So after any crash the positions, reservations, totals and refund amounts equal their
 //!   derivation from the payments (what `strife audit` checks), and exactly one window is
 //!   open at every commit point.
+//! - **Read-modify-write under a lock**: every settlement write reads a row, has
+//!   [`crate::settlement`] decide, and writes it back. SQLite's single writer serializes these
+//!   for free; a backend with concurrent writers must lock what it reads in the same
+//!   transaction — the payer bank's position row for a reservation and both banks' rows for a
+//!   decision (`SELECT … FOR UPDATE`, rows created with `INSERT … ON CONFLICT DO NOTHING`
+//!   first), the original payment's row for a refund claim or release, the bilateral total
+//!   row — so two payments can never both pass a cap or a refund limit on the same reading.
+//!   And a decision must hold the open window row (`FOR SHARE`) while a close holds it `FOR
+//!   UPDATE`, so no decision can be stamped with a window after that window's close commits.
 //!
 //! Backends: [`sqlite`] (embedded; the default under `--dir`).
 

@@ -320,10 +320,9 @@ async fn positions_move_with_committed_cross_bank_payments_only_and_settling_a_w
         admin.mark_settled(settle(99)).await.unwrap_err().code(),
         Code::NotFound
     );
-    assert_eq!(
-        admin.mark_settled(settle(0)).await.unwrap_err().code(),
-        Code::InvalidArgument
-    );
+    let missing = admin.mark_settled(settle(0)).await.unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert!(missing.message().contains("window_id"), "{missing:?}");
     let report = |window_id| pb::GetSettlementReportRequest { window_id };
     assert_eq!(
         admin
@@ -333,14 +332,9 @@ async fn positions_move_with_committed_cross_bank_payments_only_and_settling_a_w
             .code(),
         Code::NotFound
     );
-    assert_eq!(
-        admin
-            .get_settlement_report(report(0))
-            .await
-            .unwrap_err()
-            .code(),
-        Code::InvalidArgument
-    );
+    let missing = admin.get_settlement_report(report(0)).await.unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument);
+    assert!(missing.message().contains("window_id"), "{missing:?}");
     let bad_page = pb::ListSettlementWindowsRequest {
         page_size: 1,
         page_token: "nonsense".into(),
