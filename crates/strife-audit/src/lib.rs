@@ -39,6 +39,18 @@
 //! ABORTED is final, so a payment the later read calls ABORTED may have no entry at all,
 //! whenever it was decided (`uncommitted_payment_applied`).
 //!
+//! # Settlement (docs/SPEC.md §9)
+//!
+//! From the same gateway snapshot (one read transaction, so in `--live` too): every window's
+//! bilateral totals equal the sum of the COMMITTED cross-bank payments stamped with it, and its
+//! net amounts sum to zero per currency; exactly one window is open and every decided payment
+//! names an existing window (a PENDING one none); every bank's position equals Σ over its
+//! committed cross-bank payments in unsettled windows (+ paid, − received), and its
+//! reservation Σ of its PENDING cross-bank payments (so no reservation outlives its payment's
+//! decision); every refund mirrors a COMMITTED original that is not itself a refund, and per
+//! original Σ committed refunds = `refunded`, Σ pending refunds = `refund_pending`, and both
+//! together never exceed the original's amount.
+//!
 //! Money in flight: Σ balances = Σ deposits + Σ over payments of their applied deltas. A
 //! payment applied on both legs contributes 0; an in-flight payment with only its debit
 //! applied contributes −amount (debited, not yet credited), only its credit +amount. So with
@@ -59,8 +71,9 @@ use strife_common::money::{self, Amount};
 use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_gateway::settlement::{is_cross_bank, nets, window_state, WindowState};
 pub use strife_gateway::store::StoreLocation;
-use strife_gateway::store::{GatewayLog, PaymentStatus};
+use strife_gateway::store::{GatewayLog, LogSnapshot, PaymentRecord, PaymentStatus, WindowReport};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
@@ -123,7 +136,20 @@ pub struct Report {
     /// currency → money debited but not yet credited (negative: credited, not yet debited) by
     /// the in-flight payments, in minor units; Σ balances + this = Σ deposits.
     pub in_flight_minor: BTreeMap<String, i128>,
+    /// What the settlement checks covered.
+    pub settlement: SettlementSummary,
     pub violations: Vec<Violation>,
+}
+
+/// What the settlement checks looked at.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct SettlementSummary {
+    pub windows: usize,
+    pub open_window: Option<i64>,
+    pub settled_windows: usize,
+    /// (bank, currency) positions re-derived from the log.
+    pub positions: usize,
+    pub refunds: usize,
 }
 
 impl Report {
@@ -184,6 +210,16 @@ impl Report {
             self.payments_committed,
             self.payments_aborted,
             self.payments_pending
+        ));
+        lines.push(format!(
+            "settlement: {} windows ({} settled, open: {}), {} positions re-derived, {} refunds",
+            self.settlement.windows,
+            self.settlement.settled_windows,
+            self.settlement
+                .open_window
+                .map_or("none".to_owned(), |window| window.to_string()),
+            self.settlement.positions,
+            self.settlement.refunds
         ));
         if self.violations.is_empty() {
             lines.push("violations: none — all invariants hold".into());
@@ -294,6 +330,9 @@ struct GatewaySnapshot {
     payments: Vec<LoggedPayment>,
     /// (bank, account) → the user the gateway links it to.
     links: HashMap<AccountKey, String>,
+    /// The settlement checks' findings on this snapshot.
+    settlement: SettlementSummary,
+    settlement_violations: Vec<Violation>,
 }
 
 /// Reads the gateway's log through its store interface (read-only; the gateway may be running).
@@ -302,6 +341,8 @@ async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySna
         return Ok(GatewaySnapshot::default());
     };
     let snapshot = log.snapshot().await?;
+    let mut findings = Report::default();
+    check_settlement(&snapshot, &mut findings);
     let payments = snapshot
         .payments
         .into_iter()
@@ -321,7 +362,255 @@ async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySna
         .into_iter()
         .map(|link| ((link.bank_id, link.account_number), link.username))
         .collect();
-    Ok(GatewaySnapshot { payments, links })
+    Ok(GatewaySnapshot {
+        payments,
+        links,
+        settlement: findings.settlement,
+        settlement_violations: findings.violations,
+    })
+}
+
+/// The settlement invariants on one gateway snapshot (module doc, "Settlement").
+fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
+    if snapshot.windows.is_empty() {
+        // A store that does not keep settlement (PostgreSQL, so far): nothing to check.
+        return;
+    }
+    let windows: HashMap<i64, &WindowReport> = snapshot
+        .windows
+        .iter()
+        .map(|report| (report.window.window_id, report))
+        .collect();
+    let open: Vec<i64> = snapshot
+        .windows
+        .iter()
+        .filter(|report| window_state(&report.window) == WindowState::Open)
+        .map(|report| report.window.window_id)
+        .collect();
+    report.settlement.windows = snapshot.windows.len();
+    report.settlement.settled_windows = snapshot
+        .windows
+        .iter()
+        .filter(|report| window_state(&report.window) == WindowState::Settled)
+        .count();
+    report.settlement.open_window = open.first().copied();
+    if open.len() != 1 {
+        report.violation(
+            "open_windows",
+            format!(
+                "{} settlement windows are open (exactly one must be): {open:?}",
+                open.len()
+            ),
+        );
+    }
+
+    // Derived from the payments alone: per window (payer, payee, currency) → (Σ, count); per
+    // (bank, currency) position and reservation; per original (refunded, pending).
+    type Key = (String, String, String);
+    let mut totals: HashMap<i64, BTreeMap<Key, (i128, i64)>> = HashMap::new();
+    let mut positions: BTreeMap<(String, String), i128> = BTreeMap::new();
+    let mut reserved: BTreeMap<(String, String), i128> = BTreeMap::new();
+    let mut refunds: HashMap<&str, (i128, i128)> = HashMap::new();
+    let by_id: HashMap<&str, &PaymentRecord> = snapshot
+        .payments
+        .iter()
+        .map(|payment| (payment.payment_id.as_str(), payment))
+        .collect();
+    for payment in &snapshot.payments {
+        let id = &payment.payment_id;
+        match (payment.status, payment.window_id) {
+            (PaymentStatus::Pending, None) => {}
+            (PaymentStatus::Pending, Some(window)) => report.violation(
+                "payment_window_mismatch",
+                format!("payment {id} is PENDING but stamped with window {window}"),
+            ),
+            (_, None) => report.violation(
+                "payment_window_mismatch",
+                format!("payment {id} is decided but belongs to no settlement window"),
+            ),
+            (_, Some(window)) if !windows.contains_key(&window) => report.violation(
+                "payment_window_mismatch",
+                format!("payment {id} names settlement window {window}, which does not exist"),
+            ),
+            _ => {}
+        }
+        if is_cross_bank(payment) {
+            let payer = (payment.from.bank_id.clone(), payment.currency.clone());
+            let payee = (payment.to.bank_id.clone(), payment.currency.clone());
+            let amount = i128::from(payment.amount_minor);
+            match payment.status {
+                PaymentStatus::Pending => *reserved.entry(payer).or_insert(0) += amount,
+                PaymentStatus::Committed => {
+                    let window = payment.window_id.and_then(|window| windows.get(&window));
+                    if let Some(window) = window {
+                        let entry = totals
+                            .entry(window.window.window_id)
+                            .or_default()
+                            .entry((payer.0.clone(), payee.0.clone(), payment.currency.clone()))
+                            .or_insert((0, 0));
+                        entry.0 += amount;
+                        entry.1 += 1;
+                        if window_state(&window.window) != WindowState::Settled {
+                            *positions.entry(payer).or_insert(0) += amount;
+                            *positions.entry(payee).or_insert(0) -= amount;
+                        }
+                    }
+                }
+                PaymentStatus::Aborted => {}
+            }
+        }
+        if let Some(original_id) = &payment.refund_of {
+            report.settlement.refunds += 1;
+            let Some(original) = by_id.get(original_id.as_str()) else {
+                report.violation(
+                    "refund_mismatch",
+                    format!("refund {id} names payment {original_id}, which the log does not have"),
+                );
+                continue;
+            };
+            let mirrors = payment.from == original.to
+                && payment.to == original.from
+                && payment.currency == original.currency;
+            if !mirrors
+                || original.status != PaymentStatus::Committed
+                || original.refund_of.is_some()
+            {
+                report.violation(
+                    "refund_mismatch",
+                    format!(
+                        "refund {id} of {original_id}: not a reverse of a committed payment that \
+                         is not a refund"
+                    ),
+                );
+            }
+            let entry = refunds.entry(original_id.as_str()).or_insert((0, 0));
+            match payment.status {
+                PaymentStatus::Committed => entry.0 += i128::from(payment.amount_minor),
+                PaymentStatus::Pending => entry.1 += i128::from(payment.amount_minor),
+                PaymentStatus::Aborted => {}
+            }
+        }
+    }
+
+    for window in &snapshot.windows {
+        let window_id = window.window.window_id;
+        let stored: BTreeMap<Key, (i128, i64)> = window
+            .totals
+            .iter()
+            .map(|total| {
+                (
+                    (
+                        total.payer_bank.clone(),
+                        total.payee_bank.clone(),
+                        total.currency.clone(),
+                    ),
+                    (i128::from(total.amount_minor), total.payments),
+                )
+            })
+            .collect();
+        let derived = totals.remove(&window_id).unwrap_or_default();
+        if stored != derived {
+            report.violation(
+                "window_report_mismatch",
+                format!(
+                    "window {window_id}: bilateral totals {stored:?} but its committed cross-bank \
+                     payments sum to {derived:?}"
+                ),
+            );
+        }
+        match nets(&window.totals) {
+            Ok(nets) => {
+                let mut sums: BTreeMap<&str, i128> = BTreeMap::new();
+                for net in &nets {
+                    *sums.entry(net.currency.as_str()).or_insert(0) += i128::from(net.net_minor);
+                }
+                sums.retain(|_, sum| *sum != 0);
+                if !sums.is_empty() {
+                    report.violation(
+                        "window_nets_not_zero",
+                        format!("window {window_id}: net amounts sum to {sums:?}"),
+                    );
+                }
+            }
+            Err(failure) => report.violation(
+                "window_nets_not_zero",
+                format!("window {window_id}: {failure}"),
+            ),
+        }
+    }
+
+    let mut stored_positions: BTreeMap<(String, String), (i128, i128)> = BTreeMap::new();
+    for position in &snapshot.positions {
+        stored_positions.insert(
+            (position.bank_id.clone(), position.currency.clone()),
+            (
+                i128::from(position.position_minor),
+                i128::from(position.reserved_minor),
+            ),
+        );
+    }
+    let mut keys: Vec<(String, String)> = stored_positions.keys().cloned().collect();
+    keys.extend(positions.keys().cloned());
+    keys.extend(reserved.keys().cloned());
+    keys.sort();
+    keys.dedup();
+    report.settlement.positions = keys.len();
+    for key in keys {
+        let (stored_position, stored_reserved) =
+            stored_positions.get(&key).copied().unwrap_or((0, 0));
+        let derived_position = positions.get(&key).copied().unwrap_or(0);
+        let derived_reserved = reserved.get(&key).copied().unwrap_or(0);
+        if stored_position != derived_position {
+            report.violation(
+                "position_mismatch",
+                format!(
+                    "{} {}: position {stored_position} but its committed cross-bank payments in \
+                     unsettled windows come to {derived_position}",
+                    key.0, key.1
+                ),
+            );
+        }
+        if stored_reserved != derived_reserved {
+            report.violation(
+                "reservation_mismatch",
+                format!(
+                    "{} {}: {stored_reserved} reserved but its PENDING cross-bank payments come to \
+                     {derived_reserved} (a reservation outlived its payment's decision, or is \
+                     missing)",
+                    key.0, key.1
+                ),
+            );
+        }
+    }
+
+    for payment in &snapshot.payments {
+        let derived = refunds
+            .get(payment.payment_id.as_str())
+            .copied()
+            .unwrap_or((0, 0));
+        let stored = (
+            i128::from(payment.refunded_minor),
+            i128::from(payment.refund_pending_minor),
+        );
+        if stored != derived {
+            report.violation(
+                "refund_mismatch",
+                format!(
+                    "payment {}: refunded/pending {stored:?} but its refunds come to {derived:?}",
+                    payment.payment_id
+                ),
+            );
+        }
+        if derived.0 + derived.1 > i128::from(payment.amount_minor) {
+            report.violation(
+                "refund_exceeds_payment",
+                format!(
+                    "payment {} of {}: refunds of {} (committed) + {} (pending) exceed it",
+                    payment.payment_id, payment.amount_minor, derived.0, derived.1
+                ),
+            );
+        }
+    }
 }
 
 async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, String>> {
@@ -418,6 +707,8 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
         Some(early) => {
             // Only to name payments logged after the early snapshot; their status is not used.
             let later = read_gateway(gateway_log).await?;
+            report.settlement = early.settlement;
+            report.violations.extend(early.settlement_violations);
             check_owners(&state.owners, &early.links, &mut report);
             classify_live(
                 &early.payments,
@@ -429,6 +720,8 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
         }
         None => {
             let gateway = read_gateway(gateway_log).await?;
+            report.settlement = gateway.settlement;
+            report.violations.extend(gateway.settlement_violations);
             check_owners(&state.owners, &gateway.links, &mut report);
             check_payments(&gateway.payments, entries_by_payment, &mut report);
         }
@@ -1145,6 +1438,269 @@ mod tests {
         assert!(report.is_clean(), "{:?}", report.violations);
         assert!(report.in_flight.is_empty());
         assert_eq!(report.payments_committed, 1);
+    }
+
+    mod settlement {
+        use super::super::*;
+        use super::kinds;
+        use strife_gateway::store::{BilateralTotal, Party, PositionRecord, WindowRecord};
+
+        fn party(user: &str, bank: &str) -> Party {
+            Party {
+                username: user.into(),
+                bank_id: bank.into(),
+                account_number: format!("{bank}-{user}"),
+            }
+        }
+
+        fn logged(
+            id: &str,
+            from: (&str, &str),
+            to: (&str, &str),
+            amount_minor: i64,
+            status: PaymentStatus,
+            window_id: Option<i64>,
+        ) -> PaymentRecord {
+            PaymentRecord {
+                seq: 0,
+                payment_id: id.into(),
+                idempotency_key: id.into(),
+                from: party(from.0, from.1),
+                to: party(to.0, to.1),
+                amount_minor,
+                currency: "USD".into(),
+                memo: String::new(),
+                status,
+                reason_code: None,
+                reason: None,
+                debit_acked: true,
+                credit_acked: true,
+                decision_deadline_unix_ms: 0,
+                created_unix_ms: 0,
+                decided_unix_ms: None,
+                coordinator: "gw".into(),
+                decision_seq: None,
+                refund_of: None,
+                refunded_minor: 0,
+                refund_pending_minor: 0,
+                window_id,
+            }
+        }
+
+        fn window(
+            id: i64,
+            closed: bool,
+            settled: bool,
+            totals: Vec<BilateralTotal>,
+        ) -> WindowReport {
+            WindowReport {
+                window: WindowRecord {
+                    window_id: id,
+                    opened_unix_ms: 1,
+                    closed_unix_ms: closed.then_some(2),
+                    settled_unix_ms: settled.then_some(3),
+                },
+                totals,
+            }
+        }
+
+        fn total(payer: &str, payee: &str, amount_minor: i64, payments: i64) -> BilateralTotal {
+            BilateralTotal {
+                payer_bank: payer.into(),
+                payee_bank: payee.into(),
+                currency: "USD".into(),
+                amount_minor,
+                payments,
+            }
+        }
+
+        fn position(bank: &str, position_minor: i64, reserved_minor: i64) -> PositionRecord {
+            PositionRecord {
+                bank_id: bank.into(),
+                currency: "USD".into(),
+                position_minor,
+                reserved_minor,
+                cap_minor: Some(1_000_000),
+            }
+        }
+
+        /// Window 1 settled (bank0 → bank1 500), window 2 closed (bank1 → bank0 200), window 3
+        /// open (bank0 → bank1 100), a same-bank payment, an aborted one, a pending one (30
+        /// reserved at bank0), and a refund of 40 committed plus 10 pending against p-3.
+        fn consistent() -> LogSnapshot {
+            use PaymentStatus::*;
+            let mut refunded = logged(
+                "p-3",
+                ("alice", "bank0"),
+                ("bob", "bank1"),
+                100,
+                Committed,
+                Some(3),
+            );
+            refunded.refunded_minor = 40;
+            refunded.refund_pending_minor = 10;
+            let mut refund = logged(
+                "r-1",
+                ("bob", "bank1"),
+                ("alice", "bank0"),
+                40,
+                Committed,
+                Some(3),
+            );
+            refund.refund_of = Some("p-3".into());
+            let mut pending_refund = logged(
+                "r-2",
+                ("bob", "bank1"),
+                ("alice", "bank0"),
+                10,
+                Pending,
+                None,
+            );
+            pending_refund.refund_of = Some("p-3".into());
+            LogSnapshot {
+                payments: vec![
+                    logged(
+                        "p-1",
+                        ("alice", "bank0"),
+                        ("bob", "bank1"),
+                        500,
+                        Committed,
+                        Some(1),
+                    ),
+                    logged(
+                        "p-2",
+                        ("bob", "bank1"),
+                        ("alice", "bank0"),
+                        200,
+                        Committed,
+                        Some(2),
+                    ),
+                    refunded,
+                    logged(
+                        "p-4",
+                        ("alice", "bank0"),
+                        ("carol", "bank0"),
+                        70,
+                        Committed,
+                        Some(3),
+                    ),
+                    logged(
+                        "p-5",
+                        ("alice", "bank0"),
+                        ("bob", "bank1"),
+                        60,
+                        Aborted,
+                        Some(3),
+                    ),
+                    logged(
+                        "p-6",
+                        ("alice", "bank0"),
+                        ("bob", "bank1"),
+                        30,
+                        Pending,
+                        None,
+                    ),
+                    refund,
+                    pending_refund,
+                ],
+                links: vec![],
+                positions: vec![
+                    // Unsettled: window 2 (bank1 pays 200) and 3 (bank0 pays 100, bank1 40).
+                    position("bank0", -200 + 100 - 40, 30),
+                    position("bank1", 200 - 100 + 40, 10),
+                ],
+                windows: vec![
+                    window(1, true, true, vec![total("bank0", "bank1", 500, 1)]),
+                    window(2, true, false, vec![total("bank1", "bank0", 200, 1)]),
+                    window(
+                        3,
+                        false,
+                        false,
+                        vec![
+                            total("bank0", "bank1", 100, 1),
+                            total("bank1", "bank0", 40, 1),
+                        ],
+                    ),
+                ],
+            }
+        }
+
+        fn findings(snapshot: &LogSnapshot) -> Report {
+            let mut report = Report::default();
+            check_settlement(snapshot, &mut report);
+            report
+        }
+
+        #[test]
+        fn a_consistent_log_is_clean() {
+            let report = findings(&consistent());
+            assert!(report.is_clean(), "{:?}", report.violations);
+            assert_eq!(
+                report.settlement,
+                SettlementSummary {
+                    windows: 3,
+                    open_window: Some(3),
+                    settled_windows: 1,
+                    positions: 2,
+                    refunds: 2,
+                }
+            );
+        }
+
+        #[test]
+        fn a_position_off_from_its_derivation_is_caught() {
+            let mut snapshot = consistent();
+            snapshot.positions[0].position_minor += 1;
+            assert_eq!(kinds(&findings(&snapshot)), vec!["position_mismatch"]);
+        }
+
+        #[test]
+        fn a_reservation_that_outlived_its_decision_is_caught() {
+            let mut snapshot = consistent();
+            snapshot.payments[5].status = PaymentStatus::Aborted;
+            snapshot.payments[5].window_id = Some(3);
+            assert_eq!(kinds(&findings(&snapshot)), vec!["reservation_mismatch"]);
+        }
+
+        #[test]
+        fn a_window_report_that_differs_from_its_payments_is_caught() {
+            let mut snapshot = consistent();
+            snapshot.windows[1].totals[0].amount_minor = 201;
+            let report = findings(&snapshot);
+            assert_eq!(kinds(&report), vec!["window_report_mismatch"]);
+            // A payment moved to another window changes two reports.
+            let mut snapshot = consistent();
+            snapshot.payments[0].window_id = Some(2);
+            let kinds_seen = kinds(&findings(&snapshot)).join(",");
+            assert!(
+                kinds_seen.contains("window_report_mismatch"),
+                "{kinds_seen}"
+            );
+        }
+
+        #[test]
+        fn refunds_beyond_the_original_or_miscounted_are_caught() {
+            let mut snapshot = consistent();
+            snapshot.payments[6].amount_minor = 95;
+            snapshot.payments[2].refunded_minor = 95;
+            snapshot.positions[0].position_minor -= 55;
+            snapshot.positions[1].position_minor += 55;
+            snapshot.windows[2].totals[1].amount_minor = 95;
+            assert_eq!(kinds(&findings(&snapshot)), vec!["refund_exceeds_payment"]);
+            let mut snapshot = consistent();
+            snapshot.payments[2].refund_pending_minor = 0;
+            assert_eq!(kinds(&findings(&snapshot)), vec!["refund_mismatch"]);
+        }
+
+        #[test]
+        fn two_open_windows_or_an_unstamped_decision_are_caught() {
+            let mut snapshot = consistent();
+            snapshot.windows[1].window.closed_unix_ms = None;
+            assert_eq!(kinds(&findings(&snapshot)), vec!["open_windows"]);
+            let mut snapshot = consistent();
+            snapshot.payments[3].window_id = None;
+            assert_eq!(kinds(&findings(&snapshot)), vec!["payment_window_mismatch"]);
+        }
     }
 
     #[test]

@@ -92,6 +92,26 @@ pub enum ClientCommand {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
         max_seconds: Option<u64>,
     },
+    /// Refund a payment you received (admin: any payment), in full or in part: a new payment
+    /// back to the payer, linked to the original.
+    Refund {
+        payment_id: String,
+        /// Amount like 5.00 in the payment's currency (default: all that is not yet refunded).
+        #[arg(long, allow_hyphen_values = true)]
+        amount: Option<String>,
+        /// Why (stored as the refund's memo).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Idempotency key; a new one is chosen if absent. Rerun with it after a failure to
+        /// refund exactly once.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// (admin) Interbank settlement: windows and their statements, net debit caps, positions.
+    Settlement {
+        #[command(subcommand)]
+        command: SettlementCommand,
+    },
     /// Send queued payments and resolve unknown outcomes (by key) now; with --watch keep going.
     Sync {
         #[arg(long)]
@@ -124,4 +144,42 @@ pub struct OpenAccountArgs {
     /// the account exactly once.
     #[arg(long)]
     pub key: Option<String>,
+}
+
+/// `settlement`: what the admin does with windows, caps and positions.
+#[derive(Debug, Subcommand)]
+pub enum SettlementCommand {
+    /// Settlement windows, newest first (exactly one is open).
+    Windows {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
+    /// Close the open window (or `WINDOW`, which must be the open one) and open the next;
+    /// prints the closed window's statement. Retrying a close never closes a second window.
+    Close { window: Option<u64> },
+    /// A window's settlement statement: what each bank pays or receives, and the bilateral
+    /// totals behind it (the open window's is provisional).
+    Report { window: u64 },
+    /// Record that a closed window's net amounts have moved; frees the banks' positions.
+    Settle { window: u64 },
+    /// Set a bank's net debit cap in a currency (`--amount 500.00`), or remove it (`--none`).
+    Cap {
+        #[arg(long)]
+        bank: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        /// The cap, like 500.00 (0 allowed: the bank may only pay out what it received).
+        #[arg(
+            long,
+            allow_hyphen_values = true,
+            conflicts_with = "none",
+            required_unless_present = "none"
+        )]
+        amount: Option<String>,
+        /// No cap (unlimited).
+        #[arg(long)]
+        none: bool,
+    },
+    /// Every bank's position, reservation, cap and headroom.
+    Positions,
 }

@@ -14,8 +14,8 @@ use tonic::Status;
 
 use crate::args::{ClientArgs, ClientCommand, OpenAccountArgs};
 use crate::outbox::{
-    classify, is_retryable, resolve, FailureClass, Outbox, OutboxEntry, Reported, Resolution,
-    State, TryOutcome,
+    classify_refusal, is_retryable, resolve, FailureClass, Outbox, OutboxEntry, Reported,
+    Resolution, State, TryOutcome,
 };
 use crate::render::{self, explain, money_json, payment_json, table, timestamp};
 use crate::session::{connect, Gateway};
@@ -24,7 +24,7 @@ use crate::EXIT_QUEUED;
 /// Longest a `sync --watch` sleeps between looks at the outbox.
 const WATCH_POLL_MAX: Duration = Duration::from_secs(1);
 
-fn emit(args: &ClientArgs, human: String, document: serde_json::Value) {
+pub(crate) fn emit(args: &ClientArgs, human: String, document: serde_json::Value) {
     if args.json {
         println!("{document}");
     } else {
@@ -33,7 +33,7 @@ fn emit(args: &ClientArgs, human: String, document: serde_json::Value) {
 }
 
 /// Prints a failed call and returns exit status 1.
-fn failed(args: &ClientArgs, status: &Status) -> u8 {
+pub(crate) fn failed(args: &ClientArgs, status: &Status) -> u8 {
     let sentence = explain(status);
     if args.json {
         println!(
@@ -141,6 +141,23 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
             sync(&args, &mut gateway, *watch, *until_empty, max_time).await
         }
         ClientCommand::Outbox => show_outbox(&args),
+        ClientCommand::Refund {
+            payment_id,
+            amount,
+            reason,
+            key,
+        } => {
+            let request = crate::settlement::RefundArgs {
+                payment_id,
+                amount: amount.as_deref(),
+                reason,
+                key: key.clone(),
+            };
+            crate::settlement::refund(&args, &mut gateway, request).await
+        }
+        ClientCommand::Settlement { command } => {
+            crate::settlement::settlement(&args, &mut gateway, command).await
+        }
         ClientCommand::Watch {
             since,
             max_events,
@@ -338,7 +355,8 @@ fn failed_outcome(status: &Status) -> TryOutcome {
     if never_connected(status) {
         return TryOutcome::NotSent { message };
     }
-    match classify(status.code()) {
+    let reason = strife_common::failure::reason_of(status);
+    match classify_refusal(status.code(), reason.as_deref()) {
         FailureClass::Declined => TryOutcome::Declined { message },
         FailureClass::NotSent => TryOutcome::NotSent { message },
         FailureClass::Unknown => TryOutcome::Unknown { message },
@@ -497,7 +515,7 @@ fn report_entry(args: &ClientArgs, entry: &OutboxEntry) -> u8 {
     }
 }
 
-fn describe_payment(payment: &pb::Payment) -> String {
+pub(crate) fn describe_payment(payment: &pb::Payment) -> String {
     let mut lines = vec![
         format!("payment  {}", payment.payment_id),
         format!("status   {}", render::status_name(payment.status)),
@@ -514,6 +532,21 @@ fn describe_payment(payment: &pb::Payment) -> String {
     ];
     if !payment.reason.is_empty() {
         lines.push(format!("reason   {}", payment.reason));
+    }
+    if !payment.memo.is_empty() {
+        lines.push(format!("memo     {}", payment.memo));
+    }
+    if !payment.refund_of.is_empty() {
+        lines.push(format!("refund of payment {}", payment.refund_of));
+    }
+    if payment.refunded.is_some() {
+        lines.push(format!(
+            "refunded {}",
+            render::money(payment.refunded.as_ref())
+        ));
+    }
+    if payment.settlement_window_id != 0 {
+        lines.push(format!("window   {}", payment.settlement_window_id));
     }
     lines.join("\n")
 }
@@ -538,6 +571,7 @@ async fn history(args: &ClientArgs, gateway: &mut Gateway, limit: u32) -> anyhow
                         render::money(payment.amount.as_ref()),
                         render::status_name(payment.status).into(),
                         payment.reason_code.clone(),
+                        render::refund_note(payment),
                         payment.payment_id.clone(),
                     ]
                 })
@@ -553,6 +587,7 @@ async fn history(args: &ClientArgs, gateway: &mut Gateway, limit: u32) -> anyhow
                         "AMOUNT",
                         "STATUS",
                         "REASON",
+                        "REFUND",
                         "PAYMENT",
                     ],
                     &rows,

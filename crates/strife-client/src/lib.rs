@@ -7,12 +7,15 @@
 //! - [`commands`]: one function per command.
 //! - [`render`]: human tables and `--json` documents, and sentences for errors.
 //! - [`outbox`]: the offline outbox and its retry policy.
+//! - [`settlement`]: `refund` and the admin's `settlement` commands, and the settlement
+//!   statement.
 
 pub mod args;
 pub mod commands;
 pub mod outbox;
 pub mod render;
 pub mod session;
+pub mod settlement;
 pub mod watch;
 
 pub use args::ClientArgs;

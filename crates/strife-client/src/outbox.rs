@@ -156,6 +156,18 @@ pub fn classify(code: Code) -> FailureClass {
     }
 }
 
+/// [`classify`] with the refusal's reason code: a payment refused over its bank's net debit
+/// cap was not recorded at all (docs/SPEC.md §9), so it stays queued and is sent again, with
+/// the same key, until the cap allows it — like a payment queued for liquidity.
+pub fn classify_refusal(code: Code, reason_code: Option<&str>) -> FailureClass {
+    if code == Code::FailedPrecondition
+        && reason_code == Some(strife_common::failure::settlement::NET_DEBIT_CAP_EXCEEDED)
+    {
+        return FailureClass::NotSent;
+    }
+    classify(code)
+}
+
 /// Whether a gRPC failure leaves the outcome open (so the same call may be repeated with the
 /// same key): everything that is not a final refusal.
 pub fn is_retryable(code: Code) -> bool {
@@ -486,10 +498,20 @@ mod tests {
             Code::PermissionDenied,
         ] {
             assert_eq!(classify(code), FailureClass::Declined, "{code:?}");
+            assert_eq!(
+                classify_refusal(code, Some("insufficient_funds")),
+                FailureClass::Declined,
+                "{code:?}"
+            );
         }
         for code in [Code::ResourceExhausted, Code::Unauthenticated] {
             assert_eq!(classify(code), FailureClass::NotSent, "{code:?}");
         }
+        // Over a net debit cap: never recorded, so sent again (same key) until it fits.
+        assert_eq!(
+            classify_refusal(Code::FailedPrecondition, Some("net_debit_cap_exceeded")),
+            FailureClass::NotSent
+        );
         for code in [
             Code::Internal,
             Code::Unavailable,

@@ -68,7 +68,32 @@ pub fn payment_json(payment: &pb::Payment) -> Value {
         "reason": payment.reason,
         "memo": payment.memo,
         "created_unix_ms": payment.created_unix_ms,
+        "refund_of": (!payment.refund_of.is_empty()).then(|| payment.refund_of.clone()),
+        "refunded": money_json(payment.refunded.as_ref()),
+        "settlement_window": (payment.settlement_window_id != 0).then_some(payment.settlement_window_id),
     })
+}
+
+/// The refund link of a payment for a history row: what it refunds, or how much of it was
+/// refunded.
+pub fn refund_note(payment: &pb::Payment) -> String {
+    if !payment.refund_of.is_empty() {
+        let short: String = payment.refund_of.chars().take(8).collect();
+        return format!("refund of {short}…");
+    }
+    match &payment.refunded {
+        Some(refunded)
+            if refunded.amount_minor
+                == payment
+                    .amount
+                    .as_ref()
+                    .map_or(-1, |amount| amount.amount_minor) =>
+        {
+            "refunded in full".into()
+        }
+        Some(refunded) => format!("{} refunded", money(Some(refunded))),
+        None => String::new(),
+    }
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS` for a Unix-millisecond time.

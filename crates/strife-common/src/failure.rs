@@ -60,6 +60,33 @@ pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
     "decision_timeout",
 ];
 
+/// Reason codes of settlement and refund refusals (`FAILED_PRECONDITION`), defined once here;
+/// `strife-gateway`'s `settlement` module decides when each applies (docs/SPEC.md §9).
+pub mod settlement {
+    /// The payment's reservation would take the payer bank's net debit past its cap. Nothing
+    /// was recorded and no bank was asked, so the same idempotency key pays once the cap
+    /// allows it (raised, or positions freed by settling a window).
+    pub const NET_DEBIT_CAP_EXCEEDED: &str = "net_debit_cap_exceeded";
+    /// A position or reservation would leave the 64-bit range (never wraps or saturates).
+    pub const POSITION_OVERFLOW: &str = "position_overflow";
+    /// Closing a window that is not the open one (already closed, e.g. a retried close).
+    pub const WINDOW_NOT_OPEN: &str = "window_not_open";
+    /// Settling the window that is still open.
+    pub const WINDOW_OPEN: &str = "window_open";
+    /// Settling a window that was settled before.
+    pub const WINDOW_ALREADY_SETTLED: &str = "window_already_settled";
+    /// Refunding a payment that is not COMMITTED (aborted, or still in flight).
+    pub const PAYMENT_NOT_COMMITTED: &str = "payment_not_committed";
+    /// Refunding a refund.
+    pub const PAYMENT_IS_A_REFUND: &str = "payment_is_a_refund";
+    /// A refund larger than what is left of the original (refunded and in-flight refunds
+    /// counted).
+    pub const REFUND_EXCEEDS_PAYMENT: &str = "refund_exceeds_payment";
+}
+
+/// `ErrorInfo.reason` of [`Failure::UnknownBank`].
+pub const UNKNOWN_BANK_REASON: &str = reason::UNKNOWN_BANK;
+
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {

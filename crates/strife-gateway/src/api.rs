@@ -25,7 +25,11 @@ use crate::payment;
 use crate::registry::{bank_failure, BankRegistry};
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
-use crate::store::{Begun, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus};
+use crate::settlement::{self, WindowState};
+use crate::store::{
+    Begun, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, PositionRecord,
+    WindowRecord, WindowReport,
+};
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
@@ -131,6 +135,89 @@ impl GatewayApi {
         } else {
             Err(Failure::UnknownBank(bank_id.to_owned()))
         }
+    }
+}
+
+impl GatewayApi {
+    /// A new PENDING attempt coordinated by this replica.
+    #[allow(clippy::too_many_arguments)]
+    fn new_attempt(
+        &self,
+        idempotency_key: String,
+        from: Party,
+        to: Party,
+        amount_minor: i64,
+        currency: &str,
+        memo: String,
+        refund_of: Option<String>,
+    ) -> PaymentRecord {
+        PaymentRecord {
+            seq: 0,
+            // Time-ordered (v7), so the payment and leg indexes at the gateway and the banks
+            // grow at their right edge instead of dirtying a random page per payment.
+            payment_id: uuid::Uuid::now_v7().to_string(),
+            idempotency_key,
+            from,
+            to,
+            amount_minor,
+            currency: currency.to_owned(),
+            memo,
+            status: PaymentStatus::Pending,
+            reason_code: None,
+            reason: None,
+            debit_acked: false,
+            credit_acked: false,
+            decision_deadline_unix_ms: self.coordinator.decision_deadline_unix_ms(),
+            created_unix_ms: now_unix_ms(),
+            coordinator: self.coordinator.replica_id().to_owned(),
+            decision_seq: None,
+            decided_unix_ms: None,
+            refund_of,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            window_id: None,
+        }
+    }
+
+    /// Records `attempt` under its key (or finds what the key holds) and runs it through 2PC:
+    /// the one path of payments and refunds. `caller` is charged for a business refusal.
+    async fn run_attempt(
+        &self,
+        attempt: &PaymentRecord,
+        caller: &str,
+        log: &RequestLogSlot,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let metrics = self.coordinator.metrics();
+        let started = Instant::now();
+        let begun = self.store.begin_payment(attempt).await;
+        metrics.phase(Phase::Begin, started.elapsed());
+        let record = match begun? {
+            Begun::Started(record) => {
+                log.set_payment(&record.payment_id, None);
+                let record = self.coordinator.execute(record).await?;
+                metrics.payment_answered(started.elapsed());
+                if payment::is_business_refusal(&record) {
+                    self.refusals.record(caller, Instant::now());
+                }
+                record
+            }
+            Begun::Finished(record) | Begun::InFlight(record) => record,
+        };
+        log.set_payment(&record.payment_id, None);
+        pay_outcome(&record).map(Response::new)
+    }
+
+    /// Whether `bank_id` is part of the network: registered now, or already in the
+    /// settlement records (a bank that is down keeps its cap). Otherwise `UnknownBank`.
+    async fn known_bank(&self, bank_id: &str) -> Result<(), Failure> {
+        if self.registry.client(bank_id).is_ok() {
+            return Ok(());
+        }
+        let positions = self.store.positions().await?;
+        if positions.iter().any(|position| position.bank_id == bank_id) {
+            return Ok(());
+        }
+        self.check_bank_known(bank_id).await
     }
 }
 
@@ -260,7 +347,81 @@ pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
         created_unix_ms: record.created_unix_ms,
         decided_unix_ms: record.decided_unix_ms.unwrap_or(0),
         memo: record.memo.clone(),
+        refund_of: record.refund_of.clone().unwrap_or_default(),
+        refunded: (record.refunded_minor > 0)
+            .then(|| money_proto(record.refunded_minor, &record.currency))
+            .flatten(),
+        settlement_window_id: record
+            .window_id
+            .and_then(|window| u64::try_from(window).ok())
+            .unwrap_or(0),
     }
+}
+
+fn position_proto(position: &PositionRecord) -> pb::BankPosition {
+    let money = |amount_minor| money_proto(amount_minor, &position.currency);
+    pb::BankPosition {
+        bank_id: position.bank_id.clone(),
+        position: money(position.position_minor),
+        reserved: money(position.reserved_minor),
+        cap: position.cap_minor.and_then(money),
+        headroom: settlement::headroom(position).and_then(money),
+    }
+}
+
+fn window_proto(window: &WindowRecord) -> pb::SettlementWindow {
+    let state = match settlement::window_state(window) {
+        WindowState::Open => pb::SettlementWindowState::Open,
+        WindowState::Closed => pb::SettlementWindowState::Closed,
+        WindowState::Settled => pb::SettlementWindowState::Settled,
+    };
+    pb::SettlementWindow {
+        window_id: u64::try_from(window.window_id).unwrap_or(0),
+        state: state as i32,
+        opened_unix_ms: window.opened_unix_ms,
+        closed_unix_ms: window.closed_unix_ms.unwrap_or(0),
+        settled_unix_ms: window.settled_unix_ms.unwrap_or(0),
+    }
+}
+
+/// A window's report: its bilateral totals and the net amounts they come to.
+fn report_proto(report: &WindowReport) -> Result<pb::SettlementReport, Failure> {
+    let nets = settlement::nets(&report.totals)?;
+    Ok(pb::SettlementReport {
+        window: Some(window_proto(&report.window)),
+        bilateral: report
+            .totals
+            .iter()
+            .map(|total| pb::BilateralAmount {
+                payer_bank_id: total.payer_bank.clone(),
+                payee_bank_id: total.payee_bank.clone(),
+                amount: money_proto(total.amount_minor, &total.currency),
+                payments: u64::try_from(total.payments).unwrap_or(0),
+            })
+            .collect(),
+        nets: nets
+            .iter()
+            .map(|net| pb::NetAmount {
+                bank_id: net.bank_id.clone(),
+                net: money_proto(net.net_minor, &net.currency),
+            })
+            .collect(),
+    })
+}
+
+/// A window id from a request: 0 (unset) is `None`; one past i64 cannot exist.
+fn window_id(field: &str, value: u64) -> Result<Option<i64>, Failure> {
+    if value == 0 {
+        return Ok(None);
+    }
+    i64::try_from(value)
+        .map(Some)
+        .map_err(|_| Failure::NotFound(format!("settlement window {value} not found ({field})")))
+}
+
+fn required_window_id(value: u64) -> Result<i64, Failure> {
+    window_id("window_id", value)?
+        .ok_or_else(|| Failure::InvalidArgument("window_id is required (1 or more)".into()))
 }
 
 /// The answer `Pay` gives for a stored payment ([`payment::outcome`] decides which; the
@@ -602,55 +763,173 @@ impl Gateway for GatewayApi {
         self.registry.client(&from.bank_id)?;
         self.registry.client(&to.bank_id)?;
 
-        let attempt = PaymentRecord {
-            seq: 0,
-            // Time-ordered (v7), so the payment and leg indexes at the gateway and the banks
-            // grow at their right edge instead of dirtying a random page per payment.
-            payment_id: uuid::Uuid::now_v7().to_string(),
-            idempotency_key: body.idempotency_key,
-            from: Party {
-                username: caller.username,
+        let attempt = self.new_attempt(
+            body.idempotency_key,
+            Party {
+                username: caller.username.clone(),
                 bank_id: from.bank_id,
                 account_number: from.account_number,
             },
-            to: Party {
+            Party {
                 username: body.to_username,
                 bank_id: to.bank_id,
                 account_number: to.account_number,
             },
-            amount_minor: amount.amount_minor,
-            currency: currency.to_owned(),
-            memo: body.memo,
-            status: PaymentStatus::Pending,
-            reason_code: None,
-            reason: None,
-            debit_acked: false,
-            credit_acked: false,
-            decision_deadline_unix_ms: self.coordinator.decision_deadline_unix_ms(),
-            created_unix_ms: now_unix_ms(),
-            coordinator: self.coordinator.replica_id().to_owned(),
-            decision_seq: None,
-            decided_unix_ms: None,
+            amount.amount_minor,
+            currency,
+            body.memo,
+            None,
+        );
+        self.run_attempt(&attempt, &caller.username, &log).await
+    }
+
+    async fn refund(
+        &self,
+        request: Request<pb::RefundRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let caller = caller(&request)?;
+        let log = log_slot(&request);
+        let body = request.into_inner();
+        validate_id("payment_id", &body.payment_id)?;
+        validate_id("idempotency_key", &body.idempotency_key)?;
+        check_text("reason", &body.reason, MAX_TEXT_BYTES)?;
+        let asked = match body.amount.as_ref() {
+            Some(amount) => Some(check_money("amount", Some(amount), false)?),
+            None => None,
         };
-        let payer = attempt.from.username.clone();
-        let metrics = self.coordinator.metrics();
-        let started = Instant::now();
-        let begun = self.store.begin_payment(&attempt).await;
-        metrics.phase(Phase::Begin, started.elapsed());
-        let record = match begun? {
-            Begun::Started(record) => {
-                log.set_payment(&record.payment_id, None);
-                let record = self.coordinator.execute(record).await?;
-                metrics.payment_answered(started.elapsed());
-                if payment::is_business_refusal(&record) {
-                    self.refusals.record(&payer, Instant::now());
-                }
-                record
+        // A payment the caller has no part in answers exactly like one that does not exist.
+        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
+        let original = self
+            .store
+            .payment(&body.payment_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let is_admin = caller.role == Role::Admin;
+        let involved =
+            original.from.username == caller.username || original.to.username == caller.username;
+        if !involved && !is_admin {
+            return Err(not_found().into());
+        }
+        settlement::may_refund(&caller.username, is_admin, &original)?;
+        if let Some(asked) = &asked {
+            if asked.currency.code != original.currency {
+                return Err(Failure::InvalidArgument(format!(
+                    "amount.currency must be the payment's currency, {}",
+                    original.currency
+                ))
+                .into());
             }
-            Begun::Finished(record) | Begun::InFlight(record) => record,
+            log.set_amount(asked.to_string());
+        }
+        self.refusals.check(&caller.username, Instant::now())?;
+        self.registry.client(&original.to.bank_id)?;
+        self.registry.client(&original.from.bank_id)?;
+        // The payee pays the payer back, between the same two accounts. Amount 0 = the rest,
+        // resolved by the store in the write that claims it.
+        let attempt = self.new_attempt(
+            body.idempotency_key,
+            original.to.clone(),
+            original.from.clone(),
+            asked.map_or(0, |asked| asked.amount_minor),
+            &original.currency,
+            body.reason,
+            Some(original.payment_id.clone()),
+        );
+        self.run_attempt(&attempt, &caller.username, &log).await
+    }
+
+    async fn set_net_debit_cap(
+        &self,
+        request: Request<pb::SetNetDebitCapRequest>,
+    ) -> Result<Response<pb::BankPosition>, Status> {
+        let caller = caller(&request)?;
+        let body = request.into_inner();
+        check_name("bank_id", "bank", &body.bank_id)?;
+        let currency = money::currency(&body.currency)
+            .map_err(|error| Failure::InvalidArgument(format!("currency: {error}")))?;
+        settlement::check_cap(body.cap_minor)?;
+        self.known_bank(&body.bank_id).await?;
+        let position = self
+            .store
+            .set_net_debit_cap(&body.bank_id, currency.code, body.cap_minor)
+            .await?;
+        tracing::info!(admin = %caller.username, bank_id = %position.bank_id, currency = %position.currency, cap_minor = ?position.cap_minor, "net debit cap set");
+        Ok(Response::new(position_proto(&position)))
+    }
+
+    async fn get_positions(
+        &self,
+        _request: Request<pb::GetPositionsRequest>,
+    ) -> Result<Response<pb::GetPositionsResponse>, Status> {
+        let positions = self.store.positions().await?;
+        Ok(Response::new(pb::GetPositionsResponse {
+            positions: positions.iter().map(position_proto).collect(),
+        }))
+    }
+
+    async fn list_settlement_windows(
+        &self,
+        request: Request<pb::ListSettlementWindowsRequest>,
+    ) -> Result<Response<pb::ListSettlementWindowsResponse>, Status> {
+        let body = request.into_inner();
+        let page_size = match body.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            asked => asked.min(MAX_PAGE_SIZE),
         };
-        log.set_payment(&record.payment_id, None);
-        pay_outcome(&record).map(Response::new)
+        let before = if body.page_token.is_empty() {
+            i64::MAX
+        } else {
+            body.page_token
+                .parse::<i64>()
+                .ok()
+                .filter(|before| *before > 0)
+                .ok_or_else(|| {
+                    Failure::InvalidArgument("page_token is not one this server gave out".into())
+                })?
+        };
+        let windows = self.store.windows(before, page_size).await?;
+        let next_page_token = match windows.last() {
+            Some(last) if windows.len() == page_size as usize => last.window_id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListSettlementWindowsResponse {
+            windows: windows.iter().map(window_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn close_settlement_window(
+        &self,
+        request: Request<pb::CloseSettlementWindowRequest>,
+    ) -> Result<Response<pb::SettlementReport>, Status> {
+        let caller = caller(&request)?;
+        let expected = window_id("window_id", request.into_inner().window_id)?;
+        let report = self.store.close_window(expected).await?;
+        tracing::info!(admin = %caller.username, window_id = report.window.window_id, "settlement window closed");
+        Ok(Response::new(report_proto(&report)?))
+    }
+
+    async fn get_settlement_report(
+        &self,
+        request: Request<pb::GetSettlementReportRequest>,
+    ) -> Result<Response<pb::SettlementReport>, Status> {
+        let window_id = required_window_id(request.into_inner().window_id)?;
+        let report =
+            self.store.window_report(window_id).await?.ok_or_else(|| {
+                Failure::NotFound(format!("settlement window {window_id} not found"))
+            })?;
+        Ok(Response::new(report_proto(&report)?))
+    }
+
+    async fn mark_settled(
+        &self,
+        request: Request<pb::MarkSettledRequest>,
+    ) -> Result<Response<pb::SettlementReport>, Status> {
+        let caller = caller(&request)?;
+        let window_id = required_window_id(request.into_inner().window_id)?;
+        let report = self.store.settle_window(window_id).await?;
+        tracing::info!(admin = %caller.username, window_id, "settlement window marked settled");
+        Ok(Response::new(report_proto(&report)?))
     }
 
     async fn list_history(

@@ -274,6 +274,10 @@ mod tests {
             decided_unix_ms: Some(0),
             coordinator: "gw".into(),
             decision_seq: Some(position),
+            refund_of: None,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            window_id: None,
         }
     }
 

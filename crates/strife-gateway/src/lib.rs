@@ -6,8 +6,11 @@
 //! - [`request_log`]: one log line per request (a layer).
 //! - [`registry`]: the live bank map from an etcd watch, one channel per bank.
 //! - [`payment`]: the payment lifecycle as pure decisions: idempotency, votes, outcomes.
+//! - [`settlement`]: positions, net debit caps, settlement windows and refunds as pure
+//!   decisions (the store executes them inside its writes).
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
-//! - [`store`]: users, accounts, payments (the coordinator log) and idempotency in SQLite.
+//! - [`store`]: users, accounts, payments (the coordinator log), idempotency and settlement
+//!   state in SQLite.
 //! - [`api`]: the client-facing `strife.v1.Gateway` service.
 //! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
 //! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
@@ -25,6 +28,7 @@ pub mod registry;
 pub mod request_log;
 pub mod roles;
 pub mod server;
+pub mod settlement;
 pub mod store;
 #[cfg(test)]
 mod store_migration_tests;

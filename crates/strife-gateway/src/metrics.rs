@@ -366,6 +366,10 @@ mod tests {
             coordinator: "gw-1".into(),
             decision_seq: None,
             decided_unix_ms: None,
+            refund_of: None,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            window_id: None,
         }
     }
 

@@ -31,9 +31,11 @@ pub mod reason {
     pub const GATEWAY_RESTARTED: &str = "gateway_restarted";
 }
 
-/// What identifies "the same request" for idempotency: everything the payer chose.
+/// What identifies "the same request" for idempotency: everything the payer chose. A refund
+/// also names its original (and its amount is the one asked for: 0 = "the rest", so a retry
+/// of "refund the rest" matches however much that turned out to be).
 pub fn fingerprint(record: &PaymentRecord) -> String {
-    format!(
+    let plain = format!(
         "to={}|amount={}|currency={}|from_bank={}|to_bank={}|memo={}",
         record.to.username,
         record.amount_minor,
@@ -41,7 +43,12 @@ pub fn fingerprint(record: &PaymentRecord) -> String {
         record.from.bank_id,
         record.to.bank_id,
         record.memo
-    )
+    );
+    // Payments that are not refunds keep exactly the fingerprint older versions stored.
+    match &record.refund_of {
+        None => plain,
+        Some(original) => format!("{plain}|refund_of={original}"),
+    }
 }
 
 /// True for an abort reason outside the request (a bank or the gateway was down or slow).
@@ -244,6 +251,10 @@ mod tests {
             decided_unix_ms: None,
             coordinator: "gw-1".into(),
             decision_seq: None,
+            refund_of: None,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            window_id: None,
         }
     }
 
@@ -301,6 +312,7 @@ mod tests {
             |record| record.from.bank_id = "bank9".into(),
             |record| record.to.bank_id = "bank9".into(),
             |record| record.memo = "dinner".into(),
+            |record| record.refund_of = Some("p-0".into()),
         ] {
             let mut other = previous.clone();
             change(&mut other);
@@ -317,6 +329,20 @@ mod tests {
                 "{answer:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_plain_payments_fingerprint_is_unchanged_and_a_refund_names_its_original() {
+        let plain = attempt();
+        assert_eq!(
+            fingerprint(&plain),
+            "to=bob|amount=1250|currency=USD|from_bank=bank0|to_bank=bank1|memo=lunch"
+        );
+        let refund = PaymentRecord {
+            refund_of: Some("p-0".into()),
+            ..attempt()
+        };
+        assert!(fingerprint(&refund).ends_with("|refund_of=p-0"));
     }
 
     #[test]

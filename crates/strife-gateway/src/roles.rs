@@ -5,7 +5,7 @@
 /// What kind of caller a request comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The seed's StrifeAdmin: registers users and opens accounts.
+    /// The seed's StrifeAdmin: registers users, opens accounts, runs settlement.
     Admin,
     /// A person or shop: sees and moves only its own money.
     Client,
@@ -39,14 +39,22 @@ const BANKS: &[Role] = &[Role::Bank];
 /// Roles allowed to call the gRPC method at `path`; `None` for a method nobody may call.
 pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
     match path {
-        "/strife.v1.Gateway/RegisterUser" | "/strife.v1.Gateway/OpenAccount" => Some(ADMIN),
+        "/strife.v1.Gateway/RegisterUser"
+        | "/strife.v1.Gateway/OpenAccount"
+        | "/strife.v1.Gateway/SetNetDebitCap"
+        | "/strife.v1.Gateway/GetPositions"
+        | "/strife.v1.Gateway/ListSettlementWindows"
+        | "/strife.v1.Gateway/CloseSettlementWindow"
+        | "/strife.v1.Gateway/GetSettlementReport"
+        | "/strife.v1.Gateway/MarkSettled" => Some(ADMIN),
         "/strife.v1.Gateway/LinkAccount"
         | "/strife.v1.Gateway/GetBalances"
         | "/strife.v1.Gateway/Pay"
         | "/strife.v1.Gateway/ListHistory"
         | "/strife.v1.Gateway/GetPayment"
         | "/strife.v1.Gateway/GetPaymentByKey"
-        | "/strife.v1.Gateway/WatchPayments" => Some(USERS),
+        | "/strife.v1.Gateway/WatchPayments"
+        | "/strife.v1.Gateway/Refund" => Some(USERS),
         "/strife.v1.Coordinator/GetDecision" => Some(BANKS),
         _ => None,
     }
@@ -63,6 +71,25 @@ mod tests {
             Some(ADMIN)
         );
         assert_eq!(allowed_roles("/strife.v1.Gateway/OpenAccount"), Some(ADMIN));
+        for settlement in [
+            "SetNetDebitCap",
+            "GetPositions",
+            "ListSettlementWindows",
+            "CloseSettlementWindow",
+            "GetSettlementReport",
+            "MarkSettled",
+        ] {
+            assert_eq!(
+                allowed_roles(&format!("/strife.v1.Gateway/{settlement}")),
+                Some(ADMIN),
+                "{settlement}"
+            );
+        }
+    }
+
+    #[test]
+    fn refunds_are_for_users() {
+        assert_eq!(allowed_roles("/strife.v1.Gateway/Refund"), Some(USERS));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The gateway's durable state behind one interface: users and their password hashes, linked
 //! bank accounts, payments (the coordinator's log: every payment's decision and which legs
-//! have acknowledged it) and idempotency records.
+//! have acknowledged it), idempotency records, and settlement: each bank's position,
+//! reservation and net debit cap per currency, and the settlement windows with their
+//! bilateral totals.
 //!
 //! Only this module and its backends know the gateway's schema. Everything else — the API,
 //! the coordinator, `strife audit` — goes through [`GatewayStore`] (or, read-only,
@@ -16,6 +18,29 @@
 //!   holds and applies [`crate::payment::begin`] in the same transaction that records the
 //!   attempt, so two attempts under one key cannot both start.
 //! - **Point lookups only** on a payment's path, so its cost does not grow with history.
+//! - **Settlement moves with the coordinator's own writes** ([`crate::settlement`] decides,
+//!   the backend executes inside the same transaction; docs/SPEC.md §9):
+//!   - [`GatewayStore::begin_payment`] takes a cross-bank payment's reservation (cap check
+//!     and reservation one step) and a refund's claim on its original's refundable amount,
+//!     in the write that records the attempt PENDING — or refuses and records nothing;
+//!   - [`GatewayStore::decide`] releases them, and for a COMMIT moves both banks' positions,
+//!     adds the payment to the open window's bilateral totals and to its original's refunded
+//!     amount, and stamps the payment with the open window — in the decision's write, only
+//!     when it is the write that decides (a later caller changes nothing);
+//!   - [`GatewayStore::close_window`] and [`GatewayStore::settle_window`] are one write each.
+//!
+//!   So after any crash the positions, reservations, totals and refund amounts equal their
+//!   derivation from the payments (what `strife audit` checks), and exactly one window is
+//!   open at every commit point.
+//! - **Read-modify-write under a lock**: every settlement write reads a row, has
+//!   [`crate::settlement`] decide, and writes it back. SQLite's single writer serializes these
+//!   for free; a backend with concurrent writers must lock what it reads in the same
+//!   transaction — the payer bank's position row for a reservation and both banks' rows for a
+//!   decision (`SELECT … FOR UPDATE`, rows created with `INSERT … ON CONFLICT DO NOTHING`
+//!   first), the original payment's row for a refund claim or release, the bilateral total
+//!   row — so two payments can never both pass a cap or a refund limit on the same reading.
+//!   And a decision must hold the open window row (`FOR SHARE`) while a close holds it `FOR
+//!   UPDATE`, so no decision can be stamped with a window after that window's close commits.
 //!
 //! Backends: [`sqlite`] (embedded; the default under `--dir`) and [`postgres`] (a database
 //! on a PostgreSQL server, which several gateway processes may share). [`StoreLocation`]
@@ -121,7 +146,7 @@ pub async fn open_log(
 
 /// The schema version this binary writes; a database with a higher one was written by a
 /// newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +210,17 @@ pub struct PaymentRecord {
     /// Position in the decision order (what payment events are ordered by): assigned when
     /// the decision is written, in the order decisions commit; `None` while PENDING.
     pub decision_seq: Option<i64>,
+    /// On a refund: the payment it refunds. A refund attempt may carry `amount_minor` 0,
+    /// meaning "what is left of the original", resolved in the write that records it.
+    pub refund_of: Option<String>,
+    /// On a refunded payment: the total of its COMMITTED refunds.
+    pub refunded_minor: i64,
+    /// On a refunded payment: the total of its refunds still PENDING (reserved against what
+    /// is left to refund, released if they abort).
+    pub refund_pending_minor: i64,
+    /// The settlement window that was open when the decision was written; `None` while
+    /// PENDING.
+    pub window_id: Option<i64>,
 }
 
 /// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
@@ -219,19 +255,68 @@ pub struct LinkedAccount {
 /// How a login record changes, applied by the store to the record it read, in one write.
 pub type LoginChange = Box<dyn FnOnce(Option<SharedLogin>) -> Option<SharedLogin> + Send>;
 
+/// A bank's standing against the switch in one currency (see [`crate::settlement`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PositionRecord {
+    pub bank_id: String,
+    pub currency: String,
+    /// Committed outgoing − committed incoming cross-bank payments in unsettled windows.
+    pub position_minor: i64,
+    /// Σ of this bank's PENDING outgoing cross-bank payments.
+    pub reserved_minor: i64,
+    /// The net debit cap; `None` = unlimited.
+    pub cap_minor: Option<i64>,
+}
+
+/// A settlement window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRecord {
+    pub window_id: i64,
+    pub opened_unix_ms: i64,
+    /// `None` while open.
+    pub closed_unix_ms: Option<i64>,
+    /// `None` until settled.
+    pub settled_unix_ms: Option<i64>,
+}
+
+/// What one payer bank's customers paid one payee bank's customers in a window (committed
+/// cross-bank payments), in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BilateralTotal {
+    pub payer_bank: String,
+    pub payee_bank: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub payments: i64,
+}
+
+/// A window and its bilateral totals (sorted by payer, payee, currency); the net amounts
+/// follow from them ([`crate::settlement::nets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowReport {
+    pub window: WindowRecord,
+    pub totals: Vec<BilateralTotal>,
+}
+
 /// One consistent picture of the whole log, for reconciliation (`strife audit`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogSnapshot {
-    /// Every payment, in log order.
+    /// Every payment, in log order (refund links and window stamps included).
     pub payments: Vec<PaymentRecord>,
     /// Every linked account.
     pub links: Vec<LinkedAccount>,
+    /// Every bank position row (banks without one stand at zero with no cap).
+    pub positions: Vec<PositionRecord>,
+    /// Every settlement window with its totals, oldest first. Empty when the store does not
+    /// keep settlement (the PostgreSQL store, so far): then there is none to check.
+    pub windows: Vec<WindowReport>,
 }
 
 /// Read-only access to the whole log: what `strife audit` needs, and all it may use.
 #[async_trait]
 pub trait GatewayLog: Send + Sync {
-    /// Every payment and every link, as of one point in time (one read transaction).
+    /// Every payment, link, position and window, as of one point in time (one read
+    /// transaction).
     async fn snapshot(&self) -> Result<LogSnapshot, Failure>;
 }
 
@@ -281,10 +366,29 @@ pub trait GatewayStore: GatewayLog {
     /// of an unknown payment are aborted by presumption, and a retry of the key starts afresh.
     /// `attempt` is the new attempt to record if one is needed; whether it is, is
     /// [`crate::payment::begin`]'s decision, made inside this write on what the key holds.
+    ///
+    /// Atomic with recording a new attempt (all or nothing, in this one write):
+    /// - a refund (`refund_of`) reads its original and claims the amount against what is left
+    ///   to refund ([`crate::settlement::reserve_refund`], which also resolves amount 0 to
+    ///   "the rest"), adding it to the original's `refund_pending_minor`;
+    /// - a cross-bank payment reads the payer bank's position row and takes its reservation
+    ///   ([`crate::settlement::reserve`]: the cap check and the reservation are one step, so
+    ///   concurrent payments cannot all slip under a cap).
+    ///
+    /// A refusal of either returns its `Failure` and leaves nothing written (not even the
+    /// idempotency key). Replays and in-flight answers touch neither.
     async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure>;
 
     /// Writes the decision, once: a payment already decided keeps its first decision, which
     /// is returned instead. `NOT_FOUND` if the payment was never recorded.
+    ///
+    /// Atomic with the decision, and only in the write that changes the payment from PENDING:
+    /// the payment is stamped with the open window; [`crate::settlement::on_decision`]'s
+    /// position changes are applied (reservation released; on COMMIT the payer bank's position
+    /// up and the payee bank's down); on a cross-bank COMMIT the open window's bilateral total
+    /// for (payer bank, payee bank, currency) grows by the amount; on a refund, its original's
+    /// `refund_pending_minor` gives the amount back and, on COMMIT, `refunded_minor` takes it
+    /// ([`crate::settlement::refund_decided`]).
     async fn decide(
         &self,
         payment_id: &str,
@@ -342,4 +446,38 @@ pub trait GatewayStore: GatewayLog {
         before_seq: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure>;
+
+    /// Sets (`Some`) or removes (`None`) a bank's net debit cap in a currency, creating its
+    /// position row at zero if it has none; one write that changes nothing else. Returns the
+    /// row. Reservations already taken stand; the cap applies from the next payment.
+    async fn set_net_debit_cap(
+        &self,
+        bank_id: &str,
+        currency: &str,
+        cap_minor: Option<i64>,
+    ) -> Result<PositionRecord, Failure>;
+
+    /// Every position row, by bank and currency (one read).
+    async fn positions(&self) -> Result<Vec<PositionRecord>, Failure>;
+
+    /// Windows with `window_id < before_window_id`, newest first.
+    async fn windows(
+        &self,
+        before_window_id: i64,
+        limit: u32,
+    ) -> Result<Vec<WindowRecord>, Failure>;
+
+    /// One window with its bilateral totals (one read), `None` if there is no such window.
+    async fn window_report(&self, window_id: i64) -> Result<Option<WindowReport>, Failure>;
+
+    /// Closes the open window and opens the next (id + 1), in one write, so that every
+    /// decision lands in exactly one window and a closed one never changes. `expected`: the
+    /// window the caller means to close; if it is not the open one, the refusal
+    /// ([`crate::settlement::close`]) and nothing written. Returns the closed window's report.
+    async fn close_window(&self, expected: Option<i64>) -> Result<WindowReport, Failure>;
+
+    /// Marks a closed, unsettled window settled and reduces every bank's position by its net
+    /// amount in that window ([`crate::settlement::settle`]), in one write. `NOT_FOUND` for an
+    /// unknown window; a refusal (open, already settled) writes nothing.
+    async fn settle_window(&self, window_id: i64) -> Result<WindowReport, Failure>;
 }

@@ -89,7 +89,7 @@ pub use schema::{Migration, MIGRATIONS};
 
 use super::{
     Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange, Party, PaymentRecord,
-    PaymentStatus, UserRecord,
+    PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 use crate::lockout::SharedLogin;
 use crate::payment;
@@ -132,7 +132,7 @@ macro_rules! payment_columns {
         "seq, payment_id, idempotency_key, from_user, from_bank, from_account, to_user, to_bank,
          to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
          credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-         coordinator, decision_seq"
+         coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
     };
 }
 
@@ -527,7 +527,14 @@ async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Fail
                 .map(account_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
             transaction.commit().await.map_err(failed)?;
-            Ok(LogSnapshot { payments, links })
+            // Settlement is not kept by this store yet: no positions, no windows (the audit
+            // then has no settlement to check).
+            Ok(LogSnapshot {
+                payments,
+                links,
+                positions: Vec::new(),
+                windows: Vec::new(),
+            })
         })
         .await
 }
@@ -581,6 +588,10 @@ fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
         decided_unix_ms: column(row, 19)?,
         coordinator: column(row, 20)?,
         decision_seq: column(row, 21)?,
+        refund_of: column(row, 22)?,
+        refunded_minor: column(row, 23)?,
+        refund_pending_minor: column(row, 24)?,
+        window_id: column(row, 25)?,
     })
 }
 
@@ -928,6 +939,16 @@ impl GatewayStore for PostgresGatewayStore {
         const DOING: &str = "recording a payment attempt";
         self.server
             .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                if attempt.refund_of.is_some() {
+                    // A refund's limit (never more than the original) is claimed in the write
+                    // that records it; this store does not do that claim yet, so it refuses
+                    // refunds rather than risk refunding more than was paid.
+                    return Err(Failure::Unimplemented(
+                        "refunds are kept by the SQLite gateway store only, so far; this \
+                         gateway runs on PostgreSQL"
+                            .into(),
+                    ));
+                }
                 // Claiming is what `begin` decides for an unused key; asked here so the policy
                 // stays in one place even for the one-statement path.
                 if payment::begin(attempt, None)? != payment::Begin::Record {
@@ -1089,6 +1110,39 @@ impl GatewayStore for PostgresGatewayStore {
                     .collect()
             })
             .await
+    }
+
+    async fn set_net_debit_cap(
+        &self,
+        _bank_id: &str,
+        _currency: &str,
+        _cap_minor: Option<i64>,
+    ) -> Result<PositionRecord, Failure> {
+        Err(settlement_not_kept())
+    }
+
+    async fn positions(&self) -> Result<Vec<PositionRecord>, Failure> {
+        Err(settlement_not_kept())
+    }
+
+    async fn windows(
+        &self,
+        _before_window_id: i64,
+        _limit: u32,
+    ) -> Result<Vec<WindowRecord>, Failure> {
+        Err(settlement_not_kept())
+    }
+
+    async fn window_report(&self, _window_id: i64) -> Result<Option<WindowReport>, Failure> {
+        Err(settlement_not_kept())
+    }
+
+    async fn close_window(&self, _expected: Option<i64>) -> Result<WindowReport, Failure> {
+        Err(settlement_not_kept())
+    }
+
+    async fn settle_window(&self, _window_id: i64) -> Result<WindowReport, Failure> {
+        Err(settlement_not_kept())
     }
 
     async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure> {
@@ -1342,6 +1396,16 @@ impl GatewayStore for PostgresGatewayStore {
     }
 }
 
+/// Settlement (positions, caps, windows) is kept by the SQLite store only so far: an honest
+/// `UNIMPLEMENTED` rather than positions that would not match the log.
+fn settlement_not_kept() -> Failure {
+    Failure::Unimplemented(
+        "settlement positions, caps and windows are kept by the SQLite gateway store only, so \
+         far; this gateway runs on PostgreSQL"
+            .into(),
+    )
+}
+
 async fn read_login<C: GenericClient>(
     server: &Server,
     client: &C,
@@ -1469,7 +1533,8 @@ async fn decide_all(
              p.to_user, p.to_bank, p.to_account, p.amount_minor, p.currency, p.memo, p.status,
              p.reason_code, p.reason, p.debit_acked, p.credit_acked,
              p.decision_deadline_unix_ms, p.created_unix_ms, p.decided_unix_ms,
-             p.coordinator, p.decision_seq"
+             p.coordinator, p.decision_seq, p.refund_of, p.refunded_minor,
+             p.refund_pending_minor, p.window_id"
         ))
         .await
         .map_err(failed)?;

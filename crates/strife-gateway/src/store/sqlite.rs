@@ -19,13 +19,56 @@ use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
 use super::{
-    Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange, Party, PaymentRecord,
-    PaymentStatus, UserRecord,
+    Begun, BilateralTotal, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange,
+    Party, PaymentRecord, PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 use crate::lockout::SharedLogin;
-use crate::payment;
+use crate::{payment, settlement};
 
-const SCHEMA: &str = "
+/// The settlement tables, shared word for word by the current schema and the 2 → 3 migration
+/// (a macro, so both are one `concat!`ed literal). Positions: one row per (bank, currency),
+/// created by the first reservation, commit or cap. Windows: exactly one open at any commit
+/// point (the partial unique index; window 1 is created with the database). Totals: per
+/// window, what one payer bank's customers paid one payee bank's in committed cross-bank
+/// payments — written with each COMMIT decision, so a closed window's never change.
+macro_rules! settlement_tables {
+    () => {
+        "
+CREATE TABLE IF NOT EXISTS bank_positions (
+    bank_id         TEXT NOT NULL,
+    currency        TEXT NOT NULL,
+    position_minor  INTEGER NOT NULL DEFAULT 0,
+    reserved_minor  INTEGER NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
+    cap_minor       INTEGER CHECK (cap_minor IS NULL OR cap_minor >= 0),
+    PRIMARY KEY (bank_id, currency)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settlement_windows (
+    window_id       INTEGER PRIMARY KEY,
+    opened_unix_ms  INTEGER NOT NULL,
+    closed_unix_ms  INTEGER,
+    settled_unix_ms INTEGER,
+    CHECK (settled_unix_ms IS NULL OR closed_unix_ms IS NOT NULL)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS settlement_windows_one_open
+    ON settlement_windows ((closed_unix_ms IS NULL)) WHERE closed_unix_ms IS NULL;
+CREATE TABLE IF NOT EXISTS settlement_totals (
+    window_id       INTEGER NOT NULL REFERENCES settlement_windows (window_id),
+    payer_bank      TEXT NOT NULL,
+    payee_bank      TEXT NOT NULL,
+    currency        TEXT NOT NULL,
+    amount_minor    INTEGER NOT NULL,
+    payments        INTEGER NOT NULL,
+    PRIMARY KEY (window_id, payer_bank, payee_bank, currency)
+) WITHOUT ROWID;
+INSERT INTO settlement_windows (window_id, opened_unix_ms)
+    SELECT 1, CAST(strftime('%s', 'now') AS INTEGER) * 1000
+    WHERE NOT EXISTS (SELECT 1 FROM settlement_windows);
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS users (
     username        TEXT PRIMARY KEY,
     role            TEXT NOT NULL CHECK (role IN ('admin', 'client')),
@@ -64,7 +107,11 @@ CREATE TABLE IF NOT EXISTS payments (
     created_unix_ms           INTEGER NOT NULL,
     decided_unix_ms           INTEGER,
     coordinator               TEXT NOT NULL DEFAULT '',
-    decision_seq              INTEGER
+    decision_seq              INTEGER,
+    refund_of                 TEXT,
+    refunded_minor            INTEGER NOT NULL DEFAULT 0,
+    refund_pending_minor      INTEGER NOT NULL DEFAULT 0,
+    window_id                 INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
     WHERE decision_seq IS NOT NULL;
@@ -87,19 +134,55 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_unix_ms INTEGER NOT NULL,
     PRIMARY KEY (username, key)
 ) WITHOUT ROWID;
-";
+",
+    settlement_tables!()
+);
 
 /// Steps from older schema versions (see `SCHEMA_VERSION`).
-const MIGRATIONS: &[Migration] = &[Migration {
-    // 1 → 2: each payment names the replica that coordinates it (takeover).
-    to_version: 2,
-    // Each decision gets the next position in the decision order (payment events); payments
-    // decided before keep their log order there.
-    sql: "ALTER TABLE payments ADD COLUMN coordinator TEXT NOT NULL DEFAULT '';
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        // 1 → 2: each payment names the replica that coordinates it (takeover).
+        to_version: 2,
+        // Each decision gets the next position in the decision order (payment events); payments
+        // decided before keep their log order there.
+        sql: "ALTER TABLE payments ADD COLUMN coordinator TEXT NOT NULL DEFAULT '';
           DROP INDEX IF EXISTS payments_unfinished;
           ALTER TABLE payments ADD COLUMN decision_seq INTEGER;
           UPDATE payments SET decision_seq = seq WHERE status != 1;",
-}];
+    },
+    Migration {
+        // 2 → 3: settlement and refunds. Every payment decided so far belongs to window 1
+        // (open), and positions, reservations and window 1's totals are derived from the log
+        // exactly as the audit derives them, so the invariants hold from the first start.
+        // SUM raises an error on overflow instead of wrapping.
+        to_version: 3,
+        sql: concat!(
+            "ALTER TABLE payments ADD COLUMN refund_of TEXT;
+             ALTER TABLE payments ADD COLUMN refunded_minor INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE payments ADD COLUMN refund_pending_minor INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE payments ADD COLUMN window_id INTEGER;",
+            settlement_tables!(),
+            "UPDATE payments SET window_id = 1 WHERE status != 1;
+             INSERT INTO settlement_totals
+                 (window_id, payer_bank, payee_bank, currency, amount_minor, payments)
+                 SELECT 1, from_bank, to_bank, currency, SUM(amount_minor), COUNT(*)
+                 FROM payments WHERE status = 2 AND from_bank != to_bank
+                 GROUP BY from_bank, to_bank, currency;
+             INSERT INTO bank_positions (bank_id, currency, position_minor, reserved_minor)
+                 SELECT bank_id, currency, SUM(position_minor), SUM(reserved_minor) FROM (
+                     SELECT from_bank AS bank_id, currency, amount_minor AS position_minor,
+                            0 AS reserved_minor
+                         FROM payments WHERE status = 2 AND from_bank != to_bank
+                     UNION ALL
+                     SELECT to_bank, currency, -amount_minor, 0
+                         FROM payments WHERE status = 2 AND from_bank != to_bank
+                     UNION ALL
+                     SELECT from_bank, currency, 0, amount_minor
+                         FROM payments WHERE status = 1 AND from_bank != to_bank
+                 ) GROUP BY bank_id, currency;"
+        ),
+    },
+];
 
 /// The gateway's SQLite database.
 pub struct SqliteGatewayStore {
@@ -226,7 +309,222 @@ fn read_snapshot(connection: &Connection) -> Result<LogSnapshot, Failure> {
         let rows = statement.query_map([], account_from_row).map_err(storage)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(storage)?
     };
-    Ok(LogSnapshot { payments, links })
+    let positions = read_positions(&transaction)?;
+    let windows = read_windows(&transaction, i64::MAX, u32::MAX)?
+        .into_iter()
+        .rev()
+        .map(|window| {
+            let totals = read_totals(&transaction, window.window_id)?;
+            Ok(WindowReport { window, totals })
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    Ok(LogSnapshot {
+        payments,
+        links,
+        positions,
+        windows,
+    })
+}
+
+const POSITION_COLUMNS: &str =
+    "SELECT bank_id, currency, position_minor, reserved_minor, cap_minor FROM bank_positions";
+
+fn position_from_row(row: &Row<'_>) -> rusqlite::Result<PositionRecord> {
+    Ok(PositionRecord {
+        bank_id: row.get(0)?,
+        currency: row.get(1)?,
+        position_minor: row.get(2)?,
+        reserved_minor: row.get(3)?,
+        cap_minor: row.get(4)?,
+    })
+}
+
+fn read_positions(connection: &Connection) -> Result<Vec<PositionRecord>, Failure> {
+    let mut statement = connection
+        .prepare_cached(&format!("{POSITION_COLUMNS} ORDER BY bank_id, currency"))
+        .map_err(storage)?;
+    let rows = statement
+        .query_map([], position_from_row)
+        .map_err(storage)?;
+    rows.collect::<Result<_, _>>().map_err(storage)
+}
+
+/// A bank's position row, or a zero row (not yet written) if it has none.
+fn load_position(
+    connection: &Connection,
+    bank_id: &str,
+    currency: &str,
+) -> Result<PositionRecord, Failure> {
+    Ok(connection
+        .query_row_cached(
+            &format!("{POSITION_COLUMNS} WHERE bank_id = ?1 AND currency = ?2"),
+            params![bank_id, currency],
+            position_from_row,
+        )
+        .optional()
+        .map_err(storage)?
+        .unwrap_or_else(|| settlement::empty_position(bank_id, currency)))
+}
+
+fn write_position(connection: &Connection, position: &PositionRecord) -> Result<(), Failure> {
+    connection
+        .execute_cached(
+            "INSERT INTO bank_positions (bank_id, currency, position_minor, reserved_minor, cap_minor)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (bank_id, currency) DO UPDATE SET position_minor = excluded.position_minor,
+                 reserved_minor = excluded.reserved_minor, cap_minor = excluded.cap_minor",
+            params![
+                position.bank_id,
+                position.currency,
+                position.position_minor,
+                position.reserved_minor,
+                position.cap_minor
+            ],
+        )
+        .map_err(storage)?;
+    Ok(())
+}
+
+/// Applies [`settlement`]'s position changes, each on the row as it stands.
+fn apply_position_changes(
+    connection: &Connection,
+    changes: &[settlement::PositionChange],
+) -> Result<(), Failure> {
+    for change in changes {
+        let position = load_position(connection, &change.bank_id, &change.currency)?;
+        write_position(connection, &change.apply(&position)?)?;
+    }
+    Ok(())
+}
+
+const WINDOW_COLUMNS: &str =
+    "SELECT window_id, opened_unix_ms, closed_unix_ms, settled_unix_ms FROM settlement_windows";
+
+fn window_from_row(row: &Row<'_>) -> rusqlite::Result<WindowRecord> {
+    Ok(WindowRecord {
+        window_id: row.get(0)?,
+        opened_unix_ms: row.get(1)?,
+        closed_unix_ms: row.get(2)?,
+        settled_unix_ms: row.get(3)?,
+    })
+}
+
+/// Windows with `window_id < before`, newest first.
+fn read_windows(
+    connection: &Connection,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<WindowRecord>, Failure> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "{WINDOW_COLUMNS} WHERE window_id < ?1 ORDER BY window_id DESC LIMIT ?2"
+        ))
+        .map_err(storage)?;
+    let rows = statement
+        .query_map(params![before, limit], window_from_row)
+        .map_err(storage)?;
+    rows.collect::<Result<_, _>>().map_err(storage)
+}
+
+fn load_window(connection: &Connection, window_id: i64) -> Result<Option<WindowRecord>, Failure> {
+    connection
+        .query_row_cached(
+            &format!("{WINDOW_COLUMNS} WHERE window_id = ?1"),
+            [window_id],
+            window_from_row,
+        )
+        .optional()
+        .map_err(storage)
+}
+
+/// The open window (the partial unique index allows at most one; the schema creates one and
+/// every close opens the next).
+fn open_window(connection: &Connection) -> Result<WindowRecord, Failure> {
+    connection
+        .query_row_cached(
+            &format!("{WINDOW_COLUMNS} WHERE closed_unix_ms IS NULL"),
+            [],
+            window_from_row,
+        )
+        .optional()
+        .map_err(storage)?
+        .ok_or_else(|| Failure::internal("settlement", "no settlement window is open"))
+}
+
+const TOTAL_COLUMNS: &str =
+    "SELECT payer_bank, payee_bank, currency, amount_minor, payments FROM settlement_totals";
+
+fn total_from_row(row: &Row<'_>) -> rusqlite::Result<BilateralTotal> {
+    Ok(BilateralTotal {
+        payer_bank: row.get(0)?,
+        payee_bank: row.get(1)?,
+        currency: row.get(2)?,
+        amount_minor: row.get(3)?,
+        payments: row.get(4)?,
+    })
+}
+
+fn read_totals(connection: &Connection, window_id: i64) -> Result<Vec<BilateralTotal>, Failure> {
+    let mut statement = connection
+        .prepare_cached(&format!(
+            "{TOTAL_COLUMNS} WHERE window_id = ?1 ORDER BY payer_bank, payee_bank, currency"
+        ))
+        .map_err(storage)?;
+    let rows = statement
+        .query_map([window_id], total_from_row)
+        .map_err(storage)?;
+    rows.collect::<Result<_, _>>().map_err(storage)
+}
+
+fn read_report(connection: &Connection, window_id: i64) -> Result<Option<WindowReport>, Failure> {
+    let Some(window) = load_window(connection, window_id)? else {
+        return Ok(None);
+    };
+    let totals = read_totals(connection, window_id)?;
+    Ok(Some(WindowReport { window, totals }))
+}
+
+/// Adds a committed cross-bank payment to window `window_id`'s bilateral totals.
+fn add_to_window(
+    connection: &Connection,
+    window_id: i64,
+    payment: &PaymentRecord,
+) -> Result<(), Failure> {
+    let total = connection
+        .query_row_cached(
+            &format!(
+                "{TOTAL_COLUMNS} WHERE window_id = ?1 AND payer_bank = ?2 AND payee_bank = ?3
+                 AND currency = ?4"
+            ),
+            params![
+                window_id,
+                payment.from.bank_id,
+                payment.to.bank_id,
+                payment.currency
+            ],
+            total_from_row,
+        )
+        .optional()
+        .map_err(storage)?;
+    let total = settlement::add_to_total(total.as_ref(), payment)?;
+    connection
+        .execute_cached(
+            "INSERT INTO settlement_totals (window_id, payer_bank, payee_bank, currency,
+                 amount_minor, payments)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (window_id, payer_bank, payee_bank, currency)
+             DO UPDATE SET amount_minor = excluded.amount_minor, payments = excluded.payments",
+            params![
+                window_id,
+                total.payer_bank,
+                total.payee_bank,
+                total.currency,
+                total.amount_minor,
+                total.payments
+            ],
+        )
+        .map_err(storage)?;
+    Ok(())
 }
 
 const ACCOUNT_COLUMNS: &str =
@@ -442,6 +740,7 @@ impl GatewayStore for SqliteGatewayStore {
                     ))
                 }
             }
+            let attempt = claim_for_attempt(transaction, attempt)?;
             insert_payment(transaction, &attempt)?;
             let recorded = load_payment(transaction, &attempt.payment_id)?
                 .ok_or_else(|| Failure::internal("begin payment", "inserted payment vanished"))?;
@@ -464,19 +763,26 @@ impl GatewayStore for SqliteGatewayStore {
         let reason_code = reason_code.map(str::to_owned);
         let reason = reason.map(str::to_owned);
         self.writer.run(move |transaction| {
-            transaction
+            let window = open_window(transaction)?;
+            let decided = transaction
                 .execute_cached(
                     // The writer thread runs one transaction at a time, so MAX + 1 is the next
                     // position and positions become visible in order (watchers rely on it).
                     "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
                          decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
-                                         WHERE decision_seq IS NOT NULL)
+                                         WHERE decision_seq IS NOT NULL),
+                         window_id = ?6
                      WHERE payment_id = ?1 AND status = 1",
-                    params![payment_id, status.code(), reason_code, reason, now_unix_ms()],
+                    params![payment_id, status.code(), reason_code, reason, now_unix_ms(), window.window_id],
                 )
                 .map_err(storage)?;
-            load_payment(transaction, &payment_id)?
-                .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist")))
+            let record = load_payment(transaction, &payment_id)?
+                .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist")))?;
+            if decided == 1 {
+                // This write decided it: settlement moves with the decision (and only here).
+                apply_decision(transaction, &record, window.window_id)?;
+            }
+            Ok(record)
         })
         .await
     }
@@ -656,12 +962,108 @@ impl GatewayStore for SqliteGatewayStore {
             )
             .map_err(storage)
     }
+
+    async fn set_net_debit_cap(
+        &self,
+        bank_id: &str,
+        currency: &str,
+        cap_minor: Option<i64>,
+    ) -> Result<PositionRecord, Failure> {
+        settlement::check_cap(cap_minor)?;
+        let (bank_id, currency) = (bank_id.to_owned(), currency.to_owned());
+        self.writer
+            .run(move |transaction| {
+                let position = PositionRecord {
+                    cap_minor,
+                    ..load_position(transaction, &bank_id, &currency)?
+                };
+                write_position(transaction, &position)?;
+                Ok(position)
+            })
+            .await
+    }
+
+    async fn positions(&self) -> Result<Vec<PositionRecord>, Failure> {
+        self.reader.scan(read_positions).await
+    }
+
+    async fn windows(
+        &self,
+        before_window_id: i64,
+        limit: u32,
+    ) -> Result<Vec<WindowRecord>, Failure> {
+        self.reader
+            .scan(move |connection| read_windows(connection, before_window_id, limit))
+            .await
+    }
+
+    async fn window_report(&self, window_id: i64) -> Result<Option<WindowReport>, Failure> {
+        self.reader
+            .scan(move |connection| {
+                // One read transaction: the window and its totals from the same state.
+                let transaction = connection.unchecked_transaction().map_err(storage)?;
+                read_report(&transaction, window_id)
+            })
+            .await
+    }
+
+    async fn close_window(&self, expected: Option<i64>) -> Result<WindowReport, Failure> {
+        self.writer
+            .run(move |transaction| {
+                let open = open_window(transaction)?;
+                let target = match expected {
+                    None => open.clone(),
+                    Some(window_id) => load_window(transaction, window_id)?.ok_or_else(|| {
+                        Failure::NotFound(format!("settlement window {window_id} not found"))
+                    })?,
+                };
+                let next = settlement::close(&open, &target)?;
+                let now = now_unix_ms();
+                transaction
+                    .execute_cached(
+                        "UPDATE settlement_windows SET closed_unix_ms = ?2 WHERE window_id = ?1",
+                        params![open.window_id, now],
+                    )
+                    .map_err(storage)?;
+                transaction
+                    .execute_cached(
+                        "INSERT INTO settlement_windows (window_id, opened_unix_ms) VALUES (?1, ?2)",
+                        params![next, now],
+                    )
+                    .map_err(storage)?;
+                read_report(transaction, open.window_id)?.ok_or_else(|| {
+                    Failure::internal("settlement", "the closed window vanished")
+                })
+            })
+            .await
+    }
+
+    async fn settle_window(&self, window_id: i64) -> Result<WindowReport, Failure> {
+        self.writer
+            .run(move |transaction| {
+                let report = read_report(transaction, window_id)?.ok_or_else(|| {
+                    Failure::NotFound(format!("settlement window {window_id} not found"))
+                })?;
+                settlement::settle(&report.window)?;
+                let nets = settlement::nets(&report.totals)?;
+                apply_position_changes(transaction, &settlement::settle_changes(&nets)?)?;
+                transaction
+                    .execute_cached(
+                        "UPDATE settlement_windows SET settled_unix_ms = ?2 WHERE window_id = ?1",
+                        params![window_id, now_unix_ms()],
+                    )
+                    .map_err(storage)?;
+                read_report(transaction, window_id)?
+                    .ok_or_else(|| Failure::internal("settlement", "the settled window vanished"))
+            })
+            .await
+    }
 }
 
 const PAYMENT_COLUMNS: &str = "SELECT seq, payment_id, idempotency_key, from_user, from_bank,
     from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
     reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-    coordinator, decision_seq
+    coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id
     FROM payments";
 
 /// A payment still needing its coordinator: undecided, or a leg has not acknowledged. Matches
@@ -703,6 +1105,10 @@ fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Fai
         decided_unix_ms: row.get(19)?,
         coordinator: row.get(20)?,
         decision_seq: row.get(21)?,
+        refund_of: row.get(22)?,
+        refunded_minor: row.get(23)?,
+        refund_pending_minor: row.get(24)?,
+        window_id: row.get(25)?,
     }))
 }
 
@@ -740,13 +1146,71 @@ fn load_payment(
         .transpose()
 }
 
+/// What a new attempt claims in the write that records it ([`GatewayStore::begin_payment`]):
+/// a refund its amount from its original, a cross-bank payment its reservation. Returns the
+/// attempt as it will be recorded (a refund's amount resolved). An `Err` rolls the whole
+/// write back.
+fn claim_for_attempt(
+    transaction: &Connection,
+    mut attempt: PaymentRecord,
+) -> Result<PaymentRecord, Failure> {
+    if let Some(original_id) = &attempt.refund_of {
+        let original = load_payment(transaction, original_id)?
+            .ok_or_else(|| Failure::NotFound(format!("payment {original_id} not found")))?;
+        let claim = settlement::reserve_refund(&original, &attempt)?;
+        transaction
+            .execute_cached(
+                "UPDATE payments SET refund_pending_minor = ?2 WHERE payment_id = ?1",
+                params![original_id, claim.pending_minor],
+            )
+            .map_err(storage)?;
+        attempt.amount_minor = claim.amount_minor;
+    }
+    if settlement::is_cross_bank(&attempt) {
+        let position = load_position(transaction, &attempt.from.bank_id, &attempt.currency)?;
+        write_position(
+            transaction,
+            &settlement::reserve(&position, attempt.amount_minor)?,
+        )?;
+    }
+    Ok(attempt)
+}
+
+/// What a decision moves, in its own write ([`GatewayStore::decide`]): positions and the
+/// reservation, the window's bilateral total, a refund's original.
+fn apply_decision(
+    transaction: &Connection,
+    record: &PaymentRecord,
+    window_id: i64,
+) -> Result<(), Failure> {
+    apply_position_changes(transaction, &settlement::on_decision(record, record.status))?;
+    if record.status == PaymentStatus::Committed && settlement::is_cross_bank(record) {
+        add_to_window(transaction, window_id, record)?;
+    }
+    if let Some(original_id) = &record.refund_of {
+        let original = load_payment(transaction, original_id)?.ok_or_else(|| {
+            Failure::internal("refund", format!("original {original_id} vanished"))
+        })?;
+        let (refunded, pending) =
+            settlement::refund_decided(&original, record.amount_minor, record.status)?;
+        transaction
+            .execute_cached(
+                "UPDATE payments SET refunded_minor = ?2, refund_pending_minor = ?3
+                 WHERE payment_id = ?1",
+                params![original_id, refunded, pending],
+            )
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
 fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(), Failure> {
     transaction
         .execute_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
                  to_user, to_bank, to_account, amount_minor, currency, memo, status,
-                 decision_deadline_unix_ms, created_unix_ms, coordinator)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14)",
+                 decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15)",
             params![
                 payment.payment_id,
                 payment.idempotency_key,
@@ -761,7 +1225,8 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
                 payment.memo,
                 payment.decision_deadline_unix_ms,
                 payment.created_unix_ms,
-                payment.coordinator
+                payment.coordinator,
+                payment.refund_of
             ],
         )
         .map_err(storage)?;

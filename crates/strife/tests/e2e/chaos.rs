@@ -4,9 +4,14 @@
 //! and the gateway, stalls banks and cuts gateway↔bank links (TCP proxies), restarts etcd
 //! empty, fills the disk under bank2 (its dir is on a small tmpfs) for a while, and starts a
 //! second bank process on a running bank's data dir (it must be refused), and removes a
-//! stopped bank's database (its start must be refused) before restoring it. Then everything heals, the network quiesces, and `strife audit` plus the clients'
-//! own records must show: money conserved, no negative balance, every payment a client saw
-//! succeed committed on both legs exactly once, nothing applied twice, no hold left PREPARED.
+//! stopped bank's database (its start must be refused) before restoring it. Meanwhile payees
+//! refund parts of payments they received, and the admin sets and removes net debit caps,
+//! closes settlement windows and settles them (docs/SPEC.md §9). Then everything heals, the
+//! network quiesces, and `strife audit` plus the clients' own records must show: money
+//! conserved, no negative balance, every payment a client saw succeed committed on both legs
+//! exactly once, nothing applied twice, no hold left PREPARED — and every window's report the
+//! sum of its payments (unchanged since its close), positions and reservations equal to their
+//! derivation from the log, no payment refunded beyond its amount.
 //!
 //! `scripts/test` runs 3 seeds. More: `STRIFE_CHAOS_SEEDS=10 cargo nextest run -E
 //! 'binary_id(strife::chaos)'`; one seed again: `STRIFE_CHAOS_SEED=1234`.
@@ -231,13 +236,140 @@ impl Cluster {
     }
 }
 
-/// One user's workload: pays random others, retrying each payment with its key until the
-/// gateway gives a final answer.
+/// Payments a user received, which it may refund: (payee index, payment id, amount).
+type Received = Arc<Mutex<Vec<(usize, String, i64)>>>;
+
+/// Whether a refusal is the gateway's final answer (anything else is retried with the key).
+fn is_final(code: Code) -> bool {
+    matches!(
+        code,
+        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+    )
+}
+
+/// Calls `call` until it answers finally (ok or a final refusal), like a client retrying with
+/// the same key; `None` if it never did.
+async fn until_final<T, Fut>(
+    rng: &mut StdRng,
+    stop: &AtomicBool,
+    mut call: impl FnMut() -> Fut,
+) -> Option<Result<T, tonic::Status>>
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    for _ in 0..RETRY_LIMIT {
+        match call().await {
+            Ok(value) => return Some(Ok(value)),
+            Err(status) if is_final(status.code()) => return Some(Err(status)),
+            Err(_) => {
+                if stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+            }
+        }
+    }
+    None
+}
+
+/// The admin's settlement work while the nemesis runs: sets and removes net debit caps,
+/// closes the open window (by id, so a retry never closes a second one) and settles closed
+/// windows. Returns every report a close answered, to check later that none changed.
+async fn settlement_admin(
+    admin: crate::support::network::GatewayClient,
+    seed: u64,
+    nemesis_done: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> Vec<pb::SettlementReport> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5e77_1e00);
+    let mut reports = Vec::new();
+    let mut to_settle: Vec<u64> = Vec::new();
+    while !nemesis_done.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(150..400))).await;
+        match rng.random_range(0..3) {
+            0 => {
+                let request = pb::SetNetDebitCapRequest {
+                    bank_id: BANKS[rng.random_range(0..BANKS.len())].into(),
+                    currency: "USD".into(),
+                    cap_minor: (!rng.random_bool(0.3)).then(|| rng.random_range(5_000..40_000)),
+                };
+                let _ = until_final(&mut rng, &stop, || {
+                    let (mut admin, request) = (admin.clone(), request.clone());
+                    async move { admin.set_net_debit_cap(request).await }
+                })
+                .await;
+            }
+            1 => {
+                let listed = until_final(&mut rng, &stop, || {
+                    let mut admin = admin.clone();
+                    async move {
+                        admin
+                            .list_settlement_windows(pb::ListSettlementWindowsRequest::default())
+                            .await
+                    }
+                })
+                .await;
+                let Some(Ok(listed)) = listed else { continue };
+                let Some(open) = listed
+                    .into_inner()
+                    .windows
+                    .first()
+                    .map(|window| window.window_id)
+                else {
+                    continue;
+                };
+                let request = pb::CloseSettlementWindowRequest { window_id: open };
+                match until_final(&mut rng, &stop, || {
+                    let mut admin = admin.clone();
+                    async move { admin.close_settlement_window(request).await }
+                })
+                .await
+                {
+                    Some(Ok(report)) => {
+                        reports.push(report.into_inner());
+                        to_settle.push(open);
+                    }
+                    // An earlier try closed it and its answer was lost.
+                    Some(Err(status)) if status.code() == Code::FailedPrecondition => {
+                        to_settle.push(open)
+                    }
+                    other => panic!("closing window {open}: {other:?}"),
+                }
+            }
+            _ => {
+                let Some(&window_id) = to_settle.first() else {
+                    continue;
+                };
+                let request = pb::MarkSettledRequest { window_id };
+                match until_final(&mut rng, &stop, || {
+                    let mut admin = admin.clone();
+                    async move { admin.mark_settled(request).await }
+                })
+                .await
+                {
+                    // Settled now, or by an earlier try whose answer was lost.
+                    Some(Ok(_)) => {
+                        to_settle.remove(0);
+                    }
+                    Some(Err(status)) if status.code() == Code::FailedPrecondition => {
+                        to_settle.remove(0);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    reports
+}
+
+/// One user's workload: pays random others — and now and then refunds part of a payment it
+/// received — retrying each with its key until the gateway gives a final answer.
 async fn workload(
     network_gateway: String,
     dir: std::path::PathBuf,
     user: usize,
     seed: u64,
+    received: Received,
     nemesis_done: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> Vec<Outcome> {
@@ -261,13 +393,44 @@ async fn workload(
         &crate::support::network::password_of(USERS[user]),
     )
     .unwrap();
-    let mut client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
+    let client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
     let mut outcomes = Vec::new();
     for sequence in 0..MAX_PAYMENTS_PER_USER {
         if nemesis_done.load(Ordering::Relaxed) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
+        let refundable = {
+            let received = received.lock().unwrap();
+            let mine: Vec<&(usize, String, i64)> = received
+                .iter()
+                .filter(|(payee, _, _)| *payee == user)
+                .collect();
+            (!mine.is_empty() && rng.random_bool(0.2))
+                .then(|| mine[rng.random_range(0..mine.len())].clone())
+        };
+        if let Some((_, payment_id, amount_minor)) = refundable {
+            let request = pb::RefundRequest {
+                payment_id,
+                amount: Some(pb::Money {
+                    amount_minor: rng.random_range(1..=amount_minor.max(2) / 2),
+                    currency: "USD".into(),
+                }),
+                idempotency_key: format!("chaos-refund-{seed}-{user}-{sequence}"),
+                reason: "chaos".into(),
+            };
+            let outcome = until_final(&mut rng, &stop, || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.refund(request).await }
+            })
+            .await;
+            outcomes.push(match outcome {
+                Some(Ok(refund)) => Outcome::Committed(refund.into_inner().payment_id),
+                Some(Err(_)) => Outcome::Refused,
+                None => Outcome::GaveUp,
+            });
+            continue;
+        }
         let mut payee = rng.random_range(0..USERS.len());
         if payee == user {
             payee = (payee + 1) % USERS.len();
@@ -281,31 +444,24 @@ async fn workload(
             }),
             ..pb::PayRequest::default()
         };
-        let mut outcome = Outcome::GaveUp;
-        for _ in 0..RETRY_LIMIT {
-            match client.pay(request.clone()).await {
-                Ok(payment) => {
-                    outcome = Outcome::Committed(payment.into_inner().payment_id);
-                    break;
-                }
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
-                    ) =>
-                {
-                    outcome = Outcome::Refused;
-                    break;
-                }
-                Err(_) => {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
-                }
+        let outcome = until_final(&mut rng, &stop, || {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move { client.pay(request).await }
+        })
+        .await;
+        outcomes.push(match outcome {
+            Some(Ok(payment)) => {
+                let payment = payment.into_inner();
+                let amount_minor = payment.amount.map_or(0, |amount| amount.amount_minor);
+                received
+                    .lock()
+                    .unwrap()
+                    .push((payee, payment.payment_id.clone(), amount_minor));
+                Outcome::Committed(payment.payment_id)
             }
-        }
-        outcomes.push(outcome);
+            Some(Err(_)) => Outcome::Refused,
+            None => Outcome::GaveUp,
+        });
     }
     outcomes
 }
@@ -322,6 +478,7 @@ async fn run_seed(seed: u64) {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let nemesis_done = Arc::new(AtomicBool::new(false));
+    let received: Received = Arc::default();
     let workers: Vec<_> = (0..USERS.len())
         .map(|user| {
             tokio::spawn(workload(
@@ -329,11 +486,19 @@ async fn run_seed(seed: u64) {
                 dir.clone(),
                 user,
                 seed,
+                Arc::clone(&received),
                 Arc::clone(&nemesis_done),
                 Arc::clone(&stop),
             ))
         })
         .collect();
+    let admin = cluster.lock().await.network.gateway_client("admin");
+    let settlement = tokio::spawn(settlement_admin(
+        admin,
+        seed,
+        Arc::clone(&nemesis_done),
+        Arc::clone(&stop),
+    ));
 
     // The nemesis: a printed, seeded schedule.
     let mut rng = StdRng::seed_from_u64(seed);
@@ -432,6 +597,15 @@ async fn run_seed(seed: u64) {
         }
     }
 
+    let left = deadline.saturating_duration_since(Instant::now());
+    let closes = match tokio::time::timeout(left, settlement).await {
+        Ok(result) => result.unwrap(),
+        Err(_) => {
+            stop.store(true, Ordering::Relaxed);
+            panic!("seed {seed}: the settlement admin did not finish after healing");
+        }
+    };
+
     // Quiescence: the audit is clean once every decision has reached every bank.
     let cluster = cluster.lock().await;
     let audit = || {
@@ -486,6 +660,21 @@ async fn run_seed(seed: u64) {
         committed.len(),
         "seed {seed}: the gateway committed exactly what clients saw succeed"
     );
+    // A closed window never changes: each report a close answered is the report now (only
+    // its state may have moved on to SETTLED).
+    for closed in &closes {
+        let window_id = closed.window.as_ref().unwrap().window_id;
+        let now = admin
+            .get_settlement_report(pb::GetSettlementReportRequest { window_id })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (&now.bilateral, &now.nets),
+            (&closed.bilateral, &closed.nets),
+            "seed {seed}: window {window_id} changed after its close"
+        );
+    }
     let gave_up = outcomes
         .iter()
         .filter(|outcome| matches!(outcome, Outcome::GaveUp))
@@ -495,9 +684,11 @@ async fn run_seed(seed: u64) {
         .filter(|outcome| matches!(outcome, Outcome::Refused))
         .count();
     eprintln!(
-        "seed {seed}: {} payments tried, {} committed, {refused} refused, {gave_up} gave up; faults {:?}; audit clean",
+        "seed {seed}: {} payments and refunds tried, {} committed, {refused} refused, {gave_up} gave up; {} windows closed ({}); faults {:?}; audit clean",
         outcomes.len(),
         committed.len(),
+        closes.len(),
+        report["settlement"],
         faults.lock().unwrap()
     );
     assert_eq!(

@@ -423,6 +423,45 @@ impl gateway_server::Gateway for InternalAfterCommit {
             .get_payment_by_key(request.into_inner())
             .await
     }
+    async fn refund(&self, _: Request<pb::RefundRequest>) -> Result<Response<pb::Payment>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn set_net_debit_cap(
+        &self,
+        _: Request<pb::SetNetDebitCapRequest>,
+    ) -> Result<Response<pb::BankPosition>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn get_positions(
+        &self,
+        _: Request<pb::GetPositionsRequest>,
+    ) -> Result<Response<pb::GetPositionsResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn list_settlement_windows(
+        &self,
+        _: Request<pb::ListSettlementWindowsRequest>,
+    ) -> Result<Response<pb::ListSettlementWindowsResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn close_settlement_window(
+        &self,
+        _: Request<pb::CloseSettlementWindowRequest>,
+    ) -> Result<Response<pb::SettlementReport>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn get_settlement_report(
+        &self,
+        _: Request<pb::GetSettlementReportRequest>,
+    ) -> Result<Response<pb::SettlementReport>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn mark_settled(
+        &self,
+        _: Request<pb::MarkSettledRequest>,
+    ) -> Result<Response<pb::SettlementReport>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
 }
 
 // Multi-threaded: the CLI runs as a blocking child process while the stand-in, on this

@@ -102,6 +102,10 @@ fn attempt(payment_id: &str, from: &str, to: &str, key: &str) -> PaymentRecord {
         decided_unix_ms: None,
         coordinator: REPLICA.into(),
         decision_seq: None,
+        refund_of: None,
+        refunded_minor: 0,
+        refund_pending_minor: 0,
+        window_id: None,
     }
 }
 

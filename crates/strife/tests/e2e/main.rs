@@ -36,4 +36,5 @@ mod peer_pinning;
 mod replicas;
 mod revocation;
 mod security_matrix;
+mod settlement;
 mod status_codes;

@@ -114,6 +114,39 @@ async fn every_gateway_rpc(
                 .await
                 .map(drop),
         ),
+        (
+            "Refund",
+            client
+                .refund(pb::RefundRequest {
+                    payment_id: text.into(),
+                    amount: money(1),
+                    idempotency_key: text.into(),
+                    reason: String::new(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "SetNetDebitCap",
+            client
+                .set_net_debit_cap(pb::SetNetDebitCapRequest {
+                    bank_id: text.into(),
+                    currency: "USD".into(),
+                    cap_minor: Some(0),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "ListSettlementWindows",
+            client
+                .list_settlement_windows(pb::ListSettlementWindowsRequest {
+                    page_size: 1,
+                    page_token: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
     ]
 }
 
@@ -396,6 +429,41 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
         Code::PermissionDenied
     );
     rows += 2;
+    // … and the settlement methods, which move no money but steer who may.
+    let refusals = [
+        alice
+            .set_net_debit_cap(pb::SetNetDebitCapRequest {
+                bank_id: "bank0".into(),
+                currency: "USD".into(),
+                cap_minor: Some(0),
+            })
+            .await
+            .map(drop),
+        alice
+            .get_positions(pb::GetPositionsRequest {})
+            .await
+            .map(drop),
+        alice
+            .list_settlement_windows(pb::ListSettlementWindowsRequest::default())
+            .await
+            .map(drop),
+        alice
+            .close_settlement_window(pb::CloseSettlementWindowRequest::default())
+            .await
+            .map(drop),
+        alice
+            .get_settlement_report(pb::GetSettlementReportRequest { window_id: 1 })
+            .await
+            .map(drop),
+        alice
+            .mark_settled(pb::MarkSettledRequest { window_id: 1 })
+            .await
+            .map(drop),
+    ];
+    for refusal in refusals {
+        assert_eq!(refusal.unwrap_err().code(), Code::PermissionDenied);
+        rows += 1;
+    }
     // Gateway: oversized (1 MiB) strings on every method, as the admin (who may call them all).
     let mut admin = network.gateway_client("admin");
     let huge = "x".repeat(HUGE);
@@ -409,7 +477,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
     }
     // Gateway: empty and unknown strings where a name or id is expected.
     for (method, outcome) in every_gateway_rpc(&mut admin, "").await {
-        if method != "GetBalances" && method != "ListHistory" {
+        if !["GetBalances", "ListHistory", "ListSettlementWindows"].contains(&method) {
             let status = outcome.expect_err(method);
             assert!(
                 matches!(status.code(), Code::InvalidArgument | Code::NotFound),

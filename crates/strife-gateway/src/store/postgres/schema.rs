@@ -120,6 +120,17 @@ CREATE TABLE probes (
     probed_unix_ms  BIGINT NOT NULL
 );
 ",
+}, Migration {
+    // The payment columns of settlement and refunds (the SQLite store's version 3). This
+    // store does not keep settlement yet (positions, caps, windows; see store/mod.rs), and
+    // refuses refunds, so the columns stay at their defaults for now.
+    version: 3,
+    sql: "
+ALTER TABLE payments ADD COLUMN refund_of TEXT;
+ALTER TABLE payments ADD COLUMN refunded_minor BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE payments ADD COLUMN refund_pending_minor BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE payments ADD COLUMN window_id BIGINT;
+",
 }];
 
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == crate::store::SCHEMA_VERSION);
