@@ -33,7 +33,18 @@ pub struct DevConfig {
     /// etcd client port (0: pick a free one).
     pub etcd_port: u16,
     pub json: bool,
+    /// Give the gateway and each bank `--metrics-listen 127.0.0.1:0` and print their URLs.
+    pub metrics: bool,
 }
+
+/// Where a process of the network serves its metrics.
+struct MetricsUrl {
+    process: &'static str,
+    url: String,
+}
+
+/// `--metrics-listen` on a free loopback port, for `--metrics`.
+const METRICS_ARGS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];
 
 struct ChildProcess {
     name: &'static str,
@@ -129,12 +140,25 @@ fn spawn_ready(
 }
 
 fn address_of(line: &str) -> anyhow::Result<String> {
+    field_of(line, "address")
+}
+
+fn field_of(line: &str, field: &str) -> anyhow::Result<String> {
     let ready: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("unexpected ready line {line:?}"))?;
-    ready["address"]
+    ready[field]
         .as_str()
         .map(str::to_owned)
-        .context("ready line without address")
+        .with_context(|| format!("ready line without {field}: {line}"))
+}
+
+/// The metrics URL a process printed in its JSON ready line (when started with `--metrics`).
+fn metrics_url(process: &'static str, line: &str) -> anyhow::Result<MetricsUrl> {
+    let address = field_of(line, "metrics_address")?;
+    Ok(MetricsUrl {
+        process,
+        url: format!("http://{address}/metrics"),
+    })
 }
 
 /// Runs the network until Ctrl-C / SIGTERM.
@@ -209,13 +233,20 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         .block_on(etcd::lock_down(&etcd_root, &banks))
         .context("locking etcd down (users, roles, auth)")?;
 
+    let mut metrics = Vec::new();
     for bank in BANKS {
         let mut command = Command::new(&strife);
         command
             .args(["bank", "--json", "--id", bank, "--etcd", &etcd_url, "--dir"])
             .arg(&config.dir);
-        let (child, _) = spawn_ready("bank", command, &logs.join(format!("{bank}.log")))?;
+        if config.metrics {
+            command.args(METRICS_ARGS);
+        }
+        let (child, line) = spawn_ready("bank", command, &logs.join(format!("{bank}.log")))?;
         network.children.push(child);
+        if config.metrics {
+            metrics.push(metrics_url(bank, &line)?);
+        }
     }
     let mut command = Command::new(&strife);
     command
@@ -229,9 +260,15 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
             "--dir",
         ])
         .arg(&config.dir);
+    if config.metrics {
+        command.args(METRICS_ARGS);
+    }
     let (gateway, line) = spawn_ready("gateway", command, &logs.join("gateway.log"))?;
     network.children.push(gateway);
     let gateway_address = address_of(&line)?;
+    if config.metrics {
+        metrics.insert(0, metrics_url("gateway", &line)?);
+    }
 
     let passwords = runtime.block_on(create_demo_users(&layout, &gateway_address))?;
     let info = strife_common::discovery::NetworkInfo {
@@ -239,7 +276,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         gateway: gateway_address.clone(),
     };
     std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
-    print_ready(&config, &gateway_address, &etcd_url, &passwords)?;
+    print_ready(&config, &gateway_address, &etcd_url, &passwords, &metrics)?;
 
     runtime.block_on(async {
         loop {
@@ -408,11 +445,19 @@ fn print_ready(
     gateway: &str,
     etcd: &str,
     passwords: &serde_json::Map<String, serde_json::Value>,
+    metrics: &[MetricsUrl],
 ) -> anyhow::Result<()> {
     let dir = config.dir.display();
     let mut stdout = std::io::stdout().lock();
     if config.json {
-        let line = serde_json::json!({"event": "ready", "dir": dir.to_string(), "gateway": gateway, "etcd": etcd, "passwords": passwords});
+        let mut line = serde_json::json!({"event": "ready", "dir": dir.to_string(), "gateway": gateway, "etcd": etcd, "passwords": passwords});
+        if !metrics.is_empty() {
+            line["metrics"] = metrics
+                .iter()
+                .map(|entry| (entry.process.to_owned(), entry.url.clone().into()))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         writeln!(stdout, "{line}")?;
     } else {
         let alice = passwords
@@ -427,6 +472,13 @@ fn print_ready(
             stdout,
             "Logs: {dir}/logs/. Demo users: alice (100.00 USD at bank0), bob (50.00 USD at bank1)."
         )?;
+        if !metrics.is_empty() {
+            let urls: Vec<String> = metrics
+                .iter()
+                .map(|entry| format!("{} {}", entry.process, entry.url))
+                .collect();
+            writeln!(stdout, "Metrics (Prometheus): {}.", urls.join(", "))?;
+        }
         writeln!(stdout)?;
         writeln!(stdout, "Try, in another terminal:")?;
         writeln!(stdout, "  export STRIFE_PASSWORD={alice}")?;
