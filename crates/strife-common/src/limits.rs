@@ -95,6 +95,15 @@ pub const DECISION_GRACE: Duration = Duration::from_secs(5);
 pub const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for a server's etcd deregistration.
 pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a gateway's shutdown waits, after the drain, for payments still running: a
+/// payment's phase 1 is bounded by the longest prepare timeout, then one decision write and
+/// one phase-2 round. With the drain (`operations::DRAIN_LIMIT`) and the deregistration this
+/// bounds how long a SIGTERMed gateway takes to exit (docs/OPERATIONS.md, "Shutdown").
+pub const FINISH_IN_FLIGHT_LIMIT: Duration = Duration::from_millis(
+    (MAX_PREPARE_TIMEOUT.as_millis()
+        + PAY_STORAGE_ALLOWANCE.as_millis()
+        + PHASE_TWO_CALL_TIMEOUT.as_millis()) as u64,
+);
 /// Decision window a bank gives a prepare that names no deadline of its own.
 pub const DEFAULT_DECISION_WINDOW: Duration = Duration::from_secs(30);
 

@@ -66,8 +66,28 @@ impl Readiness {
 /// How often readiness is re-checked.
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Keeps `readiness` following `check` (`Err(why)` = not ready) every
-/// [`READINESS_INTERVAL`] until `draining` begins; logs each change with its reason.
+/// Longest one readiness check may take: a durable write slower than a payment may spend on
+/// storage means the store is sick (a stalled disk or database), not merely busy.
+pub const READINESS_CHECK_LIMIT: Duration = crate::limits::PAY_STORAGE_ALLOWANCE;
+
+/// Runs one readiness check, bounded by `limit`: a check that hangs (a stalled disk never
+/// answers) counts as not ready instead of freezing the status at its last value.
+async fn check_within<Fut>(check: Fut, limit: Duration) -> Result<(), String>
+where
+    Fut: Future<Output = Result<(), String>>,
+{
+    match tokio::time::timeout(limit, check).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!(
+            "the readiness check did not finish within {} ms",
+            limit.as_millis()
+        )),
+    }
+}
+
+/// Keeps `readiness` following `check` (`Err(why)` = not ready; a check running longer than
+/// [`READINESS_CHECK_LIMIT`] counts as `Err`) every [`READINESS_INTERVAL`] until `draining`
+/// begins; logs each change with its reason.
 pub async fn follow_readiness<F, Fut>(
     readiness: Readiness,
     mut check: F,
@@ -82,7 +102,7 @@ pub async fn follow_readiness<F, Fut>(
             _ = tokio::time::sleep(READINESS_INTERVAL) => {}
             _ = draining.wait_for(|began| *began) => return,
         }
-        match check().await {
+        match check_within(check(), READINESS_CHECK_LIMIT).await {
             Ok(()) if !ready => {
                 tracing::info!("ready again; SERVING");
                 readiness.serving().await;
@@ -178,5 +198,26 @@ pub async fn drain_bounded<E>(
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_check_that_hangs_counts_as_not_ready() {
+        let limit = Duration::from_millis(50);
+        assert_eq!(check_within(async { Ok(()) }, limit).await, Ok(()));
+        assert_eq!(
+            check_within(async { Err("disk full".to_owned()) }, limit).await,
+            Err("disk full".to_owned())
+        );
+        let hung = check_within(std::future::pending(), limit).await;
+        assert!(
+            hung.as_ref()
+                .is_err_and(|why| why.contains("did not finish within 50 ms")),
+            "{hung:?}"
+        );
     }
 }

@@ -107,12 +107,22 @@ impl GatewayApi {
         coordinator: Arc<Coordinator>,
     ) -> Self {
         GatewayApi {
-            events: Events::new(Arc::clone(&store), coordinator.decisions()),
+            events: Events::new(
+                Arc::clone(&store),
+                coordinator.decisions(),
+                coordinator.metrics().watches_open(),
+            ),
             store,
             registry,
             coordinator,
             refusals: RefusalLimiter::default(),
         }
+    }
+
+    /// Ends every `WatchPayments` stream once `draining` turns true (see `events.rs`).
+    pub fn ending_watches_on(mut self, draining: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.events = self.events.ending_on(draining);
+        self
     }
 
     /// A client for the bank a request names: `NOT_FOUND` (`unknown_bank`) for a bank id the

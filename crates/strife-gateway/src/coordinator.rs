@@ -380,21 +380,47 @@ impl Coordinator {
     /// (presumed abort: the process that ran its phase 1 is gone); decided ones are finished
     /// by the retrier.
     pub async fn recover(&self) -> Result<usize, Failure> {
-        take_over(self.store.as_ref(), &self.liveness, &self.replica_id).await;
+        self.take_over().await;
+        self.abort_pending(payment::restarted()).await
+    }
+
+    /// Claims the unfinished payments of replicas that are gone (counted in the metrics).
+    async fn take_over(&self) {
+        let claimed = take_over(self.store.as_ref(), &self.liveness, &self.replica_id).await;
+        self.metrics.taken_over(claimed);
+    }
+
+    /// Aborts every PENDING payment this replica coordinates, with `reason`.
+    async fn abort_pending(&self, reason: (String, String)) -> Result<usize, Failure> {
         let unfinished = self.store.unfinished(&self.replica_id, u32::MAX).await?;
         let mut aborted = 0;
         for record in unfinished
             .into_iter()
             .filter(|record| record.status == PaymentStatus::Pending)
         {
-            let reason = Some(payment::restarted());
             let decided = self
-                .write_decision(&record.payment_id, PaymentStatus::Aborted, reason)
+                .write_decision(
+                    &record.payment_id,
+                    PaymentStatus::Aborted,
+                    Some(reason.clone()),
+                )
                 .await?;
             self.metrics.payment_decided(&decided);
             aborted += 1;
         }
         Ok(aborted)
+    }
+
+    /// At shutdown, after the server has stopped and [`Coordinator::finish_in_flight`] saw no
+    /// payment task left: aborts the payments this replica recorded PENDING whose task never
+    /// started (a request cut by the drain limit between its PENDING record and phase 1; no
+    /// bank has a leg of them), so nothing this replica owns stays undecided after it exits
+    /// and a retry of the key elsewhere runs at once. Does nothing while a task still runs.
+    pub async fn abort_orphaned(&self) -> Result<usize, Failure> {
+        if self.in_flight.count.load(Ordering::SeqCst) > 0 {
+            return Ok(0);
+        }
+        self.abort_pending(payment::shut_down()).await
     }
 
     /// Until shutdown: finishes decided payments whose legs have not all acknowledged, and
@@ -408,7 +434,7 @@ impl Coordinator {
             }
             if last_takeover.elapsed() >= TAKEOVER_INTERVAL {
                 last_takeover = tokio::time::Instant::now();
-                take_over(self.store.as_ref(), &self.liveness, &self.replica_id).await;
+                self.take_over().await;
             }
             let unfinished = match self
                 .store

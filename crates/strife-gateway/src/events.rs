@@ -12,18 +12,23 @@
 //! Bounded: [`MAX_WATCHES`] open watches per gateway and [`MAX_WATCHES_PER_USER`] per user;
 //! each reads [`EVENT_PAGE`] decisions per query and sleeps between queries until this
 //! replica writes a decision or [`EVENT_POLL_INTERVAL`] passes (other replicas' decisions).
+//!
+//! When the gateway starts draining (SIGTERM), every watch ends cleanly: an open stream would
+//! otherwise hold its connection, and so the drain, to the drain limit. A client resumes from
+//! its last cursor on another replica, or on this one after its restart.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use futures::Stream;
+use prometheus_client::metrics::gauge::Gauge;
 use strife_common::limits::{
     EVENT_GAP_GRACE, EVENT_PAGE, EVENT_POLL_INTERVAL, MAX_WATCHES, MAX_WATCHES_PER_USER,
 };
 use strife_common::Failure;
 use strife_proto::v1 as pb;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -41,6 +46,10 @@ pub struct Events {
     store: Arc<dyn GatewayStore>,
     decisions: Arc<Notify>,
     open: Arc<Mutex<HashMap<String, usize>>>,
+    /// `strife_watches_open`.
+    watches_open: Gauge,
+    /// Turns true when the gateway starts draining: every watch ends then.
+    draining: Option<watch::Receiver<bool>>,
 }
 
 /// Who watches: a user sees their own payments, the admin all.
@@ -75,12 +84,21 @@ pub fn parse_since(since: &str) -> Result<Option<i64>, Failure> {
 }
 
 impl Events {
-    pub fn new(store: Arc<dyn GatewayStore>, decisions: Arc<Notify>) -> Self {
+    pub fn new(store: Arc<dyn GatewayStore>, decisions: Arc<Notify>, watches_open: Gauge) -> Self {
         Events {
             store,
             decisions,
             open: Arc::new(Mutex::new(HashMap::new())),
+            watches_open,
+            draining: None,
         }
+    }
+
+    /// Ends every watch, open or opened later, once `draining` turns true (or its sender is
+    /// gone): the stream closes with OK and the client resumes from its last cursor.
+    pub fn ending_on(mut self, draining: watch::Receiver<bool>) -> Self {
+        self.draining = Some(draining);
+        self
     }
 
     /// Starts a watch for `username` (with `role`) after `since`.
@@ -102,9 +120,15 @@ impl Events {
         let (sender, receiver) = mpsc::channel(BUFFERED_EVENTS);
         let store = Arc::clone(&self.store);
         let decisions = Arc::clone(&self.decisions);
+        let draining = self.draining.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            follow(store, decisions, watcher, start, sender).await;
+            tokio::select! {
+                _ = follow(store, decisions, watcher, start, sender) => {}
+                _ = drain_begins(draining) => {
+                    tracing::debug!("payment watch ended: the gateway is draining");
+                }
+            }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
             receiver,
@@ -129,10 +153,22 @@ impl Events {
             )));
         }
         *open.entry(username.to_owned()).or_default() += 1;
+        self.watches_open.inc();
         Ok(WatchSlot {
             open: Arc::clone(&self.open),
             username: username.to_owned(),
+            watches_open: self.watches_open.clone(),
         })
+    }
+}
+
+/// Completes when draining begins (or can no longer be signalled); never without `draining`.
+async fn drain_begins(draining: Option<watch::Receiver<bool>>) {
+    match draining {
+        Some(mut draining) => {
+            let _ = draining.wait_for(|began| *began).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -140,10 +176,12 @@ impl Events {
 struct WatchSlot {
     open: Arc<Mutex<HashMap<String, usize>>>,
     username: String,
+    watches_open: Gauge,
 }
 
 impl Drop for WatchSlot {
     fn drop(&mut self) {
+        self.watches_open.dec();
         let mut open = self
             .open
             .lock()
@@ -318,6 +356,26 @@ mod tests {
         let later = start + EVENT_GAP_GRACE * 3;
         let ready = position.advance(vec![decided(5)], later);
         assert_eq!(positions(&ready), vec![5]);
+    }
+
+    #[tokio::test]
+    async fn watches_end_when_the_drain_begins_and_only_then() {
+        let short = std::time::Duration::from_millis(20);
+        let never = tokio::time::timeout(short, drain_begins(None)).await;
+        assert!(never.is_err(), "without a drain signal a watch runs on");
+        let (began, draining) = watch::channel(false);
+        let ending = tokio::spawn(drain_begins(Some(draining.clone())));
+        let early = tokio::time::timeout(short, drain_begins(Some(draining.clone()))).await;
+        assert!(early.is_err(), "not before the drain");
+        began.send(true).unwrap();
+        tokio::time::timeout(short * 50, ending)
+            .await
+            .expect("ends once the drain begins")
+            .unwrap();
+        // A watch opened during the drain ends at once.
+        tokio::time::timeout(short, drain_begins(Some(draining)))
+            .await
+            .expect("ends at once");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics (docs/OPERATIONS.md lists them with their meaning):
 //! payments by outcome and reason, whole-payment and per-phase latency, payments in flight
-//! and in doubt, per-bank prepare latency and errors, failed logins and lockouts. The
+//! and in doubt, per-bank prepare latency and errors, failed logins and lockouts, open payment
+//! watches and payments taken over from replicas that are gone. The
 //! group-commit metrics of its database come from `strife_common::metrics`.
 //!
 //! Recording never fails and never allocates on the payment path: outcome, reason, phase and
@@ -119,6 +120,8 @@ pub struct GatewayMetrics {
     banks: RwLock<HashMap<String, Arc<BankHandles>>>,
     login_failures: Counter,
     lockouts: Counter,
+    watches_open: Gauge,
+    takeover_claimed: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -156,6 +159,8 @@ impl GatewayMetrics {
             banks: RwLock::new(HashMap::new()),
             login_failures: Counter::default(),
             lockouts: Counter::default(),
+            watches_open: Gauge::default(),
+            takeover_claimed: Counter::default(),
         }
     }
 
@@ -210,6 +215,17 @@ impl GatewayMetrics {
             "strife_lockouts",
             "Lockouts of a user name after too many failed password checks",
             self.lockouts.clone(),
+        );
+        registry.register(
+            "strife_watches_open",
+            "WatchPayments streams open on this gateway now",
+            self.watches_open.clone(),
+        );
+        registry.register(
+            "strife_takeover_claimed",
+            "Unfinished payments this gateway took over from replicas that are gone (an earlier \
+             run of its own included)",
+            self.takeover_claimed.clone(),
         );
     }
 
@@ -334,6 +350,18 @@ impl GatewayMetrics {
     pub fn locked_out(&self) {
         self.lockouts.inc();
     }
+
+    /// The gauge of open payment watches (raised and lowered by the watches themselves).
+    pub fn watches_open(&self) -> Gauge {
+        self.watches_open.clone()
+    }
+
+    /// `payments` unfinished payments were claimed from replicas that are gone.
+    pub fn taken_over(&self, payments: u64) {
+        if payments > 0 {
+            self.takeover_claimed.inc_by(payments);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -422,6 +450,12 @@ mod tests {
         metrics.login_failed();
         metrics.login_failed();
         metrics.locked_out();
+        metrics.taken_over(0);
+        metrics.taken_over(3);
+        let watches = metrics.watches_open();
+        watches.inc();
+        watches.inc();
+        watches.dec();
         let text = rendered(&metrics);
         for line in [
             "strife_payments_in_flight 0\n",
@@ -438,6 +472,8 @@ mod tests {
             "strife_bank_prepare_errors_total{bank=\"bank1\",kind=\"timeout\"} 1\n",
             "strife_login_failures_total 2\n",
             "strife_lockouts_total 1\n",
+            "strife_takeover_claimed_total 3\n",
+            "strife_watches_open 1\n",
         ] {
             assert!(text.contains(line), "{line:?} missing in\n{text}");
         }

@@ -195,6 +195,16 @@ pub fn restarted() -> (String, String) {
     )
 }
 
+/// The reason of a PENDING payment aborted by its gateway's shutdown before its phase 1 began
+/// (its request was cut by the drain limit right after the PENDING record). Transient like a
+/// restart: no money moved, and a retry with the same key runs a new attempt.
+pub fn shut_down() -> (String, String) {
+    (
+        reason::GATEWAY_RESTARTED.to_owned(),
+        "the gateway shut down before deciding; aborted".to_owned(),
+    )
+}
+
 /// What `Pay` answers for a payment in a given state: `Ok` for a committed payment, else the
 /// refusal. A function of the stored record alone, so a retry with the same idempotency key
 /// gets the identical answer.

@@ -13,7 +13,9 @@ use strife_common::admin::{read_admin_password, ADMIN_USER};
 use strife_common::etcd::EtcdAccess;
 use strife_common::grpc_limits::GrpcLimitsLayer;
 use strife_common::layout::Layout;
-use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_MESSAGE_BYTES};
+use strife_common::limits::{
+    DEREGISTER_TIMEOUT, FINISH_IN_FLIGHT_LIMIT, MAX_MESSAGE_BYTES, PAY_STORAGE_ALLOWANCE,
+};
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::metrics::MetricsEndpoint;
 use strife_common::operations;
@@ -36,14 +38,6 @@ use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
 use crate::store::{GatewayStore, StoreLocation};
 use crate::takeover::Liveness;
-
-/// Longest a shutdown waits for running payments: a payment's phase 1 is bounded by the
-/// longest prepare timeout, then one decision write and one phase-2 round.
-const FINISH_IN_FLIGHT_LIMIT: Duration = Duration::from_millis(
-    (strife_common::limits::MAX_PREPARE_TIMEOUT.as_millis()
-        + strife_common::limits::PAY_STORAGE_ALLOWANCE.as_millis()
-        + strife_common::limits::PHASE_TWO_CALL_TIMEOUT.as_millis()) as u64,
-);
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -195,11 +189,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
 
     let authenticator =
         Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(metrics));
-    let gateway = GatewayServer::new(GatewayApi::new(
-        Arc::clone(&store),
-        registry,
-        Arc::clone(&coordinator),
-    ))
+    let (readiness, health) = operations::health("strife.v1.Gateway").await;
+    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
+    let gateway = GatewayServer::new(
+        GatewayApi::new(Arc::clone(&store), registry, Arc::clone(&coordinator))
+            // Open payment watches end when the drain begins instead of holding it.
+            .ending_watches_on(draining.clone()),
+    )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let drain_coordinator = Arc::clone(&coordinator);
     let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
@@ -209,11 +205,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .layer(GrpcLimitsLayer)
         .layer(AuthLayer::new(authenticator));
 
-    let (readiness, health) = operations::health("strife.v1.Gateway").await;
     let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
     // Recovery is done and the registry is following etcd: ready.
     readiness.serving().await;
-    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
     // From now on SERVING only while the store takes writes and our etcd key is alive.
     let probed = Arc::clone(&store);
     tokio::spawn(operations::follow_readiness(
@@ -259,6 +253,25 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
             unfinished,
             "payments still running at exit; recovery or takeover finishes them"
         );
+    } else {
+        // A request the drain limit cut between its PENDING record and phase 1 left a payment
+        // no task runs: decide it now rather than at the next start.
+        let orphans =
+            tokio::time::timeout(PAY_STORAGE_ALLOWANCE, drain_coordinator.abort_orphaned());
+        match orphans.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(aborted)) => tracing::warn!(
+                aborted,
+                "aborted payments whose request ended with the drain before phase 1"
+            ),
+            Ok(Err(failure)) => tracing::warn!(
+                %failure,
+                "cannot abort undecided payments at exit; recovery or takeover aborts them"
+            ),
+            Err(_) => tracing::warn!(
+                "aborting undecided payments at exit timed out; recovery or takeover aborts them"
+            ),
+        }
     }
     tracing::info!("shutting down");
     let _ = shutdown_sender.send(true);

@@ -152,6 +152,10 @@ struct DevArgs {
     /// PostgreSQL cluster under the data dir, shared by every replica).
     #[arg(long, value_enum, default_value = "sqlite")]
     store: crate::dev::DevStore,
+    /// Serve Prometheus metrics from the gateway and each bank, each on a free loopback port
+    /// (`--metrics-listen 127.0.0.1:0`); their URLs are printed with the ready output.
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// Connection bounds a server takes (see `strife_common::listener`).
@@ -400,6 +404,7 @@ impl Cli {
                     json: args.json,
                     replicas: args.replicas,
                     store: args.store,
+                    metrics: args.metrics,
                 })
                 .map(|()| 0)
             }
@@ -658,8 +663,10 @@ mod tests {
         let command = Cli::command();
         for process in ["gateway", "bank"] {
             let text = crate::config::example(&command, process).unwrap();
-            assert!(text.contains("# metrics-listen = \"\""), "{text}");
-            assert!(text.contains("127.0.0.1:9464"), "{text}");
+            assert!(
+                text.contains("# metrics-listen = \"127.0.0.1:9464\"   # unset by default"),
+                "{text}"
+            );
             assert!(text.contains("without authentication"), "{text}");
         }
         let off = Cli::try_parse_from(["strife", "bank", "--id", "bank0"]).unwrap();
@@ -676,6 +683,51 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(Cli::try_parse_from(["strife", "gateway", "--metrics-listen", "nowhere"]).is_err());
+    }
+
+    /// Every line of every example file, uncommented, is a setting its process accepts: no
+    /// empty placeholder that fails to parse once someone removes the `#`.
+    #[test]
+    fn every_example_setting_parses_when_uncommented() {
+        let command = crate::config::with_env(Cli::command());
+        for process in crate::config::PROCESSES {
+            let sub = command.find_subcommand(process).unwrap();
+            let text = crate::config::example(&command, process).unwrap();
+            let mut settings = 0;
+            for line in text.lines() {
+                let Some(setting) = line.strip_prefix("# ") else {
+                    continue;
+                };
+                let Some((key, _)) = setting.split_once(" = ") else {
+                    continue;
+                };
+                if !sub.get_arguments().any(|arg| arg.get_long() == Some(key)) {
+                    continue; // help text that happens to contain " = "
+                }
+                settings += 1;
+                assert!(
+                    !setting.contains("\"\""),
+                    "{process}: placeholder in {line:?}"
+                );
+                let table: toml::Table = setting
+                    .parse()
+                    .unwrap_or_else(|error| panic!("{process}: {line:?}: {error}"));
+                let path = std::path::Path::new("example.toml");
+                crate::config::file_arguments(sub, &table, path, &[], &|_| false)
+                    .unwrap_or_else(|error| panic!("{process}: {line:?}: {error:#}"));
+            }
+            assert!(settings >= 4, "{process}: {settings} settings in\n{text}");
+        }
+    }
+
+    #[test]
+    fn dev_metrics_is_off_by_default() {
+        let parsed = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Dev(dev) => dev.metrics,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(!parsed(&["strife", "dev"]));
+        assert!(parsed(&["strife", "dev", "--metrics"]));
     }
 
     #[test]

@@ -290,8 +290,27 @@ fn toml_value(arg: &Arg, text: &str) -> String {
     }
 }
 
-/// A commented example config for `process`: every key with its help and default, each
-/// commented out so the file as written changes nothing.
+/// What the example files show for settings that have no default: a realistic value that
+/// parses as it stands once uncommented (a unit test in `cli.rs` checks every line).
+const EXAMPLE_VALUES: [(&str, &str); 5] = [
+    ("id", "bank0"),
+    ("advertise", "10.0.0.2:50051"),
+    ("coordinator", "10.0.0.1:50050"),
+    ("metrics-listen", "127.0.0.1:9464"),
+    ("replica-id", "gateway-a"),
+];
+
+/// The example value of a setting without a default, if there is one.
+pub fn example_value(key: &str) -> Option<&'static str> {
+    EXAMPLE_VALUES
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, value)| *value)
+}
+
+/// A commented example config for `process`: every key with its help and default (or, for a
+/// key without one, an example value), each commented out so the file as written changes
+/// nothing and each line, uncommented, is a valid setting.
 pub fn example(command: &Command, process: &str) -> anyhow::Result<String> {
     let sub = command
         .find_subcommand(process)
@@ -321,12 +340,13 @@ pub fn example(command: &Command, process: &str) -> anyhow::Result<String> {
         if is_flag(arg) {
             text.push_str(&format!("# {key} = false\n"));
         } else if defaults.is_empty() {
-            let required = if arg.is_required_set() {
-                "required"
-            } else {
-                "no default"
+            let (value, note) = match (example_value(key), arg.is_required_set()) {
+                (Some(value), true) => (toml_value(arg, value), "required; an example"),
+                (Some(value), false) => (toml_value(arg, value), "unset by default; an example"),
+                (None, true) => ("\"\"".to_owned(), "required"),
+                (None, false) => ("\"\"".to_owned(), "no default"),
             };
-            text.push_str(&format!("# {key} = \"\"   # {required}\n"));
+            text.push_str(&format!("# {key} = {value}   # {note}\n"));
         } else {
             text.push_str(&format!(
                 "# {key} = {}\n",

@@ -38,6 +38,8 @@ pub struct DevConfig {
     /// The gateways' store: embedded SQLite under the data dir, or a private PostgreSQL
     /// cluster (`dev_postgres.rs`).
     pub store: DevStore,
+    /// Give the gateway and each bank `--metrics-listen 127.0.0.1:0` and print their URLs.
+    pub metrics: bool,
 }
 
 /// Which store `strife dev` gives the gateways.
@@ -46,6 +48,15 @@ pub enum DevStore {
     Sqlite,
     Postgres,
 }
+
+/// Where a process of the network serves its metrics.
+struct MetricsUrl {
+    process: &'static str,
+    url: String,
+}
+
+/// `--metrics-listen` on a free loopback port, for `--metrics`.
+const METRICS_ARGS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];
 
 struct ChildProcess {
     name: &'static str,
@@ -141,12 +152,25 @@ fn spawn_ready(
 }
 
 fn address_of(line: &str) -> anyhow::Result<String> {
+    field_of(line, "address")
+}
+
+fn field_of(line: &str, field: &str) -> anyhow::Result<String> {
     let ready: serde_json::Value =
         serde_json::from_str(line).with_context(|| format!("unexpected ready line {line:?}"))?;
-    ready["address"]
+    ready[field]
         .as_str()
         .map(str::to_owned)
-        .context("ready line without address")
+        .with_context(|| format!("ready line without {field}: {line}"))
+}
+
+/// The metrics URL a process printed in its JSON ready line (when started with `--metrics`).
+fn metrics_url(process: &'static str, line: &str) -> anyhow::Result<MetricsUrl> {
+    let address = field_of(line, "metrics_address")?;
+    Ok(MetricsUrl {
+        process,
+        url: format!("http://{address}/metrics"),
+    })
 }
 
 /// Runs the network until Ctrl-C / SIGTERM.
@@ -235,13 +259,20 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         .block_on(etcd::lock_down(&etcd_root, &banks))
         .context("locking etcd down (users, roles, auth)")?;
 
+    let mut metrics = Vec::new();
     for bank in BANKS {
         let mut command = Command::new(&strife);
         command
             .args(["bank", "--json", "--id", bank, "--etcd", &etcd_url, "--dir"])
             .arg(&config.dir);
-        let (child, _) = spawn_ready("bank", command, &logs.join(format!("{bank}.log")))?;
+        if config.metrics {
+            command.args(METRICS_ARGS);
+        }
+        let (child, line) = spawn_ready("bank", command, &logs.join(format!("{bank}.log")))?;
         network.children.push(child);
+        if config.metrics {
+            metrics.push(metrics_url(bank, &line)?);
+        }
     }
     let mut gateway_addresses = Vec::new();
     for replica in 1..=config.replicas {
@@ -259,6 +290,9 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
             ])
             .args(["--replica-id", &replica_id, "--dir"])
             .arg(&config.dir);
+        if config.metrics {
+            command.args(METRICS_ARGS);
+        }
         if let Some(postgres) = &postgres {
             // Through the environment: a URL with a password stays off command lines.
             command.env("STRIFE_GATEWAY_STORE", &postgres.url);
@@ -275,6 +309,10 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         let (gateway, line) = spawn_ready("gateway", command, &logs.join(log_name))?;
         network.children.push(gateway);
         gateway_addresses.push(address_of(&line)?);
+        if config.metrics {
+            let index = usize::try_from(replica - 1).unwrap_or(0);
+            metrics.insert(index, metrics_url("gateway", &line)?);
+        }
     }
     let gateway_address = gateway_addresses.join(",");
     let passwords = runtime.block_on(create_demo_users(&layout, &gateway_addresses[0]))?;
@@ -284,7 +322,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         store: postgres.as_ref().map(|postgres| postgres.url.clone()),
     };
     std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
-    print_ready(&config, &gateway_address, &etcd_url, &passwords)?;
+    print_ready(&config, &gateway_address, &etcd_url, &passwords, &metrics)?;
     if let Some(postgres) = &postgres {
         eprintln!(
             "gateways share PostgreSQL at {} (password in {}/postgres/password, or under /var/tmp when run as root)",
@@ -461,11 +499,19 @@ fn print_ready(
     gateway: &str,
     etcd: &str,
     passwords: &serde_json::Map<String, serde_json::Value>,
+    metrics: &[MetricsUrl],
 ) -> anyhow::Result<()> {
     let dir = config.dir.display();
     let mut stdout = std::io::stdout().lock();
     if config.json {
-        let line = serde_json::json!({"event": "ready", "dir": dir.to_string(), "gateway": gateway, "etcd": etcd, "passwords": passwords});
+        let mut line = serde_json::json!({"event": "ready", "dir": dir.to_string(), "gateway": gateway, "etcd": etcd, "passwords": passwords});
+        if !metrics.is_empty() {
+            line["metrics"] = metrics
+                .iter()
+                .map(|entry| (entry.process.to_owned(), entry.url.clone().into()))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
         writeln!(stdout, "{line}")?;
     } else {
         let alice = passwords
@@ -480,6 +526,13 @@ fn print_ready(
             stdout,
             "Logs: {dir}/logs/. Demo users: alice (100.00 USD at bank0), bob (50.00 USD at bank1)."
         )?;
+        if !metrics.is_empty() {
+            let urls: Vec<String> = metrics
+                .iter()
+                .map(|entry| format!("{} {}", entry.process, entry.url))
+                .collect();
+            writeln!(stdout, "Metrics (Prometheus): {}.", urls.join(", "))?;
+        }
         writeln!(stdout)?;
         writeln!(stdout, "Try, in another terminal:")?;
         writeln!(stdout, "  export STRIFE_PASSWORD={alice}")?;

@@ -13,6 +13,7 @@ use strife_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
+use crate::support::dev::DevNetwork;
 use crate::support::network::{ManualNetwork, NetworkOptions};
 use crate::support::{spawn_with_ready_line, strife_bin, wait_until, BankStart, Network};
 
@@ -326,6 +327,29 @@ async fn metrics_count_payments_exactly_and_are_served_only_when_asked() {
         )
     );
 
+    // An open payment watch is counted while it is open; no replica was taken over.
+    assert!(after
+        .samples
+        .iter()
+        .any(|sample| sample.metric == "strife_takeover_claimed_total"));
+    assert_eq!(value(&after, "strife_takeover_claimed_total", &[]), 0.0);
+    assert_eq!(value(&after, "strife_watches_open", &[]), 0.0);
+    let watch = network
+        .gateway_client("bob")
+        .watch_payments(pb::WatchPaymentsRequest { since: "0".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let watches_are = |open: f64| async move {
+        wait_until(Duration::from_secs(10), || async {
+            value(&scrape(gateway).await, "strife_watches_open", &[]) == open
+        })
+        .await
+    };
+    assert!(watches_are(1.0).await, "the open watch is counted");
+    drop(watch);
+    assert!(watches_are(0.0).await, "and no longer once it is closed");
+
     // Bounded labels: no user, account or payment shows up in any label.
     let mut private: Vec<String> = ["alice", "bob", "carol", "admin"]
         .iter()
@@ -387,5 +411,32 @@ async fn metrics_listen_comes_from_a_config_file_or_the_environment() {
             .samples
             .iter()
             .any(|sample| sample.metric == "strife_bank_holds_outstanding"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_metrics_prints_a_metrics_url_for_the_gateway_and_each_bank() {
+    let dev = DevNetwork::start_with(&["--metrics"]);
+    let urls = &dev.ready["metrics"];
+    for (process, metric) in [
+        ("gateway", "strife_payments_total"),
+        ("bank0", "strife_bank_legs_total"),
+        ("bank1", "strife_bank_legs_total"),
+    ] {
+        let url = urls[process]
+            .as_str()
+            .unwrap_or_else(|| panic!("no metrics URL for {process}: {}", dev.ready));
+        let address: SocketAddr = url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("{url}"))
+            .parse()
+            .unwrap();
+        assert!(address.ip().is_loopback(), "{url}");
+        let scraped = scrape(address).await;
+        assert!(
+            scraped.samples.iter().any(|sample| sample.metric == metric),
+            "{process}: no {metric} at {url}"
+        );
     }
 }

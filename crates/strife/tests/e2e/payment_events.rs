@@ -1,13 +1,20 @@
 //! `WatchPayments` end to end: events in decision order, only the caller's own (all for the
-//! admin), resumable from a cursor across a gateway restart, and live delivery.
+//! admin), resumable from a cursor across a gateway restart, and live delivery; under a
+//! concurrent load, watchers that hang up and resume, or live through a restart, get every
+//! payment exactly once, in the one decision order.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use strife_proto::v1 as pb;
 
-use crate::support::network::{password_of, ManualNetwork};
+use crate::support::load::{Answer, Load};
+use crate::support::network::{password_of, GatewayClient, ManualNetwork};
 use crate::support::{strife_bin, wait_until};
 
 async fn alice_bob_carol() -> ManualNetwork {
@@ -171,4 +178,208 @@ async fn a_live_watch_prints_a_payment_as_it_is_decided() {
     assert!(paid.contains(&id), "{id} is one of ours: {paid:?}");
     let status = watcher.wait().unwrap();
     assert!(status.success(), "stops after --max-events");
+}
+
+/// What one watcher received, in order: (cursor, payment id).
+type Seen = Arc<Mutex<Vec<(i64, String)>>>;
+
+/// A `WatchPayments` follower over the raw gRPC API that resumes like `strife client watch`:
+/// when its stream ends or fails (or it hangs up on purpose every `drop_every` events), it
+/// opens a new one from the last cursor it received, retrying while the gateway is down.
+struct Watcher {
+    seen: Seen,
+    streams: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    fn start(client: &GatewayClient, since: &str, drop_every: Option<usize>) -> Watcher {
+        let seen: Seen = Arc::default();
+        let streams = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(follow(
+            client.clone(),
+            since.to_owned(),
+            drop_every,
+            Arc::clone(&seen),
+            Arc::clone(&streams),
+        ));
+        Watcher {
+            seen,
+            streams,
+            task,
+        }
+    }
+
+    fn seen(&self) -> Vec<(i64, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Streams opened so far (1 + every resume).
+    fn streams(&self) -> usize {
+        self.streams.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until it has received at least `count` events.
+    async fn wait_for(&self, count: usize) -> bool {
+        wait_until(Duration::from_secs(30), || {
+            let received = self.seen.lock().unwrap().len();
+            async move { received >= count }
+        })
+        .await
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn follow(
+    mut client: GatewayClient,
+    mut cursor: String,
+    drop_every: Option<usize>,
+    seen: Seen,
+    streams: Arc<AtomicUsize>,
+) {
+    loop {
+        let opened = client
+            .watch_payments(pb::WatchPaymentsRequest {
+                since: cursor.clone(),
+            })
+            .await;
+        if let Ok(response) = opened {
+            streams.fetch_add(1, Ordering::SeqCst);
+            let mut stream = response.into_inner();
+            let mut received = 0;
+            while let Ok(Some(event)) = stream.message().await {
+                let position: i64 = event.cursor.parse().unwrap();
+                let id = event.payment.map(|payment| payment.payment_id).unwrap();
+                seen.lock().unwrap().push((position, id));
+                cursor = event.cursor;
+                received += 1;
+                if drop_every.is_some_and(|every| received >= every) {
+                    break; // Hang up mid-stream: the stream is dropped here.
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every payment in the gateway's log, by id (alice makes them all), read from her history.
+async fn logged_payments(network: &ManualNetwork) -> HashSet<String> {
+    let mut alice = network.gateway_client("alice");
+    let mut ids = HashSet::new();
+    let mut page_token = String::new();
+    loop {
+        let page = alice
+            .list_history(pb::ListHistoryRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for payment in page.payments {
+            assert_ne!(
+                payment.status,
+                pb::PaymentStatus::Pending as i32,
+                "the load is over: {payment:?}"
+            );
+            ids.insert(payment.payment_id);
+        }
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// A watcher's events are the log's payments exactly: strictly increasing cursors (decision
+/// order), each payment once, none missing.
+fn assert_complete(name: &str, seen: &[(i64, String)], logged: &HashSet<String>) {
+    for pair in seen.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0,
+            "{name}: cursors out of order: {pair:?}"
+        );
+    }
+    let ids: HashSet<String> = seen.iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(ids.len(), seen.len(), "{name}: a payment delivered twice");
+    assert_eq!(&ids, logged, "{name}: not exactly the logged payments");
+}
+
+/// `tasks` × `per_task` payments from alice to bob, each answered (bounded in time).
+async fn run_load(
+    alice: &GatewayClient,
+    prefix: &str,
+    tasks: usize,
+    per_task: usize,
+) -> Vec<Answer> {
+    let load = Load::start(alice, "bob", tasks, prefix, Some(per_task)).finish();
+    tokio::time::timeout(Duration::from_secs(60), load)
+        .await
+        .expect("the load ends within 60 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_a_concurrent_load_in_order_and_resume_without_gaps_across_a_restart() {
+    let mut network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank1", "0").await;
+    let admin = network.gateway_client("admin");
+    // One watcher follows along; one hangs up every 25 events and resumes from its cursor.
+    let steady = Watcher::start(&admin, "0", None);
+    let hanging_up = Watcher::start(&admin, "0", Some(25));
+
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 12;
+    let alice = network.gateway_client("alice");
+    let first = run_load(&alice, "events-a", TASKS, PER_TASK).await;
+    assert!(first.iter().all(Answer::answered), "{first:?}");
+    let before_restart = logged_payments(&network).await;
+    assert!(before_restart.len() >= TASKS * PER_TASK);
+    for watcher in [&steady, &hanging_up] {
+        assert!(watcher.wait_for(before_restart.len()).await);
+    }
+    let streams_before_restart = steady.streams();
+
+    // A restart mid-watch: both streams end with the drain, and both watchers resume from
+    // their last cursor on the new process, which numbers on from its durable log.
+    network.stop_gateway();
+    network.start_gateway(&[]);
+    let alice = network.gateway_client("alice");
+    let second = run_load(&alice, "events-b", TASKS, PER_TASK).await;
+    assert!(second.iter().all(Answer::answered), "{second:?}");
+    let logged = logged_payments(&network).await;
+    assert!(logged.len() >= before_restart.len() + TASKS * PER_TASK);
+    for watcher in [&steady, &hanging_up] {
+        assert!(
+            watcher.wait_for(logged.len()).await,
+            "{} of {} events; gateway log:\n{}",
+            watcher.seen().len(),
+            logged.len(),
+            network.gateway_log()
+        );
+    }
+    // A late duplicate would show up behind the last payment: give it a moment to.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_complete("steady", &steady.seen(), &logged);
+    assert_complete("hanging up", &hanging_up.seen(), &logged);
+    assert!(
+        steady.streams() > streams_before_restart,
+        "the steady watcher resumed after the restart"
+    );
+    assert!(
+        hanging_up.streams() >= logged.len() / 25,
+        "hung up and resumed {} times",
+        hanging_up.streams()
+    );
+
+    // Everyone sees the one decision order: a new watcher from the start gets the same list.
+    let fresh = Watcher::start(&network.gateway_client("admin"), "0", None);
+    assert!(fresh.wait_for(logged.len()).await);
+    assert_eq!(fresh.seen(), steady.seen(), "one order for every watcher");
+    assert_eq!(hanging_up.seen(), steady.seen());
 }

@@ -18,6 +18,11 @@ pub struct DevNetwork {
 
 impl DevNetwork {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts `strife dev` with `extra` flags (e.g. `--metrics`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(strife_bin());
         command
@@ -30,7 +35,8 @@ impl DevNetwork {
                 "0",
                 "--dir",
             ])
-            .arg(dir.path());
+            .arg(dir.path())
+            .args(extra);
         let (process, line) = spawn_with_ready_line(command, &dir.path().join("dev.log"));
         let ready: Value =
             serde_json::from_str(&line).unwrap_or_else(|_| panic!("dev ready line: {line}"));

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod dev;
+pub mod load;
 pub mod network;
 pub mod postgres;
 pub mod proxy;
@@ -163,6 +164,26 @@ impl Process {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// SIGTERM, then waits up to `limit` for the exit: its status and how long it took, or
+    /// `None` if it was still running (it is SIGKILLed when dropped).
+    pub fn terminate_with_status(
+        &mut self,
+        limit: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = Instant::now();
+        // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((status, started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     pub fn log_text(&self) -> String {

@@ -266,6 +266,42 @@ impl ManualNetwork {
         self.gateway_client_as(user, user, &password)
     }
 
+    /// Runs `strife audit --json` against the network: whether it is clean, and its report.
+    pub fn audit(&self) -> (bool, String) {
+        let output = Command::new(strife_bin())
+            .args(["audit", "--json", "--etcd", &self.etcd.endpoint, "--dir"])
+            .arg(self.network.path())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    /// Legs PREPARED now at any bank (each as `bank: payment/role`); empty once every
+    /// payment has been decided and its decision delivered.
+    pub async fn prepared_legs(&self) -> Vec<String> {
+        let mut prepared = Vec::new();
+        for index in 0..self.banks.len() {
+            let Ok(listed) = self
+                .bank(index)
+                .list_accounts(strife_proto::v1::ListAccountsRequest {})
+                .await
+            else {
+                prepared.push(format!("{}: unreachable", self.banks[index].id));
+                continue;
+            };
+            for leg in listed.into_inner().prepared_legs {
+                prepared.push(format!(
+                    "{}: {}/{}",
+                    self.banks[index].id, leg.payment_id, leg.role
+                ));
+            }
+        }
+        prepared
+    }
+
     /// A bank client (with the gateway's certificate) for bank number `index`.
     pub fn bank(
         &self,
