@@ -10,6 +10,7 @@ pub mod dev;
 pub mod network;
 pub mod postgres;
 pub mod proxy;
+pub mod replicas;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
