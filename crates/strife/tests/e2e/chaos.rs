@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::data_safety::{fill, Tmpfs};
 use crate::support::network::{ManualNetwork, NetworkOptions};
 use crate::support::proxy::{Mode, Proxy};
-use crate::support::replicas::{ReplicaNetwork, LEASE_TTL, TAKEOVER_SCAN};
+use crate::support::replicas::{lease_ttl, ReplicaNetwork, TAKEOVER_SCAN};
 use crate::support::{run_expecting_exit, strife_bin, wait_until, BankProcess, BankStart};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -49,8 +49,9 @@ const FULL_DISK_BANK: usize = 2;
 const REPLICAS: usize = 3;
 /// How long a SIGKILLed replica stays down before the nemesis may restart it: past its lease,
 /// so a survivor's takeover scan finds it gone and claims its payments.
-const REPLICA_DOWN_AT_LEAST: Duration =
-    Duration::from_millis(LEASE_TTL.as_millis() as u64 + TAKEOVER_SCAN.as_millis() as u64);
+fn replica_down_at_least() -> Duration {
+    lease_ttl() + TAKEOVER_SCAN
+}
 
 /// Which gateway the workload runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,14 +320,14 @@ impl Cluster {
     }
 
     /// PostgreSQL mode: restarts the replicas that have been down at least
-    /// `REPLICA_DOWN_AT_LEAST` (all of them with `all`). Returns what it did.
+    /// [`replica_down_at_least`] (all of them with `all`). Returns what it did.
     fn restart_replicas(&mut self, all: bool) -> Vec<String> {
         let Net::Postgres(replicas) = &mut self.network else {
             return Vec::new();
         };
         let mut restarted = Vec::new();
         for (index, down) in self.replicas_down.iter_mut().enumerate() {
-            if down.is_some_and(|since| all || since.elapsed() >= REPLICA_DOWN_AT_LEAST) {
+            if down.is_some_and(|since| all || since.elapsed() >= replica_down_at_least()) {
                 replicas.start_replica(index);
                 *down = None;
                 restarted.push(format!("restart replica {}", replicas.replicas[index].id));

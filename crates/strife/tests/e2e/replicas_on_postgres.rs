@@ -24,10 +24,11 @@ use tonic::Code;
 
 use crate::gateway_recovery::{leg_states, prepared_payment_ids};
 use crate::support::network::GatewayClient;
+use crate::support::replicas::{decision_window, lease_ttl, prepare_timeout};
 use crate::support::replicas::{
     now_unix_ms, payments_by_id, stored_payments, unfinished_count, unfinished_of, Answer,
-    ClientRecord, FailoverPayer, ReplicaNetwork, StoredPayment, ABORTED, COMMITTED,
-    DECISION_WINDOW, LEASE_TTL, PENDING, TAKEOVER_SCAN,
+    ClientRecord, FailoverPayer, ReplicaNetwork, StoredPayment, ABORTED, COMMITTED, PENDING,
+    TAKEOVER_SCAN,
 };
 use crate::support::wait_until;
 
@@ -290,8 +291,9 @@ const STALLED_BANK: usize = 1;
 
 /// What a replica left when it was stopped.
 struct Stopped {
-    /// When it was stopped (Unix ms).
+    /// When it was stopped (Unix ms, and for measuring).
     at_unix_ms: i64,
+    at: Instant,
     /// Its unfinished payments as of then.
     unfinished: Vec<StoredPayment>,
     /// Those of them certainly still in phase 1 (no decision attempted yet).
@@ -311,6 +313,7 @@ async fn stop_in_phase_one(network: &ReplicaNetwork, index: usize) -> Stopped {
     let bank = network.banks[STALLED_BANK].id.clone();
     // Created after the stall began and less than `age_ms` before `at`: its prepare timer
     // (started after `created_unix_ms`, firing a prepare timeout later) had not fired at `at`.
+    let timeout_ms = prepare_timeout().as_millis() as i64;
     let young = |payment: &StoredPayment, stalled_at: i64, at: i64, age_ms: i64| {
         payment.status == PENDING
             && (payment.from_bank == bank || payment.to_bank == bank)
@@ -326,7 +329,7 @@ async fn stop_in_phase_one(network: &ReplicaNetwork, index: usize) -> Stopped {
             unfinished_of(&db, &id)
                 .await
                 .iter()
-                .any(|payment| young(payment, stalled_at, now, 600))
+                .any(|payment| young(payment, stalled_at, now, timeout_ms * 6 / 10))
         })
         .await;
         if !ready {
@@ -334,17 +337,19 @@ async fn stop_in_phase_one(network: &ReplicaNetwork, index: usize) -> Stopped {
             continue;
         }
         network.pause(index);
+        let at = Instant::now();
         let at_unix_ms = now_unix_ms();
         let unfinished = unfinished_of(&db, &id).await;
         network.resume_bank(STALLED_BANK);
         let phase_one: Vec<String> = unfinished
             .iter()
-            .filter(|payment| young(payment, stalled_at, at_unix_ms, 900))
+            .filter(|payment| young(payment, stalled_at, at_unix_ms, timeout_ms * 9 / 10))
             .map(|payment| payment.payment_id.clone())
             .collect();
         if !phase_one.is_empty() {
             return Stopped {
                 at_unix_ms,
+                at,
                 unfinished,
                 phase_one,
             };
@@ -452,12 +457,12 @@ async fn a_replica_killed_mid_load_leaves_nothing_in_doubt_past_the_bound_or_pai
     let victim = 1;
     let stopped = stop_in_phase_one(&network, victim).await;
     network.kill(victim);
-    let killed = Instant::now();
+    let killed = stopped.at;
     let killed_at = stopped.at_unix_ms;
 
     // Each payment it left ends decided, with no leg PREPARED at any bank, within the
     // documented bound: lease TTL + takeover scan + decision window (+ slack).
-    let bound = LEASE_TTL + TAKEOVER_SCAN + DECISION_WINDOW + SLACK;
+    let bound = lease_ttl() + TAKEOVER_SCAN + decision_window() + SLACK;
     let db = network.db().await;
     let ids: Vec<String> = stopped
         .unfinished
@@ -711,10 +716,10 @@ async fn a_replica_cut_off_from_etcd_but_not_from_postgres_cannot_contradict_a_s
     // lease lapses and a survivor claims its payments and decides them (past their deadline,
     // nobody runs their phase 1 any more: abort).
     let stopped = stop_in_phase_one(&network, victim).await;
-    let stall = Instant::now();
+    let stall = stopped.at;
     let frozen = stopped.phase_one.clone();
     let db = network.db().await;
-    let bound = LEASE_TTL + TAKEOVER_SCAN + DECISION_WINDOW + SLACK;
+    let bound = lease_ttl() + TAKEOVER_SCAN + decision_window() + SLACK;
     let taken = wait_until(bound, || async {
         payments_by_id(&db, &frozen)
             .await
@@ -804,10 +809,35 @@ async fn postgres_restarted_mid_load_replicas_reconnect_and_nothing_is_lost() {
     let load = Load::start(&network, "pg", Duration::from_secs(10));
     load.progress(30, Duration::from_secs(30), &network).await;
 
-    // PostgreSQL stops under the load: every replica answers UNAVAILABLE (retryable, nothing
-    // recorded), and the clients keep retrying their keys.
+    // PostgreSQL stops under the load, with payments certainly in flight: STALLED_BANK is
+    // stalled, so the payments touching it wait in phase 1, and the store goes away before
+    // they can write their decisions.
     let failures = load.failures();
+    let db = network.db().await;
+    let bank = network.banks[STALLED_BANK].id.clone();
+    network.pause_bank(STALLED_BANK);
+    let stalled_at = now_unix_ms();
+    let waiting = wait_until(Duration::from_secs(1), || async {
+        stored_payments(&db).await.iter().any(|payment| {
+            payment.status == PENDING
+                && (payment.from_bank == bank || payment.to_bank == bank)
+                && payment.created_unix_ms >= stalled_at
+        })
+    })
+    .await;
+    let in_flight: Vec<String> = stored_payments(&db)
+        .await
+        .into_iter()
+        .filter(|payment| payment.status == PENDING)
+        .map(|payment| payment.payment_id)
+        .collect();
+    drop(db);
     network.postgres.stop();
+    network.resume_bank(STALLED_BANK);
+    assert!(waiting, "no payment waited in phase 1");
+
+    // While it is down every replica answers UNAVAILABLE (retryable, nothing recorded), and
+    // the clients keep retrying their keys.
     let mut refused_while_down = Vec::new();
     for index in 0..network.replicas.len() {
         let key = format!("while-down-{index}");
@@ -841,6 +871,13 @@ async fn postgres_restarted_mid_load_replicas_reconnect_and_nothing_is_lost() {
     let db = network.db().await;
     let stored = stored_payments(&db).await;
     assert!(stored.iter().all(|payment| payment.status != PENDING));
+    let ended: Vec<(i32, Option<String>)> = payments_by_id(&db, &in_flight)
+        .await
+        .into_iter()
+        .map(|payment| (payment.status, payment.reason_code))
+        .collect();
+    assert_eq!(ended.len(), in_flight.len(), "in-flight payments lost");
+    eprintln!("payments in flight when PostgreSQL stopped ended: {ended:?}");
     let mut admin = (0..3)
         .map(|index| network.client_at(index, "admin", Duration::from_secs(10)))
         .collect::<Vec<_>>();

@@ -128,15 +128,16 @@ impl ManualNetwork {
         log: &std::path::Path,
     ) -> (Process, Value) {
         let mut command = Command::new(strife_bin());
+        command.args(["gateway", "--json"]);
+        // Short timeouts for tests, unless the test sets its own.
+        let given = |flag: &str| self.gateway_args.iter().chain(args).any(|arg| arg == flag);
+        if !given("--prepare-timeout") {
+            command.args(["--prepare-timeout", "1s"]);
+        }
+        if !given("--lease-ttl") {
+            command.args(["--lease-ttl", "2"]);
+        }
         command
-            .args([
-                "gateway",
-                "--json",
-                "--prepare-timeout",
-                "1s",
-                "--lease-ttl",
-                "2",
-            ])
             .args(["--listen", listen, "--etcd", &self.etcd.endpoint, "--dir"])
             .arg(self.network.path())
             .args(&self.gateway_args)

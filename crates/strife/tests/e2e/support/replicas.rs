@@ -26,15 +26,32 @@ use super::network::{GatewayClient, ManualNetwork, NetworkOptions};
 use super::postgres::{Database, Postgres};
 use super::{strife_bin, wait_until, Process};
 
-/// The lease TTL every test gateway registers with (`ManualNetwork::spawn_gateway`).
-pub const LEASE_TTL: Duration = Duration::from_secs(2);
-/// The prepare timeout every test gateway runs with.
-pub const PREPARE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often a replica looks for dead replicas' payments (`takeover::TAKEOVER_INTERVAL`).
-pub const TAKEOVER_SCAN: Duration = Duration::from_secs(1);
+/// The replicas' etcd lease TTL: 2 s (what every test gateway uses), or
+/// `$STRIFE_TEST_LEASE_TTL_SECS` (to measure at the production default, 5).
+pub fn lease_ttl() -> Duration {
+    Duration::from_secs(env_number("STRIFE_TEST_LEASE_TTL_SECS").unwrap_or(2))
+}
+
+/// The replicas' prepare timeout: 1 s, or `$STRIFE_TEST_PREPARE_TIMEOUT_MS` (the production
+/// default is 2000).
+pub fn prepare_timeout() -> Duration {
+    Duration::from_millis(env_number("STRIFE_TEST_PREPARE_TIMEOUT_MS").unwrap_or(1_000))
+}
+
 /// A payment's decision window: prepare timeout + `limits::DECISION_GRACE`.
-pub const DECISION_WINDOW: Duration =
-    Duration::from_millis(PREPARE_TIMEOUT.as_millis() as u64 + 5_000);
+pub fn decision_window() -> Duration {
+    prepare_timeout() + strife_common::limits::DECISION_GRACE
+}
+
+/// How often a replica looks for dead replicas' payments (`takeover::TAKEOVER_INTERVAL`).
+pub const TAKEOVER_SCAN: Duration = strife_gateway::takeover::TAKEOVER_INTERVAL;
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|text| {
+        text.parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, not {text:?}"))
+    })
+}
 
 /// One gateway replica.
 pub struct Replica {
@@ -133,7 +150,14 @@ impl ReplicaNetwork {
             replica.id,
             replica.logs.len() + 1
         ));
-        let mut args = vec!["--replica-id".to_owned(), replica.id.clone()];
+        let mut args = vec![
+            "--replica-id".to_owned(),
+            replica.id.clone(),
+            "--lease-ttl".into(),
+            lease_ttl().as_secs().to_string(),
+            "--prepare-timeout".into(),
+            format!("{}ms", prepare_timeout().as_millis()),
+        ];
         if index == 0 && replica.logs.is_empty() {
             args.push("--initialize".into());
         }
