@@ -264,6 +264,17 @@ impl Coordinator {
             .store
             .decide(payment_id, status, code.as_deref(), text.as_deref())
             .await?;
+        if decided.status != status || decided.reason_code != code {
+            // Another path (a bank's decision query, the retrier, a replica that claimed this
+            // payment) wrote first: single assignment, so what is stored is what counts.
+            tracing::info!(
+                payment_id,
+                wanted = ?status,
+                stored = ?decided.status,
+                stored_reason = decided.reason_code.as_deref().unwrap_or_default(),
+                "the payment was already decided; adopting the stored decision"
+            );
+        }
         // Durable now: wake this replica's watchers (other replicas' poll for it).
         self.decisions.notify_waiters();
         Ok(decided)

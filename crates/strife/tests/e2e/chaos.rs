@@ -13,8 +13,16 @@
 //! sum of its payments (unchanged since its close), positions and reservations equal to their
 //! derivation from the log, no payment refunded beyond its amount.
 //!
-//! `scripts/test` runs 3 seeds. More: `STRIFE_CHAOS_SEEDS=10 cargo nextest run -E
-//! 'binary_id(strife::chaos)'`; one seed again: `STRIFE_CHAOS_SEED=1234`.
+//! The PostgreSQL mode runs the same workload and audit against three gateway replicas on one
+//! PostgreSQL database (`ReplicaNetwork`): the clients fail over between replicas with the
+//! same key, the gateway fault becomes "SIGKILL one replica" (it stays down at least lease TTL +
+//! takeover scan, so a survivor takes its payments over, then restarts), and "crash-restart
+//! PostgreSQL" (immediate shutdown, WAL replay on start) joins the faults; each seed has at
+//! least one of both.
+//!
+//! `scripts/test` runs 3 seeds of the SQLite mode and 1 of the PostgreSQL mode. More:
+//! `STRIFE_CHAOS_SEEDS=10` / `STRIFE_CHAOS_PG_SEEDS=10 cargo nextest run -E 'test(/chaos/)'`;
+//! one seed again: `STRIFE_CHAOS_SEED=1234` (both modes).
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -25,6 +33,7 @@ use std::time::{Duration, Instant};
 use crate::data_safety::{fill, Tmpfs};
 use crate::support::network::{ManualNetwork, NetworkOptions};
 use crate::support::proxy::{Mode, Proxy};
+use crate::support::replicas::{lease_ttl, ReplicaNetwork, TAKEOVER_SCAN};
 use crate::support::{run_expecting_exit, strife_bin, wait_until, BankProcess, BankStart};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,6 +50,48 @@ const NEMESIS_PAUSE: Duration = Duration::from_millis(350);
 const RETRY_LIMIT: usize = 200;
 /// The bank whose data dir lives on a small tmpfs, so the nemesis can fill its disk.
 const FULL_DISK_BANK: usize = 2;
+/// Gateway replicas in the PostgreSQL mode.
+const REPLICAS: usize = 3;
+/// How long a SIGKILLed replica stays down before the nemesis may restart it: past its lease,
+/// so a survivor's takeover scan finds it gone and claims its payments.
+fn replica_down_at_least() -> Duration {
+    lease_ttl() + TAKEOVER_SCAN
+}
+
+/// Which gateway the workload runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// One gateway on its embedded SQLite store.
+    Sqlite,
+    /// `REPLICAS` gateway replicas sharing one PostgreSQL database.
+    Postgres,
+}
+
+/// The network under test: one gateway, or replicas on PostgreSQL (either way a
+/// `ManualNetwork` underneath, with its banks and etcd).
+enum Net {
+    Sqlite(Box<ManualNetwork>),
+    Postgres(Box<ReplicaNetwork>),
+}
+
+impl std::ops::Deref for Net {
+    type Target = ManualNetwork;
+    fn deref(&self) -> &ManualNetwork {
+        match self {
+            Net::Sqlite(network) => network,
+            Net::Postgres(replicas) => replicas,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Net {
+    fn deref_mut(&mut self) -> &mut ManualNetwork {
+        match self {
+            Net::Sqlite(network) => network,
+            Net::Postgres(replicas) => replicas,
+        }
+    }
+}
 
 /// What a client learned about one payment it made.
 #[derive(Debug, Clone)]
@@ -51,15 +102,17 @@ enum Outcome {
 }
 
 struct Cluster {
-    network: ManualNetwork,
+    network: Net,
     proxies: Vec<Proxy>,
+    /// PostgreSQL mode: when each SIGKILLed replica went down (`None`: running).
+    replicas_down: Vec<Option<Instant>>,
     /// `FULL_DISK_BANK`'s dir on a tmpfs; `None` where mounting is not permitted (the
     /// disk-full fault is then skipped, loudly). Dropped last: unmounts lazily.
     small_disk: Option<Tmpfs>,
 }
 
 impl Cluster {
-    async fn start() -> Self {
+    async fn start(store: Store) -> Self {
         let mut proxies = Vec::new();
         let mut bank_args = Vec::new();
         for bank in BANKS {
@@ -79,13 +132,21 @@ impl Cluster {
             bank_args,
             ..NetworkOptions::default()
         };
-        let network = ManualNetwork::start_with(&BANKS, &USERS, options).await;
+        let network = match store {
+            Store::Sqlite => Net::Sqlite(Box::new(
+                ManualNetwork::start_with(&BANKS, &USERS, options).await,
+            )),
+            Store::Postgres => Net::Postgres(Box::new(
+                ReplicaNetwork::start_with(REPLICAS, &BANKS, &USERS, options).await,
+            )),
+        };
         for (proxy, bank) in proxies.iter().zip(&network.banks) {
             proxy.set_target(bank.address);
         }
         let mut cluster = Cluster {
             network,
             proxies,
+            replicas_down: vec![None; REPLICAS],
             small_disk: None,
         };
         cluster.move_to_small_disk(FULL_DISK_BANK);
@@ -228,11 +289,104 @@ impl Cluster {
         true
     }
 
-    fn restart_gateway(&mut self) {
-        if let Some(mut gateway) = self.network.gateway.take() {
-            gateway.kill();
+    /// SQLite mode: SIGKILLs the gateway and starts it again. PostgreSQL mode: SIGKILLs
+    /// replica `pick % REPLICAS` (it is restarted later, see [`Self::restart_replicas`]), or
+    /// restarts it if it is already down; one replica always stays up.
+    fn restart_gateway(&mut self, pick: usize) -> String {
+        match &mut self.network {
+            Net::Sqlite(network) => {
+                if let Some(mut gateway) = network.gateway.take() {
+                    gateway.kill();
+                }
+                network.start_gateway(&[]);
+                "SIGKILL+restart gateway".to_string()
+            }
+            Net::Postgres(replicas) => {
+                let index = pick % REPLICAS;
+                let id = replicas.replicas[index].id.clone();
+                let up = self
+                    .replicas_down
+                    .iter()
+                    .filter(|down| down.is_none())
+                    .count();
+                if self.replicas_down[index].is_some() {
+                    replicas.start_replica(index);
+                    self.replicas_down[index] = None;
+                    format!("restart replica {id}")
+                } else if up > 1 {
+                    replicas.kill(index);
+                    self.replicas_down[index] = Some(Instant::now());
+                    format!("SIGKILL replica {id}")
+                } else {
+                    format!("SIGKILL replica {id} skipped (the last one up)")
+                }
+            }
         }
-        self.network.start_gateway(&[]);
+    }
+
+    /// PostgreSQL mode: restarts the replicas that have been down at least
+    /// [`replica_down_at_least`] (all of them with `all`). Returns what it did.
+    fn restart_replicas(&mut self, all: bool) -> Vec<String> {
+        let Net::Postgres(replicas) = &mut self.network else {
+            return Vec::new();
+        };
+        let mut restarted = Vec::new();
+        for (index, down) in self.replicas_down.iter_mut().enumerate() {
+            if down.is_some_and(|since| all || since.elapsed() >= replica_down_at_least()) {
+                replicas.start_replica(index);
+                *down = None;
+                restarted.push(format!("restart replica {}", replicas.replicas[index].id));
+            }
+        }
+        restarted
+    }
+
+    /// PostgreSQL mode: crashes the database server (immediate shutdown: backends end at
+    /// once, no checkpoint) and starts it again on the same data dir and port (WAL replay).
+    async fn crash_restart_postgres(&mut self) -> String {
+        let Net::Postgres(replicas) = &mut self.network else {
+            return "PostgreSQL restart skipped (SQLite mode)".to_string();
+        };
+        replicas.postgres.stop_immediately();
+        replicas.postgres.start_again().await;
+        "crash+restart PostgreSQL".to_string()
+    }
+
+    /// Every gateway address (the replicas' in the PostgreSQL mode).
+    fn gateway_addresses(&self) -> Vec<String> {
+        match &self.network {
+            Net::Sqlite(network) => vec![network.gateway_address.clone()],
+            Net::Postgres(replicas) => replicas.addresses(),
+        }
+    }
+
+    /// `strife audit --json` for this cluster's gateway store: (clean, report).
+    fn audit(&self) -> (bool, serde_json::Value) {
+        let mut command = Command::new(strife_bin());
+        command
+            .args([
+                "audit",
+                "--json",
+                "--etcd",
+                &self.network.etcd.endpoint,
+                "--dir",
+            ])
+            .arg(self.network.network.path());
+        if let Net::Postgres(replicas) = &self.network {
+            command.args(["--store", &replicas.database.url()]);
+        }
+        let output = command.output().unwrap();
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+        (output.status.success(), report)
+    }
+
+    /// The admin's gRPC client (replica 0's in the PostgreSQL mode).
+    fn admin_client(&self) -> crate::support::network::GatewayClient {
+        match &self.network {
+            Net::Sqlite(network) => network.gateway_client("admin"),
+            Net::Postgres(replicas) => replicas.client_at(0, "admin", Duration::from_secs(10)),
+        }
     }
 }
 
@@ -241,9 +395,10 @@ type Received = Arc<Mutex<Vec<(usize, String, i64)>>>;
 
 /// Whether a refusal is the gateway's final answer (anything else is retried with the key).
 fn is_final(code: Code) -> bool {
+    // UNIMPLEMENTED: what a store does not do (refunds and settlement on PostgreSQL, so far).
     matches!(
         code,
-        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument | Code::Unimplemented
     )
 }
 
@@ -365,7 +520,7 @@ async fn settlement_admin(
 /// One user's workload: pays random others — and now and then refunds part of a payment it
 /// received — retrying each with its key until the gateway gives a final answer.
 async fn workload(
-    network_gateway: String,
+    gateways: Vec<String>,
     dir: std::path::PathBuf,
     user: usize,
     seed: u64,
@@ -380,20 +535,25 @@ async fn workload(
         &layout.user_identity(USERS[user]),
     )
     .unwrap();
-    let channel = tls
-        .endpoint(
-            &network_gateway,
-            &ExpectedPeer::Gateway,
-            Duration::from_secs(3),
-        )
-        .unwrap()
-        .connect_lazy();
     let credentials = crate::support::network::Credentials::new(
         USERS[user],
         &crate::support::network::password_of(USERS[user]),
     )
     .unwrap();
-    let client = pb::gateway_client::GatewayClient::with_interceptor(channel, credentials);
+    // One channel over every gateway replica: a call the current replica cannot take goes to
+    // the next with the same bytes (same idempotency key); with one gateway, to it again.
+    let replicas = gateways
+        .iter()
+        .map(|address| {
+            let channel = tls
+                .endpoint(address, &ExpectedPeer::Gateway, Duration::from_secs(3))
+                .unwrap()
+                .connect_lazy();
+            (address.clone(), channel)
+        })
+        .collect();
+    let failover = strife_common::failover::Failover::new(replicas).unwrap();
+    let client = pb::gateway_client::GatewayClient::with_interceptor(failover, credentials);
     let mut outcomes = Vec::new();
     for sequence in 0..MAX_PAYMENTS_PER_USER {
         if nemesis_done.load(Ordering::Relaxed) {
@@ -466,13 +626,13 @@ async fn workload(
     outcomes
 }
 
-async fn run_seed(seed: u64) {
-    eprintln!("chaos seed {seed} (rerun with STRIFE_CHAOS_SEED={seed})");
-    let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start().await));
-    let (gateway, dir) = {
+async fn run_seed(seed: u64, store: Store) {
+    eprintln!("chaos seed {seed}, {store:?} (rerun with STRIFE_CHAOS_SEED={seed})");
+    let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(store).await));
+    let (gateways, dir) = {
         let cluster = cluster.lock().await;
         (
-            cluster.network.gateway_address.clone(),
+            cluster.gateway_addresses(),
             cluster.network.network.path().to_owned(),
         )
     };
@@ -482,7 +642,7 @@ async fn run_seed(seed: u64) {
     let workers: Vec<_> = (0..USERS.len())
         .map(|user| {
             tokio::spawn(workload(
-                gateway.clone(),
+                gateways.clone(),
                 dir.clone(),
                 user,
                 seed,
@@ -492,7 +652,7 @@ async fn run_seed(seed: u64) {
             ))
         })
         .collect();
-    let admin = cluster.lock().await.network.gateway_client("admin");
+    let admin = cluster.lock().await.admin_client();
     let settlement = tokio::spawn(settlement_admin(
         admin,
         seed,
@@ -506,19 +666,35 @@ async fn run_seed(seed: u64) {
     // The data-dir mistake happens in every seed (on top of that step's fault), not only when
     // the dice pick it: it is cheap and the refusal is asserted right there.
     let mistake_step = rng.random_range(0..NEMESIS_STEPS);
+    // The PostgreSQL mode's own faults happen in every seed too: a replica SIGKILLed in the
+    // first half, the database crash-restarted in the second (drawn only in that mode, so the
+    // SQLite mode's schedules stay what they were).
+    let (kill_step, database_step) = match store {
+        Store::Sqlite => (None, None),
+        Store::Postgres => (
+            Some(rng.random_range(0..NEMESIS_STEPS / 2)),
+            Some(rng.random_range(NEMESIS_STEPS / 2..NEMESIS_STEPS)),
+        ),
+    };
+    let fault_kinds = match store {
+        Store::Sqlite => 8,
+        Store::Postgres => 9,
+    };
     for step in 0..NEMESIS_STEPS {
         tokio::time::sleep(NEMESIS_PAUSE).await;
         let mut cluster = cluster.lock().await;
+        for restarted in cluster.restart_replicas(false) {
+            eprintln!("  nemesis: {restarted}");
+            faults.lock().unwrap().push(restarted);
+        }
         let bank = rng.random_range(0..BANKS.len());
-        let fault = match rng.random_range(0..8) {
+        let fault = match rng.random_range(0..fault_kinds) {
             0 => {
                 cluster.restart_bank(bank);
                 format!("SIGKILL+restart {}", BANKS[bank])
             }
-            1 => {
-                cluster.restart_gateway();
-                "SIGKILL+restart gateway".to_string()
-            }
+            1 => cluster.restart_gateway(bank),
+            8 => cluster.crash_restart_postgres().await,
             2 => {
                 cluster.proxies[bank].set_mode(Mode::Stall);
                 format!("stall {}", BANKS[bank])
@@ -560,6 +736,16 @@ async fn run_seed(seed: u64) {
         };
         eprintln!("  nemesis: {fault}");
         faults.lock().unwrap().push(fault);
+        if kill_step == Some(step) {
+            let fault = cluster.restart_gateway(step);
+            eprintln!("  nemesis: {fault}");
+            faults.lock().unwrap().push(fault);
+        }
+        if database_step == Some(step) {
+            let fault = cluster.crash_restart_postgres().await;
+            eprintln!("  nemesis: {fault}");
+            faults.lock().unwrap().push(fault);
+        }
         if step == mistake_step {
             let other = rng.random_range(0..BANKS.len());
             let refusal = cluster.second_bank_on_the_same_dir(other).await;
@@ -578,9 +764,12 @@ async fn run_seed(seed: u64) {
         }
     }
     {
-        let cluster = cluster.lock().await;
+        let mut cluster = cluster.lock().await;
         for proxy in &cluster.proxies {
             proxy.set_mode(Mode::Forward);
+        }
+        for restarted in cluster.restart_replicas(true) {
+            eprintln!("  heal: {restarted}");
         }
     }
     nemesis_done.store(true, Ordering::Relaxed);
@@ -608,24 +797,8 @@ async fn run_seed(seed: u64) {
 
     // Quiescence: the audit is clean once every decision has reached every bank.
     let cluster = cluster.lock().await;
-    let audit = || {
-        let output = Command::new(strife_bin())
-            .args([
-                "audit",
-                "--json",
-                "--etcd",
-                &cluster.network.etcd.endpoint,
-                "--dir",
-            ])
-            .arg(cluster.network.network.path())
-            .output()
-            .unwrap();
-        let report: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
-        (output.status.success(), report)
-    };
-    let clean = wait_until(Duration::from_secs(60), || async { audit().0 }).await;
-    let (_, report) = audit();
+    let clean = wait_until(Duration::from_secs(60), || async { cluster.audit().0 }).await;
+    let (_, report) = cluster.audit();
     assert!(
         clean,
         "seed {seed}: audit not clean after healing. faults: {:?}\n{report}",
@@ -640,7 +813,7 @@ async fn run_seed(seed: u64) {
             _ => None,
         })
         .collect();
-    let mut admin = cluster.network.gateway_client("admin");
+    let mut admin = cluster.admin_client();
     for payment_id in &committed {
         let payment = admin
             .get_payment(pb::GetPaymentRequest {
@@ -684,7 +857,7 @@ async fn run_seed(seed: u64) {
         .filter(|outcome| matches!(outcome, Outcome::Refused))
         .count();
     eprintln!(
-        "seed {seed}: {} payments and refunds tried, {} committed, {refused} refused, {gave_up} gave up; {} windows closed ({}); faults {:?}; audit clean",
+        "seed {seed} ({store:?}): {} payments and refunds tried, {} committed, {refused} refused, {gave_up} gave up; {} windows closed ({}); faults {:?}; audit clean",
         outcomes.len(),
         committed.len(),
         closes.len(),
@@ -697,20 +870,28 @@ async fn run_seed(seed: u64) {
     );
 }
 
-fn seeds() -> Vec<u64> {
+/// `STRIFE_CHAOS_SEED`, else seeds 1..=`$count_variable` (default `default`).
+fn seeds(count_variable: &str, default: u64) -> Vec<u64> {
     if let Ok(seed) = std::env::var("STRIFE_CHAOS_SEED") {
         return vec![seed.parse().expect("STRIFE_CHAOS_SEED is a number")];
     }
-    let count: u64 = std::env::var("STRIFE_CHAOS_SEEDS")
+    let count: u64 = std::env::var(count_variable)
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(default);
     (1..=count).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bank_workload_under_crashes_stalls_partitions_and_etcd_restarts_keeps_every_invariant() {
-    for seed in seeds() {
-        run_seed(seed).await;
+    for seed in seeds("STRIFE_CHAOS_SEEDS", 3) {
+        run_seed(seed, Store::Sqlite).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_under_replica_kills_and_database_crashes_keep_every_invariant() {
+    for seed in seeds("STRIFE_CHAOS_PG_SEEDS", 1) {
+        run_seed(seed, Store::Postgres).await;
     }
 }

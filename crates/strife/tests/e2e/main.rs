@@ -34,6 +34,7 @@ mod operations;
 mod payment_events;
 mod peer_pinning;
 mod replicas;
+mod replicas_on_postgres;
 mod revocation;
 mod security_matrix;
 mod settlement;

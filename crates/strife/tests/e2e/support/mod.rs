@@ -11,6 +11,7 @@ pub mod load;
 pub mod network;
 pub mod postgres;
 pub mod proxy;
+pub mod replicas;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

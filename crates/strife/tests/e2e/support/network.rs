@@ -55,6 +55,9 @@ pub struct NetworkOptions {
     pub bank_args: Vec<(String, Vec<String>)>,
     pub gateway_args: Vec<String>,
     pub gateway_env: Vec<(String, String)>,
+    /// Start etcd and the banks only: the test starts its gateways itself (replicas, see
+    /// `support::replicas`).
+    pub without_gateway: bool,
 }
 
 impl ManualNetwork {
@@ -95,7 +98,9 @@ impl ManualNetwork {
             gateway_ready: Value::Null,
             gateway_env: options.gateway_env,
         };
-        manual.start_gateway(&[]);
+        if !options.without_gateway {
+            manual.start_gateway(&[]);
+        }
         manual
     }
 
@@ -105,33 +110,43 @@ impl ManualNetwork {
             .network
             .path()
             .join(format!("gateway-{}.log", std::process::id()));
-        let mut command = Command::new(strife_bin());
-        command
-            .args([
-                "gateway",
-                "--json",
-                "--prepare-timeout",
-                "1s",
-                "--lease-ttl",
-                "2",
-            ])
-            .args([
-                "--listen",
-                &self.gateway_address,
-                "--etcd",
-                &self.etcd.endpoint,
-                "--dir",
-            ])
-            .arg(self.network.path())
-            .args(&self.gateway_args)
-            .envs(self.gateway_env.iter().map(|(name, value)| (name, value)))
-            .envs(env.iter().copied());
-        let (process, line) = spawn_with_ready_line(command, &log);
-        let ready: Value = serde_json::from_str(&line).unwrap();
+        let (process, ready) = self.spawn_gateway(&self.gateway_address, &[], env, &log);
         self.gateway_address = ready["address"].as_str().unwrap().to_owned();
         self.gateway_replica_id = ready["replica_id"].as_str().unwrap_or_default().to_owned();
         self.gateway_ready = ready;
         self.gateway = Some(process);
+    }
+
+    /// Spawns one `strife gateway` on this network listening on `listen`, with the network's
+    /// gateway flags and environment plus `args` and `env`, logging to `log`; waits for its
+    /// JSON ready line.
+    pub fn spawn_gateway(
+        &self,
+        listen: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> (Process, Value) {
+        let mut command = Command::new(strife_bin());
+        command.args(["gateway", "--json"]);
+        // Short timeouts for tests, unless the test sets its own.
+        let given = |flag: &str| self.gateway_args.iter().chain(args).any(|arg| arg == flag);
+        if !given("--prepare-timeout") {
+            command.args(["--prepare-timeout", "1s"]);
+        }
+        if !given("--lease-ttl") {
+            command.args(["--lease-ttl", "2"]);
+        }
+        command
+            .args(["--listen", listen, "--etcd", &self.etcd.endpoint, "--dir"])
+            .arg(self.network.path())
+            .args(&self.gateway_args)
+            .args(args)
+            .envs(self.gateway_env.iter().map(|(name, value)| (name, value)))
+            .envs(env.iter().copied());
+        let (process, line) = spawn_with_ready_line(command, log);
+        let ready: Value = serde_json::from_str(&line).unwrap();
+        (process, ready)
     }
 
     /// SIGTERM the gateway and wait for it to exit.
@@ -240,14 +255,29 @@ pub type GatewayClient = strife_proto::v1::gateway_client::GatewayClient<
 impl ManualNetwork {
     /// A raw gRPC gateway client presenting `cert_of`'s certificate and `user`/`password`.
     pub fn gateway_client_as(&self, cert_of: &str, user: &str, password: &str) -> GatewayClient {
+        self.gateway_client_at(
+            &self.gateway_address,
+            cert_of,
+            user,
+            password,
+            Duration::from_secs(10),
+        )
+    }
+
+    /// A raw gRPC client for the gateway (replica) at `address`, presenting `cert_of`'s
+    /// certificate and `user`/`password`, each call bounded by `timeout`.
+    pub fn gateway_client_at(
+        &self,
+        address: &str,
+        cert_of: &str,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> GatewayClient {
         let layout = self.network.layout();
         let tls = self.network.tls(&layout.user_identity(cert_of));
         let channel = tls
-            .endpoint(
-                &self.gateway_address,
-                &ExpectedPeer::Gateway,
-                Duration::from_secs(10),
-            )
+            .endpoint(address, &ExpectedPeer::Gateway, timeout)
             .unwrap()
             .connect_lazy();
         strife_proto::v1::gateway_client::GatewayClient::with_interceptor(
@@ -256,14 +286,18 @@ impl ManualNetwork {
         )
     }
 
-    /// `user`'s own gateway client with the right password.
-    pub fn gateway_client(&self, user: &str) -> GatewayClient {
-        let password = if user == "admin" {
+    /// The password the tests gave `user` (the admin's is the one setup wrote).
+    pub fn password(&self, user: &str) -> String {
+        if user == "admin" {
             strife_pki::read_admin_password(&self.network.layout()).unwrap()
         } else {
             password_of(user)
-        };
-        self.gateway_client_as(user, user, &password)
+        }
+    }
+
+    /// `user`'s own gateway client with the right password.
+    pub fn gateway_client(&self, user: &str) -> GatewayClient {
+        self.gateway_client_as(user, user, &self.password(user))
     }
 
     /// Runs `strife audit --json` against the network: whether it is clean, and its report.

@@ -377,14 +377,35 @@ impl Postgres {
         }
     }
 
+    /// Immediate shutdown (SIGQUIT: every backend ends at once, no checkpoint; the next start
+    /// replays the WAL, as after a crash), waiting for the server to exit.
+    pub fn stop_immediately(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            signal(&child, libc::SIGQUIT);
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the server process is running (not stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
     /// Starts the stopped server again on the same data directory and port.
-    pub async fn restart(&mut self) {
-        self.stop();
+    pub async fn start_again(&mut self) {
+        assert!(self.process.is_none(), "PostgreSQL is still running");
         assert!(
             self.try_spawn().await,
             "PostgreSQL did not start again:\n{}",
             self.log_text()
         );
+    }
+
+    /// Stops the server (fast shutdown) and starts it again on the same data directory and
+    /// port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.start_again().await;
     }
 
     /// Everything the server logged (all its runs).
