@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use etcd_client::GetOptions;
-use strife_common::discovery::{gateway_entry_from_kv, GATEWAYS_PREFIX};
+use strife_common::discovery::live_gateways;
 use strife_common::etcd::EtcdAccess;
 use strife_common::limits::DECISION_QUERY_TIMEOUT;
 use strife_common::time::now_unix_ms;
@@ -60,30 +58,10 @@ impl DecisionClient {
         match &self.location {
             CoordinatorLocation::Fixed(addresses) => Ok(addresses.clone()),
             CoordinatorLocation::Etcd(etcd) => {
-                let mut client = etcd.connect().await?;
-                let response = tokio::time::timeout(
-                    DECISION_QUERY_TIMEOUT,
-                    client.get(
-                        GATEWAYS_PREFIX,
-                        Some(
-                            GetOptions::new()
-                                .with_prefix()
-                                .with_limit(MAX_REPLICAS as i64),
-                        ),
-                    ),
-                )
-                .await
-                .context("etcd get timed out")??;
-                let addresses: Vec<String> = response
-                    .kvs()
-                    .iter()
-                    .filter_map(|kv| match gateway_entry_from_kv(kv.key(), kv.value()) {
-                        Ok(entry) => Some(entry.address),
-                        Err(error) => {
-                            tracing::warn!(%error, "ignoring a gateway entry in etcd");
-                            None
-                        }
-                    })
+                let addresses: Vec<String> = live_gateways(etcd, MAX_REPLICAS as i64)
+                    .await?
+                    .into_iter()
+                    .map(|entry| entry.address)
                     .collect();
                 anyhow::ensure!(
                     !addresses.is_empty(),

@@ -81,6 +81,37 @@ fn entry_from_kv(
     Ok(entry)
 }
 
+/// Every gateway replica registered in etcd now (at most `limit`), read with one prefix get
+/// bounded by [`crate::limits::ETCD_CALL_TIMEOUT`]. Entries that break the key rules are
+/// skipped with a warning. Banks use it for decision queries, replicas for takeover.
+pub async fn live_gateways(
+    etcd: &crate::etcd::EtcdAccess,
+    limit: i64,
+) -> anyhow::Result<Vec<ServiceEntry>> {
+    use anyhow::Context;
+    let mut client = etcd.connect().await?;
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_limit(limit);
+    let response = tokio::time::timeout(
+        crate::limits::ETCD_CALL_TIMEOUT,
+        client.get(GATEWAYS_PREFIX, Some(options)),
+    )
+    .await
+    .context("etcd read of the gateway replicas timed out")??;
+    Ok(response
+        .kvs()
+        .iter()
+        .filter_map(|kv| match gateway_entry_from_kv(kv.key(), kv.value()) {
+            Ok(entry) => Some(entry),
+            Err(error) => {
+                tracing::warn!(%error, "ignoring a gateway entry in etcd");
+                None
+            }
+        })
+        .collect())
+}
+
 /// Where a running local network (`strife dev`) can be reached; written to
 /// `<dir>/network.json` so other commands (`bench`, `audit`) find it without flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,11 +18,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::Context;
-use etcd_client::GetOptions;
-use strife_common::discovery::{gateway_entry_from_kv, GATEWAYS_PREFIX};
+use strife_common::discovery::live_gateways;
 use strife_common::etcd::EtcdAccess;
-use strife_common::limits::ETCD_CALL_TIMEOUT;
 
 use crate::store::GatewayStore;
 
@@ -61,18 +58,9 @@ impl Liveness {
 
 /// The replica ids registered in etcd now.
 pub async fn registered_replicas(etcd: &EtcdAccess) -> anyhow::Result<HashSet<String>> {
-    let mut client = etcd.connect().await?;
-    let options = GetOptions::new().with_prefix().with_limit(MAX_REPLICAS);
-    let response = tokio::time::timeout(
-        ETCD_CALL_TIMEOUT,
-        client.get(GATEWAYS_PREFIX, Some(options)),
-    )
-    .await
-    .context("etcd read timed out")??;
-    Ok(response
-        .kvs()
-        .iter()
-        .filter_map(|kv| gateway_entry_from_kv(kv.key(), kv.value()).ok())
+    Ok(live_gateways(etcd, MAX_REPLICAS)
+        .await?
+        .into_iter()
         .map(|entry| entry.id)
         .collect())
 }
