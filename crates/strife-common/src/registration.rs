@@ -61,6 +61,67 @@ impl Registration {
     }
 }
 
+/// How often [`refuse_if_taken`] looks again at a key held by someone else.
+const TAKEN_POLL: Duration = Duration::from_millis(250);
+
+/// Refuses to start a second live process under a key that is already registered at another
+/// address (two gateway replicas given the same `--replica-id`): both would recover and
+/// finish "their" payments and fight over the key. A key left by a crashed predecessor is no
+/// obstacle: at our own address it cannot be alive (we hold that port now), and elsewhere its
+/// lease lapses within the TTL, so we wait that long before refusing. When etcd cannot be
+/// asked, the process starts (it keeps trying to register) with a warning.
+pub async fn refuse_if_taken(registration: &Registration, what: &str) -> anyhow::Result<()> {
+    let ttl = Duration::from_secs(registration.lease_ttl_secs.max(1).unsigned_abs());
+    let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
+    let mut client = match registration.etcd.connect().await {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(key = %registration.key, error = format!("{error:#}"), "cannot check etcd for another live {what} under this name; starting anyway");
+            return Ok(());
+        }
+    };
+    loop {
+        let current = match timeout(
+            ETCD_CALL_TIMEOUT,
+            client.get(registration.key.clone(), None),
+        )
+        .await
+        {
+            Ok(Ok(current)) => current,
+            Ok(Err(error)) => {
+                tracing::warn!(key = %registration.key, %error, "cannot check etcd for another live {what} under this name; starting anyway");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::warn!(key = %registration.key, "etcd did not answer in time; starting without checking for another live {what} under this name");
+                return Ok(());
+            }
+        };
+        let holder = current
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<ServiceEntry>(kv.value()).ok());
+        match holder {
+            None => return Ok(()),
+            Some(entry) if entry.address == registration.entry.address => return Ok(()),
+            Some(entry) => {
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "another {what} named {:?} is alive at {} (etcd key {} kept under a \
+                         live lease for over {} s); give this one a different name (for a \
+                         gateway: --replica-id) or stop the other first",
+                        registration.entry.id,
+                        entry.address,
+                        registration.key,
+                        ttl.as_secs() + 1,
+                    );
+                }
+                tokio::time::sleep(TAKEN_POLL).await;
+            }
+        }
+    }
+}
+
 /// Registers and keeps registering until `shutdown` turns true; then revokes the lease.
 /// `registered` says, at every moment, whether our key is in etcd under a live lease (for
 /// readiness).

@@ -19,7 +19,7 @@ use strife_common::limits::{
 use strife_common::listener::{bounded_incoming, ListenerLimits};
 use strife_common::metrics::MetricsEndpoint;
 use strife_common::operations;
-use strife_common::registration::{keep_registered, Registration};
+use strife_common::registration::{keep_registered, refuse_if_taken, Registration};
 use strife_common::state_dir::DirLock;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
@@ -118,6 +118,19 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     // Parses certificate and key now: a bad one must stop the gateway before recovery, its
     // ready line or its etcd registration.
     let server = tls.server_builder(&identity_paths)?;
+    // The port is taken before recovery (connections wait in the backlog until we serve), so
+    // the address we register is known and no other live replica can be using our name.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let registration = Registration::gateway(
+        etcd.clone(),
+        &replica,
+        &address.to_string(),
+        config.lease_ttl_secs,
+    );
+    refuse_if_taken(&registration, "gateway replica").await?;
     let identity = StoreIdentity::gateway(
         &layout,
         tls.ca_fingerprint()?,
@@ -154,10 +167,6 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         );
     }
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let address = listener.local_addr()?;
     let metrics_endpoint = match config.metrics_listen {
         Some(metrics_address) => Some(MetricsEndpoint::bind(metrics_address).await?),
         None => None,
@@ -178,8 +187,6 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let retrier = Arc::clone(&coordinator);
     let retry_shutdown = shutdown.clone();
     tokio::spawn(async move { retrier.retry_unfinished(retry_shutdown).await });
-    let registration =
-        Registration::gateway(etcd, &replica, &address.to_string(), config.lease_ttl_secs);
     let (registered_sender, registered) = watch::channel(false);
     let registration_task = tokio::spawn(keep_registered(
         registration,

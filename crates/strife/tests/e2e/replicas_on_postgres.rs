@@ -939,3 +939,39 @@ async fn postgres_restarted_mid_load_replicas_reconnect_and_nothing_is_lost() {
     assert_no_contradiction_logged(&network);
     network.assert_audit_clean(Duration::from_secs(30)).await;
 }
+
+/// A second process given a live replica's `--replica-id` (at another address) would recover
+/// and finish that replica's payments beside it and fight over its etcd key: it is refused,
+/// naming the id, the live address and the flag, once the key has outlived its lease TTL;
+/// the live replica keeps its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_under_a_live_replicas_id_is_refused() {
+    let network = ReplicaNetwork::start(1, &["bank0"], &[]).await;
+    let live = &network.replicas[0];
+    let mut command = std::process::Command::new(crate::support::strife_bin());
+    command
+        .args(["gateway", "--json", "--listen", "127.0.0.1:0", "--etcd"])
+        .arg(&network.etcd.endpoint)
+        .args(["--lease-ttl", &lease_ttl().as_secs().to_string()])
+        .args(["--replica-id", &live.id, "--dir"])
+        .arg(network.network.network.path())
+        .env("STRIFE_GATEWAY_STORE", network.database.url());
+    let (code, stderr) =
+        crate::support::run_expecting_exit(command, lease_ttl() + Duration::from_secs(30));
+    assert!(
+        matches!(code, Some(code) if code != 0),
+        "the second replica started: {stderr}"
+    );
+    for expected in [live.id.as_str(), live.address.as_str(), "--replica-id"] {
+        assert!(stderr.contains(expected), "{expected:?} missing: {stderr}");
+    }
+    let entries = network.etcd.gateway_entries().await;
+    assert_eq!(
+        entries
+            .iter()
+            .map(|entry| (entry.id.as_str(), entry.address.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(live.id.as_str(), live.address.as_str())],
+        "the live replica's key changed"
+    );
+}
