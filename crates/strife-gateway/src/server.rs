@@ -293,10 +293,15 @@ async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Resu
     }
     let password = read_admin_password(layout)?;
     let hash = hash_password(&password)?;
-    store
+    match store
         .insert_user(ADMIN_USER, Role::Admin.as_str(), &hash)
-        .await?;
-    tracing::info!("admin user created from the setup password");
+        .await
+    {
+        Ok(()) => tracing::info!("admin user created from the setup password"),
+        // Another replica sharing the database created it in the meantime: same password.
+        Err(strife_common::Failure::AlreadyExists(_)) => {}
+        Err(failure) => return Err(failure.into()),
+    }
     Ok(())
 }
 

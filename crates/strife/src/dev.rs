@@ -51,7 +51,8 @@ pub enum DevStore {
 
 /// Where a process of the network serves its metrics.
 struct MetricsUrl {
-    process: &'static str,
+    /// `bank0`, `gateway`, or with several replicas each replica's id (`gateway-2`).
+    process: String,
     url: String,
 }
 
@@ -165,10 +166,10 @@ fn field_of(line: &str, field: &str) -> anyhow::Result<String> {
 }
 
 /// The metrics URL a process printed in its JSON ready line (when started with `--metrics`).
-fn metrics_url(process: &'static str, line: &str) -> anyhow::Result<MetricsUrl> {
+fn metrics_url(process: &str, line: &str) -> anyhow::Result<MetricsUrl> {
     let address = field_of(line, "metrics_address")?;
     Ok(MetricsUrl {
-        process,
+        process: process.to_owned(),
         url: format!("http://{address}/metrics"),
     })
 }
@@ -311,7 +312,13 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         gateway_addresses.push(address_of(&line)?);
         if config.metrics {
             let index = usize::try_from(replica - 1).unwrap_or(0);
-            metrics.insert(index, metrics_url("gateway", &line)?);
+            // One entry per replica: with several, each under its own id.
+            let name = if config.replicas == 1 {
+                "gateway"
+            } else {
+                replica_id.as_str()
+            };
+            metrics.insert(index, metrics_url(name, &line)?);
         }
     }
     let gateway_address = gateway_addresses.join(",");
@@ -508,7 +515,7 @@ fn print_ready(
         if !metrics.is_empty() {
             line["metrics"] = metrics
                 .iter()
-                .map(|entry| (entry.process.to_owned(), entry.url.clone().into()))
+                .map(|entry| (entry.process.clone(), entry.url.clone().into()))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
         }
