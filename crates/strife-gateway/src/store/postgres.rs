@@ -47,6 +47,12 @@
 //! - **Links**: one `INSERT … ON CONFLICT DO UPDATE … WHERE accounts.username =
 //!   excluded.username`, so an account can never be re-linked to another owner, however the
 //!   calls race.
+//! - **Settlement**: every settlement write locks what it reads in its own transaction, in one
+//!   fixed order (open window, payment rows, positions, bilateral totals; `settle.rs`), so two
+//!   payments can never both pass a cap or a refund limit on the same reading, and each
+//!   decision lands in exactly one window. An attempt that claims a reservation or a refund
+//!   amount is recorded in such a transaction instead of the one-statement claim above. A
+//!   deadlock PostgreSQL detects anyway is retried ([`retry_conflicts`]).
 //! - **Log order**: `seq` is an identity column. Values are handed out at insert time, so
 //!   concurrent transactions may commit out of `seq` order; history paging (`seq <
 //!   before_seq`) and the audit's snapshot (one REPEATABLE READ transaction) do not depend on
@@ -54,8 +60,9 @@
 //!
 //! # Batching
 //!
-//! Concurrent decisions share one statement and one commit (one WAL flush): a writer task
-//! collects whatever decisions are waiting and writes them with one `UPDATE … FROM unnest(…)`,
+//! Concurrent decisions share one transaction and one commit (one WAL flush): a writer task
+//! collects whatever decisions are waiting and writes them with one `UPDATE … FROM unnest(…)`
+//! (plus a few statements for the whole batch's settlement moves),
 //! up to [`MAX_DECISIONS_PER_STATEMENT`], with up to [`DECISION_WRITERS`] such statements in
 //! flight; an idle store writes a lone decision at once. PostgreSQL itself groups the WAL
 //! flushes of concurrent commits from different connections.
