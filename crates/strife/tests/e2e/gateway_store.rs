@@ -13,8 +13,9 @@ use strife_common::layout::Layout;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::Failure;
 use strife_gateway::store::{
-    self, Begun, GatewayLog, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus,
-    PostgresGatewayLog, PostgresGatewayStore, PostgresLocation, SqliteGatewayStore, StoreLocation,
+    self, Begun, BilateralTotal, GatewayLog, GatewayStore, LinkedAccount, Party, PaymentRecord,
+    PaymentStatus, PostgresGatewayLog, PostgresGatewayStore, PostgresLocation, SqliteGatewayStore,
+    StoreLocation,
 };
 
 use crate::support::postgres::{Postgres, ServerTls};
@@ -1326,7 +1327,7 @@ async fn postgres_schema_identity_and_migrations() {
 /// reservations and window 1's totals derived from the log — and the store goes on from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_version_3_migrates_to_4_deriving_settlement_from_the_log() {
-    use strife_gateway::store::{BilateralTotal, PositionRecord};
+    use strife_gateway::store::PositionRecord;
     let server = Postgres::start().await;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
