@@ -649,11 +649,18 @@ fn across(payment_id: &str, amount_minor: i64) -> PaymentRecord {
     )
 }
 
-/// (position, reserved, cap) of `bank` in USD; zeros when it has no row.
+/// (position, reserved, cap) of `bank` in USD; zeros when it has no row. Read again while
+/// the store answers UNAVAILABLE, up to a deadline: on a loaded machine a fresh database's
+/// first reads can pass the store's 1 s call bound, and a read is safe to repeat.
 async fn standing(store: &dyn GatewayStore, bank: &str) -> (i64, i64, Option<i64>) {
-    store
-        .positions()
-        .await
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let positions = loop {
+        match store.positions().await {
+            Err(Failure::Unavailable(_)) if std::time::Instant::now() < deadline => continue,
+            read => break read,
+        }
+    };
+    positions
         .unwrap()
         .into_iter()
         .find(|position| position.bank_id == bank && position.currency == "USD")
