@@ -528,6 +528,15 @@ impl PostgresGatewayLog {
             row.version,
             SCHEMA_VERSION
         );
+        // The log is read-only, so it cannot migrate; and an older schema lacks tables the
+        // snapshot reads (settlement came with version 4).
+        anyhow::ensure!(
+            row.version == SCHEMA_VERSION,
+            "the gateway's PostgreSQL store {} has schema version {}, older than this strife's              ({}); start this strife's gateway on it once (it migrates the schema), then audit",
+            location.redacted(),
+            row.version,
+            SCHEMA_VERSION
+        );
         schema::verify_owner(&row, location.redacted(), identity)?;
         drop(client);
         Ok(PostgresGatewayLog { server, pool })

@@ -1374,6 +1374,13 @@ async fn postgres_version_3_migrates_to_4_deriving_settlement_from_the_log() {
         .await
         .unwrap();
 
+    // The audit cannot migrate (read-only) and says what to do.
+    let Err(older) = PostgresGatewayLog::open(&location, &identity(&layout, CA, false)).await
+    else {
+        panic!("the audit opened a version-3 log");
+    };
+    assert!(format!("{older:#}").contains("older than"), "{older:#}");
+
     let store = PostgresGatewayStore::open(&location, &identity(&layout, CA, false))
         .await
         .unwrap();
