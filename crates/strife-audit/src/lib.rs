@@ -372,10 +372,6 @@ async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySna
 
 /// The settlement invariants on one gateway snapshot (module doc, "Settlement").
 fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
-    if snapshot.windows.is_empty() {
-        // A store that does not keep settlement (PostgreSQL, so far): nothing to check.
-        return;
-    }
     let windows: HashMap<i64, &WindowReport> = snapshot
         .windows
         .iter()

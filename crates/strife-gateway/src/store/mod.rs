@@ -144,8 +144,9 @@ pub async fn open_log(
     })
 }
 
-/// The schema version this binary writes; a database with a higher one was written by a
-/// newer Strife and is refused.
+/// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
+/// higher one was written by a newer Strife and is refused. PostgreSQL counts its own:
+/// [`postgres::SCHEMA_VERSION`].
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
@@ -307,8 +308,8 @@ pub struct LogSnapshot {
     pub links: Vec<LinkedAccount>,
     /// Every bank position row (banks without one stand at zero with no cap).
     pub positions: Vec<PositionRecord>,
-    /// Every settlement window with its totals, oldest first. Empty when the store does not
-    /// keep settlement (the PostgreSQL store, so far): then there is none to check.
+    /// Every settlement window with its totals, oldest first (never empty: a store always
+    /// has its open window).
     pub windows: Vec<WindowReport>,
 }
 

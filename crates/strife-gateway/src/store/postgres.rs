@@ -23,7 +23,7 @@
 //!   retry starts afresh) and acknowledgements (the retrier re-sends the decision).
 //!
 //! Every session runs READ COMMITTED (set the same way), which the concurrency arguments below
-//! assume.
+//! assume, and with `enable_seqscan = off` (see [`SESSION_DURABLE`]).
 //!
 //! # Concurrency, across transactions and across gateway replicas
 //!
@@ -47,6 +47,12 @@
 //! - **Links**: one `INSERT … ON CONFLICT DO UPDATE … WHERE accounts.username =
 //!   excluded.username`, so an account can never be re-linked to another owner, however the
 //!   calls race.
+//! - **Settlement**: every settlement write locks what it reads in its own transaction, in one
+//!   fixed order (open window, payment rows, positions, bilateral totals; `settle.rs`), so two
+//!   payments can never both pass a cap or a refund limit on the same reading, and each
+//!   decision lands in exactly one window. An attempt that claims a reservation or a refund
+//!   amount is recorded in such a transaction instead of the one-statement claim above. A
+//!   deadlock PostgreSQL detects anyway is retried ([`retry_conflicts`]).
 //! - **Log order**: `seq` is an identity column. Values are handed out at insert time, so
 //!   concurrent transactions may commit out of `seq` order; history paging (`seq <
 //!   before_seq`) and the audit's snapshot (one REPEATABLE READ transaction) do not depend on
@@ -54,8 +60,9 @@
 //!
 //! # Batching
 //!
-//! Concurrent decisions share one statement and one commit (one WAL flush): a writer task
-//! collects whatever decisions are waiting and writes them with one `UPDATE … FROM unnest(…)`,
+//! Concurrent decisions share one transaction and one commit (one WAL flush): a writer task
+//! collects whatever decisions are waiting and writes them with one `UPDATE … FROM unnest(…)`
+//! (plus a few statements for the whole batch's settlement moves),
 //! up to [`MAX_DECISIONS_PER_STATEMENT`], with up to [`DECISION_WRITERS`] such statements in
 //! flight; an idle store writes a lone decision at once. PostgreSQL itself groups the WAL
 //! flushes of concurrent commits from different connections.
@@ -87,7 +94,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
 pub use location::{PostgresLocation, PostgresTls};
-pub use schema::{Migration, MIGRATIONS};
+pub use schema::{Migration, MIGRATIONS, SCHEMA_VERSION};
 
 use super::{
     Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange, Party, PaymentRecord,
@@ -120,10 +127,15 @@ fn pool_size() -> usize {
         .clamp(4, 16)
 }
 
-// `enable_seqscan = off`: the gateway's statements are all index lookups, but a generic plan
-// cached while a table was nearly empty scans it, and kept doing so on every decision and
-// acknowledgement as the table grew (one 30 s run: 1,979 sequential scans of `payments`
-// reading 20.9 M rows). Off, the planner takes the index whenever there is one.
+/// Every session of a serving gateway: READ COMMITTED (the concurrency arguments above
+/// assume it), and no sequential scans. Every query a serving gateway makes is an index
+/// lookup by design (point lookups on a payment's path; history, the unfinished list and the
+/// open window by index), but the planner does not know that a table which was empty a
+/// minute ago is big now: statistics catch up only at the next autoanalyze, and a
+/// statement's generic plan cached before then kept scanning the whole `payments` table on
+/// every decision (measured on branch `pgstore`: most of PostgreSQL's CPU in a benchmark on
+/// a fresh database). A query with no index to use still runs (the setting only makes a
+/// sequential scan the planner's last resort).
 const SESSION_DURABLE: &[(&str, &str)] = &[
     ("synchronous_commit", "on"),
     ("default_transaction_isolation", "read committed"),
@@ -147,6 +159,9 @@ macro_rules! payment_columns {
 }
 
 const ACCOUNT_COLUMNS: &str = "username, bank_id, account_number, currency, holder_name";
+
+// After `payment_columns!`, which it uses.
+mod settle;
 
 /// The server a store talks to, and how its failures are reported.
 #[derive(Clone)]
@@ -191,6 +206,15 @@ impl Server {
     fn failure(&self, doing: &str, error: &tokio_postgres::Error) -> Failure {
         let detail = chain(error);
         match error.code() {
+            Some(code)
+                if *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                // Retried by `retry_conflicts` around the transaction; a caller that still
+                // sees it retries like any UNAVAILABLE.
+                tracing::debug!(doing, error = %detail, "PostgreSQL lock conflict");
+                Failure::Unavailable(LOCK_CONFLICT.into())
+            }
             Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
                 Failure::AlreadyExists(format!("{doing}: already exists"))
             }
@@ -297,6 +321,35 @@ impl Server {
             self.location.redacted(),
             self.location.scrub(&chain(error))
         )
+    }
+}
+
+/// What a deadlock or serialization failure becomes: transient, and recognised by
+/// [`retry_conflicts`].
+const LOCK_CONFLICT: &str =
+    "the gateway's PostgreSQL store aborted a write in a lock conflict with another; retry";
+
+/// Transactions tried at most, when PostgreSQL aborts them for a deadlock (see the lock order
+/// in `settle.rs`, which avoids them between settlement writes).
+const CONFLICT_TRIES: usize = 3;
+
+/// Runs the transaction `attempt` makes until it is not aborted by a lock conflict, at most
+/// [`CONFLICT_TRIES`] times. An aborted transaction wrote nothing, so trying again is safe.
+async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(Failure::Unavailable(message))
+                if message == LOCK_CONFLICT && tries < CONFLICT_TRIES =>
+            {
+                tries += 1;
+            }
+            result => return result,
+        }
     }
 }
 
@@ -476,12 +529,21 @@ impl PostgresGatewayLog {
                 )
             })?;
         anyhow::ensure!(
-            row.version <= super::SCHEMA_VERSION,
+            row.version <= SCHEMA_VERSION,
             "the gateway's PostgreSQL store {} has schema version {}, newer than this strife \
              knows ({}); use a newer strife",
             location.redacted(),
             row.version,
-            super::SCHEMA_VERSION
+            SCHEMA_VERSION
+        );
+        // The log is read-only, so it cannot migrate; and an older schema lacks tables the
+        // snapshot reads (settlement came with version 4).
+        anyhow::ensure!(
+            row.version == SCHEMA_VERSION,
+            "the gateway's PostgreSQL store {} has schema version {}, older than this strife's              ({}); start this strife's gateway on it once (it migrates the schema), then audit",
+            location.redacted(),
+            row.version,
+            SCHEMA_VERSION
         );
         schema::verify_owner(&row, location.redacted(), identity)?;
         drop(client);
@@ -503,7 +565,8 @@ impl GatewayLog for PostgresGatewayStore {
     }
 }
 
-/// Every payment and link in one REPEATABLE READ transaction: one state of the log.
+/// Every payment, link, position and window in one REPEATABLE READ transaction: one state of
+/// the log.
 async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Failure> {
     const DOING: &str = "reading a snapshot of the log";
     server
@@ -540,14 +603,14 @@ async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Fail
                 .iter()
                 .map(account_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
+            let positions = settle::read_positions(server, &transaction, DOING).await?;
+            let windows = settle::read_all_reports(server, &transaction, DOING).await?;
             transaction.commit().await.map_err(failed)?;
-            // Settlement is not kept by this store yet: no positions, no windows (the audit
-            // then has no settlement to check).
             Ok(LogSnapshot {
                 payments,
                 links,
-                positions: Vec::new(),
-                windows: Vec::new(),
+                positions,
+                windows,
             })
         })
         .await
@@ -635,9 +698,61 @@ RETURNING seq";
 const INSERT_PAYMENT: &str = "
 INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
     to_user, to_bank, to_account, amount_minor, currency, memo, status,
-    decision_deadline_unix_ms, created_unix_ms, coordinator)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14)
+    decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15)
 RETURNING seq";
+
+/// Claims an unused key; no row when it is taken.
+const CLAIM_KEY: &str = "
+INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (username, key) DO NOTHING
+RETURNING payment_id";
+
+/// Whether recording `attempt` claims something besides its key: a refund's amount from its
+/// original, or a cross-bank payment's reservation. Those need a transaction that locks what
+/// they claim from; the others are one statement.
+fn claims_settlement(attempt: &PaymentRecord) -> bool {
+    attempt.refund_of.is_some() || crate::settlement::is_cross_bank(attempt)
+}
+
+/// Inserts the (claimed) attempt as PENDING; returns it as stored.
+async fn insert_payment<C: GenericClient>(
+    server: &Server,
+    client: &C,
+    attempt: &PaymentRecord,
+    doing: &str,
+) -> Result<PaymentRecord, Failure> {
+    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
+    let insert = client
+        .prepare_cached(INSERT_PAYMENT)
+        .await
+        .map_err(failed)?;
+    let row = client
+        .query_one(
+            &insert,
+            &[
+                &attempt.payment_id,
+                &attempt.idempotency_key,
+                &attempt.from.username,
+                &attempt.from.bank_id,
+                &attempt.from.account_number,
+                &attempt.to.username,
+                &attempt.to.bank_id,
+                &attempt.to.account_number,
+                &attempt.amount_minor,
+                &attempt.currency,
+                &attempt.memo,
+                &attempt.decision_deadline_unix_ms,
+                &attempt.created_unix_ms,
+                &attempt.coordinator,
+                &attempt.refund_of,
+            ],
+        )
+        .await
+        .map_err(failed)?;
+    Ok(recorded(attempt, column(&row, 0)?))
+}
 
 async fn load_payment<C: GenericClient>(
     server: &Server,
@@ -679,6 +794,13 @@ impl PostgresGatewayStore {
     /// [`payment::begin`] decides, in one transaction. `None` if the key turned out to be
     /// unused after all (only possible if keys are ever pruned): the caller claims it again.
     async fn begin_on_used_key(&self, attempt: &PaymentRecord) -> Result<Option<Begun>, Failure> {
+        retry_conflicts(|| self.begin_on_used_key_once(attempt)).await
+    }
+
+    async fn begin_on_used_key_once(
+        &self,
+        attempt: &PaymentRecord,
+    ) -> Result<Option<Begun>, Failure> {
         const DOING: &str = "recording a payment attempt";
         let server = &self.server;
         let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
@@ -731,33 +853,11 @@ impl PostgresGatewayStore {
                     )
                     .await
                     .map_err(failed)?;
-                let insert = transaction
-                    .prepare_cached(INSERT_PAYMENT)
-                    .await
-                    .map_err(failed)?;
-                let row = transaction
-                    .query_one(
-                        &insert,
-                        &[
-                            &attempt.payment_id,
-                            &attempt.idempotency_key,
-                            &attempt.from.username,
-                            &attempt.from.bank_id,
-                            &attempt.from.account_number,
-                            &attempt.to.username,
-                            &attempt.to.bank_id,
-                            &attempt.to.account_number,
-                            &attempt.amount_minor,
-                            &attempt.currency,
-                            &attempt.memo,
-                            &attempt.decision_deadline_unix_ms,
-                            &attempt.created_unix_ms,
-                            &attempt.coordinator,
-                        ],
-                    )
-                    .await
-                    .map_err(failed)?;
-                Begun::Started(recorded(attempt, column(&row, 0)?))
+                // After the key's row: the lock order of settle.rs. A refusal returns before
+                // the commit, so the transaction (the key's new payment too) rolls back.
+                let attempt =
+                    settle::claim_for_attempt(server, &transaction, attempt.clone(), DOING).await?;
+                Begun::Started(insert_payment(server, &transaction, &attempt, DOING).await?)
             }
             payment::Begin::Record => {
                 return Err(Failure::internal(
@@ -770,8 +870,54 @@ impl PostgresGatewayStore {
         Ok(Some(begun))
     }
 
+    /// Claims an unused key, takes what the attempt claims ([`settle::claim_for_attempt`])
+    /// and records it, in one transaction; `None` if the key is taken. A refusal rolls it all
+    /// back, the key's claim too.
+    async fn claim_key_and_settlement(
+        &self,
+        attempt: &PaymentRecord,
+    ) -> Result<Option<Begun>, Failure> {
+        retry_conflicts(|| self.claim_key_and_settlement_once(attempt)).await
+    }
+
+    async fn claim_key_and_settlement_once(
+        &self,
+        attempt: &PaymentRecord,
+    ) -> Result<Option<Begun>, Failure> {
+        const DOING: &str = "recording a payment attempt";
+        let server = &self.server;
+        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+        let mut client = server.connection(&self.relaxed, DOING).await?;
+        let transaction = client.transaction().await.map_err(failed)?;
+        let claim = transaction
+            .prepare_cached(CLAIM_KEY)
+            .await
+            .map_err(failed)?;
+        let claimed = transaction
+            .query_opt(
+                &claim,
+                &[
+                    &attempt.from.username,
+                    &attempt.idempotency_key,
+                    &payment::fingerprint(attempt),
+                    &attempt.payment_id,
+                    &now_unix_ms(),
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
+        let attempt =
+            settle::claim_for_attempt(server, &transaction, attempt.clone(), DOING).await?;
+        let recorded = insert_payment(server, &transaction, &attempt, DOING).await?;
+        transaction.commit().await.map_err(failed)?;
+        Ok(Some(Begun::Started(recorded)))
+    }
+
     /// Claims an unused key and records the attempt in one statement; `None` if the key is
-    /// taken.
+    /// taken. Only for an attempt that claims nothing else ([`claims_settlement`]).
     async fn claim_key(&self, attempt: &PaymentRecord) -> Result<Option<Begun>, Failure> {
         const DOING: &str = "recording a payment attempt";
         let server = &self.server;
@@ -914,21 +1060,19 @@ impl GatewayStore for PostgresGatewayStore {
 
     /// Records a payment attempt under `(from user, key)`, or reports what the key already
     /// has; relaxed (see the module docs). An unused key is claimed and the attempt recorded
-    /// in one statement; a used one goes through [`payment::begin`] under the key's row lock.
+    /// in one statement — or, for an attempt that claims a refund amount or a reservation, in
+    /// one transaction that locks what it claims from; a used key goes through
+    /// [`payment::begin`] under the key's row lock.
+    ///
+    /// Relaxed even when it takes a reservation or a refund claim, as in SQLite: they are in
+    /// the same transaction as the PENDING record, so a server crash that loses the record
+    /// loses them with it (the positions and refund amounts still equal their derivation from
+    /// the payments), and the payment's decision — durable, and only ever written after this
+    /// commit, in later WAL — makes all three durable before anyone hears of the payment.
     async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure> {
         const DOING: &str = "recording a payment attempt";
         self.server
             .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                if attempt.refund_of.is_some() {
-                    // A refund's limit (never more than the original) is claimed in the write
-                    // that records it; this store does not do that claim yet, so it refuses
-                    // refunds rather than risk refunding more than was paid.
-                    return Err(Failure::Unimplemented(
-                        "refunds are kept by the SQLite gateway store only, so far; this \
-                         gateway runs on PostgreSQL"
-                            .into(),
-                    ));
-                }
                 // Claiming is what `begin` decides for an unused key; asked here so the policy
                 // stays in one place even for the one-statement path.
                 if payment::begin(attempt, None)? != payment::Begin::Record {
@@ -940,7 +1084,12 @@ impl GatewayStore for PostgresGatewayStore {
                 // Twice at most: a key seen taken and then unused again means keys are being
                 // pruned under us, and one more claim settles it.
                 for _ in 0..2 {
-                    if let Some(begun) = self.claim_key(attempt).await? {
+                    let claimed = if claims_settlement(attempt) {
+                        self.claim_key_and_settlement(attempt).await?
+                    } else {
+                        self.claim_key(attempt).await?
+                    };
+                    if let Some(begun) = claimed {
                         return Ok(begun);
                     }
                     if let Some(begun) = self.begin_on_used_key(attempt).await? {
@@ -1083,37 +1232,119 @@ impl GatewayStore for PostgresGatewayStore {
             .await
     }
 
+    /// One statement on the durable pool (no read, so no lock to order).
     async fn set_net_debit_cap(
         &self,
-        _bank_id: &str,
-        _currency: &str,
-        _cap_minor: Option<i64>,
+        bank_id: &str,
+        currency: &str,
+        cap_minor: Option<i64>,
     ) -> Result<PositionRecord, Failure> {
-        Err(settlement_not_kept())
+        const DOING: &str = "setting a net debit cap";
+        crate::settlement::check_cap(cap_minor)?;
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let client = server.connection(&self.durable, DOING).await?;
+                settle::set_cap(server, &client, bank_id, currency, cap_minor, DOING).await
+            })
+            .await
     }
 
     async fn positions(&self) -> Result<Vec<PositionRecord>, Failure> {
-        Err(settlement_not_kept())
+        const DOING: &str = "reading positions";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let client = server.connection(&self.relaxed, DOING).await?;
+                settle::read_positions(server, &client, DOING).await
+            })
+            .await
     }
 
     async fn windows(
         &self,
-        _before_window_id: i64,
-        _limit: u32,
+        before_window_id: i64,
+        limit: u32,
     ) -> Result<Vec<WindowRecord>, Failure> {
-        Err(settlement_not_kept())
+        const DOING: &str = "reading settlement windows";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let client = server.connection(&self.relaxed, DOING).await?;
+                settle::read_windows(server, &client, before_window_id, i64::from(limit), DOING)
+                    .await
+            })
+            .await
     }
 
-    async fn window_report(&self, _window_id: i64) -> Result<Option<WindowReport>, Failure> {
-        Err(settlement_not_kept())
+    /// The window and its totals in one REPEATABLE READ transaction: from the same state.
+    async fn window_report(&self, window_id: i64) -> Result<Option<WindowReport>, Failure> {
+        const DOING: &str = "reading a settlement window";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let mut client = server.connection(&self.relaxed, DOING).await?;
+                let transaction = client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+                    .map_err(failed)?;
+                let report =
+                    settle::read_report(server, &transaction, window_id, false, DOING).await?;
+                transaction.commit().await.map_err(failed)?;
+                Ok(report)
+            })
+            .await
     }
 
-    async fn close_window(&self, _expected: Option<i64>) -> Result<WindowReport, Failure> {
-        Err(settlement_not_kept())
+    /// One transaction on the durable pool, holding the open window's row `FOR UPDATE`.
+    async fn close_window(&self, expected: Option<i64>) -> Result<WindowReport, Failure> {
+        const DOING: &str = "closing a settlement window";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                retry_conflicts(|| async {
+                    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                    let mut client = server.connection(&self.durable, DOING).await?;
+                    let transaction = client.transaction().await.map_err(failed)?;
+                    let report =
+                        settle::close_window(server, &transaction, expected, now_unix_ms(), DOING)
+                            .await?;
+                    transaction.commit().await.map_err(failed)?;
+                    Ok(report)
+                })
+                .await
+            })
+            .await
     }
 
-    async fn settle_window(&self, _window_id: i64) -> Result<WindowReport, Failure> {
-        Err(settlement_not_kept())
+    /// One transaction on the durable pool: the window's row, then the positions it moves.
+    async fn settle_window(&self, window_id: i64) -> Result<WindowReport, Failure> {
+        const DOING: &str = "settling a settlement window";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                retry_conflicts(|| async {
+                    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                    let mut client = server.connection(&self.durable, DOING).await?;
+                    let transaction = client.transaction().await.map_err(failed)?;
+                    let report = settle::settle_window(
+                        server,
+                        &transaction,
+                        window_id,
+                        now_unix_ms(),
+                        DOING,
+                    )
+                    .await?;
+                    transaction.commit().await.map_err(failed)?;
+                    Ok(report)
+                })
+                .await
+            })
+            .await
     }
 
     async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure> {
@@ -1367,16 +1598,6 @@ impl GatewayStore for PostgresGatewayStore {
     }
 }
 
-/// Settlement (positions, caps, windows) is kept by the SQLite store only so far: an honest
-/// `UNIMPLEMENTED` rather than positions that would not match the log.
-fn settlement_not_kept() -> Failure {
-    Failure::Unimplemented(
-        "settlement positions, caps and windows are kept by the SQLite gateway store only, so \
-         far; this gateway runs on PostgreSQL"
-            .into(),
-    )
-}
-
 async fn read_login<C: GenericClient>(
     server: &Server,
     client: &C,
@@ -1455,47 +1676,97 @@ async fn write_decision_batch(server: &Server, pool: &Pool, batch: Vec<DecisionJ
         // One payment decided twice in one batch: the later call must see the earlier one's
         // result, as it would one statement later, so it waits for the next statement.
         let mut seen = std::collections::HashSet::new();
-        let (now, later): (Vec<_>, Vec<_>) = pending
+        let (mut now, later): (Vec<_>, Vec<_>) = pending
             .into_iter()
             .partition(|job| seen.insert(job.payment_id.clone()));
-        let result = decide_all(server, pool, &now).await;
+        // Rows are locked in this order (lock order of settle.rs).
+        now.sort_by(|a, b| a.payment_id.cmp(&b.payment_id));
+        let mut answers = decide_batch_or_each(server, pool, &now).await;
         for job in now {
-            let answer = match &result {
-                Ok(stored) => stored.get(&job.payment_id).cloned().ok_or_else(|| {
-                    Failure::NotFound(format!("payment {} does not exist", job.payment_id))
-                }),
-                Err(failure) => Err(failure.clone()),
-            };
+            let answer = answers.remove(&job.payment_id).unwrap_or_else(|| {
+                Err(Failure::NotFound(format!(
+                    "payment {} does not exist",
+                    job.payment_id
+                )))
+            });
             let _ = job.reply.send(answer);
         }
         pending = later;
     }
 }
 
-/// The decisions as one `UPDATE … FROM unnest(…)` (single assignment: only PENDING rows
-/// change), then one read of the payments it did not change (decided before, by anyone), in
-/// a new statement so its snapshot includes every decision committed before ours.
+/// Each payment's answer: the batch in one transaction; if settlement refused it (an
+/// overflow, or an inconsistency it detected), each payment alone, so that one payment's
+/// refusal does not fail the decisions that share its batch.
+async fn decide_batch_or_each(
+    server: &Server,
+    pool: &Pool,
+    batch: &[DecisionJob],
+) -> std::collections::HashMap<String, Result<PaymentRecord, Failure>> {
+    match decide_all(server, pool, batch).await {
+        Ok(stored) => stored
+            .into_iter()
+            .map(|(id, record)| (id, Ok(record)))
+            .collect(),
+        Err(failure) if batch.len() > 1 && !matches!(failure, Failure::Unavailable(_)) => {
+            let mut answers = std::collections::HashMap::with_capacity(batch.len());
+            for job in batch {
+                let answer = decide_all(server, pool, std::slice::from_ref(job))
+                    .await
+                    .and_then(|mut stored| {
+                        stored.remove(&job.payment_id).ok_or_else(|| {
+                            Failure::NotFound(format!("payment {} does not exist", job.payment_id))
+                        })
+                    });
+                answers.insert(job.payment_id.clone(), answer);
+            }
+            answers
+        }
+        Err(failure) => batch
+            .iter()
+            .map(|job| (job.payment_id.clone(), Err(failure.clone())))
+            .collect(),
+    }
+}
+
+/// [`decide_all_once`], again if PostgreSQL aborted it in a lock conflict.
 async fn decide_all(
+    server: &Server,
+    pool: &Pool,
+    batch: &[DecisionJob],
+) -> Result<std::collections::HashMap<String, PaymentRecord>, Failure> {
+    retry_conflicts(|| decide_all_once(server, pool, batch)).await
+}
+
+/// The decisions in one transaction: the open window held `FOR SHARE` (a close waits for
+/// this transaction, and this one for a close, so each decision lands in exactly one window);
+/// one `UPDATE … FROM unnest(…)` (single assignment: only PENDING rows change, stamped with
+/// that window); what those rows move in settlement ([`settle::apply_decisions`]); then one
+/// read of the payments it did not change (decided before, by anyone), in a new statement so
+/// its snapshot includes every decision committed before ours.
+async fn decide_all_once(
     server: &Server,
     pool: &Pool,
     batch: &[DecisionJob],
 ) -> Result<std::collections::HashMap<String, PaymentRecord>, Failure> {
     const DOING: &str = "writing a decision";
     let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-    let client = server.connection(pool, DOING).await?;
+    let mut client = server.connection(pool, DOING).await?;
+    let transaction = client.transaction().await.map_err(failed)?;
+    let window = settle::lock_open_window(server, &transaction, settle::Hold::Share, DOING).await?;
     let ids: Vec<&str> = batch.iter().map(|job| job.payment_id.as_str()).collect();
     let statuses: Vec<i32> = batch.iter().map(|job| job.status).collect();
     let codes: Vec<Option<&str>> = batch.iter().map(|job| job.reason_code.as_deref()).collect();
     let reasons: Vec<Option<&str>> = batch.iter().map(|job| job.reason.as_deref()).collect();
     let times: Vec<i64> = batch.iter().map(|job| job.decided_unix_ms).collect();
-    let update = client
+    let update = transaction
         .prepare_cached(concat!(
             // Each decided row takes the next position in the decision order. Positions are
             // handed out before commit, so they may become visible out of order; watchers
             // wait for a missing one (events.rs), which is why this is not a plain `seq`.
             "UPDATE payments AS p SET status = d.status, reason_code = d.reason_code,
                  reason = d.reason, decided_unix_ms = d.decided_unix_ms,
-                 decision_seq = nextval('payments_decision_seq')
+                 decision_seq = nextval('payments_decision_seq'), window_id = $6
              FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[])
                  AS d (payment_id, status, reason_code, reason, decided_unix_ms)
              WHERE p.payment_id = d.payment_id AND p.status = 1
@@ -1509,22 +1780,30 @@ async fn decide_all(
         ))
         .await
         .map_err(failed)?;
-    let mut stored = std::collections::HashMap::with_capacity(batch.len());
-    for row in client
-        .query(&update, &[&ids, &statuses, &codes, &reasons, &times])
+    let mut decided = transaction
+        .query(
+            &update,
+            &[&ids, &statuses, &codes, &reasons, &times, &window.window_id],
+        )
         .await
         .map_err(failed)?
-    {
-        let record = payment_from_row(&row)?;
-        stored.insert(record.payment_id.clone(), record);
-    }
+        .iter()
+        .map(payment_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    decided.sort_by_key(|record| record.decision_seq);
+    // Only these rows changed from PENDING in this write: settlement moves for them alone.
+    settle::apply_decisions(server, &transaction, window.window_id, &decided, DOING).await?;
+    let mut stored: std::collections::HashMap<String, PaymentRecord> = decided
+        .into_iter()
+        .map(|record| (record.payment_id.clone(), record))
+        .collect();
     let unchanged: Vec<&str> = ids
         .iter()
         .copied()
         .filter(|id| !stored.contains_key(*id))
         .collect();
     if !unchanged.is_empty() {
-        let select = client
+        let select = transaction
             .prepare_cached(concat!(
                 "SELECT ",
                 payment_columns!(),
@@ -1532,10 +1811,15 @@ async fn decide_all(
             ))
             .await
             .map_err(failed)?;
-        for row in client.query(&select, &[&unchanged]).await.map_err(failed)? {
+        for row in transaction
+            .query(&select, &[&unchanged])
+            .await
+            .map_err(failed)?
+        {
             let record = payment_from_row(&row)?;
             stored.insert(record.payment_id.clone(), record);
         }
     }
+    transaction.commit().await.map_err(failed)?;
     Ok(stored)
 }

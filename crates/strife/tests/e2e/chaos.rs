@@ -395,10 +395,9 @@ type Received = Arc<Mutex<Vec<(usize, String, i64)>>>;
 
 /// Whether a refusal is the gateway's final answer (anything else is retried with the key).
 fn is_final(code: Code) -> bool {
-    // UNIMPLEMENTED: what a store does not do (refunds and settlement on PostgreSQL, so far).
     matches!(
         code,
-        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument | Code::Unimplemented
+        Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
     )
 }
 

@@ -13,8 +13,9 @@ use strife_common::layout::Layout;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::Failure;
 use strife_gateway::store::{
-    self, Begun, GatewayLog, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus,
-    PostgresGatewayLog, PostgresGatewayStore, PostgresLocation, SqliteGatewayStore, StoreLocation,
+    self, Begun, BilateralTotal, GatewayLog, GatewayStore, LinkedAccount, Party, PaymentRecord,
+    PaymentStatus, PostgresGatewayLog, PostgresGatewayStore, PostgresLocation, SqliteGatewayStore,
+    StoreLocation,
 };
 
 use crate::support::postgres::{Postgres, ServerTls};
@@ -622,8 +623,492 @@ async fn logins_probe_and_banks(store: Arc<dyn GatewayStore>) {
     assert!(store.has_accounts_at("bank7").await.unwrap());
 }
 
+// Settlement and refunds (docs/SPEC.md §9): what each write moves, and what concurrent
+// writers cannot get past.
+
+/// An attempt from `from_user` at `from_bank` to `to_user` at `to_bank`.
+fn payment_between(
+    payment_id: &str,
+    (from_user, from_bank): (&str, &str),
+    (to_user, to_bank): (&str, &str),
+    amount_minor: i64,
+) -> PaymentRecord {
+    let mut record = attempt(payment_id, from_user, to_user, &format!("key-{payment_id}"));
+    record.from = party(from_user, from_bank);
+    record.to = party(to_user, to_bank);
+    record.amount_minor = amount_minor;
+    record
+}
+
+fn across(payment_id: &str, amount_minor: i64) -> PaymentRecord {
+    payment_between(
+        payment_id,
+        ("alice", "bank0"),
+        ("bob", "bank1"),
+        amount_minor,
+    )
+}
+
+/// (position, reserved, cap) of `bank` in USD; zeros when it has no row. Read again while
+/// the store answers UNAVAILABLE, up to a deadline: on a loaded machine a fresh database's
+/// first reads can pass the store's 1 s call bound, and a read is safe to repeat.
+async fn standing(store: &dyn GatewayStore, bank: &str) -> (i64, i64, Option<i64>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let positions = loop {
+        match store.positions().await {
+            Err(Failure::Unavailable(_)) if std::time::Instant::now() < deadline => continue,
+            read => break read,
+        }
+    };
+    positions
+        .unwrap()
+        .into_iter()
+        .find(|position| position.bank_id == bank && position.currency == "USD")
+        .map_or((0, 0, None), |position| {
+            (
+                position.position_minor,
+                position.reserved_minor,
+                position.cap_minor,
+            )
+        })
+}
+
+async fn a_new_database_has_exactly_one_open_window_1(store: Arc<dyn GatewayStore>) {
+    let store = store.as_ref();
+    let windows = store.windows(i64::MAX, 10).await.unwrap();
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0].window_id, 1);
+    assert_eq!(windows[0].closed_unix_ms, None);
+    let report = store.window_report(1).await.unwrap().unwrap();
+    assert!(report.totals.is_empty());
+    assert_eq!(store.window_report(2).await.unwrap(), None);
+}
+
+async fn positions_move_with_cross_bank_commits_only(store: Arc<dyn GatewayStore>) {
+    let store = store.as_ref();
+    let committed = started(store, &across("p-1", 1_000)).await;
+    assert_eq!(committed.amount_minor, 1_000);
+    assert_eq!(standing(store, "bank0").await, (0, 1_000, None), "reserved");
+    assert_eq!(standing(store, "bank1").await, (0, 0, None));
+    let decided = store
+        .decide("p-1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(decided.window_id, Some(1));
+    assert_eq!(standing(store, "bank0").await, (1_000, 0, None));
+    assert_eq!(standing(store, "bank1").await, (-1_000, 0, None));
+
+    // A later decider changes nothing (single assignment, and settlement moves only once).
+    store
+        .decide("p-1", PaymentStatus::Aborted, None, None)
+        .await
+        .unwrap();
+    store
+        .decide("p-1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(standing(store, "bank0").await, (1_000, 0, None));
+
+    started(store, &across("p-2", 400)).await;
+    let aborted = store
+        .decide(
+            "p-2",
+            PaymentStatus::Aborted,
+            Some("insufficient_funds"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        aborted.window_id,
+        Some(1),
+        "every decision lands in a window"
+    );
+    assert_eq!(standing(store, "bank0").await, (1_000, 0, None), "released");
+
+    let within = payment_between("p-3", ("alice", "bank0"), ("carol", "bank0"), 700);
+    started(store, &within).await;
+    assert_eq!(
+        standing(store, "bank0").await,
+        (1_000, 0, None),
+        "no reservation"
+    );
+    store
+        .decide("p-3", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(standing(store, "bank0").await, (1_000, 0, None));
+
+    let report = store.window_report(1).await.unwrap().unwrap();
+    assert_eq!(
+        report.totals,
+        vec![BilateralTotal {
+            payer_bank: "bank0".into(),
+            payee_bank: "bank1".into(),
+            currency: "USD".into(),
+            amount_minor: 1_000,
+            payments: 1,
+        }]
+    );
+}
+
+async fn a_refusal_under_the_cap_records_nothing_and_the_same_key_pays_once_it_fits(
+    store: Arc<dyn GatewayStore>,
+) {
+    let store = store.as_ref();
+    store
+        .set_net_debit_cap("bank0", "USD", Some(1_500))
+        .await
+        .unwrap();
+    started(store, &across("p-1", 1_000)).await;
+    let refused = store.begin_payment(&across("p-2", 600)).await;
+    assert!(
+        matches!(&refused, Err(Failure::FailedPrecondition { reason_code, .. })
+            if reason_code == "net_debit_cap_exceeded"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        store.payment("p-2").await.unwrap(),
+        None,
+        "nothing recorded"
+    );
+    assert_eq!(
+        store.payment_by_key("alice", "key-p-2").await.unwrap(),
+        None,
+        "the key stays unused"
+    );
+    assert_eq!(standing(store, "bank0").await, (0, 1_000, Some(1_500)));
+    // The first one aborts: its reservation is released and the retry (same key) fits.
+    store
+        .decide("p-1", PaymentStatus::Aborted, Some("bank_timeout"), None)
+        .await
+        .unwrap();
+    started(store, &across("p-2", 600)).await;
+    assert_eq!(standing(store, "bank0").await, (0, 600, Some(1_500)));
+    // Removing the cap: unlimited again.
+    store.set_net_debit_cap("bank0", "USD", None).await.unwrap();
+    started(store, &across("p-3", 1_000_000)).await;
+    assert_eq!(
+        store
+            .set_net_debit_cap("bank0", "USD", Some(-1))
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::InvalidArgument
+    );
+}
+
+async fn concurrent_payments_cannot_all_slip_under_a_cap(store: Arc<dyn GatewayStore>) {
+    store
+        .set_net_debit_cap("bank0", "USD", Some(3_000))
+        .await
+        .unwrap();
+    let attempts = (0..10).map(|index| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .begin_payment(&across(&format!("p-{index}"), 1_000))
+                .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let started = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(started, 3, "{results:?}");
+    assert_eq!(
+        standing(store.as_ref(), "bank0").await,
+        (0, 3_000, Some(3_000))
+    );
+}
+
+async fn closing_a_window_moves_later_decisions_to_the_next_and_never_changes_it(
+    store: Arc<dyn GatewayStore>,
+) {
+    let store = store.as_ref();
+    started(store, &across("p-1", 100)).await;
+    started(store, &across("p-2", 200)).await;
+    store
+        .decide("p-1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    let closed = store.close_window(Some(1)).await.unwrap();
+    assert_eq!(closed.window.window_id, 1);
+    assert!(closed.window.closed_unix_ms.is_some());
+    assert_eq!(closed.totals[0].amount_minor, 100);
+    // p-2 was in flight across the close: it lands in window 2.
+    let late = store
+        .decide("p-2", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(late.window_id, Some(2));
+    assert_eq!(store.window_report(1).await.unwrap().unwrap(), closed);
+    assert_eq!(
+        store.window_report(2).await.unwrap().unwrap().totals[0].amount_minor,
+        200
+    );
+    // A retried close of window 1 closes nothing; an unknown window is not found.
+    let again = store.close_window(Some(1)).await.unwrap_err();
+    assert_eq!(again.reason(), "window_not_open");
+    assert_eq!(
+        store.close_window(Some(9)).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let windows = store.windows(i64::MAX, 10).await.unwrap();
+    assert_eq!(
+        windows
+            .iter()
+            .map(|window| window.window_id)
+            .collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    assert_eq!(store.windows(2, 10).await.unwrap().len(), 1, "paged");
+}
+
+async fn settling_a_closed_window_reduces_positions_by_its_nets_once(store: Arc<dyn GatewayStore>) {
+    let store = store.as_ref();
+    for (id, from, to, amount) in [
+        ("p-1", ("alice", "bank0"), ("bob", "bank1"), 1_000),
+        ("p-2", ("bob", "bank1"), ("alice", "bank0"), 300),
+        ("p-3", ("bob", "bank1"), ("carol", "bank2"), 100),
+    ] {
+        started(store, &payment_between(id, from, to, amount)).await;
+        store
+            .decide(id, PaymentStatus::Committed, None, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.settle_window(1).await.unwrap_err().reason(),
+        "window_open"
+    );
+    store.close_window(None).await.unwrap();
+    // A payment in window 2 stays in the positions after window 1 is settled.
+    started(store, &across("p-4", 50)).await;
+    store
+        .decide("p-4", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(standing(store, "bank0").await, (750, 0, None));
+    assert_eq!(standing(store, "bank1").await, (-650, 0, None));
+    assert_eq!(standing(store, "bank2").await, (-100, 0, None));
+    let settled = store.settle_window(1).await.unwrap();
+    assert!(settled.window.settled_unix_ms.is_some());
+    assert_eq!(standing(store, "bank0").await, (50, 0, None));
+    assert_eq!(standing(store, "bank1").await, (-50, 0, None));
+    assert_eq!(standing(store, "bank2").await, (0, 0, None));
+    assert_eq!(
+        store.settle_window(1).await.unwrap_err().reason(),
+        "window_already_settled"
+    );
+    assert_eq!(
+        store.settle_window(7).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    assert_eq!(
+        standing(store, "bank0").await,
+        (50, 0, None),
+        "settled once"
+    );
+}
+
+fn refund(payment_id: &str, original: &PaymentRecord, amount_minor: i64) -> PaymentRecord {
+    let mut record = attempt(payment_id, "bob", "alice", &format!("key-{payment_id}"));
+    record.from = original.to.clone();
+    record.to = original.from.clone();
+    record.amount_minor = amount_minor;
+    record.refund_of = Some(original.payment_id.clone());
+    record
+}
+
+async fn refunds_claim_against_the_original_and_give_back_what_aborts(
+    store: Arc<dyn GatewayStore>,
+) {
+    let store = store.as_ref();
+    let original = started(store, &across("p-1", 1_000)).await;
+    let early = store.begin_payment(&refund("r-0", &original, 100)).await;
+    assert_eq!(
+        early.unwrap_err().reason(),
+        "payment_not_committed",
+        "a pending payment cannot be refunded"
+    );
+    let original = store
+        .decide("p-1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+
+    let first = started(store, &refund("r-1", &original, 400)).await;
+    assert_eq!(first.refund_of.as_deref(), Some("p-1"));
+    let second = started(store, &refund("r-2", &original, 0)).await;
+    assert_eq!(second.amount_minor, 600, "amount 0 = the rest");
+    assert_eq!(
+        store
+            .begin_payment(&refund("r-3", &original, 1))
+            .await
+            .unwrap_err()
+            .reason(),
+        "refund_exceeds_payment"
+    );
+    // bob's refunds are cross-bank payments from bank1: reserved there.
+    assert_eq!(standing(store, "bank1").await, (-1_000, 1_000, None));
+
+    store
+        .decide(
+            "r-2",
+            PaymentStatus::Aborted,
+            Some("insufficient_funds"),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .decide("r-1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    let original = store.payment("p-1").await.unwrap().unwrap();
+    assert_eq!(
+        (original.refunded_minor, original.refund_pending_minor),
+        (400, 0)
+    );
+    assert_eq!(standing(store, "bank1").await, (-600, 0, None));
+    assert_eq!(standing(store, "bank0").await, (600, 0, None));
+    // What r-2 claimed is back: the rest can be refunded again.
+    let rest = started(store, &refund("r-4", &original, 0)).await;
+    assert_eq!(rest.amount_minor, 600);
+    // A refund of a refund is refused.
+    let refunded_refund = store.payment("r-1").await.unwrap().unwrap();
+    assert_eq!(
+        store
+            .begin_payment(&refund("r-5", &refunded_refund, 1))
+            .await
+            .unwrap_err()
+            .reason(),
+        "payment_is_a_refund"
+    );
+}
+
+async fn concurrent_refunds_never_exceed_the_original(store: Arc<dyn GatewayStore>) {
+    started(store.as_ref(), &across("p-1", 1_000)).await;
+    let original = store
+        .decide("p-1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    let attempts = (0..7).map(|index| {
+        let store = Arc::clone(&store);
+        let request = refund(&format!("r-{index}"), &original, 300);
+        async move { store.begin_payment(&request).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    assert_eq!(results.iter().filter(|result| result.is_ok()).count(), 3);
+    assert_eq!(
+        store
+            .payment("p-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .refund_pending_minor,
+        900
+    );
+}
+
+/// Decisions racing window closes: each payment lands in exactly one window, a closed
+/// window's report never changes after its close returned, and every window's totals are
+/// exactly its committed payments.
+async fn closing_during_decisions_puts_each_payment_in_exactly_one_window(
+    store: Arc<dyn GatewayStore>,
+) {
+    const PAYMENTS: i64 = 40;
+    for index in 0..PAYMENTS {
+        started(store.as_ref(), &across(&format!("c-{index}"), 10 + index)).await;
+    }
+    let deciders: Vec<_> = (0..PAYMENTS)
+        .map(|index| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let status = if index % 4 == 3 {
+                    PaymentStatus::Aborted
+                } else {
+                    PaymentStatus::Committed
+                };
+                store
+                    .decide(&format!("c-{index}"), status, None, None)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let closer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut closed = Vec::new();
+            for _ in 0..3 {
+                closed.push(store.close_window(None).await.unwrap());
+                tokio::task::yield_now().await;
+            }
+            closed
+        })
+    };
+    let mut decided = Vec::new();
+    for decider in deciders {
+        decided.push(decider.await.unwrap());
+    }
+    let closed = closer.await.unwrap();
+    for report in &closed {
+        assert_eq!(
+            store
+                .window_report(report.window.window_id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(report),
+            "a closed window never changes"
+        );
+    }
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.windows.len(), 4);
+    for payment in &decided {
+        let stored = snapshot
+            .payments
+            .iter()
+            .find(|stored| stored.payment_id == payment.payment_id)
+            .unwrap();
+        assert_eq!(stored.window_id, payment.window_id);
+        assert!(stored.window_id.is_some());
+    }
+    for report in &snapshot.windows {
+        let committed: Vec<&PaymentRecord> = snapshot
+            .payments
+            .iter()
+            .filter(|payment| {
+                payment.status == PaymentStatus::Committed
+                    && payment.window_id == Some(report.window.window_id)
+            })
+            .collect();
+        let (amount, count) = report
+            .totals
+            .first()
+            .map_or((0, 0), |total| (total.amount_minor, total.payments));
+        assert_eq!(
+            (amount, count),
+            (
+                committed.iter().map(|payment| payment.amount_minor).sum(),
+                committed.len() as i64
+            ),
+            "window {}",
+            report.window.window_id
+        );
+    }
+    let committed: i64 = decided
+        .iter()
+        .filter(|payment| payment.status == PaymentStatus::Committed)
+        .map(|payment| payment.amount_minor)
+        .sum();
+    assert_eq!(
+        standing(store.as_ref(), "bank0").await,
+        (committed, 0, None)
+    );
+}
+
 async fn run_suite(stores: &dyn Fresh, backend: &str) {
-    let behaviours: [(&str, Behaviour); 8] = [
+    let behaviours: [(&str, Behaviour); 17] = [
         ("users and links", |store| Box::pin(users_and_links(store))),
         ("idempotency", |store| Box::pin(idempotency(store))),
         ("one key raced", |store| Box::pin(one_key_raced(store))),
@@ -639,6 +1124,37 @@ async fn run_suite(stores: &dyn Fresh, backend: &str) {
         }),
         ("shared logins, probe and bank lookups", |store| {
             Box::pin(logins_probe_and_banks(store))
+        }),
+        ("a new store has exactly one open window 1", |store| {
+            Box::pin(a_new_database_has_exactly_one_open_window_1(store))
+        }),
+        ("positions move with cross-bank commits only", |store| {
+            Box::pin(positions_move_with_cross_bank_commits_only(store))
+        }),
+        ("a cap refusal records nothing", |store| {
+            Box::pin(
+                a_refusal_under_the_cap_records_nothing_and_the_same_key_pays_once_it_fits(store),
+            )
+        }),
+        ("concurrent payments cannot all slip under a cap", |store| {
+            Box::pin(concurrent_payments_cannot_all_slip_under_a_cap(store))
+        }),
+        ("closing a window", |store| {
+            Box::pin(closing_a_window_moves_later_decisions_to_the_next_and_never_changes_it(store))
+        }),
+        ("settling a window", |store| {
+            Box::pin(settling_a_closed_window_reduces_positions_by_its_nets_once(
+                store,
+            ))
+        }),
+        ("refunds", |store| {
+            Box::pin(refunds_claim_against_the_original_and_give_back_what_aborts(store))
+        }),
+        ("concurrent refunds never exceed the original", |store| {
+            Box::pin(concurrent_refunds_never_exceed_the_original(store))
+        }),
+        ("closing windows during decisions", |store| {
+            Box::pin(closing_during_decisions_puts_each_payment_in_exactly_one_window(store))
         }),
     ];
     for (name, behaviour) in behaviours {
@@ -743,7 +1259,7 @@ async fn postgres_schema_identity_and_migrations() {
     admin
         .execute(
             "UPDATE strife_schema SET version = $1",
-            &[&store::SCHEMA_VERSION],
+            &[&store::postgres::SCHEMA_VERSION],
         )
         .await
         .unwrap();
@@ -768,11 +1284,11 @@ async fn postgres_schema_identity_and_migrations() {
     // the same moment: a step that fails when run twice proves it ran once.
     let mut newer_history = store::postgres::MIGRATIONS.to_vec();
     newer_history.push(store::postgres::Migration {
-        version: store::SCHEMA_VERSION + 1,
+        version: store::postgres::SCHEMA_VERSION + 1,
         sql: "ALTER TABLE users ADD COLUMN nickname TEXT",
     });
     let newer_identity = StoreIdentity {
-        schema_version: store::SCHEMA_VERSION + 1,
+        schema_version: store::postgres::SCHEMA_VERSION + 1,
         ..identity(&layout, CA, false)
     };
     let openers: Vec<_> = (0..4)
@@ -799,7 +1315,7 @@ async fn postgres_schema_identity_and_migrations() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, store::SCHEMA_VERSION + 1);
+    assert_eq!(version, store::postgres::SCHEMA_VERSION + 1);
     admin
         .execute(
             "UPDATE users SET nickname = 'al' WHERE username = 'alice'",
@@ -811,6 +1327,127 @@ async fn postgres_schema_identity_and_migrations() {
     let behind =
         open_error(PostgresGatewayStore::open(&location, &identity(&layout, CA, false)).await);
     assert!(behind.contains("newer than this strife knows"), "{behind}");
+}
+
+/// A version-3 database (a gateway that refused refunds and kept no settlement) migrates in
+/// place to version 4: every payment kept, each decided one in window 1 (open), positions,
+/// reservations and window 1's totals derived from the log — and the store goes on from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_version_3_migrates_to_4_deriving_settlement_from_the_log() {
+    use strife_gateway::store::PositionRecord;
+    let server = Postgres::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    let database = server.create_database("v3").await;
+    let location = PostgresLocation::parse(&database.url()).unwrap();
+    let version_3 = &store::postgres::MIGRATIONS[..3];
+    assert_eq!(version_3.last().unwrap().version, 3);
+    drop(
+        PostgresGatewayStore::open_with_migrations(
+            &location,
+            &identity(&layout, CA, true),
+            version_3,
+        )
+        .await
+        .unwrap(),
+    );
+    // What a version-3 gateway wrote: committed both ways, one PENDING, one within a bank,
+    // one aborted.
+    let admin = server.admin("v3").await;
+    admin
+        .batch_execute(
+            "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank,
+                 from_account, to_user, to_bank, to_account, amount_minor, currency, memo,
+                 status, decision_deadline_unix_ms, created_unix_ms, coordinator, decision_seq)
+             VALUES
+             ('m1', 'k1', 'alice', 'bank0', 'a', 'bob', 'bank1', 'b', 1000, 'USD', '', 2, 0, 0,
+                 'gw', nextval('payments_decision_seq')),
+             ('m2', 'k2', 'bob', 'bank1', 'b', 'alice', 'bank0', 'a', 300, 'USD', '', 2, 0, 0,
+                 'gw', nextval('payments_decision_seq')),
+             ('m3', 'k3', 'alice', 'bank0', 'a', 'bob', 'bank1', 'b', 50, 'USD', '', 1, 0, 0,
+                 'gw', NULL),
+             ('m4', 'k4', 'alice', 'bank0', 'a', 'carol', 'bank0', 'c', 70, 'USD', '', 2, 0, 0,
+                 'gw', nextval('payments_decision_seq')),
+             ('m5', 'k5', 'alice', 'bank0', 'a', 'bob', 'bank1', 'b', 20, 'USD', '', 3, 0, 0,
+                 'gw', nextval('payments_decision_seq'))",
+        )
+        .await
+        .unwrap();
+
+    // The audit cannot migrate (read-only) and says what to do.
+    let Err(older) = PostgresGatewayLog::open(&location, &identity(&layout, CA, false)).await
+    else {
+        panic!("the audit opened a version-3 log");
+    };
+    assert!(format!("{older:#}").contains("older than"), "{older:#}");
+
+    let store = PostgresGatewayStore::open(&location, &identity(&layout, CA, false))
+        .await
+        .unwrap();
+    let version: i64 = admin
+        .query_one("SELECT version FROM strife_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, store::postgres::SCHEMA_VERSION);
+    assert_eq!(version, 4);
+    let snapshot = store.snapshot().await.unwrap();
+    let windows: Vec<(String, Option<i64>)> = snapshot
+        .payments
+        .iter()
+        .map(|payment| (payment.payment_id.clone(), payment.window_id))
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            ("m1".to_owned(), Some(1)),
+            ("m2".to_owned(), Some(1)),
+            ("m3".to_owned(), None),
+            ("m4".to_owned(), Some(1)),
+            ("m5".to_owned(), Some(1)),
+        ]
+    );
+    let position = |bank: &str, position_minor, reserved_minor| PositionRecord {
+        bank_id: bank.into(),
+        currency: "USD".into(),
+        position_minor,
+        reserved_minor,
+        cap_minor: None,
+    };
+    assert_eq!(
+        snapshot.positions,
+        [position("bank0", 700, 50), position("bank1", -700, 0)]
+    );
+    assert_eq!(snapshot.windows.len(), 1);
+    assert_eq!(snapshot.windows[0].window.closed_unix_ms, None);
+    let total = |payer: &str, payee: &str, amount_minor, payments| BilateralTotal {
+        payer_bank: payer.into(),
+        payee_bank: payee.into(),
+        currency: "USD".into(),
+        amount_minor,
+        payments,
+    };
+    assert_eq!(
+        snapshot.windows[0].totals,
+        [
+            total("bank0", "bank1", 1_000, 1),
+            total("bank1", "bank0", 300, 1)
+        ]
+    );
+
+    // The PENDING one's reservation is released by its decision like any other.
+    store
+        .decide("m3", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.positions().await.unwrap(),
+        [position("bank0", 750, 0), position("bank1", -750, 0)]
+    );
+    assert_eq!(
+        store.window_report(1).await.unwrap().unwrap().totals[0],
+        total("bank0", "bank1", 1_050, 2)
+    );
 }
 
 /// Two store instances on one database — what two gateway replicas will be — share one

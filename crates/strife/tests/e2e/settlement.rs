@@ -985,3 +985,116 @@ async fn concurrent_partial_refunds_on_two_connections_never_exceed_the_original
     let report = assert_audit_clean(&network).await;
     assert_eq!(report["settlement"]["refunds"], 3, "{report}");
 }
+
+/// The same rules with the gateway on PostgreSQL, as replicas share it: a 30.00 cap lets
+/// exactly three of five concurrent 10.00 payments through (sent through both replicas, so
+/// the reservations race in two processes), closing and settling the window on different
+/// replicas frees the cap for the refused keys, refunds (partial, the rest, one too many)
+/// never return more than was paid, and `strife audit --store` re-derives every position,
+/// window total and refund amount from the shared log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_replicas_a_cap_refuses_two_of_five_settling_frees_it_and_refunds_stay_within()
+{
+    use crate::support::replicas::ReplicaNetwork;
+    let network = ReplicaNetwork::start(2, &["bank0", "bank1"], &["alice", "bob", "carol"]).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank1", "0").await;
+    network.fund("carol", "bank0", "0").await;
+    let timeout = Duration::from_secs(20);
+    let mut admin = network.client_at(0, "admin", timeout);
+    admin
+        .set_net_debit_cap(pb::SetNetDebitCapRequest {
+            bank_id: "bank0".into(),
+            currency: "USD".into(),
+            cap_minor: Some(3_000),
+        })
+        .await
+        .unwrap();
+
+    let attempts: Vec<_> = (0..5)
+        .map(|index| {
+            let mut alice = network.client_at(index % 2, "alice", timeout);
+            tokio::spawn(async move {
+                alice
+                    .pay(pay_request(&format!("capped-{index}"), "bob", 1_000))
+                    .await
+            })
+        })
+        .collect();
+    let mut committed = Vec::new();
+    let mut refused_keys = Vec::new();
+    for (index, attempt) in attempts.into_iter().enumerate() {
+        match attempt.await.unwrap() {
+            Ok(payment) => committed.push(payment.into_inner()),
+            Err(status) => {
+                assert_eq!(
+                    (status.code(), reason_of(&status).as_deref()),
+                    (Code::FailedPrecondition, Some("net_debit_cap_exceeded")),
+                    "{status:?}"
+                );
+                refused_keys.push(format!("capped-{index}"));
+            }
+        }
+    }
+    assert_eq!((committed.len(), refused_keys.len()), (3, 2));
+    assert!(committed
+        .iter()
+        .all(|payment| payment.status == pb::PaymentStatus::Committed as i32));
+    let mut other_admin = network.client_at(1, "admin", timeout);
+    let rows = positions(&mut other_admin).await;
+    assert_eq!(rows["bank0"], (3_000, 0, Some(3_000), Some(0)), "{rows:?}");
+    assert_eq!(rows["bank1"].0, -3_000, "{rows:?}");
+
+    // Closed on one replica, settled on the other: the cap is free again.
+    let closed = other_admin
+        .close_settlement_window(pb::CloseSettlementWindowRequest { window_id: 1 })
+        .await
+        .unwrap();
+    drop(closed);
+    admin
+        .mark_settled(pb::MarkSettledRequest { window_id: 1 })
+        .await
+        .unwrap();
+    assert_eq!(
+        positions(&mut admin).await["bank0"],
+        (0, 0, Some(3_000), Some(3_000))
+    );
+    let mut alice = network.client_at(1, "alice", timeout);
+    for key in &refused_keys {
+        pay(&mut alice, key, "bob", 1_000).await;
+    }
+    assert_eq!(network.available_minor("bob"), 5_000);
+
+    // bob refunds the first payment: 4.00, then the rest, then nothing is left.
+    let original = &committed[0].payment_id;
+    let mut bob = network.client_at(0, "bob", timeout);
+    let partial = bob
+        .refund(refund_request(original, "refund-1", Some(400)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(partial.status, pb::PaymentStatus::Committed as i32);
+    let mut bob_elsewhere = network.client_at(1, "bob", timeout);
+    let rest = bob_elsewhere
+        .refund(refund_request(original, "refund-2", None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.amount, usd(600));
+    let (code, reason) = refusal(
+        bob.refund(refund_request(original, "refund-3", Some(1)))
+            .await,
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (Code::FailedPrecondition, "refund_exceeds_payment")
+    );
+    assert_eq!(network.available_minor("bob"), 4_000);
+    assert_eq!(network.available_minor("alice"), 6_000);
+
+    let report = network.assert_audit_clean(Duration::from_secs(30)).await;
+    assert_eq!(report["settlement"]["windows"], 2, "{report}");
+    assert_eq!(report["settlement"]["settled_windows"], 1, "{report}");
+    assert_eq!(report["settlement"]["open_window"], 2, "{report}");
+    assert_eq!(report["settlement"]["refunds"], 2, "{report}");
+}

@@ -36,7 +36,7 @@ pub struct Migration {
 /// arbitrary constant, "strife" in ASCII, that no other application is likely to use).
 pub const SCHEMA_LOCK: i64 = 0x7374_7269_6665;
 
-/// The schema's history; the last entry is [`crate::store::SCHEMA_VERSION`].
+/// The schema's history; the last entry is [`SCHEMA_VERSION`].
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     sql: "
@@ -121,9 +121,8 @@ CREATE TABLE probes (
 );
 ",
 }, Migration {
-    // The payment columns of settlement and refunds (the SQLite store's version 3). This
-    // store does not keep settlement yet (positions, caps, windows; see store/mod.rs), and
-    // refuses refunds, so the columns stay at their defaults for now.
+    // The payment columns of settlement and refunds (the SQLite store's version 3); the
+    // tables that use them came with version 4.
     version: 3,
     sql: "
 ALTER TABLE payments ADD COLUMN refund_of TEXT;
@@ -131,9 +130,72 @@ ALTER TABLE payments ADD COLUMN refunded_minor BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN refund_pending_minor BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE payments ADD COLUMN window_id BIGINT;
 ",
+}, Migration {
+    // Settlement: the SQLite store's version-3 tables. Positions: one row per (bank,
+    // currency), created by the first reservation, commit or cap. Windows: exactly one open at
+    // any commit point (the partial unique index; window 1 is created here). Totals: per
+    // window, what one payer bank's customers paid one payee bank's in committed cross-bank
+    // payments, written with each COMMIT decision, so a closed window's never change.
+    //
+    // A version-3 database kept no settlement (and refused refunds): every payment decided so
+    // far belongs to window 1, and positions, reservations and window 1's totals are derived
+    // from the log exactly as the audit derives them, so the invariants hold from the first
+    // start. SUM over BIGINT is NUMERIC, and the cast back raises an error on overflow
+    // instead of wrapping. Runs on an empty log too (a new database), deriving nothing.
+    version: 4,
+    sql: "
+CREATE TABLE bank_positions (
+    bank_id         TEXT NOT NULL,
+    currency        TEXT NOT NULL,
+    position_minor  BIGINT NOT NULL DEFAULT 0,
+    reserved_minor  BIGINT NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
+    cap_minor       BIGINT CHECK (cap_minor IS NULL OR cap_minor >= 0),
+    PRIMARY KEY (bank_id, currency)
+);
+CREATE TABLE settlement_windows (
+    window_id       BIGINT PRIMARY KEY,
+    opened_unix_ms  BIGINT NOT NULL,
+    closed_unix_ms  BIGINT,
+    settled_unix_ms BIGINT,
+    CHECK (settled_unix_ms IS NULL OR closed_unix_ms IS NOT NULL)
+);
+CREATE UNIQUE INDEX settlement_windows_one_open
+    ON settlement_windows ((closed_unix_ms IS NULL)) WHERE closed_unix_ms IS NULL;
+CREATE TABLE settlement_totals (
+    window_id       BIGINT NOT NULL REFERENCES settlement_windows (window_id),
+    payer_bank      TEXT NOT NULL,
+    payee_bank      TEXT NOT NULL,
+    currency        TEXT NOT NULL,
+    amount_minor    BIGINT NOT NULL,
+    payments        BIGINT NOT NULL,
+    PRIMARY KEY (window_id, payer_bank, payee_bank, currency)
+);
+INSERT INTO settlement_windows (window_id, opened_unix_ms)
+    VALUES (1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+UPDATE payments SET window_id = 1 WHERE status <> 1;
+INSERT INTO settlement_totals (window_id, payer_bank, payee_bank, currency, amount_minor, payments)
+    SELECT 1, from_bank, to_bank, currency, SUM(amount_minor)::bigint, COUNT(*)
+    FROM payments WHERE status = 2 AND from_bank <> to_bank
+    GROUP BY from_bank, to_bank, currency;
+INSERT INTO bank_positions (bank_id, currency, position_minor, reserved_minor)
+    SELECT bank_id, currency, SUM(position_minor)::bigint, SUM(reserved_minor)::bigint FROM (
+        SELECT from_bank AS bank_id, currency, amount_minor AS position_minor,
+               0 AS reserved_minor
+            FROM payments WHERE status = 2 AND from_bank <> to_bank
+        UNION ALL
+        SELECT to_bank, currency, -amount_minor, 0
+            FROM payments WHERE status = 2 AND from_bank <> to_bank
+        UNION ALL
+        SELECT from_bank, currency, 0, amount_minor
+            FROM payments WHERE status = 1 AND from_bank <> to_bank
+    ) AS moves GROUP BY bank_id, currency;
+",
 }];
 
-const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].version == crate::store::SCHEMA_VERSION);
+/// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The
+/// SQLite store counts its own versions ([`crate::store::SCHEMA_VERSION`]): the two schemas
+/// grew separately, so the same features sit at different version numbers.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 const SCHEMA_TABLE: &str = "
 CREATE TABLE strife_schema (
