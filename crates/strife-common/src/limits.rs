@@ -124,6 +124,13 @@ pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default idle timeout (`--idle-timeout`); well above the request timeout and the keep-alive
 /// interval of Strife's own channels, so only connections that really went quiet are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default wait, on a server that counts connections per certificate (the gateway), for a
+/// connection's first request (`--first-request-timeout`): a certificate is counted against
+/// its cap only from its first request, so a connection that never makes one must not hold a
+/// slot for long (else one certificate could fill every slot with idle handshakes).
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const _: () = assert!(shorter(FIRST_BYTE_TIMEOUT, FIRST_REQUEST_TIMEOUT));
+const _: () = assert!(shorter(FIRST_REQUEST_TIMEOUT, IDLE_TIMEOUT));
 /// How often Strife's own channels ping an otherwise quiet connection.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a channel waits for the answer to its ping before it drops the connection.

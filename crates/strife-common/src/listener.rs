@@ -14,6 +14,9 @@
 //! - One certificate may hold at most [`ListenerLimits::max_per_peer`] connections: the
 //!   server's auth layer attaches each connection to its verified peer on the first request
 //!   ([`attach_peer`]); a connection past the cap gets `RESOURCE_EXHAUSTED` for every request.
+//!   On such a server ([`ListenerLimits::first_request_timeout`]), a connection not attached
+//!   within that time — it made no request, or only refused ones — is closed, so idle
+//!   handshakes under one certificate cannot hold every slot.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -43,6 +46,9 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
     /// Connections one peer certificate may hold open at once.
     pub max_per_peer: usize,
+    /// On a server whose auth layer calls [`attach_peer`]: how long a connection may stay
+    /// unattached before it is closed. `None`: never (servers that do not count peers).
+    pub first_request_timeout: Option<Duration>,
 }
 
 use crate::limits::{
@@ -58,6 +64,7 @@ impl Default for ListenerLimits {
             first_byte_timeout: FIRST_BYTE_TIMEOUT,
             idle_timeout: IDLE_TIMEOUT,
             max_per_peer: MAX_CONNECTIONS_PER_PEER,
+            first_request_timeout: None,
         }
     }
 }
@@ -228,7 +235,10 @@ async fn accept_loop(
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .retain(|(waiting_id, _)| *waiting_id != id);
             if spoke {
-                let connection = LimitedStream::new(stream, permit, limits.idle_timeout);
+                let mut connection = LimitedStream::new(stream, permit, limits.idle_timeout);
+                if let Some(limit) = limits.first_request_timeout {
+                    connection.attach_deadline = Some(Box::pin(tokio::time::sleep(limit)));
+                }
                 let _ = ready.send(Ok(connection)).await;
             }
         });
@@ -249,6 +259,8 @@ pub struct LimitedStream<S> {
     _slot: Option<OwnedSemaphorePermit>,
     idle_timeout: Duration,
     idle_deadline: Pin<Box<Sleep>>,
+    /// Until the connection is attached to its peer: when it is closed if it has not been.
+    attach_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> LimitedStream<S> {
@@ -269,6 +281,7 @@ impl<S> LimitedStream<S> {
             _slot: slot,
             idle_timeout,
             idle_deadline: Box::pin(tokio::time::sleep(idle_timeout)),
+            attach_deadline: None,
         }
     }
 
@@ -280,6 +293,36 @@ impl<S> LimitedStream<S> {
     fn idle_expired(&mut self, context: &mut Context<'_>) -> bool {
         self.idle_deadline.as_mut().poll(context).is_ready()
     }
+
+    /// True once the first-request deadline has passed with the connection still not attached
+    /// to a peer. The table is read once, when the deadline fires.
+    fn unattached_too_long(&mut self, context: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.attach_deadline.as_mut() else {
+            return false;
+        };
+        if deadline.as_mut().poll(context).is_pending() {
+            return false;
+        }
+        if is_attached(self.id) {
+            self.attach_deadline = None;
+            return false;
+        }
+        true
+    }
+}
+
+fn is_attached(connection_id: u64) -> bool {
+    matches!(
+        lock_table().by_connection.get(&connection_id),
+        Some(Some(_))
+    )
+}
+
+fn unattached_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "connection closed: no accepted request within the first-request timeout",
+    )
 }
 
 fn idle_error() -> io::Error {
@@ -292,6 +335,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for LimitedStream<S> {
         context: &mut Context<'_>,
         buffer: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.unattached_too_long(context) {
+            return Poll::Ready(Err(unattached_error()));
+        }
         let before = buffer.filled().len();
         match Pin::new(&mut self.inner).poll_read(context, buffer) {
             Poll::Ready(Ok(())) => {
@@ -361,6 +407,46 @@ mod tests {
         (client, server)
     }
 
+    /// A counted connection with a first-request deadline of `limit`.
+    fn counted(server: TcpStream, limit: Duration) -> LimitedStream<TcpStream> {
+        let mut stream = LimitedStream::with_optional_slot(server, None, IDLE_TIMEOUT);
+        stream.id = register_connection();
+        stream.attach_deadline = Some(Box::pin(tokio::time::sleep(limit)));
+        stream
+    }
+
+    #[tokio::test]
+    async fn a_connection_never_attached_to_a_peer_is_closed_at_its_first_request_deadline() {
+        let limit = Duration::from_millis(300);
+        // Traffic does not help a connection that never made an accepted request.
+        let (mut client, server) = pair().await;
+        let mut unattached = counted(server, limit);
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let error = loop {
+            client.write_all(b"x").await.unwrap();
+            let read = tokio::time::timeout(Duration::from_secs(5), unattached.read(&mut byte))
+                .await
+                .expect("the deadline must end the read");
+            match read {
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(error) => break error,
+            }
+        };
+        assert!(started.elapsed() >= limit);
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("first-request"), "{error}");
+
+        // One attached in time stays open past the deadline and keeps reading.
+        let (mut client, server) = pair().await;
+        let mut attached = counted(server, limit);
+        assert!(attach_peer(attached.id, "strife-user/deadline-test"));
+        tokio::time::sleep(limit * 2).await;
+        client.write_all(b"y").await.unwrap();
+        attached.read_exact(&mut byte).await.unwrap();
+        assert_eq!(&byte, b"y");
+    }
+
     #[tokio::test]
     async fn a_connection_that_stays_quiet_is_closed_and_traffic_keeps_it_open() {
         let (mut client, server) = pair().await;
@@ -427,6 +513,7 @@ mod tests {
             first_byte_timeout: Duration::from_secs(30),
             idle_timeout: IDLE_TIMEOUT,
             max_per_peer: MAX_CONNECTIONS_PER_PEER,
+            first_request_timeout: None,
         };
         let mut incoming = bounded_incoming(listener, limits);
         // More silent connections than may wait: the oldest are evicted, never yielded.

@@ -270,6 +270,20 @@ struct GatewayArgs {
     /// Every replica of one network needs its own.
     #[arg(long)]
     replica_id: Option<String>,
+    /// Close a connection that has made no accepted request this long after it opened, e.g.
+    /// `10s` (1s to 1h): a connection counts against its certificate's share
+    /// (--max-connections-per-certificate) from its first request, so one certificate cannot
+    /// hold every slot with idle handshakes.
+    #[arg(long, default_value = "10s", value_parser = parse_first_request_timeout)]
+    first_request_timeout: Duration,
+}
+
+fn parse_first_request_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(3_600) {
+        return Err("--first-request-timeout must be between 1s and 1h".into());
+    }
+    Ok(timeout)
 }
 
 #[derive(Debug, clap::Args)]
@@ -456,7 +470,10 @@ impl Cli {
                     listen: args.listen,
                     etcd_endpoints: args.etcd,
                     prepare_timeout: args.prepare_timeout,
-                    listener_limits: args.connections.limits(),
+                    listener_limits: strife_common::listener::ListenerLimits {
+                        first_request_timeout: Some(args.first_request_timeout),
+                        ..args.connections.limits()
+                    },
                     lease_ttl_secs: args.lease_ttl,
                     lockout: strife_gateway::LockoutPolicy {
                         threshold: args.lockout_threshold,

@@ -179,3 +179,64 @@ async fn one_certificate_holds_at_most_its_share_of_connections() {
     .await;
     assert!(freed, "a closed connection never gave its slot back");
 }
+
+/// One certificate opening connections (TLS and HTTP/2 handshakes done) and never making a
+/// request is not counted against its share until its first request; such connections are
+/// closed at the first-request deadline, so they cannot keep every slot from other users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_that_never_make_a_request_do_not_keep_other_users_out() {
+    const SLOTS: usize = 16;
+    let options = NetworkOptions {
+        gateway_args: vec![
+            "--max-connections".into(),
+            SLOTS.to_string(),
+            "--first-request-timeout".into(),
+            "2s".into(),
+        ],
+        ..NetworkOptions::default()
+    };
+    let network = ManualNetwork::start_with(&["bank0"], &["alice", "bob"], options).await;
+    network.fund("bob", "bank0", "1.00").await;
+    let layout = network.network.layout();
+    let tls = network.network.tls(&layout.user_identity("alice"));
+    // Every slot taken by alice's certificate, eagerly connected, no request sent.
+    let mut idle = Vec::new();
+    for _ in 0..SLOTS {
+        let endpoint = tls
+            .endpoint(
+                &network.gateway_address,
+                &strife_common::tls::ExpectedPeer::Gateway,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        if let Ok(channel) = endpoint.connect().await {
+            idle.push(channel);
+        }
+    }
+    assert!(
+        idle.len() >= SLOTS - 1,
+        "only {} idle handshakes got in",
+        idle.len()
+    );
+    // bob gets in once the idle handshakes are closed: within the deadline plus slack (with
+    // no deadline they would hold every slot for the idle timeout, 120 s, or for ever with
+    // HTTP/2 keep-alive pings).
+    let started = std::time::Instant::now();
+    let served = wait_until(Duration::from_secs(20), || async {
+        network
+            .gateway_client_at(
+                &network.gateway_address,
+                "bob",
+                "bob",
+                &network.password("bob"),
+                Duration::from_secs(2),
+            )
+            .get_balances(pb::GetBalancesRequest::default())
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(served, "bob was kept out by idle handshakes");
+    eprintln!("bob served {:?} after the slots filled", started.elapsed());
+    drop(idle);
+}
