@@ -34,7 +34,8 @@
 //!   new statement (whose snapshot includes it). So every decider, in any process, returns
 //!   the first decision.
 //! - **Idempotency**: the key is claimed with `INSERT INTO idempotency … ON CONFLICT DO
-//!   NOTHING`, in the same statement that records the attempt. A unique index makes the claim
+//!   NOTHING`, in the transaction that records the attempt (shared by concurrent attempts:
+//!   `claims.rs`; a refund has a transaction of its own). A unique index makes the claim
 //!   atomic: a concurrent claimer of the same key waits for the first one's transaction and
 //!   then sees the conflict. Only a key that is already taken goes the long way, in one
 //!   transaction: `SELECT … FOR UPDATE` on the key's row (so two retries of one key cannot
@@ -42,17 +43,18 @@
 //!   the writes it asks for. This was chosen over SERIALIZABLE because it never fails a
 //!   correct request with a serialization error that would need a retry loop, and it takes
 //!   no lock at all for new keys (the common case). The short path asks [`payment::begin`]
-//!   too: its answer for an unused key (record it) is exactly what the statement does, and
-//!   the `ON CONFLICT` makes "unused" true at the moment of the insert.
+//!   too: its answer for an unused key (record it) is exactly what the claim does, and the
+//!   `ON CONFLICT` makes "unused" true at the moment of the insert.
 //! - **Links**: one `INSERT … ON CONFLICT DO UPDATE … WHERE accounts.username =
 //!   excluded.username`, so an account can never be re-linked to another owner, however the
 //!   calls race.
 //! - **Settlement**: every settlement write locks what it reads in its own transaction, in one
 //!   fixed order (open window, payment rows, positions, bilateral totals; `settle.rs`), so two
 //!   payments can never both pass a cap or a refund limit on the same reading, and each
-//!   decision lands in exactly one window. An attempt that claims a reservation or a refund
-//!   amount is recorded in such a transaction instead of the one-statement claim above. A
-//!   deadlock PostgreSQL detects anyway is retried ([`retry_conflicts`]).
+//!   decision lands in exactly one window. A cross-bank attempt's reservation is taken in
+//!   the transaction that claims its key (for a whole batch of attempts at once: `claims.rs`),
+//!   a refund's amount in one of its own. A deadlock PostgreSQL detects anyway is retried
+//!   ([`retry_conflicts`]).
 //! - **Log order**: `seq` is an identity column. Values are handed out at insert time, so
 //!   concurrent transactions may commit out of `seq` order; history paging (`seq <
 //!   before_seq`) and the audit's snapshot (one REPEATABLE READ transaction) do not depend on
@@ -75,6 +77,7 @@
 //! with the URL's password removed. A unique violation is `ALREADY_EXISTS`, as in SQLite.
 
 mod batch;
+mod claims;
 mod location;
 mod schema;
 mod shared;
@@ -678,23 +681,6 @@ const SELECT_PAYMENT: &str = concat!(
     " FROM payments WHERE payment_id = $1"
 );
 
-/// One statement that claims an unused key and records the attempt; returns the new `seq`,
-/// or no row when the key is taken.
-const CLAIM_KEY_AND_RECORD: &str = "
-WITH claimed AS (
-    INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (username, key) DO NOTHING
-    RETURNING payment_id
-)
-INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
-    to_user, to_bank, to_account, amount_minor, currency, memo, status,
-    decision_deadline_unix_ms, created_unix_ms, coordinator)
-SELECT claimed.payment_id, $2::text, $1::text, $6::text, $7::text, $8::text, $9::text,
-    $10::text, $11::bigint, $12::text, $13::text, 1, $14::bigint, $15::bigint, $16::text
-FROM claimed
-RETURNING seq";
-
 const INSERT_PAYMENT: &str = "
 INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
     to_user, to_bank, to_account, amount_minor, currency, memo, status,
@@ -708,13 +694,6 @@ INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (username, key) DO NOTHING
 RETURNING payment_id";
-
-/// Whether recording `attempt` claims something besides its key: a refund's amount from its
-/// original, or a cross-bank payment's reservation. Those need a transaction that locks what
-/// they claim from; the others are one statement.
-fn claims_settlement(attempt: &PaymentRecord) -> bool {
-    attempt.refund_of.is_some() || crate::settlement::is_cross_bank(attempt)
-}
 
 /// Inserts the (claimed) attempt as PENDING; returns it as stored.
 async fn insert_payment<C: GenericClient>(
@@ -872,7 +851,7 @@ impl PostgresGatewayStore {
 
     /// Claims an unused key, takes what the attempt claims ([`settle::claim_for_attempt`])
     /// and records it, in one transaction; `None` if the key is taken. A refusal rolls it all
-    /// back, the key's claim too.
+    /// back, the key's claim too. For refunds (new payments go through `claims.rs`).
     async fn claim_key_and_settlement(
         &self,
         attempt: &PaymentRecord,
@@ -914,45 +893,6 @@ impl PostgresGatewayStore {
         let recorded = insert_payment(server, &transaction, &attempt, DOING).await?;
         transaction.commit().await.map_err(failed)?;
         Ok(Some(Begun::Started(recorded)))
-    }
-
-    /// Claims an unused key and records the attempt in one statement; `None` if the key is
-    /// taken. Only for an attempt that claims nothing else ([`claims_settlement`]).
-    async fn claim_key(&self, attempt: &PaymentRecord) -> Result<Option<Begun>, Failure> {
-        const DOING: &str = "recording a payment attempt";
-        let server = &self.server;
-        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-        let client = server.connection(&self.relaxed, DOING).await?;
-        let statement = client
-            .prepare_cached(CLAIM_KEY_AND_RECORD)
-            .await
-            .map_err(failed)?;
-        let row = client
-            .query_opt(
-                &statement,
-                &[
-                    &attempt.from.username,
-                    &attempt.idempotency_key,
-                    &payment::fingerprint(attempt),
-                    &attempt.payment_id,
-                    &now_unix_ms(),
-                    &attempt.from.bank_id,
-                    &attempt.from.account_number,
-                    &attempt.to.username,
-                    &attempt.to.bank_id,
-                    &attempt.to.account_number,
-                    &attempt.amount_minor,
-                    &attempt.currency,
-                    &attempt.memo,
-                    &attempt.decision_deadline_unix_ms,
-                    &attempt.created_unix_ms,
-                    &attempt.coordinator,
-                ],
-            )
-            .await
-            .map_err(failed)?;
-        row.map(|row| Ok(Begun::Started(recorded(attempt, column(&row, 0)?))))
-            .transpose()
     }
 }
 
@@ -1059,10 +999,10 @@ impl GatewayStore for PostgresGatewayStore {
     }
 
     /// Records a payment attempt under `(from user, key)`, or reports what the key already
-    /// has; relaxed (see the module docs). An unused key is claimed and the attempt recorded
-    /// in one statement — or, for an attempt that claims a refund amount or a reservation, in
-    /// one transaction that locks what it claims from; a used key goes through
-    /// [`payment::begin`] under the key's row lock.
+    /// has; relaxed (see the module docs). An unused key is claimed and the attempt recorded,
+    /// with its reservation, in one transaction shared with concurrent attempts
+    /// (`claims.rs`) — a refund in one of its own that locks its original; a used key goes
+    /// through [`payment::begin`] under the key's row lock.
     ///
     /// Relaxed even when it takes a reservation or a refund claim, as in SQLite: they are in
     /// the same transaction as the PENDING record, so a server crash that loses the record
@@ -1084,10 +1024,15 @@ impl GatewayStore for PostgresGatewayStore {
                 // Twice at most: a key seen taken and then unused again means keys are being
                 // pruned under us, and one more claim settles it.
                 for _ in 0..2 {
-                    let claimed = if claims_settlement(attempt) {
+                    let claimed = if attempt.refund_of.is_some() {
                         self.claim_key_and_settlement(attempt).await?
                     } else {
-                        self.claim_key(attempt).await?
+                        // Shared with concurrent attempts: one transaction per batch.
+                        self.shared
+                            .claims
+                            .call(attempt.clone())
+                            .await?
+                            .map(Begun::Started)
                     };
                     if let Some(begun) = claimed {
                         return Ok(begun);

@@ -84,9 +84,63 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 }
 
+/// Splits `items` into rounds in which no two items share a key (kept in arrival order):
+/// where two calls touch the same row, the later one must see the earlier one's effect, as
+/// it would one statement later.
+pub fn rounds<I, O, K: Eq + std::hash::Hash>(
+    items: Vec<Item<I, O>>,
+    key: impl Fn(&I) -> K,
+) -> Vec<Vec<Item<I, O>>> {
+    /// The keys a round holds, and its items.
+    type Round<K, I, O> = (std::collections::HashSet<K>, Vec<Item<I, O>>);
+    let mut rounds: Vec<Round<K, I, O>> = Vec::new();
+    for item in items {
+        let item_key = key(&item.input);
+        // The item goes after the last round holding its key (never before an earlier call
+        // for the same row).
+        let last_with_key = rounds
+            .iter()
+            .rposition(|(keys, _)| keys.contains(&item_key));
+        let target = match last_with_key {
+            Some(index) => index + 1,
+            None => 0,
+        };
+        if target == rounds.len() {
+            rounds.push((Default::default(), Vec::new()));
+        }
+        rounds[target].0.insert(item_key);
+        rounds[target].1.push(item);
+    }
+    rounds.into_iter().map(|(_, items)| items).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(input: (&'static str, u32)) -> Item<(&'static str, u32), ()> {
+        Item {
+            input,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn rounds_keep_each_key_once_and_in_order() {
+        let items = vec![
+            item(("a", 1)),
+            item(("b", 2)),
+            item(("a", 3)),
+            item(("c", 4)),
+            item(("a", 5)),
+            item(("b", 6)),
+        ];
+        let rounds: Vec<Vec<u32>> = rounds(items, |input| input.0)
+            .into_iter()
+            .map(|round| round.into_iter().map(|item| item.input.1).collect())
+            .collect();
+        assert_eq!(rounds, vec![vec![1, 2, 4], vec![3, 6], vec![5]]);
+    }
 
     #[tokio::test]
     async fn a_lone_call_goes_at_once_and_concurrent_calls_share_a_batch() {

@@ -117,7 +117,7 @@ pub(super) async fn lock_open_window<C: GenericClient>(
 
 /// The position rows of `keys`, created at zero where missing, locked until the transaction
 /// ends.
-async fn lock_positions<C: GenericClient>(
+pub(super) async fn lock_positions<C: GenericClient>(
     server: &Server,
     client: &C,
     keys: &BTreeSet<PositionKey>,
@@ -176,7 +176,7 @@ async fn lock_positions<C: GenericClient>(
 }
 
 /// Writes positions and reservations back (the rows are locked by this transaction).
-async fn write_positions<C: GenericClient>(
+pub(super) async fn write_positions<C: GenericClient>(
     server: &Server,
     client: &C,
     positions: &BTreeMap<PositionKey, PositionRecord>,

@@ -1,6 +1,6 @@
-//! The store calls that concurrent payments make most and that change nothing but
-//! acknowledgement flags, each as one statement for a whole batch (see [`super::batch`]):
-//! user reads, account reads and acknowledgements. Each kind has one statement in flight:
+//! The store calls that concurrent payments make most, each as one statement (or, for new
+//! attempts, one transaction) for a whole batch (see [`super::batch`]): user reads, account
+//! reads, acknowledgements, and recording new attempts ([`super::claims`]). Each kind has one statement in flight:
 //! calls that arrive while it runs all go in the next one, and fewer, bigger statements are
 //! what PostgreSQL runs cheapest (measured on the branch that introduced them: one per kind
 //! took 150–180 µs of PostgreSQL CPU per payment at concurrency 256 where a statement per
@@ -17,7 +17,7 @@ use strife_common::Failure;
 
 use super::batch::{Batcher, Item};
 use super::{account_from_row, column, Server, ACCOUNT_COLUMNS};
-use crate::store::{LinkedAccount, UserRecord};
+use crate::store::{LinkedAccount, PaymentRecord, UserRecord};
 
 /// Most calls one statement carries.
 const MAX_ITEMS: usize = 256;
@@ -31,12 +31,15 @@ pub struct Ack {
     pub credit: bool,
 }
 
-/// The statements a store shares among its callers, all on the relaxed pool (reads, and
-/// acknowledgements, whose loss only makes the retrier re-send a decision).
+/// The statements a store shares among its callers, all on the relaxed pool (reads;
+/// acknowledgements, whose loss only makes the retrier re-send a decision; PENDING records,
+/// whose loss presumed abort covers).
 pub struct Shared {
     pub users: Batcher<String, Option<UserRecord>>,
     pub accounts: Batcher<String, Vec<LinkedAccount>>,
     pub acks: Batcher<Ack, ()>,
+    /// New attempts (not refunds) with their keys and reservations ([`super::claims`]).
+    pub claims: Batcher<PaymentRecord, Option<PaymentRecord>>,
 }
 
 impl Shared {
@@ -60,6 +63,7 @@ impl Shared {
             users: with(server, relaxed, read_users),
             accounts: with(server, relaxed, read_accounts),
             acks: with(server, relaxed, acknowledge),
+            claims: with(server, relaxed, super::claims::claim_batch),
         }
     }
 }
