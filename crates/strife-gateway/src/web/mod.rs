@@ -171,13 +171,10 @@ where
     }
 }
 
-/// The CSRF check every POST makes before anything else.
-pub fn check_csrf(session: &Session, given: &str) -> Result<(), Response> {
-    if session::tokens_match(given, &session.csrf) {
-        Ok(())
-    } else {
-        Err(forbidden_form(Some(session)))
-    }
+/// The CSRF check every POST makes before anything else: the 403 page when the form's token
+/// is not the session's.
+pub fn csrf_refusal(session: &Session, given: &str) -> Option<Response> {
+    (!session::tokens_match(given, &session.csrf)).then(|| forbidden_form(Some(session)))
 }
 
 fn forbidden_form(session: Option<&Session>) -> Response {
@@ -384,5 +381,71 @@ impl WebEndpoint {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(role: Role) -> Session {
+        Sessions::default()
+            .open("alice", role)
+            .map(|(_, session)| session)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_role_table_decides_what_a_session_may_call() {
+        let payer = session(Role::Client);
+        let status = grpc_request(&payer, "GetPositions", ()).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        let request = grpc_request(&payer, "Pay", ()).unwrap();
+        let caller = request.extensions().get::<Caller>().unwrap();
+        assert_eq!(caller.username, "alice");
+        assert_eq!(caller.role, Role::Client);
+        assert!(grpc_request(&session(Role::Admin), "CloseSettlementWindow", ()).is_ok());
+        assert!(grpc_request(&session(Role::Admin), "NoSuchMethod", ()).is_err());
+    }
+
+    #[test]
+    fn a_stale_or_missing_csrf_token_is_refused() {
+        let payer = session(Role::Client);
+        assert!(csrf_refusal(&payer, &payer.csrf).is_none());
+        let refused = csrf_refusal(&payer, "").unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert!(csrf_refusal(&payer, "0000").is_some());
+    }
+
+    #[test]
+    fn the_positions_chart_is_an_svg_bar_per_bank_with_the_cap_drawn() {
+        use strife_proto::v1 as pb;
+        let usd = |amount_minor| {
+            Some(pb::Money {
+                amount_minor,
+                currency: "USD".into(),
+            })
+        };
+        let chart = operator::positions_chart(&[
+            pb::BankPosition {
+                bank_id: "bank0".into(),
+                position: usd(1250),
+                reserved: usd(0),
+                cap: usd(5000),
+                headroom: usd(3750),
+            },
+            pb::BankPosition {
+                bank_id: "<b>".into(),
+                position: usd(-1250),
+                reserved: usd(0),
+                cap: None,
+                headroom: None,
+            },
+        ]);
+        assert!(chart.starts_with("<svg"));
+        assert_eq!(chart.matches("class=\"position\"").count(), 2);
+        assert_eq!(chart.matches("class=\"cap\"").count(), 1);
+        assert!(chart.contains("25 % used"));
+        assert!(chart.contains("&lt;b&gt;") && !chart.contains("<b>"));
     }
 }

@@ -19,7 +19,7 @@ use super::html::{
 };
 use super::payer::{bad_form, FormInput};
 use super::session::Session;
-use super::{check_csrf, grpc_request, Console, Operator};
+use super::{csrf_refusal, grpc_request, Console, Operator};
 
 /// Unfinished payments read to count legs in doubt per bank.
 const IN_DOUBT_SCAN: u32 = 1_000;
@@ -361,7 +361,7 @@ pub async fn close_window(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     // The window drawn on the page: a second click (or a stale page) cannot close the next.
@@ -402,7 +402,7 @@ pub async fn set_cap(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     let currency_code = form.currency.trim().to_uppercase();
@@ -548,7 +548,7 @@ pub async fn mark_settled(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     let _report = admin_call!(
@@ -684,7 +684,7 @@ pub async fn register_user(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     let username = form.username.trim().to_owned();
@@ -732,7 +732,7 @@ pub async fn open_account(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     let username = form.username.trim().to_owned();

@@ -23,7 +23,7 @@ use super::session::{
     cookie_value, random_token, set_cookie, tokens_match, Session, LOGIN_COOKIE, SESSION_COOKIE,
     SESSION_LIFETIME,
 };
-use super::{check_csrf, grpc_request, Console, LoggedIn};
+use super::{csrf_refusal, grpc_request, Console, LoggedIn};
 use crate::roles::Role;
 
 /// Payments per history page.
@@ -183,7 +183,7 @@ pub async fn logout(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
@@ -360,7 +360,7 @@ pub async fn pay(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     let draft = PayDraft {
@@ -655,7 +655,7 @@ pub async fn refund(
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
     };
-    if let Err(refused) = check_csrf(&session, &form.csrf) {
+    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;
     }
     let original = match grpc_request(
