@@ -233,6 +233,23 @@ async fn security_headers(mut response: Response) -> Response {
     response
 }
 
+/// One log line per console request: method, path, status and time. Never the query string,
+/// a cookie or a form body (where the password, session id and CSRF token travel).
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path = %path.escape_debug(),
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "console request"
+    );
+    response
+}
+
 async fn not_found() -> Response {
     html::Page::new(
         "Not found",
@@ -279,6 +296,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(console)
 }
 

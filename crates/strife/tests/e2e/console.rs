@@ -417,6 +417,18 @@ async fn console_refuses_forged_posts_and_keeps_roles_and_data_apart() {
     assert!(text.contains("Not found"), "{text}");
     assert!(!text.contains("2.22"), "{text}");
 
+    // Neither the password nor the session id ever reaches the gateway's log.
+    let log = std::fs::read_to_string(network.dir().join("logs/gateway.log")).unwrap();
+    assert!(
+        log.contains("console login"),
+        "the log has the console's lines"
+    );
+    assert!(
+        !log.contains(&network.password("alice")),
+        "a password in the log"
+    );
+    assert!(!log.contains(cookie.value()), "a session id in the log");
+
     // Logging out ends the session.
     alice.goto(&console).await.unwrap();
     alice
