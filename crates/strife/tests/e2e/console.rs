@@ -229,6 +229,19 @@ async fn console_payer_pays_and_both_sessions_see_it_live() {
     pay_with_form(&alice, "nobody", "1.00", "").await;
     wait_for_text(&alice, "Unknown payee", false).await;
     screenshot(&alice, "payer-refusal").await;
+    // bank0 owes 12.50 now; a cap of 13.00 leaves no room for 1.00 more.
+    let (code, capped) = network.client(
+        "admin",
+        &["settlement", "cap", "--bank", "bank0", "--amount", "13.00"],
+    );
+    assert_eq!(code, 0, "{capped}");
+    alice.goto(&console).await.unwrap();
+    pay_with_form(&alice, "bob", "1.00", "").await;
+    let text = wait_for_text(&alice, "net debit cap would be exceeded", false).await;
+    assert!(
+        !text.contains("panicked") && !text.contains("internal error"),
+        "{text}"
+    );
     alice.close().await.unwrap();
     bob.close().await.unwrap();
 }
