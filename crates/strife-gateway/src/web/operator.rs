@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -465,11 +466,25 @@ pub async fn set_cap(
     }
 }
 
+/// The page for a window id in the path that is not a number.
+fn no_such_window(session: &Session) -> Response {
+    Page::new(
+        "Settlement window",
+        Some(session),
+        notice("error", "There is no such settlement window."),
+    )
+    .with_status(StatusCode::NOT_FOUND)
+    .into_response()
+}
+
 pub async fn window_report(
     State(console): State<Arc<Console>>,
     Operator { session }: Operator,
-    Path(window_id): Path<u64>,
+    path: Result<Path<u64>, PathRejection>,
 ) -> Response {
+    let Ok(Path(window_id)) = path else {
+        return no_such_window(&session);
+    };
     let report = admin_call!(
         console,
         &session,
@@ -541,12 +556,15 @@ pub struct CsrfForm {
 pub async fn mark_settled(
     State(console): State<Arc<Console>>,
     Operator { session }: Operator,
-    Path(window_id): Path<u64>,
+    path: Result<Path<u64>, PathRejection>,
     form: FormInput<CsrfForm>,
 ) -> Response {
     let Form(form) = match form {
         Ok(form) => form,
         Err(rejection) => return bad_form(Some(&session), &rejection),
+    };
+    let Ok(Path(window_id)) = path else {
+        return no_such_window(&session);
     };
     if let Some(refused) = csrf_refusal(&session, &form.csrf) {
         return refused;

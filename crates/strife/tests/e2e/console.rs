@@ -571,6 +571,16 @@ async fn console_operator_sees_the_network_and_settles_a_window() {
         "{text}"
     );
     screenshot(&admin, "operator-window-report").await;
+    // A window that is not a number is a page saying so, not a framework error.
+    admin
+        .goto(&format!("{console}ops/windows/not-a-number"))
+        .await
+        .unwrap();
+    let text = page_text(&admin).await;
+    assert!(
+        text.contains("There is no such settlement window."),
+        "{text}"
+    );
 
     // Users and accounts.
     admin.goto(&format!("{console}ops/users")).await.unwrap();
