@@ -124,6 +124,9 @@ pub struct NetworkInfo {
     /// audit` and `strife bench` find it without flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// The web console's URL (`https://…/`), when the first gateway serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<String>,
 }
 
 impl NetworkInfo {

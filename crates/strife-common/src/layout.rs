@@ -62,6 +62,12 @@ impl Layout {
         self.pair(self.pki_dir(), "gateway")
     }
 
+    /// The web console's HTTPS certificate (`strife gateway --web-listen`): a server-only
+    /// certificate from the project CA, for browsers, which have no client certificate.
+    pub fn web_identity(&self) -> KeyPairPaths {
+        self.pair(self.pki_dir(), "web")
+    }
+
     pub fn bank_identity(&self, bank_id: &str) -> KeyPairPaths {
         self.pair(self.pki_dir().join("banks"), bank_id)
     }

@@ -200,6 +200,8 @@ impl MetricsEndpoint {
         let limits = ListenerLimits {
             max_connections: MAX_CONNECTIONS,
             max_silent: MAX_CONNECTIONS / 2,
+            // No peers are attached here (plain HTTP): no first-request deadline.
+            first_request_timeout: None,
             ..server_limits
         };
         let registry = Arc::new(registry);

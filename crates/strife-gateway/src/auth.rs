@@ -599,6 +599,26 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Checks a web console login. Browsers have no client certificate, so the name typed is
+    /// the identity; from there it is the very path a gRPC request takes (remembered
+    /// passwords, the per-process throttle, the shared lockout, argon2id), so a failure on
+    /// either side counts for both and a locked name is locked on both. The role comes from
+    /// the user's record in the store.
+    pub async fn authenticate_password(
+        self: &Arc<Self>,
+        username: &str,
+        password: &str,
+    ) -> Result<Caller, Failure> {
+        let peer = PeerIdentity {
+            role: PeerRole::User,
+            name: username.to_owned(),
+        };
+        self.authenticate(peer, Some(username.to_owned()), Some(password.to_owned()))
+            .await
+    }
+}
+
 /// The tower layer that authenticates and authorizes every request.
 #[derive(Clone)]
 pub struct AuthLayer {

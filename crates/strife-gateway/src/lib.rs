@@ -14,6 +14,7 @@
 //! - [`api`]: the client-facing `strife.v1.Gateway` service.
 //! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
 //! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
+//! - [`web`]: the web console (`--web-listen`): HTML pages over the same handlers.
 //! - [`server`]: process wiring.
 
 pub mod api;
@@ -33,6 +34,7 @@ pub mod store;
 #[cfg(test)]
 mod store_migration_tests;
 pub mod takeover;
+pub mod web;
 
 pub use auth::LockoutPolicy;
 pub use server::{run, GatewayConfig};

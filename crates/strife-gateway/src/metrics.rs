@@ -10,6 +10,7 @@
 //! carries a user name, an account number or a payment id.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -95,6 +96,21 @@ struct BankHandles {
     no: Counter,
     timeout: Counter,
     error: Counter,
+    /// Plain totals for the web console's network page (a histogram's sum is not readable
+    /// back through prometheus-client).
+    votes: AtomicU64,
+    failed_votes: AtomicU64,
+    vote_micros: AtomicU64,
+}
+
+/// One bank's prepare record since this process started, for the console.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BankPrepareSummary {
+    pub bank_id: String,
+    pub prepares: u64,
+    /// Votes that were NO, timed out or failed.
+    pub failed: u64,
+    pub mean_latency: Duration,
 }
 
 /// Keeps the in-flight gauge up while a payment runs; lowers it when dropped.
@@ -318,6 +334,9 @@ impl GatewayMetrics {
             no: errors("no"),
             timeout: errors("timeout"),
             error: errors("error"),
+            votes: AtomicU64::new(0),
+            failed_votes: AtomicU64::new(0),
+            vote_micros: AtomicU64::new(0),
         });
         banks.insert(label.to_owned(), Arc::clone(&handles));
         handles
@@ -327,6 +346,14 @@ impl GatewayMetrics {
     pub fn prepare_voted(&self, bank_id: &str, took: Duration, error: Option<PrepareError>) {
         let bank = self.bank(bank_id);
         bank.prepare_duration.observe(took.as_secs_f64());
+        bank.votes.fetch_add(1, AtomicOrdering::Relaxed);
+        bank.vote_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            AtomicOrdering::Relaxed,
+        );
+        if error.is_some() {
+            bank.failed_votes.fetch_add(1, AtomicOrdering::Relaxed);
+        }
         match error {
             None => {}
             Some(PrepareError::No) => {
@@ -339,6 +366,34 @@ impl GatewayMetrics {
                 bank.error.inc();
             }
         }
+    }
+
+    /// Each bank's prepares so far (sorted by bank id), for the console's network page.
+    pub fn bank_prepare_summaries(&self) -> Vec<BankPrepareSummary> {
+        let banks = self
+            .banks
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut summaries: Vec<BankPrepareSummary> = banks
+            .iter()
+            .map(|(bank_id, handles)| {
+                let prepares = handles.votes.load(AtomicOrdering::Relaxed);
+                let micros = handles.vote_micros.load(AtomicOrdering::Relaxed);
+                BankPrepareSummary {
+                    bank_id: bank_id.clone(),
+                    prepares,
+                    failed: handles.failed_votes.load(AtomicOrdering::Relaxed),
+                    mean_latency: Duration::from_micros(micros.checked_div(prepares).unwrap_or(0)),
+                }
+            })
+            .collect();
+        summaries.sort_by(|a, b| a.bank_id.cmp(&b.bank_id));
+        summaries
+    }
+
+    /// Payments the phase-2 retrier last found unfinished.
+    pub fn in_doubt(&self) -> i64 {
+        self.in_doubt.get()
     }
 
     /// A password check failed.

@@ -223,6 +223,18 @@ impl BankRegistry {
         seen.contains(bank_id) || seen.len() >= MAX_REMEMBERED_BANKS
     }
 
+    /// Every bank id seen registered since this process started, sorted (the console lists
+    /// them as up or down).
+    pub fn seen_bank_ids(&self) -> Vec<String> {
+        let seen = self
+            .seen
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ids: Vec<String> = seen.iter().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     fn remember(&self, bank_id: &str) {
         let mut seen = self
             .seen

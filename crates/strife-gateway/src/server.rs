@@ -38,6 +38,7 @@ use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
 use crate::store::{GatewayStore, StoreLocation};
 use crate::takeover::Liveness;
+use crate::web::{Console, WebEndpoint};
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -60,6 +61,8 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where users, links and the payment log live (`--store`).
     pub store: StoreLocation,
+    /// Where to serve the web console (HTTPS, `pki/web.crt`); `None`: not at all.
+    pub web_listen: Option<SocketAddr>,
 }
 
 /// The replica's id: the one given, or `<host>-<listen port>` (stable across restarts on a
@@ -172,6 +175,12 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         None => None,
     };
     let metrics_address = metrics_endpoint.as_ref().map(MetricsEndpoint::address);
+    // Bound (and its certificate loaded) before the ready line, so a bad one stops startup.
+    let web_endpoint = match config.web_listen {
+        Some(web_address) => Some(WebEndpoint::bind(web_address, &layout.web_identity()).await?),
+        None => None,
+    };
+    let web_address = web_endpoint.as_ref().map(WebEndpoint::address);
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     if let Some(endpoint) = metrics_endpoint {
@@ -194,16 +203,34 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         registered_sender,
     ));
 
-    let authenticator =
-        Arc::new(Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(metrics));
+    let authenticator = Arc::new(
+        Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(Arc::clone(&metrics)),
+    );
     let (readiness, health) = operations::health("strife.v1.Gateway").await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    let gateway = GatewayServer::new(
-        GatewayApi::new(Arc::clone(&store), registry, Arc::clone(&coordinator))
-            // Open payment watches end when the drain begins instead of holding it.
-            .ending_watches_on(draining.clone()),
-    )
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let api = Arc::new(
+        GatewayApi::new(
+            Arc::clone(&store),
+            Arc::clone(&registry),
+            Arc::clone(&coordinator),
+        )
+        // Open payment watches (gRPC and the console's live pages) end when the drain
+        // begins instead of holding it.
+        .ending_watches_on(draining.clone()),
+    );
+    if let Some(endpoint) = web_endpoint {
+        // The console calls the very handlers gRPC requests reach.
+        let console = Console::new(
+            Arc::clone(&api),
+            Arc::clone(&authenticator),
+            Arc::clone(&registry),
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            replica.clone(),
+        );
+        endpoint.serve(Arc::new(console), config.listener_limits, shutdown.clone());
+    }
+    let gateway = GatewayServer::from_arc(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let drain_coordinator = Arc::clone(&coordinator);
     let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -233,7 +260,7 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         },
         draining.clone(),
     ));
-    announce(config.json, address, &replica, metrics_address)?;
+    announce(config.json, address, &replica, metrics_address, web_address)?;
     let serving = server
         .layer(layers)
         .add_service(gateway)
@@ -305,26 +332,32 @@ async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Resu
     Ok(())
 }
 
-/// Prints the one ready line on stdout (with the metrics address when metrics are served).
+/// Prints the one ready line on stdout (with the metrics and console addresses when served).
 fn announce(
     json: bool,
     address: SocketAddr,
     replica: &str,
     metrics_address: Option<SocketAddr>,
+    web_address: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let line = if json {
         let mut ready = serde_json::json!({"event": "listening", "address": address.to_string(), "replica_id": replica});
         if let Some(metrics) = metrics_address {
             ready["metrics_address"] = metrics.to_string().into();
         }
+        if let Some(web) = web_address {
+            ready["web_address"] = web.to_string().into();
+        }
         ready.to_string()
     } else {
-        match metrics_address {
-            None => format!("gateway listening on {address} (replica {replica})"),
-            Some(metrics) => format!(
-                "gateway listening on {address} (replica {replica}); metrics at http://{metrics}/metrics"
-            ),
+        let mut line = format!("gateway listening on {address} (replica {replica})");
+        if let Some(metrics) = metrics_address {
+            line.push_str(&format!("; metrics at http://{metrics}/metrics"));
         }
+        if let Some(web) = web_address {
+            line.push_str(&format!("; console at https://{web}/"));
+        }
+        line
     };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;

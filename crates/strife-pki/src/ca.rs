@@ -177,6 +177,30 @@ impl CertificateAuthority {
 }
 
 impl CertificateAuthority {
+    /// Issues the web console's certificate: `serverAuth` only (it never authenticates to a
+    /// peer), SANs = `hosts`, CN `strife-console`. No role OU, so no Strife process would
+    /// take it as a gateway, bank or user identity.
+    pub fn issue_web(
+        &self,
+        hosts: &[String],
+        validity: Validity,
+    ) -> anyhow::Result<IssuedCertificate> {
+        let mut subject = DistinguishedName::new();
+        subject.push(DnType::CommonName, WEB_CN);
+        subject.push(DnType::OrganizationName, "Strife");
+        self.sign_leaf(
+            subject,
+            hosts.to_vec(),
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+            validity,
+        )
+    }
+}
+
+/// The web console certificate's CN.
+pub const WEB_CN: &str = "strife-console";
+
+impl CertificateAuthority {
     /// Issues an etcd certificate with CN `common_name` (the etcd user, for a client). With
     /// `server_hosts`, it is etcd's server certificate for those hosts (`serverAuth`, also
     /// `clientAuth` for etcd's own peer links); without, a client certificate only.

@@ -19,7 +19,7 @@ use strife_common::layout::{validate_name, KeyPairPaths, Layout};
 use strife_common::tls::{PeerRole, GATEWAY_CN};
 
 pub use ca::{
-    default_hosts, has_current_profile, CertificateAuthority, IssuedCertificate, Validity,
+    default_hosts, has_current_profile, CertificateAuthority, IssuedCertificate, Validity, WEB_CN,
 };
 
 pub use strife_common::admin::{read_admin_password, ADMIN_USER};
@@ -146,6 +146,18 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
         let issued = ca.issue_for_hosts(role, &name, &hosts, Validity::default_leaf())?;
         files::write_pair(&paths, &issued.certificate_pem, &issued.key_pem)?;
         report.created.push(paths.cert);
+    }
+
+    // The console's HTTPS certificate, served on the gateway's hosts.
+    let web = layout.web_identity();
+    let gateway_hosts = options.hosts.get(GATEWAY_CN);
+    if !web.key.exists() || reissue_all || gateway_hosts.is_some() {
+        let hosts = gateway_hosts.cloned().unwrap_or_else(default_hosts);
+        let issued = ca.issue_web(&hosts, Validity::default_leaf())?;
+        files::write_pair(&web, &issued.certificate_pem, &issued.key_pem)?;
+        report.created.push(web.cert);
+    } else {
+        report.kept.push(web.cert);
     }
 
     issue_etcd_material(&layout, options, &mut report)?;

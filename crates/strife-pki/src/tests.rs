@@ -220,3 +220,25 @@ fn a_name_that_is_both_a_bank_and_a_user_must_be_qualified() {
     revoke(&layout, &["user/bank0".into()]).unwrap();
     assert!(layout.bank_identity("bank0").cert.exists());
 }
+
+#[test]
+fn setup_issues_a_server_only_web_certificate_with_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(&options(dir.path())).unwrap();
+    let web = Layout::new(dir.path()).web_identity();
+    let mode = std::fs::metadata(&web.key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let der = der_of(&web.cert);
+    let (_, certificate) = X509Certificate::from_der(&der).unwrap();
+    let usage = certificate.extended_key_usage().unwrap().unwrap().value;
+    assert!(usage.server_auth && !usage.client_auth);
+    // Not a Strife peer identity: no role OU.
+    assert!(identity_from_der(&der).is_err());
+    let sans = certificate.subject_alternative_name().unwrap().unwrap();
+    let rendered = format!("{:?}", sans.value.general_names);
+    assert!(rendered.contains("localhost") && rendered.contains("[127, 0, 0, 1]"));
+    // Kept on a second run.
+    let before = std::fs::read(&web.key).unwrap();
+    setup(&options(dir.path())).unwrap();
+    assert_eq!(std::fs::read(&web.key).unwrap(), before);
+}

@@ -276,6 +276,11 @@ struct GatewayArgs {
     /// hold every slot with idle handshakes.
     #[arg(long, default_value = "10s", value_parser = parse_first_request_timeout)]
     first_request_timeout: Duration,
+    /// Serve the web console over HTTPS on this address, e.g. `127.0.0.1:8443` (port 0 picks
+    /// a free one, printed in the ready line), with the certificate `strife setup` issues
+    /// (pki/web.crt). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    web_listen: Option<SocketAddr>,
 }
 
 fn parse_first_request_timeout(text: &str) -> Result<Duration, String> {
@@ -463,6 +468,7 @@ impl Cli {
                     max_connections = args.connections.max_connections,
                     idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
                     metrics_listen = ?args.metrics.metrics_listen,
+                    web_listen = ?args.web_listen,
                     "gateway settings"
                 );
                 let config = strife_gateway::GatewayConfig {
@@ -484,6 +490,7 @@ impl Cli {
                     replica_id: args.replica_id,
                     metrics_listen: args.metrics.metrics_listen,
                     store,
+                    web_listen: args.web_listen,
                 };
                 runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
             }

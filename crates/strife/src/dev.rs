@@ -56,6 +56,9 @@ struct MetricsUrl {
     url: String,
 }
 
+/// The first gateway serves the web console on a free loopback port.
+const WEB_ARGS: [&str; 2] = ["--web-listen", "127.0.0.1:0"];
+
 /// `--metrics-listen` on a free loopback port, for `--metrics`.
 const METRICS_ARGS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];
 
@@ -276,6 +279,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         }
     }
     let mut gateway_addresses = Vec::new();
+    let mut console = None;
     for replica in 1..=config.replicas {
         // The first replica takes the advertised address; the others a free port each.
         let listen = if replica == 1 {
@@ -294,6 +298,9 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         if config.metrics {
             command.args(METRICS_ARGS);
         }
+        if replica == 1 {
+            command.args(WEB_ARGS);
+        }
         if let Some(postgres) = &postgres {
             // Through the environment: a URL with a password stays off command lines.
             command.env("STRIFE_GATEWAY_STORE", &postgres.url);
@@ -310,6 +317,9 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         let (gateway, line) = spawn_ready("gateway", command, &logs.join(log_name))?;
         network.children.push(gateway);
         gateway_addresses.push(address_of(&line)?);
+        if replica == 1 {
+            console = Some(format!("https://{}/", field_of(&line, "web_address")?));
+        }
         if config.metrics {
             let index = usize::try_from(replica - 1).unwrap_or(0);
             // One entry per replica: with several, each under its own id.
@@ -327,9 +337,17 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         etcd: etcd_url.clone(),
         gateway: gateway_address.clone(),
         store: postgres.as_ref().map(|postgres| postgres.url.clone()),
+        console: console.clone(),
     };
     std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
-    print_ready(&config, &gateway_address, &etcd_url, &passwords, &metrics)?;
+    print_ready(
+        &config,
+        &gateway_address,
+        &etcd_url,
+        &passwords,
+        &metrics,
+        console.as_deref(),
+    )?;
     if let Some(postgres) = &postgres {
         eprintln!(
             "gateways share PostgreSQL at {} (password in {}/postgres/password, or under /var/tmp when run as root)",
@@ -507,6 +525,7 @@ fn print_ready(
     etcd: &str,
     passwords: &serde_json::Map<String, serde_json::Value>,
     metrics: &[MetricsUrl],
+    console: Option<&str>,
 ) -> anyhow::Result<()> {
     let dir = config.dir.display();
     let mut stdout = std::io::stdout().lock();
@@ -518,6 +537,9 @@ fn print_ready(
                 .map(|entry| (entry.process.clone(), entry.url.clone().into()))
                 .collect::<serde_json::Map<_, _>>()
                 .into();
+        }
+        if let Some(console) = console {
+            line["console"] = console.into();
         }
         writeln!(stdout, "{line}")?;
     } else {
@@ -539,6 +561,20 @@ fn print_ready(
                 .map(|entry| format!("{} {}", entry.process, entry.url))
                 .collect();
             writeln!(stdout, "Metrics (Prometheus): {}.", urls.join(", "))?;
+        }
+        if let Some(console) = console {
+            let bob = passwords
+                .get("bob")
+                .and_then(|value| value.as_str())
+                .unwrap_or_default();
+            writeln!(
+                stdout,
+                "Web console: {console} (certificate from this network's CA, {dir}/pki/ca.crt)."
+            )?;
+            writeln!(
+                stdout,
+                "  Logins: alice / {alice}, bob / {bob}, admin / the password in {dir}/admin-password."
+            )?;
         }
         writeln!(stdout)?;
         writeln!(stdout, "Try, in another terminal:")?;

@@ -20,6 +20,7 @@ mod client_cli;
 mod client_offline;
 mod config;
 mod connection_limits;
+mod console;
 mod data_safety;
 mod etcd_lockdown;
 mod expired_certificates;

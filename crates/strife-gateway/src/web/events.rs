@@ -1,0 +1,71 @@
+//! Server-sent events: the caller's payment events (`WatchPayments`, so the same per-user
+//! scoping, bounds and drain behaviour), one `message` per decided payment. The event id is
+//! the stream's cursor, so a browser that reconnects (`Last-Event-ID`) resumes without gaps.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use strife_proto::v1::{self as pb, gateway_server::Gateway};
+
+use super::html::{self, money, status_name, timestamp};
+use super::{grpc_request, Console, LoggedIn};
+
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// What `console.js` needs to draw a payment row (it sets text, never markup).
+fn event_json(payment: &pb::Payment) -> String {
+    serde_json::json!({
+        "id": payment.payment_id,
+        "created": timestamp(payment.created_unix_ms),
+        "from": payment.from_username,
+        "to": payment.to_username,
+        "amount": money(payment.amount.as_ref()),
+        "status": status_name(payment.status),
+        "reason": payment.reason,
+    })
+    .to_string()
+}
+
+pub async fn payment_events(
+    State(console): State<Arc<Console>>,
+    LoggedIn { session }: LoggedIn,
+    headers: HeaderMap,
+) -> Response {
+    // A cursor this server gave out resumes after it; anything else starts from now.
+    let since = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|cursor| !cursor.is_empty() && cursor.bytes().all(|byte| byte.is_ascii_digit()))
+        .unwrap_or_default()
+        .to_owned();
+    let watched = match grpc_request(
+        &session,
+        "WatchPayments",
+        pb::WatchPaymentsRequest { since },
+    ) {
+        Ok(request) => console.api.watch_payments(request).await,
+        Err(status) => Err(status),
+    };
+    let stream = match watched {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => return html::refusal_page("Events", Some(&session), &status),
+    };
+    let events = stream
+        .take_while(|item| futures::future::ready(item.is_ok()))
+        .filter_map(|item| async move {
+            let event = item.ok()?;
+            let payment = event.payment?;
+            Some(Ok::<_, Infallible>(
+                Event::default().id(event.cursor).data(event_json(&payment)),
+            ))
+        });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response()
+}
