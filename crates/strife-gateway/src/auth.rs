@@ -498,6 +498,7 @@ impl Authenticator {
         // A storage error (or the caller going away) before the check returns here and drops
         // the reservation: nothing was checked, so the try is given back.
         let user = this.store.user(&name).await?;
+        let exists = user.is_some();
         // The permit and the reservation move into the blocking task, so a caller that goes
         // away mid-check neither frees the CPU slot early nor skips counting the failure.
         let role = tokio::task::spawn_blocking(move || {
@@ -514,7 +515,13 @@ impl Authenticator {
         })
         .await
         .map_err(|error| Failure::internal("password check", error))?;
-        self.share_outcome(username, role.is_some(), shared).await;
+        // Only names that exist get a shared record: the console takes any name typed, and
+        // a row per made-up name would grow the shared table without bound. A made-up name
+        // is still throttled and locked by this replica, and answered exactly as a wrong
+        // password is.
+        if exists {
+            self.share_outcome(username, role.is_some(), shared).await;
+        }
         Ok(role)
     }
 
@@ -942,6 +949,54 @@ mod tests {
             waiter.await.unwrap().unwrap();
         }
         assert_eq!(pool.waiting.load(Ordering::SeqCst), 0, "the queue drains");
+    }
+
+    #[tokio::test]
+    async fn only_names_that_exist_leave_a_shared_login_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = strife_common::store_identity::StoreIdentity::gateway(
+            &strife_common::layout::Layout::new(dir.path()),
+            "ca".into(),
+            crate::store::SCHEMA_VERSION,
+            false,
+        );
+        let store: Arc<dyn GatewayStore> = Arc::new(
+            crate::store::sqlite::SqliteGatewayStore::open(
+                &dir.path().join("gateway.db"),
+                &identity,
+            )
+            .unwrap(),
+        );
+        store
+            .insert_user(
+                "alice",
+                Role::Client.as_str(),
+                &hash_password("right horse battery").unwrap(),
+            )
+            .await
+            .unwrap();
+        let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), policy()).unwrap());
+        for name in ["alice", "ghost"] {
+            let refused = authenticator
+                .authenticate_password(name, "wrong guess")
+                .await
+                .unwrap_err();
+            assert_eq!(refused, Failure::Unauthenticated, "{name}");
+        }
+        assert!(store.login("alice").await.unwrap().is_some());
+        assert!(store.login("ghost").await.unwrap().is_none());
+        // The made-up name is still locked by this replica after the threshold.
+        for _ in 1..policy().threshold {
+            let _ = authenticator.authenticate_password("ghost", "wrong").await;
+        }
+        let locked = authenticator
+            .authenticate_password("ghost", "wrong")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(locked, Failure::ResourceExhausted(_)),
+            "{locked:?}"
+        );
     }
 
     #[test]
