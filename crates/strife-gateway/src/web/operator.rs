@@ -9,7 +9,6 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use strife_common::money;
 use strife_proto::v1::{self as pb, gateway_server::Gateway};
@@ -18,9 +17,9 @@ use tonic::Status;
 use super::html::{
     self, csrf_field, escape, money as show_money, notice, payments_table, timestamp, Page,
 };
-use super::payer::{bad_form, FormInput};
+use super::payer::{accepted, FormInput};
 use super::session::Session;
-use super::{csrf_refusal, grpc_request, Console, Operator};
+use super::{grpc_request, Console, Operator};
 
 /// Unfinished payments read to count legs in doubt per bank.
 const IN_DOUBT_SCAN: u32 = 1_000;
@@ -358,13 +357,10 @@ pub async fn close_window(
     Operator { session }: Operator,
     form: FormInput<CloseForm>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match accepted(&session, form, |form| &form.csrf) {
         Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     // The window drawn on the page: a second click (or a stale page) cannot close the next.
     let report = admin_call!(
         console,
@@ -399,13 +395,10 @@ pub async fn set_cap(
     Operator { session }: Operator,
     form: FormInput<CapForm>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match accepted(&session, form, |form| &form.csrf) {
         Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     let currency_code = form.currency.trim().to_uppercase();
     let cap_minor = if form.cap.trim().is_empty() {
         None
@@ -559,16 +552,12 @@ pub async fn mark_settled(
     path: Result<Path<u64>, PathRejection>,
     form: FormInput<CsrfForm>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
-    };
+    if let Err(refused) = accepted(&session, form, |form| &form.csrf) {
+        return *refused;
+    }
     let Ok(Path(window_id)) = path else {
         return no_such_window(&session);
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     let _report = admin_call!(
         console,
         &session,
@@ -698,13 +687,10 @@ pub async fn register_user(
     Operator { session }: Operator,
     form: FormInput<RegisterForm>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match accepted(&session, form, |form| &form.csrf) {
         Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     let username = form.username.trim().to_owned();
     let result = match grpc_request(
         &session,
@@ -746,13 +732,10 @@ pub async fn open_account(
     Operator { session }: Operator,
     form: FormInput<OpenAccountForm>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match accepted(&session, form, |form| &form.csrf) {
         Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     let username = form.username.trim().to_owned();
     let currency_code = form.currency.trim().to_uppercase();
     let opening_deposit = if form.deposit.trim().is_empty() {

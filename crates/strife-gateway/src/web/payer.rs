@@ -36,6 +36,20 @@ const LOGIN_FORM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(
 /// A form body, or a page saying it was not one.
 pub type FormInput<T> = Result<Form<T>, FormRejection>;
 
+/// The posted form, or the page refusing it: unreadable (400) or without this session's CSRF
+/// token (403). Every POST handler starts here.
+pub fn accepted<T>(
+    session: &Session,
+    form: FormInput<T>,
+    csrf: impl Fn(&T) -> &String,
+) -> Result<T, Box<Response>> {
+    let Form(form) = form.map_err(|rejection| Box::new(bad_form(Some(session), &rejection)))?;
+    match csrf_refusal(session, csrf(&form)) {
+        Some(refused) => Err(Box::new(refused)),
+        None => Ok(form),
+    }
+}
+
 pub fn bad_form(session: Option<&Session>, rejection: &FormRejection) -> Response {
     tracing::debug!(%rejection, "console form rejected");
     Page::new(
@@ -179,12 +193,8 @@ pub async fn logout(
     headers: HeaderMap,
     form: FormInput<CsrfOnly>,
 ) -> Response {
-    let Form(form) = match form {
-        Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
-    };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
+    if let Err(refused) = accepted(&session, form, |form| &form.csrf) {
+        return *refused;
     }
     if let Some(id) = cookie(&headers, SESSION_COOKIE) {
         console.sessions.close(&id);
@@ -356,13 +366,10 @@ pub async fn pay(
     LoggedIn { session }: LoggedIn,
     form: FormInput<PayForm>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match accepted(&session, form, |form| &form.csrf) {
         Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     let draft = PayDraft {
         to: form.to.trim().to_owned(),
         amount: form.amount.clone(),
@@ -651,13 +658,10 @@ pub async fn refund(
     Path(payment_id): Path<String>,
     form: FormInput<RefundForm>,
 ) -> Response {
-    let Form(form) = match form {
+    let form = match accepted(&session, form, |form| &form.csrf) {
         Ok(form) => form,
-        Err(rejection) => return bad_form(Some(&session), &rejection),
+        Err(refused) => return *refused,
     };
-    if let Some(refused) = csrf_refusal(&session, &form.csrf) {
-        return refused;
-    }
     let original = match grpc_request(
         &session,
         "GetPayment",
