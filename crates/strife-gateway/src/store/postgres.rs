@@ -849,6 +849,32 @@ impl PostgresGatewayStore {
         Ok(Some(begun))
     }
 
+    /// Payments read on the relaxed pool by one cached statement that selects
+    /// `payment_columns!()`, within `limit`: the shape of every payment listing.
+    async fn read_payments(
+        &self,
+        doing: &str,
+        limit: Duration,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        let server = &self.server;
+        server
+            .bounded(doing, limit, async {
+                let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
+                let client = server.connection(&self.relaxed, doing).await?;
+                let statement = client.prepare_cached(sql).await.map_err(failed)?;
+                client
+                    .query(&statement, params)
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(payment_from_row)
+                    .collect()
+            })
+            .await
+    }
+
     /// Claims an unused key, takes what the attempt claims ([`settle::claim_for_attempt`])
     /// and records it, in one transaction; `None` if the key is taken. A refusal rolls it all
     /// back, the key's claim too. For refunds (new payments go through `claims.rs`).
@@ -1117,30 +1143,20 @@ impl GatewayStore for PostgresGatewayStore {
         username: &str,
         key: &str,
     ) -> Result<Option<PaymentRecord>, Failure> {
-        const DOING: &str = "reading a payment by key";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
-                let statement = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        payment_columns!(),
-                        " FROM payments WHERE payment_id = (
-                             SELECT payment_id FROM idempotency WHERE username = $1 AND key = $2)"
-                    ))
-                    .await
-                    .map_err(failed)?;
-                client
-                    .query_opt(&statement, &[&username, &key])
-                    .await
-                    .map_err(failed)?
-                    .as_ref()
-                    .map(payment_from_row)
-                    .transpose()
-            })
-            .await
+        let found = self
+            .read_payments(
+                "reading a payment by key",
+                STORE_CALL_TIMEOUT,
+                concat!(
+                    "SELECT ",
+                    payment_columns!(),
+                    " FROM payments WHERE payment_id = (
+                         SELECT payment_id FROM idempotency WHERE username = $1 AND key = $2)"
+                ),
+                &[&username, &key],
+            )
+            .await?;
+        Ok(found.into_iter().next())
     }
 
     async fn unfinished(
@@ -1148,33 +1164,21 @@ impl GatewayStore for PostgresGatewayStore {
         coordinator: &str,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure> {
-        const DOING: &str = "listing unfinished payments";
-        let server = &self.server;
-        server
-            .bounded(DOING, SCAN_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
-                // The same predicate as the partial index `payments_unfinished_by_coordinator`,
-                // so the planner uses it.
-                let statement = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        payment_columns!(),
-                        " FROM payments WHERE coordinator = $1
-                             AND (status = 1 OR NOT debit_acked OR NOT credit_acked)
-                         ORDER BY coordinator, seq LIMIT $2"
-                    ))
-                    .await
-                    .map_err(failed)?;
-                client
-                    .query(&statement, &[&coordinator, &i64::from(limit)])
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(payment_from_row)
-                    .collect()
-            })
-            .await
+        // The same predicate as the partial index `payments_unfinished_by_coordinator`, so
+        // the planner uses it.
+        self.read_payments(
+            "listing unfinished payments",
+            SCAN_TIMEOUT,
+            concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE coordinator = $1
+                     AND (status = 1 OR NOT debit_acked OR NOT credit_acked)
+                 ORDER BY coordinator, seq LIMIT $2"
+            ),
+            &[&coordinator, &i64::from(limit)],
+        )
+        .await
     }
 
     /// One statement on the durable pool (no read, so no lock to order).
@@ -1347,30 +1351,17 @@ impl GatewayStore for PostgresGatewayStore {
         after_decision_seq: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure> {
-        const DOING: &str = "reading decided payments";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
-                let statement = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        payment_columns!(),
-                        " FROM payments WHERE decision_seq > $1
-                         ORDER BY decision_seq LIMIT $2"
-                    ))
-                    .await
-                    .map_err(failed)?;
-                client
-                    .query(&statement, &[&after_decision_seq, &i64::from(limit)])
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(payment_from_row)
-                    .collect()
-            })
-            .await
+        self.read_payments(
+            "reading decided payments",
+            STORE_CALL_TIMEOUT,
+            concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE decision_seq > $1 ORDER BY decision_seq LIMIT $2"
+            ),
+            &[&after_decision_seq, &i64::from(limit)],
+        )
+        .await
     }
 
     async fn decision_head(&self) -> Result<i64, Failure> {
@@ -1510,36 +1501,24 @@ impl GatewayStore for PostgresGatewayStore {
         before_seq: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure> {
-        const DOING: &str = "reading history";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
-                // Each side takes at most `limit` from its own index, newest first.
-                let statement = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        payment_columns!(),
-                        " FROM payments WHERE seq IN (
-                             (SELECT seq FROM payments WHERE from_user = $1 AND seq < $2
-                              ORDER BY seq DESC LIMIT $3)
-                             UNION
-                             (SELECT seq FROM payments WHERE to_user = $1 AND seq < $2
-                              ORDER BY seq DESC LIMIT $3)
-                         ) ORDER BY seq DESC LIMIT $3"
-                    ))
-                    .await
-                    .map_err(failed)?;
-                client
-                    .query(&statement, &[&username, &before_seq, &i64::from(limit)])
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(payment_from_row)
-                    .collect()
-            })
-            .await
+        // Each side takes at most `limit` from its own index, newest first.
+        self.read_payments(
+            "reading history",
+            STORE_CALL_TIMEOUT,
+            concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE seq IN (
+                     (SELECT seq FROM payments WHERE from_user = $1 AND seq < $2
+                      ORDER BY seq DESC LIMIT $3)
+                     UNION
+                     (SELECT seq FROM payments WHERE to_user = $1 AND seq < $2
+                      ORDER BY seq DESC LIMIT $3)
+                 ) ORDER BY seq DESC LIMIT $3"
+            ),
+            &[&username, &before_seq, &i64::from(limit)],
+        )
+        .await
     }
 }
 
