@@ -10,7 +10,7 @@
 //! a separate connection and see only committed state.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use strife_common::group_commit::GroupCommit;
@@ -297,13 +297,14 @@ impl Store {
     ) -> Result<Leg, Failure> {
         let intent = intent.clone();
         self.step(payment_id, role, actor, move |transaction, existing| {
-            let account =
-                load_account(transaction, &intent.account_number)?.map(|record| AccountView {
-                    owner: record.owner,
-                    currency: record.currency,
-                    funds: record.funds,
-                });
-            participant::prepare(existing, role, &intent, account.as_ref())
+            let account = load_account(transaction, &intent.account_number)?;
+            let view = account.as_ref().map(|record| AccountView {
+                owner: record.owner.clone(),
+                currency: record.currency.clone(),
+                funds: record.funds,
+            });
+            let transition = participant::prepare(existing, role, &intent, view.as_ref())?;
+            Ok((transition, account))
         })
         .await
     }
@@ -311,7 +312,7 @@ impl Store {
     /// Phase 2, commit, for one leg.
     pub async fn commit(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
         self.step(payment_id, role, actor, |_, existing| {
-            participant::commit(existing)
+            Ok((participant::commit(existing)?, None))
         })
         .await
     }
@@ -319,19 +320,25 @@ impl Store {
     /// Phase 2, abort, for one leg.
     pub async fn abort(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
         self.step(payment_id, role, actor, move |_, existing| {
-            participant::abort(existing, role)
+            Ok((participant::abort(existing, role)?, None))
         })
         .await
     }
 
     /// Runs one participant step: load the leg, decide, and (if anything changed) write the
-    /// leg, the account and the journal in one transaction.
+    /// leg, the account and the journal in one transaction. `decide` may hand back the
+    /// account it read in this transaction, so the effect does not read it again.
     async fn step(
         &self,
         payment_id: &str,
         role: Role,
         actor: &str,
-        decide: impl FnOnce(&Connection, Option<&Leg>) -> Result<Transition, Failure> + Send + 'static,
+        decide: impl FnOnce(
+                &Connection,
+                Option<&Leg>,
+            ) -> Result<(Transition, Option<AccountRecord>), Failure>
+            + Send
+            + 'static,
     ) -> Result<Leg, Failure> {
         let payment_id = payment_id.to_owned();
         let actor = actor.to_owned();
@@ -339,14 +346,18 @@ impl Store {
             .writer
             .run(move |transaction| {
                 let existing = load_leg(transaction, &payment_id, role)?;
-                let transition = decide(transaction, existing.as_ref())?;
+                let (transition, account) = decide(transaction, existing.as_ref())?;
                 if !transition.changed {
                     return Ok((transition.leg, false));
                 }
                 if transition.effect != Effect::None {
-                    apply_effect(transaction, &payment_id, &transition, &actor)?;
+                    apply_effect(transaction, &payment_id, &transition, account, &actor)?;
                 }
-                save_leg(transaction, &payment_id, &transition.leg)?;
+                if existing.is_some() {
+                    update_leg(transaction, &payment_id, &transition.leg)?;
+                } else {
+                    insert_leg(transaction, &payment_id, &transition.leg)?;
+                }
                 Ok((transition.leg, true))
             })
             .await?;
@@ -513,11 +524,7 @@ fn load_account(
     account_number: &str,
 ) -> Result<Option<AccountRecord>, Failure> {
     connection
-        .query_row_cached(
-            &format!("{ACCOUNT_COLUMNS} WHERE account_number = ?1"),
-            [account_number],
-            account_from_row,
-        )
+        .query_row_cached(&ACCOUNT_BY_NUMBER, [account_number], account_from_row)
         .optional()
         .map_err(storage)
 }
@@ -540,6 +547,12 @@ fn account_by_request(
 
 const LEG_COLUMNS: &str = "SELECT payment_id, role, state, account_number, amount_minor, currency,
     decision_deadline_unix_ms, reason_code, reason FROM legs";
+
+// Statements every leg runs, formatted once (not per call: each call would allocate).
+static LEG_BY_KEY: LazyLock<String> =
+    LazyLock::new(|| format!("{LEG_COLUMNS} WHERE payment_id = ?1 AND role = ?2"));
+static ACCOUNT_BY_NUMBER: LazyLock<String> =
+    LazyLock::new(|| format!("{ACCOUNT_COLUMNS} WHERE account_number = ?1"));
 
 /// Raw columns of a leg row; decoded outside rusqlite so bad codes become our errors.
 type LegColumns = (
@@ -613,7 +626,7 @@ fn decode_leg(columns: LegColumns) -> Result<StoredLeg, Failure> {
 fn load_leg(connection: &Connection, payment_id: &str, role: Role) -> Result<Option<Leg>, Failure> {
     let row = connection
         .query_row_cached(
-            &format!("{LEG_COLUMNS} WHERE payment_id = ?1 AND role = ?2"),
+            &LEG_BY_KEY,
             params![payment_id, role.code()],
             stored_leg_from_row,
         )
@@ -622,19 +635,14 @@ fn load_leg(connection: &Connection, payment_id: &str, role: Role) -> Result<Opt
     row.transpose().map(|found| found.map(|stored| stored.leg))
 }
 
-fn save_leg(transaction: &Connection, payment_id: &str, leg: &Leg) -> Result<(), Failure> {
+fn insert_leg(transaction: &Connection, payment_id: &str, leg: &Leg) -> Result<(), Failure> {
     let now = now_unix_ms();
     let intent = leg.intent.as_ref();
     transaction
         .execute_cached(
             "INSERT INTO legs (payment_id, role, state, account_number, amount_minor, currency,
                  decision_deadline_unix_ms, reason_code, reason, created_unix_ms, updated_unix_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
-             ON CONFLICT (payment_id, role) DO UPDATE SET
-                 state = excluded.state,
-                 reason_code = excluded.reason_code,
-                 reason = excluded.reason,
-                 updated_unix_ms = excluded.updated_unix_ms",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
             params![
                 payment_id,
                 leg.role.code(),
@@ -652,18 +660,49 @@ fn save_leg(transaction: &Connection, payment_id: &str, leg: &Leg) -> Result<(),
     Ok(())
 }
 
+/// A stored leg's next state (its intent never changes once recorded).
+fn update_leg(transaction: &Connection, payment_id: &str, leg: &Leg) -> Result<(), Failure> {
+    let updated = transaction
+        .execute_cached(
+            "UPDATE legs SET state = ?3, reason_code = ?4, reason = ?5, updated_unix_ms = ?6
+             WHERE payment_id = ?1 AND role = ?2",
+            params![
+                payment_id,
+                leg.role.code(),
+                leg.state.code(),
+                leg.reason.as_ref().map(|reason| &reason.code),
+                leg.reason.as_ref().map(|reason| &reason.message),
+                now_unix_ms()
+            ],
+        )
+        .map_err(storage)?;
+    if updated != 1 {
+        return Err(Failure::internal(
+            "saving leg",
+            format!("payment {payment_id}: the leg read in this transaction is gone"),
+        ));
+    }
+    Ok(())
+}
+
+/// Moves the leg's money on its account. `read` is the account as this transaction already
+/// read it, if it did (a prepare); otherwise it is read here.
 fn apply_effect(
     transaction: &Connection,
     payment_id: &str,
     transition: &Transition,
+    read: Option<AccountRecord>,
     actor: &str,
 ) -> Result<(), Failure> {
     let intent =
         transition.leg.intent.as_ref().ok_or_else(|| {
             Failure::internal("apply effect", "effect on a leg without an account")
         })?;
-    let account = load_account(transaction, &intent.account_number)?
-        .ok_or_else(|| Failure::internal("apply effect", "account of a prepared leg vanished"))?;
+    let account = match read {
+        Some(account) if account.account_number == intent.account_number => Some(account),
+        _ => load_account(transaction, &intent.account_number)?,
+    }
+    .ok_or_else(|| Failure::internal("apply effect", "account of a prepared leg vanished"))?;
     let next = transition.effect.apply(account.funds)?;
     transaction
         .execute_cached(

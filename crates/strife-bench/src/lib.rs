@@ -247,7 +247,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 }
                 sequence += 1;
                 let request = pb::PayRequest {
-                    idempotency_key: format!("bench-{task}-{sequence}"),
+                    // Time-ordered, as the CLI's own keys are (UUIDv7).
+                    idempotency_key: format!("bench-{}", uuid::Uuid::now_v7()),
                     to_username: payee.clone(),
                     amount: Some(pb::Money {
                         amount_minor: 1 + (sequence % 100) as i64,

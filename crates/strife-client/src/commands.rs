@@ -315,7 +315,9 @@ fn payment_entry(
     }
     let currency = money::currency(currency)?;
     let amount_minor = money::parse_amount(amount, currency)?;
-    let idempotency_key = key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Time-ordered (UUIDv7): the gateway's idempotency index then grows at its right edge
+    // instead of taking a random page per payment.
+    let idempotency_key = key.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     validate_id("--key", &idempotency_key)?;
     Ok(OutboxEntry {
         idempotency_key,

@@ -40,7 +40,7 @@ pub async fn refund(
 ) -> anyhow::Result<u8> {
     let key = request
         .key
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     if let Err(error) = validate_id("--key", &key) {
         return Ok(usage(args, &error));
     }

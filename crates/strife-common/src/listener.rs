@@ -148,11 +148,13 @@ fn unregister_connection(id: u64) {
 }
 
 /// What tonic records about a connection accepted here (request extensions, inside
-/// `TlsConnectInfo`): its TCP addresses and its id in the per-peer table.
+/// `TlsConnectInfo`): its TCP addresses, its id in the per-peer table, and its peer's
+/// certificate as read once for all its requests (`tls::connection_identity`).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub tcp: TcpConnectInfo,
     pub id: u64,
+    pub(crate) peer: Arc<OnceLock<crate::tls::ParsedPeer>>,
 }
 
 /// Connections waiting for their first byte, oldest first, each with its eviction switch.
@@ -258,9 +260,14 @@ pub struct LimitedStream<S> {
     id: u64,
     _slot: Option<OwnedSemaphorePermit>,
     idle_timeout: Duration,
+    /// Last read or write that moved bytes. The timer is not re-armed on every one (that was
+    /// two timer-wheel operations per request): it fires at most once per `idle_timeout` and
+    /// then checks this.
+    last_activity: Instant,
     idle_deadline: Pin<Box<Sleep>>,
     /// Until the connection is attached to its peer: when it is closed if it has not been.
     attach_deadline: Option<Pin<Box<Sleep>>>,
+    peer: Arc<OnceLock<crate::tls::ParsedPeer>>,
 }
 
 impl<S> LimitedStream<S> {
@@ -280,18 +287,30 @@ impl<S> LimitedStream<S> {
             id: 0,
             _slot: slot,
             idle_timeout,
+            last_activity: Instant::now(),
             idle_deadline: Box::pin(tokio::time::sleep(idle_timeout)),
             attach_deadline: None,
+            peer: Arc::default(),
         }
     }
 
     fn touch(&mut self) {
-        let deadline = Instant::now() + self.idle_timeout;
-        self.idle_deadline.as_mut().reset(deadline);
+        self.last_activity = Instant::now();
     }
 
+    /// True once `idle_timeout` has passed since the last activity. When the timer fires
+    /// early (activity since it was armed), it is re-armed for the real deadline.
     fn idle_expired(&mut self, context: &mut Context<'_>) -> bool {
-        self.idle_deadline.as_mut().poll(context).is_ready()
+        loop {
+            if self.idle_deadline.as_mut().poll(context).is_pending() {
+                return false;
+            }
+            let due = self.last_activity + self.idle_timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.idle_deadline.as_mut().reset(due);
+        }
     }
 
     /// True once the first-request deadline has passed with the connection still not attached
@@ -390,6 +409,7 @@ impl Connected for LimitedStream<TcpStream> {
         ConnectionInfo {
             tcp: self.inner.connect_info(),
             id: self.id,
+            peer: Arc::clone(&self.peer),
         }
     }
 }

@@ -169,10 +169,55 @@ impl fmt::Display for PeerIdentity {
 /// already verified against our CA; a certificate on the installed revocation list
 /// (`revocation.rs`) has no identity.
 pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, Failure> {
-    let (_, certificate) = X509Certificate::from_der(der).map_err(|_| Failure::Unauthenticated)?;
-    if crate::revocation::is_serial_revoked(certificate.raw_serial()) {
-        return Err(Failure::Unauthenticated);
+    let parsed = ParsedPeer::of(der);
+    parsed.identity_now()
+}
+
+/// A connection's peer certificate, parsed once: its serial (checked against the revocation
+/// list on every request, so a list installed while the connection is open still counts) and
+/// the identity its subject names, if it names one.
+#[derive(Debug)]
+pub struct ParsedPeer {
+    serial: Vec<u8>,
+    identity: Option<PeerIdentity>,
+}
+
+impl ParsedPeer {
+    fn of(der: &[u8]) -> Self {
+        match X509Certificate::from_der(der) {
+            Ok((_, certificate)) => ParsedPeer {
+                serial: certificate.raw_serial().to_vec(),
+                identity: subject_identity(&certificate),
+            },
+            Err(_) => ParsedPeer {
+                serial: Vec::new(),
+                identity: None,
+            },
+        }
     }
+
+    fn identity_now(&self) -> Result<PeerIdentity, Failure> {
+        if crate::revocation::is_serial_revoked(&self.serial) {
+            return Err(Failure::Unauthenticated);
+        }
+        self.identity.clone().ok_or(Failure::Unauthenticated)
+    }
+}
+
+/// The verified peer of a connection accepted through `listener::bounded_incoming`: its
+/// certificate is parsed on the connection's first request and remembered for the rest.
+pub fn connection_identity(
+    info: &tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>,
+) -> Result<PeerIdentity, Failure> {
+    let certificates = info.peer_certs().ok_or(Failure::Unauthenticated)?;
+    let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
+    info.get_ref()
+        .peer
+        .get_or_init(|| ParsedPeer::of(leaf.as_ref()))
+        .identity_now()
+}
+
+fn subject_identity(certificate: &X509Certificate<'_>) -> Option<PeerIdentity> {
     let subject = certificate.subject();
     fn first_value<'a>(
         mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
@@ -182,22 +227,23 @@ pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, Failure> {
             .and_then(|attribute| attribute.as_str().ok())
             .map(str::to_owned)
     }
-    let name = first_value(subject.iter_common_name()).ok_or(Failure::Unauthenticated)?;
-    let unit = first_value(subject.iter_organizational_unit()).ok_or(Failure::Unauthenticated)?;
-    let role = PeerRole::from_organizational_unit(&unit).ok_or(Failure::Unauthenticated)?;
-    Ok(PeerIdentity { role, name })
+    let name = first_value(subject.iter_common_name())?;
+    let unit = first_value(subject.iter_organizational_unit())?;
+    let role = PeerRole::from_organizational_unit(&unit)?;
+    Some(PeerIdentity { role, name })
 }
 
 /// The verified peer of a request, or `Unauthenticated` when there is none.
 pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Failure> {
     // Servers accept through `listener::bounded_incoming`, whose connections carry
     // `ConnectionInfo`; tonic's own `peer_certs()` only knows plain TCP connections.
-    let certificates = request
+    if let Some(info) = request
         .extensions()
         .get::<tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>>()
-        .and_then(|info| info.peer_certs())
-        .or_else(|| request.peer_certs())
-        .ok_or(Failure::Unauthenticated)?;
+    {
+        return connection_identity(info);
+    }
+    let certificates = request.peer_certs().ok_or(Failure::Unauthenticated)?;
     let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
     identity_from_der(leaf.as_ref())
 }

@@ -17,7 +17,7 @@ use argon2::Argon2;
 use futures::future::BoxFuture;
 use strife_common::listener::ConnectionInfo;
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
+use strife_common::tls::{connection_identity, PeerIdentity, PeerRole};
 use strife_common::Failure;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::TlsConnectInfo;
@@ -665,13 +665,11 @@ fn header(request: &http::Request<tonic::body::Body>, key: &str) -> Option<Strin
 }
 
 fn peer_of(request: &http::Request<tonic::body::Body>) -> Result<PeerIdentity, Failure> {
-    let certificates = request
+    let info = request
         .extensions()
         .get::<TlsConnectInfo<ConnectionInfo>>()
-        .and_then(|info| info.peer_certs())
         .ok_or(Failure::Unauthenticated)?;
-    let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
-    identity_from_der(leaf.as_ref())
+    connection_identity(info)
 }
 
 /// What authorization needs from a request, taken out before any await (the body is not

@@ -7,7 +7,7 @@
 //! grow with the history.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -64,6 +64,17 @@ INSERT INTO settlement_windows (window_id, opened_unix_ms)
     SELECT 1, CAST(strftime('%s', 'now') AS INTEGER) * 1000
     WHERE NOT EXISTS (SELECT 1 FROM settlement_windows);
 "
+    };
+}
+
+/// The columns [`payment_from_row`] decodes, in its order (a macro so that `SELECT` and
+/// `RETURNING` clauses can be built from it at compile time).
+macro_rules! payment_fields {
+    () => {
+        "seq, payment_id, idempotency_key, from_user, from_bank,
+    from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
+    reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
+    coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
     };
 }
 
@@ -188,7 +199,66 @@ const MIGRATIONS: &[Migration] = &[
 pub struct SqliteGatewayStore {
     writer: GroupCommit,
     reader: Reader,
+    acknowledgements: Arc<AckQueue>,
     _checkpointer: strife_common::sqlite::Checkpointer,
+}
+
+/// Phase-2 acknowledgements waiting for the writer. Concurrent payments' acknowledgements are
+/// written by one write (one job, one savepoint) instead of one each: a write is queued only
+/// when none is queued yet, and it takes everything waiting when it runs.
+#[derive(Default)]
+struct AckQueue {
+    waiting: Mutex<Vec<(String, bool, bool)>>,
+    write_queued: std::sync::atomic::AtomicBool,
+}
+
+impl AckQueue {
+    /// Adds one; true if the caller must queue the write that takes it.
+    fn push(&self, payment_id: String, debit: bool, credit: bool) -> bool {
+        self.lock().push((payment_id, debit, credit));
+        !self
+            .write_queued
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    /// Everything waiting, for the write now running. The flag is cleared first, so an
+    /// acknowledgement added after this never waits for a write that will not come.
+    fn take(&self) -> Vec<(String, bool, bool)> {
+        self.write_queued
+            .store(false, std::sync::atomic::Ordering::Release);
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(String, bool, bool)>> {
+        // A push or take cannot leave the list half changed.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Owned by the queued acknowledgement write: if the write is dropped without running (its
+/// batch failed before it), the next acknowledgement queues a new one.
+struct AckWriteQueued {
+    queue: Arc<AckQueue>,
+    taken: bool,
+}
+
+impl AckWriteQueued {
+    fn take(&mut self) -> Vec<(String, bool, bool)> {
+        self.taken = true;
+        self.queue.take()
+    }
+}
+
+impl Drop for AckWriteQueued {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.queue
+                .write_queued
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
 }
 
 /// The read connection. Point lookups run on the caller's thread (they take microseconds, less
@@ -235,6 +305,7 @@ impl SqliteGatewayStore {
         Ok(SqliteGatewayStore {
             writer,
             reader: Reader(Arc::new(Mutex::new(reader))),
+            acknowledgements: Arc::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -357,7 +428,7 @@ fn load_position(
 ) -> Result<PositionRecord, Failure> {
     Ok(connection
         .query_row_cached(
-            &format!("{POSITION_COLUMNS} WHERE bank_id = ?1 AND currency = ?2"),
+            &POSITION_BY_KEY,
             params![bank_id, currency],
             position_from_row,
         )
@@ -441,11 +512,7 @@ fn load_window(connection: &Connection, window_id: i64) -> Result<Option<WindowR
 /// every close opens the next).
 fn open_window(connection: &Connection) -> Result<WindowRecord, Failure> {
     connection
-        .query_row_cached(
-            &format!("{WINDOW_COLUMNS} WHERE closed_unix_ms IS NULL"),
-            [],
-            window_from_row,
-        )
+        .query_row_cached(&OPEN_WINDOW, [], window_from_row)
         .optional()
         .map_err(storage)?
         .ok_or_else(|| Failure::internal("settlement", "no settlement window is open"))
@@ -453,6 +520,18 @@ fn open_window(connection: &Connection) -> Result<WindowRecord, Failure> {
 
 const TOTAL_COLUMNS: &str =
     "SELECT payer_bank, payee_bank, currency, amount_minor, payments FROM settlement_totals";
+
+// Statements every payment runs, formatted once (not per call: each call would allocate).
+static POSITION_BY_KEY: LazyLock<String> =
+    LazyLock::new(|| format!("{POSITION_COLUMNS} WHERE bank_id = ?1 AND currency = ?2"));
+static OPEN_WINDOW: LazyLock<String> =
+    LazyLock::new(|| format!("{WINDOW_COLUMNS} WHERE closed_unix_ms IS NULL"));
+static TOTAL_BY_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{TOTAL_COLUMNS} WHERE window_id = ?1 AND payer_bank = ?2 AND payee_bank = ?3
+         AND currency = ?4"
+    )
+});
 
 fn total_from_row(row: &Row<'_>) -> rusqlite::Result<BilateralTotal> {
     Ok(BilateralTotal {
@@ -492,10 +571,7 @@ fn add_to_window(
 ) -> Result<(), Failure> {
     let total = connection
         .query_row_cached(
-            &format!(
-                "{TOTAL_COLUMNS} WHERE window_id = ?1 AND payer_bank = ?2 AND payee_bank = ?3
-                 AND currency = ?4"
-            ),
+            &TOTAL_BY_KEY,
             params![
                 window_id,
                 payment.from.bank_id,
@@ -742,9 +818,22 @@ impl GatewayStore for SqliteGatewayStore {
             }
             let attempt = claim_for_attempt(transaction, attempt)?;
             insert_payment(transaction, &attempt)?;
-            let recorded = load_payment(transaction, &attempt.payment_id)?
-                .ok_or_else(|| Failure::internal("begin payment", "inserted payment vanished"))?;
-            Ok(Begun::Started(recorded))
+            // The row just inserted, without reading it back: a new attempt is PENDING with
+            // nothing decided, acknowledged or refunded, and `seq` is the rowid SQLite chose.
+            Ok(Begun::Started(PaymentRecord {
+                seq: transaction.last_insert_rowid(),
+                status: PaymentStatus::Pending,
+                reason_code: None,
+                reason: None,
+                debit_acked: false,
+                credit_acked: false,
+                decided_unix_ms: None,
+                decision_seq: None,
+                refunded_minor: 0,
+                refund_pending_minor: 0,
+                window_id: None,
+                ..attempt
+            }))
         })
         .await
     }
@@ -764,49 +853,74 @@ impl GatewayStore for SqliteGatewayStore {
         let reason = reason.map(str::to_owned);
         self.writer.run(move |transaction| {
             let window = open_window(transaction)?;
-            let decided = transaction
-                .execute_cached(
+            let decided_now = transaction
+                .query_row_cached(
                     // The writer thread runs one transaction at a time, so MAX + 1 is the next
                     // position and positions become visible in order (watchers rely on it).
-                    "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
+                    // RETURNING hands back the decided row in the same statement: a row only
+                    // when this write decided it.
+                    concat!(
+                        "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
                          decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
                                          WHERE decision_seq IS NOT NULL),
                          window_id = ?6
-                     WHERE payment_id = ?1 AND status = 1",
+                     WHERE payment_id = ?1 AND status = 1 RETURNING ",
+                        payment_fields!()
+                    ),
                     params![payment_id, status.code(), reason_code, reason, now_unix_ms(), window.window_id],
+                    payment_from_row,
                 )
-                .map_err(storage)?;
-            let record = load_payment(transaction, &payment_id)?
-                .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist")))?;
-            if decided == 1 {
-                // This write decided it: settlement moves with the decision (and only here).
-                apply_decision(transaction, &record, window.window_id)?;
+                .optional()
+                .map_err(storage)?
+                .transpose()?;
+            match decided_now {
+                Some(record) => {
+                    // This write decided it: settlement moves with the decision (and only here).
+                    apply_decision(transaction, &record, window.window_id)?;
+                    Ok(record)
+                }
+                // Decided before (single assignment) or unknown: the stored row is the answer.
+                None => load_payment(transaction, &payment_id)?.ok_or_else(|| {
+                    Failure::NotFound(format!("payment {payment_id} does not exist"))
+                }),
             }
-            Ok(record)
         })
         .await
     }
 
     /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). Not
     /// fsynced on its own: a lost acknowledgement only makes the retrier re-send a decision.
+    /// Acknowledgements arriving together are written by one write ([`AckQueue`]); a call
+    /// that joins a write already queued returns at once, before that write commits.
     async fn acknowledge(
         &self,
         payment_id: &str,
         debit: bool,
         credit: bool,
     ) -> Result<(), Failure> {
-        let payment_id = payment_id.to_owned();
-        self.writer.run_with(Durability::Relaxed, move |transaction| {
-            transaction
-                .execute_cached(
-                    "UPDATE payments SET debit_acked = MAX(debit_acked, ?2), credit_acked = MAX(credit_acked, ?3)
-                     WHERE payment_id = ?1 AND status != 1",
-                    params![payment_id, debit, credit],
-                )
-                .map_err(storage)?;
-            Ok(())
-        })
-        .await
+        let queue = &self.acknowledgements;
+        if !queue.push(payment_id.to_owned(), debit, credit) {
+            return Ok(());
+        }
+        let mut queued = AckWriteQueued {
+            queue: Arc::clone(queue),
+            taken: false,
+        };
+        self.writer
+            .run_with(Durability::Relaxed, move |transaction| {
+                for (payment_id, debit, credit) in queued.take() {
+                    transaction
+                        .execute_cached(
+                            "UPDATE payments SET debit_acked = MAX(debit_acked, ?2),
+                                 credit_acked = MAX(credit_acked, ?3)
+                             WHERE payment_id = ?1 AND status != 1",
+                            params![payment_id, debit, credit],
+                        )
+                        .map_err(storage)?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
@@ -1060,11 +1174,7 @@ impl GatewayStore for SqliteGatewayStore {
     }
 }
 
-const PAYMENT_COLUMNS: &str = "SELECT seq, payment_id, idempotency_key, from_user, from_bank,
-    from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
-    reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-    coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id
-    FROM payments";
+const PAYMENT_COLUMNS: &str = concat!("SELECT ", payment_fields!(), " FROM payments");
 
 /// A payment still needing its coordinator: undecided, or a leg has not acknowledged. Matches
 /// the partial index `payments_unfinished_by_coordinator` word for word, so SQLite uses it.
@@ -1137,7 +1247,11 @@ fn load_payment(
 ) -> Result<Option<PaymentRecord>, Failure> {
     connection
         .query_row_cached(
-            &format!("{PAYMENT_COLUMNS} WHERE payment_id = ?1"),
+            concat!(
+                "SELECT ",
+                payment_fields!(),
+                " FROM payments WHERE payment_id = ?1"
+            ),
             [payment_id],
             payment_from_row,
         )

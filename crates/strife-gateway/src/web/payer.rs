@@ -264,7 +264,7 @@ fn pay_form(session: &Session, accounts: &[pb::AccountBalance], draft: &PayDraft
          <label>Memo <input name=\"memo\" value=\"{memo}\"></label>\
          <button type=\"submit\" id=\"pay-button\">Pay</button></form>",
         csrf = csrf_field(session),
-        key = uuid::Uuid::new_v4(),
+        key = uuid::Uuid::now_v7(),
         to = escape(&draft.to),
         amount = escape(&draft.amount),
         memo = escape(&draft.memo),
@@ -631,7 +631,7 @@ fn payment_page(
              <button type=\"submit\">Refund</button></form>",
             id = escape(&payment.payment_id),
             csrf = csrf_field(session),
-            key = uuid::Uuid::new_v4(),
+            key = uuid::Uuid::now_v7(),
         );
     }
     body.push_str("<p><a href=\"/history\">Back to history</a></p>");
