@@ -200,6 +200,7 @@ pub struct SqliteGatewayStore {
     writer: GroupCommit,
     reader: Reader,
     acknowledgements: Arc<AckQueue>,
+    directory: directory::Directory,
     _checkpointer: strife_common::sqlite::Checkpointer,
 }
 
@@ -306,6 +307,7 @@ impl SqliteGatewayStore {
             writer,
             reader: Reader(Arc::new(Mutex::new(reader))),
             acknowledgements: Arc::default(),
+            directory: directory::Directory::default(),
             _checkpointer: checkpointer,
         })
     }
@@ -522,6 +524,11 @@ const TOTAL_COLUMNS: &str =
     "SELECT payer_bank, payee_bank, currency, amount_minor, payments FROM settlement_totals";
 
 // Statements every payment runs, formatted once (not per call: each call would allocate).
+static ACCOUNTS_OF_USER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{ACCOUNT_COLUMNS} WHERE username = ?1 ORDER BY linked_unix_ms, bank_id, account_number"
+    )
+});
 static POSITION_BY_KEY: LazyLock<String> =
     LazyLock::new(|| format!("{POSITION_COLUMNS} WHERE bank_id = ?1 AND currency = ?2"));
 static OPEN_WINDOW: LazyLock<String> =
@@ -649,11 +656,18 @@ impl GatewayStore for SqliteGatewayStore {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        self.directory.changed();
+        Ok(())
     }
 
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, Failure> {
-        self.lock()
+        if let Some(user) = self.directory.user(username) {
+            return Ok(Some(user));
+        }
+        let generation = self.directory.generation();
+        let user = self
+            .lock()
             .query_row_cached(
                 "SELECT username, role, password_hash FROM users WHERE username = ?1",
                 [username],
@@ -666,7 +680,11 @@ impl GatewayStore for SqliteGatewayStore {
                 },
             )
             .optional()
-            .map_err(storage)
+            .map_err(storage)?;
+        if let Some(user) = &user {
+            self.directory.keep_user(generation, user);
+        }
+        Ok(user)
     }
 
     async fn login(&self, username: &str) -> Result<Option<SharedLogin>, Failure> {
@@ -739,21 +757,29 @@ impl GatewayStore for SqliteGatewayStore {
                 .map_err(storage)?;
             Ok(())
         })
-        .await
+        .await?;
+        self.directory.changed();
+        Ok(())
     }
 
     async fn accounts_of(&self, username: &str) -> Result<Vec<LinkedAccount>, Failure> {
-        let connection = self.lock();
-        let mut statement = connection
-            .prepare_cached(&format!(
-                "{ACCOUNT_COLUMNS} WHERE username = ?1
-                 ORDER BY linked_unix_ms, bank_id, account_number"
-            ))
-            .map_err(storage)?;
-        let rows = statement
-            .query_map([username], account_from_row)
-            .map_err(storage)?;
-        rows.collect::<Result<_, _>>().map_err(storage)
+        if let Some(accounts) = self.directory.accounts(username) {
+            return Ok(accounts);
+        }
+        let generation = self.directory.generation();
+        let accounts: Vec<LinkedAccount> = {
+            let connection = self.lock();
+            let mut statement = connection
+                .prepare_cached(&ACCOUNTS_OF_USER)
+                .map_err(storage)?;
+            let rows = statement
+                .query_map([username], account_from_row)
+                .map_err(storage)?;
+            rows.collect::<Result<_, _>>().map_err(storage)?
+        };
+        self.directory
+            .keep_accounts(generation, username, &accounts);
+        Ok(accounts)
     }
 
     /// Records a payment attempt under `(from user, key)`, or reports what the key already has.
@@ -1347,5 +1373,6 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
     Ok(())
 }
 
+mod directory;
 #[cfg(test)]
 mod tests;

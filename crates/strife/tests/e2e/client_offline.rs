@@ -135,12 +135,28 @@ async fn a_queued_payment_the_gateway_refuses_is_reported_failed_and_never_retri
         .as_str()
         .unwrap()
         .contains("insufficient funds"));
-    let pays_before = network.gateway_log().matches("Gateway/Pay").count();
+    // The log is written shortly after each request: wait for the first sync's line, then
+    // for a later request's line, so everything before it is in the file.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            network.gateway_log().contains("Gateway/Pay")
+        })
+        .await
+    );
+    let logged_before = network.gateway_log().len();
     let (code, again) = network.client("alice", &["sync"]);
     assert_eq!((code, again["results"].as_array().unwrap().len()), (0, 0));
-    assert_eq!(
-        network.gateway_log().matches("Gateway/Pay").count(),
-        pays_before,
+    let (code, _) = network.client("alice", &["balance"]);
+    assert_eq!(code, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            network.gateway_log()[logged_before..].contains("Gateway/GetBalances")
+        })
+        .await,
+        "the marker request never reached the log"
+    );
+    assert!(
+        !network.gateway_log()[logged_before..].contains("Gateway/Pay"),
         "never retried"
     );
     assert_eq!(network.available_minor("alice"), 10_000);
