@@ -48,9 +48,12 @@ struct BankHandle {
     decisions: DecisionQueue,
 }
 
-/// Batch RPCs to one bank in flight at once; while all are busy, new work queues and goes out
-/// together in the next batch — so batches grow with load and add no wait when idle.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Batch RPCs of one kind (prepares, decisions) to one bank in flight at once; while it is
+/// busy, new work queues and goes out together in the next batch — so batches grow with load
+/// and add no wait when idle. One, not two: every batch costs the bank a commit and its
+/// fsync (≈ a quarter of a bank's CPU on this VM), and two in flight made twice as many
+/// half-size batches for the same throughput and p99 (docs/BENCHMARKS.md).
+const BATCHES_IN_FLIGHT: usize = 1;
 /// Work waiting for a bank's batcher before callers feel back-pressure.
 const BATCH_QUEUE: usize = 8_192;
 
