@@ -224,6 +224,27 @@ pub struct PaymentRecord {
     pub window_id: Option<i64>,
 }
 
+impl PaymentRecord {
+    /// A new attempt as a store records it: PENDING, nothing decided, acknowledged or
+    /// refunded yet, at log position `seq` (which only the store knows).
+    pub fn recorded_at(&self, seq: i64) -> PaymentRecord {
+        PaymentRecord {
+            seq,
+            status: PaymentStatus::Pending,
+            reason_code: None,
+            reason: None,
+            debit_acked: false,
+            credit_acked: false,
+            decided_unix_ms: None,
+            decision_seq: None,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            window_id: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begun {

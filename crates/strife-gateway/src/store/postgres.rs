@@ -730,7 +730,7 @@ async fn insert_payment<C: GenericClient>(
         )
         .await
         .map_err(failed)?;
-    Ok(recorded(attempt, column(&row, 0)?))
+    Ok(attempt.recorded_at(column(&row, 0)?))
 }
 
 async fn load_payment<C: GenericClient>(
@@ -751,21 +751,6 @@ async fn load_payment<C: GenericClient>(
         .as_ref()
         .map(payment_from_row)
         .transpose()
-}
-
-/// The attempt as stored once recorded: the store only adds its `seq`.
-fn recorded(attempt: &PaymentRecord, seq: i64) -> PaymentRecord {
-    PaymentRecord {
-        seq,
-        status: PaymentStatus::Pending,
-        reason_code: None,
-        reason: None,
-        debit_acked: false,
-        credit_acked: false,
-        decided_unix_ms: None,
-        decision_seq: None,
-        ..attempt.clone()
-    }
 }
 
 impl PostgresGatewayStore {

@@ -844,22 +844,9 @@ impl GatewayStore for SqliteGatewayStore {
             }
             let attempt = claim_for_attempt(transaction, attempt)?;
             insert_payment(transaction, &attempt)?;
-            // The row just inserted, without reading it back: a new attempt is PENDING with
-            // nothing decided, acknowledged or refunded, and `seq` is the rowid SQLite chose.
-            Ok(Begun::Started(PaymentRecord {
-                seq: transaction.last_insert_rowid(),
-                status: PaymentStatus::Pending,
-                reason_code: None,
-                reason: None,
-                debit_acked: false,
-                credit_acked: false,
-                decided_unix_ms: None,
-                decision_seq: None,
-                refunded_minor: 0,
-                refund_pending_minor: 0,
-                window_id: None,
-                ..attempt
-            }))
+            // The row just inserted, without reading it back: `seq` is the rowid SQLite chose.
+            let seq = transaction.last_insert_rowid();
+            Ok(Begun::Started(attempt.recorded_at(seq)))
         })
         .await
     }

@@ -21,7 +21,7 @@ use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
 use super::batch::{rounds, Item};
-use super::{column, recorded, retry_conflicts, settle, Server};
+use super::{column, retry_conflicts, settle, Server};
 use crate::payment;
 use crate::settlement;
 use crate::store::PaymentRecord;
@@ -292,7 +292,7 @@ async fn insert_attempts<C: GenericClient>(
             let attempt = by_id.get(payment_id.as_str()).ok_or_else(|| {
                 Failure::internal("idempotency", "an inserted attempt was not asked for")
             })?;
-            Ok(recorded(attempt, column(row, 1)?))
+            Ok(attempt.recorded_at(column(row, 1)?))
         })
         .collect()
 }
