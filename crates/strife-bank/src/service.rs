@@ -71,6 +71,57 @@ impl BankService {
         })
     }
 
+    /// Every prepare of a batch, all at once so their writes share one group commit (one
+    /// fsync); each answered as its single call would have been, in order.
+    async fn prepare_all(
+        &self,
+        prepares: &[pb::PrepareRequest],
+        actor: &str,
+    ) -> Vec<pb::PrepareBatchResult> {
+        futures::future::join_all(prepares.iter().map(|item| self.prepare_one(item, actor)))
+            .await
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(response) => pb::PrepareBatchResult {
+                    response: Some(response),
+                    error: None,
+                },
+                Err(failure) => pb::PrepareBatchResult {
+                    response: None,
+                    error: Some(item_error(failure)),
+                },
+            })
+            .collect()
+    }
+
+    /// Every phase-2 decision of a batch, like [`BankService::prepare_all`].
+    async fn finish_all(
+        &self,
+        decisions: &[pb::LegDecision],
+        actor: &str,
+    ) -> Vec<pb::FinishBatchResult> {
+        futures::future::join_all(decisions.iter().map(|decision| async {
+            let leg = decision
+                .leg
+                .as_ref()
+                .ok_or_else(|| Failure::invalid_field("leg", "leg is required"))?;
+            self.finish_one(leg, decision.commit, actor).await
+        }))
+        .await
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(status) => pb::FinishBatchResult {
+                status: Some(status),
+                error: None,
+            },
+            Err(failure) => pb::FinishBatchResult {
+                status: None,
+                error: Some(item_error(failure)),
+            },
+        })
+        .collect()
+    }
+
     /// Phase 2 for one leg: commit (`commit = true`) or abort.
     async fn finish_one(
         &self,
@@ -348,23 +399,7 @@ impl Bank for BankService {
         let actor = caller_of(&request);
         let prepares = &request.get_ref().prepares;
         check_batch_size("prepares", prepares.len())?;
-        // All items run at once, so their writes share one group commit (one fsync).
-        let outcomes =
-            futures::future::join_all(prepares.iter().map(|item| self.prepare_one(item, &actor)))
-                .await;
-        let results = outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok(response) => pb::PrepareBatchResult {
-                    response: Some(response),
-                    error: None,
-                },
-                Err(failure) => pb::PrepareBatchResult {
-                    response: None,
-                    error: Some(item_error(failure)),
-                },
-            })
-            .collect();
+        let results = self.prepare_all(prepares, &actor).await;
         Ok(Response::new(pb::PrepareBatchResponse { results }))
     }
 
@@ -375,28 +410,39 @@ impl Bank for BankService {
         let actor = caller_of(&request);
         let decisions = &request.get_ref().decisions;
         check_batch_size("decisions", decisions.len())?;
-        let outcomes = futures::future::join_all(decisions.iter().map(|decision| async {
-            let leg = decision
-                .leg
-                .as_ref()
-                .ok_or_else(|| Failure::invalid_field("leg", "leg is required"))?;
-            self.finish_one(leg, decision.commit, &actor).await
-        }))
-        .await;
-        let results = outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok(status) => pb::FinishBatchResult {
-                    status: Some(status),
-                    error: None,
-                },
-                Err(failure) => pb::FinishBatchResult {
-                    status: None,
-                    error: Some(item_error(failure)),
-                },
-            })
-            .collect();
+        let results = self.finish_all(decisions, &actor).await;
         Ok(Response::new(pb::FinishBatchResponse { results }))
+    }
+
+    async fn leg_batch(
+        &self,
+        request: Request<pb::LegBatchRequest>,
+    ) -> Result<Response<pb::LegBatchResponse>, Status> {
+        let actor = caller_of(&request);
+        let body = request.get_ref();
+        if body.prepares.len().saturating_add(body.decisions.len()) > BANK_BATCH_ITEMS {
+            // Named after the list that goes past the limit once the prepares are counted.
+            let field = if body.prepares.len() > BANK_BATCH_ITEMS {
+                "prepares"
+            } else {
+                "decisions"
+            };
+            return Err(Failure::invalid_field(
+                field,
+                format!("prepares and decisions together carry at most {BANK_BATCH_ITEMS} items"),
+            )
+            .into());
+        }
+        // Both kinds at once: their writes share one group commit (one fsync).
+        let (prepares, decisions) = futures::future::join(
+            self.prepare_all(&body.prepares, &actor),
+            self.finish_all(&body.decisions, &actor),
+        )
+        .await;
+        Ok(Response::new(pb::LegBatchResponse {
+            prepares,
+            decisions,
+        }))
     }
 
     async fn get_leg(

@@ -15,12 +15,12 @@
 //! pointing a bank id at someone else's server gets a refused TLS handshake, never a prepare.
 //!
 //! The coordinator's prepares and phase-2 decisions go through a per-bank batcher: concurrent
-//! payments' legs for the same bank travel in one `PrepareBatch` / `FinishBatch` RPC (and so
-//! one group commit at the bank), which is what lets throughput grow past one RPC per leg.
+//! payments' legs for the same bank, of both kinds, travel in one `LegBatch` RPC (and so one
+//! group commit at the bank), which is what lets throughput grow past one RPC per leg.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -31,39 +31,34 @@ use strife_common::limits::{BANK_CALL_TIMEOUT, ETCD_CALL_TIMEOUT, GATEWAY_BATCH_
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-type PrepareQueue = mpsc::Sender<Pending<pb::PrepareRequest, pb::PrepareResponse>>;
-type DecisionQueue = mpsc::Sender<Pending<pb::LegDecision, pb::LegStatus>>;
+/// A bank's work queue: both kinds of leg work go out together ([`LegWork`]).
+type WorkQueue = mpsc::Sender<LegWork>;
 
 struct BankHandle {
     address: String,
     channel: Channel,
-    prepares: PrepareQueue,
-    decisions: DecisionQueue,
+    work: WorkQueue,
 }
 
-/// Batch RPCs of one kind (prepares, decisions) to one bank in flight at once; while it is
-/// busy, new work queues and goes out together in the next batch — so batches grow with load
-/// and add no wait when idle. One, not two: every batch costs the bank a commit and its
-/// fsync (≈ a quarter of a bank's CPU on this VM), and two in flight made twice as many
-/// half-size batches for the same throughput and p99 (docs/BENCHMARKS.md).
-const BATCHES_IN_FLIGHT: usize = 1;
 /// Work waiting for a bank's batcher before callers feel back-pressure.
 const BATCH_QUEUE: usize = 8_192;
 
-/// One caller's item in a batch and where its answer goes.
-struct Pending<Request, Response> {
-    request: Request,
-    reply: oneshot::Sender<Result<Response, Status>>,
+type Reply<T> = oneshot::Sender<Result<T, Status>>;
+
+/// One leg's work for a bank and where its answer goes.
+enum LegWork {
+    Prepare(pb::PrepareRequest, Reply<pb::PrepareResponse>),
+    Decide(pb::LegDecision, Reply<pb::LegStatus>),
 }
 
-/// One batch item's answer: its value, or its failure as the single call would have said it.
+/// One item's answer: its value, or its failure as the single call would have said it.
 fn item_result<T>(value: Option<T>, error: Option<pb::ItemError>) -> Result<T, Status> {
     match (value, error) {
         (_, Some(error)) => Err(item_status(error)),
@@ -90,101 +85,128 @@ fn item_status(error: pb::ItemError) -> Status {
     status
 }
 
-/// Runs a bank's batcher until its handle (the last sender) is dropped: takes what is queued
-/// (up to [`GATEWAY_BATCH_ITEMS`]), sends it as one RPC, and hands each caller its own answer.
-fn spawn_batcher<Request, Response, Send_, Fut>(
-    mut queue: mpsc::Receiver<Pending<Request, Response>>,
-    send: Send_,
-) where
-    Request: Send + 'static,
-    Response: Send + 'static,
-    Send_: Fn(Vec<Request>) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Vec<Result<Response, Status>>, Status>>
-        + Send
-        + 'static,
-{
-    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+/// What a bank's batcher sends next: every prepare and decision queued for it (up to
+/// [`GATEWAY_BATCH_ITEMS`] together), with their callers.
+#[derive(Default)]
+struct Batch {
+    prepares: Vec<pb::PrepareRequest>,
+    prepare_replies: Vec<Reply<pb::PrepareResponse>>,
+    decisions: Vec<pb::LegDecision>,
+    decision_replies: Vec<Reply<pb::LegStatus>>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.prepares.len() + self.decisions.len()
+    }
+
+    fn push(&mut self, work: LegWork) {
+        match work {
+            LegWork::Prepare(request, reply) => {
+                self.prepares.push(request);
+                self.prepare_replies.push(reply);
+            }
+            LegWork::Decide(request, reply) => {
+                self.decisions.push(request);
+                self.decision_replies.push(reply);
+            }
+        }
+    }
+
+    /// Sends the batch as one `LegBatch` RPC and hands each caller its own answer.
+    async fn send(self, client: &mut BankClient<Channel>, bank_id: &str) {
+        let Batch {
+            prepares,
+            prepare_replies,
+            decisions,
+            decision_replies,
+        } = self;
+        match client
+            .leg_batch(pb::LegBatchRequest {
+                prepares,
+                decisions,
+            })
+            .await
+        {
+            Ok(response) => {
+                let response = response.into_inner();
+                answer(prepare_replies, response.prepares, |result| {
+                    item_result(result.response, result.error)
+                });
+                answer(decision_replies, response.decisions, |result| {
+                    item_result(result.status, result.error)
+                });
+            }
+            Err(status) => {
+                // A bank from before `LegBatch` ran none of the items: say what to fix.
+                let status = if status.code() == Code::Unimplemented {
+                    Status::unimplemented(format!(
+                        "bank {bank_id} does not serve LegBatch ({}): upgrade the bank to the \
+                         gateway's version",
+                        status.message()
+                    ))
+                } else {
+                    status
+                };
+                for reply in prepare_replies {
+                    let _ = reply.send(Err(status.clone()));
+                }
+                for reply in decision_replies {
+                    let _ = reply.send(Err(status.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Hands each caller its item's answer, in order; a bank that answered a different number of
+/// items than it was sent gets all of them failed (which answer is whose is unknown).
+fn answer<Item, T>(
+    replies: Vec<Reply<T>>,
+    results: Vec<Item>,
+    read: impl Fn(Item) -> Result<T, Status>,
+) {
+    if results.len() != replies.len() {
+        for reply in replies {
+            let _ = reply.send(Err(Failure::internal(
+                "bank batch",
+                "the bank answered with the wrong number of results",
+            )
+            .into()));
+        }
+        return;
+    }
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(read(result));
+    }
+}
+
+/// Runs a bank's batcher until its handle (the last sender) is dropped. One batch is in flight
+/// at a time; while it is, new work queues and goes out together in the next — so batches grow
+/// with load and add no wait when idle. Prepares and decisions travel in the same batch
+/// because every batch costs the bank a commit and its fsync (≈ a quarter of a bank's CPU on
+/// this VM): one stream of batches instead of one per kind halves them (docs/BENCHMARKS.md).
+fn spawn_batcher(mut queue: mpsc::Receiver<LegWork>, channel: &Channel, bank_id: String) {
+    let mut client = BankClient::new(channel.clone());
     tokio::spawn(async move {
         while let Some(first) = queue.recv().await {
-            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-                return;
-            };
-            let mut batch = vec![first];
+            let mut batch = Batch::default();
+            batch.push(first);
             while batch.len() < GATEWAY_BATCH_ITEMS {
                 match queue.try_recv() {
-                    Ok(item) => batch.push(item),
+                    Ok(work) => batch.push(work),
                     Err(_) => break,
                 }
             }
-            let (requests, replies): (Vec<Request>, Vec<_>) = batch
-                .into_iter()
-                .map(|pending| (pending.request, pending.reply))
-                .unzip();
-            let call = send(requests);
-            tokio::spawn(async move {
-                match call.await {
-                    Ok(results) if results.len() == replies.len() => {
-                        for (reply, result) in replies.into_iter().zip(results) {
-                            let _ = reply.send(result);
-                        }
-                    }
-                    Ok(_) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(Failure::internal(
-                                "bank batch",
-                                "the bank answered with the wrong number of results",
-                            )
-                            .into()));
-                        }
-                    }
-                    Err(status) => {
-                        for reply in replies {
-                            let _ = reply.send(Err(status.clone()));
-                        }
-                    }
-                }
-                drop(permit);
-            });
+            batch.send(&mut client, &bank_id).await;
         }
     });
 }
 
-fn start_batchers(channel: &Channel) -> (PrepareQueue, DecisionQueue) {
-    let (prepares, prepare_queue) = mpsc::channel(BATCH_QUEUE);
-    let client = BankClient::new(channel.clone());
-    spawn_batcher(prepare_queue, move |requests: Vec<pb::PrepareRequest>| {
-        let mut client = client.clone();
-        async move {
-            let response = client
-                .prepare_batch(pb::PrepareBatchRequest { prepares: requests })
-                .await?;
-            Ok(response
-                .into_inner()
-                .results
-                .into_iter()
-                .map(|result| item_result(result.response, result.error))
-                .collect())
-        }
-    });
-    let (decisions, decision_queue) = mpsc::channel(BATCH_QUEUE);
-    let client = BankClient::new(channel.clone());
-    spawn_batcher(decision_queue, move |requests: Vec<pb::LegDecision>| {
-        let mut client = client.clone();
-        async move {
-            let response = client
-                .finish_batch(pb::FinishBatchRequest {
-                    decisions: requests,
-                })
-                .await?;
-            Ok(response
-                .into_inner()
-                .results
-                .into_iter()
-                .map(|result| item_result(result.status, result.error))
-                .collect())
-        }
-    });
-    (prepares, decisions)
+fn start_batcher(channel: &Channel, bank_id: &str) -> WorkQueue {
+    let (work, queue) = mpsc::channel(BATCH_QUEUE);
+    spawn_batcher(queue, channel, bank_id.to_owned());
+    work
 }
 
 /// Most bank ids remembered as "registered at some point" ([`BankRegistry::ever_registered`]);
@@ -284,10 +306,10 @@ impl BankRegistry {
         bank_id: &str,
         request: pb::PrepareRequest,
     ) -> Result<pb::PrepareResponse, Status> {
-        let queue = self.handle(bank_id, |handle| handle.prepares.clone())?;
+        let queue = self.handle(bank_id, |handle| handle.work.clone())?;
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Pending { request, reply })
+            .send(LegWork::Prepare(request, reply))
             .await
             .map_err(|_| went_away(bank_id))?;
         answer.await.map_err(|_| went_away(bank_id))?
@@ -300,14 +322,14 @@ impl BankRegistry {
         leg: pb::LegRequest,
         commit: bool,
     ) -> Result<pb::LegStatus, Status> {
-        let queue = self.handle(bank_id, |handle| handle.decisions.clone())?;
+        let queue = self.handle(bank_id, |handle| handle.work.clone())?;
         let (reply, answer) = oneshot::channel();
         let request = pb::LegDecision {
             leg: Some(leg),
             commit,
         };
         queue
-            .send(Pending { request, reply })
+            .send(LegWork::Decide(request, reply))
             .await
             .map_err(|_| went_away(bank_id))?;
         answer.await.map_err(|_| went_away(bank_id))?
@@ -348,14 +370,13 @@ impl BankRegistry {
             Ok(endpoint) => {
                 tracing::info!(bank_id = %entry.id, address = %entry.address, "bank available");
                 let channel = endpoint.connect_lazy();
-                let (prepares, decisions) = start_batchers(&channel);
+                let work = start_batcher(&channel, &entry.id);
                 banks.insert(
                     entry.id,
                     BankHandle {
                         address: entry.address,
                         channel,
-                        prepares,
-                        decisions,
+                        work,
                     },
                 );
             }

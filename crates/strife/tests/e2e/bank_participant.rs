@@ -527,3 +527,114 @@ async fn bad_input_gets_the_spec_statuses_and_changes_nothing() {
     );
     assert_eq!(balance(&mut client, account).await.held_minor, 1);
 }
+
+/// The three batch RPCs answer each item exactly as its single call would, in the order it was
+/// sent, with a bad item failing alone; `LegBatch` carries both kinds in one call.
+#[tokio::test]
+async fn batches_answer_every_item_in_order_and_a_bad_item_fails_alone() {
+    let network = Network::setup(&["bank0"], &[]);
+    let bank = BankStart::new(&network, "bank0").start();
+    let mut client = network.gateway_bank_client(&bank.id, &bank.address.to_string());
+    let payer = open_account(&mut client, "open-1", "alice", 1_000).await;
+    let payee = open_account(&mut client, "open-2", "bob", 0).await;
+    let (debit, credit) = (pb::LegRole::Debit, pb::LegRole::Credit);
+
+    // Phase 1 through PrepareBatch: a good leg, a zero amount, a leg the payer cannot fund.
+    let results = client
+        .prepare_batch(pb::PrepareBatchRequest {
+            prepares: vec![
+                prepare_request("pay-1", debit, &payer.account_number, 600),
+                prepare_request("pay-bad", debit, &payer.account_number, 0),
+                prepare_request("pay-2", debit, &payer.account_number, 600),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 3);
+    assert!(results[0].response.as_ref().unwrap().vote_yes);
+    assert_eq!(
+        results[1].error.as_ref().map(|error| error.code),
+        Some(Code::InvalidArgument as i32)
+    );
+    let refused = results[2].response.as_ref().unwrap();
+    assert!(!refused.vote_yes, "600 + 600 held on 1,000: {refused:?}");
+    assert_eq!(refused.reason_code, "insufficient_funds");
+
+    // LegBatch: commit pay-1's debit, prepare its credit, and a decision for a leg the bank
+    // never saw (NOT_FOUND for a commit), all in one call.
+    let decide = |payment_id: &str, role: pb::LegRole, commit: bool| pb::LegDecision {
+        leg: Some(leg(payment_id, role)),
+        commit,
+    };
+    let mixed = client
+        .leg_batch(pb::LegBatchRequest {
+            prepares: vec![prepare_request("pay-1", credit, &payee.account_number, 600)],
+            decisions: vec![
+                decide("pay-1", debit, true),
+                decide("no-such-payment", debit, true),
+                pb::LegDecision {
+                    leg: None,
+                    commit: true,
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((mixed.prepares.len(), mixed.decisions.len()), (1, 3));
+    assert!(mixed.prepares[0].response.as_ref().unwrap().vote_yes);
+    assert_eq!(
+        mixed.decisions[0].status.as_ref().map(|leg| leg.state),
+        Some(pb::LegState::Committed as i32)
+    );
+    assert_eq!(
+        mixed.decisions[1].error.as_ref().map(|error| error.code),
+        Some(Code::NotFound as i32)
+    );
+    assert_eq!(
+        mixed.decisions[2].error.as_ref().map(|error| error.code),
+        Some(Code::InvalidArgument as i32)
+    );
+
+    // FinishBatch: the credit commits; repeating the debit's commit changes nothing.
+    let finished = client
+        .finish_batch(pb::FinishBatchRequest {
+            decisions: vec![decide("pay-1", credit, true), decide("pay-1", debit, true)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(finished
+        .iter()
+        .all(|result| result.status.as_ref().map(|leg| leg.state)
+            == Some(pb::LegState::Committed as i32)));
+    assert_eq!(
+        balance(&mut client, &payer.account_number)
+            .await
+            .balance_minor,
+        400
+    );
+    assert_eq!(
+        balance(&mut client, &payee.account_number)
+            .await
+            .balance_minor,
+        600
+    );
+    assert_eq!(journal_sum(&mut client, &payer.account_number).await, 400);
+    assert_eq!(journal_sum(&mut client, &payee.account_number).await, 600);
+
+    // Over the limit, counting both lists of a LegBatch: refused whole, nothing run.
+    let too_many = client
+        .leg_batch(pb::LegBatchRequest {
+            prepares: vec![prepare_request("pay-3", debit, &payer.account_number, 1); 200],
+            decisions: vec![decide("pay-3", debit, false); 57],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+    let held = balance(&mut client, &payer.account_number).await;
+    assert_eq!((held.held_minor, held.available_minor), (0, 400));
+}

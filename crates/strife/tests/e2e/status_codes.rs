@@ -356,6 +356,7 @@ fn bank_rpcs() -> Vec<(&'static str, Vec<u8>)> {
             "FinishBatch",
             pb::FinishBatchRequest::default().encode_to_vec(),
         ),
+        ("LegBatch", pb::LegBatchRequest::default().encode_to_vec()),
     ]
 }
 
@@ -467,7 +468,15 @@ fn particular_rows() -> Vec<Row> {
         prepares: vec![prepare("p", "bank0-00000001", usd(1)); 257],
     };
     let finish = pb::LegDecision { leg: Some(leg("p", pb::LegRole::Debit)), commit: false };
-    let too_many_decisions = pb::FinishBatchRequest { decisions: vec![finish; 257] };
+    let too_many_decisions = pb::FinishBatchRequest { decisions: vec![finish.clone(); 257] };
+    let too_many_prepares_alone = pb::LegBatchRequest {
+        prepares: vec![prepare("p", "bank0-00000001", usd(1)); 257],
+        decisions: Vec::new(),
+    };
+    let too_many_together = pb::LegBatchRequest {
+        prepares: vec![prepare("p", "bank0-00000001", usd(1)); 128],
+        decisions: vec![finish; 129],
+    };
     let (debit, credit, unspecified) = (pb::LegRole::Debit, pb::LegRole::Credit, pb::LegRole::Unspecified);
     vec![
         // Unknown methods and services, at the gateway (before any credential is read) and at
@@ -556,6 +565,8 @@ fn particular_rows() -> Vec<Row> {
         bk("empty account number", "ListJournal", journal(""), bad_field("account_number")),
         bk("too many items", "PrepareBatch", too_many_prepares, bad_field("prepares")),
         bk("too many items", "FinishBatch", too_many_decisions, bad_field("decisions")),
+        bk("too many prepares", "LegBatch", too_many_prepares_alone, bad_field("prepares")),
+        bk("too many items together", "LegBatch", too_many_together, bad_field("decisions")),
     ]
 }
 
