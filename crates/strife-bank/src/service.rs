@@ -38,6 +38,14 @@ fn item_error(failure: Failure) -> pb::ItemError {
     }
 }
 
+/// One batch item's outcome as its result carries it: the answer, or the error.
+fn item_outcome<T>(outcome: Result<T, Failure>) -> (Option<T>, Option<pb::ItemError>) {
+    match outcome {
+        Ok(answer) => (Some(answer), None),
+        Err(failure) => (None, Some(item_error(failure))),
+    }
+}
+
 /// The bank's gRPC service over its store.
 #[derive(Clone)]
 pub struct BankService {
@@ -81,15 +89,9 @@ impl BankService {
         futures::future::join_all(prepares.iter().map(|item| self.prepare_one(item, actor)))
             .await
             .into_iter()
-            .map(|outcome| match outcome {
-                Ok(response) => pb::PrepareBatchResult {
-                    response: Some(response),
-                    error: None,
-                },
-                Err(failure) => pb::PrepareBatchResult {
-                    response: None,
-                    error: Some(item_error(failure)),
-                },
+            .map(|outcome| {
+                let (response, error) = item_outcome(outcome);
+                pb::PrepareBatchResult { response, error }
             })
             .collect()
     }
@@ -109,15 +111,9 @@ impl BankService {
         }))
         .await
         .into_iter()
-        .map(|outcome| match outcome {
-            Ok(status) => pb::FinishBatchResult {
-                status: Some(status),
-                error: None,
-            },
-            Err(failure) => pb::FinishBatchResult {
-                status: None,
-                error: Some(item_error(failure)),
-            },
+        .map(|outcome| {
+            let (status, error) = item_outcome(outcome);
+            pb::FinishBatchResult { status, error }
         })
         .collect()
     }
