@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use strife_common::group_commit::GroupCommit;
 use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::store_identity::{Migration, StoreIdentity};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -24,7 +24,52 @@ use crate::participant::{
     self, AccountFunds, AccountView, Effect, Leg, LegState, PrepareIntent, Reason, Role, Transition,
 };
 
-const SCHEMA: &str = "
+/// The `legs` table, word for word in the schema and in the 1 → 2 migration that rebuilds it.
+/// Its CHECKs spell sets out as `=` … `OR`, not `IN (…)`: SQLite evaluates an `IN` list of
+/// three or more values through a scratch b-tree it creates and destroys on every insert and
+/// update of the column (≈ 4 µs each, three per leg at a bank).
+macro_rules! legs_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS legs (
+    payment_id                TEXT NOT NULL,
+    role                      INTEGER NOT NULL CHECK (role = 1 OR role = 2),
+    state                     INTEGER NOT NULL CHECK (state = 1 OR state = 2 OR state = 3),
+    account_number            TEXT,
+    amount_minor              INTEGER CHECK (amount_minor > 0),
+    currency                  TEXT,
+    decision_deadline_unix_ms INTEGER,
+    reason_code               TEXT,
+    reason                    TEXT,
+    created_unix_ms           INTEGER NOT NULL,
+    updated_unix_ms           INTEGER NOT NULL,
+    PRIMARY KEY (payment_id, role)
+) WITHOUT ROWID;
+"
+    };
+}
+
+/// The `journal` table, like [`legs_table`]. `seq` is a plain `INTEGER PRIMARY KEY`, not
+/// `AUTOINCREMENT`: journal rows are never deleted, so the next id is always the largest + 1
+/// either way, without a `sqlite_sequence` read and write per insert.
+macro_rules! journal_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS journal (
+    seq                 INTEGER PRIMARY KEY,
+    account_number      TEXT NOT NULL REFERENCES accounts (account_number),
+    kind                TEXT NOT NULL
+                        CHECK (kind = 'deposit' OR kind = 'debit' OR kind = 'credit'),
+    delta_minor         INTEGER NOT NULL,
+    balance_after_minor INTEGER NOT NULL CHECK (balance_after_minor >= 0),
+    payment_id          TEXT,
+    actor               TEXT NOT NULL,
+    at_unix_ms          INTEGER NOT NULL
+);
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS accounts (
     id                    INTEGER PRIMARY KEY,
     account_number        TEXT NOT NULL UNIQUE,
@@ -39,38 +84,49 @@ CREATE TABLE IF NOT EXISTS accounts (
     created_unix_ms       INTEGER NOT NULL,
     CHECK (balance_minor - held_minor >= 0)
 );
-CREATE TABLE IF NOT EXISTS legs (
-    payment_id                TEXT NOT NULL,
-    role                      INTEGER NOT NULL CHECK (role IN (1, 2)),
-    state                     INTEGER NOT NULL CHECK (state IN (1, 2, 3)),
-    account_number            TEXT,
-    amount_minor              INTEGER CHECK (amount_minor > 0),
-    currency                  TEXT,
-    decision_deadline_unix_ms INTEGER,
-    reason_code               TEXT,
-    reason                    TEXT,
-    created_unix_ms           INTEGER NOT NULL,
-    updated_unix_ms           INTEGER NOT NULL,
-    PRIMARY KEY (payment_id, role)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS legs_prepared_by_deadline
+",
+    legs_table!(),
+    "CREATE INDEX IF NOT EXISTS legs_prepared_by_deadline
     ON legs (decision_deadline_unix_ms) WHERE state = 1;
-CREATE TABLE IF NOT EXISTS journal (
-    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
-    account_number      TEXT NOT NULL REFERENCES accounts (account_number),
-    kind                TEXT NOT NULL CHECK (kind IN ('deposit', 'debit', 'credit')),
-    delta_minor         INTEGER NOT NULL,
-    balance_after_minor INTEGER NOT NULL CHECK (balance_after_minor >= 0),
-    payment_id          TEXT,
-    actor               TEXT NOT NULL,
-    at_unix_ms          INTEGER NOT NULL
+",
+    journal_table!(),
+    "CREATE INDEX IF NOT EXISTS journal_by_account ON journal (account_number, seq);
+"
 );
-CREATE INDEX IF NOT EXISTS journal_by_account ON journal (account_number, seq);
-";
+
+/// Steps from older schema versions (see [`SCHEMA_VERSION`]); the schema's indexes are
+/// re-created after them.
+const MIGRATIONS: &[Migration] = &[Migration {
+    // 1 → 2: `legs` and `journal` rebuilt with the same rows and ids, their CHECKs without
+    // `IN` lists and the journal without `AUTOINCREMENT` (see the table macros). The same
+    // values pass and fail the new CHECKs as the old.
+    to_version: 2,
+    sql: concat!(
+        "ALTER TABLE legs RENAME TO legs_v1;
+",
+        legs_table!(),
+        "INSERT INTO legs (payment_id, role, state, account_number, amount_minor, currency,
+     decision_deadline_unix_ms, reason_code, reason, created_unix_ms, updated_unix_ms)
+ SELECT payment_id, role, state, account_number, amount_minor, currency,
+     decision_deadline_unix_ms, reason_code, reason, created_unix_ms, updated_unix_ms
+ FROM legs_v1;
+DROP TABLE legs_v1;
+ALTER TABLE journal RENAME TO journal_v1;
+",
+        journal_table!(),
+        "INSERT INTO journal (seq, account_number, kind, delta_minor, balance_after_minor,
+     payment_id, actor, at_unix_ms)
+ SELECT seq, account_number, kind, delta_minor, balance_after_minor, payment_id, actor,
+     at_unix_ms
+ FROM journal_v1;
+DROP TABLE journal_v1;
+"
+    ),
+}];
 
 /// The schema version this binary writes (`PRAGMA user_version`); a database with a higher
 /// one was written by a newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +192,13 @@ impl Store {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, bank_id: &str, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) =
-            strife_common::sqlite::open_store(path, "bank database", SCHEMA, identity)?;
+        let (writer, reader, checkpointer) = strife_common::sqlite::open_store_migrating(
+            path,
+            "bank database",
+            SCHEMA,
+            MIGRATIONS,
+            identity,
+        )?;
         Ok(Store {
             writer,
             reader: Mutex::new(reader),

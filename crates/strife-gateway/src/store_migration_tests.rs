@@ -226,3 +226,57 @@ fn a_database_from_a_newer_strife_is_refused_naming_the_file_and_versions() {
     let connection = Connection::open(&path).unwrap();
     assert_eq!(user_version(&connection), SCHEMA_VERSION + 1, "left alone");
 }
+
+/// The 3 → 4 rebuild of `payments` keeps its constraints and indexes: a status outside
+/// 1–3 and a second row for a payment id are still refused, and ids keep growing from the
+/// largest one.
+#[test]
+fn the_rebuilt_payments_table_refuses_what_the_old_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(VERSION_ZERO)
+        .unwrap();
+    drop(SqliteGatewayStore::open(&path, &identity(&dir)).unwrap());
+    let connection = Connection::open(&path).unwrap();
+    let table: String = connection
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'payments'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(!table.contains(" IN ("), "{table}");
+    assert!(!table.contains("AUTOINCREMENT"), "{table}");
+    let indexes: i64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'payments'
+             AND name IN ('payments_by_decision', 'payments_from', 'payments_to',
+                          'payments_unfinished_by_coordinator')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 4, "every index made again");
+    let largest: i64 = connection
+        .query_row("SELECT MAX(seq) FROM payments", [], |row| row.get(0))
+        .unwrap();
+    let insert = |payment_id: &str, status: i64| {
+        connection.execute(
+            "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank,
+                 from_account, to_user, to_bank, to_account, amount_minor, currency, memo,
+                 status, decision_deadline_unix_ms, created_unix_ms)
+             VALUES (?1, 'k', 'alice', 'bank0', 'a', 'bob', 'bank1', 'b', 1, 'USD', '', ?2, 1, 1)",
+            rusqlite::params![payment_id, status],
+        )
+    };
+    assert!(insert("p-new", 4).is_err(), "status 4 was accepted");
+    assert!(insert("p-new", 0).is_err(), "status 0 was accepted");
+    assert!(
+        insert("p-1", 1).is_err(),
+        "a second row for p-1 was accepted"
+    );
+    insert("p-new", 1).unwrap();
+    assert_eq!(connection.last_insert_rowid(), largest + 1);
+}

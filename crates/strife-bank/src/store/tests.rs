@@ -674,3 +674,66 @@ async fn outstanding_holds_and_leg_states_follow_the_legs() {
     }
     assert!(!text.contains("alice") && !text.contains("p1"), "{text}");
 }
+
+/// The 1 → 2 rebuild keeps the constraints: the same bad states and kinds are refused by a
+/// migrated file, and journal ids keep growing from the largest one (never reused).
+#[test]
+fn migrated_tables_refuse_what_the_old_ones_refused_and_keep_their_ids_growing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bank.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(VERSION_ZERO)
+        .unwrap();
+    drop(open(&dir));
+    let connection = Connection::open(&path).unwrap();
+    // As the store's own connections run (foreign keys are per connection).
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .unwrap();
+    let schema: String = connection
+        .query_row(
+            "SELECT group_concat(sql, ';') FROM sqlite_master WHERE name IN ('legs', 'journal')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(!schema.contains(" IN ("), "{schema}");
+    assert!(!schema.contains("AUTOINCREMENT"), "{schema}");
+    let bad_state = connection.execute(
+        "INSERT INTO legs (payment_id, role, state, created_unix_ms, updated_unix_ms)
+         VALUES ('x', 1, 4, 1, 1)",
+        [],
+    );
+    assert!(bad_state.is_err(), "state 4 was accepted");
+    let bad_role = connection.execute(
+        "INSERT INTO legs (payment_id, role, state, created_unix_ms, updated_unix_ms)
+         VALUES ('x', 3, 1, 1, 1)",
+        [],
+    );
+    assert!(bad_role.is_err(), "role 3 was accepted");
+    let bad_kind = connection.execute(
+        "INSERT INTO journal (account_number, kind, delta_minor, balance_after_minor, actor,
+             at_unix_ms) VALUES ('bank0-00000001', 'refund', 1, 1, 'x', 1)",
+        [],
+    );
+    assert!(bad_kind.is_err(), "kind 'refund' was accepted");
+    let orphan = connection.execute(
+        "INSERT INTO journal (account_number, kind, delta_minor, balance_after_minor, actor,
+             at_unix_ms) VALUES ('bank0-99999999', 'debit', 1, 1, 'x', 1)",
+        [],
+    );
+    assert!(orphan.is_err(), "a journal row for no account was accepted");
+    connection
+        .execute(
+            "INSERT INTO journal (account_number, kind, delta_minor, balance_after_minor, actor,
+                 at_unix_ms) VALUES ('bank0-00000001', 'credit', 1, 1, 'x', 1)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(
+        connection.last_insert_rowid(),
+        4,
+        "after the three old rows"
+    );
+}

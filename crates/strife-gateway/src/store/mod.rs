@@ -147,7 +147,7 @@ pub async fn open_log(
 /// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
 /// higher one was written by a newer Strife and is refused. PostgreSQL counts its own:
 /// [`postgres::SCHEMA_VERSION`].
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -78,6 +78,46 @@ macro_rules! payment_fields {
     };
 }
 
+/// The `payments` table, word for word in the schema and in the 3 → 4 migration that
+/// rebuilds it. Its status CHECK spells the set out as `=` … `OR`: SQLite evaluates an
+/// `IN (…)` list of three or more values through a scratch b-tree it creates and destroys on
+/// every insert and decision (≈ 4 µs each). `seq` is a plain `INTEGER PRIMARY KEY`, not
+/// `AUTOINCREMENT`: payments are never deleted, so the next id is the largest + 1 either way,
+/// without a `sqlite_sequence` read and write per payment.
+macro_rules! payments_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS payments (
+    seq                       INTEGER PRIMARY KEY,
+    payment_id                TEXT NOT NULL UNIQUE,
+    idempotency_key           TEXT NOT NULL,
+    from_user                 TEXT NOT NULL,
+    from_bank                 TEXT NOT NULL,
+    from_account              TEXT NOT NULL,
+    to_user                   TEXT NOT NULL,
+    to_bank                   TEXT NOT NULL,
+    to_account                TEXT NOT NULL,
+    amount_minor              INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency                  TEXT NOT NULL,
+    memo                      TEXT NOT NULL,
+    status                    INTEGER NOT NULL CHECK (status = 1 OR status = 2 OR status = 3),
+    reason_code               TEXT,
+    reason                    TEXT,
+    debit_acked               INTEGER NOT NULL DEFAULT 0,
+    credit_acked              INTEGER NOT NULL DEFAULT 0,
+    decision_deadline_unix_ms INTEGER NOT NULL,
+    created_unix_ms           INTEGER NOT NULL,
+    decided_unix_ms           INTEGER,
+    coordinator               TEXT NOT NULL DEFAULT '',
+    decision_seq              INTEGER,
+    refund_of                 TEXT,
+    refunded_minor            INTEGER NOT NULL DEFAULT 0,
+    refund_pending_minor      INTEGER NOT NULL DEFAULT 0,
+    window_id                 INTEGER
+);
+"
+    };
+}
+
 const SCHEMA: &str = concat!(
     "
 CREATE TABLE IF NOT EXISTS users (
@@ -96,35 +136,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     PRIMARY KEY (bank_id, account_number)
 );
 CREATE INDEX IF NOT EXISTS accounts_by_user ON accounts (username);
-CREATE TABLE IF NOT EXISTS payments (
-    seq                       INTEGER PRIMARY KEY AUTOINCREMENT,
-    payment_id                TEXT NOT NULL UNIQUE,
-    idempotency_key           TEXT NOT NULL,
-    from_user                 TEXT NOT NULL,
-    from_bank                 TEXT NOT NULL,
-    from_account              TEXT NOT NULL,
-    to_user                   TEXT NOT NULL,
-    to_bank                   TEXT NOT NULL,
-    to_account                TEXT NOT NULL,
-    amount_minor              INTEGER NOT NULL CHECK (amount_minor > 0),
-    currency                  TEXT NOT NULL,
-    memo                      TEXT NOT NULL,
-    status                    INTEGER NOT NULL CHECK (status IN (1, 2, 3)),
-    reason_code               TEXT,
-    reason                    TEXT,
-    debit_acked               INTEGER NOT NULL DEFAULT 0,
-    credit_acked              INTEGER NOT NULL DEFAULT 0,
-    decision_deadline_unix_ms INTEGER NOT NULL,
-    created_unix_ms           INTEGER NOT NULL,
-    decided_unix_ms           INTEGER,
-    coordinator               TEXT NOT NULL DEFAULT '',
-    decision_seq              INTEGER,
-    refund_of                 TEXT,
-    refunded_minor            INTEGER NOT NULL DEFAULT 0,
-    refund_pending_minor      INTEGER NOT NULL DEFAULT 0,
-    window_id                 INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
+",
+    payments_table!(),
+    "CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
     WHERE decision_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
 CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
@@ -191,6 +205,22 @@ const MIGRATIONS: &[Migration] = &[
                      SELECT from_bank, currency, 0, amount_minor
                          FROM payments WHERE status = 1 AND from_bank != to_bank
                  ) GROUP BY bank_id, currency;"
+        ),
+    },
+    Migration {
+        // 3 → 4: `payments` rebuilt with the same rows and ids, its status CHECK without an
+        // `IN` list and without `AUTOINCREMENT` (see `payments_table`); the same statuses pass
+        // and fail. Its indexes are dropped with the old table and made again by the schema.
+        to_version: 4,
+        sql: concat!(
+            "ALTER TABLE payments RENAME TO payments_v3;\n",
+            payments_table!(),
+            "INSERT INTO payments (",
+            payment_fields!(),
+            ") SELECT ",
+            payment_fields!(),
+            " FROM payments_v3;
+             DROP TABLE payments_v3;"
         ),
     },
 ];
