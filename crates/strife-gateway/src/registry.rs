@@ -306,13 +306,8 @@ impl BankRegistry {
         bank_id: &str,
         request: pb::PrepareRequest,
     ) -> Result<pb::PrepareResponse, Status> {
-        let queue = self.handle(bank_id, |handle| handle.work.clone())?;
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(LegWork::Prepare(request, reply))
+        self.queue_for(bank_id, |reply| LegWork::Prepare(request, reply))
             .await
-            .map_err(|_| went_away(bank_id))?;
-        answer.await.map_err(|_| went_away(bank_id))?
     }
 
     /// Phase 2 for one leg (`commit` or abort), batched per bank.
@@ -322,14 +317,24 @@ impl BankRegistry {
         leg: pb::LegRequest,
         commit: bool,
     ) -> Result<pb::LegStatus, Status> {
-        let queue = self.handle(bank_id, |handle| handle.work.clone())?;
-        let (reply, answer) = oneshot::channel();
         let request = pb::LegDecision {
             leg: Some(leg),
             commit,
         };
+        self.queue_for(bank_id, |reply| LegWork::Decide(request, reply))
+            .await
+    }
+
+    /// Queues one leg's work for `bank_id`'s batcher and waits for its own answer.
+    async fn queue_for<T>(
+        &self,
+        bank_id: &str,
+        work: impl FnOnce(Reply<T>) -> LegWork,
+    ) -> Result<T, Status> {
+        let queue = self.handle(bank_id, |handle| handle.work.clone())?;
+        let (reply, answer) = oneshot::channel();
         queue
-            .send(LegWork::Decide(request, reply))
+            .send(work(reply))
             .await
             .map_err(|_| went_away(bank_id))?;
         answer.await.map_err(|_| went_away(bank_id))?
