@@ -320,7 +320,7 @@ async fn stop_in_phase_one(network: &ReplicaNetwork, index: usize) -> Stopped {
             && payment.created_unix_ms >= stalled_at
             && at - payment.created_unix_ms < age_ms
     };
-    for _ in 0..20 {
+    for attempt in 0..20 {
         network.pause_bank(STALLED_BANK);
         let stalled_at = now_unix_ms();
         // Bounded well inside the bank's etcd lease (2 s).
@@ -334,6 +334,18 @@ async fn stop_in_phase_one(network: &ReplicaNetwork, index: usize) -> Stopped {
         .await;
         if !ready {
             network.resume_bank(STALLED_BANK);
+            eprintln!("attempt {attempt}: no young payment of {id} on {bank}; letting it recover");
+            // Let the bank serve again before the next stall: back to back, stalls add up
+            // past its etcd lease, and a bank gone from etcd gets no payments to hold.
+            let resumed_at = now_unix_ms();
+            let serving = wait_until(Duration::from_secs(15), || {
+                committed_through_since(&db, &id, &bank, resumed_at)
+            })
+            .await;
+            assert!(
+                serving,
+                "{bank} committed nothing through {id} after its stall"
+            );
             continue;
         }
         network.pause(index);
@@ -357,6 +369,23 @@ async fn stop_in_phase_one(network: &ReplicaNetwork, index: usize) -> Stopped {
         network.resume(index);
     }
     panic!("could not stop {id} with a payment in phase 1");
+}
+
+/// Whether `coordinator` has committed a payment touching `bank` created at or after `since`.
+async fn committed_through_since(
+    db: &tokio_postgres::Client,
+    coordinator: &str,
+    bank: &str,
+    since: i64,
+) -> bool {
+    db.query_one(
+        "SELECT EXISTS (SELECT 1 FROM payments WHERE coordinator = $1 AND status = $2 \
+         AND (from_bank = $3 OR to_bank = $3) AND created_unix_ms >= $4)",
+        &[&coordinator, &COMMITTED, &bank, &since],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
 
 /// Whether payment `payment_id` is out of doubt: decided in the log and no leg PREPARED at
