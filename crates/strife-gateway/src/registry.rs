@@ -16,12 +16,14 @@
 //!
 //! The coordinator's prepares and phase-2 decisions go through a per-bank batcher: concurrent
 //! payments' legs for the same bank, of both kinds, travel in one `LegBatch` RPC (and so one
-//! group commit at the bank), which is what lets throughput grow past one RPC per leg.
+//! group commit at the bank), which is what lets throughput grow past one RPC per leg. A bank
+//! from before `LegBatch` gets the same work as `PrepareBatch` and `FinishBatch` ([`Protocol`]),
+//! so banks and gateway can be upgraded in either order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use etcd_client::{EventType, GetOptions, WatchOptions};
@@ -113,8 +115,16 @@ impl Batch {
         }
     }
 
-    /// Sends the batch as one `LegBatch` RPC and hands each caller its own answer.
-    async fn send(self, client: &mut BankClient<Channel>, bank_id: &str) {
+    /// Sends the batch the way `protocol` says the bank understands, learning from the answer:
+    /// one `LegBatch` RPC, or (a bank from before it) `PrepareBatch` and `FinishBatch`.
+    async fn send(self, client: &mut BankClient<Channel>, bank_id: &str, protocol: &mut Protocol) {
+        if protocol.separate_now() {
+            return self.send_separately(client).await;
+        }
+        // Asking a bank whose protocol is not known yet keeps the items, so that a bank that
+        // turns out not to serve `LegBatch` (which then ran none of them) gets them again the
+        // old way. Once the bank has answered a `LegBatch`, nothing is copied.
+        let probe = (*protocol != Protocol::LegBatch).then(|| self.clone_items());
         let Batch {
             prepares,
             prepare_replies,
@@ -129,6 +139,7 @@ impl Batch {
             .await
         {
             Ok(response) => {
+                *protocol = Protocol::LegBatch;
                 let response = response.into_inner();
                 answer(prepare_replies, response.prepares, |result| {
                     item_result(result.response, result.error)
@@ -137,25 +148,121 @@ impl Batch {
                     item_result(result.status, result.error)
                 });
             }
-            Err(status) => {
-                // A bank from before `LegBatch` ran none of the items: say what to fix.
-                let status = if status.code() == Code::Unimplemented {
-                    Status::unimplemented(format!(
-                        "bank {bank_id} does not serve LegBatch ({}): upgrade the bank to the \
-                         gateway's version",
-                        status.message()
-                    ))
-                } else {
-                    status
-                };
-                for reply in prepare_replies {
-                    let _ = reply.send(Err(status.clone()));
+            Err(status) if status.code() == Code::Unimplemented => {
+                if !matches!(protocol, Protocol::Separate { .. }) {
+                    tracing::warn!(bank = bank_id, "bank does not serve LegBatch; sending PrepareBatch and FinishBatch until it is upgraded to the gateway's version");
                 }
-                for reply in decision_replies {
-                    let _ = reply.send(Err(status.clone()));
+                *protocol = Protocol::Separate {
+                    since: Instant::now(),
+                };
+                match probe {
+                    Some((prepares, decisions)) => {
+                        Batch {
+                            prepares,
+                            prepare_replies,
+                            decisions,
+                            decision_replies,
+                        }
+                        .send_separately(client)
+                        .await
+                    }
+                    // A bank that served `LegBatch` a moment ago and does not now (replaced
+                    // by an older build) ran none of these: a transient failure, retried.
+                    None => fail_all(
+                        prepare_replies,
+                        decision_replies,
+                        &Failure::Unavailable(format!(
+                            "bank {bank_id} stopped serving LegBatch; retry"
+                        ))
+                        .into(),
+                    ),
                 }
             }
+            Err(status) => fail_all(prepare_replies, decision_replies, &status),
         }
+    }
+
+    fn clone_items(&self) -> (Vec<pb::PrepareRequest>, Vec<pb::LegDecision>) {
+        (self.prepares.clone(), self.decisions.clone())
+    }
+
+    /// The batch as a bank from before `LegBatch` takes it: its prepares in one
+    /// `PrepareBatch` and its decisions in one `FinishBatch`, both at once.
+    async fn send_separately(self, client: &BankClient<Channel>) {
+        let Batch {
+            prepares,
+            prepare_replies,
+            decisions,
+            decision_replies,
+        } = self;
+        let mut prepare_client = client.clone();
+        let mut finish_client = client.clone();
+        let prepared = async {
+            if prepares.is_empty() {
+                return;
+            }
+            match prepare_client
+                .prepare_batch(pb::PrepareBatchRequest { prepares })
+                .await
+            {
+                Ok(response) => answer(prepare_replies, response.into_inner().results, |result| {
+                    item_result(result.response, result.error)
+                }),
+                Err(status) => fail_all(prepare_replies, Vec::new(), &status),
+            }
+        };
+        let finished = async {
+            if decisions.is_empty() {
+                return;
+            }
+            match finish_client
+                .finish_batch(pb::FinishBatchRequest { decisions })
+                .await
+            {
+                Ok(response) => answer(decision_replies, response.into_inner().results, |result| {
+                    item_result(result.status, result.error)
+                }),
+                Err(status) => fail_all(Vec::new(), decision_replies, &status),
+            }
+        };
+        tokio::join!(prepared, finished);
+    }
+}
+
+/// Which batch RPCs a bank serves, as its batcher has learnt from its answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// Not asked yet.
+    Unknown,
+    /// It answered a `LegBatch`.
+    LegBatch,
+    /// It answered `UNIMPLEMENTED` to `LegBatch` (a bank from before it) `since` then: the
+    /// batcher sends `PrepareBatch` and `FinishBatch` instead.
+    Separate { since: Instant },
+}
+
+/// How long a bank that did not serve `LegBatch` gets the old RPCs before the batcher asks
+/// again (the bank may have been upgraded in place, under the same address).
+const PROTOCOL_RECHECK: Duration = Duration::from_secs(30);
+
+impl Protocol {
+    /// Whether this batch goes out the old way without asking `LegBatch` first.
+    fn separate_now(&self) -> bool {
+        matches!(self, Protocol::Separate { since } if since.elapsed() < PROTOCOL_RECHECK)
+    }
+}
+
+/// Fails every caller of a batch with `status`.
+fn fail_all(
+    prepare_replies: Vec<Reply<pb::PrepareResponse>>,
+    decision_replies: Vec<Reply<pb::LegStatus>>,
+    status: &Status,
+) {
+    for reply in prepare_replies {
+        let _ = reply.send(Err(status.clone()));
+    }
+    for reply in decision_replies {
+        let _ = reply.send(Err(status.clone()));
     }
 }
 
@@ -189,6 +296,7 @@ fn answer<Item, T>(
 fn spawn_batcher(mut queue: mpsc::Receiver<LegWork>, channel: &Channel, bank_id: String) {
     let mut client = BankClient::new(channel.clone());
     tokio::spawn(async move {
+        let mut protocol = Protocol::Unknown;
         while let Some(first) = queue.recv().await {
             let mut batch = Batch::default();
             batch.push(first);
@@ -198,7 +306,7 @@ fn spawn_batcher(mut queue: mpsc::Receiver<LegWork>, channel: &Channel, bank_id:
                     Err(_) => break,
                 }
             }
-            batch.send(&mut client, &bank_id).await;
+            batch.send(&mut client, &bank_id, &mut protocol).await;
         }
     });
 }
@@ -550,3 +658,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "registry_protocol_tests.rs"]
+mod protocol_tests;
