@@ -197,34 +197,18 @@ impl Batch {
         } = self;
         let mut prepare_client = client.clone();
         let mut finish_client = client.clone();
-        let prepared = async {
-            if prepares.is_empty() {
-                return;
-            }
-            match prepare_client
-                .prepare_batch(pb::PrepareBatchRequest { prepares })
-                .await
-            {
-                Ok(response) => answer(prepare_replies, response.into_inner().results, |result| {
-                    item_result(result.response, result.error)
-                }),
-                Err(status) => fail_all(prepare_replies, Vec::new(), &status),
-            }
-        };
-        let finished = async {
-            if decisions.is_empty() {
-                return;
-            }
-            match finish_client
-                .finish_batch(pb::FinishBatchRequest { decisions })
-                .await
-            {
-                Ok(response) => answer(decision_replies, response.into_inner().results, |result| {
-                    item_result(result.status, result.error)
-                }),
-                Err(status) => fail_all(Vec::new(), decision_replies, &status),
-            }
-        };
+        let prepared = answer_call(
+            prepare_replies,
+            prepare_client.prepare_batch(pb::PrepareBatchRequest { prepares }),
+            |response| response.results,
+            |result| item_result(result.response, result.error),
+        );
+        let finished = answer_call(
+            decision_replies,
+            finish_client.finish_batch(pb::FinishBatchRequest { decisions }),
+            |response| response.results,
+            |result| item_result(result.status, result.error),
+        );
         tokio::join!(prepared, finished);
     }
 }
@@ -258,11 +242,30 @@ fn fail_all(
     decision_replies: Vec<Reply<pb::LegStatus>>,
     status: &Status,
 ) {
-    for reply in prepare_replies {
+    fail(prepare_replies, status);
+    fail(decision_replies, status);
+}
+
+fn fail<T>(replies: Vec<Reply<T>>, status: &Status) {
+    for reply in replies {
         let _ = reply.send(Err(status.clone()));
     }
-    for reply in decision_replies {
-        let _ = reply.send(Err(status.clone()));
+}
+
+/// Makes one batch `call` for `replies`' items (none when there are none) and hands each
+/// caller its own answer, or the call's failure.
+async fn answer_call<T, Item, Body>(
+    replies: Vec<Reply<T>>,
+    call: impl std::future::Future<Output = Result<tonic::Response<Body>, Status>>,
+    results: impl FnOnce(Body) -> Vec<Item>,
+    read: impl Fn(Item) -> Result<T, Status>,
+) {
+    if replies.is_empty() {
+        return;
+    }
+    match call.await {
+        Ok(response) => answer(replies, results(response.into_inner()), read),
+        Err(status) => fail(replies, &status),
     }
 }
 
