@@ -2,9 +2,8 @@
 //! happened in the auth layer; handlers validate input, scope data to the caller, and call
 //! banks or the coordinator.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use strife_common::failure::payment_refusal;
 use strife_common::layout::validate_name;
@@ -19,9 +18,11 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::{hash_password, Caller};
 use crate::coordinator::Coordinator;
+use crate::cursor::{CursorKind, CursorSeal};
 use crate::events::{EventStream, Events};
 use crate::metrics::Phase;
 use crate::payment;
+use crate::refusals::{Attempt, RefusalLimiter};
 use crate::registry::{bank_failure, BankRegistry};
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
@@ -34,88 +35,38 @@ use crate::store::{
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;
 
-/// Refused payments (aborted for a business reason, so stored) one user may cause per
-/// [`REFUSAL_WINDOW`]; past it `Pay` answers `RESOURCE_EXHAUSTED` before writing anything, so
-/// a client cannot fill the gateway's log (and the banks' legs) with payments it knows fail.
-pub const MAX_REFUSALS_PER_WINDOW: usize = 60;
-/// The sliding window of [`MAX_REFUSALS_PER_WINDOW`].
-pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
-
-/// Per-user times of recent refused payments, in memory (a restart forgets them, which only
-/// lets one more window's worth through).
-#[derive(Default)]
-struct RefusalLimiter {
-    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl RefusalLimiter {
-    fn recent(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
-        self.recent
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Refuses when `username` has used up its refused payments for the window.
-    fn check(&self, username: &str, now: Instant) -> Result<(), Failure> {
-        let mut recent = self.recent();
-        let Some(times) = recent.get_mut(username) else {
-            return Ok(());
-        };
-        while times
-            .front()
-            .is_some_and(|at| now.saturating_duration_since(*at) >= REFUSAL_WINDOW)
-        {
-            times.pop_front();
-        }
-        if times.is_empty() {
-            recent.remove(username);
-            return Ok(());
-        }
-        if times.len() >= MAX_REFUSALS_PER_WINDOW {
-            return Err(Failure::ResourceExhausted(format!(
-                "more than {MAX_REFUSALS_PER_WINDOW} refused payments in {} s; try again later",
-                REFUSAL_WINDOW.as_secs()
-            )));
-        }
-        Ok(())
-    }
-
-    fn record(&self, username: &str, now: Instant) {
-        let mut recent = self.recent();
-        let times = recent.entry(username.to_owned()).or_default();
-        times.push_back(now);
-        // Concurrent payments may all pass `check` at once; keep the memory bounded anyway.
-        while times.len() > MAX_REFUSALS_PER_WINDOW {
-            times.pop_front();
-        }
-    }
-}
-
 /// The gateway's client API.
 pub struct GatewayApi {
     store: Arc<dyn GatewayStore>,
     registry: Arc<BankRegistry>,
     coordinator: Arc<Coordinator>,
-    refusals: RefusalLimiter,
+    refusals: Arc<RefusalLimiter>,
     events: Events,
+    /// Seals the cursors and page tokens handed out (`crate::cursor`).
+    seal: Arc<CursorSeal>,
 }
 
 impl GatewayApi {
+    /// `seal` must be made from the store's shared cursor secret, so every replica opens the
+    /// cursors every other one gave out.
     pub fn new(
         store: Arc<dyn GatewayStore>,
         registry: Arc<BankRegistry>,
         coordinator: Arc<Coordinator>,
+        seal: Arc<CursorSeal>,
     ) -> Self {
         GatewayApi {
             events: Events::new(
                 Arc::clone(&store),
+                Arc::clone(&seal),
                 coordinator.decisions(),
                 coordinator.metrics().watches_open(),
             ),
+            seal,
             store,
             registry,
             coordinator,
-            refusals: RefusalLimiter::default(),
+            refusals: Arc::default(),
         }
     }
 
@@ -190,11 +141,12 @@ impl GatewayApi {
     }
 
     /// Records `attempt` under its key (or finds what the key holds) and runs it through 2PC:
-    /// the one path of payments and refunds. `caller` is charged for a business refusal.
+    /// the one path of payments and refunds. `place` is the caller's place in its refusal
+    /// budget (`crate::refusals`), kept for a window if the attempt is refused.
     async fn run_attempt(
         &self,
         attempt: &PaymentRecord,
-        caller: &str,
+        place: Attempt,
         log: &RequestLogSlot,
     ) -> Result<Response<pb::Payment>, Status> {
         let metrics = self.coordinator.metrics();
@@ -207,7 +159,7 @@ impl GatewayApi {
                 let record = self.coordinator.execute(record).await?;
                 metrics.payment_answered(started.elapsed());
                 if payment::is_business_refusal(&record) {
-                    self.refusals.record(caller, Instant::now());
+                    place.refused(Instant::now());
                 }
                 record
             }
@@ -771,7 +723,7 @@ impl Gateway for GatewayApi {
             &body.to_bank_id,
             currency,
         )?;
-        self.refusals.check(&caller.username, Instant::now())?;
+        let place = self.refusals.admit(&caller.username, Instant::now())?;
         // A bank that is not registered fails the request before anything is recorded, so the
         // same key simply works once the bank is back.
         self.registry.client(&from.bank_id)?;
@@ -794,7 +746,7 @@ impl Gateway for GatewayApi {
             body.memo,
             None,
         );
-        self.run_attempt(&attempt, &caller.username, &log).await
+        self.run_attempt(&attempt, place, &log).await
     }
 
     async fn refund(
@@ -835,7 +787,7 @@ impl Gateway for GatewayApi {
             }
             log.set_amount(asked.to_string());
         }
-        self.refusals.check(&caller.username, Instant::now())?;
+        let place = self.refusals.admit(&caller.username, Instant::now())?;
         self.registry.client(&original.to.bank_id)?;
         self.registry.client(&original.from.bank_id)?;
         // The payee pays the payer back, between the same two accounts. Amount 0 = the rest,
@@ -849,7 +801,7 @@ impl Gateway for GatewayApi {
             body.reason,
             Some(original.payment_id.clone()),
         );
-        self.run_attempt(&attempt, &caller.username, &log).await
+        self.run_attempt(&attempt, place, &log).await
     }
 
     async fn set_net_debit_cap(
@@ -956,17 +908,23 @@ impl Gateway for GatewayApi {
             0 => DEFAULT_PAGE_SIZE,
             asked => asked.min(MAX_PAGE_SIZE),
         };
+        let username = caller.username;
+        // Sealed to the caller: a log position would count other users' payments.
         let before_seq = if body.page_token.is_empty() {
             i64::MAX
         } else {
-            body.page_token.parse::<i64>().map_err(|_| {
-                Failure::invalid_field("page_token", "page_token is not one this server gave out")
-            })?
+            self.seal.open(
+                CursorKind::HistoryPage,
+                &username,
+                &body.page_token,
+                "page_token",
+            )?
         };
-        let username = caller.username;
         let page = self.store.history(&username, before_seq, page_size).await?;
         let next_page_token = match page.last() {
-            Some(last) if page.len() == page_size as usize => last.seq.to_string(),
+            Some(last) if page.len() == page_size as usize => {
+                self.seal.seal(CursorKind::HistoryPage, &username, last.seq)
+            }
             _ => String::new(),
         };
         Ok(Response::new(pb::ListHistoryResponse {
@@ -1019,25 +977,6 @@ impl Gateway for GatewayApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refused_payments_are_limited_per_user_in_a_sliding_window() {
-        let limiter = RefusalLimiter::default();
-        let start = Instant::now();
-        for second in 0..MAX_REFUSALS_PER_WINDOW {
-            let at = start + Duration::from_millis(second as u64 * 500);
-            limiter.check("alice", at).unwrap();
-            limiter.record("alice", at);
-        }
-        let full = start + Duration::from_secs(30);
-        assert!(matches!(
-            limiter.check("alice", full),
-            Err(Failure::ResourceExhausted(_))
-        ));
-        assert!(limiter.check("bob", full).is_ok(), "per user");
-        // The oldest refusal leaves the window a minute after it happened.
-        assert!(limiter.check("alice", start + REFUSAL_WINDOW).is_ok());
-    }
 
     #[test]
     fn memos_refuse_bidi_and_control_characters() {

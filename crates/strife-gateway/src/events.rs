@@ -3,7 +3,9 @@
 //!
 //! The cursor is a payment's position in the decision order (`decision_seq`), which the store
 //! assigns in the transaction that writes the decision — so it survives restarts, and every
-//! replica sees the same order. A watcher walks positions one by one: it delivers a position
+//! replica sees the same order. It leaves the gateway sealed to its watcher
+//! ([`crate::cursor`]), so the distance between two of a user's cursors says nothing about
+//! other users' payments. A watcher walks positions one by one: it delivers a position
 //! only after every earlier one has been seen (or has stayed missing for
 //! [`EVENT_GAP_GRACE`], which only a rolled-back decision transaction can cause). That is what
 //! makes a resumed watch have no gaps and no duplicates. PENDING payments are not events: a
@@ -32,6 +34,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::cursor::{CursorKind, CursorSeal};
 use crate::roles::Role;
 use crate::store::{GatewayStore, PaymentRecord};
 
@@ -44,6 +47,7 @@ const BUFFERED_EVENTS: usize = 64;
 /// Open watches, per user; bounded.
 pub struct Events {
     store: Arc<dyn GatewayStore>,
+    seal: Arc<CursorSeal>,
     decisions: Arc<Notify>,
     open: Arc<Mutex<HashMap<String, usize>>>,
     /// `strife_watches_open`.
@@ -65,28 +69,25 @@ impl Watcher {
     }
 }
 
-/// Where a watch starts, from the request's `since`.
-pub fn parse_since(since: &str) -> Result<Option<i64>, Failure> {
+/// Where a watch by `owner` starts, from the request's `since`: `None` = from now.
+pub fn parse_since(seal: &CursorSeal, owner: &str, since: &str) -> Result<Option<i64>, Failure> {
     if since.is_empty() {
         return Ok(None);
     }
-    since
-        .parse::<i64>()
-        .ok()
-        .filter(|cursor| *cursor >= 0)
+    seal.open(CursorKind::Event, owner, since, "since")
         .map(Some)
-        .ok_or_else(|| {
-            Failure::InvalidArgument(
-                "since is not a cursor this server gave out (empty = from now, 0 = from the start)"
-                    .into(),
-            )
-        })
 }
 
 impl Events {
-    pub fn new(store: Arc<dyn GatewayStore>, decisions: Arc<Notify>, watches_open: Gauge) -> Self {
+    pub fn new(
+        store: Arc<dyn GatewayStore>,
+        seal: Arc<CursorSeal>,
+        decisions: Arc<Notify>,
+        watches_open: Gauge,
+    ) -> Self {
         Events {
             store,
+            seal,
             decisions,
             open: Arc::new(Mutex::new(HashMap::new())),
             watches_open,
@@ -108,7 +109,7 @@ impl Events {
         role: Role,
         since: &str,
     ) -> Result<EventStream, Failure> {
-        let start = match parse_since(since)? {
+        let start = match parse_since(&self.seal, username, since)? {
             Some(cursor) => cursor,
             None => self.store.decision_head().await?,
         };
@@ -119,12 +120,13 @@ impl Events {
         };
         let (sender, receiver) = mpsc::channel(BUFFERED_EVENTS);
         let store = Arc::clone(&self.store);
+        let seal = Arc::clone(&self.seal);
         let decisions = Arc::clone(&self.decisions);
         let draining = self.draining.clone();
         tokio::spawn(async move {
             let _slot = slot;
             tokio::select! {
-                _ = follow(store, decisions, watcher, start, sender) => {}
+                _ = follow(store, seal, decisions, watcher, start, sender) => {}
                 _ = drain_begins(draining) => {
                     tracing::debug!("payment watch ended: the gateway is draining");
                 }
@@ -237,6 +239,7 @@ impl Position {
 
 async fn follow(
     store: Arc<dyn GatewayStore>,
+    seal: Arc<CursorSeal>,
     decisions: Arc<Notify>,
     watcher: Watcher,
     start: i64,
@@ -262,7 +265,7 @@ async fn follow(
                 continue;
             }
             let event = pb::PaymentEvent {
-                cursor: cursor.to_string(),
+                cursor: seal.seal(CursorKind::Event, &watcher.username, cursor),
                 payment: Some(crate::api::payment_proto(&payment)),
             };
             if sender.send(Ok(event)).await.is_err() {
@@ -379,15 +382,23 @@ mod tests {
     }
 
     #[test]
-    fn since_is_empty_zero_or_a_cursor() {
-        assert_eq!(parse_since(""), Ok(None));
-        assert_eq!(parse_since("0"), Ok(Some(0)));
-        assert_eq!(parse_since("42"), Ok(Some(42)));
-        for bad in ["-1", "abc", "1.5", " 3"] {
+    fn since_is_empty_zero_or_a_cursor_sealed_to_the_watcher() {
+        let seal = CursorSeal::new(&[1u8; 32]);
+        assert_eq!(parse_since(&seal, "alice", ""), Ok(None));
+        assert_eq!(parse_since(&seal, "alice", "0"), Ok(Some(0)));
+        let cursor = seal.seal(CursorKind::Event, "alice", 42);
+        assert_eq!(parse_since(&seal, "alice", &cursor), Ok(Some(42)));
+        for (owner, bad) in [
+            ("bob", cursor.as_str()),
+            ("alice", "-1"),
+            ("alice", "abc"),
+            ("alice", "1.5"),
+            ("alice", " 3"),
+        ] {
             assert_eq!(
-                parse_since(bad).map_err(|failure| failure.code()),
+                parse_since(&seal, owner, bad).map_err(|failure| failure.code()),
                 Err(tonic::Code::InvalidArgument),
-                "{bad}"
+                "{owner} {bad}"
             );
         }
     }

@@ -9,9 +9,11 @@
 //! - [`settlement`]: positions, net debit caps, settlement windows and refunds as pure
 //!   decisions (the store executes them inside its writes).
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
+//! - [`cursor`]: watch cursors and page tokens sealed to their user.
 //! - [`store`]: users, accounts, payments (the coordinator log), idempotency and settlement
 //!   state in SQLite.
 //! - [`api`]: the client-facing `strife.v1.Gateway` service.
+//! - [`refusals`]: how many refused payments one user can make the gateway store.
 //! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
 //! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
 //! - [`web`]: the web console (`--web-listen`): HTML pages over the same handlers.
@@ -20,11 +22,13 @@
 pub mod api;
 pub mod auth;
 pub mod coordinator;
+pub mod cursor;
 pub mod decision;
 pub mod events;
 pub mod lockout;
 pub mod metrics;
 pub mod payment;
+pub mod refusals;
 pub mod registry;
 pub mod request_log;
 pub mod roles;

@@ -208,11 +208,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     );
     let (readiness, health) = operations::health("strife.v1.Gateway").await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
+    let cursor_secret = store.secret(crate::cursor::CURSOR_SECRET).await?;
     let api = Arc::new(
         GatewayApi::new(
             Arc::clone(&store),
             Arc::clone(&registry),
             Arc::clone(&coordinator),
+            Arc::new(crate::cursor::CursorSeal::new(&cursor_secret)),
         )
         // Open payment watches (gRPC and the console's live pages) end when the drain
         // begins instead of holding it.

@@ -147,7 +147,7 @@ pub async fn open_log(
 /// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
 /// higher one was written by a newer Strife and is refused. PostgreSQL counts its own:
 /// [`postgres::SCHEMA_VERSION`].
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,6 +348,11 @@ pub trait GatewayStore: GatewayLog {
     /// A durable write that changes nothing a request can see: `Ok` while the store takes
     /// writes (readiness, checked every second).
     async fn probe(&self) -> Result<(), Failure>;
+
+    /// The 32-byte secret stored under `name`, created (random) by the first replica that
+    /// asks and the same for every replica after: keys that every replica must share, such
+    /// as the one that seals cursors (`crate::cursor`). Durable before it is returned.
+    async fn secret(&self, name: &str) -> Result<[u8; 32], Failure>;
 
     /// Creates a user; `ALREADY_EXISTS` if the name is taken.
     async fn insert_user(

@@ -909,6 +909,36 @@ impl PostgresGatewayStore {
 
 #[async_trait]
 impl GatewayStore for PostgresGatewayStore {
+    async fn secret(&self, name: &str) -> Result<[u8; 32], Failure> {
+        const DOING: &str = "reading a shared secret";
+        let server = &self.server;
+        server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+                let client = server.connection(&self.durable, DOING).await?;
+                let fresh: [u8; 32] = rand::random();
+                // Two statements, each its own snapshot: of replicas racing to create it, one
+                // insert wins, and the read that follows (a newer snapshot) sees the winner's.
+                client
+                    .execute(
+                        "INSERT INTO secrets (name, value) VALUES ($1, $2)
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&name, &fresh.as_slice()],
+                    )
+                    .await
+                    .map_err(failed)?;
+                let row = client
+                    .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+                    .await
+                    .map_err(failed)?;
+                let stored: Vec<u8> = row.get(0);
+                <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
+                    Failure::internal("secret", format!("secret {name} is not 32 bytes"))
+                })
+            })
+            .await
+    }
+
     async fn insert_user(
         &self,
         username: &str,

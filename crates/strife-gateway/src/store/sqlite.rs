@@ -67,6 +67,18 @@ INSERT INTO settlement_windows (window_id, opened_unix_ms)
     };
 }
 
+/// Secrets every user of the database shares (`GatewayStore::secret`), e.g. the key that
+/// seals cursors. Never deleted or changed once written.
+macro_rules! secrets_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS secrets (
+    name    TEXT PRIMARY KEY,
+    value   BLOB NOT NULL CHECK (length(value) = 32)
+) WITHOUT ROWID;
+"
+    };
+}
+
 /// The columns [`payment_from_row`] decodes, in its order (a macro so that `SELECT` and
 /// `RETURNING` clauses can be built from it at compile time).
 macro_rules! payment_fields {
@@ -160,6 +172,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     PRIMARY KEY (username, key)
 ) WITHOUT ROWID;
 ",
+    secrets_table!(),
     settlement_tables!()
 );
 
@@ -222,6 +235,11 @@ const MIGRATIONS: &[Migration] = &[
             " FROM payments_v3;
              DROP TABLE payments_v3;"
         ),
+    },
+    Migration {
+        // 4 → 5: shared secrets (the cursor key); created on first use.
+        to_version: 5,
+        sql: secrets_table!(),
     },
 ];
 
@@ -715,6 +733,32 @@ impl GatewayStore for SqliteGatewayStore {
             self.directory.keep_user(generation, user);
         }
         Ok(user)
+    }
+
+    async fn secret(&self, name: &str) -> Result<[u8; 32], Failure> {
+        let name = name.to_owned();
+        self.writer
+            .run(move |transaction| {
+                let fresh: [u8; 32] = rand::random();
+                transaction
+                    .execute_cached(
+                        "INSERT INTO secrets (name, value) VALUES (?1, ?2)
+                         ON CONFLICT (name) DO NOTHING",
+                        params![name, fresh.as_slice()],
+                    )
+                    .map_err(storage)?;
+                let stored: Vec<u8> = transaction
+                    .query_row_cached(
+                        "SELECT value FROM secrets WHERE name = ?1",
+                        [&name],
+                        |row| row.get(0),
+                    )
+                    .map_err(storage)?;
+                <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
+                    Failure::internal("secret", format!("secret {name} is not 32 bytes"))
+                })
+            })
+            .await
     }
 
     async fn login(&self, username: &str) -> Result<Option<SharedLogin>, Failure> {

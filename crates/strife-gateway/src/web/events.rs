@@ -37,11 +37,16 @@ pub async fn payment_events(
     LoggedIn { session }: LoggedIn,
     headers: HeaderMap,
 ) -> Response {
-    // A cursor this server gave out resumes after it; anything else starts from now.
+    // A cursor this server gave out resumes after it; anything else starts from now (a
+    // cursor that is not the session user's is refused by the watch itself).
     let since = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
-        .filter(|cursor| !cursor.is_empty() && cursor.bytes().all(|byte| byte.is_ascii_digit()))
+        .filter(|cursor| {
+            !cursor.is_empty()
+                && cursor.len() <= 32
+                && cursor.bytes().all(|b| b.is_ascii_hexdigit())
+        })
         .unwrap_or_default()
         .to_owned();
     let watched = match grpc_request(

@@ -459,3 +459,76 @@ async fn refused_payments_are_rate_limited_per_user_before_anything_is_written()
         .await
         .expect("alice is not limited");
 }
+
+/// Bytes of the gateway's database with its WAL.
+fn gateway_db_bytes(network: &ManualNetwork) -> u64 {
+    let db = network.network.layout().gateway_db();
+    let wal = db.with_extension("db-wal");
+    [db, wal]
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_burst_of_unpayable_payments_stores_at_most_the_refusal_budget() {
+    // The outside attack: one user with 1.00 USD sends thousands of payments she cannot
+    // afford from 16 concurrent callers. Refusals are decided by her bank, after the gateway
+    // recorded each attempt, so attempts in flight must count against her budget.
+    const LIMIT: usize = 60;
+    const CALLERS: usize = 16;
+    const PER_CALLER: usize = 250;
+    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob", "carol"]).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank1", "0").await;
+    network.fund("carol", "bank0", "1.00").await;
+    let bytes_before = gateway_db_bytes(&network);
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let mut carol = network.gateway_client("carol");
+            tokio::spawn(async move {
+                let mut codes = Vec::with_capacity(PER_CALLER);
+                for index in 0..PER_CALLER {
+                    let key = format!("burst-{caller}-{index}");
+                    let answer = carol.pay(pay_request(&key, "bob", 500)).await;
+                    codes.push(answer.map_or_else(|status| status.code(), |_| Code::Ok));
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for caller in callers {
+        codes.extend(caller.await.unwrap());
+    }
+    let refused = codes
+        .iter()
+        .filter(|code| **code == Code::FailedPrecondition)
+        .count();
+    let limited = codes
+        .iter()
+        .filter(|code| **code == Code::ResourceExhausted)
+        .count();
+    assert_eq!(refused + limited, CALLERS * PER_CALLER, "{codes:?}");
+    assert!(refused <= LIMIT, "{refused} refusals answered");
+    let stored = history(&mut network.gateway_client("carol")).await.len();
+    assert!(
+        stored <= LIMIT,
+        "{stored} refused payments stored from {} attempts",
+        CALLERS * PER_CALLER
+    );
+    let grown = gateway_db_bytes(&network).saturating_sub(bytes_before);
+    println!(
+        "burst: {} attempts, {refused} refused and stored ({stored} in history), {limited} \
+         limited before anything was written; gateway.db + WAL grew {grown} bytes",
+        CALLERS * PER_CALLER
+    );
+    // Her money and the others' are untouched; alice still pays.
+    assert_eq!(network.available_minor("carol"), 100);
+    network
+        .gateway_client("alice")
+        .pay(pay_request("alice-during-burst", "bob", 100))
+        .await
+        .expect("alice is not limited");
+}

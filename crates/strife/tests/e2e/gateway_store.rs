@@ -1107,8 +1107,30 @@ async fn closing_during_decisions_puts_each_payment_in_exactly_one_window(
     );
 }
 
+/// A shared secret is created once and then the same for every caller (every replica), and
+/// different names are different secrets.
+async fn secrets_are_created_once_and_shared(store: Arc<dyn GatewayStore>) {
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.secret("cursor").await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for racer in racers {
+        seen.push(racer.await.unwrap());
+    }
+    assert!(seen.windows(2).all(|pair| pair[0] == pair[1]), "one secret");
+    assert_ne!(seen[0], [0u8; 32]);
+    assert_eq!(store.secret("cursor").await.unwrap(), seen[0]);
+    assert_ne!(store.secret("another").await.unwrap(), seen[0]);
+}
+
 async fn run_suite(stores: &dyn Fresh, backend: &str) {
-    let behaviours: [(&str, Behaviour); 17] = [
+    let behaviours: [(&str, Behaviour); 18] = [
+        ("secrets are created once and shared", |store| {
+            Box::pin(secrets_are_created_once_and_shared(store))
+        }),
         ("users and links", |store| Box::pin(users_and_links(store))),
         ("idempotency", |store| Box::pin(idempotency(store))),
         ("one key raced", |store| Box::pin(one_key_raced(store))),

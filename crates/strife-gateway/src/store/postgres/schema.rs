@@ -190,6 +190,16 @@ INSERT INTO bank_positions (bank_id, currency, position_minor, reserved_minor)
             FROM payments WHERE status = 1 AND from_bank <> to_bank
     ) AS moves GROUP BY bank_id, currency;
 ",
+}, Migration {
+    // Secrets every replica shares (the key that seals cursors), created on first use; the
+    // SQLite store's version 5.
+    version: 5,
+    sql: "
+CREATE TABLE secrets (
+    name    TEXT PRIMARY KEY,
+    value   BYTEA NOT NULL CHECK (octet_length(value) = 32)
+);
+",
 }];
 
 /// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The
