@@ -169,7 +169,7 @@ fn config_file_others_may_write_stops_gateway_and_bank_naming_it() {
         let mut command = Command::new(strife_bin());
         command
             .arg(process)
-            .arg("--config")
+            .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(&file)
             .arg("--dir")
             .arg(network.path());
@@ -185,8 +185,9 @@ fn config_file_others_may_write_stops_gateway_and_bank_naming_it() {
     let owner = 1;
     std::os::unix::fs::chown(&file, Some(owner), None).unwrap();
     let mut command = Command::new(strife_bin());
+    // (A free port, should it start after all: the test must not take the default one.)
     command
-        .args(["gateway", "--config"])
+        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
         .arg("--dir")
         .arg(network.path());
