@@ -151,14 +151,17 @@ pub const CONSOLE_MAX_CONNECTIONS: usize = 256;
 /// The console connections one client address group (an IPv4 address, an IPv6 /64) is due
 /// when the console is full: a group over it gives way first, to a group under it.
 pub const CONSOLE_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
-/// Open metrics connections at most: the endpoint serves scrapers, not clients.
-pub const METRICS_MAX_CONNECTIONS: usize = 16;
+/// Open metrics connections at most: the endpoint serves scrapers, not clients, but a
+/// connection costs little (no TLS), and an attacker on the scraper's own address can only be
+/// told apart by eviction while its connections fit under this cap (see `listener.rs`).
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
 /// The metrics connections one client address group is due (as for the console).
 pub const METRICS_MAX_CONNECTIONS_PER_ADDRESS: usize = 4;
-/// How long a connection must have been waiting — for its next request since its last
-/// response (or since it opened), or for the rest of a request since that request's first
-/// byte — before a full listener may close it for a new connection from its own address. A
-/// request answered in milliseconds is never that stale.
+/// How long a connection that has been answered must have been waiting — for its next
+/// request since its last response, or for the rest of a request since that request's first
+/// byte — before a full listener may close it for a new connection from its own address (one
+/// never answered may be closed whenever it is the stalest). A working client's next request
+/// is answered in milliseconds, never that late.
 pub const EVICTION_MIN_STALE: Duration = Duration::from_secs(1);
 /// A whole console request — headers and body — must have arrived, and its answer begun,
 /// this long after its first byte; else the connection is answered 408 and closed.

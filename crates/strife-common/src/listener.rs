@@ -28,11 +28,13 @@
 //!   longest — for its next request since its last response byte (an idle keep-alive), or for
 //!   the rest of a request since that request's first byte (a slow body or slow headers) —
 //!   instead of refusing the new one. A group under its share takes the place of the stalest
-//!   connection of a group over its share, however fresh; otherwise (a group at its share, or
-//!   none over it) only a connection stale for at least the minimum is closed, so a request
-//!   answered in milliseconds is never the one closed. The attacker and the client may share
-//!   an address (the same host, a NAT): what tells them apart is that a client's requests are
-//!   answered at once, while a slow request's connection only ever grows staler. Without
+//!   connection of a group over its share, however fresh; otherwise (a group at its share:
+//!   among its own; or no group over its share) the stalest connection that was never
+//!   answered, or that has waited at least the minimum since its last answer, is closed — a
+//!   working client's connection is never closed between its request and its answer. The
+//!   attacker and the client may share an address (the same host, a NAT): what tells them
+//!   apart is that a client's requests are answered at once, while a slow request's
+//!   connection only ever grows staler. Without
 //!   eviction, `max_per_address` is a hard cap: more are closed at accept. The evicted
 //!   connection's task is woken (it may be waiting on a read) and its next read or write fails.
 //! - **HTTP deadlines** ([`HttpStream`], wrapped around the plaintext above TLS): a whole
@@ -68,7 +70,10 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 pub struct ListenerLimits {
     /// Open connections at most (served and waiting).
     pub max_connections: usize,
-    /// Connections that have not sent a byte yet, at most.
+    /// Connections that have not sent a byte yet, at most (the oldest is dropped for a new
+    /// one). Not used with [`Self::max_per_address`] or [`Self::evict_stalest_after`]: there
+    /// the listener's eviction picks the silent connection to drop (of the address crowding
+    /// it).
     pub max_silent: usize,
     /// How long a new connection may stay silent.
     pub first_byte_timeout: Duration,
@@ -85,9 +90,10 @@ pub struct ListenerLimits {
     /// (the gRPC ports, where certificates are).
     pub max_per_address: Option<usize>,
     /// Make room in a full listener by closing the stalest connection (see the module
-    /// documentation); the value is how stale a connection must be before a connection from
-    /// its own address group (or any group, when none is over its share) may replace it.
-    /// `None`: a full listener closes new connections at accept (the gRPC ports).
+    /// documentation); the value is how long a connection that has been answered must have
+    /// waited (since its last answer, or since its current request began) before a newcomer
+    /// of its own address group (or of any group, when none is over its share) may replace
+    /// it. `None`: a full listener closes new connections at accept (the gRPC ports).
     pub evict_stalest_after: Option<Duration>,
 }
 
@@ -243,6 +249,8 @@ struct Activity {
     evicted: AtomicBool,
     /// The task that last read or wrote the connection, woken on eviction.
     waker: AtomicWaker,
+    /// A response byte has been written on it (it is a client the server has answered).
+    answered: AtomicBool,
     /// The response being written is a stream without an end (server-sent events).
     streaming: AtomicBool,
 }
@@ -254,6 +262,7 @@ impl Activity {
             stale_since_ms: AtomicU64::new(clock_ms()),
             evicted: AtomicBool::new(false),
             waker: AtomicWaker::new(),
+            answered: AtomicBool::new(false),
             streaming: AtomicBool::new(false),
         }
     }
@@ -353,21 +362,28 @@ impl SharedTable {
         self.per_group.get(group).copied().unwrap_or(0)
     }
 
-    /// The live connection that has waited longest among those `eligible`, with how long.
+    /// The live connection that has waited longest among those `eligible` (given each
+    /// entry and how long it has waited).
     fn stalest(
         &self,
         now_ms: u64,
-        eligible: impl Fn(&SharedEntry) -> bool,
-    ) -> Option<(u64, Duration)> {
+        eligible: impl Fn(&SharedEntry, Duration) -> bool,
+    ) -> Option<u64> {
         self.entries
             .iter()
-            .filter(|(_, entry)| !entry.evicted && eligible(entry))
+            .filter(|(_, entry)| !entry.evicted)
             .map(|(id, entry)| {
                 let since = entry.activity.stale_since_ms.load(Ordering::Relaxed);
-                (*id, Duration::from_millis(now_ms.saturating_sub(since)))
+                (
+                    *id,
+                    entry,
+                    Duration::from_millis(now_ms.saturating_sub(since)),
+                )
             })
+            .filter(|(_, entry, stale)| eligible(entry, *stale))
             // Equally stale (the same millisecond): the older connection.
-            .max_by_key(|(id, stale)| (*stale, std::cmp::Reverse(*id)))
+            .max_by_key(|(id, _, stale)| (*stale, std::cmp::Reverse(*id)))
+            .map(|(id, _, _)| id)
     }
 
     /// The decision for a new connection from `group` (see the module documentation).
@@ -392,15 +408,23 @@ impl SharedTable {
         if let (Some(share), false) = (self.max_per_address, at_share) {
             // Under its share: a group over its share gives way, its stalest first, however
             // fresh (that group holds more than it is due).
-            let over = |entry: &SharedEntry| self.held(&entry.group) > share;
-            if let Some((victim, _)) = self.stalest(now_ms, over) {
+            let over = |entry: &SharedEntry, _| self.held(&entry.group) > share;
+            if let Some(victim) = self.stalest(now_ms, over) {
                 return Admission::Evict(victim);
             }
         }
-        let eligible = |entry: &SharedEntry| !at_share || entry.group == *group;
+        // Otherwise (at its share: only among its own) the stalest connection that was never
+        // answered — a slow first request, a handshake — or that has waited at least the
+        // minimum since its last answer: a working client's connection is never closed
+        // between its request and its answer, while a wave of fresh slow requests (all
+        // reopened at once after their deadline) still gives way to a newcomer.
+        let eligible = |entry: &SharedEntry, stale: Duration| {
+            (!at_share || entry.group == *group)
+                && (!entry.activity.answered.load(Ordering::Relaxed) || stale >= min_stale)
+        };
         match self.stalest(now_ms, eligible) {
-            Some((victim, stale)) if stale >= min_stale => Admission::Evict(victim),
-            _ => Admission::Refuse,
+            Some(victim) => Admission::Evict(victim),
+            None => Admission::Refuse,
         }
     }
 
@@ -573,25 +597,35 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         next_id = next_id.wrapping_add(1);
         let id = next_id;
-        let (evict, evicted) = oneshot::channel();
-        {
-            let mut waiting = silent
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            waiting.push_back((id, evict));
-            while waiting.len() > limits.max_silent {
-                if let Some((_, oldest)) = waiting.pop_front() {
-                    let _ = oldest.send(());
+        // Connections that have not spoken yet: at most `max_silent`, the oldest dropped
+        // first. On a listener with a table, the table's eviction does this instead (a silent
+        // connection is the first to go, but only one of the group crowding the listener).
+        let evicted = match &activity {
+            Some(_) => None,
+            None => {
+                let (evict, evicted) = oneshot::channel();
+                let mut waiting = silent
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                waiting.push_back((id, evict));
+                while waiting.len() > limits.max_silent {
+                    if let Some((_, oldest)) = waiting.pop_front() {
+                        let _ = oldest.send(());
+                    }
                 }
+                Some(evicted)
             }
-        }
+        };
         let silent = Arc::clone(&silent);
         let ready = ready.clone();
         tokio::spawn(async move {
-            let evicted_from_table = async {
-                match &activity {
-                    Some(activity) => activity.evicted().await,
-                    None => futures::future::pending().await,
+            let evicted = async {
+                match (evicted, &activity) {
+                    (Some(evicted), _) => {
+                        let _ = evicted.await;
+                    }
+                    (None, Some(activity)) => activity.evicted().await,
+                    (None, None) => futures::future::pending().await,
                 }
             };
             let spoke = tokio::select! {
@@ -599,7 +633,6 @@ async fn accept_loop(
                     matches!(peeked, Ok(Ok(true)))
                 }
                 _ = evicted => false,
-                _ = evicted_from_table => false,
             };
             silent
                 .lock()
@@ -896,6 +929,7 @@ impl<S> HttpStream<S> {
         };
         if let Some(activity) = &self.activity {
             activity.refresh();
+            activity.answered.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -1201,12 +1235,14 @@ mod tests {
         })
     }
 
-    /// Puts a connection from `ip` into `table` that has been waiting `stale_ms` at `now_ms`.
-    fn put(table: &mut SharedTable, ip: &str, stale_ms: u64, now_ms: u64) -> u64 {
+    /// Puts a connection from `ip` into `table` that has been waiting `stale_ms` at `now_ms`,
+    /// `answered` before or not.
+    fn put(table: &mut SharedTable, ip: &str, stale_ms: u64, now_ms: u64, answered: bool) -> u64 {
         let activity = Arc::new(Activity::new(SocketAddr::new(address(ip), 1)));
         activity
             .stale_since_ms
             .store(now_ms - stale_ms, Ordering::Relaxed);
+        activity.answered.store(answered, Ordering::Relaxed);
         table.next_id += 1;
         let id = table.next_id;
         let group = AddressGroup::of(address(ip));
@@ -1224,14 +1260,14 @@ mod tests {
     }
 
     #[test]
-    fn a_full_listener_picks_the_stalest_connection_past_the_minimum() {
+    fn a_full_listener_picks_the_stalest_connection_never_answered_or_past_the_minimum() {
         let now = 1_000_000;
         let a = || AddressGroup::of(address("127.0.0.1"));
         let mut table = sharing(3, None, Some(Duration::from_secs(1)));
         assert_eq!(table.decide(&a(), now), Admission::Admit);
-        put(&mut table, "127.0.0.1", 5_000, now);
-        let stalest = put(&mut table, "127.0.0.1", 9_000, now);
-        put(&mut table, "127.0.0.1", 20, now);
+        put(&mut table, "127.0.0.1", 5_000, now, true);
+        let stalest = put(&mut table, "127.0.0.1", 9_000, now, true);
+        put(&mut table, "127.0.0.1", 20, now, true);
         assert_eq!(table.decide(&a(), now), Admission::Evict(stalest));
         // Once evicted it is not picked again; the next is only 5 s stale.
         table.evict(stalest);
@@ -1240,19 +1276,26 @@ mod tests {
             .evicted
             .load(Ordering::Relaxed));
         assert_eq!(table.live, 2);
-        put(&mut table, "127.0.0.1", 0, now);
+        put(&mut table, "127.0.0.1", 0, now, true);
         assert!(matches!(table.decide(&a(), now), Admission::Evict(id) if id != stalest));
 
-        // Every connection fresher than the minimum: the new one is refused.
-        let mut fresh = sharing(2, None, Some(Duration::from_secs(1)));
-        put(&mut fresh, "127.0.0.1", 900, now);
-        put(&mut fresh, "127.0.0.1", 10, now);
+        // Every answered connection fresher than the minimum: the newcomer is refused (a
+        // working client is never closed between its request and its answer) ...
+        let mut fresh = sharing(3, None, Some(Duration::from_secs(1)));
+        put(&mut fresh, "127.0.0.1", 900, now, true);
+        put(&mut fresh, "127.0.0.1", 10, now, true);
+        let unanswered = put(&mut fresh, "127.0.0.1", 300, now, false);
+        // ... but one never answered goes, however fresh: a wave of slow first requests
+        // reopened together never keeps a newcomer out.
+        assert_eq!(fresh.decide(&a(), now), Admission::Evict(unanswered));
+        fresh.remove(unanswered);
+        put(&mut fresh, "127.0.0.1", 0, now, true);
         assert_eq!(fresh.decide(&a(), now), Admission::Refuse);
         // Evicted connections still hold descriptors: never more of them than live ones.
         let mut lingering = sharing(1, None, Some(Duration::from_secs(1)));
-        let old = put(&mut lingering, "127.0.0.1", 5_000, now);
+        let old = put(&mut lingering, "127.0.0.1", 5_000, now, true);
         lingering.evict(old);
-        let newer = put(&mut lingering, "127.0.0.1", 5_000, now);
+        let newer = put(&mut lingering, "127.0.0.1", 5_000, now, true);
         assert_eq!(lingering.decide(&a(), now), Admission::Refuse);
         lingering.remove(old);
         assert_eq!(lingering.decide(&a(), now), Admission::Evict(newer));
@@ -1265,29 +1308,32 @@ mod tests {
         let mut table = sharing(4, Some(2), Some(Duration::from_secs(10)));
         let mut flood = Vec::new();
         for stale in [300, 200, 100] {
-            flood.push(put(&mut table, "127.0.0.2", stale, now));
+            flood.push(put(&mut table, "127.0.0.2", stale, now, true));
         }
         // Room left: anyone is admitted, even a group already past its share.
         assert_eq!(table.decide(&group("127.0.0.2"), now), Admission::Admit);
-        put(&mut table, "127.0.0.2", 0, now);
-        // Full. A newcomer under its share evicts the flood's stalest (300 ms, not 10 s).
+        put(&mut table, "127.0.0.2", 0, now, true);
+        // Full. A newcomer under its share evicts the flood's stalest (300 ms, not 10 s),
+        // answered or not.
         assert_eq!(
             table.decide(&group("127.0.0.1"), now),
             Admission::Evict(flood[0])
         );
-        // The flood itself may only replace its own connections past the minimum: none.
+        // The flood itself may only replace its own answered connections past the minimum:
+        // none.
         assert_eq!(table.decide(&group("127.0.0.2"), now), Admission::Refuse);
-        // A group at its share, with stale connections of its own, replaces those.
+        // A group at its share, with stale connections of its own, replaces those, never
+        // another group's.
         let mut mixed = sharing(4, Some(2), Some(Duration::from_secs(1)));
-        let own = put(&mut mixed, "127.0.0.1", 30_000, now);
-        put(&mut mixed, "127.0.0.1", 10, now);
-        put(&mut mixed, "127.0.0.3", 60_000, now);
-        put(&mut mixed, "127.0.0.4", 60_000, now);
+        let own = put(&mut mixed, "127.0.0.1", 30_000, now, true);
+        put(&mut mixed, "127.0.0.1", 10, now, true);
+        put(&mut mixed, "127.0.0.3", 60_000, now, true);
+        put(&mut mixed, "127.0.0.4", 60_000, now, false);
         assert_eq!(
             mixed.decide(&group("127.0.0.1"), now),
             Admission::Evict(own)
         );
-        // No group over its share: the stalest of all, past the minimum.
+        // No group over its share: the stalest of all.
         let stalest = mixed.decide(&group("127.0.0.5"), now);
         assert!(
             matches!(stalest, Admission::Evict(id) if mixed.entries[&id].group != group("127.0.0.1")),
@@ -1300,8 +1346,8 @@ mod tests {
         let now = 1_000_000;
         let group = |ip: &str| AddressGroup::of(address(ip));
         let mut table = sharing(8, Some(2), None);
-        put(&mut table, "127.0.0.1", 60_000, now);
-        put(&mut table, "127.0.0.1", 60_000, now);
+        put(&mut table, "127.0.0.1", 60_000, now, true);
+        put(&mut table, "127.0.0.1", 60_000, now, false);
         assert_eq!(table.decide(&group("127.0.0.1"), now), Admission::Refuse);
         assert_eq!(table.decide(&group("127.0.0.2"), now), Admission::Admit);
     }

@@ -203,7 +203,6 @@ impl MetricsEndpoint {
     ) -> tokio::task::JoinHandle<()> {
         let limits = ListenerLimits {
             max_connections: METRICS_MAX_CONNECTIONS,
-            max_silent: METRICS_MAX_CONNECTIONS / 2,
             // No peers are attached here (plain HTTP): no first-request deadline.
             first_request_timeout: None,
             max_per_address: Some(METRICS_MAX_CONNECTIONS_PER_ADDRESS),

@@ -362,7 +362,6 @@ impl WebEndpoint {
         // console makes room for a newcomer by closing its stalest connection.
         let limits = ListenerLimits {
             max_connections: CONSOLE_MAX_CONNECTIONS,
-            max_silent: CONSOLE_MAX_CONNECTIONS / 4,
             // No peers are attached here (no certificates): no first-request deadline.
             first_request_timeout: None,
             max_per_address: Some(CONSOLE_MAX_CONNECTIONS_PER_ADDRESS),
