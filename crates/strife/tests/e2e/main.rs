@@ -21,6 +21,7 @@ mod client_offline;
 mod config;
 mod connection_limits;
 mod console;
+mod console_attacks;
 mod data_safety;
 mod etcd_lockdown;
 mod expired_certificates;
