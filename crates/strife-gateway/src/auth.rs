@@ -1342,6 +1342,7 @@ mod tests {
             ("admin", Role::Admin),
             ("alice", Role::Client),
             ("bob", Role::Client),
+            ("carol", Role::Client),
         ])
         .await;
         let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), policy()).unwrap());
@@ -1401,6 +1402,28 @@ mod tests {
         assert!(is_locked(
             &sparing
                 .authenticate_console("bob", &password_of("bob"), address(42))
+                .await
+        ));
+        // A lock of the certificate scope alone (as another replica may have stored it)
+        // refuses console logins too.
+        let now = now_unix_ms();
+        store
+            .update_login(
+                "carol",
+                Box::new(move |_| {
+                    Some(SharedLogin {
+                        failures: 0,
+                        window_start_unix_ms: now,
+                        locked_until_unix_ms: now + 60_000,
+                        lockouts: 1,
+                    })
+                }),
+            )
+            .await
+            .unwrap();
+        assert!(is_locked(
+            &sparing
+                .authenticate_console("carol", &password_of("carol"), address(43))
                 .await
         ));
     }

@@ -446,7 +446,9 @@ async fn console_slow_bodies_do_not_keep_a_browser_out() {
             }
             match https(&connector, console, "127.0.0.1", &get("/login", None)).await {
                 Ok(answer) if answer.status == 200 => answered += 1,
-                other => failures.push(format!("{other:?}")),
+                other if failures.len() < 5 => failures.push(format!("{other:?}")),
+                // The first few are enough to tell why.
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -498,7 +500,9 @@ async fn metrics_slow_headers_do_not_keep_a_scraper_out() {
                 Ok(answer) if answer.status == 200 && answer.body.contains("strife_") => {
                     scraped += 1
                 }
-                other => failures.push(format!("{other:?}")),
+                other if failures.len() < 5 => failures.push(format!("{other:?}")),
+                // The first few are enough to tell why.
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
