@@ -5,8 +5,14 @@
 //! handlers ([`GatewayApi`]) with the [`Caller`] the gRPC auth layer would have put on the
 //! request, after the same role table ([`crate::roles`]) allowed the method — so validation,
 //! idempotency, scoping and refusals are exactly those of gRPC. Logins go through the same
-//! [`Authenticator`] (argon2id and the shared lockout); browsers have no client certificate,
-//! so the role comes from the user's record in the store.
+//! [`Authenticator`] (argon2id and the shared lockout, in the name's console scope, behind a
+//! per-client-address throttle: [`Authenticator::authenticate_console`]); browsers have no
+//! client certificate, so the role comes from the user's record in the store.
+//!
+//! The HTTPS listener has caps of its own (per client address too), evicts its stalest
+//! connection for a newcomer when full, and holds every connection to the HTTP deadlines of
+//! [`strife_common::listener::HttpStream`]; each request carries its client's address
+//! (`ConnectInfo`) and its connection's handle.
 //!
 //! - [`session`]: server-side sessions (random id in an `HttpOnly; Secure; SameSite=Strict`
 //!   cookie), one CSRF token per session.
