@@ -871,16 +871,38 @@ async fn postgres_restarted_mid_load_replicas_reconnect_and_nothing_is_lost() {
     let failures = load.failures();
     let db = network.db().await;
     let bank = network.banks[STALLED_BANK].id.clone();
-    network.pause_bank(STALLED_BANK);
-    let stalled_at = now_unix_ms();
-    let waiting = wait_until(Duration::from_secs(1), || async {
-        stored_payments(&db).await.iter().any(|payment| {
-            payment.status == PENDING
-                && (payment.from_bank == bank || payment.to_bank == bank)
-                && payment.created_unix_ms >= stalled_at
+    // A stall may catch every payer already waiting on a payment made before it, so that
+    // none makes a new one within the bank's etcd lease; then the bank is let go, serves
+    // again, and is stalled anew (bounded).
+    let mut waiting = false;
+    for attempt in 0..20 {
+        network.pause_bank(STALLED_BANK);
+        let stalled_at = now_unix_ms();
+        // Bounded well inside the bank's etcd lease (2 s).
+        waiting = wait_until(Duration::from_secs(1), || async {
+            stored_payments(&db).await.iter().any(|payment| {
+                payment.status == PENDING
+                    && (payment.from_bank == bank || payment.to_bank == bank)
+                    && payment.created_unix_ms >= stalled_at
+            })
         })
-    })
-    .await;
+        .await;
+        if waiting {
+            break;
+        }
+        network.resume_bank(STALLED_BANK);
+        eprintln!("attempt {attempt}: no payment on {bank} waited in phase 1; letting it recover");
+        let resumed_at = now_unix_ms();
+        let serving = wait_until(Duration::from_secs(15), || async {
+            stored_payments(&db).await.iter().any(|payment| {
+                payment.status == COMMITTED
+                    && (payment.from_bank == bank || payment.to_bank == bank)
+                    && payment.created_unix_ms >= resumed_at
+            })
+        })
+        .await;
+        assert!(serving, "{bank} committed nothing after its stall");
+    }
     let in_flight: Vec<String> = stored_payments(&db)
         .await
         .into_iter()
