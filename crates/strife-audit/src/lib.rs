@@ -68,12 +68,12 @@ use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
 use strife_common::money::{self, Amount};
-use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
-use strife_gateway::settlement::{is_cross_bank, nets, window_state, WindowState};
-pub use strife_gateway::store::StoreLocation;
-use strife_gateway::store::{GatewayLog, LogSnapshot, PaymentRecord, PaymentStatus, WindowReport};
+use strife_ledger::records::{LogSnapshot, PaymentRecord, PaymentStatus, WindowReport};
+use strife_ledger::settlement::{is_cross_bank, nets, window_state, WindowState};
+use strife_ledger::store::GatewayLog;
+pub use strife_ledger::store::StoreLocation;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
@@ -651,13 +651,8 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     )?;
     let addresses = bank_addresses(&etcd).await?;
     // The network's identity: a PostgreSQL log must belong to this network's gateway.
-    let identity = StoreIdentity::gateway(
-        &layout,
-        tls.ca_fingerprint()?,
-        strife_gateway::store::SCHEMA_VERSION,
-        false,
-    );
-    let gateway_log = strife_gateway::store::open_log(&config.store, &identity).await?;
+    let identity = strife_ledger::store::identity(&layout, tls.ca_fingerprint()?, false);
+    let gateway_log = strife_ledger::store::open_log(&config.store, &identity).await?;
     let gateway_log = gateway_log.as_deref();
     let mut report = Report {
         live: config.live,
@@ -1439,7 +1434,7 @@ mod tests {
     mod settlement {
         use super::super::*;
         use super::kinds;
-        use strife_gateway::store::{BilateralTotal, Party, PositionRecord, WindowRecord};
+        use strife_ledger::records::{BilateralTotal, Party, PositionRecord, WindowRecord};
 
         fn party(user: &str, bank: &str) -> Party {
             Party {

@@ -21,16 +21,17 @@ use crate::coordinator::Coordinator;
 use crate::cursor::{CursorKind, CursorSeal};
 use crate::events::{EventStream, Events};
 use crate::metrics::Phase;
-use crate::payment;
 use crate::refusals::{Attempt, RefusalLimiter};
 use crate::registry::{bank_failure, BankRegistry};
 use crate::request_log::RequestLogSlot;
 use crate::roles::Role;
-use crate::settlement::{self, WindowState};
-use crate::store::{
-    Begun, GatewayStore, LinkedAccount, Party, PaymentRecord, PaymentStatus, PositionRecord,
-    WindowRecord, WindowReport,
+use strife_ledger::payment;
+use strife_ledger::records::{
+    Begun, LinkedAccount, Party, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord,
+    WindowReport,
 };
+use strife_ledger::settlement::{self, WindowState};
+use strife_ledger::store::GatewayStore;
 
 const DEFAULT_PAGE_SIZE: u32 = 20;
 const MAX_PAGE_SIZE: u32 = 100;

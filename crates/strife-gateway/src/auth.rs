@@ -27,8 +27,8 @@ use crate::request_log::RequestLogSlot;
 use crate::roles::{allowed_roles, Role};
 use strife_common::time::now_unix_ms;
 
-use crate::lockout::{self, SharedLogin};
-use crate::store::{GatewayStore, LoginChange};
+use strife_ledger::lockout::{self, LockoutPolicy, SharedLogin, MAX_LOCKOUT};
+use strife_ledger::store::{GatewayStore, LoginChange};
 
 /// Most names tracked for failed logins; past it, unlocked entries are forgotten first.
 const MAX_TRACKED_NAMES: usize = 10_000;
@@ -77,19 +77,6 @@ fn verify_password(password: &str, hash: &str) -> bool {
         })
         .unwrap_or(false)
 }
-
-/// Login throttling policy.
-#[derive(Debug, Clone, Copy)]
-pub struct LockoutPolicy {
-    /// Password checks per name per window; the failure that reaches it locks the name.
-    pub threshold: u32,
-    /// The window, and how long the first lockout lasts; each consecutive lockout doubles
-    /// it, up to [`MAX_LOCKOUT`].
-    pub duration: Duration,
-}
-
-/// The longest a name is ever locked, however many lockouts in a row.
-pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The login state of one name.
 #[derive(Debug)]
@@ -955,11 +942,11 @@ mod tests {
         let identity = strife_common::store_identity::StoreIdentity::gateway(
             &strife_common::layout::Layout::new(dir.path()),
             "ca".into(),
-            crate::store::SCHEMA_VERSION,
+            strife_ledger::store::sqlite::SCHEMA_VERSION,
             false,
         );
         let store: Arc<dyn GatewayStore> = Arc::new(
-            crate::store::sqlite::SqliteGatewayStore::open(
+            strife_ledger::store::sqlite::SqliteGatewayStore::open(
                 &dir.path().join("gateway.db"),
                 &identity,
             )

@@ -24,10 +24,11 @@ use strife_proto::v1 as pb;
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::{GatewayMetrics, Phase, PrepareError};
-use crate::payment::{self, decide, Vote};
 use crate::registry::BankRegistry;
-use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
 use crate::takeover::{take_over, Liveness, TAKEOVER_INTERVAL};
+use strife_ledger::payment::{self, decide, Vote};
+use strife_ledger::records::{PaymentRecord, PaymentStatus};
+use strife_ledger::store::GatewayStore;
 
 /// How often unfinished payments are retried.
 const RETRY_INTERVAL: Duration = Duration::from_millis(250);

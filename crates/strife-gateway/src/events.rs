@@ -36,7 +36,8 @@ use tonic::Status;
 
 use crate::cursor::{CursorKind, CursorSeal};
 use crate::roles::Role;
-use crate::store::{GatewayStore, PaymentRecord};
+use strife_ledger::records::PaymentRecord;
+use strife_ledger::store::GatewayStore;
 
 /// The stream a watch returns.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PaymentEvent, Status>> + Send>>;
@@ -292,12 +293,12 @@ mod tests {
             seq: position,
             payment_id: format!("p-{position}"),
             idempotency_key: format!("k-{position}"),
-            from: crate::store::Party {
+            from: strife_ledger::records::Party {
                 username: "alice".into(),
                 bank_id: "bank0".into(),
                 account_number: "a".into(),
             },
-            to: crate::store::Party {
+            to: strife_ledger::records::Party {
                 username: "bob".into(),
                 bank_id: "bank1".into(),
                 account_number: "b".into(),
@@ -305,7 +306,7 @@ mod tests {
             amount_minor: 100,
             currency: "USD".into(),
             memo: String::new(),
-            status: crate::store::PaymentStatus::Committed,
+            status: strife_ledger::records::PaymentStatus::Committed,
             reason_code: None,
             reason: None,
             debit_acked: true,

@@ -23,8 +23,8 @@ use prometheus_client::registry::Registry;
 use strife_common::discovery::MAX_BANK_ENTRIES;
 use strife_common::metrics::{latency_histogram, reason_label, HistogramFamily};
 
-use crate::payment;
-use crate::store::{PaymentRecord, PaymentStatus};
+use strife_ledger::payment;
+use strife_ledger::records::{PaymentRecord, PaymentStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PaymentLabels {
@@ -422,7 +422,7 @@ impl GatewayMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Party;
+    use strife_ledger::records::Party;
 
     fn record(status: PaymentStatus, reason_code: Option<&str>) -> PaymentRecord {
         let party = |name: &str| Party {

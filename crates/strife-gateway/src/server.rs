@@ -21,7 +21,6 @@ use strife_common::metrics::MetricsEndpoint;
 use strife_common::operations;
 use strife_common::registration::{keep_registered, refuse_if_taken, Registration};
 use strife_common::state_dir::DirLock;
-use strife_common::store_identity::StoreIdentity;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
@@ -29,16 +28,17 @@ use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 
 use crate::api::GatewayApi;
-use crate::auth::{hash_password, AuthLayer, Authenticator, LockoutPolicy};
+use crate::auth::{hash_password, AuthLayer, Authenticator};
 use crate::coordinator::{Coordinator, CrashPoint};
 use crate::decision::DecisionApi;
 use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
 use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
-use crate::store::{GatewayStore, StoreLocation};
 use crate::takeover::Liveness;
 use crate::web::{Console, WebEndpoint};
+use strife_ledger::lockout::LockoutPolicy;
+use strife_ledger::store::{GatewayStore, StoreLocation};
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -134,13 +134,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         config.lease_ttl_secs,
     );
     refuse_if_taken(&registration, "gateway replica").await?;
-    let identity = StoreIdentity::gateway(
-        &layout,
-        tls.ca_fingerprint()?,
-        crate::store::SCHEMA_VERSION,
-        config.initialize,
-    );
-    let store = crate::store::open(&config.store, &identity).await?;
+    let identity =
+        strife_ledger::store::identity(&layout, tls.ca_fingerprint()?, config.initialize);
+    let store = strife_ledger::store::open(&config.store, &identity).await?;
     ensure_admin(store.as_ref(), &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));

@@ -21,7 +21,7 @@ use std::time::Duration;
 use strife_common::discovery::live_gateways;
 use strife_common::etcd::EtcdAccess;
 
-use crate::store::GatewayStore;
+use strife_ledger::store::GatewayStore;
 
 /// Most replica entries read from etcd (bounded like the bank registry).
 const MAX_REPLICAS: i64 = 1_024;

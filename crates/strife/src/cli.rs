@@ -13,7 +13,7 @@ use strife_common::limits::{
     DEFAULT_GATEWAY_ADDRESS, MAX_CONNECTIONS, MAX_PREPARE_TIMEOUT, MIN_MAX_CONNECTIONS,
     MIN_PREPARE_TIMEOUT,
 };
-use strife_gateway::store::StoreLocation;
+use strife_ledger::store::StoreLocation;
 
 /// `--store`'s default. The flag is a plain string, parsed after clap (see
 /// [`store_location`]): clap would echo a value it refuses, password and all.

@@ -50,8 +50,8 @@ use crate::auth::{Authenticator, Caller};
 use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
 use crate::roles::{allowed_roles, Role};
-use crate::store::GatewayStore;
 use session::{cookie_value, Session, Sessions, SESSION_COOKIE};
+use strife_ledger::store::GatewayStore;
 
 /// Largest request body (forms are a few fields).
 const MAX_BODY_BYTES: usize = 16 * 1024;

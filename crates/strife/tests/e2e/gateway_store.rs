@@ -12,10 +12,12 @@ use std::sync::Arc;
 use strife_common::layout::Layout;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::Failure;
-use strife_gateway::store::{
-    self, Begun, BilateralTotal, GatewayLog, GatewayStore, LinkedAccount, Party, PaymentRecord,
-    PaymentStatus, PostgresGatewayLog, PostgresGatewayStore, PostgresLocation, SqliteGatewayStore,
-    StoreLocation,
+use strife_ledger::records::{
+    Begun, BilateralTotal, LinkedAccount, Party, PaymentRecord, PaymentStatus,
+};
+use strife_ledger::store::{
+    self, GatewayLog, GatewayStore, PostgresGatewayLog, PostgresGatewayStore, PostgresLocation,
+    SqliteGatewayStore, StoreLocation,
 };
 
 use crate::support::postgres::{Postgres, ServerTls};
@@ -72,7 +74,7 @@ impl Fresh for FreshPostgres {
 }
 
 fn identity(layout: &Layout, ca: &str, initialize: bool) -> StoreIdentity {
-    StoreIdentity::gateway(layout, ca.to_owned(), store::SCHEMA_VERSION, initialize)
+    store::identity(layout, ca.to_owned(), initialize)
 }
 
 fn party(user: &str, bank: &str) -> Party {
@@ -579,7 +581,7 @@ async fn ownership_and_decision_order(store: Arc<dyn GatewayStore>) {
 }
 
 async fn logins_probe_and_banks(store: Arc<dyn GatewayStore>) {
-    use strife_gateway::lockout::SharedLogin;
+    use strife_ledger::lockout::SharedLogin;
     let store = store.as_ref();
     store.probe().await.unwrap();
     assert_eq!(store.login("alice").await.unwrap(), None);
@@ -1356,7 +1358,7 @@ async fn postgres_schema_identity_and_migrations() {
 /// reservations and window 1's totals derived from the log — and the store goes on from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_version_3_migrates_to_4_deriving_settlement_from_the_log() {
-    use strife_gateway::store::PositionRecord;
+    use strife_ledger::records::PositionRecord;
     let server = Postgres::start().await;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());

@@ -23,8 +23,8 @@ use strife_common::Failure;
 use super::batch::{rounds, Item};
 use super::{column, retry_conflicts, settle, Server};
 use crate::payment;
+use crate::records::PaymentRecord;
 use crate::settlement;
-use crate::store::PaymentRecord;
 
 /// (user, idempotency key).
 type KeyOf = (String, String);

@@ -99,12 +99,13 @@ use tokio_postgres::Row;
 pub use location::{PostgresLocation, PostgresTls};
 pub use schema::{Migration, MIGRATIONS, SCHEMA_VERSION};
 
-use super::{
-    Begun, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange, Party, PaymentRecord,
-    PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
-};
+use super::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
+use crate::records::{
+    Begun, LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus, PositionRecord,
+    UserRecord, WindowRecord, WindowReport,
+};
 
 /// How long opening the store may take (connecting, checking or migrating the schema).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);

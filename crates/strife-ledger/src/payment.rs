@@ -21,7 +21,7 @@ use std::time::Duration;
 use strife_common::failure::TRANSIENT_ABORT_REASONS;
 use strife_common::Failure;
 
-use crate::store::{PaymentRecord, PaymentStatus};
+use crate::records::{PaymentRecord, PaymentStatus};
 
 /// Reason codes the coordinator itself writes.
 pub mod reason {
@@ -229,7 +229,7 @@ pub fn outcome(record: &PaymentRecord) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Party;
+    use crate::records::Party;
 
     const TIMEOUT: Duration = Duration::from_millis(500);
 

@@ -4,7 +4,7 @@ fn identity(dir: &tempfile::TempDir) -> StoreIdentity {
     StoreIdentity::gateway(
         &strife_common::layout::Layout::new(dir.path()),
         "ca".into(),
-        super::super::SCHEMA_VERSION,
+        SCHEMA_VERSION,
         false,
     )
 }
@@ -88,7 +88,7 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
         .lock()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, super::super::SCHEMA_VERSION);
+    assert_eq!(version, SCHEMA_VERSION);
     assert!(store.user("alice").await.unwrap().is_some(), "users kept");
     let payment = store.payment("p-1").await.unwrap().unwrap();
     assert_eq!(payment.status, PaymentStatus::Committed, "payments kept");
@@ -262,7 +262,7 @@ async fn a_version_2_database_migrates_keeping_every_row_with_settlement_derived
         .lock()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, super::super::SCHEMA_VERSION);
+    assert_eq!(version, SCHEMA_VERSION);
     assert!(store.user("alice").await.unwrap().is_some(), "users kept");
     assert_eq!(
         store.accounts_of("alice").await.unwrap().len(),

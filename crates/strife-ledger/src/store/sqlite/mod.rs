@@ -18,11 +18,12 @@ use strife_common::store_identity::{Migration, StoreIdentity};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
-use super::{
-    Begun, BilateralTotal, GatewayLog, GatewayStore, LinkedAccount, LogSnapshot, LoginChange,
-    Party, PaymentRecord, PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
-};
+use super::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
+use crate::records::{
+    Begun, BilateralTotal, LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus,
+    PositionRecord, UserRecord, WindowRecord, WindowReport,
+};
 use crate::{payment, settlement};
 
 /// The settlement tables, shared word for word by the current schema and the 2 → 3 migration
@@ -176,7 +177,11 @@ CREATE TABLE IF NOT EXISTS idempotency (
     settlement_tables!()
 );
 
-/// Steps from older schema versions (see `SCHEMA_VERSION`).
+/// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
+/// higher one was written by a newer Strife and is refused.
+pub const SCHEMA_VERSION: i64 = 5;
+
+/// Steps from older schema versions (see [`SCHEMA_VERSION`]).
 const MIGRATIONS: &[Migration] = &[
     Migration {
         // 1 → 2: each payment names the replica that coordinates it (takeover).
@@ -383,10 +388,10 @@ impl SqliteGatewayLog {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .with_context(|| format!("reading the schema version of {}", path.display()))?;
         anyhow::ensure!(
-            version <= super::SCHEMA_VERSION,
+            version <= SCHEMA_VERSION,
             "{} has schema version {version}, newer than this binary's {}; use a newer strife",
             path.display(),
-            super::SCHEMA_VERSION
+            SCHEMA_VERSION
         );
         Ok(Some(SqliteGatewayLog {
             reader: Reader(Arc::new(Mutex::new(connection))),
@@ -1435,5 +1440,7 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
 }
 
 mod directory;
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use super::super::{LinkedAccount, UserRecord};
+use crate::records::{LinkedAccount, UserRecord};
 
 /// Most users (and, separately, account lists) kept; all are dropped when it is reached.
 const MAX_KEPT: usize = 65_536;

@@ -8,7 +8,18 @@
 
 use std::time::Duration;
 
-use crate::auth::{LockoutPolicy, MAX_LOCKOUT};
+/// Login throttling policy.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    /// Password checks per name per window; the failure that reaches it locks the name.
+    pub threshold: u32,
+    /// The window, and how long the first lockout lasts; each consecutive lockout doubles
+    /// it, up to [`MAX_LOCKOUT`].
+    pub duration: Duration,
+}
+
+/// The longest a name is ever locked, however many lockouts in a row.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 
 /// One name's shared login record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

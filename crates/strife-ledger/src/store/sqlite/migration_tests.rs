@@ -1,12 +1,12 @@
-//! Schema versions of the gateway database (`store::SCHEMA_VERSION`, `PRAGMA user_version`):
+//! Schema versions of the gateway database ([`SCHEMA_VERSION`], `PRAGMA user_version`):
 //! a file written by the release before versions existed opens, migrates and keeps every row;
-//! a file from a newer Strife is refused. Kept apart from `store.rs` and touching only
-//! `GatewayStore::open`, so it holds whatever shape the store's code takes.
+//! a file from a newer Strife is refused. Kept apart from the store's own tests and touching only
+//! `SqliteGatewayStore::open`, so it holds whatever shape the store's code takes.
 
 use rusqlite::Connection;
 use strife_common::store_identity::StoreIdentity;
 
-use crate::store::{SqliteGatewayStore, SCHEMA_VERSION};
+use super::{SqliteGatewayStore, SCHEMA_VERSION};
 
 /// The gateway database as the release before schema versions wrote it: the same tables,
 /// `PRAGMA user_version` 0, no `meta`. Frozen here on purpose (not the store's schema), so the

@@ -28,10 +28,10 @@ use strife_common::Failure;
 use tokio_postgres::Row;
 
 use super::{column, payment_from_row, Server};
-use crate::settlement::{self, PositionChange};
-use crate::store::{
+use crate::records::{
     BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord, WindowReport,
 };
+use crate::settlement::{self, PositionChange};
 
 /// (bank, currency).
 type PositionKey = (String, String);

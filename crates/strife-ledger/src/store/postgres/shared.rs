@@ -17,7 +17,7 @@ use strife_common::Failure;
 
 use super::batch::{Batcher, Item};
 use super::{account_from_row, column, Server, ACCOUNT_COLUMNS};
-use crate::store::{LinkedAccount, PaymentRecord, UserRecord};
+use crate::records::{LinkedAccount, PaymentRecord, UserRecord};
 
 /// Most calls one statement carries.
 const MAX_ITEMS: usize = 256;
