@@ -230,6 +230,38 @@ impl From<Failure> for Status {
     }
 }
 
+/// A refusal of a `Pay` or `Refund`: the failure, and — when the request got as far as a
+/// recorded payment (refused by a bank, or still in flight under its key) — that payment's id
+/// and its own reason code, which travel with the refusal on every transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRefusal {
+    pub failure: Failure,
+    pub payment_id: Option<String>,
+    pub reason_code: Option<String>,
+}
+
+impl From<Failure> for PaymentRefusal {
+    /// A refusal before anything was recorded.
+    fn from(failure: Failure) -> Self {
+        PaymentRefusal {
+            failure,
+            payment_id: None,
+            reason_code: None,
+        }
+    }
+}
+
+impl From<PaymentRefusal> for Status {
+    fn from(refusal: PaymentRefusal) -> Self {
+        match refusal.payment_id {
+            Some(payment_id) => {
+                payment_refusal(refusal.failure, &payment_id, refusal.reason_code.as_deref())
+            }
+            None => refusal.failure.into(),
+        }
+    }
+}
+
 /// The status `Pay` answers for a payment that was recorded and then refused (or is still in
 /// flight): as `From<Failure>`, but the `ErrorInfo.reason` and the `x-strife-reason` trailer
 /// are the payment's own reason code (`insufficient_funds`, `bank_timeout`, …) when it has

@@ -23,7 +23,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::TlsConnectInfo;
 
 use crate::metrics::GatewayMetrics;
-use crate::request_log::RequestLogSlot;
+use crate::request::{Caller, RequestLogSlot};
 use crate::roles::{allowed_roles, Role};
 use strife_common::time::now_unix_ms;
 
@@ -48,14 +48,6 @@ struct VerifiedSession {
 
 /// One password check that identical concurrent requests wait on together.
 type SharedCheck = Arc<OnceCell<Option<Role>>>;
-
-/// Who made a request, as the auth layer verified it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub username: String,
-    pub role: Role,
-    pub peer: PeerIdentity,
-}
 
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, Failure> {

@@ -3,31 +3,30 @@
 //! (records, the pure payment and settlement decisions, lockout, the store) are the ledger
 //! core, `strife_ledger`; this crate is the service around it.
 //!
-//! - [`auth`]: certificate + password authentication, lockout, and the role check (a layer).
+//! - [`service`]: the one service every transport calls (validation, scoping, the role check,
+//!   payments, accounts, settlement, payment events).
+//! - [`request`]: who made a request and its log slot, as a transport hands them over.
+//! - [`auth`]: certificate + password authentication and lockout (a gRPC layer; the console
+//!   logs in through the same authenticator).
 //! - [`roles`]: the method → roles table.
-//! - [`request_log`]: one log line per request (a layer).
+//! - [`grpc`]: the gRPC transport (`strife.v1.Gateway`, `strife.v1.Coordinator`, the request
+//!   log layer).
 //! - [`registry`]: the live bank map from an etcd watch, one channel per bank.
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
-//! - [`cursor`]: watch cursors and page tokens sealed to their user.
-//! - [`api`]: the client-facing `strife.v1.Gateway` service.
-//! - [`refusals`]: how many refused payments one user can make the gateway store.
+//! - [`takeover`]: which replica finishes whose payments.
 //! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
-//! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
-//! - [`web`]: the web console (`--web-listen`): HTML pages over the same handlers.
+//! - [`web`]: the web console (`--web-listen`): HTML pages over the same service.
 //! - [`server`]: process wiring.
 
-pub mod api;
 pub mod auth;
 pub mod coordinator;
-pub mod cursor;
-pub mod decision;
-pub mod events;
+pub mod grpc;
 pub mod metrics;
-pub mod refusals;
 pub mod registry;
-pub mod request_log;
+pub mod request;
 pub mod roles;
 pub mod server;
+pub mod service;
 pub mod takeover;
 pub mod web;
 

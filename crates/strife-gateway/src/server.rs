@@ -27,14 +27,16 @@ use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 
-use crate::api::GatewayApi;
 use crate::auth::{hash_password, AuthLayer, Authenticator};
 use crate::coordinator::{Coordinator, CrashPoint};
-use crate::decision::DecisionApi;
+use crate::grpc::decision::DecisionApi;
+use crate::grpc::gateway::GatewayGrpc;
+use crate::grpc::request_log::RequestLogLayer;
 use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
-use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
+use crate::service::cursor::{CursorSeal, CURSOR_SECRET};
+use crate::service::Service;
 use crate::takeover::Liveness;
 use crate::web::{Console, WebEndpoint};
 use strife_ledger::lockout::LockoutPolicy;
@@ -204,18 +206,19 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     );
     let (readiness, health) = operations::health("strife.v1.Gateway").await;
     let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    let cursor_secret = store.secret(crate::cursor::CURSOR_SECRET).await?;
-    let api = Arc::new(
-        GatewayApi::new(
+    let cursor_secret = store.secret(CURSOR_SECRET).await?;
+    let service = Arc::new(
+        Service::new(
             Arc::clone(&store),
             Arc::clone(&registry),
             Arc::clone(&coordinator),
-            Arc::new(crate::cursor::CursorSeal::new(&cursor_secret)),
+            Arc::new(CursorSeal::new(&cursor_secret)),
         )
         // Open payment watches (gRPC and the console's live pages) end when the drain
         // begins instead of holding it.
         .ending_watches_on(draining.clone()),
     );
+    let api = Arc::new(GatewayGrpc::new(Arc::clone(&service)));
     if let Some(endpoint) = web_endpoint {
         // The console calls the very handlers gRPC requests reach.
         let console = Console::new(

@@ -45,10 +45,11 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::{Request, Status};
 
-use crate::api::GatewayApi;
-use crate::auth::{Authenticator, Caller};
+use crate::auth::Authenticator;
+use crate::grpc::gateway::GatewayGrpc as GatewayApi;
 use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
+use crate::request::Caller;
 use crate::roles::{allowed_roles, Role};
 use session::{cookie_value, Session, Sessions, SESSION_COOKIE};
 use strife_ledger::store::GatewayStore;

@@ -1413,8 +1413,9 @@ async fn postgres_version_3_migrates_to_4_deriving_settlement_from_the_log() {
         .await
         .unwrap()
         .get(0);
+    // Through 4 (settlement) to the current version in one open.
     assert_eq!(version, store::postgres::SCHEMA_VERSION);
-    assert_eq!(version, 4);
+    assert!(version >= 4);
     let snapshot = store.snapshot().await.unwrap();
     let windows: Vec<(String, Option<i64>)> = snapshot
         .payments

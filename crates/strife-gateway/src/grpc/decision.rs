@@ -9,8 +9,8 @@ use strife_common::Failure;
 use strife_proto::v1::{self as pb, coordinator_server::Coordinator as CoordinatorService};
 use tonic::{Request, Response, Status};
 
-use crate::auth::Caller;
 use crate::coordinator::Coordinator;
+use crate::request::Caller;
 
 /// Answers decision queries from the coordinator's log.
 pub struct DecisionApi {

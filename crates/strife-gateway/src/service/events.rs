@@ -32,15 +32,14 @@ use strife_common::Failure;
 use strife_proto::v1 as pb;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
-use tonic::Status;
 
-use crate::cursor::{CursorKind, CursorSeal};
+use super::cursor::{CursorKind, CursorSeal};
 use crate::roles::Role;
 use strife_ledger::records::PaymentRecord;
 use strife_ledger::store::GatewayStore;
 
 /// The stream a watch returns.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PaymentEvent, Status>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PaymentEvent, Failure>> + Send>>;
 
 /// Events already read but not yet taken by a slow client; past it, the watcher waits.
 const BUFFERED_EVENTS: usize = 64;
@@ -244,7 +243,7 @@ async fn follow(
     decisions: Arc<Notify>,
     watcher: Watcher,
     start: i64,
-    sender: mpsc::Sender<Result<pb::PaymentEvent, Status>>,
+    sender: mpsc::Sender<Result<pb::PaymentEvent, Failure>>,
 ) {
     let mut position = Position {
         cursor: start,
@@ -256,7 +255,7 @@ async fn follow(
         let page = match store.decided_after(position.cursor, EVENT_PAGE).await {
             Ok(page) => page,
             Err(failure) => {
-                let _ = sender.send(Err(failure.into())).await;
+                let _ = sender.send(Err(failure)).await;
                 return;
             }
         };
@@ -267,7 +266,7 @@ async fn follow(
             }
             let event = pb::PaymentEvent {
                 cursor: seal.seal(CursorKind::Event, &watcher.username, cursor),
-                payment: Some(crate::api::payment_proto(&payment)),
+                payment: Some(super::convert::payment_proto(&payment)),
             };
             if sender.send(Ok(event)).await.is_err() {
                 return; // The caller hung up.

@@ -3,64 +3,12 @@
 //! recorded them, the gRPC status, the latency and the error. Credentials are never read
 //! here, so they cannot be logged.
 
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
 
-use crate::auth::Caller;
-
-#[derive(Debug, Default, Clone)]
-struct Fields {
-    peer: Option<String>,
-    username: Option<String>,
-    payment_id: Option<String>,
-    amount: Option<String>,
-}
-
-/// Put in every request's extensions; the auth layer and handlers fill it in.
-#[derive(Debug, Default, Clone)]
-pub struct RequestLogSlot(Arc<Mutex<Fields>>);
-
-impl RequestLogSlot {
-    fn with(&self, update: impl FnOnce(&mut Fields)) {
-        let mut fields = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        update(&mut fields);
-    }
-
-    pub fn set_caller(&self, caller: Option<&Caller>) {
-        self.with(|fields| {
-            fields.peer = caller.map(|caller| caller.peer.to_string());
-            fields.username = caller.map(|caller| caller.username.clone());
-        });
-    }
-
-    /// Records the payment a request concerns.
-    pub fn set_payment(&self, payment_id: &str, amount: Option<String>) {
-        self.with(|fields| {
-            fields.payment_id = Some(payment_id.to_owned());
-            if amount.is_some() {
-                fields.amount = amount;
-            }
-        });
-    }
-
-    /// Records the amount before a payment id exists.
-    pub fn set_amount(&self, amount: String) {
-        self.with(|fields| fields.amount = Some(amount));
-    }
-
-    fn snapshot(&self) -> Fields {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
+use crate::request::RequestLogSlot;
 
 /// The logging layer; wrap it outside [`crate::auth::AuthLayer`] so refused requests are
 /// logged too.
