@@ -19,10 +19,12 @@ use strife_common::operations;
 use strife_common::registration::{keep_registered, Registration};
 use strife_common::state_dir::DirLock;
 use strife_common::store_identity::StoreIdentity;
+use strife_common::stream_limits::StreamLimitsLayer;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::bank_server::BankServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::gateway_only::admit_gateway;
@@ -74,7 +76,12 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     )?;
     // Parses certificate and key now: a bad one must stop the bank before it prints its
     // ready line or registers in etcd, where it would attract traffic it cannot serve.
-    let mut server = tls.server_builder(&identity_paths)?.layer(GrpcLimitsLayer);
+    // Outermost first: gRPC's status table, then the caps on open streams (health `Watch`
+    // and reflection are open to any certificate of the project).
+    let mut server = tls
+        .server_builder(&identity_paths)?
+        .layer(GrpcLimitsLayer)
+        .layer(StreamLimitsLayer::new());
     let identity = StoreIdentity::bank(
         &layout,
         &config.bank_id,
@@ -142,7 +149,8 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let probed = Arc::clone(&store);
     let bank = BankServer::new(BankService::new(store))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES);
+        .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip);
     let service = InterceptedService::new(bank, admit_gateway);
     // Health and reflection sit beside the bank service, outside its gateway-only
     // interceptor: any certificate from our CA may probe them (see `operations.rs`).

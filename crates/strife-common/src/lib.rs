@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod sqlite;
 pub mod state_dir;
 pub mod store_identity;
+pub mod stream_limits;
 pub mod time;
 pub mod tls;
 

@@ -34,9 +34,22 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_ENCODED_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Most metadata (header names + values) a request may carry (`grpc_limits`).
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
-/// The HTTP/2 header-list limit servers set: above [`MAX_METADATA_BYTES`], so `grpc_limits`
-/// answers with a status; beyond it the HTTP/2 layer refuses the stream itself.
-pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// The largest metadata a client is promised a gRPC status for (`RESOURCE_EXHAUSTED`,
+/// `too_large`) rather than an HTTP/2 error: what a foreign client plausibly sends by mistake
+/// (a pasted file as a password). Beyond [`MAX_HEADER_LIST_BYTES`] there is no such promise.
+pub const ANSWERED_METADATA_BYTES: usize = 1024 * 1024;
+/// The HTTP/2 header-list limit servers set (SETTINGS_MAX_HEADER_LIST_SIZE). Far above
+/// [`MAX_METADATA_BYTES`], so that `grpc_limits` answers anything up to
+/// [`ANSWERED_METADATA_BYTES`] with a status: h2 allows a header block 1.25 × this in
+/// CONTINUATION frames (at 16 KiB each) before it sends GOAWAY `too_many_continuations`, and
+/// answers a list over this HTTP 431 + REFUSED_STREAM, which gRPC clients read as
+/// `UNAVAILABLE`/`UNKNOWN` ("retry"). The cost: one partly received header block per
+/// connection at a time (HTTP/2 allows no other frame in between), at its peak ≈ 3.25 × this
+/// = 6.5 MiB (the raw block, ≤ 1.25 × this, plus the value being decoded, which Huffman code
+/// can make 8/5 of its raw size) — a tenth of what a connection may already hold in partial
+/// messages ([`MAX_CONCURRENT_STREAMS`] × [`MAX_MESSAGE_BYTES`] = 64 MiB); docs/OPERATIONS.md
+/// ("Memory bounds") has the worst case.
+pub const MAX_HEADER_LIST_BYTES: u32 = 2 * 1024 * 1024;
 /// Concurrent HTTP/2 streams per connection a server allows.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1_024;
 
@@ -145,6 +158,22 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open watches a gateway serves at once, and per user: each holds a task and a connection.
 pub const MAX_WATCHES: usize = 1_024;
 pub const MAX_WATCHES_PER_USER: usize = 8;
+
+// ── Open streams (`stream_limits`) ──────────────────────────────────────────────────────────
+
+/// Streaming calls (health `Watch`, reflection, `WatchPayments`) one certificate may hold open
+/// on one server at once, over all its connections. A stream is cheap to open and lives until
+/// the client ends it, so without this one certificate could hold
+/// [`MAX_CONNECTIONS_PER_PEER`] × [`MAX_CONCURRENT_STREAMS`] of them. A probe or grpcurl
+/// needs one or two, a client's `watch` one, the console's live pages none (in-process).
+pub const MAX_STREAMS_PER_PEER: usize = 32;
+/// Streaming calls one server holds open at once, all certificates together: what bounds the
+/// memory streams can take (docs/OPERATIONS.md, "Memory bounds").
+pub const MAX_STREAMS: usize = 2_048;
+/// Measured resident memory one open health `Watch` stream costs a gateway (HTTP/2 stream,
+/// hyper task, tonic's encoder and the health watcher), rounded up from 10.7 KiB:
+/// [`MAX_STREAMS`] × this is the documented worst case, which the e2e test checks.
+pub const STREAM_MEMORY_BOUND_BYTES: usize = 16 * 1024;
 /// How long a watcher waits for a missing position in the decision order before it decides
 /// the position will never be filled (a decision transaction that rolled back). Longer than
 /// any decision write may take (storage allowance), so a slow commit is never skipped.
@@ -177,13 +206,26 @@ const _: () = assert!(GATEWAY_BATCH_ITEMS <= BANK_BATCH_ITEMS);
 // A decision write still in progress is never mistaken for a permanent gap.
 const _: () = assert!(shorter(PAY_STORAGE_ALLOWANCE, EVENT_GAP_GRACE));
 const _: () = assert!(MAX_WATCHES_PER_USER < MAX_WATCHES);
+// A payment watch is a stream: a user's watches fit in its certificate's stream slots, and
+// the gateway's in its server-wide ones, with room left for probes.
+const _: () = assert!(MAX_WATCHES_PER_USER < MAX_STREAMS_PER_PEER);
+const _: () = assert!(MAX_WATCHES < MAX_STREAMS);
+// One certificate cannot take every stream, and its share fits on one connection.
+const _: () = assert!(MAX_STREAMS_PER_PEER < MAX_STREAMS);
+const _: () = assert!(MAX_STREAMS_PER_PEER <= MAX_CONCURRENT_STREAMS as usize);
+// The worst case of open streams stays small next to the connections' own (flow-control
+// windows of 1 MiB each): under 64 MiB.
+const _: () = assert!(MAX_STREAMS * STREAM_MEMORY_BOUND_BYTES <= 64 * 1024 * 1024);
 // Ids, request ids and text fit many times over in a message.
 const _: () = assert!(MAX_ID_BYTES < MAX_REQUEST_ID_BYTES);
 const _: () = assert!(MAX_REQUEST_ID_BYTES + MAX_TEXT_BYTES < MAX_MESSAGE_BYTES / 16);
 const _: () = assert!(MAX_NAME_BYTES < MAX_ID_BYTES);
 const _: () = assert!(MIN_PASSWORD_BYTES < MAX_PASSWORD_BYTES);
 const _: () = assert!(MAX_PASSWORD_BYTES < MAX_METADATA_BYTES);
-const _: () = assert!(MAX_METADATA_BYTES < MAX_HEADER_LIST_BYTES as usize);
+const _: () = assert!(MAX_METADATA_BYTES < ANSWERED_METADATA_BYTES);
+// h2 counts 32 bytes per field plus names, pseudo-headers and the other metadata: a list
+// with an answered value must stay under the HTTP/2 limit with room to spare.
+const _: () = assert!(ANSWERED_METADATA_BYTES + 64 * 1024 <= MAX_HEADER_LIST_BYTES as usize);
 const _: () = assert!(MAX_MESSAGE_BYTES < MAX_ENCODED_MESSAGE_BYTES);
 // The prepare timeout's range is non-empty and contains its default.
 const _: () = assert!(shorter(MIN_PREPARE_TIMEOUT, DEFAULT_PREPARE_TIMEOUT));

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -119,7 +120,8 @@ pub async fn follow_readiness<F, Fut>(
 }
 
 /// The health service (NOT_SERVING until [`Readiness::serving`]) and its reporter, for the
-/// server whose main gRPC service is `service_name` (e.g. `strife.v1.Gateway`).
+/// server whose main gRPC service is `service_name` (e.g. `strife.v1.Gateway`). Like every
+/// service of a Strife server it accepts gzip-compressed requests (`grpc_limits.rs`).
 pub async fn health(
     service_name: &'static str,
 ) -> (
@@ -133,7 +135,10 @@ pub async fn health(
         shutting_down: Arc::new(tokio::sync::Mutex::new(false)),
     };
     readiness.not_serving().await;
-    (readiness, service)
+    (
+        readiness,
+        service.accept_compressed(CompressionEncoding::Gzip),
+    )
 }
 
 /// Reflection services (v1 and v1alpha) over `file_descriptor_set` (`strife_proto`'s).
@@ -149,10 +154,12 @@ pub fn reflection(
 )> {
     let v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(file_descriptor_set)
-        .build_v1()?;
+        .build_v1()?
+        .accept_compressed(CompressionEncoding::Gzip);
     let v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(file_descriptor_set)
-        .build_v1alpha()?;
+        .build_v1alpha()?
+        .accept_compressed(CompressionEncoding::Gzip);
     Ok((v1, v1alpha))
 }
 

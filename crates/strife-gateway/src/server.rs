@@ -21,11 +21,13 @@ use strife_common::metrics::MetricsEndpoint;
 use strife_common::operations;
 use strife_common::registration::{keep_registered, refuse_if_taken, Registration};
 use strife_common::state_dir::DirLock;
+use strife_common::stream_limits::StreamLimitsLayer;
 use strife_common::tls::TlsMaterial;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 
 use crate::auth::{hash_password, AuthLayer, Authenticator};
 use crate::coordinator::{Coordinator, CrashPoint};
@@ -231,13 +233,21 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         );
         endpoint.serve(Arc::new(console), config.listener_limits, shutdown.clone());
     }
-    let gateway = GatewayServer::from_arc(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Every service accepts gzip (what foreign clients send when told to compress); the
+    // decompressed message is bounded by the same limit (`grpc_limits.rs`).
+    let gateway = GatewayServer::from_arc(api)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip);
     let drain_coordinator = Arc::clone(&coordinator);
     let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip);
+    // Open streams are capped before authentication, so a stream over its certificate's
+    // share costs no password check (`stream_limits.rs`).
     let layers = tower::ServiceBuilder::new()
         .layer(RequestLogLayer)
         .layer(GrpcLimitsLayer)
+        .layer(StreamLimitsLayer::new())
         .layer(AuthLayer::new(authenticator));
 
     let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;

@@ -117,6 +117,7 @@ pub fn apply(command: &Command, args: Vec<OsString>) -> anyhow::Result<Vec<OsStr
         return Ok(args);
     };
     let path = Path::new(&path);
+    check_config_file_is_trusted(path)?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let table: toml::Table = text
@@ -130,6 +131,45 @@ pub fn apply(command: &Command, args: Vec<OsString>) -> anyhow::Result<Vec<OsStr
     let mut merged = args;
     merged.splice(index + 1..index + 1, extra);
     Ok(merged)
+}
+
+/// Refuses a config file that someone other than this process's user (or root) could have
+/// written: it decides where the process listens, which etcd and database it trusts and where
+/// its data lives, so a file others may write is a way to take the process over — the same
+/// rule as for private keys readable by others (`tls::check_key_is_private`) and ssh's for its
+/// configuration. The file's target is checked (a symbolic link is followed).
+fn check_config_file_is_trusted(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let effective_user = rustix::process::geteuid().as_raw();
+    file_trust(metadata.mode(), metadata.uid(), effective_user)
+        .map_err(|why| anyhow::anyhow!("config file {}: {why}", path.display()))
+}
+
+/// Why a file of `mode`, owned by `owner`, must not configure a process running as
+/// `effective_user`: written by group or others, or owned by another user who is not root.
+/// The message says how to fix it.
+fn file_trust(mode: u32, owner: u32, effective_user: u32) -> Result<(), String> {
+    let mode = mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "writable by {} (mode {mode:04o}); refusing to use it. Run `chmod go-w FILE` \
+             (and check what others may have written into it)",
+            match mode & 0o022 {
+                0o002 => "others",
+                0o020 => "its group",
+                _ => "its group and others",
+            }
+        ));
+    }
+    if owner != effective_user && owner != 0 {
+        return Err(format!(
+            "owned by user id {owner}, not by this process's user ({effective_user}) or root; \
+             refusing to use it. Run `chown {effective_user} FILE` (or have root own it)"
+        ));
+    }
+    Ok(())
 }
 
 /// The flags the file contributes: every key checked (unknown keys and bad values are
@@ -489,6 +529,70 @@ mod tests {
         assert!(!text.contains("initialize ="), "{text}");
         let table: toml::Table = text.parse().unwrap();
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn only_files_of_this_user_or_root_written_by_no_one_else_are_trusted() {
+        let me = 1000;
+        for (mode, owner) in [
+            (0o600, me),
+            (0o644, me),
+            (0o400, 0),
+            (0o755, 0),
+            (0o100644, me),
+        ] {
+            assert_eq!(
+                file_trust(mode, owner, me),
+                Ok(()),
+                "{mode:o} owned by {owner}"
+            );
+        }
+        for (mode, written_by) in [
+            (0o666, "its group and others"),
+            (0o602, "others"),
+            (0o620, "its group"),
+            (0o100646, "others"),
+        ] {
+            let why = file_trust(mode, me, me).unwrap_err();
+            assert!(why.contains(written_by), "{mode:o}: {why}");
+            assert!(why.contains("chmod go-w"), "{why}");
+        }
+        let why = file_trust(0o600, 1001, me).unwrap_err();
+        assert!(
+            why.contains("user id 1001") && why.contains("chown"),
+            "{why}"
+        );
+        // Root runs only files root owns (or its own: the same).
+        assert!(file_trust(0o600, 1000, 0).is_err());
+        assert_eq!(file_trust(0o600, 0, 0), Ok(()));
+    }
+
+    #[test]
+    fn a_config_file_others_may_write_is_refused_naming_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "json = true\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_config_file_is_trusted(&path).unwrap();
+        for mode in [0o666, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = check_config_file_is_trusted(&path).unwrap_err().to_string();
+            assert!(
+                error.contains(&path.display().to_string()) && error.contains("chmod go-w"),
+                "{error}"
+            );
+        }
+        // The same through `apply`, before the file is read or parsed.
+        std::fs::write(&path, "not toml at all [").unwrap();
+        let command = Command::new("strife").subcommand(command().name("gateway"));
+        let args = ["strife", "gateway", "--config"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([path.clone().into_os_string()])
+            .collect();
+        let error = apply(&command, args).unwrap_err().to_string();
+        assert!(error.contains("writable by"), "{error}");
     }
 
     #[test]

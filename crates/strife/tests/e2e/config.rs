@@ -1,6 +1,7 @@
 //! Config files (`--config`): a gateway takes its settings from a TOML file, a flag and a
 //! `STRIFE_GATEWAY_*` environment variable each override the file, and a mistake in the
-//! file stops the process with the file and key named. `strife setup` writes the examples.
+//! file stops the process with the file and key named. `strife setup` writes the examples. A
+//! file others may write, or another user owns, is refused before it is read.
 
 use std::path::Path;
 use std::process::Command;
@@ -155,4 +156,45 @@ fn config_file_mistakes_stop_the_process_naming_file_and_key() {
             assert!(stderr.contains(part), "{part} not in {stderr}");
         }
     }
+}
+
+#[test]
+fn config_file_others_may_write_stops_gateway_and_bank_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let network = Network::setup(&["bank0"], &[]);
+    for (process, mode) in [("gateway", 0o666), ("bank", 0o620)] {
+        let file = network.path().join(format!("{process}-open.toml"));
+        std::fs::write(&file, "id = \"bank0\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut command = Command::new(strife_bin());
+        command
+            .arg(process)
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(&file)
+            .arg("--dir")
+            .arg(network.path());
+        let (code, stderr) = run_expecting_exit(command, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{process}: {stderr}");
+        assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+        assert!(stderr.contains("chmod go-w"), "{stderr}");
+    }
+    // Owned by another user (not root): refused too, naming the fix.
+    let file = network.path().join("foreign.toml");
+    std::fs::write(&file, "json = true\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let owner = 1;
+    std::os::unix::fs::chown(&file, Some(owner), None).unwrap();
+    let mut command = Command::new(strife_bin());
+    // (A free port, should it start after all: the test must not take the default one.)
+    command
+        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .arg("--dir")
+        .arg(network.path());
+    let (code, stderr) = run_expecting_exit(command, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("chown"),
+        "{stderr}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The status-code table (README "Errors, as a gRPC client sees them"; docs/SPEC.md §7), as a
 //! foreign client sees it: for every RPC of the gateway (client, admin and the banks' decision
 //! query) and of a bank, each class of bad request — unknown method or service, oversized
-//! message or metadata, unknown bank / user / account, a bad field, a wrong password, a locked
+//! message (also gzip-compressed: a small request that decompresses past the limit) or
+//! metadata, unknown bank / user / account, a bad field, a wrong password, a locked
 //! login — gets the documented code, a `google.rpc.ErrorInfo` (domain `strife`) with the
 //! documented reason, and for a bad field a `google.rpc.BadRequest` naming it. Never `UNKNOWN`
 //! or `INTERNAL` for a client's mistake.
@@ -129,6 +130,8 @@ struct Row {
     body: Vec<u8>,
     /// Bytes of extra metadata to send.
     padding: usize,
+    /// Send the message gzip-compressed.
+    gzip: bool,
     expect: Expect,
 }
 
@@ -145,6 +148,7 @@ fn row(
         path: path.to_owned(),
         body: body.encode_to_vec(),
         padding: 0,
+        gzip: false,
         expect,
     }
 }
@@ -372,6 +376,16 @@ fn every_rpc_rows() -> Vec<Row> {
             path: path.clone(),
             body: one_mebibyte(),
             padding: 0,
+            gzip: false,
+            expect: TOO_LARGE,
+        });
+        rows.push(Row {
+            what: format!("{path}: 1 MiB message, gzip-compressed (≈ 1 KiB on the wire)"),
+            caller,
+            path: path.clone(),
+            body: one_mebibyte(),
+            padding: 0,
+            gzip: true,
             expect: TOO_LARGE,
         });
         rows.push(Row {
@@ -380,6 +394,7 @@ fn every_rpc_rows() -> Vec<Row> {
             path: path.clone(),
             body: body.to_vec(),
             padding: 20 * 1024,
+            gzip: false,
             expect: TOO_LARGE,
         });
         if passwords {
@@ -389,6 +404,7 @@ fn every_rpc_rows() -> Vec<Row> {
                 path,
                 body: body.to_vec(),
                 padding: 0,
+                gzip: false,
                 expect: LOCKED,
             });
         }
@@ -640,7 +656,22 @@ async fn call(
     credentials: Option<(String, String)>,
     padding: usize,
 ) -> Result<Vec<u8>, Status> {
+    call_maybe_compressed(channel, path, body, credentials, padding, false).await
+}
+
+/// [`call`], gzip-compressing the message when `gzip`.
+async fn call_maybe_compressed(
+    channel: Channel,
+    path: &str,
+    body: Vec<u8>,
+    credentials: Option<(String, String)>,
+    padding: usize,
+    gzip: bool,
+) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
+    if gzip {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
     grpc.ready()
         .await
         .map_err(|error| Status::unknown(format!("channel not ready: {error}")))?;
@@ -717,7 +748,15 @@ async fn run(rows: Vec<Row>, callers: &Callers, admin_password: &str) -> Vec<Str
     let mut wrong = Vec::new();
     for row in rows {
         let (channel, credentials) = callers.of(row.caller, admin_password);
-        let outcome = call(channel, &row.path, row.body, credentials, row.padding).await;
+        let outcome = call_maybe_compressed(
+            channel,
+            &row.path,
+            row.body,
+            credentials,
+            row.padding,
+            row.gzip,
+        )
+        .await;
         let verdict = match &outcome {
             Ok(_) => Err("succeeded".to_owned()),
             Err(status) => check(status, row.expect),

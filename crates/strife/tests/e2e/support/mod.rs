@@ -12,6 +12,7 @@ pub mod load;
 pub mod network;
 pub mod postgres;
 pub mod proxy;
+pub mod raw_h2;
 pub mod replicas;
 
 use std::io::{BufRead, BufReader};
