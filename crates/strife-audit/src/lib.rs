@@ -599,7 +599,7 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
         }
         if derived.0 + derived.1 > i128::from(payment.amount_minor) {
             report.violation(
-                "refund_exceeds_payment",
+                strife_common::reason::REFUND_EXCEEDS_PAYMENT,
                 format!(
                     "payment {} of {}: refunds of {} (committed) + {} (pending) exceed it",
                     payment.payment_id, payment.amount_minor, derived.0, derived.1

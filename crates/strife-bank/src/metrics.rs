@@ -235,7 +235,7 @@ pub fn currency_label(code: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::participant::reason;
+    use strife_common::reason;
 
     #[test]
     fn every_bank_reason_code_is_a_payment_reason_label() {

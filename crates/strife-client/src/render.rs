@@ -145,7 +145,9 @@ pub fn explain(status: &Status) -> String {
         Code::AlreadyExists => format!("already exists: {detail}"),
         Code::InvalidArgument => format!("invalid request: {detail}"),
         Code::FailedPrecondition => match reason_of(status).as_deref() {
-            Some("insufficient_funds") => format!("payment declined: {detail}"),
+            Some(strife_common::reason::INSUFFICIENT_FUNDS) => {
+                format!("payment declined: {detail}")
+            }
             _ => format!("refused: {detail}"),
         },
         Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
@@ -153,8 +155,7 @@ pub fn explain(status: &Status) -> String {
         }
         Code::Aborted => format!("try again: {detail}"),
         Code::ResourceExhausted
-            if error_reason(status).as_deref()
-                == Some(strife_common::failure::reason::TOO_LARGE) =>
+            if error_reason(status).as_deref() == Some(strife_common::reason::TOO_LARGE) =>
         {
             format!("request too large: {detail}")
         }

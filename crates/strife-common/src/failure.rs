@@ -4,7 +4,7 @@
 //! drift.
 //!
 //! Every status carries, in `grpc-status-details-bin`, a `google.rpc.ErrorInfo` (domain
-//! [`ERROR_DOMAIN`], a machine-readable reason from [`reason`], metadata such as the field or
+//! [`ERROR_DOMAIN`], a machine-readable reason from [`crate::reason`], metadata such as the field or
 //! the bank id), and a failure of one request field ([`Failure::InvalidField`]) also a
 //! `google.rpc.BadRequest` with one `FieldViolation { field, description }`.
 
@@ -14,34 +14,14 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::reason;
+
 /// Metadata key carrying the machine-readable reason of a `FAILED_PRECONDITION` (and of
 /// aborted payments), e.g. `insufficient_funds`.
 pub const REASON_METADATA_KEY: &str = "x-strife-reason";
 
 /// The `domain` of every `google.rpc.ErrorInfo` Strife attaches.
 pub const ERROR_DOMAIN: &str = "strife";
-
-/// The `ErrorInfo.reason`s that name a failure's class (a precondition or an aborted payment
-/// carries its own reason code instead, e.g. `insufficient_funds`, `bank_timeout`).
-pub mod reason {
-    pub const INVALID_ARGUMENT: &str = "invalid_argument";
-    pub const UNAUTHENTICATED: &str = "unauthenticated";
-    pub const PERMISSION_DENIED: &str = "permission_denied";
-    pub const NOT_FOUND: &str = "not_found";
-    /// A bank id that is not part of the network (never registered).
-    pub const UNKNOWN_BANK: &str = "unknown_bank";
-    pub const ALREADY_EXISTS: &str = "already_exists";
-    /// The same idempotency key is still in flight.
-    pub const IN_PROGRESS: &str = "in_progress";
-    pub const UNAVAILABLE: &str = "unavailable";
-    pub const UNIMPLEMENTED: &str = "unimplemented";
-    /// A limit that passes with time (a locked login, a rate limit, a full queue).
-    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
-    /// A request message or its metadata is over the size limit; the same request will
-    /// always be refused.
-    pub const TOO_LARGE: &str = "too_large";
-    pub const INTERNAL: &str = "internal";
-}
 
 /// `ErrorInfo.metadata` key: the request field a [`Failure::InvalidField`] is about.
 pub const FIELD_INFO_KEY: &str = "field";
@@ -50,43 +30,6 @@ pub const BANK_ID_INFO_KEY: &str = "bank_id";
 /// `ErrorInfo.metadata` key: the payment a refused `Pay` was recorded under (also sent as the
 /// `x-strife-payment-id` trailer).
 pub const PAYMENT_ID_INFO_KEY: &str = "payment_id";
-/// Reasons a payment is aborted for that lie outside the request (a bank or the gateway was
-/// down or slow). Such a payment moved no money and has a durable ABORT decision, so a retry
-/// with the same idempotency key runs a new attempt; every other abort reason is final.
-pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
-    "bank_timeout",
-    "bank_unavailable",
-    "gateway_restarted",
-    "decision_timeout",
-];
-
-/// Reason codes of settlement and refund refusals (`FAILED_PRECONDITION`), defined once here;
-/// `strife-gateway`'s `settlement` module decides when each applies (docs/SPEC.md §9).
-pub mod settlement {
-    /// The payment's reservation would take the payer bank's net debit past its cap. Nothing
-    /// was recorded and no bank was asked, so the same idempotency key pays once the cap
-    /// allows it (raised, or positions freed by settling a window).
-    pub const NET_DEBIT_CAP_EXCEEDED: &str = "net_debit_cap_exceeded";
-    /// A position or reservation would leave the 64-bit range (never wraps or saturates).
-    pub const POSITION_OVERFLOW: &str = "position_overflow";
-    /// Closing a window that is not the open one (already closed, e.g. a retried close).
-    pub const WINDOW_NOT_OPEN: &str = "window_not_open";
-    /// Settling the window that is still open.
-    pub const WINDOW_OPEN: &str = "window_open";
-    /// Settling a window that was settled before.
-    pub const WINDOW_ALREADY_SETTLED: &str = "window_already_settled";
-    /// Refunding a payment that is not COMMITTED (aborted, or still in flight).
-    pub const PAYMENT_NOT_COMMITTED: &str = "payment_not_committed";
-    /// Refunding a refund.
-    pub const PAYMENT_IS_A_REFUND: &str = "payment_is_a_refund";
-    /// A refund larger than what is left of the original (refunded and in-flight refunds
-    /// counted).
-    pub const REFUND_EXCEEDS_PAYMENT: &str = "refund_exceeds_payment";
-}
-
-/// `ErrorInfo.reason` of [`Failure::UnknownBank`].
-pub const UNKNOWN_BANK_REASON: &str = reason::UNKNOWN_BANK;
-
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod money;
 pub mod operations;
 pub mod password;
+pub mod reason;
 pub mod registration;
 pub mod revocation;
 pub mod runtime;

@@ -63,31 +63,12 @@ pub fn batch_size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
-/// Every reason code a payment can be aborted for, as a metric label: the banks' refusals
-/// (`strife_bank::participant::reason`, checked by a test there) and the coordinator's own
-/// (`failure::TRANSIENT_ABORT_REASONS`). A code outside this list — a bank running a newer
-/// version, or a misbehaving one — is counted as `other`, so the label set stays bounded
-/// whatever a bank sends.
-pub const ABORT_REASONS: &[&str] = &[
-    "insufficient_funds",
-    "account_not_found",
-    "currency_mismatch",
-    "balance_overflow",
-    "account_owner_mismatch",
-    "aborted_by_coordinator",
-    "aborted_before_prepare",
-    "bank_timeout",
-    "bank_unavailable",
-    "gateway_restarted",
-    "decision_timeout",
-];
-
-/// The label for a payment's reason code: itself if it is one of [`ABORT_REASONS`], `none`
+/// The label for a payment's reason code: itself if it is one of [`crate::reason::ABORTS`], `none`
 /// when there is none, `other` otherwise. Never allocates.
 pub fn reason_label(code: Option<&str>) -> &'static str {
     match code {
         None | Some("") => "none",
-        Some(code) => ABORT_REASONS
+        Some(code) => crate::reason::ABORTS
             .iter()
             .find(|known| **known == code)
             .copied()
@@ -301,7 +282,7 @@ mod tests {
             "insufficient_funds"
         );
         assert_eq!(reason_label(Some("alice's secret")), "other");
-        for transient in crate::failure::TRANSIENT_ABORT_REASONS {
+        for transient in crate::reason::TRANSIENT_ABORTS {
             assert_eq!(reason_label(Some(transient)), *transient);
         }
     }

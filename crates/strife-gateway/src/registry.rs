@@ -626,7 +626,8 @@ pub fn bank_failure(bank_id: &str, status: &Status) -> Failure {
         Code::NotFound => Failure::NotFound(format!("bank {bank_id}: {}", status.message())),
         Code::AlreadyExists => Failure::AlreadyExists(status.message().to_owned()),
         Code::FailedPrecondition => Failure::precondition(
-            &strife_common::failure::reason_of(status).unwrap_or_else(|| "bank_refused".into()),
+            &strife_common::failure::reason_of(status)
+                .unwrap_or_else(|| strife_common::reason::BANK_REFUSED.into()),
             status.message(),
         ),
         // Anything else is the gateway and the bank disagreeing about a request the gateway

@@ -18,18 +18,10 @@
 
 use std::time::Duration;
 
-use strife_common::failure::TRANSIENT_ABORT_REASONS;
+use strife_common::reason::{self, TRANSIENT_ABORTS};
 use strife_common::Failure;
 
 use crate::records::{PaymentRecord, PaymentStatus};
-
-/// Reason codes the coordinator itself writes.
-pub mod reason {
-    pub const BANK_TIMEOUT: &str = "bank_timeout";
-    pub const BANK_UNAVAILABLE: &str = "bank_unavailable";
-    pub const DECISION_TIMEOUT: &str = "decision_timeout";
-    pub const GATEWAY_RESTARTED: &str = "gateway_restarted";
-}
 
 /// What identifies "the same request" for idempotency: everything the payer chose. A refund
 /// also names its original (and its amount is the one asked for: 0 = "the rest", so a retry
@@ -53,7 +45,7 @@ pub fn fingerprint(record: &PaymentRecord) -> String {
 
 /// True for an abort reason outside the request (a bank or the gateway was down or slow).
 pub fn is_transient(reason_code: Option<&str>) -> bool {
-    reason_code.is_some_and(|code| TRANSIENT_ABORT_REASONS.contains(&code))
+    reason_code.is_some_and(|code| TRANSIENT_ABORTS.contains(&code))
 }
 
 /// A payment that was stored and then refused for a reason of the request itself (not a bank
@@ -220,7 +212,9 @@ pub fn outcome(record: &PaymentRecord) -> Result<(), Failure> {
             "payment {} is still in progress; retry with the same idempotency key",
             record.payment_id
         )),
-        PaymentStatus::Aborted if reason_code == "account_not_found" => Failure::NotFound(reason),
+        PaymentStatus::Aborted if reason_code == reason::ACCOUNT_NOT_FOUND => {
+            Failure::NotFound(reason)
+        }
         PaymentStatus::Aborted if is_transient(Some(reason_code)) => Failure::Unavailable(reason),
         PaymentStatus::Aborted => Failure::precondition(reason_code, reason),
     })
@@ -363,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_transient_abort_runs_a_new_attempt() {
-        for code in TRANSIENT_ABORT_REASONS {
+        for code in TRANSIENT_ABORTS {
             let aborted = stored(PaymentStatus::Aborted, Some(code));
             assert_eq!(begin_with(&aborted), Ok(Begin::RecordAgain), "{code}");
         }

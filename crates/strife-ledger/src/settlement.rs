@@ -25,8 +25,8 @@
 
 use std::collections::BTreeMap;
 
-use strife_common::failure::settlement as reason;
 use strife_common::money::{self, Amount};
+use strife_common::reason;
 use strife_common::Failure;
 
 use crate::records::{BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord};

@@ -516,7 +516,7 @@ async fn create_demo_users(
 fn not_there_yet(status: &tonic::Status) -> bool {
     status.code() == Code::Unavailable
         || strife_common::failure::error_reason(status).as_deref()
-            == Some(strife_common::failure::reason::UNKNOWN_BANK)
+            == Some(strife_common::reason::UNKNOWN_BANK)
 }
 
 fn print_ready(

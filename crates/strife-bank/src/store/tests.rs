@@ -312,7 +312,7 @@ async fn tombstone_and_no_votes_survive_reopen() {
     let no = store.leg("poor", Role::Debit).unwrap().unwrap();
     assert_eq!(
         no.reason.unwrap().code,
-        participant::reason::INSUFFICIENT_FUNDS
+        strife_common::reason::INSUFFICIENT_FUNDS
     );
     assert_eq!(store.account("bank0-00000001").unwrap().funds.held_minor, 0);
 }

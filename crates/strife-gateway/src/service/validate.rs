@@ -146,7 +146,7 @@ pub(crate) fn pick_account(
         .map(|account| (*account).clone())
         .ok_or_else(|| {
             Failure::precondition(
-                "currency_mismatch",
+                strife_common::reason::CURRENCY_MISMATCH,
                 format!("{username} has no {currency} account"),
             )
         })

@@ -6,8 +6,9 @@ use std::fmt::Write;
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use strife_common::failure::{error_reason, settlement as settlement_reason};
+use strife_common::failure::error_reason;
 use strife_common::money::{self, Amount};
+use strife_common::reason;
 use strife_proto::v1 as pb;
 use tonic::{Code, Status};
 
@@ -73,13 +74,13 @@ pub fn explain(status: &Status) -> String {
     let detail = status.message();
     let reason = error_reason(status);
     match (status.code(), reason.as_deref()) {
-        (_, Some("insufficient_funds")) => {
+        (_, Some(reason::INSUFFICIENT_FUNDS)) => {
             format!("Payment declined: insufficient funds ({detail}).")
         }
-        (_, Some(settlement_reason::NET_DEBIT_CAP_EXCEEDED)) => format!(
+        (_, Some(reason::NET_DEBIT_CAP_EXCEEDED)) => format!(
             "Payment declined: the paying bank's net debit cap would be exceeded ({detail})."
         ),
-        (_, Some("unknown_bank")) => format!("Unknown bank: {detail}."),
+        (_, Some(reason::UNKNOWN_BANK)) => format!("Unknown bank: {detail}."),
         (Code::Unauthenticated, _) => "Wrong user name or password.".into(),
         (Code::PermissionDenied, _) => format!("Not allowed: {detail}."),
         (Code::NotFound, _) => format!("Not found: {detail}."),
