@@ -121,7 +121,7 @@ fn status_constructors(code: &str) -> Vec<(usize, String)> {
 /// path ending in `/` is a folder (everything under it); otherwise one file.
 const SQL_PATHS: &[&str] = &[
     // The gateway's store: the `GatewayStore` interface and its SQLite and PostgreSQL backends.
-    "crates/strife-gateway/src/store/",
+    "crates/strife-ledger/src/store/",
     // The bank's store (and its test folder).
     "crates/strife-bank/src/store.rs",
     "crates/strife-bank/src/store/",
@@ -138,7 +138,7 @@ const SQL_PATHS: &[&str] = &[
 ];
 
 /// **Only the store modules know a schema** (ARCHITECTURE.md, Boundaries: "Only
-/// `strife-gateway/src/store/` knows the gateway's schema", and the code map's `store.rs`,
+/// `strife-ledger/src/store/` knows the gateway's schema", and the code map's `store.rs`,
 /// `outbox.rs`, `sqlite.rs`, `store_identity.rs`). A string literal holding SQL — `SELECT `,
 /// `INSERT INTO`, `UPDATE <table> SET`, `DELETE FROM`, `CREATE TABLE` / `INDEX`, `ALTER
 /// TABLE`, `DROP TABLE`, `PRAGMA `, or a literal that is a `BEGIN` / `COMMIT` / `ROLLBACK` /
