@@ -1,11 +1,45 @@
 //! Output: aligned tables and sentences for people, one JSON document for scripts, and the
-//! wording of errors.
+//! wording of errors. Every command prints through here ([`emit`], [`failed`], [`usage`]), so
+//! the command modules depend on this one and never on each other for output.
 
 use serde_json::{json, Value};
 use strife_common::failure::{error_reason, reason_of};
 use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
 use tonic::{Code, Status};
+
+use crate::args::ClientArgs;
+
+/// Prints a command's result: `human` for people, `document` (one line of JSON) with `--json`.
+pub fn emit(args: &ClientArgs, human: String, document: Value) {
+    if args.json {
+        println!("{document}");
+    } else {
+        println!("{human}");
+    }
+}
+
+/// Prints a failed call and returns exit status 1.
+pub fn failed(args: &ClientArgs, status: &Status) -> u8 {
+    let sentence = explain(status);
+    if args.json {
+        println!(
+            "{}",
+            json!({"ok": false, "code": format!("{:?}", status.code()), "reason_code": strife_common::failure::reason_of(status), "error": sentence})
+        );
+    }
+    eprintln!("error: {sentence}");
+    1
+}
+
+/// Prints a command-line mistake (nothing was sent) and returns exit status 2.
+pub fn usage(args: &ClientArgs, error: &dyn std::fmt::Display) -> u8 {
+    eprintln!("error: {error}");
+    if args.json {
+        println!("{}", json!({"ok": false, "error": error.to_string()}));
+    }
+    2
+}
 
 /// `12.50 USD` (or the raw minor units and code if the currency is unknown to this client).
 pub fn money(value: Option<&pb::Money>) -> String {
@@ -95,6 +129,41 @@ pub fn refund_note(payment: &pb::Payment) -> String {
         None => String::new(),
     }
 }
+
+/// A payment for people: one field per line (`payment`, `pay`, `refund`).
+pub fn describe_payment(payment: &pb::Payment) -> String {
+    let mut lines = vec![
+        format!("payment  {}", payment.payment_id),
+        format!("status   {}", status_name(payment.status)),
+        format!("amount   {}", money(payment.amount.as_ref())),
+        format!(
+            "from     {} ({} {})",
+            payment.from_username, payment.from_bank_id, payment.from_account
+        ),
+        format!(
+            "to       {} ({} {})",
+            payment.to_username, payment.to_bank_id, payment.to_account
+        ),
+        format!("when     {} UTC", timestamp(payment.created_unix_ms)),
+    ];
+    if !payment.reason.is_empty() {
+        lines.push(format!("reason   {}", payment.reason));
+    }
+    if !payment.memo.is_empty() {
+        lines.push(format!("memo     {}", payment.memo));
+    }
+    if !payment.refund_of.is_empty() {
+        lines.push(format!("refund of payment {}", payment.refund_of));
+    }
+    if payment.refunded.is_some() {
+        lines.push(format!("refunded {}", money(payment.refunded.as_ref())));
+    }
+    if payment.settlement_window_id != 0 {
+        lines.push(format!("window   {}", payment.settlement_window_id));
+    }
+    lines.join("\n")
+}
+
 
 /// UTC `YYYY-MM-DD HH:MM:SS` for a Unix-millisecond time.
 pub fn timestamp(unix_ms: i64) -> String {

@@ -9,9 +9,10 @@ use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
 
 use crate::args::{ClientArgs, SettlementCommand};
-use crate::commands::{describe_payment, emit, failed};
 use crate::outbox::{classify_refusal, FailureClass};
-use crate::render::{self, money_json, payment_json, table, timestamp};
+use crate::render::{
+    self, describe_payment, emit, failed, money_json, payment_json, table, timestamp, usage,
+};
 use crate::session::Gateway;
 
 /// What `refund` was asked for.
@@ -20,15 +21,6 @@ pub struct RefundArgs<'a> {
     pub amount: Option<&'a str>,
     pub reason: &'a str,
     pub key: Option<String>,
-}
-
-/// Prints a command-line mistake (nothing was sent) and returns exit status 2.
-fn usage(args: &ClientArgs, error: &dyn std::fmt::Display) -> u8 {
-    eprintln!("error: {error}");
-    if args.json {
-        println!("{}", json!({"ok": false, "error": error.to_string()}));
-    }
-    2
 }
 
 /// `refund`: looks the payment up (its currency is the refund's), then refunds it with one
