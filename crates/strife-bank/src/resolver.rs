@@ -16,7 +16,7 @@ use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tokio::sync::{watch, Mutex};
 use tonic::transport::Channel;
 
-use crate::metrics::ResolverOutcome;
+use crate::metrics::{BankMetrics, ResolverOutcome};
 use crate::store::Store;
 
 /// Most overdue legs handled per round, so one round stays short.
@@ -126,6 +126,7 @@ impl DecisionClient {
 pub async fn resolve_in_doubt(
     store: Arc<Store>,
     decisions: DecisionClient,
+    metrics: Arc<BankMetrics>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -134,7 +135,7 @@ pub async fn resolve_in_doubt(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(error) = resolve_round(&store, &decisions).await {
+        if let Err(error) = resolve_round(&store, &decisions, &metrics).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "in-doubt resolution round failed"
@@ -143,7 +144,11 @@ pub async fn resolve_in_doubt(
     }
 }
 
-async fn resolve_round(store: &Arc<Store>, decisions: &DecisionClient) -> anyhow::Result<()> {
+async fn resolve_round(
+    store: &Arc<Store>,
+    decisions: &DecisionClient,
+    metrics: &BankMetrics,
+) -> anyhow::Result<()> {
     let reader = Arc::clone(store);
     let overdue = tokio::task::spawn_blocking(move || {
         reader.prepared_legs(Some(now_unix_ms()), LEGS_PER_ROUND)
@@ -155,22 +160,22 @@ async fn resolve_round(store: &Arc<Store>, decisions: &DecisionClient) -> anyhow
         let decision = match decisions.decision(&payment_id).await {
             Ok(decision) => decision,
             Err(error) => {
-                store.metrics().resolver_query(ResolverOutcome::Unreachable);
+                metrics.resolver_query(ResolverOutcome::Unreachable);
                 tracing::warn!(%payment_id, error = format!("{error:#}"), "coordinator unreachable; hold stays");
                 continue;
             }
         };
         let applied = match decision {
             pb::Decision::Commit => {
-                store.metrics().resolver_query(ResolverOutcome::Commit);
+                metrics.resolver_query(ResolverOutcome::Commit);
                 store.commit(&payment_id, role, RESOLVER_ACTOR).await
             }
             pb::Decision::Abort => {
-                store.metrics().resolver_query(ResolverOutcome::Abort);
+                metrics.resolver_query(ResolverOutcome::Abort);
                 store.abort(&payment_id, role, RESOLVER_ACTOR).await
             }
             pb::Decision::Pending | pb::Decision::Unspecified => {
-                store.metrics().resolver_query(ResolverOutcome::Pending);
+                metrics.resolver_query(ResolverOutcome::Pending);
                 tracing::info!(%payment_id, "coordinator has not decided yet; asking again later");
                 continue;
             }
