@@ -247,8 +247,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 }
                 sequence += 1;
                 let request = pb::PayRequest {
-                    // Time-ordered, as the CLI's own keys are (UUIDv7).
-                    idempotency_key: format!("bench-{}", uuid::Uuid::now_v7()),
+                    // Strife's one key (time-ordered); the fixed prefix keeps that order.
+                    idempotency_key: format!("bench-{}", strife_common::keys::new_key()),
                     to_username: payee.clone(),
                     amount: Some(pb::Money {
                         amount_minor: 1 + (sequence % 100) as i64,

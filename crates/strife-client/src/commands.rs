@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
+use strife_common::keys::new_key;
 use strife_common::layout::{validate_name, Layout};
 use strife_common::limits::validate_id;
 use strife_common::money;
@@ -191,10 +192,7 @@ async fn open_account(
 ) -> anyhow::Result<u8> {
     let currency = money::currency(&open.currency)?;
     let deposit_minor = money::parse_amount_allow_zero(&open.deposit, currency)?;
-    let key = open
-        .key
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let key = open.key.clone().unwrap_or_else(new_key);
     let request = pb::GatewayOpenAccountRequest {
         username: open.username.clone(),
         bank_id: open.bank.clone(),
@@ -291,9 +289,7 @@ fn payment_entry(
     }
     let currency = money::currency(currency)?;
     let amount_minor = money::parse_amount(amount, currency)?;
-    // Time-ordered (UUIDv7): the gateway's idempotency index then grows at its right edge
-    // instead of taking a random page per payment.
-    let idempotency_key = key.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let idempotency_key = key.unwrap_or_else(new_key);
     validate_id("--key", &idempotency_key)?;
     Ok(OutboxEntry {
         idempotency_key,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
+use strife_common::keys::new_key;
 use strife_common::limits::validate_id;
 use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
@@ -30,9 +31,7 @@ pub async fn refund(
     gateway: &mut Gateway,
     request: RefundArgs<'_>,
 ) -> anyhow::Result<u8> {
-    let key = request
-        .key
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let key = request.key.unwrap_or_else(new_key);
     if let Err(error) = validate_id("--key", &key) {
         return Ok(usage(args, &error));
     }

@@ -9,6 +9,7 @@ pub mod failover;
 pub mod failure;
 pub mod group_commit;
 pub mod grpc_limits;
+pub mod keys;
 pub mod layout;
 pub mod limits;
 pub mod listener;
