@@ -360,19 +360,17 @@ async fn collect(
 async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
-    let mut etcd = etcd_connect(&layout, &config.etcd).await?;
-    let response = etcd
-        .get(
-            strife_common::discovery::BANKS_PREFIX,
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await?;
-    let first = response
-        .kvs()
-        .first()
+    // etcd as the gateway reads it (bench runs with the gateway's identities).
+    let etcd = EtcdAccess::new(
+        vec![config.etcd.clone()],
+        &layout,
+        strife_common::etcd::GATEWAY_USER,
+    )?;
+    let entry = strife_common::discovery::live_banks(&etcd)
+        .await?
+        .into_iter()
+        .next()
         .context("no bank registered in etcd")?;
-    let entry = strife_common::discovery::bank_entry_from_kv(first.key(), first.value())
-        .map_err(anyhow::Error::msg)?;
     let channels: Vec<Channel> = (0..config.connections)
         .map(|_| {
             tls.endpoint(
@@ -421,15 +419,4 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     progress.finish_and_clear();
     report.concurrency = config.concurrency;
     Ok(report)
-}
-
-/// etcd as the gateway reads it (bench runs with the gateway's identities).
-async fn etcd_connect(layout: &Layout, endpoint: &str) -> anyhow::Result<etcd_client::Client> {
-    EtcdAccess::new(
-        vec![endpoint.to_owned()],
-        layout,
-        strife_common::etcd::GATEWAY_USER,
-    )?
-    .connect()
-    .await
 }
