@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use strife_common::discovery::live_gateways;
 use strife_common::etcd::EtcdAccess;
-use strife_common::limits::DECISION_QUERY_TIMEOUT;
+use strife_common::limits::{DECISION_QUERY_TIMEOUT, MAX_GATEWAY_REPLICAS};
 use strife_common::time::now_unix_ms;
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
@@ -41,9 +41,6 @@ pub struct DecisionClient {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
-/// Most gateway replicas a bank keeps channels to (bounded like the bank registry).
-const MAX_REPLICAS: usize = 64;
-
 impl DecisionClient {
     pub fn new(bank_id: &str, location: CoordinatorLocation, tls: TlsMaterial) -> Self {
         DecisionClient {
@@ -58,7 +55,7 @@ impl DecisionClient {
         match &self.location {
             CoordinatorLocation::Fixed(addresses) => Ok(addresses.clone()),
             CoordinatorLocation::Etcd(etcd) => {
-                let addresses: Vec<String> = live_gateways(etcd, MAX_REPLICAS as i64)
+                let addresses: Vec<String> = live_gateways(etcd, MAX_GATEWAY_REPLICAS as i64)
                     .await?
                     .into_iter()
                     .map(|entry| entry.address)
@@ -81,7 +78,8 @@ impl DecisionClient {
             .tls
             .endpoint(address, &ExpectedPeer::Gateway, DECISION_QUERY_TIMEOUT)?
             .connect_lazy();
-        if channels.len() >= MAX_REPLICAS {
+        // Past the bound (replicas came and went), start afresh rather than grow.
+        if channels.len() >= MAX_GATEWAY_REPLICAS {
             channels.clear();
         }
         channels.insert(address.to_owned(), channel.clone());
