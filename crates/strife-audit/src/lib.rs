@@ -628,7 +628,7 @@ struct BankState {
 /// Runs the audit.
 pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     let layout = Layout::new(&config.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
     // The audit reads etcd as the gateway does (it already holds the gateway's identity).
     let etcd = EtcdAccess::new(

@@ -137,7 +137,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     }
     anyhow::ensure!(config.payers >= 2, "--payers must be at least 2");
     let layout = Layout::new(&config.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     anyhow::ensure!(
         !manifest.banks.is_empty(),
         "no banks in {}; run `strife dev` first",

@@ -22,6 +22,7 @@ pub mod password;
 pub mod registration;
 pub mod revocation;
 pub mod runtime;
+pub mod setup_manifest;
 pub mod sqlite;
 pub mod state_dir;
 pub mod store_identity;
