@@ -3,12 +3,14 @@
 //! the command modules depend on this one and never on each other for output.
 
 use serde_json::{json, Value};
-use strife_common::failure::{error_reason, reason_of};
-use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use crate::args::ClientArgs;
+
+// Money, statuses, times and refund notes are worded once for every front end (the console
+// shows them too); re-exported so the commands print through this one module.
+pub use strife_present::{money, refund_note, status_name, timestamp};
 
 /// Prints a command's result: `human` for people, `document` (one line of JSON) with `--json`.
 pub fn emit(args: &ClientArgs, human: String, document: Value) {
@@ -41,21 +43,6 @@ pub fn usage(args: &ClientArgs, error: &dyn std::fmt::Display) -> u8 {
     2
 }
 
-/// `12.50 USD` (or the raw minor units and code if the currency is unknown to this client).
-pub fn money(value: Option<&pb::Money>) -> String {
-    let Some(value) = value else {
-        return "-".into();
-    };
-    match money::currency(&value.currency) {
-        Ok(currency) => Amount {
-            amount_minor: value.amount_minor,
-            currency,
-        }
-        .to_string(),
-        Err(_) => format!("{} minor {}", value.amount_minor, value.currency),
-    }
-}
-
 /// A money value as JSON: exact minor units plus the display string.
 pub fn money_json(value: Option<&pb::Money>) -> Value {
     match value {
@@ -74,15 +61,6 @@ pub fn outbox_state(state: &str) -> &str {
         "succeeded" => "sent",
         "declined" => "declined",
         other => other,
-    }
-}
-
-pub fn status_name(status: i32) -> &'static str {
-    match pb::PaymentStatus::try_from(status) {
-        Ok(pb::PaymentStatus::Committed) => "COMMITTED",
-        Ok(pb::PaymentStatus::Aborted) => "ABORTED",
-        Ok(pb::PaymentStatus::Pending) => "PENDING",
-        _ => "UNKNOWN",
     }
 }
 
@@ -106,28 +84,6 @@ pub fn payment_json(payment: &pb::Payment) -> Value {
         "refunded": money_json(payment.refunded.as_ref()),
         "settlement_window": (payment.settlement_window_id != 0).then_some(payment.settlement_window_id),
     })
-}
-
-/// The refund link of a payment for a history row: what it refunds, or how much of it was
-/// refunded.
-pub fn refund_note(payment: &pb::Payment) -> String {
-    if !payment.refund_of.is_empty() {
-        let short: String = payment.refund_of.chars().take(8).collect();
-        return format!("refund of {short}…");
-    }
-    match &payment.refunded {
-        Some(refunded)
-            if refunded.amount_minor
-                == payment
-                    .amount
-                    .as_ref()
-                    .map_or(-1, |amount| amount.amount_minor) =>
-        {
-            "refunded in full".into()
-        }
-        Some(refunded) => format!("{} refunded", money(Some(refunded))),
-        None => String::new(),
-    }
 }
 
 /// A payment for people: one field per line (`payment`, `pay`, `refund`).
@@ -164,16 +120,6 @@ pub fn describe_payment(payment: &pb::Payment) -> String {
     lines.join("\n")
 }
 
-
-/// UTC `YYYY-MM-DD HH:MM:SS` for a Unix-millisecond time.
-pub fn timestamp(unix_ms: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
-        .ok()
-        .and_then(|at| at.format(&format).ok())
-        .unwrap_or_else(|| "-".into())
-}
-
 /// Left-aligned columns, two spaces apart, with a header row.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|cell| cell.chars().count()).collect();
@@ -202,32 +148,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// A sentence for a gRPC failure, in the user's terms.
+/// A sentence for a failed call, in the user's terms (the wording the console shares).
 pub fn explain(status: &Status) -> String {
-    let detail = status.message();
-    match status.code() {
-        Code::Unauthenticated => {
-            "authentication failed: check your user name, password and certificate ".into()
-        }
-        Code::PermissionDenied => format!("not allowed: {detail}"),
-        Code::NotFound => format!("not found: {detail}"),
-        Code::AlreadyExists => format!("already exists: {detail}"),
-        Code::InvalidArgument => format!("invalid request: {detail}"),
-        Code::FailedPrecondition => match reason_of(status).as_deref() {
-            Some("insufficient_funds") => format!("payment declined: {detail}"),
-            _ => format!("refused: {detail}"),
-        },
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-            format!("the gateway or a bank is unreachable ({detail})")
-        }
-        Code::Aborted => format!("try again: {detail}"),
-        Code::ResourceExhausted
-            if error_reason(status).as_deref()
-                == Some(strife_common::failure::reason::TOO_LARGE) =>
-        {
-            format!("request too large: {detail}")
-        }
-        Code::ResourceExhausted => format!("too many requests, try again later: {detail}"),
-        _ => format!("failed: {detail}"),
-    }
+    strife_present::refusal_of(status)
 }
