@@ -12,10 +12,12 @@
 //!
 //! Refusals are worded from transport-neutral inputs ([`refusal`]: the failure's class as a
 //! gRPC code, the `ErrorInfo` reason, the message), so a front end that holds a
-//! `strife_common::Failure` or a `tonic::Status` ([`refusal_of`]) words it the same way.
+//! `strife_common::Failure` ([`refusal_for`]) or a `tonic::Status` ([`refusal_of`]) words it
+//! the same way.
 
 use strife_common::failure::{error_reason, reason, reason_of};
 use strife_common::money::{self, Amount};
+use strife_common::Failure;
 use strife_proto::v1 as pb;
 use tonic::{Code, Status};
 
@@ -118,9 +120,19 @@ pub fn refusal_of(status: &Status) -> String {
     refusal(status.code(), reason.as_deref(), status.message())
 }
 
+/// [`refusal`] for a failure not yet turned into a status (a front end that calls the
+/// service directly): its code, its reason and the message a caller may see (never an
+/// internal error's detail).
+pub fn refusal_for(failure: &Failure) -> String {
+    refusal(
+        failure.code(),
+        Some(failure.reason()),
+        &failure.public_message(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use strife_common::Failure;
 
     use super::*;
 
@@ -198,6 +210,20 @@ mod tests {
             ),
             refusal_of(&declined)
         );
+        // A failure reads as the status it becomes, and never shows an internal detail.
+        for failure in [
+            Failure::precondition("insufficient_funds", "not enough"),
+            Failure::TooLarge("memo".into()),
+            Failure::NotFound("payment p".into()),
+            Failure::internal("open db", "/secret/path"),
+        ] {
+            assert_eq!(
+                refusal_for(&failure),
+                refusal_of(&Status::from(failure.clone()))
+            );
+        }
+        let internal = refusal_for(&Failure::internal("open db", "/secret/path"));
+        assert!(!internal.contains("secret"), "{internal}");
         // A status from before `ErrorInfo`: the trailer still names the reason.
         let mut trailer_only = Status::failed_precondition("short");
         trailer_only.metadata_mut().insert(
