@@ -61,9 +61,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde::Serialize;
-use strife_common::discovery::{bank_entry_from_kv, BANKS_PREFIX};
 use strife_common::etcd::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
@@ -610,20 +608,9 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
 }
 
 async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, String>> {
-    let mut client = etcd.connect().await?;
-    let response = tokio::time::timeout(
-        CALL_TIMEOUT,
-        client.get(
-            BANKS_PREFIX,
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        ),
-    )
-    .await
-    .context("listing banks timed out")??;
-    Ok(response
-        .kvs()
-        .iter()
-        .filter_map(|kv| bank_entry_from_kv(kv.key(), kv.value()).ok())
+    Ok(strife_common::discovery::live_banks(etcd)
+        .await?
+        .into_iter()
         .map(|entry| (entry.id, entry.address))
         .collect())
 }
@@ -641,7 +628,7 @@ struct BankState {
 /// Runs the audit.
 pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     let layout = Layout::new(&config.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
     // The audit reads etcd as the gateway does (it already holds the gateway's identity).
     let etcd = EtcdAccess::new(

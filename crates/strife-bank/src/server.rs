@@ -28,9 +28,10 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::gateway_only::admit_gateway;
+use crate::metrics::BankMetrics;
 use crate::resolver::{resolve_in_doubt, CoordinatorLocation, DecisionClient};
 use crate::service::BankService;
-use crate::store::Store;
+use crate::store::{LegObserver, Store};
 
 /// Everything `strife bank` is told on its command line.
 #[derive(Debug, Clone)]
@@ -89,10 +90,13 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         crate::store::SCHEMA_VERSION,
         config.initialize,
     );
+    // The store reports its leg transitions to the metrics; the resolver counts its queries.
+    let metrics = Arc::new(BankMetrics::new());
     let store = Arc::new(Store::open(
         &layout.bank_db(&config.bank_id),
         &config.bank_id,
         &identity,
+        Arc::clone(&metrics) as Arc<dyn LegObserver>,
     )?);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -112,9 +116,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let (shutdown_sender, shutdown) = watch::channel(false);
     if let Some(endpoint) = metrics_endpoint {
         let mut metrics_registry = prometheus_client::registry::Registry::default();
-        store
-            .metrics()
-            .register(&mut metrics_registry, Arc::clone(&store));
+        metrics.register(&mut metrics_registry, Arc::clone(&store));
         strife_common::metrics::group_commit().register(&mut metrics_registry);
         endpoint.serve(metrics_registry, config.listener_limits, shutdown.clone());
     }
@@ -142,6 +144,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     tokio::spawn(resolve_in_doubt(
         Arc::clone(&store),
         decisions,
+        metrics,
         config.resolve_interval,
         shutdown.clone(),
     ));

@@ -88,28 +88,92 @@ pub async fn live_gateways(
     etcd: &crate::etcd::EtcdAccess,
     limit: i64,
 ) -> anyhow::Result<Vec<ServiceEntry>> {
-    use anyhow::Context;
     let mut client = etcd.connect().await?;
+    let (entries, _) = read_entries(
+        &mut client,
+        GATEWAYS_PREFIX,
+        limit,
+        gateway_entry_from_kv,
+        "gateway replica",
+    )
+    .await?;
+    Ok(entries)
+}
+
+/// Every bank registered in etcd now: the one read of the bank list (the audit finds the
+/// banks it reconciles with it, `strife bench` the bank it probes). Bounded twice: one
+/// prefix get within [`crate::limits::ETCD_CALL_TIMEOUT`], at most [`MAX_BANK_ENTRIES`]
+/// entries. Entries that break the key rules ([`bank_entry_from_kv`]) are skipped with a
+/// warning.
+pub async fn live_banks(etcd: &crate::etcd::EtcdAccess) -> anyhow::Result<Vec<ServiceEntry>> {
+    let mut client = etcd.connect().await?;
+    Ok(bank_snapshot(&mut client).await?.banks)
+}
+
+/// The banks in etcd at one revision: what a reader that then watches the prefix (the
+/// gateway's bank registry) starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BankSnapshot {
+    /// As [`live_banks`] returns them.
+    pub banks: Vec<ServiceEntry>,
+    /// The etcd revision the list was read at: a watch from `revision + 1` misses no change
+    /// after it.
+    pub revision: i64,
+}
+
+/// [`live_banks`] on a client already connected (a watch that follows can share it), with
+/// the revision of the read.
+pub async fn bank_snapshot(client: &mut etcd_client::Client) -> anyhow::Result<BankSnapshot> {
+    let (banks, revision) = read_entries(
+        client,
+        BANKS_PREFIX,
+        MAX_BANK_ENTRIES as i64,
+        bank_entry_from_kv,
+        "bank",
+    )
+    .await?;
+    Ok(BankSnapshot { banks, revision })
+}
+
+/// One bounded prefix read: at most `limit` keys, within the etcd call timeout; entries
+/// `parse` refuses are logged and skipped. Returns the entries and the read's revision.
+async fn read_entries(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    limit: i64,
+    parse: fn(&[u8], &[u8]) -> Result<ServiceEntry, String>,
+    kind: &str,
+) -> anyhow::Result<(Vec<ServiceEntry>, i64)> {
+    use anyhow::Context;
     let options = etcd_client::GetOptions::new()
         .with_prefix()
         .with_limit(limit);
     let response = tokio::time::timeout(
         crate::limits::ETCD_CALL_TIMEOUT,
-        client.get(GATEWAYS_PREFIX, Some(options)),
+        client.get(prefix, Some(options)),
     )
     .await
-    .context("etcd read of the gateway replicas timed out")??;
-    Ok(response
+    .with_context(|| format!("etcd read of the {kind} entries timed out"))??;
+    if response.more() {
+        tracing::warn!(
+            kind,
+            limit,
+            "more entries in etcd than a reader keeps; the rest are ignored"
+        );
+    }
+    let revision = response.header().map_or(0, |header| header.revision());
+    let entries = response
         .kvs()
         .iter()
-        .filter_map(|kv| match gateway_entry_from_kv(kv.key(), kv.value()) {
+        .filter_map(|kv| match parse(kv.key(), kv.value()) {
             Ok(entry) => Some(entry),
             Err(error) => {
-                tracing::warn!(%error, "ignoring a gateway entry in etcd");
+                tracing::warn!(kind, %error, "ignoring an entry in etcd");
                 None
             }
         })
-        .collect())
+        .collect();
+    Ok((entries, revision))
 }
 
 /// Where a running local network (`strife dev`) can be reached; written to

@@ -121,6 +121,15 @@ impl Failure {
         Failure::Internal(format!("{context}: {error}"))
     }
 
+    /// What the caller is told (the status message): the failure's own words, except an
+    /// internal error's, whose detail may name files or SQL and goes only to the server log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Failure::Internal(_) => "internal error; see the server log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The machine-readable reason sent as `ErrorInfo.reason`: a precondition's own reason
     /// code (`insufficient_funds`, …), otherwise the failure's class.
     pub fn reason(&self) -> &str {
@@ -224,14 +233,11 @@ pub fn payment_refusal(failure: Failure, payment_id: &str, reason_code: Option<&
 /// The one constructor of Strife's statuses. `reason_code` (if any) replaces the failure's
 /// class as `ErrorInfo.reason` and is sent as the `x-strife-reason` trailer.
 fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Option<&str>) -> Status {
-    let message = match &failure {
-        Failure::Internal(detail) => {
-            // The detail may name files or SQL; it goes to the log, not to the caller.
-            tracing::error!(%detail, "internal error");
-            "internal error; see the server log".to_owned()
-        }
-        other => other.to_string(),
-    };
+    if let Failure::Internal(detail) = &failure {
+        // The detail may name files or SQL; it goes to the log, not to the caller.
+        tracing::error!(%detail, "internal error");
+    }
+    let message = failure.public_message();
     let mut info_metadata = HashMap::new();
     let mut trailers = MetadataMap::new();
     if let Some(code) = &reason_code {

@@ -152,6 +152,20 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a TLS handshake may take on a server.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most gateway replicas anyone reads from etcd (`discovery::live_gateways`), and so the
+/// most a bank keeps a channel to for its decision queries (`strife-bank`'s resolver) and
+/// the most a replica sees alive when it decides whose payments to take over
+/// (`strife-gateway`'s takeover).
+///
+/// Two pulls: a bank holds one channel (a TLS connection with keep-alive pings) per replica
+/// it has asked, so the value must stay small; takeover counts a replica missing from the
+/// list as dead and claims its unfinished payments (harmless to outcomes, which ownership
+/// never decides, but wasted work), so the value must exceed any real deployment. 128
+/// serves both: replicas share one PostgreSQL database and each holds two pools of 4 to 16
+/// connections, so 128 replicas would already need over 1,000 database connections, far
+/// past what one PostgreSQL serves without a pooler (measured deployments run 1 to 3);
+/// 128 mostly idle connections are a small cost to a bank.
+pub const MAX_GATEWAY_REPLICAS: usize = 128;
 
 // ── Payment events (WatchPayments) ──────────────────────────────────────────────────────────
 

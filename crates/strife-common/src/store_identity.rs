@@ -348,6 +348,9 @@ fn create(
 ) -> anyhow::Result<()> {
     let now = crate::time::now_unix_ms();
     let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    // Random (v4), not `keys::new_key`: a creation id is written once per database and is no
+    // index key, so time order buys nothing; all 122 bits random tell apart two databases
+    // created in the same millisecond (the creation time is stored beside it anyway).
     let creation_id = uuid::Uuid::new_v4().to_string();
     let statements = format!(
         "BEGIN IMMEDIATE;

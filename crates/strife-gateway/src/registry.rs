@@ -26,8 +26,10 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use etcd_client::{EventType, GetOptions, WatchOptions};
-use strife_common::discovery::{bank_entry_from_kv, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES};
+use etcd_client::{EventType, WatchOptions};
+use strife_common::discovery::{
+    bank_entry_from_kv, bank_snapshot, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES,
+};
 use strife_common::etcd::EtcdAccess;
 use strife_common::limits::{BANK_CALL_TIMEOUT, ETCD_CALL_TIMEOUT, GATEWAY_BATCH_ITEMS};
 use strife_common::tls::{ExpectedPeer, TlsMaterial};
@@ -555,26 +557,14 @@ impl BankRegistry {
 
     async fn follow_once(&self, etcd: &EtcdAccess) -> anyhow::Result<()> {
         let mut client = etcd.connect().await?;
-        let snapshot = tokio::time::timeout(
-            ETCD_CALL_TIMEOUT,
-            client.get(BANKS_PREFIX, Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .context("listing banks timed out")??;
-        let revision = snapshot
-            .header()
-            .map(|header| header.revision())
-            .unwrap_or(0);
-        let entries = snapshot
-            .kvs()
-            .iter()
-            .filter_map(|kv| valid_entry(kv.key(), kv.value()))
-            .collect();
-        self.replace_all(entries);
+        // The one bounded read of the bank list (`live_banks` reads it the same way), then a
+        // watch from just after it, on the same client.
+        let snapshot = bank_snapshot(&mut client).await?;
+        self.replace_all(snapshot.banks);
         self.synced.store(true, Ordering::Release);
         let options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(revision + 1);
+            .with_start_revision(snapshot.revision + 1);
         let mut stream =
             tokio::time::timeout(ETCD_CALL_TIMEOUT, client.watch(BANKS_PREFIX, Some(options)))
                 .await

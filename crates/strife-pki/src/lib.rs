@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use strife_common::etcd::{
     bank_user as etcd_bank_user, GATEWAY_USER as ETCD_GATEWAY_USER, ROOT_USER as ETCD_ROOT_USER,
 };
 use strife_common::layout::{validate_name, KeyPairPaths, Layout};
+use strife_common::setup_manifest::SetupManifest;
 use strife_common::tls::{PeerRole, GATEWAY_CN};
 
 pub use ca::{
@@ -48,26 +49,6 @@ pub struct SetupReport {
     #[serde(skip)]
     pub new_admin_password: Option<String>,
     pub admin_password_file: PathBuf,
-}
-
-/// The record setup leaves in `setup.json`: which banks and users it has made.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Manifest {
-    pub banks: Vec<String>,
-    pub users: Vec<String>,
-}
-
-impl Manifest {
-    /// Reads `setup.json` under the data dir; an absent file is an empty manifest.
-    pub fn load(layout: &Layout) -> anyhow::Result<Self> {
-        let path = layout.setup_manifest();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not valid JSON", path.display())),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
-        }
-    }
 }
 
 /// Runs setup: creates (or reuses) the CA, then every missing certificate and the admin
@@ -170,7 +151,8 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
         report.new_admin_password = Some(password);
     }
 
-    let mut manifest = Manifest::load(&layout)?;
+    // Setup records what it made in `setup.json`; reading it is `strife_common`'s.
+    let mut manifest = SetupManifest::load(&layout)?;
     merge_names(&mut manifest.banks, &options.banks);
     merge_names(&mut manifest.users, &options.users);
     let manifest_json = serde_json::to_vec_pretty(&manifest)?;
@@ -229,7 +211,7 @@ fn issue_etcd_material(
 /// `pki/revoked/` and deletes its key, so a later setup run issues a fresh one. Returns the
 /// certificates revoked.
 pub fn revoke(layout: &Layout, names: &[String]) -> anyhow::Result<Vec<PathBuf>> {
-    let manifest = Manifest::load(layout)?;
+    let manifest = SetupManifest::load(layout)?;
     let mut targets = Vec::new();
     for name in names {
         let (role, bare) = match name.split_once('/') {

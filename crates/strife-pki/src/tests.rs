@@ -103,7 +103,7 @@ fn rerun_keeps_keys_and_only_adds_missing_identities() {
     );
     assert_eq!(read_admin_password(&layout).unwrap(), password);
     assert_eq!(report.created, vec![layout.user_identity("bob").cert]);
-    let manifest = Manifest::load(&layout).unwrap();
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout).unwrap();
     assert_eq!(manifest.users, vec!["alice".to_string(), "bob".to_string()]);
 }
 

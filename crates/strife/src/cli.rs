@@ -506,7 +506,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_etcd_lockdown(args: EtcdLockdownArgs) -> anyhow::Result<()> {
     let layout = strife_common::layout::Layout::new(&args.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     anyhow::ensure!(
         args.etcd
             .iter()

@@ -75,7 +75,7 @@ impl Service {
         // reply, or a crash between the bank's answer and the link below) gets the same
         // account and deposit back, and finishes the link. Admin names contain no '/'.
         let request_id = if body.idempotency_key.is_empty() {
-            uuid::Uuid::new_v4().to_string()
+            strife_common::keys::new_key()
         } else {
             format!("{}/{}", caller.username, body.idempotency_key)
         };

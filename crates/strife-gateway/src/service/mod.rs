@@ -140,9 +140,9 @@ impl Service {
     ) -> PaymentRecord {
         PaymentRecord {
             seq: 0,
-            // Time-ordered (v7), so the payment and leg indexes at the gateway and the banks
-            // grow at their right edge instead of dirtying a random page per payment.
-            payment_id: uuid::Uuid::now_v7().to_string(),
+            // Time-ordered, so the payment and leg indexes at the gateway and the banks grow at
+            // their right edge instead of dirtying a random page per payment.
+            payment_id: strife_common::keys::new_key(),
             idempotency_key,
             from,
             to,

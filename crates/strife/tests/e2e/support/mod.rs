@@ -359,7 +359,7 @@ impl Etcd {
     /// Starts etcd (installed by `scripts/test`) and waits until it answers. Should another
     /// process take a chosen port first, etcd exits, and it is tried again on new ports.
     pub async fn start(network: &Network) -> Self {
-        let banks = strife_pki::Manifest::load(&network.layout())
+        let banks = strife_common::setup_manifest::SetupManifest::load(&network.layout())
             .expect("setup.json")
             .banks;
         for _ in 0..3 {
