@@ -167,6 +167,64 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// 128 mostly idle connections are a small cost to a bank.
 pub const MAX_GATEWAY_REPLICAS: usize = 128;
 
+// ── HTTP listeners: the web console and the metrics endpoint ────────────────────────────────
+//
+// Both accept through `listener::bounded_incoming` with their own caps (independent of each
+// other and of the gRPC port), share them fairly between client addresses, and make room for
+// a new connection by closing the stalest one (see `listener.rs`).
+
+/// Open web console connections at most (browsers open several each).
+pub const CONSOLE_MAX_CONNECTIONS: usize = 256;
+/// The console connections one client address group (an IPv4 address, an IPv6 /64) is due
+/// when the console is full: a group over it gives way first, to a group under it.
+pub const CONSOLE_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+/// Open metrics connections at most: the endpoint serves scrapers, not clients, but a
+/// connection costs little (no TLS), and an attacker on the scraper's own address can only be
+/// told apart by eviction while its connections fit under this cap (see `listener.rs`).
+pub const METRICS_MAX_CONNECTIONS: usize = 64;
+/// The metrics connections one client address group is due (as for the console).
+pub const METRICS_MAX_CONNECTIONS_PER_ADDRESS: usize = 4;
+/// How long a connection that has been answered must have been waiting — for its next
+/// request since its last response, or for the rest of a request since that request's first
+/// byte — before a full listener may close it for a new connection from its own address (one
+/// never answered may be closed whenever it is the stalest). A working client's next request
+/// is answered in milliseconds, never that late.
+pub const EVICTION_MIN_STALE: Duration = Duration::from_secs(1);
+/// A whole console request — headers and body — must have arrived, and its answer begun,
+/// this long after its first byte; else the connection is answered 408 and closed.
+pub const CONSOLE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same for a request to the metrics endpoint (a scrape is a few hundred bytes).
+pub const METRICS_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A response of the console or the metrics endpoint (except the console's event stream)
+/// must be written within this from its first byte, so a client that reads slowly (or not at
+/// all) cannot hold a connection.
+pub const HTTP_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a console or metrics connection may wait for its next (or first) request.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the console's event stream sends a keep-alive comment: the only traffic of a
+/// quiet stream, so well inside [`HTTP_IDLE_TIMEOUT`].
+pub const CONSOLE_EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+// ── Console logins and sessions ─────────────────────────────────────────────────────────────
+
+/// Console sessions held at once (all users).
+pub const MAX_CONSOLE_SESSIONS: usize = 10_000;
+/// Console sessions one user holds at once; one more closes that user's oldest, so no user
+/// can fill [`MAX_CONSOLE_SESSIONS`].
+pub const MAX_CONSOLE_SESSIONS_PER_USER: usize = 8;
+/// Console login attempts (any outcome) one client address group may make per minute: each
+/// runs argon2id, so this bounds the CPU one address can spend on them.
+pub const CONSOLE_LOGINS_PER_ADDRESS_PER_MINUTE: u32 = 20;
+/// Password checks (argon2id, 19 MiB each) that may wait for a CPU; past it a login is refused
+/// at once instead of queueing memory and threads without bound.
+pub const MAX_WAITING_PASSWORD_CHECKS: usize = 64;
+/// Console password checks that may wait, counted apart from (and far below) the gRPC ones,
+/// so console logins can never fill the queue gRPC logins wait in.
+pub const MAX_WAITING_CONSOLE_PASSWORD_CHECKS: usize = 8;
+/// Client addresses the gateway tracks for console logins (failures, attempt rate); past it
+/// the idle ones are forgotten first.
+pub const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
 // ── Payment events (WatchPayments) ──────────────────────────────────────────────────────────
 
 /// Open watches a gateway serves at once, and per user: each holds a task and a connection.
@@ -286,6 +344,24 @@ const _: () = assert!(shorter(SERVER_REQUEST_TIMEOUT, IDLE_TIMEOUT));
 const _: () = assert!(shorter(KEEP_ALIVE_TIMEOUT, KEEP_ALIVE_INTERVAL));
 // A client gives up connecting before its call's own deadline would.
 const _: () = assert!(shorter(CONNECT_TIMEOUT, CLIENT_CALL_TIMEOUT));
+// HTTP listeners: an address's due share is a part of the cap; a connection is never evicted
+// before a request could have been answered, nor a slow one kept past its deadline; a quiet
+// event stream keeps its connection; the HTTP deadlines end before the server's idle timeout.
+const _: () = assert!(CONSOLE_MAX_CONNECTIONS_PER_ADDRESS < CONSOLE_MAX_CONNECTIONS);
+const _: () = assert!(METRICS_MAX_CONNECTIONS_PER_ADDRESS < METRICS_MAX_CONNECTIONS);
+const _: () = assert!(shorter(EVICTION_MIN_STALE, METRICS_REQUEST_TIMEOUT));
+const _: () = assert!(!shorter(CONSOLE_REQUEST_TIMEOUT, METRICS_REQUEST_TIMEOUT));
+const _: () = assert!(shorter(CONSOLE_REQUEST_TIMEOUT, HTTP_IDLE_TIMEOUT));
+const _: () = assert!(!shorter(
+    HTTP_IDLE_TIMEOUT,
+    plus(CONSOLE_EVENTS_KEEP_ALIVE, CONSOLE_EVENTS_KEEP_ALIVE)
+));
+const _: () = assert!(shorter(HTTP_IDLE_TIMEOUT, IDLE_TIMEOUT));
+const _: () = assert!(shorter(HTTP_RESPONSE_TIMEOUT, IDLE_TIMEOUT));
+// Console logins: one user's sessions are a small part of all; the console's wait queue a
+// small part of the gRPC one.
+const _: () = assert!(MAX_CONSOLE_SESSIONS_PER_USER * 1_000 <= MAX_CONSOLE_SESSIONS);
+const _: () = assert!(MAX_WAITING_CONSOLE_PASSWORD_CHECKS * 8 <= MAX_WAITING_PASSWORD_CHECKS);
 
 // ── Validation ──────────────────────────────────────────────────────────────────────────────
 

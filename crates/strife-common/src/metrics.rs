@@ -12,7 +12,10 @@
 //!
 //! The endpoint is plain HTTP without authentication: it is meant for loopback or an operations
 //! network. It accepts through [`crate::listener::bounded_incoming`] like the gRPC servers, with
-//! a small connection cap of its own, a header-read timeout and a small request buffer.
+//! a small connection cap of its own (independent of the gRPC port's and the console's),
+//! shared fairly between client addresses, the stalest connection evicted for a new one when
+//! full, the HTTP deadlines of [`crate::listener::HttpStream`] (whole request, response, idle)
+//! and a small request buffer — so a few slow clients cannot keep a scraper out.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -34,7 +37,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
-use crate::listener::{bounded_incoming, LimitedStream, ListenerLimits};
+use crate::limits::{
+    EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, METRICS_MAX_CONNECTIONS,
+    METRICS_MAX_CONNECTIONS_PER_ADDRESS, METRICS_REQUEST_TIMEOUT,
+};
+use crate::listener::{bounded_incoming, HttpDeadlines, HttpStream, LimitedStream, ListenerLimits};
 
 /// The one path served; every other path answers 404.
 pub const METRICS_PATH: &str = "/metrics";
@@ -42,10 +49,6 @@ pub const METRICS_PATH: &str = "/metrics";
 /// The content type of the Prometheus text exposition format (version 0.0.4).
 pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Connections the metrics endpoint keeps open at once: it serves scrapers, not clients.
-const MAX_CONNECTIONS: usize = 16;
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// hyper's read buffer: a scrape request is a few hundred bytes (8 KiB is hyper's minimum).
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
@@ -171,7 +174,8 @@ impl MetricsEndpoint {
 
     /// Serves `GET /metrics` from `registry` until `shutdown` turns true. `server_limits` are
     /// the process's gRPC listener limits: the idle timeout (and the process-wide per-peer cap
-    /// `bounded_incoming` sets) are taken from them, the connection cap is the endpoint's own.
+    /// `bounded_incoming` sets) are taken from them; the connection caps (in all and per
+    /// client address) and the eviction of the stalest connection are the endpoint's own.
     pub fn serve(
         self,
         registry: Registry,
@@ -179,10 +183,11 @@ impl MetricsEndpoint {
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let limits = ListenerLimits {
-            max_connections: MAX_CONNECTIONS,
-            max_silent: MAX_CONNECTIONS / 2,
+            max_connections: METRICS_MAX_CONNECTIONS,
             // No peers are attached here (plain HTTP): no first-request deadline.
             first_request_timeout: None,
+            max_per_address: Some(METRICS_MAX_CONNECTIONS_PER_ADDRESS),
+            evict_stalest_after: Some(EVICTION_MIN_STALE),
             ..server_limits
         };
         let registry = Arc::new(registry);
@@ -206,11 +211,21 @@ impl MetricsEndpoint {
     }
 }
 
+/// The deadlines of a metrics connection: a scrape request within 5 s, its answer taken within
+/// 10 s, at most 30 s between scrapes on one connection.
+const HTTP_DEADLINES: HttpDeadlines = HttpDeadlines {
+    request: METRICS_REQUEST_TIMEOUT,
+    response: HTTP_RESPONSE_TIMEOUT,
+    idle: HTTP_IDLE_TIMEOUT,
+};
+
 async fn serve_connection(stream: LimitedStream<TcpStream>, registry: Arc<Registry>) {
     let service = hyper::service::service_fn(move |request| answer(request, Arc::clone(&registry)));
+    let handle = stream.handle();
+    let stream = HttpStream::new(stream, handle, HTTP_DEADLINES);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(METRICS_REQUEST_TIMEOUT)
         .max_buf_size(MAX_REQUEST_BYTES)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(error) = connection.await {

@@ -136,6 +136,8 @@ pub struct GatewayMetrics {
     banks: RwLock<HashMap<String, Arc<BankHandles>>>,
     login_failures: Counter,
     lockouts: Counter,
+    console_password_checks: Counter,
+    console_address_lockouts: Counter,
     watches_open: Gauge,
     takeover_claimed: Counter,
 }
@@ -175,6 +177,8 @@ impl GatewayMetrics {
             banks: RwLock::new(HashMap::new()),
             login_failures: Counter::default(),
             lockouts: Counter::default(),
+            console_password_checks: Counter::default(),
+            console_address_lockouts: Counter::default(),
             watches_open: Gauge::default(),
             takeover_claimed: Counter::default(),
         }
@@ -229,8 +233,20 @@ impl GatewayMetrics {
         );
         registry.register(
             "strife_lockouts",
-            "Lockouts of a user name after too many failed password checks",
+            "Lockouts of a user name after too many failed password checks (in the scope the \
+             check was made in: certificate for gRPC, console for the web console)",
             self.lockouts.clone(),
+        );
+        registry.register(
+            "strife_console_password_checks",
+            "Password checks (argon2id) run for web console logins: every console login that \
+             was not refused first",
+            self.console_password_checks.clone(),
+        );
+        registry.register(
+            "strife_console_address_lockouts",
+            "Client addresses locked out of console logins after too many failed ones",
+            self.console_address_lockouts.clone(),
         );
         registry.register(
             "strife_watches_open",
@@ -406,6 +422,16 @@ impl GatewayMetrics {
         self.lockouts.inc();
     }
 
+    /// A console login's password was checked (argon2id ran).
+    pub fn console_password_checked(&self) {
+        self.console_password_checks.inc();
+    }
+
+    /// A client address was locked out of console logins.
+    pub fn console_address_locked(&self) {
+        self.console_address_lockouts.inc();
+    }
+
     /// The gauge of open payment watches (raised and lowered by the watches themselves).
     pub fn watches_open(&self) -> Gauge {
         self.watches_open.clone()
@@ -505,6 +531,8 @@ mod tests {
         metrics.login_failed();
         metrics.login_failed();
         metrics.locked_out();
+        metrics.console_password_checked();
+        metrics.console_address_locked();
         metrics.taken_over(0);
         metrics.taken_over(3);
         let watches = metrics.watches_open();
@@ -527,6 +555,8 @@ mod tests {
             "strife_bank_prepare_errors_total{bank=\"bank1\",kind=\"timeout\"} 1\n",
             "strife_login_failures_total 2\n",
             "strife_lockouts_total 1\n",
+            "strife_console_password_checks_total 1\n",
+            "strife_console_address_lockouts_total 1\n",
             "strife_takeover_claimed_total 3\n",
             "strife_watches_open 1\n",
         ] {

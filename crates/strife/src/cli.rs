@@ -250,6 +250,12 @@ struct GatewayArgs {
     /// The window and the first lockout, in seconds (each consecutive lockout doubles, up to 15 min).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     lockout_secs: u64,
+    /// Whose gRPC logins (certificate + password) a lock of their web console logins leaves
+    /// alone: `admin` — anyone who reaches the console can lock the admin's console logins, but
+    /// never its certificate + password, while other users' console locks block their gRPC
+    /// logins too — or `all`: a console lock never blocks a gRPC login.
+    #[arg(long, value_enum, default_value = "admin")]
+    console_lockout_spares: ConsoleLockoutSpares,
     /// Print the ready line as JSON.
     #[arg(long)]
     json: bool,
@@ -281,6 +287,22 @@ struct GatewayArgs {
     /// (pki/web.crt). Off unless given.
     #[arg(long, value_name = "ADDR")]
     web_listen: Option<SocketAddr>,
+}
+
+/// `--console-lockout-spares` (see `strife_ledger::lockout::ConsoleSpares`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConsoleLockoutSpares {
+    Admin,
+    All,
+}
+
+impl From<ConsoleLockoutSpares> for strife_ledger::lockout::ConsoleSpares {
+    fn from(spares: ConsoleLockoutSpares) -> Self {
+        match spares {
+            ConsoleLockoutSpares::Admin => strife_ledger::lockout::ConsoleSpares::Admin,
+            ConsoleLockoutSpares::All => strife_ledger::lockout::ConsoleSpares::All,
+        }
+    }
 }
 
 fn parse_first_request_timeout(text: &str) -> Result<Duration, String> {
@@ -469,6 +491,9 @@ impl Cli {
                     idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
                     metrics_listen = ?args.metrics.metrics_listen,
                     web_listen = ?args.web_listen,
+                    lockout_threshold = args.lockout_threshold,
+                    lockout_secs = args.lockout_secs,
+                    console_lockout_spares = ?args.console_lockout_spares,
                     "gateway settings"
                 );
                 let config = strife_gateway::GatewayConfig {
@@ -484,6 +509,7 @@ impl Cli {
                     lockout: strife_gateway::LockoutPolicy {
                         threshold: args.lockout_threshold,
                         duration: Duration::from_secs(args.lockout_secs),
+                        console_spares: args.console_lockout_spares.into(),
                     },
                     json: args.json,
                     initialize: args.initialize,
@@ -679,6 +705,28 @@ mod tests {
         assert_eq!(
             parse_idle_timeout(&default_of("idle_timeout")),
             Ok(IDLE_TIMEOUT)
+        );
+        // The lockout spares the admin's gRPC logins unless told otherwise.
+        assert_eq!(default_of("console_lockout_spares"), "admin");
+        match Cli::try_parse_from(["strife", "gateway"]).unwrap().command {
+            Command::Gateway(gateway) => assert_eq!(
+                strife_ledger::lockout::ConsoleSpares::from(gateway.console_lockout_spares),
+                strife_ledger::lockout::ConsoleSpares::default()
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+        match Cli::try_parse_from(["strife", "gateway", "--console-lockout-spares", "all"])
+            .unwrap()
+            .command
+        {
+            Command::Gateway(gateway) => {
+                assert_eq!(gateway.console_lockout_spares, ConsoleLockoutSpares::All)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["strife", "gateway", "--console-lockout-spares", "nobody"])
+                .is_err()
         );
     }
 

@@ -1,22 +1,26 @@
 //! Server-sent events: the caller's payment events (`WatchPayments`, so the same per-user
 //! scoping, bounds and drain behaviour), one `message` per decided payment. The event id is
 //! the stream's cursor, so a browser that reconnects (`Last-Event-ID`) resumes without gaps.
+//!
+//! The only console response without an end: it is exempt from the response deadline
+//! ([`ConnectionHandle::stream_response`]) and kept alive by a comment every
+//! [`CONSOLE_EVENTS_KEEP_ALIVE`], well inside the connection's idle deadline.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures::StreamExt;
+use strife_common::limits::CONSOLE_EVENTS_KEEP_ALIVE;
+use strife_common::listener::ConnectionHandle;
 use strife_proto::v1::{self as pb, gateway_server::Gateway};
 
 use super::html::{self, money, status_name, timestamp};
 use super::{grpc_request, Console, LoggedIn};
-
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// What `console.js` needs to draw a payment row (it sets text, never markup).
 fn event_json(payment: &pb::Payment) -> String {
@@ -35,6 +39,7 @@ fn event_json(payment: &pb::Payment) -> String {
 pub async fn payment_events(
     State(console): State<Arc<Console>>,
     LoggedIn { session }: LoggedIn,
+    connection: Option<Extension<ConnectionHandle>>,
     headers: HeaderMap,
 ) -> Response {
     // A cursor this server gave out resumes after it; anything else starts from now (a
@@ -70,7 +75,10 @@ pub async fn payment_events(
                 Event::default().id(event.cursor).data(event_json(&payment)),
             ))
         });
+    if let Some(Extension(connection)) = connection {
+        connection.stream_response();
+    }
     Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .keep_alive(KeepAlive::new().interval(CONSOLE_EVENTS_KEEP_ALIVE))
         .into_response()
 }

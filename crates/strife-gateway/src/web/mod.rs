@@ -5,8 +5,14 @@
 //! handlers ([`GatewayApi`]) with the [`Caller`] the gRPC auth layer would have put on the
 //! request, after the same role table ([`crate::roles`]) allowed the method — so validation,
 //! idempotency, scoping and refusals are exactly those of gRPC. Logins go through the same
-//! [`Authenticator`] (argon2id and the shared lockout); browsers have no client certificate,
-//! so the role comes from the user's record in the store.
+//! [`Authenticator`] (argon2id and the shared lockout, in the name's console scope, behind a
+//! per-client-address throttle: [`Authenticator::authenticate_console`]); browsers have no
+//! client certificate, so the role comes from the user's record in the store.
+//!
+//! The HTTPS listener has caps of its own (per client address too), evicts its stalest
+//! connection for a newcomer when full, and holds every connection to the HTTP deadlines of
+//! [`strife_common::listener::HttpStream`]; each request carries its client's address
+//! (`ConnectInfo`) and its connection's handle.
 //!
 //! - [`session`]: server-side sessions (random id in an `HttpOnly; Secure; SameSite=Strict`
 //!   cookie), one CSRF token per session.
@@ -23,7 +29,6 @@ mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{FromRef, FromRequestParts};
@@ -36,8 +41,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use strife_common::layout::KeyPairPaths;
-use strife_common::limits::TLS_HANDSHAKE_TIMEOUT;
-use strife_common::listener::{bounded_incoming, ListenerLimits};
+use strife_common::limits::{
+    CONSOLE_MAX_CONNECTIONS, CONSOLE_MAX_CONNECTIONS_PER_ADDRESS, CONSOLE_REQUEST_TIMEOUT,
+    EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
+};
+use strife_common::listener::{bounded_incoming, HttpDeadlines, HttpStream, ListenerLimits};
 use strife_common::tls::{PeerIdentity, PeerRole};
 use strife_common::Failure;
 use tokio::net::TcpListener;
@@ -56,9 +64,13 @@ use strife_ledger::store::GatewayStore;
 
 /// Largest request body (forms are a few fields).
 const MAX_BODY_BYTES: usize = 16 * 1024;
-/// Most console connections at once (browsers open several each).
-const MAX_CONNECTIONS: usize = 256;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The deadlines of a console connection: a whole request (headers and body) within 10 s,
+/// each answer (but the event stream) taken within 10 s, at most 30 s between requests.
+const HTTP_DEADLINES: HttpDeadlines = HttpDeadlines {
+    request: CONSOLE_REQUEST_TIMEOUT,
+    response: HTTP_RESPONSE_TIMEOUT,
+    idle: HTTP_IDLE_TIMEOUT,
+};
 
 /// What the console pages need from the gateway.
 pub struct Console {
@@ -352,11 +364,15 @@ impl WebEndpoint {
         server_limits: ListenerLimits,
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
+        // Its own caps, apart from the gRPC port's and the metrics endpoint's, so an attack on
+        // one leaves the others alone; shared fairly between client addresses, and a full
+        // console makes room for a newcomer by closing its stalest connection.
         let limits = ListenerLimits {
-            max_connections: MAX_CONNECTIONS,
-            max_silent: MAX_CONNECTIONS / 4,
+            max_connections: CONSOLE_MAX_CONNECTIONS,
             // No peers are attached here (no certificates): no first-request deadline.
             first_request_timeout: None,
+            max_per_address: Some(CONSOLE_MAX_CONNECTIONS_PER_ADDRESS),
+            evict_stalest_after: Some(EVICTION_MIN_STALE),
             ..server_limits
         };
         let app = router(console);
@@ -374,6 +390,8 @@ impl WebEndpoint {
                         let acceptor = acceptor.clone();
                         let app = app.clone();
                         tokio::spawn(async move {
+                            let connection = stream.handle();
+                            let client = connection.as_ref().map(|handle| handle.peer_address());
                             let handshake = tokio::time::timeout(
                                 TLS_HANDSHAKE_TIMEOUT,
                                 acceptor.accept(stream),
@@ -386,10 +404,29 @@ impl WebEndpoint {
                                 }
                                 Err(_) => return,
                             };
+                            let stream =
+                                HttpStream::new(stream, connection.clone(), HTTP_DEADLINES);
+                            // Every request carries its client's address (the login throttle
+                            // counts by it) and the connection's handle (the event stream
+                            // marks its response as one without an end).
+                            let app = tower::ServiceExt::map_request(
+                                app,
+                                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                                    if let Some(client) = client {
+                                        request
+                                            .extensions_mut()
+                                            .insert(axum::extract::ConnectInfo(client));
+                                    }
+                                    if let Some(connection) = &connection {
+                                        request.extensions_mut().insert(connection.clone());
+                                    }
+                                    request
+                                },
+                            );
                             let service = hyper_util::service::TowerToHyperService::new(app);
                             let connection = hyper::server::conn::http1::Builder::new()
                                 .timer(TokioTimer::new())
-                                .header_read_timeout(HEADER_READ_TIMEOUT)
+                                .header_read_timeout(CONSOLE_REQUEST_TIMEOUT)
                                 .max_buf_size(MAX_BODY_BYTES * 4)
                                 .serve_connection(TokioIo::new(stream), service);
                             if let Err(error) = connection.await {

@@ -1,14 +1,15 @@
 //! Login and the payer's pages: balances and the pay form, history, payment detail, refunds.
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::{Extension, Form};
 use serde::Deserialize;
 use strife_common::layout::validate_name;
 use strife_common::money;
@@ -115,6 +116,7 @@ pub async fn login_form(State(console): State<Arc<Console>>, headers: HeaderMap)
 
 pub async fn login(
     State(console): State<Arc<Console>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     form: FormInput<LoginForm>,
 ) -> Response {
@@ -137,18 +139,35 @@ pub async fn login(
             StatusCode::UNAUTHORIZED,
         );
     }
+    // The listener puts the client's address on every request; without it the login could
+    // not be throttled per address, so it is not attempted.
+    let Some(Extension(ConnectInfo(client))) = client else {
+        tracing::error!("console login without a client address");
+        return login_page(
+            Some("The console cannot take logins right now."),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        );
+    };
     let caller = match console
         .authenticator
-        .authenticate_password(&form.username, &form.password)
+        .authenticate_console(&form.username, &form.password, client.ip())
         .await
     {
         Ok(caller) => caller,
         Err(failure) => {
             let status = Status::from(failure);
-            tracing::info!(username = %form.username, code = ?status.code(), "console login refused");
+            tracing::info!(
+                username = %form.username,
+                client = %client.ip(),
+                code = ?status.code(),
+                "console login refused"
+            );
             let message = match status.code() {
                 tonic::Code::Unauthenticated => "Wrong user name or password.".to_owned(),
-                tonic::Code::ResourceExhausted => format!("Locked out: {}.", status.message()),
+                tonic::Code::ResourceExhausted if status.message().contains("failed logins") => {
+                    format!("Locked out: {}.", status.message())
+                }
+                tonic::Code::ResourceExhausted => format!("Please wait: {}.", status.message()),
                 _ => html::explain(&status),
             };
             return login_page(Some(&message), html::http_status(&status));
@@ -163,7 +182,12 @@ pub async fn login(
             )
         }
     };
-    tracing::info!(username = %session.username, role = session.role.as_str(), "console login");
+    tracing::info!(
+        username = %session.username,
+        role = session.role.as_str(),
+        client = %client.ip(),
+        "console login"
+    );
     let target = if session.role == Role::Admin {
         "/ops/network"
     } else {

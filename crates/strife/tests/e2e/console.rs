@@ -306,7 +306,7 @@ async fn console_pay_form_double_click_and_resubmit_pay_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn console_wrong_passwords_show_a_message_and_lock_as_grpc_does() {
+async fn console_wrong_passwords_show_a_message_and_one_browser_cannot_lock_a_name() {
     let network = DevNetwork::start();
     let console = console_url(&network);
     let driver = Chromedriver::start();
@@ -315,23 +315,26 @@ async fn console_wrong_passwords_show_a_message_and_lock_as_grpc_does() {
     let text = wait_for_text(&browser, "Wrong user name or password.", false).await;
     assert!(!text.contains("Balances"), "{text}");
     screenshot(&browser, "login-wrong-password").await;
-    // The gateway's threshold is 5: four more wrong passwords lock the name ...
-    for _ in 0..4 {
+    // The gateway's threshold is 5; one client address may fail one time fewer (4) ...
+    for _ in 0..3 {
         log_in(&browser, &console, "alice", "not-her-password").await;
         wait_for_text(&browser, "Wrong user name or password.", false).await;
     }
-    // ... so the right one is refused now, on the web ...
-    log_in(&browser, &console, "alice", &network.password("alice")).await;
-    let text = wait_for_text(&browser, "Locked out", false).await;
-    assert!(text.contains("too many failed logins"), "{text}");
+    // ... and is then refused before any password is checked, the right one included.
+    for password in ["not-her-password".to_owned(), network.password("alice")] {
+        log_in(&browser, &console, "alice", &password).await;
+        let text = wait_for_text(&browser, "Locked out", false).await;
+        assert!(
+            text.contains("too many failed logins from your address"),
+            "{text}"
+        );
+    }
     screenshot(&browser, "login-locked").await;
-    // ... and over gRPC: one lock, shared.
+    // The name itself is not locked: alice still pays over gRPC (certificate + password).
+    // (Five failures from five addresses do lock her console logins — and, not being the
+    // admin, her gRPC ones: e2e console_attacks.)
     let (code, answer) = network.client("alice", &["balance"]);
-    assert_ne!(code, 0, "{answer}");
-    assert_eq!(answer["code"], json!("ResourceExhausted"), "{answer}");
-    // Another name is not affected.
-    log_in(&browser, &console, "bob", &network.password("bob")).await;
-    wait_for_text(&browser, "Balances", false).await;
+    assert_eq!(code, 0, "{answer}");
     browser.close().await.unwrap();
 }
 

@@ -22,6 +22,7 @@ mod compression;
 mod config;
 mod connection_limits;
 mod console;
+mod console_attacks;
 mod data_safety;
 mod etcd_lockdown;
 mod expired_certificates;
