@@ -1,4 +1,5 @@
 use super::*;
+use crate::records::Party;
 
 fn identity(dir: &tempfile::TempDir) -> StoreIdentity {
     StoreIdentity::gateway(
