@@ -21,7 +21,8 @@ use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
 use super::batch::{rounds, Item};
-use super::{column, retry_conflicts, settle, Server};
+use super::read::column;
+use super::{retry_conflicts, settle, Server};
 use crate::payment;
 use crate::records::PaymentRecord;
 use crate::settlement;

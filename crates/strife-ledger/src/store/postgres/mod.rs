@@ -75,11 +75,29 @@
 //! failover), out of disk, or that does not answer within [`STORE_CALL_TIMEOUT`] answers a
 //! transient `UNAVAILABLE` naming "the gateway's PostgreSQL store"; the details are logged
 //! with the URL's password removed. A unique violation is `ALREADY_EXISTS`, as in SQLite.
+//!
+//! # Files
+//!
+//! Laid out as [`super::sqlite`] is, wherever a concept exists in both:
+//!
+//! - `mod.rs`: the connections and pools, how failures are answered, and the
+//!   [`GatewayStore`] methods, each one store call that calls into the files below; and the
+//!   writes with rules of their own: an attempt on a used key or a refund (one transaction
+//!   each) and the decision writer;
+//! - `schema.rs`: the tables as a history of versions, the database's identity, the
+//!   advisory-locked migrations, [`SCHEMA_VERSION`];
+//! - `read.rs`: row decoding, payment and login lookups, the audit's snapshot;
+//! - `settle.rs`: settlement's reads and locked read-modify-writes, and their lock order;
+//! - `shared.rs` over `batch.rs`: user and account reads and acknowledgements that concurrent
+//!   calls share, one statement per batch; `claims.rs`: new attempts, one transaction per batch;
+//! - `location.rs`: the URL, TLS, and redaction.
 
 mod batch;
 mod claims;
 mod location;
+mod read;
 mod schema;
+mod settle;
 mod shared;
 
 use std::sync::Arc;
@@ -94,7 +112,6 @@ use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Row;
 
 pub use location::{PostgresLocation, PostgresTls};
 pub use schema::{Migration, MIGRATIONS, SCHEMA_VERSION};
@@ -103,9 +120,10 @@ use super::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
 use crate::records::{
-    Begun, LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus, PositionRecord,
-    UserRecord, WindowRecord, WindowReport,
+    Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
+    WindowRecord, WindowReport,
 };
+use read::{column, load_payment, payment_columns, payment_from_row, read_login, read_snapshot};
 
 /// How long opening the store may take (connecting, checking or migrating the schema).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,21 +169,6 @@ const SESSION_RELAXED: &[(&str, &str)] = &[
     ("enable_seqscan", "off"),
 ];
 const SESSION_READ_ONLY: &[(&str, &str)] = &[("default_transaction_read_only", "on")];
-
-/// The columns of a [`PaymentRecord`], in [`payment_from_row`]'s order.
-macro_rules! payment_columns {
-    () => {
-        "seq, payment_id, idempotency_key, from_user, from_bank, from_account, to_user, to_bank,
-         to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
-         credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-         coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
-    };
-}
-
-const ACCOUNT_COLUMNS: &str = "username, bank_id, account_number, currency, holder_name";
-
-// After `payment_columns!`, which it uses.
-mod settle;
 
 /// The server a store talks to, and how its failures are reported.
 #[derive(Clone)]
@@ -569,119 +572,6 @@ impl GatewayLog for PostgresGatewayStore {
     }
 }
 
-/// Every payment, link, position and window in one REPEATABLE READ transaction: one state of
-/// the log.
-async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Failure> {
-    const DOING: &str = "reading a snapshot of the log";
-    server
-        .bounded(DOING, SCAN_TIMEOUT, async {
-            let mut client = server.connection(pool, DOING).await?;
-            let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(failed)?;
-            let payments = transaction
-                .query(
-                    concat!("SELECT ", payment_columns!(), " FROM payments ORDER BY seq"),
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(payment_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let links = transaction
-                .query(
-                    &format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM accounts
-                         ORDER BY linked_unix_ms, bank_id, account_number"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(account_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let positions = settle::read_positions(server, &transaction, DOING).await?;
-            let windows = settle::read_all_reports(server, &transaction, DOING).await?;
-            transaction.commit().await.map_err(failed)?;
-            Ok(LogSnapshot {
-                payments,
-                links,
-                positions,
-                windows,
-            })
-        })
-        .await
-}
-
-fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    index: usize,
-) -> Result<T, Failure> {
-    row.try_get(index)
-        .map_err(|error| Failure::internal("decoding a PostgreSQL row", chain(&error)))
-}
-
-fn account_from_row(row: &Row) -> Result<LinkedAccount, Failure> {
-    Ok(LinkedAccount {
-        username: column(row, 0)?,
-        bank_id: column(row, 1)?,
-        account_number: column(row, 2)?,
-        currency: column(row, 3)?,
-        holder_name: column(row, 4)?,
-    })
-}
-
-fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
-    let status_code: i32 = column(row, 12)?;
-    let status = PaymentStatus::from_code(i64::from(status_code))
-        .ok_or_else(|| Failure::internal("decoding payment", format!("status {status_code}")))?;
-    Ok(PaymentRecord {
-        seq: column(row, 0)?,
-        payment_id: column(row, 1)?,
-        idempotency_key: column(row, 2)?,
-        from: Party {
-            username: column(row, 3)?,
-            bank_id: column(row, 4)?,
-            account_number: column(row, 5)?,
-        },
-        to: Party {
-            username: column(row, 6)?,
-            bank_id: column(row, 7)?,
-            account_number: column(row, 8)?,
-        },
-        amount_minor: column(row, 9)?,
-        currency: column(row, 10)?,
-        memo: column(row, 11)?,
-        status,
-        reason_code: column(row, 13)?,
-        reason: column(row, 14)?,
-        debit_acked: column(row, 15)?,
-        credit_acked: column(row, 16)?,
-        decision_deadline_unix_ms: column(row, 17)?,
-        created_unix_ms: column(row, 18)?,
-        decided_unix_ms: column(row, 19)?,
-        coordinator: column(row, 20)?,
-        decision_seq: column(row, 21)?,
-        refund_of: column(row, 22)?,
-        refunded_minor: column(row, 23)?,
-        refund_pending_minor: column(row, 24)?,
-        window_id: column(row, 25)?,
-    })
-}
-
-const SELECT_PAYMENT: &str = concat!(
-    "SELECT ",
-    payment_columns!(),
-    " FROM payments WHERE payment_id = $1"
-);
-
 const INSERT_PAYMENT: &str = "
 INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
     to_user, to_bank, to_account, amount_minor, currency, memo, status,
@@ -732,26 +622,6 @@ async fn insert_payment<C: GenericClient>(
         .await
         .map_err(failed)?;
     Ok(attempt.recorded_at(column(&row, 0)?))
-}
-
-async fn load_payment<C: GenericClient>(
-    server: &Server,
-    client: &C,
-    payment_id: &str,
-    doing: &str,
-) -> Result<Option<PaymentRecord>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let statement = client
-        .prepare_cached(SELECT_PAYMENT)
-        .await
-        .map_err(failed)?;
-    client
-        .query_opt(&statement, &[&payment_id])
-        .await
-        .map_err(failed)?
-        .as_ref()
-        .map(payment_from_row)
-        .transpose()
 }
 
 impl PostgresGatewayStore {
@@ -1536,39 +1406,6 @@ impl GatewayStore for PostgresGatewayStore {
         )
         .await
     }
-}
-
-async fn read_login<C: GenericClient>(
-    server: &Server,
-    client: &C,
-    username: &str,
-    for_update: bool,
-    doing: &str,
-) -> Result<Option<SharedLogin>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let sql = if for_update {
-        "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
-         WHERE username = $1 FOR UPDATE"
-    } else {
-        "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
-         WHERE username = $1"
-    };
-    let statement = client.prepare_cached(sql).await.map_err(failed)?;
-    let Some(row) = client
-        .query_opt(&statement, &[&username])
-        .await
-        .map_err(failed)?
-    else {
-        return Ok(None);
-    };
-    let failures: i32 = column(&row, 0)?;
-    let lockouts: i32 = column(&row, 3)?;
-    Ok(Some(SharedLogin {
-        failures: u32::try_from(failures).unwrap_or(0),
-        window_start_unix_ms: column(&row, 1)?,
-        locked_until_unix_ms: column(&row, 2)?,
-        lockouts: u32::try_from(lockouts).unwrap_or(0),
-    }))
 }
 
 /// A decision waiting for the writer.

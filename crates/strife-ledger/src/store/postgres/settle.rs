@@ -27,7 +27,8 @@ use deadpool_postgres::GenericClient;
 use strife_common::Failure;
 use tokio_postgres::Row;
 
-use super::{column, payment_from_row, Server};
+use super::read::{column, payment_columns, payment_from_row};
+use super::Server;
 use crate::records::{
     BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord, WindowReport,
 };

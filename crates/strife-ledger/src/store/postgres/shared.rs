@@ -16,7 +16,8 @@ use deadpool_postgres::Pool;
 use strife_common::Failure;
 
 use super::batch::{Batcher, Item};
-use super::{account_from_row, column, Server, ACCOUNT_COLUMNS};
+use super::read::{account_from_row, column, ACCOUNT_COLUMNS};
+use super::Server;
 use crate::records::{LinkedAccount, PaymentRecord, UserRecord};
 
 /// Most calls one statement carries.
