@@ -22,7 +22,7 @@ use strife_common::Failure;
 
 use super::batch::{rounds, Item};
 use super::read::column;
-use super::{retry_conflicts, settle, Server};
+use super::{settle, Server};
 use crate::payment;
 use crate::records::PaymentRecord;
 use crate::settlement;
@@ -46,7 +46,7 @@ pub(super) async fn claim_batch(
     for mut round in rounds(items, key_of) {
         round.sort_by_key(|item| key_of(&item.input));
         let attempts: Vec<&PaymentRecord> = round.iter().map(|item| &item.input).collect();
-        let outcome = retry_conflicts(|| claim_round(&server, &pool, &attempts)).await;
+        let outcome = claim_round(&server, &pool, &attempts).await;
         match outcome {
             Ok(mut answers) => {
                 for item in round {
@@ -65,38 +65,41 @@ pub(super) async fn claim_batch(
     }
 }
 
-/// One transaction for `attempts` (distinct keys, sorted by key): the answer per payment id.
+/// One transaction for `attempts` (distinct keys, sorted by key), tried again if PostgreSQL
+/// aborts it in a lock conflict: the answer per payment id.
 async fn claim_round(
     server: &Server,
     pool: &Pool,
     attempts: &[&PaymentRecord],
 ) -> Result<BTreeMap<String, Result<Option<PaymentRecord>, Failure>>, Failure> {
     const DOING: &str = "recording payment attempts";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-    let mut client = server.connection(pool, DOING).await?;
-    let transaction = client.transaction().await.map_err(failed)?;
-    let claimed = claim_keys(server, &transaction, attempts).await?;
-    let mut answers = BTreeMap::new();
-    for attempt in attempts {
-        if !claimed.contains(&attempt.payment_id) {
-            answers.insert(attempt.payment_id.clone(), Ok(None));
-        }
-    }
-    let claimed: Vec<&PaymentRecord> = attempts
-        .iter()
-        .copied()
-        .filter(|attempt| claimed.contains(&attempt.payment_id))
-        .collect();
-    let (accepted, refused) = reserve(server, &transaction, &claimed).await?;
-    unclaim(server, &transaction, &refused).await?;
-    for (attempt, failure) in refused {
-        answers.insert(attempt.payment_id.clone(), Err(failure));
-    }
-    for stored in insert_attempts(server, &transaction, &accepted).await? {
-        answers.insert(stored.payment_id.clone(), Ok(Some(stored)));
-    }
-    transaction.commit().await.map_err(failed)?;
-    Ok(answers)
+    server
+        .on(pool, DOING)
+        .bounded_by_callers()
+        .transaction(async |transaction, _| {
+            let claimed = claim_keys(server, transaction, attempts).await?;
+            let mut answers = BTreeMap::new();
+            for attempt in attempts {
+                if !claimed.contains(&attempt.payment_id) {
+                    answers.insert(attempt.payment_id.clone(), Ok(None));
+                }
+            }
+            let claimed: Vec<&PaymentRecord> = attempts
+                .iter()
+                .copied()
+                .filter(|attempt| claimed.contains(&attempt.payment_id))
+                .collect();
+            let (accepted, refused) = reserve(server, transaction, &claimed).await?;
+            unclaim(server, transaction, &refused).await?;
+            for (attempt, failure) in refused {
+                answers.insert(attempt.payment_id.clone(), Err(failure));
+            }
+            for stored in insert_attempts(server, transaction, &accepted).await? {
+                answers.insert(stored.payment_id.clone(), Ok(Some(stored)));
+            }
+            Ok(answers)
+        })
+        .await
 }
 
 /// Inserts every key that is unused (in key order); the payment ids whose key this claimed.
@@ -106,7 +109,7 @@ async fn claim_keys<C: GenericClient>(
     attempts: &[&PaymentRecord],
 ) -> Result<HashSet<String>, Failure> {
     const DOING: &str = "claiming idempotency keys";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+    let failed = server.failed(DOING);
     let users: Vec<&str> = attempts.iter().map(|a| a.from.username.as_str()).collect();
     let keys: Vec<&str> = attempts
         .iter()
@@ -147,12 +150,13 @@ async fn reserve<'a, C: GenericClient>(
     claimed: &[&'a PaymentRecord],
 ) -> Result<(Vec<&'a PaymentRecord>, Vec<(&'a PaymentRecord, Failure)>), Failure> {
     const DOING: &str = "reserving on bank positions";
+    let failed = server.failed(DOING);
     let keys: BTreeSet<(String, String)> = claimed
         .iter()
         .filter(|attempt| settlement::is_cross_bank(attempt))
         .map(|attempt| (attempt.from.bank_id.clone(), attempt.currency.clone()))
         .collect();
-    let mut positions = settle::lock_positions(server, client, &keys, DOING).await?;
+    let mut positions = settle::lock_positions(client, &failed, &keys).await?;
     let mut accepted = Vec::with_capacity(claimed.len());
     let mut refused = Vec::new();
     for attempt in claimed {
@@ -172,7 +176,7 @@ async fn reserve<'a, C: GenericClient>(
             Err(failure) => refused.push((*attempt, failure)),
         }
     }
-    settle::write_positions(server, client, &positions, DOING).await?;
+    settle::write_positions(client, &failed, &positions).await?;
     Ok((accepted, refused))
 }
 
@@ -187,7 +191,7 @@ async fn unclaim<C: GenericClient>(
         return Ok(());
     }
     const DOING: &str = "releasing refused idempotency keys";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+    let failed = server.failed(DOING);
     let users: Vec<&str> = refused
         .iter()
         .map(|(a, _)| a.from.username.as_str())
@@ -221,7 +225,7 @@ async fn insert_attempts<C: GenericClient>(
         return Ok(Vec::new());
     }
     const DOING: &str = "recording payment attempts";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+    let failed = server.failed(DOING);
     let text = |field: fn(&PaymentRecord) -> &str| -> Vec<&str> {
         accepted.iter().map(|attempt| field(attempt)).collect()
     };

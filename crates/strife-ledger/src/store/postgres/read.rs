@@ -6,7 +6,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use strife_common::Failure;
 use tokio_postgres::Row;
 
-use super::{chain, settle, Server, SCAN_TIMEOUT};
+use super::{chain, settle, Failed, Server, SCAN_TIMEOUT};
 use crate::lockout::SharedLogin;
 use crate::records::{LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus};
 
@@ -86,12 +86,10 @@ pub(super) fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
 }
 
 pub(super) async fn load_payment<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     payment_id: &str,
-    doing: &str,
 ) -> Result<Option<PaymentRecord>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let statement = client
         .prepare_cached(SELECT_PAYMENT)
         .await
@@ -105,14 +103,13 @@ pub(super) async fn load_payment<C: GenericClient>(
         .transpose()
 }
 
+/// `username`'s login record, its row locked until the transaction ends when `for_update`.
 pub(super) async fn read_login<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     username: &str,
     for_update: bool,
-    doing: &str,
 ) -> Result<Option<SharedLogin>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let sql = if for_update {
         "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
          WHERE username = $1 FOR UPDATE"
@@ -143,16 +140,9 @@ pub(super) async fn read_login<C: GenericClient>(
 pub(super) async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Failure> {
     const DOING: &str = "reading a snapshot of the log";
     server
-        .bounded(DOING, SCAN_TIMEOUT, async {
-            let mut client = server.connection(pool, DOING).await?;
-            let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(failed)?;
+        .on(pool, DOING)
+        .within(SCAN_TIMEOUT)
+        .snapshot(async |transaction, failed| {
             let payments = transaction
                 .query(
                     concat!("SELECT ", payment_columns!(), " FROM payments ORDER BY seq"),
@@ -176,9 +166,8 @@ pub(super) async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSna
                 .iter()
                 .map(account_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
-            let positions = settle::read_positions(server, &transaction, DOING).await?;
-            let windows = settle::read_all_reports(server, &transaction, DOING).await?;
-            transaction.commit().await.map_err(failed)?;
+            let positions = settle::read_positions(transaction, failed).await?;
+            let windows = settle::read_all_reports(transaction, failed).await?;
             Ok(LogSnapshot {
                 payments,
                 links,
