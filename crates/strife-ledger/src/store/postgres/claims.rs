@@ -20,8 +20,8 @@ use deadpool_postgres::{GenericClient, Pool};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
-use super::batch::{rounds, Item};
-use super::read::column;
+use super::batch::{answer_each, rounds, Item};
+use super::read::{column, query_rows};
 use super::{settle, Server};
 use crate::payment;
 use crate::records::PaymentRecord;
@@ -47,21 +47,11 @@ pub(super) async fn claim_batch(
         round.sort_by_key(|item| key_of(&item.input));
         let attempts: Vec<&PaymentRecord> = round.iter().map(|item| &item.input).collect();
         let outcome = claim_round(&server, &pool, &attempts).await;
-        match outcome {
-            Ok(mut answers) => {
-                for item in round {
-                    let answer = answers.remove(&item.input.payment_id).unwrap_or_else(|| {
-                        Err(Failure::internal("idempotency", "a claim was not answered"))
-                    });
-                    item.answer(answer);
-                }
-            }
-            Err(failure) => {
-                for item in round {
-                    item.answer(Err(failure.clone()));
-                }
-            }
-        }
+        answer_each(round, outcome, |answers, attempt| {
+            answers.remove(&attempt.payment_id).unwrap_or_else(|| {
+                Err(Failure::internal("idempotency", "a claim was not answered"))
+            })
+        });
     }
 }
 
@@ -109,7 +99,6 @@ async fn claim_keys<C: GenericClient>(
     attempts: &[&PaymentRecord],
 ) -> Result<HashSet<String>, Failure> {
     const DOING: &str = "claiming idempotency keys";
-    let failed = server.failed(DOING);
     let users: Vec<&str> = attempts.iter().map(|a| a.from.username.as_str()).collect();
     let keys: Vec<&str> = attempts
         .iter()
@@ -117,28 +106,20 @@ async fn claim_keys<C: GenericClient>(
         .collect();
     let fingerprints: Vec<String> = attempts.iter().map(|a| payment::fingerprint(a)).collect();
     let ids: Vec<&str> = attempts.iter().map(|a| a.payment_id.as_str()).collect();
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
+    query_rows(
+        client,
+        &server.failed(DOING),
+        "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
              SELECT u.username, u.key, u.fingerprint, u.payment_id, $5
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
                  WITH ORDINALITY AS u (username, key, fingerprint, payment_id, position)
              ORDER BY u.position
              ON CONFLICT (username, key) DO NOTHING
              RETURNING payment_id",
-        )
-        .await
-        .map_err(failed)?;
-    client
-        .query(
-            &statement,
-            &[&users, &keys, &fingerprints, &ids, &now_unix_ms()],
-        )
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(|row| column::<String>(row, 0))
-        .collect()
+        &[&users, &keys, &fingerprints, &ids, &now_unix_ms()],
+        |row| column::<String>(row, 0),
+    )
+    .await
 }
 
 /// Takes the cross-bank attempts' reservations, in order, on their payer banks' locked

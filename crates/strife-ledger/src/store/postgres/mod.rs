@@ -127,7 +127,9 @@ use crate::records::{
     Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
     WindowRecord, WindowReport,
 };
-use read::{column, load_payment, payment_columns, payment_from_row, read_login, read_snapshot};
+use read::{
+    column, load_payment, payment_columns, payment_from_row, query_rows, read_login, read_snapshot,
+};
 
 /// How long opening the store may take (connecting, checking or migrating the schema).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -880,14 +882,7 @@ impl PostgresGatewayStore {
         self.on_relaxed(doing)
             .within(limit)
             .call(async |client, failed| {
-                let statement = client.prepare_cached(sql).await.map_err(failed)?;
-                client
-                    .query(&statement, params)
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(payment_from_row)
-                    .collect()
+                query_rows(client, failed, sql, params, payment_from_row).await
             })
             .await
     }
@@ -1279,20 +1274,15 @@ impl GatewayStore for PostgresGatewayStore {
         self.on_relaxed(DOING)
             .within(SCAN_TIMEOUT)
             .call(async |client, failed| {
-                let statement = client
-                    .prepare_cached(
-                        "SELECT DISTINCT coordinator FROM payments
+                query_rows(
+                    client,
+                    failed,
+                    "SELECT DISTINCT coordinator FROM payments
                          WHERE status = 1 OR NOT debit_acked OR NOT credit_acked",
-                    )
-                    .await
-                    .map_err(failed)?;
-                client
-                    .query(&statement, &[])
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(|row| column(row, 0))
-                    .collect()
+                    &[],
+                    |row| column(row, 0),
+                )
+                .await
             })
             .await
     }

@@ -4,6 +4,7 @@
 
 use deadpool_postgres::{GenericClient, Pool};
 use strife_common::Failure;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{chain, settle, Failed, Server, SCAN_TIMEOUT};
@@ -28,6 +29,24 @@ const SELECT_PAYMENT: &str = concat!(
     payment_columns!(),
     " FROM payments WHERE payment_id = $1"
 );
+
+/// Every row one cached statement returns, each decoded: the shape of every listing.
+pub(super) async fn query_rows<C: GenericClient, T, Rows: FromIterator<T>>(
+    client: &C,
+    failed: Failed<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    decode: impl FnMut(&Row) -> Result<T, Failure>,
+) -> Result<Rows, Failure> {
+    let statement = client.prepare_cached(sql).await.map_err(failed)?;
+    client
+        .query(&statement, params)
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(decode)
+        .collect()
+}
 
 pub(super) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,

@@ -28,7 +28,7 @@ use deadpool_postgres::GenericClient;
 use strife_common::Failure;
 use tokio_postgres::Row;
 
-use super::read::{column, payment_columns, payment_from_row};
+use super::read::{column, payment_columns, payment_from_row, query_rows};
 use super::Failed;
 use crate::records::{
     BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord, WindowReport,
@@ -235,24 +235,21 @@ async fn lock_payments<C: GenericClient>(
         return Ok(HashMap::new());
     }
     let ids: Vec<&str> = ids.iter().copied().collect();
-    let statement = client
-        .prepare_cached(concat!(
+    query_rows(
+        client,
+        failed,
+        concat!(
             "SELECT ",
             payment_columns!(),
             " FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE"
-        ))
-        .await
-        .map_err(failed)?;
-    client
-        .query(&statement, &[&ids])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(|row| {
+        ),
+        &[&ids],
+        |row| {
             let payment = payment_from_row(row)?;
             Ok((payment.payment_id.clone(), payment))
-        })
-        .collect()
+        },
+    )
+    .await
 }
 
 /// Writes originals' refund amounts back (the rows are locked by this transaction).
@@ -519,20 +516,17 @@ pub(super) async fn read_positions<C: GenericClient>(
     client: &C,
     failed: Failed<'_>,
 ) -> Result<Vec<PositionRecord>, Failure> {
-    let statement = client
-        .prepare_cached(&format!(
+    query_rows(
+        client,
+        failed,
+        &format!(
             "SELECT {POSITION_COLUMNS} FROM bank_positions
              ORDER BY bank_id COLLATE \"C\", currency COLLATE \"C\""
-        ))
-        .await
-        .map_err(failed)?;
-    client
-        .query(&statement, &[])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(position_from_row)
-        .collect()
+        ),
+        &[],
+        position_from_row,
+    )
+    .await
 }
 
 /// Windows with `window_id < before`, newest first.
@@ -542,20 +536,17 @@ pub(super) async fn read_windows<C: GenericClient>(
     before: i64,
     limit: i64,
 ) -> Result<Vec<WindowRecord>, Failure> {
-    let statement = client
-        .prepare_cached(&format!(
+    query_rows(
+        client,
+        failed,
+        &format!(
             "SELECT {WINDOW_COLUMNS} FROM settlement_windows WHERE window_id < $1
              ORDER BY window_id DESC LIMIT $2"
-        ))
-        .await
-        .map_err(failed)?;
-    client
-        .query(&statement, &[&before, &limit])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(window_from_row)
-        .collect()
+        ),
+        &[&before, &limit],
+        window_from_row,
+    )
+    .await
 }
 
 /// Window `window_id`, locked `FOR UPDATE` when `lock` (a settle), with its totals.
@@ -580,20 +571,17 @@ pub(super) async fn read_report<C: GenericClient>(
         return Ok(None);
     };
     let window = window_from_row(&row)?;
-    let totals = client
-        .prepare_cached(&format!(
+    let totals = query_rows(
+        client,
+        failed,
+        &format!(
             "SELECT {TOTAL_COLUMNS} FROM settlement_totals WHERE window_id = $1
              ORDER BY payer_bank COLLATE \"C\", payee_bank COLLATE \"C\", currency COLLATE \"C\""
-        ))
-        .await
-        .map_err(failed)?;
-    let totals = client
-        .query(&totals, &[&window_id])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(total_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        &[&window_id],
+        total_from_row,
+    )
+    .await?;
     Ok(Some(WindowReport { window, totals }))
 }
 

@@ -13,10 +13,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
-use strife_common::Failure;
 
-use super::batch::{Batcher, Item};
-use super::read::{account_from_row, column, ACCOUNT_COLUMNS};
+use super::batch::{answer_each, Batcher, Item};
+use super::read::{account_from_row, column, query_rows, ACCOUNT_COLUMNS};
 use super::Server;
 use crate::records::{LinkedAccount, PaymentRecord, UserRecord};
 
@@ -69,13 +68,6 @@ impl Shared {
     }
 }
 
-/// Answers every item with the same failure.
-fn fail_all<I, O>(items: Vec<Item<I, O>>, failure: &Failure) {
-    for item in items {
-        item.answer(Err(failure.clone()));
-    }
-}
-
 async fn read_users(server: Server, pool: Pool, items: Vec<Item<String, Option<UserRecord>>>) {
     const DOING: &str = "reading users";
     let names: Vec<&str> = items.iter().map(|item| item.input.as_str()).collect();
@@ -83,33 +75,26 @@ async fn read_users(server: Server, pool: Pool, items: Vec<Item<String, Option<U
         .on(&pool, DOING)
         .bounded_by_callers()
         .call(async |client, failed| {
-            let statement = client
-                .prepare_cached(
-                    "SELECT username, role, password_hash FROM users WHERE username = ANY($1::text[])",
-                )
-                .await
-                .map_err(failed)?;
-            let mut found = HashMap::new();
-            for row in client.query(&statement, &[&names]).await.map_err(failed)? {
-                let user = UserRecord {
-                    username: column(&row, 0)?,
-                    role: column(&row, 1)?,
-                    password_hash: column(&row, 2)?,
-                };
-                found.insert(user.username.clone(), user);
-            }
-            Ok(found)
+            query_rows(
+                client,
+                failed,
+                "SELECT username, role, password_hash FROM users WHERE username = ANY($1::text[])",
+                &[&names],
+                |row| {
+                    let user = UserRecord {
+                        username: column(row, 0)?,
+                        role: column(row, 1)?,
+                        password_hash: column(row, 2)?,
+                    };
+                    Ok((user.username.clone(), user))
+                },
+            )
+            .await
         })
         .await;
-    match result {
-        Ok(found) => {
-            for item in items {
-                let user = found.get(&item.input).cloned();
-                item.answer(Ok(user));
-            }
-        }
-        Err(failure) => fail_all(items, &failure),
-    }
+    answer_each(items, result, |found: &mut HashMap<_, _>, name| {
+        Ok(found.get(name).cloned())
+    });
 }
 
 async fn read_accounts(server: Server, pool: Pool, items: Vec<Item<String, Vec<LinkedAccount>>>) {
@@ -119,17 +104,20 @@ async fn read_accounts(server: Server, pool: Pool, items: Vec<Item<String, Vec<L
         .on(&pool, DOING)
         .bounded_by_callers()
         .call(async |client, failed| {
-            let statement = client
-                .prepare_cached(&format!(
+            let accounts: Vec<LinkedAccount> = query_rows(
+                client,
+                failed,
+                &format!(
                     "SELECT {} FROM accounts WHERE username = ANY($1::text[])
                  ORDER BY linked_unix_ms, bank_id, account_number",
                     ACCOUNT_COLUMNS
-                ))
-                .await
-                .map_err(failed)?;
+                ),
+                &[&names],
+                account_from_row,
+            )
+            .await?;
             let mut found: HashMap<String, Vec<LinkedAccount>> = HashMap::new();
-            for row in client.query(&statement, &[&names]).await.map_err(failed)? {
-                let account = account_from_row(&row)?;
+            for account in accounts {
                 found
                     .entry(account.username.clone())
                     .or_default()
@@ -138,15 +126,9 @@ async fn read_accounts(server: Server, pool: Pool, items: Vec<Item<String, Vec<L
             Ok(found)
         })
         .await;
-    match result {
-        Ok(found) => {
-            for item in items {
-                let accounts = found.get(&item.input).cloned().unwrap_or_default();
-                item.answer(Ok(accounts));
-            }
-        }
-        Err(failure) => fail_all(items, &failure),
-    }
+    answer_each(items, result, |found, name| {
+        Ok(found.get(name).cloned().unwrap_or_default())
+    });
 }
 
 async fn acknowledge(server: Server, pool: Pool, items: Vec<Item<Ack, ()>>) {
@@ -190,12 +172,5 @@ async fn acknowledge(server: Server, pool: Pool, items: Vec<Item<Ack, ()>>) {
             Ok(())
         })
         .await;
-    match result {
-        Ok(()) => {
-            for item in items {
-                item.answer(Ok(()));
-            }
-        }
-        Err(failure) => fail_all(items, &failure),
-    }
+    answer_each(items, result, |(), _| Ok(()));
 }
