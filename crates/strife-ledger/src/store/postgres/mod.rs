@@ -81,7 +81,7 @@
 //! Laid out as [`super::sqlite`] is, wherever a concept exists in both:
 //!
 //! - `mod.rs`: the connections and pools, how failures are answered, the shape every store
-//!   call takes ([`Call`]: a connection from one of the pools, maybe a transaction, retried or
+//!   call takes (`Call`: a connection from one of the pools, maybe a transaction, retried or
 //!   not, within a time limit), and the [`GatewayStore`] methods, each one such call into the
 //!   files below; and the writes with rules of their own: an attempt on a used key or a
 //!   refund (one transaction each) and the decision writer;
