@@ -45,6 +45,15 @@
 //! Backends: [`sqlite`] (embedded; the default under `--dir`) and [`postgres`] (a database
 //! on a PostgreSQL server, which several gateway processes may share). [`StoreLocation`]
 //! says which (`--store`), [`open`] and [`open_log`] open either.
+//!
+//! Both backends are laid out alike, under the same names wherever a concept exists in
+//! both: `mod.rs` holds the connections and the [`GatewayStore`] methods (each one read or
+//! one write calling into the rest, plus the attempt and decision writes); `schema.rs` the
+//! tables, the migrations and the backend's own `SCHEMA_VERSION` (the two count separately);
+//! `read.rs` row decoding (`payment_from_row`, …), the lookups and the audit's snapshot;
+//! `settle.rs` settlement as executed inside the writes; `shared.rs` what concurrent calls
+//! share. Only PostgreSQL has `location.rs`, `batch.rs` and `claims.rs`; only SQLite has
+//! `directory.rs`.
 
 pub mod postgres;
 pub mod sqlite;

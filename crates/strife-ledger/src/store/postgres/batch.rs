@@ -84,6 +84,28 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 }
 
+/// Answers every item of a batch from the batch's `result`: each its own answer, which
+/// `answer` picks from what the batch found, or each the batch's failure.
+pub fn answer_each<I, O, F>(
+    items: Vec<Item<I, O>>,
+    result: Result<F, Failure>,
+    mut answer: impl FnMut(&mut F, &I) -> Result<O, Failure>,
+) {
+    match result {
+        Ok(mut found) => {
+            for item in items {
+                let answered = answer(&mut found, &item.input);
+                item.answer(answered);
+            }
+        }
+        Err(failure) => {
+            for item in items {
+                item.answer(Err(failure.clone()));
+            }
+        }
+    }
+}
+
 /// Splits `items` into rounds in which no two items share a key (kept in arrival order):
 /// where two calls touch the same row, the later one must see the earlier one's effect, as
 /// it would one statement later.

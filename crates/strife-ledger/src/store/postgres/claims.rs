@@ -20,8 +20,9 @@ use deadpool_postgres::{GenericClient, Pool};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
-use super::batch::{rounds, Item};
-use super::{column, retry_conflicts, settle, Server};
+use super::batch::{answer_each, rounds, Item};
+use super::read::{column, query_rows};
+use super::{settle, Server};
 use crate::payment;
 use crate::records::PaymentRecord;
 use crate::settlement;
@@ -45,57 +46,50 @@ pub(super) async fn claim_batch(
     for mut round in rounds(items, key_of) {
         round.sort_by_key(|item| key_of(&item.input));
         let attempts: Vec<&PaymentRecord> = round.iter().map(|item| &item.input).collect();
-        let outcome = retry_conflicts(|| claim_round(&server, &pool, &attempts)).await;
-        match outcome {
-            Ok(mut answers) => {
-                for item in round {
-                    let answer = answers.remove(&item.input.payment_id).unwrap_or_else(|| {
-                        Err(Failure::internal("idempotency", "a claim was not answered"))
-                    });
-                    item.answer(answer);
-                }
-            }
-            Err(failure) => {
-                for item in round {
-                    item.answer(Err(failure.clone()));
-                }
-            }
-        }
+        let outcome = claim_round(&server, &pool, &attempts).await;
+        answer_each(round, outcome, |answers, attempt| {
+            answers.remove(&attempt.payment_id).unwrap_or_else(|| {
+                Err(Failure::internal("idempotency", "a claim was not answered"))
+            })
+        });
     }
 }
 
-/// One transaction for `attempts` (distinct keys, sorted by key): the answer per payment id.
+/// One transaction for `attempts` (distinct keys, sorted by key), tried again if PostgreSQL
+/// aborts it in a lock conflict: the answer per payment id.
 async fn claim_round(
     server: &Server,
     pool: &Pool,
     attempts: &[&PaymentRecord],
 ) -> Result<BTreeMap<String, Result<Option<PaymentRecord>, Failure>>, Failure> {
     const DOING: &str = "recording payment attempts";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-    let mut client = server.connection(pool, DOING).await?;
-    let transaction = client.transaction().await.map_err(failed)?;
-    let claimed = claim_keys(server, &transaction, attempts).await?;
-    let mut answers = BTreeMap::new();
-    for attempt in attempts {
-        if !claimed.contains(&attempt.payment_id) {
-            answers.insert(attempt.payment_id.clone(), Ok(None));
-        }
-    }
-    let claimed: Vec<&PaymentRecord> = attempts
-        .iter()
-        .copied()
-        .filter(|attempt| claimed.contains(&attempt.payment_id))
-        .collect();
-    let (accepted, refused) = reserve(server, &transaction, &claimed).await?;
-    unclaim(server, &transaction, &refused).await?;
-    for (attempt, failure) in refused {
-        answers.insert(attempt.payment_id.clone(), Err(failure));
-    }
-    for stored in insert_attempts(server, &transaction, &accepted).await? {
-        answers.insert(stored.payment_id.clone(), Ok(Some(stored)));
-    }
-    transaction.commit().await.map_err(failed)?;
-    Ok(answers)
+    server
+        .on(pool, DOING)
+        .bounded_by_callers()
+        .transaction(async |transaction, _| {
+            let claimed = claim_keys(server, transaction, attempts).await?;
+            let mut answers = BTreeMap::new();
+            for attempt in attempts {
+                if !claimed.contains(&attempt.payment_id) {
+                    answers.insert(attempt.payment_id.clone(), Ok(None));
+                }
+            }
+            let claimed: Vec<&PaymentRecord> = attempts
+                .iter()
+                .copied()
+                .filter(|attempt| claimed.contains(&attempt.payment_id))
+                .collect();
+            let (accepted, refused) = reserve(server, transaction, &claimed).await?;
+            unclaim(server, transaction, &refused).await?;
+            for (attempt, failure) in refused {
+                answers.insert(attempt.payment_id.clone(), Err(failure));
+            }
+            for stored in insert_attempts(server, transaction, &accepted).await? {
+                answers.insert(stored.payment_id.clone(), Ok(Some(stored)));
+            }
+            Ok(answers)
+        })
+        .await
 }
 
 /// Inserts every key that is unused (in key order); the payment ids whose key this claimed.
@@ -105,7 +99,6 @@ async fn claim_keys<C: GenericClient>(
     attempts: &[&PaymentRecord],
 ) -> Result<HashSet<String>, Failure> {
     const DOING: &str = "claiming idempotency keys";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
     let users: Vec<&str> = attempts.iter().map(|a| a.from.username.as_str()).collect();
     let keys: Vec<&str> = attempts
         .iter()
@@ -113,28 +106,20 @@ async fn claim_keys<C: GenericClient>(
         .collect();
     let fingerprints: Vec<String> = attempts.iter().map(|a| payment::fingerprint(a)).collect();
     let ids: Vec<&str> = attempts.iter().map(|a| a.payment_id.as_str()).collect();
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
+    query_rows(
+        client,
+        &server.failed(DOING),
+        "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
              SELECT u.username, u.key, u.fingerprint, u.payment_id, $5
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
                  WITH ORDINALITY AS u (username, key, fingerprint, payment_id, position)
              ORDER BY u.position
              ON CONFLICT (username, key) DO NOTHING
              RETURNING payment_id",
-        )
-        .await
-        .map_err(failed)?;
-    client
-        .query(
-            &statement,
-            &[&users, &keys, &fingerprints, &ids, &now_unix_ms()],
-        )
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(|row| column::<String>(row, 0))
-        .collect()
+        &[&users, &keys, &fingerprints, &ids, &now_unix_ms()],
+        |row| column::<String>(row, 0),
+    )
+    .await
 }
 
 /// Takes the cross-bank attempts' reservations, in order, on their payer banks' locked
@@ -146,12 +131,13 @@ async fn reserve<'a, C: GenericClient>(
     claimed: &[&'a PaymentRecord],
 ) -> Result<(Vec<&'a PaymentRecord>, Vec<(&'a PaymentRecord, Failure)>), Failure> {
     const DOING: &str = "reserving on bank positions";
+    let failed = server.failed(DOING);
     let keys: BTreeSet<(String, String)> = claimed
         .iter()
         .filter(|attempt| settlement::is_cross_bank(attempt))
         .map(|attempt| (attempt.from.bank_id.clone(), attempt.currency.clone()))
         .collect();
-    let mut positions = settle::lock_positions(server, client, &keys, DOING).await?;
+    let mut positions = settle::lock_positions(client, &failed, &keys).await?;
     let mut accepted = Vec::with_capacity(claimed.len());
     let mut refused = Vec::new();
     for attempt in claimed {
@@ -171,7 +157,7 @@ async fn reserve<'a, C: GenericClient>(
             Err(failure) => refused.push((*attempt, failure)),
         }
     }
-    settle::write_positions(server, client, &positions, DOING).await?;
+    settle::write_positions(client, &failed, &positions).await?;
     Ok((accepted, refused))
 }
 
@@ -186,7 +172,7 @@ async fn unclaim<C: GenericClient>(
         return Ok(());
     }
     const DOING: &str = "releasing refused idempotency keys";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+    let failed = server.failed(DOING);
     let users: Vec<&str> = refused
         .iter()
         .map(|(a, _)| a.from.username.as_str())
@@ -220,7 +206,7 @@ async fn insert_attempts<C: GenericClient>(
         return Ok(Vec::new());
     }
     const DOING: &str = "recording payment attempts";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
+    let failed = server.failed(DOING);
     let text = |field: fn(&PaymentRecord) -> &str| -> Vec<&str> {
         accepted.iter().map(|attempt| field(attempt)).collect()
     };

@@ -75,26 +75,47 @@
 //! failover), out of disk, or that does not answer within [`STORE_CALL_TIMEOUT`] answers a
 //! transient `UNAVAILABLE` naming "the gateway's PostgreSQL store"; the details are logged
 //! with the URL's password removed. A unique violation is `ALREADY_EXISTS`, as in SQLite.
+//!
+//! # Files
+//!
+//! Laid out as [`super::sqlite`] is, wherever a concept exists in both:
+//!
+//! - `mod.rs`: the connections and pools, how failures are answered, the shape every store
+//!   call takes (`Call`: a connection from one of the pools, maybe a transaction, retried or
+//!   not, within a time limit), and the [`GatewayStore`] methods, each one such call into the
+//!   files below; and the writes with rules of their own: an attempt on a used key or a
+//!   refund (one transaction each) and the decision writer;
+//! - `schema.rs`: the tables as a history of versions, the database's identity, the
+//!   advisory-locked migrations, [`SCHEMA_VERSION`];
+//! - `read.rs`: row decoding, payment and login lookups, the audit's snapshot;
+//! - `settle.rs`: settlement's reads and locked read-modify-writes, and their lock order;
+//! - `shared.rs` over `batch.rs`: user and account reads and acknowledgements that concurrent
+//!   calls share, one statement per batch; `claims.rs`: new attempts, one transaction per batch;
+//! - `location.rs`: the URL, TLS, and redaction.
 
 mod batch;
 mod claims;
 mod location;
+mod read;
 mod schema;
+mod settle;
 mod shared;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
+};
 use strife_common::limits::STORE_CALL_TIMEOUT;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Row;
 
 pub use location::{PostgresLocation, PostgresTls};
 pub use schema::{Migration, MIGRATIONS, SCHEMA_VERSION};
@@ -103,8 +124,11 @@ use super::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
 use crate::records::{
-    Begun, LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus, PositionRecord,
-    UserRecord, WindowRecord, WindowReport,
+    Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
+    WindowRecord, WindowReport,
+};
+use read::{
+    column, load_payment, payment_columns, payment_from_row, query_rows, read_login, read_snapshot,
 };
 
 /// How long opening the store may take (connecting, checking or migrating the schema).
@@ -152,25 +176,27 @@ const SESSION_RELAXED: &[(&str, &str)] = &[
 ];
 const SESSION_READ_ONLY: &[(&str, &str)] = &[("default_transaction_read_only", "on")];
 
-/// The columns of a [`PaymentRecord`], in [`payment_from_row`]'s order.
-macro_rules! payment_columns {
-    () => {
-        "seq, payment_id, idempotency_key, from_user, from_bank, from_account, to_user, to_bank,
-         to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
-         credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-         coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
-    };
-}
-
-const ACCOUNT_COLUMNS: &str = "username, bank_id, account_number, currency, holder_name";
-
-// After `payment_columns!`, which it uses.
-mod settle;
-
 /// The server a store talks to, and how its failures are reported.
 #[derive(Clone)]
 struct Server {
     location: Arc<PostgresLocation>,
+}
+
+/// A driver error as the store call that met it answers ([`Server::failure`] with what the
+/// call was doing), for `.map_err(failed)`. Every store call hands one to its work.
+type Failed<'a> = &'a (dyn Fn(tokio_postgres::Error) -> Failure + Sync + 'a);
+
+/// [`Failed`] as a store call's work takes it: its two lifetimes apart (the borrow and what the
+/// function borrows), or rustc cannot show that the call's future is `Send`.
+type FailedArg<'a, 'b> = &'a (dyn Fn(tokio_postgres::Error) -> Failure + Sync + 'b);
+
+/// What a transaction sees.
+#[derive(Debug, Clone, Copy)]
+enum Isolation {
+    /// READ COMMITTED, every session's (what the concurrency arguments above assume).
+    ReadCommitted,
+    /// REPEATABLE READ and read-only: every statement reads one state of the log.
+    Snapshot,
 }
 
 impl Server {
@@ -260,7 +286,7 @@ impl Server {
         &self,
         doing: &str,
         limit: Duration,
-        work: impl std::future::Future<Output = Result<T, Failure>>,
+        work: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, Failure> {
         match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
@@ -268,6 +294,25 @@ impl Server {
                 doing,
                 &format!("no answer within {}", humantime::format_duration(limit)),
             )),
+        }
+    }
+
+    /// What `doing` answers for a driver error ([`Failed`]).
+    fn failed<'a>(
+        &'a self,
+        doing: &'a str,
+    ) -> impl Fn(tokio_postgres::Error) -> Failure + Sync + Copy + 'a {
+        move |error| self.failure(doing, &error)
+    }
+
+    /// A store call doing `doing` on a connection from `pool`, within [`STORE_CALL_TIMEOUT`]
+    /// unless told otherwise.
+    fn on<'a>(&'a self, pool: &'a Pool, doing: &'a str) -> Call<'a> {
+        Call {
+            server: self,
+            pool,
+            doing,
+            limit: Some(STORE_CALL_TIMEOUT),
         }
     }
 
@@ -328,6 +373,124 @@ impl Server {
     }
 }
 
+/// One store call, before it runs: the pool it takes a connection from, what it is doing
+/// (for failures and logs) and how long it may take. Made by [`Server::on`] (or the store's
+/// `on_durable` / `on_relaxed`), run by [`Call::call`], [`Call::transaction`],
+/// [`Call::transaction_once`] or [`Call::snapshot`], which hand the work a [`Failed`] for its
+/// `.map_err(failed)` — the preamble every store call used to write out.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    server: &'a Server,
+    pool: &'a Pool,
+    doing: &'a str,
+    /// Past it the call is answered UNAVAILABLE ([`Server::bounded`]); `None`: see
+    /// [`Call::bounded_by_callers`].
+    limit: Option<Duration>,
+}
+
+impl<'a> Call<'a> {
+    /// Within `limit` instead.
+    fn within(self, limit: Duration) -> Self {
+        Call {
+            limit: Some(limit),
+            ..self
+        }
+    }
+
+    /// No limit of its own: a step of a call that is bounded as a whole (an attempt inside
+    /// [`GatewayStore::begin_payment`]), or a batch whose callers each wait within their own
+    /// (decisions, new attempts, shared reads).
+    fn bounded_by_callers(self) -> Self {
+        Call {
+            limit: None,
+            ..self
+        }
+    }
+
+    async fn bounded<T>(
+        self,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        match self.limit {
+            Some(limit) => self.server.bounded(self.doing, limit, work).await,
+            None => work.await,
+        }
+    }
+
+    /// Statements without a transaction of their own (each commits alone).
+    async fn call<T>(
+        self,
+        work: impl AsyncFnOnce(&deadpool_postgres::Client, FailedArg<'_, '_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let failed = self.server.failed(self.doing);
+        self.bounded(async {
+            let client = self.server.connection(self.pool, self.doing).await?;
+            work(&client, &failed).await
+        })
+        .await
+    }
+
+    /// One READ COMMITTED transaction: committed when `work` returns `Ok`, rolled back when it
+    /// fails. Tried again from the start, on a new connection, while PostgreSQL aborts it in a
+    /// lock conflict ([`retry_conflicts`]), each try with a copy of `work` (its captures are
+    /// references and copies; taking it by `&mut` across tries instead leaves rustc unable to
+    /// show the decision writer's and the claim batches' tasks `Send`).
+    async fn transaction<T>(
+        self,
+        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure> + Clone,
+    ) -> Result<T, Failure> {
+        self.bounded(retry_conflicts(|| {
+            self.run_transaction(Isolation::ReadCommitted, work.clone())
+        }))
+        .await
+    }
+
+    /// One READ COMMITTED transaction as [`Call::transaction`]'s, tried once (for `work` that
+    /// can run only once).
+    async fn transaction_once<T>(
+        self,
+        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.bounded(self.run_transaction(Isolation::ReadCommitted, work))
+            .await
+    }
+
+    /// One read-only REPEATABLE READ transaction: every read in `work` from one state of the
+    /// log.
+    async fn snapshot<T>(
+        self,
+        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.bounded(self.run_transaction(Isolation::Snapshot, work))
+            .await
+    }
+
+    /// Connection, transaction, `work`, commit: one try.
+    async fn run_transaction<T>(
+        self,
+        isolation: Isolation,
+        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let failed = self.server.failed(self.doing);
+        let mut client = self.server.connection(self.pool, self.doing).await?;
+        let transaction = match isolation {
+            Isolation::ReadCommitted => client.transaction().await,
+            Isolation::Snapshot => {
+                client
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .await
+            }
+        }
+        .map_err(&failed)?;
+        let value = work(&transaction, &failed).await?;
+        transaction.commit().await.map_err(&failed)?;
+        Ok(value)
+    }
+}
+
 /// What a deadlock or serialization failure becomes: transient, and recognised by
 /// [`retry_conflicts`].
 const LOCK_CONFLICT: &str =
@@ -342,7 +505,7 @@ const CONFLICT_TRIES: usize = 3;
 async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Failure>>,
+    Fut: Future<Output = Result<T, Failure>>,
 {
     let mut tries = 1;
     loop {
@@ -569,119 +732,6 @@ impl GatewayLog for PostgresGatewayStore {
     }
 }
 
-/// Every payment, link, position and window in one REPEATABLE READ transaction: one state of
-/// the log.
-async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Failure> {
-    const DOING: &str = "reading a snapshot of the log";
-    server
-        .bounded(DOING, SCAN_TIMEOUT, async {
-            let mut client = server.connection(pool, DOING).await?;
-            let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-            let transaction = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await
-                .map_err(failed)?;
-            let payments = transaction
-                .query(
-                    concat!("SELECT ", payment_columns!(), " FROM payments ORDER BY seq"),
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(payment_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let links = transaction
-                .query(
-                    &format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM accounts
-                         ORDER BY linked_unix_ms, bank_id, account_number"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(account_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let positions = settle::read_positions(server, &transaction, DOING).await?;
-            let windows = settle::read_all_reports(server, &transaction, DOING).await?;
-            transaction.commit().await.map_err(failed)?;
-            Ok(LogSnapshot {
-                payments,
-                links,
-                positions,
-                windows,
-            })
-        })
-        .await
-}
-
-fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    index: usize,
-) -> Result<T, Failure> {
-    row.try_get(index)
-        .map_err(|error| Failure::internal("decoding a PostgreSQL row", chain(&error)))
-}
-
-fn account_from_row(row: &Row) -> Result<LinkedAccount, Failure> {
-    Ok(LinkedAccount {
-        username: column(row, 0)?,
-        bank_id: column(row, 1)?,
-        account_number: column(row, 2)?,
-        currency: column(row, 3)?,
-        holder_name: column(row, 4)?,
-    })
-}
-
-fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
-    let status_code: i32 = column(row, 12)?;
-    let status = PaymentStatus::from_code(i64::from(status_code))
-        .ok_or_else(|| Failure::internal("decoding payment", format!("status {status_code}")))?;
-    Ok(PaymentRecord {
-        seq: column(row, 0)?,
-        payment_id: column(row, 1)?,
-        idempotency_key: column(row, 2)?,
-        from: Party {
-            username: column(row, 3)?,
-            bank_id: column(row, 4)?,
-            account_number: column(row, 5)?,
-        },
-        to: Party {
-            username: column(row, 6)?,
-            bank_id: column(row, 7)?,
-            account_number: column(row, 8)?,
-        },
-        amount_minor: column(row, 9)?,
-        currency: column(row, 10)?,
-        memo: column(row, 11)?,
-        status,
-        reason_code: column(row, 13)?,
-        reason: column(row, 14)?,
-        debit_acked: column(row, 15)?,
-        credit_acked: column(row, 16)?,
-        decision_deadline_unix_ms: column(row, 17)?,
-        created_unix_ms: column(row, 18)?,
-        decided_unix_ms: column(row, 19)?,
-        coordinator: column(row, 20)?,
-        decision_seq: column(row, 21)?,
-        refund_of: column(row, 22)?,
-        refunded_minor: column(row, 23)?,
-        refund_pending_minor: column(row, 24)?,
-        window_id: column(row, 25)?,
-    })
-}
-
-const SELECT_PAYMENT: &str = concat!(
-    "SELECT ",
-    payment_columns!(),
-    " FROM payments WHERE payment_id = $1"
-);
-
 const INSERT_PAYMENT: &str = "
 INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
     to_user, to_bank, to_account, amount_minor, currency, memo, status,
@@ -698,12 +748,10 @@ RETURNING payment_id";
 
 /// Inserts the (claimed) attempt as PENDING; returns it as stored.
 async fn insert_payment<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     attempt: &PaymentRecord,
-    doing: &str,
 ) -> Result<PaymentRecord, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let insert = client
         .prepare_cached(INSERT_PAYMENT)
         .await
@@ -734,105 +782,92 @@ async fn insert_payment<C: GenericClient>(
     Ok(attempt.recorded_at(column(&row, 0)?))
 }
 
-async fn load_payment<C: GenericClient>(
-    server: &Server,
-    client: &C,
-    payment_id: &str,
-    doing: &str,
-) -> Result<Option<PaymentRecord>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let statement = client
-        .prepare_cached(SELECT_PAYMENT)
-        .await
-        .map_err(failed)?;
-    client
-        .query_opt(&statement, &[&payment_id])
-        .await
-        .map_err(failed)?
-        .as_ref()
-        .map(payment_from_row)
-        .transpose()
-}
-
 impl PostgresGatewayStore {
+    /// A store call on the durable pool (`synchronous_commit = on`).
+    fn on_durable<'a>(&'a self, doing: &'a str) -> Call<'a> {
+        self.server.on(&self.durable, doing)
+    }
+
+    /// A store call on the relaxed pool (`synchronous_commit = off`; reads, and the writes
+    /// that may be relaxed).
+    fn on_relaxed<'a>(&'a self, doing: &'a str) -> Call<'a> {
+        self.server.on(&self.relaxed, doing)
+    }
+
     /// The key is taken: read what it holds under its row lock and do what
     /// [`payment::begin`] decides, in one transaction. `None` if the key turned out to be
     /// unused after all (only possible if keys are ever pruned): the caller claims it again.
     async fn begin_on_used_key(&self, attempt: &PaymentRecord) -> Result<Option<Begun>, Failure> {
-        retry_conflicts(|| self.begin_on_used_key_once(attempt)).await
-    }
-
-    async fn begin_on_used_key_once(
-        &self,
-        attempt: &PaymentRecord,
-    ) -> Result<Option<Begun>, Failure> {
         const DOING: &str = "recording a payment attempt";
-        let server = &self.server;
-        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-        let mut client = server.connection(&self.relaxed, DOING).await?;
-        let transaction = client.transaction().await.map_err(failed)?;
-        let statement = transaction
-            .prepare_cached(
-                "SELECT fingerprint, payment_id FROM idempotency
-                 WHERE username = $1 AND key = $2 FOR UPDATE",
-            )
-            .await
-            .map_err(failed)?;
-        let Some(key) = transaction
-            .query_opt(
-                &statement,
-                &[&attempt.from.username, &attempt.idempotency_key],
-            )
-            .await
-            .map_err(failed)?
-        else {
-            return Ok(None);
-        };
-        let stored_fingerprint: String = column(&key, 0)?;
-        let payment_id: String = column(&key, 1)?;
-        let previous = load_payment(server, &transaction, &payment_id, DOING)
-            .await?
-            .ok_or_else(|| Failure::internal("idempotency", "record points at no payment"))?;
-        let stored = payment::Stored {
-            fingerprint: &stored_fingerprint,
-            payment: &previous,
-        };
-        let begun = match payment::begin(attempt, Some(stored))? {
-            payment::Begin::InFlight => Begun::InFlight(previous),
-            payment::Begin::Replay => Begun::Finished(previous),
-            payment::Begin::RecordAgain => {
-                let point = transaction
+        self.on_relaxed(DOING)
+            .bounded_by_callers()
+            .transaction(async |transaction, failed| {
+                let statement = transaction
                     .prepare_cached(
-                        "UPDATE idempotency SET payment_id = $3 WHERE username = $1 AND key = $2",
+                        "SELECT fingerprint, payment_id FROM idempotency
+                 WHERE username = $1 AND key = $2 FOR UPDATE",
                     )
                     .await
                     .map_err(failed)?;
-                transaction
-                    .execute(
-                        &point,
-                        &[
-                            &attempt.from.username,
-                            &attempt.idempotency_key,
-                            &attempt.payment_id,
-                        ],
+                let Some(key) = transaction
+                    .query_opt(
+                        &statement,
+                        &[&attempt.from.username, &attempt.idempotency_key],
                     )
                     .await
-                    .map_err(failed)?;
-                // After the key's row: the lock order of settle.rs. A refusal returns before
-                // the commit, so the transaction (the key's new payment too) rolls back.
-                let attempt =
-                    settle::claim_for_attempt(server, &transaction, attempt.clone(), DOING).await?;
-                Begun::Started(insert_payment(server, &transaction, &attempt, DOING).await?)
-            }
-            payment::Begin::Record => {
-                return Err(Failure::internal(
-                    "idempotency",
-                    "Record with a stored payment",
-                ))
-            }
-        };
-        transaction.commit().await.map_err(failed)?;
-        Ok(Some(begun))
+                    .map_err(failed)?
+                else {
+                    return Ok(None);
+                };
+                let stored_fingerprint: String = column(&key, 0)?;
+                let payment_id: String = column(&key, 1)?;
+                let previous = load_payment(transaction, failed, &payment_id)
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::internal("idempotency", "record points at no payment")
+                    })?;
+                let stored = payment::Stored {
+                    fingerprint: &stored_fingerprint,
+                    payment: &previous,
+                };
+                let begun = match payment::begin(attempt, Some(stored))? {
+                    payment::Begin::InFlight => Begun::InFlight(previous),
+                    payment::Begin::Replay => Begun::Finished(previous),
+                    payment::Begin::RecordAgain => {
+                        let point = transaction
+                            .prepare_cached(
+                                "UPDATE idempotency SET payment_id = $3 WHERE username = $1 AND key = $2",
+                            )
+                            .await
+                            .map_err(failed)?;
+                        transaction
+                            .execute(
+                                &point,
+                                &[
+                                    &attempt.from.username,
+                                    &attempt.idempotency_key,
+                                    &attempt.payment_id,
+                                ],
+                            )
+                            .await
+                            .map_err(failed)?;
+                        // After the key's row: the lock order of settle.rs. A refusal returns
+                        // before the commit, so the transaction (the key's new payment too)
+                        // rolls back.
+                        let attempt =
+                            settle::claim_for_attempt(transaction, failed, attempt.clone()).await?;
+                        Begun::Started(insert_payment(transaction, failed, &attempt).await?)
+                    }
+                    payment::Begin::Record => {
+                        return Err(Failure::internal(
+                            "idempotency",
+                            "Record with a stored payment",
+                        ))
+                    }
+                };
+                Ok(Some(begun))
+            })
+            .await
     }
 
     /// Payments read on the relaxed pool by one cached statement that selects
@@ -844,19 +879,10 @@ impl PostgresGatewayStore {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<PaymentRecord>, Failure> {
-        let server = &self.server;
-        server
-            .bounded(doing, limit, async {
-                let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-                let client = server.connection(&self.relaxed, doing).await?;
-                let statement = client.prepare_cached(sql).await.map_err(failed)?;
-                client
-                    .query(&statement, params)
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(payment_from_row)
-                    .collect()
+        self.on_relaxed(doing)
+            .within(limit)
+            .call(async |client, failed| {
+                query_rows(client, failed, sql, params, payment_from_row).await
             })
             .await
     }
@@ -868,43 +894,36 @@ impl PostgresGatewayStore {
         &self,
         attempt: &PaymentRecord,
     ) -> Result<Option<Begun>, Failure> {
-        retry_conflicts(|| self.claim_key_and_settlement_once(attempt)).await
-    }
-
-    async fn claim_key_and_settlement_once(
-        &self,
-        attempt: &PaymentRecord,
-    ) -> Result<Option<Begun>, Failure> {
         const DOING: &str = "recording a payment attempt";
-        let server = &self.server;
-        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-        let mut client = server.connection(&self.relaxed, DOING).await?;
-        let transaction = client.transaction().await.map_err(failed)?;
-        let claim = transaction
-            .prepare_cached(CLAIM_KEY)
+        self.on_relaxed(DOING)
+            .bounded_by_callers()
+            .transaction(async |transaction, failed| {
+                let claim = transaction
+                    .prepare_cached(CLAIM_KEY)
+                    .await
+                    .map_err(failed)?;
+                let claimed = transaction
+                    .query_opt(
+                        &claim,
+                        &[
+                            &attempt.from.username,
+                            &attempt.idempotency_key,
+                            &payment::fingerprint(attempt),
+                            &attempt.payment_id,
+                            &now_unix_ms(),
+                        ],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if claimed.is_none() {
+                    return Ok(None);
+                }
+                let attempt =
+                    settle::claim_for_attempt(transaction, failed, attempt.clone()).await?;
+                let recorded = insert_payment(transaction, failed, &attempt).await?;
+                Ok(Some(Begun::Started(recorded)))
+            })
             .await
-            .map_err(failed)?;
-        let claimed = transaction
-            .query_opt(
-                &claim,
-                &[
-                    &attempt.from.username,
-                    &attempt.idempotency_key,
-                    &payment::fingerprint(attempt),
-                    &attempt.payment_id,
-                    &now_unix_ms(),
-                ],
-            )
-            .await
-            .map_err(failed)?;
-        if claimed.is_none() {
-            return Ok(None);
-        }
-        let attempt =
-            settle::claim_for_attempt(server, &transaction, attempt.clone(), DOING).await?;
-        let recorded = insert_payment(server, &transaction, &attempt, DOING).await?;
-        transaction.commit().await.map_err(failed)?;
-        Ok(Some(Begun::Started(recorded)))
     }
 }
 
@@ -912,11 +931,8 @@ impl PostgresGatewayStore {
 impl GatewayStore for PostgresGatewayStore {
     async fn secret(&self, name: &str) -> Result<[u8; 32], Failure> {
         const DOING: &str = "reading a shared secret";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.durable, DOING).await?;
+        self.on_durable(DOING)
+            .call(async |client, failed| {
                 let fresh: [u8; 32] = rand::random();
                 // Two statements, each its own snapshot: of replicas racing to create it, one
                 // insert wins, and the read that follows (a newer snapshot) sees the winner's.
@@ -947,11 +963,8 @@ impl GatewayStore for PostgresGatewayStore {
         password_hash: &str,
     ) -> Result<(), Failure> {
         const DOING: &str = "creating a user";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.durable, DOING).await?;
+        self.on_durable(DOING)
+            .call(async |client, failed| {
                 let statement = client
                     .prepare_cached(
                         "INSERT INTO users (username, role, password_hash, created_unix_ms)
@@ -988,11 +1001,8 @@ impl GatewayStore for PostgresGatewayStore {
 
     async fn link_account(&self, account: &LinkedAccount) -> Result<(), Failure> {
         const DOING: &str = "linking an account";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.durable, DOING).await?;
+        self.on_durable(DOING)
+            .call(async |client, failed| {
                 // The WHERE on the conflict branch keeps an account with its first owner:
                 // linking it to anyone else updates nothing and returns no row.
                 let statement = client
@@ -1145,12 +1155,8 @@ impl GatewayStore for PostgresGatewayStore {
 
     async fn payment(&self, payment_id: &str) -> Result<Option<PaymentRecord>, Failure> {
         const DOING: &str = "reading a payment";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let client = server.connection(&self.relaxed, DOING).await?;
-                load_payment(server, &client, payment_id, DOING).await
-            })
+        self.on_relaxed(DOING)
+            .call(async |client, failed| load_payment(client, failed, payment_id).await)
             .await
     }
 
@@ -1206,23 +1212,17 @@ impl GatewayStore for PostgresGatewayStore {
     ) -> Result<PositionRecord, Failure> {
         const DOING: &str = "setting a net debit cap";
         crate::settlement::check_cap(cap_minor)?;
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let client = server.connection(&self.durable, DOING).await?;
-                settle::set_cap(server, &client, bank_id, currency, cap_minor, DOING).await
+        self.on_durable(DOING)
+            .call(async |client, failed| {
+                settle::set_cap(client, failed, bank_id, currency, cap_minor).await
             })
             .await
     }
 
     async fn positions(&self) -> Result<Vec<PositionRecord>, Failure> {
         const DOING: &str = "reading positions";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let client = server.connection(&self.relaxed, DOING).await?;
-                settle::read_positions(server, &client, DOING).await
-            })
+        self.on_relaxed(DOING)
+            .call(async |client, failed| settle::read_positions(client, failed).await)
             .await
     }
 
@@ -1232,12 +1232,9 @@ impl GatewayStore for PostgresGatewayStore {
         limit: u32,
     ) -> Result<Vec<WindowRecord>, Failure> {
         const DOING: &str = "reading settlement windows";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let client = server.connection(&self.relaxed, DOING).await?;
-                settle::read_windows(server, &client, before_window_id, i64::from(limit), DOING)
-                    .await
+        self.on_relaxed(DOING)
+            .call(async |client, failed| {
+                settle::read_windows(client, failed, before_window_id, i64::from(limit)).await
             })
             .await
     }
@@ -1245,22 +1242,9 @@ impl GatewayStore for PostgresGatewayStore {
     /// The window and its totals in one REPEATABLE READ transaction: from the same state.
     async fn window_report(&self, window_id: i64) -> Result<Option<WindowReport>, Failure> {
         const DOING: &str = "reading a settlement window";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let mut client = server.connection(&self.relaxed, DOING).await?;
-                let transaction = client
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-                    .map_err(failed)?;
-                let report =
-                    settle::read_report(server, &transaction, window_id, false, DOING).await?;
-                transaction.commit().await.map_err(failed)?;
-                Ok(report)
+        self.on_relaxed(DOING)
+            .snapshot(async |transaction, failed| {
+                settle::read_report(transaction, failed, window_id, false).await
             })
             .await
     }
@@ -1268,20 +1252,9 @@ impl GatewayStore for PostgresGatewayStore {
     /// One transaction on the durable pool, holding the open window's row `FOR UPDATE`.
     async fn close_window(&self, expected: Option<i64>) -> Result<WindowReport, Failure> {
         const DOING: &str = "closing a settlement window";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                retry_conflicts(|| async {
-                    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                    let mut client = server.connection(&self.durable, DOING).await?;
-                    let transaction = client.transaction().await.map_err(failed)?;
-                    let report =
-                        settle::close_window(server, &transaction, expected, now_unix_ms(), DOING)
-                            .await?;
-                    transaction.commit().await.map_err(failed)?;
-                    Ok(report)
-                })
-                .await
+        self.on_durable(DOING)
+            .transaction(async |transaction, failed| {
+                settle::close_window(transaction, failed, expected, now_unix_ms()).await
             })
             .await
     }
@@ -1289,50 +1262,27 @@ impl GatewayStore for PostgresGatewayStore {
     /// One transaction on the durable pool: the window's row, then the positions it moves.
     async fn settle_window(&self, window_id: i64) -> Result<WindowReport, Failure> {
         const DOING: &str = "settling a settlement window";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                retry_conflicts(|| async {
-                    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                    let mut client = server.connection(&self.durable, DOING).await?;
-                    let transaction = client.transaction().await.map_err(failed)?;
-                    let report = settle::settle_window(
-                        server,
-                        &transaction,
-                        window_id,
-                        now_unix_ms(),
-                        DOING,
-                    )
-                    .await?;
-                    transaction.commit().await.map_err(failed)?;
-                    Ok(report)
-                })
-                .await
+        self.on_durable(DOING)
+            .transaction(async |transaction, failed| {
+                settle::settle_window(transaction, failed, window_id, now_unix_ms()).await
             })
             .await
     }
 
     async fn coordinators_with_unfinished(&self) -> Result<Vec<String>, Failure> {
         const DOING: &str = "listing coordinators";
-        let server = &self.server;
-        server
-            .bounded(DOING, SCAN_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
-                let statement = client
-                    .prepare_cached(
-                        "SELECT DISTINCT coordinator FROM payments
+        self.on_relaxed(DOING)
+            .within(SCAN_TIMEOUT)
+            .call(async |client, failed| {
+                query_rows(
+                    client,
+                    failed,
+                    "SELECT DISTINCT coordinator FROM payments
                          WHERE status = 1 OR NOT debit_acked OR NOT credit_acked",
-                    )
-                    .await
-                    .map_err(failed)?;
-                client
-                    .query(&statement, &[])
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(|row| column(row, 0))
-                    .collect()
+                    &[],
+                    |row| column(row, 0),
+                )
+                .await
             })
             .await
     }
@@ -1341,11 +1291,8 @@ impl GatewayStore for PostgresGatewayStore {
     /// replica waits, then re-checks `coordinator = from` on the moved rows and moves none.
     async fn claim(&self, from: &str, to: &str) -> Result<u64, Failure> {
         const DOING: &str = "claiming a replica's payments";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.durable, DOING).await?;
+        self.on_durable(DOING)
+            .call(async |client, failed| {
                 let statement = client
                     .prepare_cached(
                         "UPDATE payments SET coordinator = $2
@@ -1382,11 +1329,8 @@ impl GatewayStore for PostgresGatewayStore {
 
     async fn decision_head(&self) -> Result<i64, Failure> {
         const DOING: &str = "reading the decision head";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
+        self.on_relaxed(DOING)
+            .call(async |client, failed| {
                 let row = client
                     .query_one(
                         "SELECT COALESCE(MAX(decision_seq), 0) FROM payments
@@ -1402,11 +1346,8 @@ impl GatewayStore for PostgresGatewayStore {
 
     async fn has_accounts_at(&self, bank_id: &str) -> Result<bool, Failure> {
         const DOING: &str = "looking up a bank's accounts";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.relaxed, DOING).await?;
+        self.on_relaxed(DOING)
+            .call(async |client, failed| {
                 let statement = client
                     .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE bank_id = $1)")
                     .await
@@ -1422,11 +1363,8 @@ impl GatewayStore for PostgresGatewayStore {
 
     async fn probe(&self) -> Result<(), Failure> {
         const DOING: &str = "probing";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let client = server.connection(&self.durable, DOING).await?;
+        self.on_durable(DOING)
+            .call(async |client, failed| {
                 let statement = client
                     .prepare_cached(
                         "INSERT INTO probes (probed_unix_ms) VALUES ($1)
@@ -1445,12 +1383,8 @@ impl GatewayStore for PostgresGatewayStore {
 
     async fn login(&self, username: &str) -> Result<Option<SharedLogin>, Failure> {
         const DOING: &str = "reading a login record";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let client = server.connection(&self.relaxed, DOING).await?;
-                read_login(server, &client, username, false, DOING).await
-            })
+        self.on_relaxed(DOING)
+            .call(async |client, failed| read_login(client, failed, username, false).await)
             .await
     }
 
@@ -1462,12 +1396,8 @@ impl GatewayStore for PostgresGatewayStore {
         change: LoginChange,
     ) -> Result<Option<SharedLogin>, Failure> {
         const DOING: &str = "updating a login record";
-        let server = &self.server;
-        server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-                let mut client = server.connection(&self.relaxed, DOING).await?;
-                let transaction = client.transaction().await.map_err(failed)?;
+        self.on_relaxed(DOING)
+            .transaction_once(async |transaction, failed| {
                 transaction
                     .execute(
                         "INSERT INTO logins (username, failures, window_start_unix_ms,
@@ -1477,7 +1407,7 @@ impl GatewayStore for PostgresGatewayStore {
                     )
                     .await
                     .map_err(failed)?;
-                let current = read_login(server, &transaction, username, true, DOING)
+                let current = read_login(transaction, failed, username, true)
                     .await?
                     .filter(|login| *login != SharedLogin::default());
                 let next = change(current);
@@ -1505,7 +1435,6 @@ impl GatewayStore for PostgresGatewayStore {
                     }
                 }
                 .map_err(failed)?;
-                transaction.commit().await.map_err(failed)?;
                 Ok(next)
             })
             .await
@@ -1536,39 +1465,6 @@ impl GatewayStore for PostgresGatewayStore {
         )
         .await
     }
-}
-
-async fn read_login<C: GenericClient>(
-    server: &Server,
-    client: &C,
-    username: &str,
-    for_update: bool,
-    doing: &str,
-) -> Result<Option<SharedLogin>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let sql = if for_update {
-        "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
-         WHERE username = $1 FOR UPDATE"
-    } else {
-        "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
-         WHERE username = $1"
-    };
-    let statement = client.prepare_cached(sql).await.map_err(failed)?;
-    let Some(row) = client
-        .query_opt(&statement, &[&username])
-        .await
-        .map_err(failed)?
-    else {
-        return Ok(None);
-    };
-    let failures: i32 = column(&row, 0)?;
-    let lockouts: i32 = column(&row, 3)?;
-    Ok(Some(SharedLogin {
-        failures: u32::try_from(failures).unwrap_or(0),
-        window_start_unix_ms: column(&row, 1)?,
-        locked_until_unix_ms: column(&row, 2)?,
-        lockouts: u32::try_from(lockouts).unwrap_or(0),
-    }))
 }
 
 /// A decision waiting for the writer.
@@ -1669,38 +1565,33 @@ async fn decide_batch_or_each(
     }
 }
 
-/// [`decide_all_once`], again if PostgreSQL aborted it in a lock conflict.
-async fn decide_all(
-    server: &Server,
-    pool: &Pool,
-    batch: &[DecisionJob],
-) -> Result<std::collections::HashMap<String, PaymentRecord>, Failure> {
-    retry_conflicts(|| decide_all_once(server, pool, batch)).await
-}
-
 /// The decisions in one transaction: the open window held `FOR SHARE` (a close waits for
 /// this transaction, and this one for a close, so each decision lands in exactly one window);
 /// one `UPDATE … FROM unnest(…)` (single assignment: only PENDING rows change, stamped with
 /// that window); what those rows move in settlement ([`settle::apply_decisions`]); then one
 /// read of the payments it did not change (decided before, by anyone), in a new statement so
-/// its snapshot includes every decision committed before ours.
-async fn decide_all_once(
+/// its snapshot includes every decision committed before ours. Tried again if PostgreSQL
+/// aborts it in a lock conflict.
+async fn decide_all(
     server: &Server,
     pool: &Pool,
     batch: &[DecisionJob],
 ) -> Result<std::collections::HashMap<String, PaymentRecord>, Failure> {
     const DOING: &str = "writing a decision";
-    let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-    let mut client = server.connection(pool, DOING).await?;
-    let transaction = client.transaction().await.map_err(failed)?;
-    let window = settle::lock_open_window(server, &transaction, settle::Hold::Share, DOING).await?;
-    let ids: Vec<&str> = batch.iter().map(|job| job.payment_id.as_str()).collect();
-    let statuses: Vec<i32> = batch.iter().map(|job| job.status).collect();
-    let codes: Vec<Option<&str>> = batch.iter().map(|job| job.reason_code.as_deref()).collect();
-    let reasons: Vec<Option<&str>> = batch.iter().map(|job| job.reason.as_deref()).collect();
-    let times: Vec<i64> = batch.iter().map(|job| job.decided_unix_ms).collect();
-    let update = transaction
-        .prepare_cached(concat!(
+    server
+        .on(pool, DOING)
+        .bounded_by_callers()
+        .transaction(async |transaction, failed| {
+            let window = settle::lock_open_window(transaction, failed, settle::Hold::Share).await?;
+            let ids: Vec<&str> = batch.iter().map(|job| job.payment_id.as_str()).collect();
+            let statuses: Vec<i32> = batch.iter().map(|job| job.status).collect();
+            let codes: Vec<Option<&str>> =
+                batch.iter().map(|job| job.reason_code.as_deref()).collect();
+            let reasons: Vec<Option<&str>> =
+                batch.iter().map(|job| job.reason.as_deref()).collect();
+            let times: Vec<i64> = batch.iter().map(|job| job.decided_unix_ms).collect();
+            let update = transaction
+                .prepare_cached(concat!(
             // Each decided row takes the next position in the decision order. Positions are
             // handed out before commit, so they may become visible out of order; watchers
             // wait for a missing one (events.rs), which is why this is not a plain `seq`.
@@ -1718,48 +1609,49 @@ async fn decide_all_once(
              p.coordinator, p.decision_seq, p.refund_of, p.refunded_minor,
              p.refund_pending_minor, p.window_id"
         ))
+                .await
+                .map_err(failed)?;
+            let mut decided = transaction
+                .query(
+                    &update,
+                    &[&ids, &statuses, &codes, &reasons, &times, &window.window_id],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(payment_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            decided.sort_by_key(|record| record.decision_seq);
+            // Only these rows changed from PENDING in this write: settlement moves for them alone.
+            settle::apply_decisions(transaction, failed, window.window_id, &decided).await?;
+            let mut stored: std::collections::HashMap<String, PaymentRecord> = decided
+                .into_iter()
+                .map(|record| (record.payment_id.clone(), record))
+                .collect();
+            let unchanged: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !stored.contains_key(*id))
+                .collect();
+            if !unchanged.is_empty() {
+                let select = transaction
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        payment_columns!(),
+                        " FROM payments WHERE payment_id = ANY($1::text[])"
+                    ))
+                    .await
+                    .map_err(failed)?;
+                for row in transaction
+                    .query(&select, &[&unchanged])
+                    .await
+                    .map_err(failed)?
+                {
+                    let record = payment_from_row(&row)?;
+                    stored.insert(record.payment_id.clone(), record);
+                }
+            }
+            Ok(stored)
+        })
         .await
-        .map_err(failed)?;
-    let mut decided = transaction
-        .query(
-            &update,
-            &[&ids, &statuses, &codes, &reasons, &times, &window.window_id],
-        )
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(payment_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    decided.sort_by_key(|record| record.decision_seq);
-    // Only these rows changed from PENDING in this write: settlement moves for them alone.
-    settle::apply_decisions(server, &transaction, window.window_id, &decided, DOING).await?;
-    let mut stored: std::collections::HashMap<String, PaymentRecord> = decided
-        .into_iter()
-        .map(|record| (record.payment_id.clone(), record))
-        .collect();
-    let unchanged: Vec<&str> = ids
-        .iter()
-        .copied()
-        .filter(|id| !stored.contains_key(*id))
-        .collect();
-    if !unchanged.is_empty() {
-        let select = transaction
-            .prepare_cached(concat!(
-                "SELECT ",
-                payment_columns!(),
-                " FROM payments WHERE payment_id = ANY($1::text[])"
-            ))
-            .await
-            .map_err(failed)?;
-        for row in transaction
-            .query(&select, &[&unchanged])
-            .await
-            .map_err(failed)?
-        {
-            let record = payment_from_row(&row)?;
-            stored.insert(record.payment_id.clone(), record);
-        }
-    }
-    transaction.commit().await.map_err(failed)?;
-    Ok(stored)
 }

@@ -203,8 +203,8 @@ CREATE TABLE secrets (
 }];
 
 /// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The
-/// SQLite store counts its own versions ([`crate::store::SCHEMA_VERSION`]): the two schemas
-/// grew separately, so the same features sit at different version numbers.
+/// SQLite store counts its own versions ([`crate::store::sqlite::SCHEMA_VERSION`]): the two
+/// schemas grew separately, so the same features sit at different version numbers.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 const SCHEMA_TABLE: &str = "

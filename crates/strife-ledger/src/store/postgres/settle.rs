@@ -19,7 +19,8 @@
 //! A row that may not exist yet (a position, a total) is first created at zero with `INSERT
 //! … ON CONFLICT DO NOTHING` (which waits for a concurrent creator of the same row) and then
 //! locked with `SELECT … FOR UPDATE`. A deadlock PostgreSQL detects anyway (say, with a
-//! `claim` moving many payments at once) is retried by the callers ([`super::retry_conflicts`]).
+//! `claim` moving many payments at once) is retried by the callers'
+//! transactions ([`super::Server::transaction`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -27,7 +28,8 @@ use deadpool_postgres::GenericClient;
 use strife_common::Failure;
 use tokio_postgres::Row;
 
-use super::{column, payment_from_row, Server};
+use super::read::{column, payment_columns, payment_from_row, query_rows};
+use super::Failed;
 use crate::records::{
     BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord, WindowReport,
 };
@@ -85,12 +87,10 @@ pub(super) enum Hold {
 
 /// The open window, its row locked as `hold` says until the transaction ends.
 pub(super) async fn lock_open_window<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     hold: Hold,
-    doing: &str,
 ) -> Result<WindowRecord, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let lock = match hold {
         Hold::Share => "FOR SHARE",
         Hold::Exclusive => "FOR UPDATE",
@@ -118,15 +118,13 @@ pub(super) async fn lock_open_window<C: GenericClient>(
 /// The position rows of `keys`, created at zero where missing, locked until the transaction
 /// ends.
 pub(super) async fn lock_positions<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     keys: &BTreeSet<PositionKey>,
-    doing: &str,
 ) -> Result<BTreeMap<PositionKey, PositionRecord>, Failure> {
     if keys.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let banks: Vec<&str> = keys.iter().map(|(bank, _)| bank.as_str()).collect();
     let currencies: Vec<&str> = keys.iter().map(|(_, currency)| currency.as_str()).collect();
     let create = client
@@ -177,15 +175,13 @@ pub(super) async fn lock_positions<C: GenericClient>(
 
 /// Writes positions and reservations back (the rows are locked by this transaction).
 pub(super) async fn write_positions<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     positions: &BTreeMap<PositionKey, PositionRecord>,
-    doing: &str,
 ) -> Result<(), Failure> {
     if positions.is_empty() {
         return Ok(());
     }
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let banks: Vec<&str> = positions.values().map(|p| p.bank_id.as_str()).collect();
     let currencies: Vec<&str> = positions.values().map(|p| p.currency.as_str()).collect();
     let amounts: Vec<i64> = positions.values().map(|p| p.position_minor).collect();
@@ -210,16 +206,15 @@ pub(super) async fn write_positions<C: GenericClient>(
 /// Applies [`settlement`]'s position changes, each to the row as the previous one left it:
 /// locks the rows, changes them in memory, writes them back.
 async fn apply_position_changes<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     changes: &[PositionChange],
-    doing: &str,
 ) -> Result<(), Failure> {
     let keys: BTreeSet<PositionKey> = changes
         .iter()
         .map(|change| (change.bank_id.clone(), change.currency.clone()))
         .collect();
-    let mut positions = lock_positions(server, client, &keys, doing).await?;
+    let mut positions = lock_positions(client, failed, &keys).await?;
     for change in changes {
         let key = (change.bank_id.clone(), change.currency.clone());
         let position = positions
@@ -227,52 +222,45 @@ async fn apply_position_changes<C: GenericClient>(
             .ok_or_else(|| Failure::internal("settlement", "a changed position is not locked"))?;
         *position = change.apply(position)?;
     }
-    write_positions(server, client, &positions, doing).await
+    write_positions(client, failed, &positions).await
 }
 
 /// The payments `ids`, locked until the transaction ends.
 async fn lock_payments<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     ids: &BTreeSet<&str>,
-    doing: &str,
 ) -> Result<HashMap<String, PaymentRecord>, Failure> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let ids: Vec<&str> = ids.iter().copied().collect();
-    let statement = client
-        .prepare_cached(concat!(
+    query_rows(
+        client,
+        failed,
+        concat!(
             "SELECT ",
             payment_columns!(),
             " FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE"
-        ))
-        .await
-        .map_err(failed)?;
-    client
-        .query(&statement, &[&ids])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(|row| {
+        ),
+        &[&ids],
+        |row| {
             let payment = payment_from_row(row)?;
             Ok((payment.payment_id.clone(), payment))
-        })
-        .collect()
+        },
+    )
+    .await
 }
 
 /// Writes originals' refund amounts back (the rows are locked by this transaction).
 async fn write_refund_amounts<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     originals: &[&PaymentRecord],
-    doing: &str,
 ) -> Result<(), Failure> {
     if originals.is_empty() {
         return Ok(());
     }
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let ids: Vec<&str> = originals.iter().map(|p| p.payment_id.as_str()).collect();
     let refunded: Vec<i64> = originals.iter().map(|p| p.refunded_minor).collect();
     let pending: Vec<i64> = originals.iter().map(|p| p.refund_pending_minor).collect();
@@ -298,36 +286,29 @@ async fn write_refund_amounts<C: GenericClient>(
 /// cross-bank payment its reservation on the payer bank's position. Returns the attempt as it
 /// will be recorded (a refund's amount resolved). An `Err` must roll the transaction back.
 pub(super) async fn claim_for_attempt<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     mut attempt: PaymentRecord,
-    doing: &str,
 ) -> Result<PaymentRecord, Failure> {
     if let Some(original_id) = attempt.refund_of.clone() {
-        let mut originals = lock_payments(
-            server,
-            client,
-            &BTreeSet::from([original_id.as_str()]),
-            doing,
-        )
-        .await?;
+        let mut originals =
+            lock_payments(client, failed, &BTreeSet::from([original_id.as_str()])).await?;
         let mut original = originals
             .remove(&original_id)
             .ok_or_else(|| Failure::NotFound(format!("payment {original_id} not found")))?;
         let claim = settlement::reserve_refund(&original, &attempt)?;
         original.refund_pending_minor = claim.pending_minor;
-        write_refund_amounts(server, client, &[&original], doing).await?;
+        write_refund_amounts(client, failed, &[&original]).await?;
         attempt.amount_minor = claim.amount_minor;
     }
     if settlement::is_cross_bank(&attempt) {
         let key = (attempt.from.bank_id.clone(), attempt.currency.clone());
-        let mut positions =
-            lock_positions(server, client, &BTreeSet::from([key.clone()]), doing).await?;
+        let mut positions = lock_positions(client, failed, &BTreeSet::from([key.clone()])).await?;
         let position = positions
             .get_mut(&key)
             .ok_or_else(|| Failure::internal("settlement", "the payer's position is not locked"))?;
         *position = settlement::reserve(position, attempt.amount_minor)?;
-        write_positions(server, client, &positions, doing).await?;
+        write_positions(client, failed, &positions).await?;
     }
     Ok(attempt)
 }
@@ -337,29 +318,28 @@ pub(super) async fn claim_for_attempt<C: GenericClient>(
 /// the open window's bilateral totals. `decided` are exactly the payments this transaction
 /// changed from PENDING, in decision order; `window_id` is the open window, held `FOR SHARE`.
 pub(super) async fn apply_decisions<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     window_id: i64,
     decided: &[PaymentRecord],
-    doing: &str,
 ) -> Result<(), Failure> {
     let original_ids: BTreeSet<&str> = decided
         .iter()
         .filter_map(|payment| payment.refund_of.as_deref())
         .collect();
-    let mut originals = lock_payments(server, client, &original_ids, doing).await?;
+    let mut originals = lock_payments(client, failed, &original_ids).await?;
     let changes: Vec<PositionChange> = decided
         .iter()
         .flat_map(|payment| settlement::on_decision(payment, payment.status))
         .collect();
-    apply_position_changes(server, client, &changes, doing).await?;
+    apply_position_changes(client, failed, &changes).await?;
     let committed: Vec<&PaymentRecord> = decided
         .iter()
         .filter(|payment| {
             payment.status == PaymentStatus::Committed && settlement::is_cross_bank(payment)
         })
         .collect();
-    add_to_window(server, client, window_id, &committed, doing).await?;
+    add_to_window(client, failed, window_id, &committed).await?;
     for refund in decided {
         let Some(original_id) = &refund.refund_of else {
             continue;
@@ -373,16 +353,15 @@ pub(super) async fn apply_decisions<C: GenericClient>(
         original.refund_pending_minor = pending;
     }
     let originals: Vec<&PaymentRecord> = originals.values().collect();
-    write_refund_amounts(server, client, &originals, doing).await
+    write_refund_amounts(client, failed, &originals).await
 }
 
 /// Adds committed cross-bank payments to window `window_id`'s bilateral totals.
 async fn add_to_window<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     window_id: i64,
     committed: &[&PaymentRecord],
-    doing: &str,
 ) -> Result<(), Failure> {
     if committed.is_empty() {
         return Ok(());
@@ -397,7 +376,7 @@ async fn add_to_window<C: GenericClient>(
             )
         })
         .collect();
-    let mut totals = lock_totals(server, client, window_id, &keys, doing).await?;
+    let mut totals = lock_totals(client, failed, window_id, &keys).await?;
     for payment in committed {
         let key = (
             payment.from.bank_id.clone(),
@@ -411,19 +390,17 @@ async fn add_to_window<C: GenericClient>(
         );
     }
     let totals: Vec<BilateralTotal> = totals.into_values().flatten().collect();
-    write_totals(server, client, window_id, &totals, doing).await
+    write_totals(client, failed, window_id, &totals).await
 }
 
 /// Window `window_id`'s total rows for `keys`, locked until the transaction ends; `None` for
 /// a row that had no payment yet (created empty here, so it can be locked).
 async fn lock_totals<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     window_id: i64,
     keys: &BTreeSet<TotalKey>,
-    doing: &str,
 ) -> Result<BTreeMap<TotalKey, Option<BilateralTotal>>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let payers: Vec<&str> = keys.iter().map(|key| key.0.as_str()).collect();
     let payees: Vec<&str> = keys.iter().map(|key| key.1.as_str()).collect();
     let currencies: Vec<&str> = keys.iter().map(|key| key.2.as_str()).collect();
@@ -480,13 +457,11 @@ async fn lock_totals<C: GenericClient>(
 }
 
 async fn write_totals<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     window_id: i64,
     totals: &[BilateralTotal],
-    doing: &str,
 ) -> Result<(), Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let payers: Vec<&str> = totals.iter().map(|t| t.payer_bank.as_str()).collect();
     let payees: Vec<&str> = totals.iter().map(|t| t.payee_bank.as_str()).collect();
     let currencies: Vec<&str> = totals.iter().map(|t| t.currency.as_str()).collect();
@@ -515,14 +490,12 @@ async fn write_totals<C: GenericClient>(
 /// Sets or removes a cap: one statement that creates the row if missing and changes nothing
 /// else, so it needs no read (and no arithmetic).
 pub(super) async fn set_cap<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     bank_id: &str,
     currency: &str,
     cap_minor: Option<i64>,
-    doing: &str,
 ) -> Result<PositionRecord, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let statement = client
         .prepare_cached(&format!(
             "INSERT INTO bank_positions (bank_id, currency, cap_minor) VALUES ($1, $2, $3)
@@ -540,61 +513,49 @@ pub(super) async fn set_cap<C: GenericClient>(
 
 /// Every position row, by bank and currency (byte order, as SQLite sorts).
 pub(super) async fn read_positions<C: GenericClient>(
-    server: &Server,
     client: &C,
-    doing: &str,
+    failed: Failed<'_>,
 ) -> Result<Vec<PositionRecord>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let statement = client
-        .prepare_cached(&format!(
+    query_rows(
+        client,
+        failed,
+        &format!(
             "SELECT {POSITION_COLUMNS} FROM bank_positions
              ORDER BY bank_id COLLATE \"C\", currency COLLATE \"C\""
-        ))
-        .await
-        .map_err(failed)?;
-    client
-        .query(&statement, &[])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(position_from_row)
-        .collect()
+        ),
+        &[],
+        position_from_row,
+    )
+    .await
 }
 
 /// Windows with `window_id < before`, newest first.
 pub(super) async fn read_windows<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     before: i64,
     limit: i64,
-    doing: &str,
 ) -> Result<Vec<WindowRecord>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let statement = client
-        .prepare_cached(&format!(
+    query_rows(
+        client,
+        failed,
+        &format!(
             "SELECT {WINDOW_COLUMNS} FROM settlement_windows WHERE window_id < $1
              ORDER BY window_id DESC LIMIT $2"
-        ))
-        .await
-        .map_err(failed)?;
-    client
-        .query(&statement, &[&before, &limit])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(window_from_row)
-        .collect()
+        ),
+        &[&before, &limit],
+        window_from_row,
+    )
+    .await
 }
 
 /// Window `window_id`, locked `FOR UPDATE` when `lock` (a settle), with its totals.
 pub(super) async fn read_report<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     window_id: i64,
     lock: bool,
-    doing: &str,
 ) -> Result<Option<WindowReport>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let statement = client
         .prepare_cached(&format!(
             "SELECT {WINDOW_COLUMNS} FROM settlement_windows WHERE window_id = $1{}",
@@ -610,30 +571,25 @@ pub(super) async fn read_report<C: GenericClient>(
         return Ok(None);
     };
     let window = window_from_row(&row)?;
-    let totals = client
-        .prepare_cached(&format!(
+    let totals = query_rows(
+        client,
+        failed,
+        &format!(
             "SELECT {TOTAL_COLUMNS} FROM settlement_totals WHERE window_id = $1
              ORDER BY payer_bank COLLATE \"C\", payee_bank COLLATE \"C\", currency COLLATE \"C\""
-        ))
-        .await
-        .map_err(failed)?;
-    let totals = client
-        .query(&totals, &[&window_id])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(total_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
+        ),
+        &[&window_id],
+        total_from_row,
+    )
+    .await?;
     Ok(Some(WindowReport { window, totals }))
 }
 
 /// Every window with its totals, oldest first (the audit's snapshot).
 pub(super) async fn read_all_reports<C: GenericClient>(
-    server: &Server,
     client: &C,
-    doing: &str,
+    failed: Failed<'_>,
 ) -> Result<Vec<WindowReport>, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
     let windows = client
         .query(
             format!("SELECT {WINDOW_COLUMNS} FROM settlement_windows ORDER BY window_id").as_str(),
@@ -687,18 +643,16 @@ pub(super) async fn read_all_reports<C: GenericClient>(
 /// Closes the open window (held `FOR UPDATE`, so every decision stamped with it has
 /// committed) and opens the next, as [`settlement::close`] decides.
 pub(super) async fn close_window<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     expected: Option<i64>,
     now_unix_ms: i64,
-    doing: &str,
 ) -> Result<WindowReport, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let open = lock_open_window(server, client, Hold::Exclusive, doing).await?;
+    let open = lock_open_window(client, failed, Hold::Exclusive).await?;
     let target = match expected {
         None => open.clone(),
         Some(window_id) => {
-            read_report(server, client, window_id, false, doing)
+            read_report(client, failed, window_id, false)
                 .await?
                 .ok_or_else(|| {
                     Failure::NotFound(format!("settlement window {window_id} not found"))
@@ -725,7 +679,7 @@ pub(super) async fn close_window<C: GenericClient>(
         .execute(&open_next, &[&next, &now_unix_ms])
         .await
         .map_err(failed)?;
-    read_report(server, client, open.window_id, false, doing)
+    read_report(client, failed, open.window_id, false)
         .await?
         .ok_or_else(|| Failure::internal("settlement", "the closed window vanished"))
 }
@@ -733,19 +687,17 @@ pub(super) async fn close_window<C: GenericClient>(
 /// Marks a closed window settled and reduces every bank's position by its net amount in it
 /// ([`settlement::settle`], [`settlement::nets`], [`settlement::settle_changes`]).
 pub(super) async fn settle_window<C: GenericClient>(
-    server: &Server,
     client: &C,
+    failed: Failed<'_>,
     window_id: i64,
     now_unix_ms: i64,
-    doing: &str,
 ) -> Result<WindowReport, Failure> {
-    let failed = |error: tokio_postgres::Error| server.failure(doing, &error);
-    let report = read_report(server, client, window_id, true, doing)
+    let report = read_report(client, failed, window_id, true)
         .await?
         .ok_or_else(|| Failure::NotFound(format!("settlement window {window_id} not found")))?;
     settlement::settle(&report.window)?;
     let nets = settlement::nets(&report.totals)?;
-    apply_position_changes(server, client, &settlement::settle_changes(&nets)?, doing).await?;
+    apply_position_changes(client, failed, &settlement::settle_changes(&nets)?).await?;
     let settle = client
         .prepare_cached("UPDATE settlement_windows SET settled_unix_ms = $2 WHERE window_id = $1")
         .await
@@ -754,7 +706,7 @@ pub(super) async fn settle_window<C: GenericClient>(
         .execute(&settle, &[&window_id, &now_unix_ms])
         .await
         .map_err(failed)?;
-    read_report(server, client, window_id, false, doing)
+    read_report(client, failed, window_id, false)
         .await?
         .ok_or_else(|| Failure::internal("settlement", "the settled window vanished"))
 }

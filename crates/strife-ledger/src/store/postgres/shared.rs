@@ -1,10 +1,10 @@
 //! The store calls that concurrent payments make most, each as one statement (or, for new
 //! attempts, one transaction) for a whole batch (see [`super::batch`]): user reads, account
-//! reads, acknowledgements, and recording new attempts ([`super::claims`]). Each kind has one statement in flight:
-//! calls that arrive while it runs all go in the next one, and fewer, bigger statements are
-//! what PostgreSQL runs cheapest (measured on the branch that introduced them: one per kind
-//! took 150–180 µs of PostgreSQL CPU per payment at concurrency 256 where a statement per
-//! call took ≈ 600 µs).
+//! reads, acknowledgements, and recording new attempts ([`super::claims`]). Each kind has one
+//! statement in flight: calls that arrive while it runs all go in the next one, and fewer,
+//! bigger statements are what PostgreSQL runs cheapest (measured on the branch that
+//! introduced them: one per kind took 150–180 µs of PostgreSQL CPU per payment at concurrency
+//! 256 where a statement per call took ≈ 600 µs).
 //!
 //! Lock order: the acknowledgement statement locks its rows sorted by payment id
 //! (`ORDER BY payment_id FOR UPDATE`) before updating them, so two batches that touch the same
@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
-use strife_common::Failure;
 
-use super::batch::{Batcher, Item};
-use super::{account_from_row, column, Server, ACCOUNT_COLUMNS};
+use super::batch::{answer_each, Batcher, Item};
+use super::read::{account_from_row, column, query_rows, ACCOUNT_COLUMNS};
+use super::Server;
 use crate::records::{LinkedAccount, PaymentRecord, UserRecord};
 
 /// Most calls one statement carries.
@@ -68,88 +68,67 @@ impl Shared {
     }
 }
 
-/// Answers every item with the same failure.
-fn fail_all<I, O>(items: Vec<Item<I, O>>, failure: &Failure) {
-    for item in items {
-        item.answer(Err(failure.clone()));
-    }
-}
-
 async fn read_users(server: Server, pool: Pool, items: Vec<Item<String, Option<UserRecord>>>) {
     const DOING: &str = "reading users";
     let names: Vec<&str> = items.iter().map(|item| item.input.as_str()).collect();
-    let result = async {
-        let client = server.connection(&pool, DOING).await?;
-        let statement = client
-            .prepare_cached(
+    let result = server
+        .on(&pool, DOING)
+        .bounded_by_callers()
+        .call(async |client, failed| {
+            query_rows(
+                client,
+                failed,
                 "SELECT username, role, password_hash FROM users WHERE username = ANY($1::text[])",
+                &[&names],
+                |row| {
+                    let user = UserRecord {
+                        username: column(row, 0)?,
+                        role: column(row, 1)?,
+                        password_hash: column(row, 2)?,
+                    };
+                    Ok((user.username.clone(), user))
+                },
             )
             .await
-            .map_err(|error| server.failure(DOING, &error))?;
-        let mut found = HashMap::new();
-        for row in client
-            .query(&statement, &[&names])
-            .await
-            .map_err(|error| server.failure(DOING, &error))?
-        {
-            let user = UserRecord {
-                username: column(&row, 0)?,
-                role: column(&row, 1)?,
-                password_hash: column(&row, 2)?,
-            };
-            found.insert(user.username.clone(), user);
-        }
-        Ok::<_, Failure>(found)
-    }
-    .await;
-    match result {
-        Ok(found) => {
-            for item in items {
-                let user = found.get(&item.input).cloned();
-                item.answer(Ok(user));
-            }
-        }
-        Err(failure) => fail_all(items, &failure),
-    }
+        })
+        .await;
+    answer_each(items, result, |found: &mut HashMap<_, _>, name| {
+        Ok(found.get(name).cloned())
+    });
 }
 
 async fn read_accounts(server: Server, pool: Pool, items: Vec<Item<String, Vec<LinkedAccount>>>) {
     const DOING: &str = "reading accounts";
     let names: Vec<&str> = items.iter().map(|item| item.input.as_str()).collect();
-    let result = async {
-        let client = server.connection(&pool, DOING).await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {} FROM accounts WHERE username = ANY($1::text[])
+    let result = server
+        .on(&pool, DOING)
+        .bounded_by_callers()
+        .call(async |client, failed| {
+            let accounts: Vec<LinkedAccount> = query_rows(
+                client,
+                failed,
+                &format!(
+                    "SELECT {} FROM accounts WHERE username = ANY($1::text[])
                  ORDER BY linked_unix_ms, bank_id, account_number",
-                ACCOUNT_COLUMNS
-            ))
-            .await
-            .map_err(|error| server.failure(DOING, &error))?;
-        let mut found: HashMap<String, Vec<LinkedAccount>> = HashMap::new();
-        for row in client
-            .query(&statement, &[&names])
-            .await
-            .map_err(|error| server.failure(DOING, &error))?
-        {
-            let account = account_from_row(&row)?;
-            found
-                .entry(account.username.clone())
-                .or_default()
-                .push(account);
-        }
-        Ok::<_, Failure>(found)
-    }
-    .await;
-    match result {
-        Ok(found) => {
-            for item in items {
-                let accounts = found.get(&item.input).cloned().unwrap_or_default();
-                item.answer(Ok(accounts));
+                    ACCOUNT_COLUMNS
+                ),
+                &[&names],
+                account_from_row,
+            )
+            .await?;
+            let mut found: HashMap<String, Vec<LinkedAccount>> = HashMap::new();
+            for account in accounts {
+                found
+                    .entry(account.username.clone())
+                    .or_default()
+                    .push(account);
             }
-        }
-        Err(failure) => fail_all(items, &failure),
-    }
+            Ok(found)
+        })
+        .await;
+    answer_each(items, result, |found, name| {
+        Ok(found.get(name).cloned().unwrap_or_default())
+    });
 }
 
 async fn acknowledge(server: Server, pool: Pool, items: Vec<Item<Ack, ()>>) {
@@ -164,12 +143,13 @@ async fn acknowledge(server: Server, pool: Pool, items: Vec<Item<Ack, ()>>) {
     let ids: Vec<&str> = merged.keys().copied().collect();
     let debits: Vec<bool> = merged.values().map(|flags| flags.0).collect();
     let credits: Vec<bool> = merged.values().map(|flags| flags.1).collect();
-    let result = async {
-        let failed = |error: tokio_postgres::Error| server.failure(DOING, &error);
-        let client = server.connection(&pool, DOING).await?;
-        let statement = client
-            .prepare_cached(
-                "WITH a AS (
+    let result = server
+        .on(&pool, DOING)
+        .bounded_by_callers()
+        .call(async |client, failed| {
+            let statement = client
+                .prepare_cached(
+                    "WITH a AS (
                      SELECT * FROM unnest($1::text[], $2::boolean[], $3::boolean[])
                          AS a (payment_id, debit, credit)
                  ),
@@ -182,22 +162,15 @@ async fn acknowledge(server: Server, pool: Pool, items: Vec<Item<Ack, ()>>) {
                      credit_acked = p.credit_acked OR a.credit
                  FROM a JOIN locked USING (payment_id)
                  WHERE p.payment_id = a.payment_id",
-            )
-            .await
-            .map_err(failed)?;
-        client
-            .execute(&statement, &[&ids, &debits, &credits])
-            .await
-            .map_err(failed)?;
-        Ok::<_, Failure>(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            for item in items {
-                item.answer(Ok(()));
-            }
-        }
-        Err(failure) => fail_all(items, &failure),
-    }
+                )
+                .await
+                .map_err(failed)?;
+            client
+                .execute(&statement, &[&ids, &debits, &credits])
+                .await
+                .map_err(failed)?;
+            Ok(())
+        })
+        .await;
+    answer_each(items, result, |(), _| Ok(()));
 }

@@ -5,248 +5,53 @@
 //! separate connection and see only committed state. No table is ever rewritten whole, and
 //! every query a payment makes is an indexed point lookup, so the cost of a payment does not
 //! grow with the history.
+//!
+//! # Files
+//!
+//! Laid out as [`super::postgres`] is, wherever a concept exists in both:
+//!
+//! - `mod.rs`: the connections, opening, and the [`GatewayStore`] methods, each one read or
+//!   one write that calls into the files below; and the two writes with rules of their own:
+//!   an attempt under its idempotency key (`record_attempt`) and a decision
+//!   (`write_decision`);
+//! - `schema.rs`: the tables, the migrations from older versions, [`SCHEMA_VERSION`];
+//! - `read.rs`: row decoding, payment lookups and listings, the audit's snapshot;
+//! - `settle.rs`: settlement's reads and read-modify-writes, inside the write they belong to;
+//! - `shared.rs`: acknowledgements of concurrent payments, written together;
+//! - `directory.rs`: users and links kept in memory (PostgreSQL shares their reads instead).
+
+mod directory;
+mod read;
+mod schema;
+mod settle;
+mod shared;
 
 use std::path::Path;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use strife_common::group_commit::{Durability, GroupCommit};
 use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::{Migration, StoreIdentity};
+use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
+
+pub use schema::SCHEMA_VERSION;
 
 use super::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::records::{
-    Begun, BilateralTotal, LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus,
-    PositionRecord, UserRecord, WindowRecord, WindowReport,
+    Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
+    WindowRecord, WindowReport,
 };
 use crate::{payment, settlement};
-
-/// The settlement tables, shared word for word by the current schema and the 2 → 3 migration
-/// (a macro, so both are one `concat!`ed literal). Positions: one row per (bank, currency),
-/// created by the first reservation, commit or cap. Windows: exactly one open at any commit
-/// point (the partial unique index; window 1 is created with the database). Totals: per
-/// window, what one payer bank's customers paid one payee bank's in committed cross-bank
-/// payments — written with each COMMIT decision, so a closed window's never change.
-macro_rules! settlement_tables {
-    () => {
-        "
-CREATE TABLE IF NOT EXISTS bank_positions (
-    bank_id         TEXT NOT NULL,
-    currency        TEXT NOT NULL,
-    position_minor  INTEGER NOT NULL DEFAULT 0,
-    reserved_minor  INTEGER NOT NULL DEFAULT 0 CHECK (reserved_minor >= 0),
-    cap_minor       INTEGER CHECK (cap_minor IS NULL OR cap_minor >= 0),
-    PRIMARY KEY (bank_id, currency)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS settlement_windows (
-    window_id       INTEGER PRIMARY KEY,
-    opened_unix_ms  INTEGER NOT NULL,
-    closed_unix_ms  INTEGER,
-    settled_unix_ms INTEGER,
-    CHECK (settled_unix_ms IS NULL OR closed_unix_ms IS NOT NULL)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS settlement_windows_one_open
-    ON settlement_windows ((closed_unix_ms IS NULL)) WHERE closed_unix_ms IS NULL;
-CREATE TABLE IF NOT EXISTS settlement_totals (
-    window_id       INTEGER NOT NULL REFERENCES settlement_windows (window_id),
-    payer_bank      TEXT NOT NULL,
-    payee_bank      TEXT NOT NULL,
-    currency        TEXT NOT NULL,
-    amount_minor    INTEGER NOT NULL,
-    payments        INTEGER NOT NULL,
-    PRIMARY KEY (window_id, payer_bank, payee_bank, currency)
-) WITHOUT ROWID;
-INSERT INTO settlement_windows (window_id, opened_unix_ms)
-    SELECT 1, CAST(strftime('%s', 'now') AS INTEGER) * 1000
-    WHERE NOT EXISTS (SELECT 1 FROM settlement_windows);
-"
-    };
-}
-
-/// Secrets every user of the database shares (`GatewayStore::secret`), e.g. the key that
-/// seals cursors. Never deleted or changed once written.
-macro_rules! secrets_table {
-    () => {
-        "CREATE TABLE IF NOT EXISTS secrets (
-    name    TEXT PRIMARY KEY,
-    value   BLOB NOT NULL CHECK (length(value) = 32)
-) WITHOUT ROWID;
-"
-    };
-}
-
-/// The columns [`payment_from_row`] decodes, in its order (a macro so that `SELECT` and
-/// `RETURNING` clauses can be built from it at compile time).
-macro_rules! payment_fields {
-    () => {
-        "seq, payment_id, idempotency_key, from_user, from_bank,
-    from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
-    reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-    coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
-    };
-}
-
-/// The `payments` table, word for word in the schema and in the 3 → 4 migration that
-/// rebuilds it. Its status CHECK spells the set out as `=` … `OR`: SQLite evaluates an
-/// `IN (…)` list of three or more values through a scratch b-tree it creates and destroys on
-/// every insert and decision (≈ 4 µs each). `seq` is a plain `INTEGER PRIMARY KEY`, not
-/// `AUTOINCREMENT`: payments are never deleted, so the next id is the largest + 1 either way,
-/// without a `sqlite_sequence` read and write per payment.
-macro_rules! payments_table {
-    () => {
-        "CREATE TABLE IF NOT EXISTS payments (
-    seq                       INTEGER PRIMARY KEY,
-    payment_id                TEXT NOT NULL UNIQUE,
-    idempotency_key           TEXT NOT NULL,
-    from_user                 TEXT NOT NULL,
-    from_bank                 TEXT NOT NULL,
-    from_account              TEXT NOT NULL,
-    to_user                   TEXT NOT NULL,
-    to_bank                   TEXT NOT NULL,
-    to_account                TEXT NOT NULL,
-    amount_minor              INTEGER NOT NULL CHECK (amount_minor > 0),
-    currency                  TEXT NOT NULL,
-    memo                      TEXT NOT NULL,
-    status                    INTEGER NOT NULL CHECK (status = 1 OR status = 2 OR status = 3),
-    reason_code               TEXT,
-    reason                    TEXT,
-    debit_acked               INTEGER NOT NULL DEFAULT 0,
-    credit_acked              INTEGER NOT NULL DEFAULT 0,
-    decision_deadline_unix_ms INTEGER NOT NULL,
-    created_unix_ms           INTEGER NOT NULL,
-    decided_unix_ms           INTEGER,
-    coordinator               TEXT NOT NULL DEFAULT '',
-    decision_seq              INTEGER,
-    refund_of                 TEXT,
-    refunded_minor            INTEGER NOT NULL DEFAULT 0,
-    refund_pending_minor      INTEGER NOT NULL DEFAULT 0,
-    window_id                 INTEGER
-);
-"
-    };
-}
-
-const SCHEMA: &str = concat!(
-    "
-CREATE TABLE IF NOT EXISTS users (
-    username        TEXT PRIMARY KEY,
-    role            TEXT NOT NULL CHECK (role IN ('admin', 'client')),
-    password_hash   TEXT NOT NULL,
-    created_unix_ms INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS accounts (
-    bank_id         TEXT NOT NULL,
-    account_number  TEXT NOT NULL,
-    username        TEXT NOT NULL REFERENCES users (username),
-    currency        TEXT NOT NULL,
-    holder_name     TEXT NOT NULL,
-    linked_unix_ms  INTEGER NOT NULL,
-    PRIMARY KEY (bank_id, account_number)
-);
-CREATE INDEX IF NOT EXISTS accounts_by_user ON accounts (username);
-",
-    payments_table!(),
-    "CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
-    WHERE decision_seq IS NOT NULL;
-CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
-CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
-CREATE INDEX IF NOT EXISTS payments_unfinished_by_coordinator ON payments (coordinator, seq)
-    WHERE (status = 1 OR debit_acked = 0 OR credit_acked = 0);
-CREATE TABLE IF NOT EXISTS logins (
-    username                TEXT PRIMARY KEY,
-    failures                INTEGER NOT NULL,
-    window_start_unix_ms    INTEGER NOT NULL,
-    locked_until_unix_ms    INTEGER NOT NULL,
-    lockouts                INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS idempotency (
-    username        TEXT NOT NULL,
-    key             TEXT NOT NULL,
-    fingerprint     TEXT NOT NULL,
-    payment_id      TEXT NOT NULL,
-    created_unix_ms INTEGER NOT NULL,
-    PRIMARY KEY (username, key)
-) WITHOUT ROWID;
-",
-    secrets_table!(),
-    settlement_tables!()
-);
-
-/// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
-/// higher one was written by a newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 5;
-
-/// Steps from older schema versions (see [`SCHEMA_VERSION`]).
-const MIGRATIONS: &[Migration] = &[
-    Migration {
-        // 1 → 2: each payment names the replica that coordinates it (takeover).
-        to_version: 2,
-        // Each decision gets the next position in the decision order (payment events); payments
-        // decided before keep their log order there.
-        sql: "ALTER TABLE payments ADD COLUMN coordinator TEXT NOT NULL DEFAULT '';
-          DROP INDEX IF EXISTS payments_unfinished;
-          ALTER TABLE payments ADD COLUMN decision_seq INTEGER;
-          UPDATE payments SET decision_seq = seq WHERE status != 1;",
-    },
-    Migration {
-        // 2 → 3: settlement and refunds. Every payment decided so far belongs to window 1
-        // (open), and positions, reservations and window 1's totals are derived from the log
-        // exactly as the audit derives them, so the invariants hold from the first start.
-        // SUM raises an error on overflow instead of wrapping.
-        to_version: 3,
-        sql: concat!(
-            "ALTER TABLE payments ADD COLUMN refund_of TEXT;
-             ALTER TABLE payments ADD COLUMN refunded_minor INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE payments ADD COLUMN refund_pending_minor INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE payments ADD COLUMN window_id INTEGER;",
-            settlement_tables!(),
-            "UPDATE payments SET window_id = 1 WHERE status != 1;
-             INSERT INTO settlement_totals
-                 (window_id, payer_bank, payee_bank, currency, amount_minor, payments)
-                 SELECT 1, from_bank, to_bank, currency, SUM(amount_minor), COUNT(*)
-                 FROM payments WHERE status = 2 AND from_bank != to_bank
-                 GROUP BY from_bank, to_bank, currency;
-             INSERT INTO bank_positions (bank_id, currency, position_minor, reserved_minor)
-                 SELECT bank_id, currency, SUM(position_minor), SUM(reserved_minor) FROM (
-                     SELECT from_bank AS bank_id, currency, amount_minor AS position_minor,
-                            0 AS reserved_minor
-                         FROM payments WHERE status = 2 AND from_bank != to_bank
-                     UNION ALL
-                     SELECT to_bank, currency, -amount_minor, 0
-                         FROM payments WHERE status = 2 AND from_bank != to_bank
-                     UNION ALL
-                     SELECT from_bank, currency, 0, amount_minor
-                         FROM payments WHERE status = 1 AND from_bank != to_bank
-                 ) GROUP BY bank_id, currency;"
-        ),
-    },
-    Migration {
-        // 3 → 4: `payments` rebuilt with the same rows and ids, its status CHECK without an
-        // `IN` list and without `AUTOINCREMENT` (see `payments_table`); the same statuses pass
-        // and fail. Its indexes are dropped with the old table and made again by the schema.
-        to_version: 4,
-        sql: concat!(
-            "ALTER TABLE payments RENAME TO payments_v3;\n",
-            payments_table!(),
-            "INSERT INTO payments (",
-            payment_fields!(),
-            ") SELECT ",
-            payment_fields!(),
-            " FROM payments_v3;
-             DROP TABLE payments_v3;"
-        ),
-    },
-    Migration {
-        // 4 → 5: shared secrets (the cursor key); created on first use.
-        to_version: 5,
-        sql: secrets_table!(),
-    },
-];
+use read::{
+    account_from_row, load_payment, payment_columns, payment_from_row, read_login, read_payments,
+    ACCOUNTS_OF_USER, SELECT_PAYMENTS, UNFINISHED,
+};
+use shared::{AckQueue, AckWriteQueued};
 
 /// The gateway's SQLite database.
 pub struct SqliteGatewayStore {
@@ -255,64 +60,6 @@ pub struct SqliteGatewayStore {
     acknowledgements: Arc<AckQueue>,
     directory: directory::Directory,
     _checkpointer: strife_common::sqlite::Checkpointer,
-}
-
-/// Phase-2 acknowledgements waiting for the writer. Concurrent payments' acknowledgements are
-/// written by one write (one job, one savepoint) instead of one each: a write is queued only
-/// when none is queued yet, and it takes everything waiting when it runs.
-#[derive(Default)]
-struct AckQueue {
-    waiting: Mutex<Vec<(String, bool, bool)>>,
-    write_queued: std::sync::atomic::AtomicBool,
-}
-
-impl AckQueue {
-    /// Adds one; true if the caller must queue the write that takes it.
-    fn push(&self, payment_id: String, debit: bool, credit: bool) -> bool {
-        self.lock().push((payment_id, debit, credit));
-        !self
-            .write_queued
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-
-    /// Everything waiting, for the write now running. The flag is cleared first, so an
-    /// acknowledgement added after this never waits for a write that will not come.
-    fn take(&self) -> Vec<(String, bool, bool)> {
-        self.write_queued
-            .store(false, std::sync::atomic::Ordering::Release);
-        std::mem::take(&mut *self.lock())
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<(String, bool, bool)>> {
-        // A push or take cannot leave the list half changed.
-        self.waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Owned by the queued acknowledgement write: if the write is dropped without running (its
-/// batch failed before it), the next acknowledgement queues a new one.
-struct AckWriteQueued {
-    queue: Arc<AckQueue>,
-    taken: bool,
-}
-
-impl AckWriteQueued {
-    fn take(&mut self) -> Vec<(String, bool, bool)> {
-        self.taken = true;
-        self.queue.take()
-    }
-}
-
-impl Drop for AckWriteQueued {
-    fn drop(&mut self) {
-        if !self.taken {
-            self.queue
-                .write_queued
-                .store(false, std::sync::atomic::Ordering::Release);
-        }
-    }
 }
 
 /// The read connection. Point lookups run on the caller's thread (they take microseconds, less
@@ -352,8 +99,8 @@ impl SqliteGatewayStore {
         let (writer, reader, checkpointer) = strife_common::sqlite::open_store_migrating(
             path,
             "gateway database",
-            SCHEMA,
-            MIGRATIONS,
+            schema::SCHEMA,
+            schema::MIGRATIONS,
             identity,
         )?;
         Ok(SqliteGatewayStore {
@@ -402,278 +149,15 @@ impl SqliteGatewayLog {
 #[async_trait]
 impl GatewayLog for SqliteGatewayLog {
     async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
-        self.reader.scan(read_snapshot).await
+        self.reader.scan(read::read_snapshot).await
     }
 }
 
 #[async_trait]
 impl GatewayLog for SqliteGatewayStore {
     async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
-        self.reader.scan(read_snapshot).await
+        self.reader.scan(read::read_snapshot).await
     }
-}
-
-/// Every payment and link in one read transaction, so they describe one state of the log.
-fn read_snapshot(connection: &Connection) -> Result<LogSnapshot, Failure> {
-    let transaction = connection.unchecked_transaction().map_err(storage)?;
-    let payments = {
-        let mut statement = transaction
-            .prepare(&format!("{PAYMENT_COLUMNS} ORDER BY seq"))
-            .map_err(storage)?;
-        let rows = statement.query_map([], payment_from_row).map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    let links = {
-        let mut statement = transaction
-            .prepare(&format!(
-                "{ACCOUNT_COLUMNS} ORDER BY linked_unix_ms, bank_id, account_number"
-            ))
-            .map_err(storage)?;
-        let rows = statement.query_map([], account_from_row).map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(storage)?
-    };
-    let positions = read_positions(&transaction)?;
-    let windows = read_windows(&transaction, i64::MAX, u32::MAX)?
-        .into_iter()
-        .rev()
-        .map(|window| {
-            let totals = read_totals(&transaction, window.window_id)?;
-            Ok(WindowReport { window, totals })
-        })
-        .collect::<Result<Vec<_>, Failure>>()?;
-    Ok(LogSnapshot {
-        payments,
-        links,
-        positions,
-        windows,
-    })
-}
-
-const POSITION_COLUMNS: &str =
-    "SELECT bank_id, currency, position_minor, reserved_minor, cap_minor FROM bank_positions";
-
-fn position_from_row(row: &Row<'_>) -> rusqlite::Result<PositionRecord> {
-    Ok(PositionRecord {
-        bank_id: row.get(0)?,
-        currency: row.get(1)?,
-        position_minor: row.get(2)?,
-        reserved_minor: row.get(3)?,
-        cap_minor: row.get(4)?,
-    })
-}
-
-fn read_positions(connection: &Connection) -> Result<Vec<PositionRecord>, Failure> {
-    let mut statement = connection
-        .prepare_cached(&format!("{POSITION_COLUMNS} ORDER BY bank_id, currency"))
-        .map_err(storage)?;
-    let rows = statement
-        .query_map([], position_from_row)
-        .map_err(storage)?;
-    rows.collect::<Result<_, _>>().map_err(storage)
-}
-
-/// A bank's position row, or a zero row (not yet written) if it has none.
-fn load_position(
-    connection: &Connection,
-    bank_id: &str,
-    currency: &str,
-) -> Result<PositionRecord, Failure> {
-    Ok(connection
-        .query_row_cached(
-            &POSITION_BY_KEY,
-            params![bank_id, currency],
-            position_from_row,
-        )
-        .optional()
-        .map_err(storage)?
-        .unwrap_or_else(|| settlement::empty_position(bank_id, currency)))
-}
-
-fn write_position(connection: &Connection, position: &PositionRecord) -> Result<(), Failure> {
-    connection
-        .execute_cached(
-            "INSERT INTO bank_positions (bank_id, currency, position_minor, reserved_minor, cap_minor)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (bank_id, currency) DO UPDATE SET position_minor = excluded.position_minor,
-                 reserved_minor = excluded.reserved_minor, cap_minor = excluded.cap_minor",
-            params![
-                position.bank_id,
-                position.currency,
-                position.position_minor,
-                position.reserved_minor,
-                position.cap_minor
-            ],
-        )
-        .map_err(storage)?;
-    Ok(())
-}
-
-/// Applies [`settlement`]'s position changes, each on the row as it stands.
-fn apply_position_changes(
-    connection: &Connection,
-    changes: &[settlement::PositionChange],
-) -> Result<(), Failure> {
-    for change in changes {
-        let position = load_position(connection, &change.bank_id, &change.currency)?;
-        write_position(connection, &change.apply(&position)?)?;
-    }
-    Ok(())
-}
-
-const WINDOW_COLUMNS: &str =
-    "SELECT window_id, opened_unix_ms, closed_unix_ms, settled_unix_ms FROM settlement_windows";
-
-fn window_from_row(row: &Row<'_>) -> rusqlite::Result<WindowRecord> {
-    Ok(WindowRecord {
-        window_id: row.get(0)?,
-        opened_unix_ms: row.get(1)?,
-        closed_unix_ms: row.get(2)?,
-        settled_unix_ms: row.get(3)?,
-    })
-}
-
-/// Windows with `window_id < before`, newest first.
-fn read_windows(
-    connection: &Connection,
-    before: i64,
-    limit: u32,
-) -> Result<Vec<WindowRecord>, Failure> {
-    let mut statement = connection
-        .prepare_cached(&format!(
-            "{WINDOW_COLUMNS} WHERE window_id < ?1 ORDER BY window_id DESC LIMIT ?2"
-        ))
-        .map_err(storage)?;
-    let rows = statement
-        .query_map(params![before, limit], window_from_row)
-        .map_err(storage)?;
-    rows.collect::<Result<_, _>>().map_err(storage)
-}
-
-fn load_window(connection: &Connection, window_id: i64) -> Result<Option<WindowRecord>, Failure> {
-    connection
-        .query_row_cached(
-            &format!("{WINDOW_COLUMNS} WHERE window_id = ?1"),
-            [window_id],
-            window_from_row,
-        )
-        .optional()
-        .map_err(storage)
-}
-
-/// The open window (the partial unique index allows at most one; the schema creates one and
-/// every close opens the next).
-fn open_window(connection: &Connection) -> Result<WindowRecord, Failure> {
-    connection
-        .query_row_cached(&OPEN_WINDOW, [], window_from_row)
-        .optional()
-        .map_err(storage)?
-        .ok_or_else(|| Failure::internal("settlement", "no settlement window is open"))
-}
-
-const TOTAL_COLUMNS: &str =
-    "SELECT payer_bank, payee_bank, currency, amount_minor, payments FROM settlement_totals";
-
-// Statements every payment runs, formatted once (not per call: each call would allocate).
-static ACCOUNTS_OF_USER: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "{ACCOUNT_COLUMNS} WHERE username = ?1 ORDER BY linked_unix_ms, bank_id, account_number"
-    )
-});
-static POSITION_BY_KEY: LazyLock<String> =
-    LazyLock::new(|| format!("{POSITION_COLUMNS} WHERE bank_id = ?1 AND currency = ?2"));
-static OPEN_WINDOW: LazyLock<String> =
-    LazyLock::new(|| format!("{WINDOW_COLUMNS} WHERE closed_unix_ms IS NULL"));
-static TOTAL_BY_KEY: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "{TOTAL_COLUMNS} WHERE window_id = ?1 AND payer_bank = ?2 AND payee_bank = ?3
-         AND currency = ?4"
-    )
-});
-
-fn total_from_row(row: &Row<'_>) -> rusqlite::Result<BilateralTotal> {
-    Ok(BilateralTotal {
-        payer_bank: row.get(0)?,
-        payee_bank: row.get(1)?,
-        currency: row.get(2)?,
-        amount_minor: row.get(3)?,
-        payments: row.get(4)?,
-    })
-}
-
-fn read_totals(connection: &Connection, window_id: i64) -> Result<Vec<BilateralTotal>, Failure> {
-    let mut statement = connection
-        .prepare_cached(&format!(
-            "{TOTAL_COLUMNS} WHERE window_id = ?1 ORDER BY payer_bank, payee_bank, currency"
-        ))
-        .map_err(storage)?;
-    let rows = statement
-        .query_map([window_id], total_from_row)
-        .map_err(storage)?;
-    rows.collect::<Result<_, _>>().map_err(storage)
-}
-
-fn read_report(connection: &Connection, window_id: i64) -> Result<Option<WindowReport>, Failure> {
-    let Some(window) = load_window(connection, window_id)? else {
-        return Ok(None);
-    };
-    let totals = read_totals(connection, window_id)?;
-    Ok(Some(WindowReport { window, totals }))
-}
-
-/// Adds a committed cross-bank payment to window `window_id`'s bilateral totals.
-fn add_to_window(
-    connection: &Connection,
-    window_id: i64,
-    payment: &PaymentRecord,
-) -> Result<(), Failure> {
-    let total = connection
-        .query_row_cached(
-            &TOTAL_BY_KEY,
-            params![
-                window_id,
-                payment.from.bank_id,
-                payment.to.bank_id,
-                payment.currency
-            ],
-            total_from_row,
-        )
-        .optional()
-        .map_err(storage)?;
-    let total = settlement::add_to_total(total.as_ref(), payment)?;
-    connection
-        .execute_cached(
-            "INSERT INTO settlement_totals (window_id, payer_bank, payee_bank, currency,
-                 amount_minor, payments)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (window_id, payer_bank, payee_bank, currency)
-             DO UPDATE SET amount_minor = excluded.amount_minor, payments = excluded.payments",
-            params![
-                window_id,
-                total.payer_bank,
-                total.payee_bank,
-                total.currency,
-                total.amount_minor,
-                total.payments
-            ],
-        )
-        .map_err(storage)?;
-    Ok(())
-}
-
-const ACCOUNT_COLUMNS: &str =
-    "SELECT username, bank_id, account_number, currency, holder_name FROM accounts";
-
-fn account_from_row(row: &Row<'_>) -> rusqlite::Result<LinkedAccount> {
-    Ok(LinkedAccount {
-        username: row.get(0)?,
-        bank_id: row.get(1)?,
-        account_number: row.get(2)?,
-        currency: row.get(3)?,
-        holder_name: row.get(4)?,
-    })
 }
 
 #[async_trait]
@@ -870,64 +354,11 @@ impl GatewayStore for SqliteGatewayStore {
     async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure> {
         let fingerprint = payment::fingerprint(attempt);
         let attempt = attempt.clone();
-        self.writer.run_with(Durability::Relaxed, move |transaction| {
-            let existing: Option<(String, String)> = transaction
-                .query_row_cached(
-                    "SELECT fingerprint, payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
-                    params![attempt.from.username, attempt.idempotency_key],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-                .map_err(storage)?;
-            let previous = match &existing {
-                Some((_, payment_id)) => Some(load_payment(transaction, payment_id)?.ok_or_else(
-                    || Failure::internal("idempotency", "record points at no payment"),
-                )?),
-                None => None,
-            };
-            let stored = existing.as_ref().zip(previous.as_ref()).map(|((stored_fingerprint, _), payment)| {
-                payment::Stored { fingerprint: stored_fingerprint, payment }
-            });
-            match (payment::begin(&attempt, stored)?, previous) {
-                (payment::Begin::InFlight, Some(previous)) => return Ok(Begun::InFlight(previous)),
-                (payment::Begin::Replay, Some(previous)) => return Ok(Begun::Finished(previous)),
-                (payment::Begin::RecordAgain, Some(_)) => {
-                    transaction
-                        .execute_cached(
-                            "UPDATE idempotency SET payment_id = ?3 WHERE username = ?1 AND key = ?2",
-                            params![attempt.from.username, attempt.idempotency_key, attempt.payment_id],
-                        )
-                        .map_err(storage)?;
-                }
-                (payment::Begin::Record, None) => {
-                transaction
-                    .execute_cached(
-                        "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![
-                            attempt.from.username,
-                            attempt.idempotency_key,
-                            fingerprint,
-                            attempt.payment_id,
-                            now_unix_ms()
-                        ],
-                    )
-                    .map_err(storage)?;
-                }
-                (decision, previous) => {
-                    return Err(Failure::internal(
-                        "idempotency",
-                        format!("{decision:?} with a stored payment: {}", previous.is_some()),
-                    ))
-                }
-            }
-            let attempt = claim_for_attempt(transaction, attempt)?;
-            insert_payment(transaction, &attempt)?;
-            // The row just inserted, without reading it back: `seq` is the rowid SQLite chose.
-            let seq = transaction.last_insert_rowid();
-            Ok(Begun::Started(attempt.recorded_at(seq)))
-        })
-        .await
+        self.writer
+            .run_with(Durability::Relaxed, move |transaction| {
+                record_attempt(transaction, attempt, &fingerprint)
+            })
+            .await
     }
 
     /// Writes the decision, once: a payment already decided keeps its first decision, which is
@@ -943,41 +374,17 @@ impl GatewayStore for SqliteGatewayStore {
         let payment_id = payment_id.to_owned();
         let reason_code = reason_code.map(str::to_owned);
         let reason = reason.map(str::to_owned);
-        self.writer.run(move |transaction| {
-            let window = open_window(transaction)?;
-            let decided_now = transaction
-                .query_row_cached(
-                    // The writer thread runs one transaction at a time, so MAX + 1 is the next
-                    // position and positions become visible in order (watchers rely on it).
-                    // RETURNING hands back the decided row in the same statement: a row only
-                    // when this write decided it.
-                    concat!(
-                        "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
-                         decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
-                                         WHERE decision_seq IS NOT NULL),
-                         window_id = ?6
-                     WHERE payment_id = ?1 AND status = 1 RETURNING ",
-                        payment_fields!()
-                    ),
-                    params![payment_id, status.code(), reason_code, reason, now_unix_ms(), window.window_id],
-                    payment_from_row,
+        self.writer
+            .run(move |transaction| {
+                write_decision(
+                    transaction,
+                    &payment_id,
+                    status,
+                    reason_code.as_deref(),
+                    reason.as_deref(),
                 )
-                .optional()
-                .map_err(storage)?
-                .transpose()?;
-            match decided_now {
-                Some(record) => {
-                    // This write decided it: settlement moves with the decision (and only here).
-                    apply_decision(transaction, &record, window.window_id)?;
-                    Ok(record)
-                }
-                // Decided before (single assignment) or unknown: the stored row is the answer.
-                None => load_payment(transaction, &payment_id)?.ok_or_else(|| {
-                    Failure::NotFound(format!("payment {payment_id} does not exist"))
-                }),
-            }
-        })
-        .await
+            })
+            .await
     }
 
     /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). Not
@@ -994,10 +401,7 @@ impl GatewayStore for SqliteGatewayStore {
         if !queue.push(payment_id.to_owned(), debit, credit) {
             return Ok(());
         }
-        let mut queued = AckWriteQueued {
-            queue: Arc::clone(queue),
-            taken: false,
-        };
+        let mut queued = AckWriteQueued::new(queue);
         self.writer
             .run_with(Durability::Relaxed, move |transaction| {
                 for (payment_id, debit, credit) in queued.take() {
@@ -1047,19 +451,14 @@ impl GatewayStore for SqliteGatewayStore {
         let coordinator = coordinator.to_owned();
         self.reader
             .scan(move |connection| {
-                let mut statement = connection
-                    .prepare_cached(&format!(
-                        "{PAYMENT_COLUMNS} WHERE coordinator = ?1 AND {UNFINISHED}
+                read_payments(
+                    connection,
+                    &format!(
+                        "{SELECT_PAYMENTS} WHERE coordinator = ?1 AND {UNFINISHED}
                          ORDER BY coordinator, seq LIMIT ?2"
-                    ))
-                    .map_err(storage)?;
-                let rows = statement
-                    .query_map(params![coordinator, limit], payment_from_row)
-                    .map_err(storage)?;
-                rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(storage)?
-                    .into_iter()
-                    .collect()
+                    ),
+                    params![coordinator, limit],
+                )
             })
             .await
     }
@@ -1071,19 +470,14 @@ impl GatewayStore for SqliteGatewayStore {
     ) -> Result<Vec<PaymentRecord>, Failure> {
         self.reader
             .scan(move |connection| {
-                let mut statement = connection
-                    .prepare_cached(&format!(
-                        "{PAYMENT_COLUMNS} WHERE decision_seq IS NOT NULL AND decision_seq > ?1
+                read_payments(
+                    connection,
+                    &format!(
+                        "{SELECT_PAYMENTS} WHERE decision_seq IS NOT NULL AND decision_seq > ?1
                          ORDER BY decision_seq LIMIT ?2"
-                    ))
-                    .map_err(storage)?;
-                let rows = statement
-                    .query_map(params![after_decision_seq, limit], payment_from_row)
-                    .map_err(storage)?;
-                rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(storage)?
-                    .into_iter()
-                    .collect()
+                    ),
+                    params![after_decision_seq, limit],
+                )
             })
             .await
     }
@@ -1139,22 +533,17 @@ impl GatewayStore for SqliteGatewayStore {
         let username = username.to_owned();
         self.reader
             .scan(move |connection| {
-                let mut statement = connection
-                    .prepare_cached(&format!(
-                        "{PAYMENT_COLUMNS} WHERE seq IN (
+                read_payments(
+                    connection,
+                    &format!(
+                        "{SELECT_PAYMENTS} WHERE seq IN (
                              SELECT seq FROM payments WHERE from_user = ?1 AND seq < ?2
                              UNION
                              SELECT seq FROM payments WHERE to_user = ?1 AND seq < ?2
                          ) ORDER BY seq DESC LIMIT ?3"
-                    ))
-                    .map_err(storage)?;
-                let rows = statement
-                    .query_map(params![username, before_seq, limit], payment_from_row)
-                    .map_err(storage)?;
-                rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(storage)?
-                    .into_iter()
-                    .collect()
+                    ),
+                    params![username, before_seq, limit],
+                )
             })
             .await
     }
@@ -1178,19 +567,12 @@ impl GatewayStore for SqliteGatewayStore {
         settlement::check_cap(cap_minor)?;
         let (bank_id, currency) = (bank_id.to_owned(), currency.to_owned());
         self.writer
-            .run(move |transaction| {
-                let position = PositionRecord {
-                    cap_minor,
-                    ..load_position(transaction, &bank_id, &currency)?
-                };
-                write_position(transaction, &position)?;
-                Ok(position)
-            })
+            .run(move |transaction| settle::set_cap(transaction, &bank_id, &currency, cap_minor))
             .await
     }
 
     async fn positions(&self) -> Result<Vec<PositionRecord>, Failure> {
-        self.reader.scan(read_positions).await
+        self.reader.scan(settle::read_positions).await
     }
 
     async fn windows(
@@ -1199,7 +581,7 @@ impl GatewayStore for SqliteGatewayStore {
         limit: u32,
     ) -> Result<Vec<WindowRecord>, Failure> {
         self.reader
-            .scan(move |connection| read_windows(connection, before_window_id, limit))
+            .scan(move |connection| settle::read_windows(connection, before_window_id, limit))
             .await
     }
 
@@ -1208,206 +590,139 @@ impl GatewayStore for SqliteGatewayStore {
             .scan(move |connection| {
                 // One read transaction: the window and its totals from the same state.
                 let transaction = connection.unchecked_transaction().map_err(storage)?;
-                read_report(&transaction, window_id)
+                settle::read_report(&transaction, window_id)
             })
             .await
     }
 
     async fn close_window(&self, expected: Option<i64>) -> Result<WindowReport, Failure> {
         self.writer
-            .run(move |transaction| {
-                let open = open_window(transaction)?;
-                let target = match expected {
-                    None => open.clone(),
-                    Some(window_id) => load_window(transaction, window_id)?.ok_or_else(|| {
-                        Failure::NotFound(format!("settlement window {window_id} not found"))
-                    })?,
-                };
-                let next = settlement::close(&open, &target)?;
-                let now = now_unix_ms();
-                transaction
-                    .execute_cached(
-                        "UPDATE settlement_windows SET closed_unix_ms = ?2 WHERE window_id = ?1",
-                        params![open.window_id, now],
-                    )
-                    .map_err(storage)?;
-                transaction
-                    .execute_cached(
-                        "INSERT INTO settlement_windows (window_id, opened_unix_ms) VALUES (?1, ?2)",
-                        params![next, now],
-                    )
-                    .map_err(storage)?;
-                read_report(transaction, open.window_id)?.ok_or_else(|| {
-                    Failure::internal("settlement", "the closed window vanished")
-                })
-            })
+            .run(move |transaction| settle::close_window(transaction, expected, now_unix_ms()))
             .await
     }
 
     async fn settle_window(&self, window_id: i64) -> Result<WindowReport, Failure> {
         self.writer
-            .run(move |transaction| {
-                let report = read_report(transaction, window_id)?.ok_or_else(|| {
-                    Failure::NotFound(format!("settlement window {window_id} not found"))
-                })?;
-                settlement::settle(&report.window)?;
-                let nets = settlement::nets(&report.totals)?;
-                apply_position_changes(transaction, &settlement::settle_changes(&nets)?)?;
-                transaction
-                    .execute_cached(
-                        "UPDATE settlement_windows SET settled_unix_ms = ?2 WHERE window_id = ?1",
-                        params![window_id, now_unix_ms()],
-                    )
-                    .map_err(storage)?;
-                read_report(transaction, window_id)?
-                    .ok_or_else(|| Failure::internal("settlement", "the settled window vanished"))
-            })
+            .run(move |transaction| settle::settle_window(transaction, window_id, now_unix_ms()))
             .await
     }
 }
 
-const PAYMENT_COLUMNS: &str = concat!("SELECT ", payment_fields!(), " FROM payments");
-
-/// A payment still needing its coordinator: undecided, or a leg has not acknowledged. Matches
-/// the partial index `payments_unfinished_by_coordinator` word for word, so SQLite uses it.
-const UNFINISHED: &str = "(status = 1 OR debit_acked = 0 OR credit_acked = 0)";
-
-fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Failure>> {
-    let status_code: i64 = row.get(12)?;
-    let Some(status) = PaymentStatus::from_code(status_code) else {
-        return Ok(Err(Failure::internal(
-            "decoding payment",
-            format!("status {status_code}"),
-        )));
-    };
-    Ok(Ok(PaymentRecord {
-        seq: row.get(0)?,
-        payment_id: row.get(1)?,
-        idempotency_key: row.get(2)?,
-        from: Party {
-            username: row.get(3)?,
-            bank_id: row.get(4)?,
-            account_number: row.get(5)?,
-        },
-        to: Party {
-            username: row.get(6)?,
-            bank_id: row.get(7)?,
-            account_number: row.get(8)?,
-        },
-        amount_minor: row.get(9)?,
-        currency: row.get(10)?,
-        memo: row.get(11)?,
-        status,
-        reason_code: row.get(13)?,
-        reason: row.get(14)?,
-        debit_acked: row.get(15)?,
-        credit_acked: row.get(16)?,
-        decision_deadline_unix_ms: row.get(17)?,
-        created_unix_ms: row.get(18)?,
-        decided_unix_ms: row.get(19)?,
-        coordinator: row.get(20)?,
-        decision_seq: row.get(21)?,
-        refund_of: row.get(22)?,
-        refunded_minor: row.get(23)?,
-        refund_pending_minor: row.get(24)?,
-        window_id: row.get(25)?,
-    }))
-}
-
-fn read_login(connection: &Connection, username: &str) -> Result<Option<SharedLogin>, Failure> {
-    connection
+/// [`GatewayStore::begin_payment`] in the writer's transaction: what the key holds, then
+/// [`payment::begin`]'s decision on it, then the writes it asks for (the key, what the attempt
+/// claims in settlement, the attempt).
+fn record_attempt(
+    transaction: &Connection,
+    attempt: PaymentRecord,
+    fingerprint: &str,
+) -> Result<Begun, Failure> {
+    let existing: Option<(String, String)> = transaction
         .query_row_cached(
-            "SELECT failures, window_start_unix_ms, locked_until_unix_ms, lockouts FROM logins
-             WHERE username = ?1",
-            [username],
-            |row| {
-                Ok(SharedLogin {
-                    failures: row.get(0)?,
-                    window_start_unix_ms: row.get(1)?,
-                    locked_until_unix_ms: row.get(2)?,
-                    lockouts: row.get(3)?,
-                })
-            },
+            "SELECT fingerprint, payment_id FROM idempotency WHERE username = ?1 AND key = ?2",
+            params![attempt.from.username, attempt.idempotency_key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .optional()
-        .map_err(storage)
+        .map_err(storage)?;
+    let previous = match &existing {
+        Some((_, payment_id)) => Some(
+            load_payment(transaction, payment_id)?
+                .ok_or_else(|| Failure::internal("idempotency", "record points at no payment"))?,
+        ),
+        None => None,
+    };
+    let stored =
+        existing
+            .as_ref()
+            .zip(previous.as_ref())
+            .map(|((stored_fingerprint, _), payment)| payment::Stored {
+                fingerprint: stored_fingerprint,
+                payment,
+            });
+    match (payment::begin(&attempt, stored)?, previous) {
+        (payment::Begin::InFlight, Some(previous)) => return Ok(Begun::InFlight(previous)),
+        (payment::Begin::Replay, Some(previous)) => return Ok(Begun::Finished(previous)),
+        (payment::Begin::RecordAgain, Some(_)) => {
+            transaction
+                .execute_cached(
+                    "UPDATE idempotency SET payment_id = ?3 WHERE username = ?1 AND key = ?2",
+                    params![
+                        attempt.from.username,
+                        attempt.idempotency_key,
+                        attempt.payment_id
+                    ],
+                )
+                .map_err(storage)?;
+        }
+        (payment::Begin::Record, None) => {
+            transaction
+            .execute_cached(
+                "INSERT INTO idempotency (username, key, fingerprint, payment_id, created_unix_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    attempt.from.username,
+                    attempt.idempotency_key,
+                    fingerprint,
+                    attempt.payment_id,
+                    now_unix_ms()
+                ],
+            )
+            .map_err(storage)?;
+        }
+        (decision, previous) => {
+            return Err(Failure::internal(
+                "idempotency",
+                format!("{decision:?} with a stored payment: {}", previous.is_some()),
+            ))
+        }
+    }
+    let attempt = settle::claim_for_attempt(transaction, attempt)?;
+    insert_payment(transaction, &attempt)?;
+    // The row just inserted, without reading it back: `seq` is the rowid SQLite chose.
+    let seq = transaction.last_insert_rowid();
+    Ok(Begun::Started(attempt.recorded_at(seq)))
 }
 
-fn load_payment(
-    connection: &Connection,
+/// [`GatewayStore::decide`] in the writer's transaction: the decision if the payment is still
+/// PENDING, with what it moves in settlement; otherwise the payment as stored.
+fn write_decision(
+    transaction: &Connection,
     payment_id: &str,
-) -> Result<Option<PaymentRecord>, Failure> {
-    connection
+    status: PaymentStatus,
+    reason_code: Option<&str>,
+    reason: Option<&str>,
+) -> Result<PaymentRecord, Failure> {
+    let window = settle::open_window(transaction)?;
+    let decided_now = transaction
         .query_row_cached(
+            // The writer thread runs one transaction at a time, so MAX + 1 is the next
+            // position and positions become visible in order (watchers rely on it).
+            // RETURNING hands back the decided row in the same statement: a row only
+            // when this write decided it.
             concat!(
-                "SELECT ",
-                payment_fields!(),
-                " FROM payments WHERE payment_id = ?1"
+                "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
+                         decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
+                                         WHERE decision_seq IS NOT NULL),
+                         window_id = ?6
+                     WHERE payment_id = ?1 AND status = 1 RETURNING ",
+                payment_columns!()
             ),
-            [payment_id],
+            params![payment_id, status.code(), reason_code, reason, now_unix_ms(), window.window_id],
             payment_from_row,
         )
         .optional()
         .map_err(storage)?
-        .transpose()
-}
-
-/// What a new attempt claims in the write that records it ([`GatewayStore::begin_payment`]):
-/// a refund its amount from its original, a cross-bank payment its reservation. Returns the
-/// attempt as it will be recorded (a refund's amount resolved). An `Err` rolls the whole
-/// write back.
-fn claim_for_attempt(
-    transaction: &Connection,
-    mut attempt: PaymentRecord,
-) -> Result<PaymentRecord, Failure> {
-    if let Some(original_id) = &attempt.refund_of {
-        let original = load_payment(transaction, original_id)?
-            .ok_or_else(|| Failure::NotFound(format!("payment {original_id} not found")))?;
-        let claim = settlement::reserve_refund(&original, &attempt)?;
-        transaction
-            .execute_cached(
-                "UPDATE payments SET refund_pending_minor = ?2 WHERE payment_id = ?1",
-                params![original_id, claim.pending_minor],
-            )
-            .map_err(storage)?;
-        attempt.amount_minor = claim.amount_minor;
+        .transpose()?;
+    match decided_now {
+        Some(record) => {
+            // This write decided it: settlement moves with the decision (and only here).
+            settle::apply_decision(transaction, window.window_id, &record)?;
+            Ok(record)
+        }
+        // Decided before (single assignment) or unknown: the stored row is the answer.
+        None => load_payment(transaction, payment_id)?
+            .ok_or_else(|| Failure::NotFound(format!("payment {payment_id} does not exist"))),
     }
-    if settlement::is_cross_bank(&attempt) {
-        let position = load_position(transaction, &attempt.from.bank_id, &attempt.currency)?;
-        write_position(
-            transaction,
-            &settlement::reserve(&position, attempt.amount_minor)?,
-        )?;
-    }
-    Ok(attempt)
-}
-
-/// What a decision moves, in its own write ([`GatewayStore::decide`]): positions and the
-/// reservation, the window's bilateral total, a refund's original.
-fn apply_decision(
-    transaction: &Connection,
-    record: &PaymentRecord,
-    window_id: i64,
-) -> Result<(), Failure> {
-    apply_position_changes(transaction, &settlement::on_decision(record, record.status))?;
-    if record.status == PaymentStatus::Committed && settlement::is_cross_bank(record) {
-        add_to_window(transaction, window_id, record)?;
-    }
-    if let Some(original_id) = &record.refund_of {
-        let original = load_payment(transaction, original_id)?.ok_or_else(|| {
-            Failure::internal("refund", format!("original {original_id} vanished"))
-        })?;
-        let (refunded, pending) =
-            settlement::refund_decided(&original, record.amount_minor, record.status)?;
-        transaction
-            .execute_cached(
-                "UPDATE payments SET refunded_minor = ?2, refund_pending_minor = ?3
-                 WHERE payment_id = ?1",
-                params![original_id, refunded, pending],
-            )
-            .map_err(storage)?;
-    }
-    Ok(())
 }
 
 fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(), Failure> {
@@ -1439,7 +754,6 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
     Ok(())
 }
 
-mod directory;
 #[cfg(test)]
 mod migration_tests;
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::records::Party;
 
 fn identity(dir: &tempfile::TempDir) -> StoreIdentity {
     StoreIdentity::gateway(
@@ -11,6 +12,30 @@ fn identity(dir: &tempfile::TempDir) -> StoreIdentity {
 
 fn path(dir: &tempfile::TempDir) -> std::path::PathBuf {
     dir.path().join("gateway.db")
+}
+
+/// A new store in `dir`, with the user alice.
+async fn store_with_alice(dir: &tempfile::TempDir) -> SqliteGatewayStore {
+    let store = SqliteGatewayStore::open(&path(dir), &identity(dir)).unwrap();
+    store.insert_user("alice", "client", "hash").await.unwrap();
+    store
+}
+
+/// Turns the (closed) database in `dir` into what an older version wrote (`downgrade` ends by
+/// setting its `user_version`), then opens it, which migrates it: at the current version,
+/// alice kept.
+async fn migrated(dir: &tempfile::TempDir, downgrade: &str) -> SqliteGatewayStore {
+    let old = Connection::open(path(dir)).unwrap();
+    old.execute_batch(downgrade).unwrap();
+    drop(old);
+    let store = SqliteGatewayStore::open(&path(dir), &identity(dir)).unwrap();
+    let version: i64 = store
+        .lock()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert!(store.user("alice").await.unwrap().is_some(), "users kept");
+    store
 }
 
 fn attempt(payment_id: &str, key: &str, coordinator: &str) -> PaymentRecord {
@@ -49,8 +74,7 @@ fn attempt(payment_id: &str, key: &str, coordinator: &str) -> PaymentRecord {
 async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SqliteGatewayStore::open(&path(&dir), &identity(&dir)).unwrap();
-        store.insert_user("alice", "client", "hash").await.unwrap();
+        let store = store_with_alice(&dir).await;
         store
             .begin_payment(&attempt("p-1", "k-1", "ignored"))
             .await
@@ -62,8 +86,8 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
     }
     // Turn the file into exactly what version 1 wrote: no settlement, no coordinator or
     // decision position, the old index.
-    let old = Connection::open(path(&dir)).unwrap();
-    old.execute_batch(
+    let store = migrated(
+        &dir,
         "DROP TABLE settlement_totals;
          DROP INDEX settlement_windows_one_open;
          DROP TABLE settlement_windows;
@@ -80,16 +104,7 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
              WHERE status = 1 OR debit_acked = 0 OR credit_acked = 0;
          PRAGMA user_version = 1;",
     )
-    .unwrap();
-    drop(old);
-
-    let store = SqliteGatewayStore::open(&path(&dir), &identity(&dir)).unwrap();
-    let version: i64 = store
-        .lock()
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
-    assert!(store.user("alice").await.unwrap().is_some(), "users kept");
+    .await;
     let payment = store.payment("p-1").await.unwrap().unwrap();
     assert_eq!(payment.status, PaymentStatus::Committed, "payments kept");
     assert_eq!(
@@ -111,8 +126,7 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
 #[tokio::test]
 async fn a_finished_payment_is_never_claimed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteGatewayStore::open(&path(&dir), &identity(&dir)).unwrap();
-    store.insert_user("alice", "client", "hash").await.unwrap();
+    let store = store_with_alice(&dir).await;
     store
         .begin_payment(&attempt("p-1", "k-1", "gw-dead"))
         .await
@@ -190,8 +204,7 @@ async fn begun(store: &SqliteGatewayStore, record: &PaymentRecord) -> PaymentRec
 async fn a_version_2_database_migrates_keeping_every_row_with_settlement_derived_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (positions_before, decided_before) = {
-        let store = SqliteGatewayStore::open(&path(&dir), &identity(&dir)).unwrap();
-        store.insert_user("alice", "client", "hash").await.unwrap();
+        let store = store_with_alice(&dir).await;
         store
             .link_account(&LinkedAccount {
                 username: "alice".into(),
@@ -242,8 +255,8 @@ async fn a_version_2_database_migrates_keeping_every_row_with_settlement_derived
         (store.positions().await.unwrap(), decided)
     };
     // Turn the file into exactly what version 2 wrote: no settlement tables or columns.
-    let old = Connection::open(path(&dir)).unwrap();
-    old.execute_batch(
+    let store = migrated(
+        &dir,
         "DROP TABLE settlement_totals;
          DROP INDEX settlement_windows_one_open;
          DROP TABLE settlement_windows;
@@ -254,16 +267,7 @@ async fn a_version_2_database_migrates_keeping_every_row_with_settlement_derived
          ALTER TABLE payments DROP COLUMN window_id;
          PRAGMA user_version = 2;",
     )
-    .unwrap();
-    drop(old);
-
-    let store = SqliteGatewayStore::open(&path(&dir), &identity(&dir)).unwrap();
-    let version: i64 = store
-        .lock()
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(version, SCHEMA_VERSION);
-    assert!(store.user("alice").await.unwrap().is_some(), "users kept");
+    .await;
     assert_eq!(
         store.accounts_of("alice").await.unwrap().len(),
         1,
