@@ -20,10 +20,9 @@ use crate::outbox::{
 };
 use crate::render::{
     self, describe_payment, emit, explain, failed, money_json, payment_json, table, timestamp,
-    usage,
+    usage, EXIT_QUEUED,
 };
 use crate::session::{connect, Gateway};
-use crate::EXIT_QUEUED;
 
 /// Longest a `sync --watch` sleeps between looks at the outbox.
 const WATCH_POLL_MAX: Duration = Duration::from_secs(1);

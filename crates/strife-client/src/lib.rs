@@ -22,9 +22,6 @@ pub mod watch;
 
 pub use args::ClientArgs;
 
-/// Exit status of `pay`/`sync` when payments were queued rather than completed (EX_TEMPFAIL).
-pub const EXIT_QUEUED: u8 = 75;
-
 /// Runs one client command; returns the process exit status.
 pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -12,6 +12,9 @@ use crate::args::ClientArgs;
 // shows them too); re-exported so the commands print through this one module.
 pub use strife_present::{money, refund_note, status_name, timestamp};
 
+/// Exit status of `pay`/`sync` when payments were queued rather than completed (EX_TEMPFAIL).
+pub const EXIT_QUEUED: u8 = 75;
+
 /// Prints a command's result: `human` for people, `document` (one line of JSON) with `--json`.
 pub fn emit(args: &ClientArgs, human: String, document: Value) {
     if args.json {

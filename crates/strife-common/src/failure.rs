@@ -150,6 +150,27 @@ impl Failure {
         }
     }
 
+    /// The HTTP status a web transport (the console, the HTTP API) answers this failure with,
+    /// the gRPC code's counterpart (docs/SPEC.md §9): a bad field 400, no credentials 401, not
+    /// allowed 403, not found (or not yours) 404, the key still in flight or something that
+    /// exists already 409, a refusal of the request's own (a precondition) 422, a limit that
+    /// passes 429, too large 413, a transient outage 503, no such thing 501, a bug 500.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Failure::InvalidArgument(_) | Failure::InvalidField { .. } => 400,
+            Failure::Unauthenticated => 401,
+            Failure::PermissionDenied(_) => 403,
+            Failure::NotFound(_) | Failure::UnknownBank(_) => 404,
+            Failure::AlreadyExists(_) | Failure::Aborted(_) => 409,
+            Failure::TooLarge(_) => 413,
+            Failure::FailedPrecondition { .. } => 422,
+            Failure::ResourceExhausted(_) => 429,
+            Failure::Internal(_) => 500,
+            Failure::Unimplemented(_) => 501,
+            Failure::Unavailable(_) => 503,
+        }
+    }
+
     /// The gRPC code this failure maps to.
     pub fn code(&self) -> Code {
         match self {

@@ -15,7 +15,8 @@
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
 //! - [`takeover`]: which replica finishes whose payments.
 //! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
-//! - [`web`]: the web console (`--web-listen`): HTML pages over the same service.
+//! - [`transport`]: how transports served beside gRPC (the web console, `strife-console`)
+//!   are handed the service.
 //! - [`server`]: process wiring.
 
 pub mod auth;
@@ -28,7 +29,7 @@ pub mod roles;
 pub mod server;
 pub mod service;
 pub mod takeover;
-pub mod web;
+pub mod transport;
 
 pub use server::{run, GatewayConfig};
 pub use strife_ledger::lockout::LockoutPolicy;

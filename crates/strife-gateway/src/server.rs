@@ -40,7 +40,7 @@ use crate::roles::Role;
 use crate::service::cursor::{CursorSeal, CURSOR_SECRET};
 use crate::service::Service;
 use crate::takeover::Liveness;
-use crate::web::{Console, WebEndpoint};
+use crate::transport::{Announcement, ServiceHandles, SideTransport, SideTransportPlan};
 use strife_ledger::lockout::LockoutPolicy;
 use strife_ledger::store::{GatewayStore, StoreLocation};
 
@@ -65,8 +65,6 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where users, links and the payment log live (`--store`).
     pub store: StoreLocation,
-    /// Where to serve the web console (HTTPS, `pki/web.crt`); `None`: not at all.
-    pub web_listen: Option<SocketAddr>,
 }
 
 /// The replica's id: the one given, or `<host>-<listen port>` (stable across restarts on a
@@ -100,8 +98,12 @@ pub fn replica_id(given: Option<&str>, listen: SocketAddr) -> anyhow::Result<Str
     Ok(id)
 }
 
-/// Runs the gateway until SIGTERM or SIGINT.
-pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM or SIGINT, serving the bound `side` transports (the web
+/// console) over the same service as gRPC.
+pub async fn run(
+    config: GatewayConfig,
+    side: Vec<Box<dyn SideTransportPlan>>,
+) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let replica = replica_id(config.replica_id.as_deref(), config.listen)?;
     // Before anything else: a second gateway on this state dir must not run recovery (which
@@ -175,12 +177,15 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         None => None,
     };
     let metrics_address = metrics_endpoint.as_ref().map(MetricsEndpoint::address);
-    // Bound (and its certificate loaded) before the ready line, so a bad one stops startup.
-    let web_endpoint = match config.web_listen {
-        Some(web_address) => Some(WebEndpoint::bind(web_address, &layout.web_identity()).await?),
-        None => None,
-    };
-    let web_address = web_endpoint.as_ref().map(WebEndpoint::address);
+    // Bound (and their certificates loaded) before the ready line, so a bad one stops startup.
+    let mut bound: Vec<Box<dyn SideTransport>> = Vec::with_capacity(side.len());
+    for plan in side {
+        bound.push(plan.bind(&layout).await?);
+    }
+    let side_announcements: Vec<Announcement> = bound
+        .iter()
+        .map(|transport| transport.announcement())
+        .collect();
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     if let Some(endpoint) = metrics_endpoint {
@@ -221,17 +226,16 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         .ending_watches_on(draining.clone()),
     );
     let api = Arc::new(GatewayGrpc::new(Arc::clone(&service)));
-    if let Some(endpoint) = web_endpoint {
-        // The console calls the very handlers gRPC requests reach.
-        let console = Console::new(
-            Arc::clone(&api),
-            Arc::clone(&authenticator),
-            Arc::clone(&registry),
-            Arc::clone(&metrics),
-            Arc::clone(&store),
-            replica.clone(),
+    for transport in bound {
+        // The console (and any other side transport) calls the very service gRPC reaches.
+        transport.serve(
+            ServiceHandles {
+                service: Arc::clone(&service),
+                authenticator: Arc::clone(&authenticator),
+                listener_limits: config.listener_limits,
+            },
+            shutdown.clone(),
         );
-        endpoint.serve(Arc::new(console), config.listener_limits, shutdown.clone());
     }
     // Every service accepts gzip (what foreign clients send when told to compress); the
     // decompressed message is bounded by the same limit (`grpc_limits.rs`).
@@ -271,7 +275,13 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         },
         draining.clone(),
     ));
-    announce(config.json, address, &replica, metrics_address, web_address)?;
+    announce(
+        config.json,
+        address,
+        &replica,
+        metrics_address,
+        &side_announcements,
+    )?;
     let serving = server
         .layer(layers)
         .add_service(gateway)
@@ -343,21 +353,21 @@ async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Resu
     Ok(())
 }
 
-/// Prints the one ready line on stdout (with the metrics and console addresses when served).
+/// Prints the one ready line on stdout (with the metrics and side transports' addresses).
 fn announce(
     json: bool,
     address: SocketAddr,
     replica: &str,
     metrics_address: Option<SocketAddr>,
-    web_address: Option<SocketAddr>,
+    side: &[Announcement],
 ) -> anyhow::Result<()> {
     let line = if json {
         let mut ready = serde_json::json!({"event": "listening", "address": address.to_string(), "replica_id": replica});
         if let Some(metrics) = metrics_address {
             ready["metrics_address"] = metrics.to_string().into();
         }
-        if let Some(web) = web_address {
-            ready["web_address"] = web.to_string().into();
+        for transport in side {
+            ready[transport.json_key] = transport.address.to_string().into();
         }
         ready.to_string()
     } else {
@@ -365,8 +375,8 @@ fn announce(
         if let Some(metrics) = metrics_address {
             line.push_str(&format!("; metrics at http://{metrics}/metrics"));
         }
-        if let Some(web) = web_address {
-            line.push_str(&format!("; console at https://{web}/"));
+        for transport in side {
+            line.push_str(&format!("; {}", transport.text));
         }
         line
     };

@@ -95,11 +95,17 @@ pub fn refusal(code: Code, reason: Option<&str>, message: &str) -> String {
             "authentication failed: check your user name, password and certificate".into()
         }
         Code::PermissionDenied => format!("not allowed: {message}"),
+        Code::NotFound if reason == Some(reason::UNKNOWN_BANK) => {
+            format!("unknown bank: {message}")
+        }
         Code::NotFound => format!("not found: {message}"),
         Code::AlreadyExists => format!("already exists: {message}"),
         Code::InvalidArgument => format!("invalid request: {message}"),
         Code::FailedPrecondition => match reason {
             Some(reason::INSUFFICIENT_FUNDS) => format!("payment declined: {message}"),
+            Some(reason::NET_DEBIT_CAP_EXCEEDED) => format!(
+                "payment declined: the paying bank's net debit cap would be exceeded ({message})"
+            ),
             _ => format!("refused: {message}"),
         },
         Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {

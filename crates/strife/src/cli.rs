@@ -516,9 +516,16 @@ impl Cli {
                     replica_id: args.replica_id,
                     metrics_listen: args.metrics.metrics_listen,
                     store,
-                    web_listen: args.web_listen,
                 };
-                runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
+                // The web console is a transport of its own over the gateway's service.
+                let mut side: Vec<Box<dyn strife_gateway::transport::SideTransportPlan>> =
+                    Vec::new();
+                if let Some(address) = args.web_listen {
+                    side.push(Box::new(strife_console::ConsolePlan { address }));
+                }
+                runtime()?
+                    .block_on(strife_gateway::run(config, side))
+                    .map(|()| 0)
             }
         }
     }

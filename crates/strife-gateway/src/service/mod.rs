@@ -10,11 +10,13 @@
 //! - [`settling`]: net debit caps, positions and settlement windows (admin).
 //! - [`events`], [`cursor`]: payment events and the sealed cursors they resume from.
 //! - [`refusals`]: how many refused payments one user can make the gateway store.
+//! - [`network`]: what this replica sees of the banks (the operator's network page).
 
 mod accounts;
 pub mod convert;
 pub mod cursor;
 pub mod events;
+pub mod network;
 mod payments;
 pub mod refusals;
 mod settling;

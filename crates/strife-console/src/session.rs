@@ -12,7 +12,7 @@ use strife_common::limits::{MAX_CONSOLE_SESSIONS, MAX_CONSOLE_SESSIONS_PER_USER}
 use strife_common::Failure;
 use subtle::ConstantTimeEq;
 
-use crate::roles::Role;
+use strife_gateway::roles::Role;
 
 /// How long a session lasts from login (absolute, not sliding: a stolen cookie dies anyway).
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(30 * 60);

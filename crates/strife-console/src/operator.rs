@@ -1,7 +1,6 @@
 //! The operator's pages (admin only): the network, the live payments feed, settlement with
 //! its chart, and users and accounts. Every action is the admin gRPC method of the same name.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -11,52 +10,27 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use strife_common::money;
-use strife_proto::v1::{self as pb, gateway_server::Gateway};
-use tonic::Status;
+use strife_common::Failure;
+use strife_proto::v1 as pb;
 
-use super::html::{
-    self, csrf_field, escape, money as show_money, notice, payments_table, timestamp, Page,
-};
-use super::payer::{accepted, FormInput};
-use super::session::Session;
-use super::{grpc_request, Console, Operator};
+use strife_present::{money as show_money, timestamp};
 
-/// Unfinished payments read to count legs in doubt per bank.
-const IN_DOUBT_SCAN: u32 = 1_000;
+use crate::form::{accepted, FormInput};
+use crate::html::{self, csrf_field, escape, notice, payments_table, Page};
+use crate::session::Session;
+use crate::state::{call, Console, Operator};
 
 pub async fn network(
     State(console): State<Arc<Console>>,
     Operator { session }: Operator,
 ) -> Response {
-    let up: BTreeSet<String> = console.registry.bank_ids().into_iter().collect();
-    let mut banks: BTreeSet<String> = up.clone();
-    banks.extend(console.registry.seen_bank_ids());
-    let summaries: BTreeMap<String, _> = console
-        .metrics
-        .bank_prepare_summaries()
-        .into_iter()
-        .map(|summary| (summary.bank_id.clone(), summary))
-        .collect();
-    banks.extend(summaries.keys().cloned());
-    // Legs this replica has not heard an acknowledgement for: a decision to deliver.
-    let mut in_doubt: BTreeMap<String, usize> = BTreeMap::new();
-    let unfinished = console
-        .store
-        .unfinished(&console.replica, IN_DOUBT_SCAN)
-        .await;
-    let scan_note = match &unfinished {
-        Ok(payments) => {
-            for payment in payments {
-                if !payment.debit_acked {
-                    *in_doubt.entry(payment.from.bank_id.clone()).or_default() += 1;
-                }
-                if !payment.credit_acked {
-                    *in_doubt.entry(payment.to.bank_id.clone()).or_default() += 1;
-                }
-            }
-            String::new()
-        }
-        Err(failure) => {
+    let view = match console.service.network_view(&call(&session)).await {
+        Ok(view) => view,
+        Err(failure) => return html::refusal_page("Network", Some(&session), &failure),
+    };
+    let scan_note = match &view.legs_unknown {
+        None => String::new(),
+        Some(failure) => {
             tracing::warn!(%failure, "console: cannot read unfinished payments");
             notice(
                 "error",
@@ -65,28 +39,25 @@ pub async fn network(
         }
     };
     let mut rows = String::new();
-    for bank in &banks {
-        let is_up = up.contains(bank);
-        let (prepares, latency, error_rate) = match summaries.get(bank) {
-            Some(summary) if summary.prepares > 0 => (
-                summary.prepares.to_string(),
-                format!("{:.1} ms", summary.mean_latency.as_secs_f64() * 1000.0),
-                format!(
-                    "{:.1} %",
-                    summary.failed as f64 * 100.0 / summary.prepares as f64
-                ),
-            ),
-            _ => ("0".into(), "-".into(), "-".into()),
+    for bank in &view.banks {
+        let (prepares, latency, error_rate) = if bank.prepares > 0 {
+            (
+                bank.prepares.to_string(),
+                format!("{:.1} ms", bank.mean_prepare_latency.as_secs_f64() * 1000.0),
+                format!("{:.1} %", bank.failed as f64 * 100.0 / bank.prepares as f64),
+            )
+        } else {
+            ("0".into(), "-".into(), "-".into())
         };
         let _ = write!(
             rows,
             "<tr id=\"bank-{id}\"><td>{id}</td><td><span class=\"state {class}\">{state}</span></td>\
              <td class=\"num\">{prepares}</td><td class=\"num\">{latency}</td><td class=\"num\">{error_rate}</td>\
              <td class=\"num\">{doubt}</td></tr>",
-            id = escape(bank),
-            class = if is_up { "up" } else { "down" },
-            state = if is_up { "up" } else { "down" },
-            doubt = in_doubt.get(bank).copied().unwrap_or(0),
+            id = escape(&bank.bank_id),
+            class = if bank.up { "up" } else { "down" },
+            state = if bank.up { "up" } else { "down" },
+            doubt = bank.legs_in_doubt,
         );
     }
     let body = format!(
@@ -96,7 +67,7 @@ pub async fn network(
          <div class=\"scroll\"><table id=\"banks\"><thead><tr><th>Bank</th><th>State</th><th>Prepares</th>\
          <th>Mean prepare latency</th><th>Error rate</th><th>Legs in doubt</th></tr></thead><tbody>{rows}</tbody></table></div>\
          <p>Payments in doubt (phase-2 retrier): {}</p>",
-        console.metrics.in_doubt()
+        view.payments_in_doubt
     );
     Page::new("Network", Some(&session), body).into_response()
 }
@@ -111,13 +82,10 @@ pub async fn payments(Operator { session }: Operator) -> Response {
 
 /// Calls an admin method, answering the refusal page on failure.
 macro_rules! admin_call {
-    ($console:expr, $session:expr, $title:expr, $method:ident, $name:literal, $body:expr) => {
-        match grpc_request($session, $name, $body) {
-            Ok(request) => match $console.api.$method(request).await {
-                Ok(response) => response.into_inner(),
-                Err(status) => return html::refusal_page($title, Some($session), &status),
-            },
-            Err(status) => return html::refusal_page($title, Some($session), &status),
+    ($console:expr, $session:expr, $title:expr, $method:ident, $body:expr) => {
+        match $console.service.$method(&call($session), $body).await {
+            Ok(response) => response,
+            Err(failure) => return html::refusal_page($title, Some($session), &failure),
         }
     };
 }
@@ -251,7 +219,6 @@ async fn settlement_page(
         session,
         "Settlement",
         get_positions,
-        "GetPositions",
         pb::GetPositionsRequest {}
     )
     .positions;
@@ -260,7 +227,6 @@ async fn settlement_page(
         session,
         "Settlement",
         list_settlement_windows,
-        "ListSettlementWindows",
         pb::ListSettlementWindowsRequest {
             page_size: 20,
             page_token: String::new(),
@@ -367,7 +333,6 @@ pub async fn close_window(
         &session,
         "Settlement",
         close_settlement_window,
-        "CloseSettlementWindow",
         pb::CloseSettlementWindowRequest {
             window_id: form.window_id,
         }
@@ -422,21 +387,19 @@ pub async fn set_cap(
             }
         }
     };
-    let result = match grpc_request(
-        &session,
-        "SetNetDebitCap",
-        pb::SetNetDebitCapRequest {
-            bank_id: form.bank_id.trim().to_owned(),
-            currency: currency_code,
-            cap_minor,
-        },
-    ) {
-        Ok(request) => console.api.set_net_debit_cap(request).await,
-        Err(status) => Err(status),
-    };
+    let result = console
+        .service
+        .set_net_debit_cap(
+            &call(&session),
+            pb::SetNetDebitCapRequest {
+                bank_id: form.bank_id.trim().to_owned(),
+                currency: currency_code,
+                cap_minor,
+            },
+        )
+        .await;
     match result {
         Ok(position) => {
-            let position = position.into_inner();
             let text = match &position.cap {
                 Some(cap) => format!(
                     "Cap of {} set to {}.",
@@ -447,12 +410,12 @@ pub async fn set_cap(
             };
             settlement_page(&console, &session, Some(("ok", text)), StatusCode::OK).await
         }
-        Err(status) => {
+        Err(failure) => {
             settlement_page(
                 &console,
                 &session,
-                Some(("error", html::explain(&status))),
-                html::http_status(&status),
+                Some(("error", html::explain(&failure))),
+                html::http_status(&failure),
             )
             .await
         }
@@ -483,7 +446,6 @@ pub async fn window_report(
         &session,
         "Settlement report",
         get_settlement_report,
-        "GetSettlementReport",
         pb::GetSettlementReportRequest { window_id }
     );
     let window = report.window.unwrap_or_default();
@@ -563,7 +525,6 @@ pub async fn mark_settled(
         &session,
         "Settlement",
         mark_settled,
-        "MarkSettled",
         pb::MarkSettledRequest { window_id }
     );
     Redirect::to(&format!("/ops/windows/{window_id}")).into_response()
@@ -587,7 +548,7 @@ async fn users_page(
         body.push_str(&notice(kind, &text));
     }
     let mut bank_options = String::new();
-    for bank in console.registry.bank_ids() {
+    for bank in console.service.registered_banks() {
         let _ = write!(bank_options, "<option>{}</option>", escape(&bank));
     }
     let _ = write!(
@@ -607,24 +568,23 @@ async fn users_page(
          <section><h2>Look up a user's accounts</h2><form method=\"get\" action=\"/ops/users\" class=\"card\">\
          <label>User name <input name=\"user\" value=\"{lookup}\"></label><button type=\"submit\">Show</button></form>",
         csrf = csrf_field(session),
-        key = uuid::Uuid::new_v4(),
+        key = strife_common::keys::new_key(),
         lookup = escape(lookup),
     );
     if !lookup.is_empty() {
-        let found = match grpc_request(
-            session,
-            "GetBalances",
-            pb::GetBalancesRequest {
-                username: lookup.to_owned(),
-            },
-        ) {
-            Ok(request) => console.api.get_balances(request).await,
-            Err(status) => Err(status),
-        };
+        let found = console
+            .service
+            .get_balances(
+                &call(session),
+                pb::GetBalancesRequest {
+                    username: lookup.to_owned(),
+                },
+            )
+            .await;
         match found {
             Ok(balances) => {
                 let mut rows = String::new();
-                for account in balances.into_inner().accounts {
+                for account in balances.accounts {
                     let _ = write!(
                         rows,
                         "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
@@ -641,7 +601,7 @@ async fn users_page(
                      <th>Held</th><th>Available</th></tr></thead><tbody>{rows}</tbody></table></div>"
                 );
             }
-            Err(status) => body.push_str(&notice("error", &html::explain(&status))),
+            Err(failure) => body.push_str(&notice("error", &html::explain(&failure))),
         }
     }
     body.push_str("</section>");
@@ -670,14 +630,14 @@ pub struct RegisterForm {
 }
 
 fn outcome<T>(
-    result: Result<T, Status>,
+    result: Result<T, Failure>,
     ok: impl FnOnce(T) -> String,
 ) -> (Option<(&'static str, String)>, StatusCode) {
     match result {
         Ok(value) => (Some(("ok", ok(value))), StatusCode::OK),
-        Err(status) => (
-            Some(("error", html::explain(&status))),
-            html::http_status(&status),
+        Err(failure) => (
+            Some(("error", html::explain(&failure))),
+            html::http_status(&failure),
         ),
     }
 }
@@ -692,20 +652,17 @@ pub async fn register_user(
         Err(refused) => return *refused,
     };
     let username = form.username.trim().to_owned();
-    let result = match grpc_request(
-        &session,
-        "RegisterUser",
-        pb::RegisterUserRequest {
-            username: username.clone(),
-            password: form.password,
-        },
-    ) {
-        Ok(request) => console.api.register_user(request).await,
-        Err(status) => Err(status),
-    };
-    let (message, status) = outcome(result, |user| {
-        format!("User {} registered.", user.into_inner().username)
-    });
+    let result = console
+        .service
+        .register_user(
+            &call(&session),
+            pb::RegisterUserRequest {
+                username: username.clone(),
+                password: form.password,
+            },
+        )
+        .await;
+    let (message, status) = outcome(result, |user| format!("User {} registered.", user.username));
     users_page(&console, &session, "", message, status).await
 }
 
@@ -764,27 +721,62 @@ pub async fn open_account(
             }
         }
     };
-    let result = match grpc_request(
-        &session,
-        "OpenAccount",
-        pb::GatewayOpenAccountRequest {
-            username: username.clone(),
-            bank_id: form.bank_id,
-            currency: currency_code,
-            opening_deposit,
-            holder_name: form.holder_name,
-            idempotency_key: form.idempotency_key,
-        },
-    ) {
-        Ok(request) => console.api.open_account(request).await,
-        Err(status) => Err(status),
-    };
+    let result = console
+        .service
+        .open_account(
+            &call(&session),
+            pb::GatewayOpenAccountRequest {
+                username: username.clone(),
+                bank_id: form.bank_id,
+                currency: currency_code,
+                opening_deposit,
+                holder_name: form.holder_name,
+                idempotency_key: form.idempotency_key,
+            },
+        )
+        .await;
     let (message, status) = outcome(result, |account| {
-        let account = account.into_inner();
         format!(
             "Account {} opened for {} at {}.",
             account.account_number, account.username, account.bank_id
         )
     });
     users_page(&console, &session, &username, message, status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_positions_chart_is_an_svg_bar_per_bank_with_the_cap_drawn() {
+        use strife_proto::v1 as pb;
+        let usd = |amount_minor| {
+            Some(pb::Money {
+                amount_minor,
+                currency: "USD".into(),
+            })
+        };
+        let chart = positions_chart(&[
+            pb::BankPosition {
+                bank_id: "bank0".into(),
+                position: usd(1250),
+                reserved: usd(0),
+                cap: usd(5000),
+                headroom: usd(3750),
+            },
+            pb::BankPosition {
+                bank_id: "<b>".into(),
+                position: usd(-1250),
+                reserved: usd(0),
+                cap: None,
+                headroom: None,
+            },
+        ]);
+        assert!(chart.starts_with("<svg"));
+        assert_eq!(chart.matches("class=\"position\"").count(), 2);
+        assert_eq!(chart.matches("class=\"cap\"").count(), 1);
+        assert!(chart.contains("25 % used"));
+        assert!(chart.contains("&lt;b&gt;") && !chart.contains("<b>"));
+    }
 }

@@ -4,7 +4,6 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
@@ -13,19 +12,18 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 use strife_common::layout::validate_name;
 use strife_common::money;
-use strife_proto::v1::{self as pb, gateway_server::Gateway};
-use tonic::Status;
+use strife_common::Failure;
+use strife_gateway::roles::Role;
+use strife_present::{money as show_money, status_name, timestamp};
+use strife_proto::v1 as pb;
 
-use super::html::{
-    self, csrf_field, escape, money as show_money, notice, payments_table, status_name, timestamp,
-    Page,
-};
-use super::session::{
+use crate::form::{accepted, bad_form, FormInput};
+use crate::html::{self, csrf_field, escape, notice, payments_table, Page};
+use crate::session::{
     cookie_value, random_token, set_cookie, tokens_match, Session, LOGIN_COOKIE, SESSION_COOKIE,
     SESSION_LIFETIME,
 };
-use super::{csrf_refusal, grpc_request, Console, LoggedIn};
-use crate::roles::Role;
+use crate::state::{call, Console, LoggedIn};
 
 /// Payments per history page.
 const HISTORY_PAGE: u32 = 20;
@@ -33,37 +31,6 @@ const HISTORY_PAGE: u32 = 20;
 const RECENT: u32 = 10;
 /// How long a login form stays usable.
 const LOGIN_FORM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// A form body, or a page saying it was not one.
-pub type FormInput<T> = Result<Form<T>, FormRejection>;
-
-/// The posted form, or the page refusing it: unreadable (400) or without this session's CSRF
-/// token (403). Every POST handler starts here.
-pub fn accepted<T>(
-    session: &Session,
-    form: FormInput<T>,
-    csrf: impl Fn(&T) -> &String,
-) -> Result<T, Box<Response>> {
-    let Form(form) = form.map_err(|rejection| Box::new(bad_form(Some(session), &rejection)))?;
-    match csrf_refusal(session, csrf(&form)) {
-        Some(refused) => Err(Box::new(refused)),
-        None => Ok(form),
-    }
-}
-
-pub fn bad_form(session: Option<&Session>, rejection: &FormRejection) -> Response {
-    tracing::debug!(%rejection, "console form rejected");
-    Page::new(
-        "Bad request",
-        session,
-        notice(
-            "error",
-            "The form could not be read. Reload the page and try again.",
-        ),
-    )
-    .with_status(StatusCode::BAD_REQUEST)
-    .into_response()
-}
 
 #[derive(Deserialize)]
 pub struct LoginForm {
@@ -155,29 +122,28 @@ pub async fn login(
     {
         Ok(caller) => caller,
         Err(failure) => {
-            let status = Status::from(failure);
             tracing::info!(
                 username = %form.username,
                 client = %client.ip(),
-                code = ?status.code(),
+                reason = failure.reason(),
                 "console login refused"
             );
-            let message = match status.code() {
-                tonic::Code::Unauthenticated => "Wrong user name or password.".to_owned(),
-                tonic::Code::ResourceExhausted if status.message().contains("failed logins") => {
-                    format!("Locked out: {}.", status.message())
+            let message = match &failure {
+                Failure::Unauthenticated => "Wrong user name or password.".to_owned(),
+                Failure::ResourceExhausted(detail) if detail.contains("failed logins") => {
+                    format!("Locked out: {detail}.")
                 }
-                tonic::Code::ResourceExhausted => format!("Please wait: {}.", status.message()),
-                _ => html::explain(&status),
+                Failure::ResourceExhausted(detail) => format!("Please wait: {detail}."),
+                other => html::explain(other),
             };
-            return login_page(Some(&message), html::http_status(&status));
+            return login_page(Some(&message), html::http_status(&failure));
         }
     };
     let (id, session) = match console.sessions.open(&caller.username, caller.role) {
         Ok(opened) => opened,
         Err(failure) => {
             return login_page(
-                Some(&html::explain(&Status::from(failure))),
+                Some(&html::explain(&failure)),
                 StatusCode::TOO_MANY_REQUESTS,
             )
         }
@@ -288,7 +254,7 @@ fn pay_form(session: &Session, accounts: &[pb::AccountBalance], draft: &PayDraft
          <label>Memo <input name=\"memo\" value=\"{memo}\"></label>\
          <button type=\"submit\" id=\"pay-button\">Pay</button></form>",
         csrf = csrf_field(session),
-        key = uuid::Uuid::now_v7(),
+        key = strife_common::keys::new_key(),
         to = escape(&draft.to),
         amount = escape(&draft.amount),
         memo = escape(&draft.memo),
@@ -303,34 +269,25 @@ async fn home_page(
     draft: &PayDraft,
 ) -> Response {
     let balances = console
-        .api
-        .get_balances(
-            match grpc_request(session, "GetBalances", pb::GetBalancesRequest::default()) {
-                Ok(request) => request,
-                Err(status) => return html::refusal_page("Home", Some(session), &status),
-            },
-        )
+        .service
+        .get_balances(&call(session), pb::GetBalancesRequest::default())
         .await;
     let accounts = match balances {
-        Ok(response) => response.into_inner().accounts,
-        Err(status) => return html::refusal_page("Home", Some(session), &status),
+        Ok(response) => response.accounts,
+        Err(failure) => return html::refusal_page("Home", Some(session), &failure),
     };
-    let recent = match grpc_request(
-        session,
-        "ListHistory",
-        pb::ListHistoryRequest {
-            page_size: RECENT,
-            page_token: String::new(),
-        },
-    ) {
-        Ok(request) => console
-            .api
-            .list_history(request)
-            .await
-            .map(|response| response.into_inner().payments)
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
+    let recent = console
+        .service
+        .list_history(
+            &call(session),
+            pb::ListHistoryRequest {
+                page_size: RECENT,
+                page_token: String::new(),
+            },
+        )
+        .await
+        .map(|response| response.payments)
+        .unwrap_or_default();
     let mut body = String::new();
     if let Some(message) = message {
         body.push_str(&notice("error", &message));
@@ -376,15 +333,6 @@ pub struct PayForm {
     memo: String,
 }
 
-/// The payment id a refused `Pay` names (it was recorded, then declined).
-fn refused_payment_id(status: &Status) -> Option<String> {
-    status
-        .metadata()
-        .get(strife_common::metadata::PAYMENT_ID_KEY)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned)
-}
-
 pub async fn pay(
     State(console): State<Arc<Console>>,
     LoggedIn { session }: LoggedIn,
@@ -400,13 +348,13 @@ pub async fn pay(
         memo: form.memo.clone(),
     };
     // The amount is typed in the paying account's currency, parsed as the CLI parses it.
-    let balances = match grpc_request(&session, "GetBalances", pb::GetBalancesRequest::default()) {
-        Ok(request) => console.api.get_balances(request).await,
-        Err(status) => Err(status),
-    };
+    let balances = console
+        .service
+        .get_balances(&call(&session), pb::GetBalancesRequest::default())
+        .await;
     let accounts = match balances {
-        Ok(response) => response.into_inner().accounts,
-        Err(status) => return html::refusal_page("Pay", Some(&session), &status),
+        Ok(response) => response.accounts,
+        Err(failure) => return html::refusal_page("Pay", Some(&session), &failure),
     };
     let Some(currency_code) = accounts
         .iter()
@@ -452,31 +400,26 @@ pub async fn pay(
         to_bank_id: String::new(),
         memo: form.memo.clone(),
     };
-    let paid = match grpc_request(&session, "Pay", body) {
-        Ok(request) => console.api.pay(request).await,
-        Err(status) => Err(status),
-    };
+    let paid = console.service.pay(&call(&session), body).await;
     match paid {
         // POST-redirect-GET: reloading the result page never pays again.
-        Ok(payment) => {
-            Redirect::to(&format!("/payments/{}", payment.into_inner().payment_id)).into_response()
-        }
-        Err(status) => {
-            let mut message = if status.code() == tonic::Code::NotFound
-                && status.message().starts_with("user ")
-            {
-                format!("Unknown payee: {}.", status.message())
-            } else {
-                html::explain(&status)
+        Ok(payment) => Redirect::to(&format!("/payments/{}", payment.payment_id)).into_response(),
+        Err(refusal) => {
+            let mut message = match &refusal.failure {
+                Failure::NotFound(detail) if detail.starts_with("user ") => {
+                    format!("Unknown payee: {detail}.")
+                }
+                other => html::explain(other),
             };
-            if let Some(payment_id) = refused_payment_id(&status) {
+            // A refused payment was recorded (then declined): name it.
+            if let Some(payment_id) = &refusal.payment_id {
                 let _ = write!(message, " (payment {payment_id})");
             }
             home_page(
                 &console,
                 &session,
                 Some(message),
-                html::http_status(&status),
+                html::http_status(&refusal.failure),
                 &draft,
             )
             .await
@@ -497,20 +440,19 @@ pub async fn history(
 ) -> Response {
     let page_token = query.map(|Query(query)| query.page).unwrap_or_default();
     let first_page = page_token.is_empty();
-    let listed = match grpc_request(
-        &session,
-        "ListHistory",
-        pb::ListHistoryRequest {
-            page_size: HISTORY_PAGE,
-            page_token,
-        },
-    ) {
-        Ok(request) => console.api.list_history(request).await,
-        Err(status) => Err(status),
-    };
+    let listed = console
+        .service
+        .list_history(
+            &call(&session),
+            pb::ListHistoryRequest {
+                page_size: HISTORY_PAGE,
+                page_token,
+            },
+        )
+        .await;
     let page = match listed {
-        Ok(page) => page.into_inner(),
-        Err(status) => return html::refusal_page("History", Some(&session), &status),
+        Ok(page) => page,
+        Err(failure) => return html::refusal_page("History", Some(&session), &failure),
     };
     let mut body = payments_table(&page.payments, first_page.then_some("/events"));
     body.push_str("<p class=\"paging\">");
@@ -537,19 +479,18 @@ pub async fn payment(
     LoggedIn { session }: LoggedIn,
     Path(payment_id): Path<String>,
 ) -> Response {
-    let found = match grpc_request(
-        &session,
-        "GetPayment",
-        pb::GetPaymentRequest {
-            payment_id: payment_id.clone(),
-        },
-    ) {
-        Ok(request) => console.api.get_payment(request).await,
-        Err(status) => Err(status),
-    };
+    let found = console
+        .service
+        .get_payment(
+            &call(&session),
+            pb::GetPaymentRequest {
+                payment_id: payment_id.clone(),
+            },
+        )
+        .await;
     let payment = match found {
-        Ok(payment) => payment.into_inner(),
-        Err(status) => return html::refusal_page("Payment", Some(&session), &status),
+        Ok(payment) => payment,
+        Err(failure) => return html::refusal_page("Payment", Some(&session), &failure),
     };
     payment_page(&session, &payment, None, StatusCode::OK)
 }
@@ -655,7 +596,7 @@ fn payment_page(
              <button type=\"submit\">Refund</button></form>",
             id = escape(&payment.payment_id),
             csrf = csrf_field(session),
-            key = uuid::Uuid::now_v7(),
+            key = strife_common::keys::new_key(),
         );
     }
     body.push_str("<p><a href=\"/history\">Back to history</a></p>");
@@ -686,19 +627,18 @@ pub async fn refund(
         Ok(form) => form,
         Err(refused) => return *refused,
     };
-    let original = match grpc_request(
-        &session,
-        "GetPayment",
-        pb::GetPaymentRequest {
-            payment_id: payment_id.clone(),
-        },
-    ) {
-        Ok(request) => console.api.get_payment(request).await,
-        Err(status) => Err(status),
-    };
+    let original = console
+        .service
+        .get_payment(
+            &call(&session),
+            pb::GetPaymentRequest {
+                payment_id: payment_id.clone(),
+            },
+        )
+        .await;
     let original = match original {
-        Ok(payment) => payment.into_inner(),
-        Err(status) => return html::refusal_page("Refund", Some(&session), &status),
+        Ok(payment) => payment,
+        Err(failure) => return html::refusal_page("Refund", Some(&session), &failure),
     };
     let amount = if form.amount.trim().is_empty() {
         None
@@ -728,28 +668,25 @@ pub async fn refund(
             }
         }
     };
-    let refunded = match grpc_request(
-        &session,
-        "Refund",
-        pb::RefundRequest {
-            payment_id,
-            amount,
-            idempotency_key: form.idempotency_key,
-            reason: form.reason,
-        },
-    ) {
-        Ok(request) => console.api.refund(request).await,
-        Err(status) => Err(status),
-    };
+    let refunded = console
+        .service
+        .refund(
+            &call(&session),
+            pb::RefundRequest {
+                payment_id,
+                amount,
+                idempotency_key: form.idempotency_key,
+                reason: form.reason,
+            },
+        )
+        .await;
     match refunded {
-        Ok(refund) => {
-            Redirect::to(&format!("/payments/{}", refund.into_inner().payment_id)).into_response()
-        }
-        Err(status) => payment_page(
+        Ok(refund) => Redirect::to(&format!("/payments/{}", refund.payment_id)).into_response(),
+        Err(refusal) => payment_page(
             &session,
             &original,
-            Some(html::explain(&status)),
-            html::http_status(&status),
+            Some(html::explain(&refusal.failure)),
+            html::http_status(&refusal.failure),
         ),
     }
 }

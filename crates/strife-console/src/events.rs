@@ -17,10 +17,11 @@ use axum::Extension;
 use futures::StreamExt;
 use strife_common::limits::CONSOLE_EVENTS_KEEP_ALIVE;
 use strife_common::listener::ConnectionHandle;
-use strife_proto::v1::{self as pb, gateway_server::Gateway};
+use strife_present::{money, status_name, timestamp};
+use strife_proto::v1 as pb;
 
-use super::html::{self, money, status_name, timestamp};
-use super::{grpc_request, Console, LoggedIn};
+use crate::html;
+use crate::state::{call, Console, LoggedIn};
 
 /// What `console.js` needs to draw a payment row (it sets text, never markup).
 fn event_json(payment: &pb::Payment) -> String {
@@ -54,17 +55,13 @@ pub async fn payment_events(
         })
         .unwrap_or_default()
         .to_owned();
-    let watched = match grpc_request(
-        &session,
-        "WatchPayments",
-        pb::WatchPaymentsRequest { since },
-    ) {
-        Ok(request) => console.api.watch_payments(request).await,
-        Err(status) => Err(status),
-    };
+    let watched = console
+        .service
+        .watch_payments(&call(&session), pb::WatchPaymentsRequest { since })
+        .await;
     let stream = match watched {
-        Ok(stream) => stream.into_inner(),
-        Err(status) => return html::refusal_page("Events", Some(&session), &status),
+        Ok(stream) => stream,
+        Err(failure) => return html::refusal_page("Events", Some(&session), &failure),
     };
     let events = stream
         .take_while(|item| futures::future::ready(item.is_ok()))

@@ -1,19 +1,17 @@
 //! HTML building blocks: escaping (every string that did not come from this file goes
 //! through [`escape`]), the page frame, and money, times and statuses shown exactly as the
-//! CLI shows them.
+//! CLI shows them (`strife_present`).
 
 use std::fmt::Write;
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use strife_common::failure::error_reason;
-use strife_common::money::{self, Amount};
-use strife_common::reason;
+use strife_common::Failure;
+use strife_gateway::roles::Role;
+use strife_present::{money, status_name, timestamp};
 use strife_proto::v1 as pb;
-use tonic::{Code, Status};
 
-use super::session::Session;
-use crate::roles::Role;
+use crate::session::Session;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -31,84 +29,30 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// `12.50 USD`, as `strife client` prints it (raw minor units for an unknown currency).
-pub fn money(value: Option<&pb::Money>) -> String {
-    let Some(value) = value else {
-        return "-".into();
+/// The sentence for a refusal, worded as everywhere (`strife_present`: the CLI says the same
+/// words) and set as a sentence on the page: capital first letter, closing full stop. Never
+/// an internal error's detail (the service's failures carry it only to the server log).
+pub fn explain(failure: &Failure) -> String {
+    sentence(&strife_present::refusal_for(failure))
+}
+
+/// `text` with a capital first letter and a closing full stop.
+pub fn sentence(text: &str) -> String {
+    let mut characters = text.chars();
+    let mut out: String = match characters.next() {
+        Some(first) => first.to_uppercase().chain(characters).collect(),
+        None => String::new(),
     };
-    match money::currency(&value.currency) {
-        Ok(currency) => Amount {
-            amount_minor: value.amount_minor,
-            currency,
-        }
-        .to_string(),
-        Err(_) => format!("{} minor {}", value.amount_minor, value.currency),
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
     }
+    out
 }
 
-/// `COMMITTED`, `ABORTED`, `PENDING`, as the CLI.
-pub fn status_name(status: i32) -> &'static str {
-    match pb::PaymentStatus::try_from(status) {
-        Ok(pb::PaymentStatus::Committed) => "COMMITTED",
-        Ok(pb::PaymentStatus::Aborted) => "ABORTED",
-        Ok(pb::PaymentStatus::Pending) => "PENDING",
-        _ => "UNKNOWN",
-    }
-}
-
-/// UTC `YYYY-MM-DD HH:MM:SS`, as the CLI.
-pub fn timestamp(unix_ms: i64) -> String {
-    if unix_ms <= 0 {
-        return "-".into();
-    }
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
-        .ok()
-        .and_then(|at| at.format(&format).ok())
-        .unwrap_or_else(|| "-".into())
-}
-
-/// A sentence for a refusal, in the user's terms (never a stack trace: internal errors
-/// already carry only "internal error; see the server log").
-pub fn explain(status: &Status) -> String {
-    let detail = status.message();
-    let reason = error_reason(status);
-    match (status.code(), reason.as_deref()) {
-        (_, Some(reason::INSUFFICIENT_FUNDS)) => {
-            format!("Payment declined: insufficient funds ({detail}).")
-        }
-        (_, Some(reason::NET_DEBIT_CAP_EXCEEDED)) => format!(
-            "Payment declined: the paying bank's net debit cap would be exceeded ({detail})."
-        ),
-        (_, Some(reason::UNKNOWN_BANK)) => format!("Unknown bank: {detail}."),
-        (Code::Unauthenticated, _) => "Wrong user name or password.".into(),
-        (Code::PermissionDenied, _) => format!("Not allowed: {detail}."),
-        (Code::NotFound, _) => format!("Not found: {detail}."),
-        (Code::AlreadyExists, _) => format!("Already exists: {detail}."),
-        (Code::InvalidArgument, _) => format!("Invalid input: {detail}."),
-        (Code::FailedPrecondition, _) => format!("Refused: {detail}."),
-        (Code::Aborted, _) => format!("Payment aborted: {detail}."),
-        (Code::ResourceExhausted, _) => format!("Refused: {detail}."),
-        (Code::Unavailable | Code::DeadlineExceeded, _) => {
-            format!("A bank or the gateway is unreachable right now ({detail}). Try again.")
-        }
-        _ => format!("Failed: {detail}."),
-    }
-}
-
-/// The HTTP status a refusal is shown with.
-pub fn http_status(status: &Status) -> StatusCode {
-    match status.code() {
-        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+/// The HTTP status a refusal is shown with (`Failure::http_status`, one table for every web
+/// transport).
+pub fn http_status(failure: &Failure) -> StatusCode {
+    StatusCode::from_u16(failure.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// A message box: `error` or `ok`.
@@ -184,9 +128,9 @@ impl IntoResponse for Page<'_> {
 }
 
 /// An error page for a refusal.
-pub fn refusal_page(title: &str, session: Option<&Session>, status: &Status) -> Response {
-    Page::new(title, session, notice("error", &explain(status)))
-        .with_status(http_status(status))
+pub fn refusal_page(title: &str, session: Option<&Session>, failure: &Failure) -> Response {
+    Page::new(title, session, notice("error", &explain(failure)))
+        .with_status(http_status(failure))
         .into_response()
 }
 
@@ -254,11 +198,15 @@ mod tests {
 
     #[test]
     fn refusals_read_as_sentences() {
-        let status = Status::from(strife_common::Failure::precondition(
-            "insufficient_funds",
-            "balance too low",
-        ));
-        assert!(explain(&status).starts_with("Payment declined: insufficient funds"));
-        assert_eq!(http_status(&status), StatusCode::UNPROCESSABLE_ENTITY);
+        let declined =
+            Failure::precondition(strife_common::reason::INSUFFICIENT_FUNDS, "balance too low");
+        assert_eq!(explain(&declined), "Payment declined: balance too low.");
+        assert_eq!(http_status(&declined), StatusCode::UNPROCESSABLE_ENTITY);
+        let internal = Failure::internal("store", "/var/lib/secret.db: disk I/O error");
+        assert!(
+            !explain(&internal).contains("secret"),
+            "{}",
+            explain(&internal)
+        );
     }
 }
