@@ -29,8 +29,9 @@ use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 
-use crate::auth::{hash_password, AuthLayer, Authenticator};
+use crate::auth::{hash_password, Authenticator};
 use crate::coordinator::{Coordinator, CrashPoint};
+use crate::grpc::auth_layer::AuthLayer;
 use crate::grpc::decision::DecisionApi;
 use crate::grpc::gateway::GatewayGrpc;
 use crate::grpc::request_log::RequestLogLayer;
