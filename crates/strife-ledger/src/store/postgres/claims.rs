@@ -22,7 +22,8 @@ use strife_common::Failure;
 
 use super::batch::{answer_each, rounds, Item};
 use super::read::{column, query_rows};
-use super::{settle, Server};
+use super::server::Server;
+use super::settle;
 use crate::payment;
 use crate::records::PaymentRecord;
 use crate::settlement;

@@ -54,7 +54,7 @@
 //!   decision lands in exactly one window. A cross-bank attempt's reservation is taken in
 //!   the transaction that claims its key (for a whole batch of attempts at once: `claims.rs`),
 //!   a refund's amount in one of its own. A deadlock PostgreSQL detects anyway is retried
-//!   ([`retry_conflicts`]).
+//!   (`retry_conflicts` in `server.rs`).
 //! - **Log order**: `seq` is an identity column. Values are handed out at insert time, so
 //!   concurrent transactions may commit out of `seq` order; history paging (`seq <
 //!   before_seq`) and the audit's snapshot (one REPEATABLE READ transaction) do not depend on
@@ -78,19 +78,26 @@
 //!
 //! # Files
 //!
-//! Laid out as [`super::sqlite`] is, wherever a concept exists in both:
+//! Laid out as [`super::sqlite`] is, wherever a concept exists in both, and so that no two
+//! files import each other, not even through others: each file below imports only files
+//! listed after it (and of the store outside this directory, only its interface).
 //!
-//! - `mod.rs`: the connections and pools, how failures are answered, the shape every store
-//!   call takes (`Call`: a connection from one of the pools, maybe a transaction, retried or
-//!   not, within a time limit), and the [`GatewayStore`] methods, each one such call into the
-//!   files below; and the writes with rules of their own: an attempt on a used key or a
-//!   refund (one transaction each) and the decision writer;
+//! - `mod.rs`: the pools' sessions, opening, and the [`GatewayStore`] methods, each one store
+//!   call into the files below; and the writes with rules of their own: an attempt on a used
+//!   key or a refund (one transaction each) and the decision writer;
+//! - `snapshot.rs`: the audit's snapshot, one transaction over `read.rs`'s and `settle.rs`'s
+//!   reads;
+//! - `shared.rs` over `batch.rs`: user and account reads and acknowledgements that concurrent
+//!   calls share, one statement per batch, and the batches of `claims.rs`;
+//! - `claims.rs`: new attempts, one transaction per batch;
+//! - `settle.rs`: settlement's reads and locked read-modify-writes, and their lock order;
+//! - `read.rs`: row decoding, payment and login lookups;
 //! - `schema.rs`: the tables as a history of versions, the database's identity, the
 //!   advisory-locked migrations, [`SCHEMA_VERSION`];
-//! - `read.rs`: row decoding, payment and login lookups, the audit's snapshot;
-//! - `settle.rs`: settlement's reads and locked read-modify-writes, and their lock order;
-//! - `shared.rs` over `batch.rs`: user and account reads and acknowledgements that concurrent
-//!   calls share, one statement per batch; `claims.rs`: new attempts, one transaction per batch;
+//! - `server.rs`: what every file above builds on: the server and its pools, how failures are
+//!   answered, the shape every store call takes (`Call`: a connection from one of the pools,
+//!   maybe a transaction, retried or not, within a time limit);
+//! - `batch.rs`: sharing one statement among concurrent calls;
 //! - `location.rs`: the URL, TLS, and redaction.
 
 mod batch;
@@ -98,44 +105,37 @@ mod claims;
 mod location;
 mod read;
 mod schema;
+mod server;
 mod settle;
 mod shared;
+mod snapshot;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Transaction,
-};
+use deadpool_postgres::{GenericClient, Pool};
 use strife_common::limits::STORE_CALL_TIMEOUT;
 use strife_common::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_postgres::error::SqlState;
 
 pub use location::{PostgresLocation, PostgresTls};
 pub use schema::{Migration, MIGRATIONS, SCHEMA_VERSION};
 
-use super::{GatewayLog, GatewayStore, LoginChange};
+use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
 use crate::records::{
     Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
     WindowRecord, WindowReport,
 };
-use read::{
-    column, load_payment, payment_columns, payment_from_row, query_rows, read_login, read_snapshot,
-};
+use read::{column, load_payment, payment_columns, payment_from_row, query_rows, read_login};
+use server::{Call, Failed, Server, OPEN_TIMEOUT, SCAN_TIMEOUT};
+use snapshot::read_snapshot;
 
-/// How long opening the store may take (connecting, checking or migrating the schema).
-const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound on a whole-log read (recovery's list of unfinished payments, the audit's snapshot),
-/// which grows with the log rather than being a point lookup.
-const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most decisions written by one statement.
 pub const MAX_DECISIONS_PER_STATEMENT: usize = 256;
 /// Decision statements in flight at once (each on its own connection). Two: each waits for
@@ -175,398 +175,6 @@ const SESSION_RELAXED: &[(&str, &str)] = &[
     ("enable_seqscan", "off"),
 ];
 const SESSION_READ_ONLY: &[(&str, &str)] = &[("default_transaction_read_only", "on")];
-
-/// The server a store talks to, and how its failures are reported.
-#[derive(Clone)]
-struct Server {
-    location: Arc<PostgresLocation>,
-}
-
-/// A driver error as the store call that met it answers ([`Server::failure`] with what the
-/// call was doing), for `.map_err(failed)`. Every store call hands one to its work.
-type Failed<'a> = &'a (dyn Fn(tokio_postgres::Error) -> Failure + Sync + 'a);
-
-/// [`Failed`] as a store call's work takes it: its two lifetimes apart (the borrow and what the
-/// function borrows), or rustc cannot show that the call's future is `Send`.
-type FailedArg<'a, 'b> = &'a (dyn Fn(tokio_postgres::Error) -> Failure + Sync + 'b);
-
-/// What a transaction sees.
-#[derive(Debug, Clone, Copy)]
-enum Isolation {
-    /// READ COMMITTED, every session's (what the concurrency arguments above assume).
-    ReadCommitted,
-    /// REPEATABLE READ and read-only: every statement reads one state of the log.
-    Snapshot,
-}
-
-impl Server {
-    fn pool(&self, settings: &[(&str, &str)], size: usize) -> anyhow::Result<Pool> {
-        let config = self.location.driver_config(settings);
-        let manager_config = ManagerConfig {
-            // `is_closed` only: a dead connection shows as an error on its next query, which
-            // is answered UNAVAILABLE and retried; a test query per checkout would cost a
-            // round trip on every store call.
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match self.location.connector()? {
-            location::Connector::Plain => {
-                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
-            }
-            location::Connector::Tls(tls) => Manager::from_config(config, tls, manager_config),
-        };
-        Pool::builder(manager)
-            .max_size(size)
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .context("building the PostgreSQL connection pool")
-    }
-
-    /// The transient refusal every storage outage becomes, after logging its detail.
-    fn unavailable(&self, doing: &str, detail: &str) -> Failure {
-        tracing::warn!(
-            store = %self.location.redacted(),
-            doing,
-            error = %self.location.scrub(detail),
-            "PostgreSQL store call failed; answering UNAVAILABLE"
-        );
-        Failure::Unavailable("the gateway's PostgreSQL store is unavailable; retry".into())
-    }
-
-    /// What a driver error means for the caller.
-    fn failure(&self, doing: &str, error: &tokio_postgres::Error) -> Failure {
-        let detail = chain(error);
-        match error.code() {
-            Some(code)
-                if *code == SqlState::T_R_DEADLOCK_DETECTED
-                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
-            {
-                // Retried by `retry_conflicts` around the transaction; a caller that still
-                // sees it retries like any UNAVAILABLE.
-                tracing::debug!(doing, error = %detail, "PostgreSQL lock conflict");
-                Failure::Unavailable(LOCK_CONFLICT.into())
-            }
-            Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
-                Failure::AlreadyExists(format!("{doing}: already exists"))
-            }
-            Some(code) if is_transient(code) => self.unavailable(doing, &detail),
-            Some(_) => Failure::internal(
-                &format!("the gateway's PostgreSQL store ({doing})"),
-                self.location.scrub(&detail),
-            ),
-            // No SQL state: the connection (I/O, TLS, closed, authentication, timeout) — or
-            // a value that does not convert, which is a bug.
-            None if is_conversion(error) => Failure::internal(
-                &format!("the gateway's PostgreSQL store ({doing})"),
-                self.location.scrub(&detail),
-            ),
-            None => self.unavailable(doing, &detail),
-        }
-    }
-
-    fn pool_failure(&self, doing: &str, error: deadpool_postgres::PoolError) -> Failure {
-        match error {
-            deadpool_postgres::PoolError::Backend(error) => self.failure(doing, &error),
-            other => self.unavailable(doing, &other.to_string()),
-        }
-    }
-
-    async fn connection(
-        &self,
-        pool: &Pool,
-        doing: &str,
-    ) -> Result<deadpool_postgres::Object, Failure> {
-        pool.get()
-            .await
-            .map_err(|error| self.pool_failure(doing, error))
-    }
-
-    /// Runs `work` within `limit`; past it the call is answered UNAVAILABLE (the connection
-    /// it held goes back with a ROLLBACK queued, or is dropped).
-    async fn bounded<T>(
-        &self,
-        doing: &str,
-        limit: Duration,
-        work: impl Future<Output = Result<T, Failure>>,
-    ) -> Result<T, Failure> {
-        match tokio::time::timeout(limit, work).await {
-            Ok(result) => result,
-            Err(_) => Err(self.unavailable(
-                doing,
-                &format!("no answer within {}", humantime::format_duration(limit)),
-            )),
-        }
-    }
-
-    /// What `doing` answers for a driver error ([`Failed`]).
-    fn failed<'a>(
-        &'a self,
-        doing: &'a str,
-    ) -> impl Fn(tokio_postgres::Error) -> Failure + Sync + Copy + 'a {
-        move |error| self.failure(doing, &error)
-    }
-
-    /// A store call doing `doing` on a connection from `pool`, within [`STORE_CALL_TIMEOUT`]
-    /// unless told otherwise.
-    fn on<'a>(&'a self, pool: &'a Pool, doing: &'a str) -> Call<'a> {
-        Call {
-            server: self,
-            pool,
-            doing,
-            limit: Some(STORE_CALL_TIMEOUT),
-        }
-    }
-
-    /// Checks the session settings a pool's connections really have.
-    async fn check_session(
-        &self,
-        pool: &Pool,
-        expected: &[(&str, &str)],
-    ) -> anyhow::Result<deadpool_postgres::Object> {
-        let client = self.connect_for_open(pool).await?;
-        for (name, value) in expected {
-            let row = client
-                .query_one("SELECT current_setting($1)", &[name])
-                .await
-                .map_err(|error| self.open_error("reading the session settings", &error))?;
-            let actual: String = row
-                .try_get(0)
-                .map_err(|error| self.open_error("reading the session settings", &error))?;
-            anyhow::ensure!(
-                actual == *value,
-                "the gateway's PostgreSQL store {} runs sessions with {name} = {actual}, not \
-                 {value} as the gateway asked (a connection pooler that drops startup \
-                 options?); refusing to run with other durability or isolation",
-                self.location.redacted()
-            );
-        }
-        Ok(client)
-    }
-
-    async fn connect_for_open(&self, pool: &Pool) -> anyhow::Result<deadpool_postgres::Object> {
-        match tokio::time::timeout(OPEN_TIMEOUT, pool.get()).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => {
-                let detail = match error {
-                    deadpool_postgres::PoolError::Backend(error) => chain(&error),
-                    other => other.to_string(),
-                };
-                anyhow::bail!(
-                    "cannot reach the gateway's PostgreSQL store {}: {}",
-                    self.location.redacted(),
-                    self.location.scrub(&detail)
-                )
-            }
-            Err(_) => anyhow::bail!(
-                "the gateway's PostgreSQL store {} did not answer within {}",
-                self.location.redacted(),
-                humantime::format_duration(OPEN_TIMEOUT)
-            ),
-        }
-    }
-
-    fn open_error(&self, doing: &str, error: &tokio_postgres::Error) -> anyhow::Error {
-        anyhow::anyhow!(
-            "{doing} in the gateway's PostgreSQL store {}: {}",
-            self.location.redacted(),
-            self.location.scrub(&chain(error))
-        )
-    }
-}
-
-/// One store call, before it runs: the pool it takes a connection from, what it is doing
-/// (for failures and logs) and how long it may take. Made by [`Server::on`] (or the store's
-/// `on_durable` / `on_relaxed`), run by [`Call::call`], [`Call::transaction`],
-/// [`Call::transaction_once`] or [`Call::snapshot`], which hand the work a [`Failed`] for its
-/// `.map_err(failed)` — the preamble every store call used to write out.
-#[derive(Clone, Copy)]
-struct Call<'a> {
-    server: &'a Server,
-    pool: &'a Pool,
-    doing: &'a str,
-    /// Past it the call is answered UNAVAILABLE ([`Server::bounded`]); `None`: see
-    /// [`Call::bounded_by_callers`].
-    limit: Option<Duration>,
-}
-
-impl<'a> Call<'a> {
-    /// Within `limit` instead.
-    fn within(self, limit: Duration) -> Self {
-        Call {
-            limit: Some(limit),
-            ..self
-        }
-    }
-
-    /// No limit of its own: a step of a call that is bounded as a whole (an attempt inside
-    /// [`GatewayStore::begin_payment`]), or a batch whose callers each wait within their own
-    /// (decisions, new attempts, shared reads).
-    fn bounded_by_callers(self) -> Self {
-        Call {
-            limit: None,
-            ..self
-        }
-    }
-
-    async fn bounded<T>(
-        self,
-        work: impl Future<Output = Result<T, Failure>>,
-    ) -> Result<T, Failure> {
-        match self.limit {
-            Some(limit) => self.server.bounded(self.doing, limit, work).await,
-            None => work.await,
-        }
-    }
-
-    /// Statements without a transaction of their own (each commits alone).
-    async fn call<T>(
-        self,
-        work: impl AsyncFnOnce(&deadpool_postgres::Client, FailedArg<'_, '_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        let failed = self.server.failed(self.doing);
-        self.bounded(async {
-            let client = self.server.connection(self.pool, self.doing).await?;
-            work(&client, &failed).await
-        })
-        .await
-    }
-
-    /// One READ COMMITTED transaction: committed when `work` returns `Ok`, rolled back when it
-    /// fails. Tried again from the start, on a new connection, while PostgreSQL aborts it in a
-    /// lock conflict ([`retry_conflicts`]), each try with a copy of `work` (its captures are
-    /// references and copies; taking it by `&mut` across tries instead leaves rustc unable to
-    /// show the decision writer's and the claim batches' tasks `Send`).
-    async fn transaction<T>(
-        self,
-        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure> + Clone,
-    ) -> Result<T, Failure> {
-        self.bounded(retry_conflicts(|| {
-            self.run_transaction(Isolation::ReadCommitted, work.clone())
-        }))
-        .await
-    }
-
-    /// One READ COMMITTED transaction as [`Call::transaction`]'s, tried once (for `work` that
-    /// can run only once).
-    async fn transaction_once<T>(
-        self,
-        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        self.bounded(self.run_transaction(Isolation::ReadCommitted, work))
-            .await
-    }
-
-    /// One read-only REPEATABLE READ transaction: every read in `work` from one state of the
-    /// log.
-    async fn snapshot<T>(
-        self,
-        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        self.bounded(self.run_transaction(Isolation::Snapshot, work))
-            .await
-    }
-
-    /// Connection, transaction, `work`, commit: one try.
-    async fn run_transaction<T>(
-        self,
-        isolation: Isolation,
-        work: impl AsyncFnOnce(&Transaction<'_>, FailedArg<'_, '_>) -> Result<T, Failure>,
-    ) -> Result<T, Failure> {
-        let failed = self.server.failed(self.doing);
-        let mut client = self.server.connection(self.pool, self.doing).await?;
-        let transaction = match isolation {
-            Isolation::ReadCommitted => client.transaction().await,
-            Isolation::Snapshot => {
-                client
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await
-            }
-        }
-        .map_err(&failed)?;
-        let value = work(&transaction, &failed).await?;
-        transaction.commit().await.map_err(&failed)?;
-        Ok(value)
-    }
-}
-
-/// What a deadlock or serialization failure becomes: transient, and recognised by
-/// [`retry_conflicts`].
-const LOCK_CONFLICT: &str =
-    "the gateway's PostgreSQL store aborted a write in a lock conflict with another; retry";
-
-/// Transactions tried at most, when PostgreSQL aborts them for a deadlock (see the lock order
-/// in `settle.rs`, which avoids them between settlement writes).
-const CONFLICT_TRIES: usize = 3;
-
-/// Runs the transaction `attempt` makes until it is not aborted by a lock conflict, at most
-/// [`CONFLICT_TRIES`] times. An aborted transaction wrote nothing, so trying again is safe.
-async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T, Failure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Failure>>,
-{
-    let mut tries = 1;
-    loop {
-        match attempt().await {
-            Err(Failure::Unavailable(message))
-                if message == LOCK_CONFLICT && tries < CONFLICT_TRIES =>
-            {
-                tries += 1;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// The error and its causes on one line (the driver's own `Display` omits the cause).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// SQL states that say "not now" rather than "never": the server or its connection is going
-/// away or overloaded, out of disk, read-only (a standby), or a lock or serialization conflict
-/// that a retry resolves.
-fn is_transient(code: &SqlState) -> bool {
-    let code = code.code();
-    [
-        "08",    // connection exception
-        "53",    // insufficient resources: disk full, out of memory, too many connections
-        "57P",   // admin / crash shutdown, cannot connect now
-        "58",    // system error (I/O)
-        "40001", // serialization failure
-        "40P01", // deadlock detected
-        "25006", // read-only transaction: a standby, e.g. right after a failover
-        "55P03", // lock not available
-        "57014", // query canceled (statement timeout, an operator's cancel)
-        "28",    // invalid authorization: the role or its password changed under us
-        "3D000", // the database does not exist (dropped or renamed under us)
-    ]
-    .iter()
-    .any(|prefix| code.starts_with(prefix))
-}
-
-/// A driver error about converting a value (a bug, not an outage).
-fn is_conversion(error: &tokio_postgres::Error) -> bool {
-    let text = error.to_string();
-    [
-        "error serializing",
-        "error deserializing",
-        "invalid column",
-        "query returned an unexpected number",
-        "expected ",
-    ]
-    .iter()
-    .any(|prefix| text.starts_with(prefix))
-}
 
 /// The gateway's PostgreSQL database.
 pub struct PostgresGatewayStore {

@@ -1,15 +1,15 @@
-//! Reading the gateway's PostgreSQL log: the row decoders, the payment and login lookups
-//! that reads and writes share, and the audit's snapshot. Settlement's rows are read in
-//! [`super::settle`].
+//! Reading the gateway's PostgreSQL log: the row decoders and the payment and login lookups
+//! that reads and writes share. Settlement's rows are read in [`super::settle`], the audit's
+//! snapshot in [`super::snapshot`].
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
 use strife_common::Failure;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use super::{chain, settle, Failed, Server, SCAN_TIMEOUT};
+use super::server::{chain, Failed};
 use crate::lockout::SharedLogin;
-use crate::records::{LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus};
+use crate::records::{LinkedAccount, Party, PaymentRecord, PaymentStatus};
 
 /// The columns of a [`PaymentRecord`], in [`payment_from_row`]'s order.
 macro_rules! payment_columns {
@@ -152,47 +152,4 @@ pub(super) async fn read_login<C: GenericClient>(
         locked_until_unix_ms: column(&row, 2)?,
         lockouts: u32::try_from(lockouts).unwrap_or(0),
     }))
-}
-
-/// Every payment, link, position and window in one REPEATABLE READ transaction: one state of
-/// the log.
-pub(super) async fn read_snapshot(server: &Server, pool: &Pool) -> Result<LogSnapshot, Failure> {
-    const DOING: &str = "reading a snapshot of the log";
-    server
-        .on(pool, DOING)
-        .within(SCAN_TIMEOUT)
-        .snapshot(async |transaction, failed| {
-            let payments = transaction
-                .query(
-                    concat!("SELECT ", payment_columns!(), " FROM payments ORDER BY seq"),
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(payment_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let links = transaction
-                .query(
-                    &format!(
-                        "SELECT {ACCOUNT_COLUMNS} FROM accounts
-                         ORDER BY linked_unix_ms, bank_id, account_number"
-                    ),
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(account_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let positions = settle::read_positions(transaction, failed).await?;
-            let windows = settle::read_all_reports(transaction, failed).await?;
-            Ok(LogSnapshot {
-                payments,
-                links,
-                positions,
-                windows,
-            })
-        })
-        .await
 }

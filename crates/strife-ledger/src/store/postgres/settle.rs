@@ -20,7 +20,7 @@
 //! … ON CONFLICT DO NOTHING` (which waits for a concurrent creator of the same row) and then
 //! locked with `SELECT … FOR UPDATE`. A deadlock PostgreSQL detects anyway (say, with a
 //! `claim` moving many payments at once) is retried by the callers'
-//! transactions ([`super::Server::transaction`]).
+//! transactions ([`super::server::Call::transaction`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -29,7 +29,7 @@ use strife_common::Failure;
 use tokio_postgres::Row;
 
 use super::read::{column, payment_columns, payment_from_row, query_rows};
-use super::Failed;
+use super::server::Failed;
 use crate::records::{
     BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord, WindowReport,
 };

@@ -16,7 +16,7 @@ use deadpool_postgres::Pool;
 
 use super::batch::{answer_each, Batcher, Item};
 use super::read::{account_from_row, column, query_rows, ACCOUNT_COLUMNS};
-use super::Server;
+use super::server::Server;
 use crate::records::{LinkedAccount, PaymentRecord, UserRecord};
 
 /// Most calls one statement carries.

@@ -8,23 +8,31 @@
 //!
 //! # Files
 //!
-//! Laid out as [`super::postgres`] is, wherever a concept exists in both:
+//! Laid out as [`super::postgres`] is, wherever a concept exists in both, and so that no two
+//! files import each other, not even through others: each file below imports only files
+//! listed after it (and of the store outside this directory, only its interface).
 //!
-//! - `mod.rs`: the connections, opening, and the [`GatewayStore`] methods, each one read or
-//!   one write that calls into the files below; and the two writes with rules of their own:
-//!   an attempt under its idempotency key (`record_attempt`) and a decision
-//!   (`write_decision`);
-//! - `schema.rs`: the tables, the migrations from older versions, [`SCHEMA_VERSION`];
-//! - `read.rs`: row decoding, payment lookups and listings, the audit's snapshot;
+//! - `mod.rs`: opening, and the [`GatewayStore`] methods, each one read or one write that
+//!   calls into the files below; and the two writes with rules of their own: an attempt under
+//!   its idempotency key (`record_attempt`) and a decision (`write_decision`); its tests in
+//!   `tests.rs` and `migration_tests.rs`;
+//! - `snapshot.rs`: the audit's snapshot, one read transaction over `read.rs`'s and
+//!   `settle.rs`'s reads;
 //! - `settle.rs`: settlement's reads and read-modify-writes, inside the write they belong to;
+//! - `schema.rs`: the tables, the migrations from older versions, [`SCHEMA_VERSION`];
+//! - `read.rs`: row decoding, payment lookups and listings;
+//! - `connection.rs`: what every file above builds on: the read connection and how SQLite's
+//!   errors are answered;
 //! - `shared.rs`: acknowledgements of concurrent payments, written together;
 //! - `directory.rs`: users and links kept in memory (PostgreSQL shares their reads instead).
 
+mod connection;
 mod directory;
 mod read;
 mod schema;
 mod settle;
 mod shared;
+mod snapshot;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,13 +48,14 @@ use strife_common::Failure;
 
 pub use schema::SCHEMA_VERSION;
 
-use super::{GatewayLog, GatewayStore, LoginChange};
+use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::records::{
     Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
     WindowRecord, WindowReport,
 };
 use crate::{payment, settlement};
+use connection::{storage, Reader};
 use read::{
     account_from_row, load_payment, payment_columns, payment_from_row, read_login, read_payments,
     ACCOUNTS_OF_USER, SELECT_PAYMENTS, UNFINISHED,
@@ -60,36 +69,6 @@ pub struct SqliteGatewayStore {
     acknowledgements: Arc<AckQueue>,
     directory: directory::Directory,
     _checkpointer: strife_common::sqlite::Checkpointer,
-}
-
-/// The read connection. Point lookups run on the caller's thread (they take microseconds, less
-/// than a hand-off to the blocking pool); scans go to the blocking pool.
-#[derive(Clone)]
-struct Reader(Arc<Mutex<Connection>>);
-
-impl Reader {
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // Reads change nothing, so a poisoned lock is still safe to use.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    async fn scan<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
-    ) -> Result<T, Failure> {
-        let reader = self.clone();
-        tokio::task::spawn_blocking(move || work(&reader.lock()))
-            .await
-            .map_err(|error| Failure::internal("blocking worker", error))?
-    }
-}
-
-/// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
-/// `INTERNAL`.
-fn storage(error: rusqlite::Error) -> Failure {
-    strife_common::sqlite::storage_failure("gateway.db", error)
 }
 
 impl SqliteGatewayStore {
@@ -149,14 +128,14 @@ impl SqliteGatewayLog {
 #[async_trait]
 impl GatewayLog for SqliteGatewayLog {
     async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
-        self.reader.scan(read::read_snapshot).await
+        self.reader.scan(snapshot::read_snapshot).await
     }
 }
 
 #[async_trait]
 impl GatewayLog for SqliteGatewayStore {
     async fn snapshot(&self) -> Result<LogSnapshot, Failure> {
-        self.reader.scan(read::read_snapshot).await
+        self.reader.scan(snapshot::read_snapshot).await
     }
 }
 

@@ -1,6 +1,6 @@
-//! Reading the SQLite gateway database: the row decoders, the payment lookups and listings
-//! every caller shares, and the audit's snapshot. Settlement's rows are read in
-//! [`super::settle`].
+//! Reading the SQLite gateway database: the row decoders and the payment lookups and
+//! listings every caller shares. Settlement's rows are read in [`super::settle`], the audit's
+//! snapshot in [`super::snapshot`].
 
 use std::sync::LazyLock;
 
@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use strife_common::sqlite::CachedStatements;
 use strife_common::Failure;
 
-use super::{settle, storage};
+use super::connection::storage;
 use crate::lockout::SharedLogin;
-use crate::records::{LinkedAccount, LogSnapshot, Party, PaymentRecord, PaymentStatus};
+use crate::records::{LinkedAccount, Party, PaymentRecord, PaymentStatus};
 
 /// The columns [`payment_from_row`] decodes, in its order (a macro so that `SELECT` and
 /// `RETURNING` clauses, and the 3 → 4 migration's copy of every row, can be built from it at
@@ -39,7 +39,7 @@ const SELECT_PAYMENT: &str = concat!(
 /// the partial index `payments_unfinished_by_coordinator` word for word, so SQLite uses it.
 pub(super) const UNFINISHED: &str = "(status = 1 OR debit_acked = 0 OR credit_acked = 0)";
 
-const SELECT_ACCOUNTS: &str =
+pub(super) const SELECT_ACCOUNTS: &str =
     "SELECT username, bank_id, account_number, currency, holder_name FROM accounts";
 
 /// A user's links, oldest first: every payment reads its parties' (formatted once, not per
@@ -150,36 +150,4 @@ pub(super) fn read_login(
         )
         .optional()
         .map_err(storage)
-}
-
-/// Every payment and link in one read transaction, so they describe one state of the log.
-pub(super) fn read_snapshot(connection: &Connection) -> Result<LogSnapshot, Failure> {
-    let transaction = connection.unchecked_transaction().map_err(storage)?;
-    let payments = {
-        let mut statement = transaction
-            .prepare(&format!("{SELECT_PAYMENTS} ORDER BY seq"))
-            .map_err(storage)?;
-        let rows = statement.query_map([], payment_from_row).map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(storage)?
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    let links = {
-        let mut statement = transaction
-            .prepare(&format!(
-                "{SELECT_ACCOUNTS} ORDER BY linked_unix_ms, bank_id, account_number"
-            ))
-            .map_err(storage)?;
-        let rows = statement.query_map([], account_from_row).map_err(storage)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(storage)?
-    };
-    let positions = settle::read_positions(&transaction)?;
-    let windows = settle::read_all_reports(&transaction)?;
-    Ok(LogSnapshot {
-        payments,
-        links,
-        positions,
-        windows,
-    })
 }

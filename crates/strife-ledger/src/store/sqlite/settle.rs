@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use strife_common::sqlite::CachedStatements;
 use strife_common::Failure;
 
+use super::connection::storage;
 use super::read::load_payment;
-use super::storage;
 use crate::records::{
     BilateralTotal, PaymentRecord, PaymentStatus, PositionRecord, WindowRecord, WindowReport,
 };
