@@ -152,7 +152,7 @@ async fn a_finished_payment_is_never_claimed() {
 }
 
 // The settlement and refund behaviours run against both stores, in the two-store suite
-// (crates/strife/tests/e2e/gateway_store.rs); here only what is SQLite's own: its migrations.
+// (crates/strife/tests/e2e/store/gateway_store.rs); here only what is SQLite's own: its migrations.
 
 /// An attempt from `from_user` at `from_bank` to `to_user` at `to_bank`.
 fn payment_between(

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod dev;
+pub mod disk;
 pub mod load;
 pub mod network;
 pub mod postgres;

@@ -22,8 +22,8 @@ use rand::{Rng, SeedableRng};
 use strife_proto::v1 as pb;
 use tonic::Code;
 
-use crate::gateway_recovery::{leg_states, prepared_payment_ids};
 use crate::support::network::GatewayClient;
+use crate::support::network::{leg_states, prepared_payment_ids};
 use crate::support::replicas::{decision_window, lease_ttl, prepare_timeout};
 use crate::support::replicas::{
     now_unix_ms, payments_by_id, stored_payments, unfinished_count, unfinished_of, Answer,

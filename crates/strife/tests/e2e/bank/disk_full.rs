@@ -5,7 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::data_safety::{alice_and_bob, bank_balances, fill, pay_request, Tmpfs};
+use crate::support::disk::{fill, Tmpfs};
+use crate::support::network::{bank_balances, pay_request, ManualNetwork};
 use crate::support::{strife_bin, wait_until, BankStart};
 use strife_proto::v1 as pb;
 
@@ -23,7 +24,7 @@ fn audit_clean(network: &crate::support::network::ManualNetwork) -> (bool, Strin
 
 #[tokio::test]
 async fn a_full_bank_disk_moves_no_money_and_recovers_when_space_is_freed() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     // Move bank0's (alice's, the debit side) dir onto a small tmpfs: the same database and
     // files, so it opens as itself.
     assert!(network.banks[0].process.terminate(Duration::from_secs(10)));

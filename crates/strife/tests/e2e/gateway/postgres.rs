@@ -12,7 +12,7 @@ use serde_json::Value;
 use strife_proto::v1 as pb;
 use tonic::Code;
 
-use crate::gateway_recovery::{journal_entries_for, leg_states, prepared_payment_ids};
+use crate::support::network::{journal_entries_for, leg_states, prepared_payment_ids};
 use crate::support::network::{ManualNetwork, NetworkOptions};
 use crate::support::postgres::{Database, Postgres};
 use crate::support::{run_expecting_exit, spawn_with_ready_line, strife_bin, wait_until, Network};

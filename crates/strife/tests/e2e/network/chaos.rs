@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::data_safety::{fill, Tmpfs};
+use crate::support::disk::{fill, Tmpfs};
 use crate::support::network::{ManualNetwork, NetworkOptions};
 use crate::support::proxy::{Mode, Proxy};
 use crate::support::replicas::{lease_ttl, ReplicaNetwork, TAKEOVER_SCAN};

@@ -5,92 +5,16 @@
 
 use std::time::Duration;
 
-use crate::support::network::ManualNetwork;
+use crate::support::network::{
+    journal_entries_for, leg_states, prepared_payment_ids, ManualNetwork,
+};
 use crate::support::wait_until;
 use strife_common::tls::ExpectedPeer;
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 
-async fn alice_and_bob() -> ManualNetwork {
-    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
-    network.fund("alice", "bank0", "100.00").await;
-    network.fund("bob", "bank1", "0").await;
-    network
-}
-
-/// States of the legs of `payment_id` on both banks.
-pub(crate) async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
-    let mut states = Vec::new();
-    for bank in &network.banks {
-        let mut client = network
-            .network
-            .gateway_bank_client(&bank.id, &bank.address.to_string());
-        for role in [pb::LegRole::Debit, pb::LegRole::Credit] {
-            let request = pb::LegRequest {
-                payment_id: payment_id.into(),
-                role: role as i32,
-            };
-            if let Ok(leg) = client.get_leg(request).await {
-                states.push(leg.into_inner().state);
-            }
-        }
-    }
-    states
-}
-
-/// The payment ids of every leg the banks hold PREPARED.
-pub(crate) async fn prepared_payment_ids(network: &ManualNetwork) -> Vec<String> {
-    let mut ids = Vec::new();
-    for bank in &network.banks {
-        let mut client = network
-            .network
-            .gateway_bank_client(&bank.id, &bank.address.to_string());
-        let listed = client
-            .list_accounts(pb::ListAccountsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        ids.extend(listed.prepared_legs.into_iter().map(|leg| leg.payment_id));
-    }
-    ids.sort();
-    ids.dedup();
-    ids
-}
-
-/// Journal entries (across both banks) that name `payment_id`.
-pub(crate) async fn journal_entries_for(network: &ManualNetwork, payment_id: &str) -> usize {
-    let mut count = 0;
-    for bank in &network.banks {
-        let mut client = network
-            .network
-            .gateway_bank_client(&bank.id, &bank.address.to_string());
-        let listed = client
-            .list_accounts(pb::ListAccountsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        for account in listed.accounts {
-            let entries = client
-                .list_journal(pb::ListJournalRequest {
-                    account_number: account.account_number,
-                    after_seq: 0,
-                    limit: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .entries;
-            count += entries
-                .iter()
-                .filter(|entry| entry.payment_id == payment_id)
-                .count();
-        }
-    }
-    count
-}
-
 #[tokio::test]
 async fn gateway_killed_after_a_durable_commit_finishes_both_legs_exactly_once() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
     network.start_gateway(&[("STRIFE_CRASH_AT", "after_decision")]);
 
@@ -131,7 +55,7 @@ async fn gateway_killed_after_a_durable_commit_finishes_both_legs_exactly_once()
 
 #[tokio::test]
 async fn gateway_killed_before_deciding_aborts_both_legs_and_the_retry_pays_once() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
     network.start_gateway(&[("STRIFE_CRASH_AT", "after_prepare")]);
 

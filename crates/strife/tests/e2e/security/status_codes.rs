@@ -121,6 +121,10 @@ const WRONG_PASSWORD: Expect = refused(Code::Unauthenticated, "unauthenticated")
 const UNAVAILABLE: Expect = refused(Code::Unavailable, "unavailable");
 const ALREADY_EXISTS: Expect = refused(Code::AlreadyExists, "already_exists");
 const PERMISSION_DENIED: Expect = refused(Code::PermissionDenied, "permission_denied");
+/// A bad request the handler does not pin on one field (a cursor, a page token, a window id,
+/// a currency or cap of `SetNetDebitCap`, a refund's currency): `INVALID_ARGUMENT` without a
+/// `BadRequest`.
+const INVALID: Expect = refused(Code::InvalidArgument, "invalid_argument");
 
 /// One call and what it must answer.
 struct Row {
@@ -226,6 +230,22 @@ fn link(bank_id: &str, account_number: &str) -> pb::LinkAccountRequest {
     }
 }
 
+fn refund(payment_id: &str, key: &str) -> pb::RefundRequest {
+    pb::RefundRequest {
+        payment_id: payment_id.into(),
+        idempotency_key: key.into(),
+        ..pb::RefundRequest::default()
+    }
+}
+
+fn cap(bank_id: &str, currency: &str, cap_minor: Option<i64>) -> pb::SetNetDebitCapRequest {
+    pb::SetNetDebitCapRequest {
+        bank_id: bank_id.into(),
+        currency: currency.into(),
+        cap_minor,
+    }
+}
+
 fn leg(payment_id: &str, role: pb::LegRole) -> pb::LegRequest {
     pb::LegRequest {
         payment_id: payment_id.into(),
@@ -301,6 +321,43 @@ fn gateway_rpcs() -> Vec<(&'static str, Caller, Vec<u8>)> {
                 idempotency_key: "k".into(),
             }
             .encode_to_vec(),
+        ),
+        (
+            "WatchPayments",
+            Caller::Alice,
+            pb::WatchPaymentsRequest::default().encode_to_vec(),
+        ),
+        ("Refund", Caller::Alice, refund("p", "k").encode_to_vec()),
+        (
+            "SetNetDebitCap",
+            Caller::Admin,
+            cap("bank0", "USD", None).encode_to_vec(),
+        ),
+        (
+            "GetPositions",
+            Caller::Admin,
+            pb::GetPositionsRequest::default().encode_to_vec(),
+        ),
+        (
+            "ListSettlementWindows",
+            Caller::Admin,
+            pb::ListSettlementWindowsRequest::default().encode_to_vec(),
+        ),
+        // Windows that do not exist: should a row ever get through, it changes nothing.
+        (
+            "CloseSettlementWindow",
+            Caller::Admin,
+            pb::CloseSettlementWindowRequest { window_id: 999 }.encode_to_vec(),
+        ),
+        (
+            "GetSettlementReport",
+            Caller::Admin,
+            pb::GetSettlementReportRequest { window_id: 1 }.encode_to_vec(),
+        ),
+        (
+            "MarkSettled",
+            Caller::Admin,
+            pb::MarkSettledRequest { window_id: 999 }.encode_to_vec(),
         ),
     ]
 }
@@ -430,9 +487,10 @@ fn every_rpc_rows() -> Vec<Row> {
 }
 
 /// The classes particular to each RPC: unknown method or service, unknown bank, user,
-/// account, payment or leg, and a bad field.
+/// account, payment, window or leg, a bad field, a caller of the wrong role. `paid`: a
+/// committed payment from alice to bob.
 #[rustfmt::skip] // A table: one row per line reads best.
-fn particular_rows() -> Vec<Row> {
+fn particular_rows(paid: &str) -> Vec<Row> {
     use Caller::{Admin, Alice, AtBank, Bank0, WrongPassword};
     let empty = pb::GetBalancesRequest::default;
     let coordinator = |name: &str| format!("{COORDINATOR}{name}");
@@ -494,6 +552,16 @@ fn particular_rows() -> Vec<Row> {
         decisions: vec![finish; 129],
     };
     let (debit, credit, unspecified) = (pb::LegRole::Debit, pb::LegRole::Credit, pb::LegRole::Unspecified);
+    let since = |cursor: &str| pb::WatchPaymentsRequest { since: cursor.into() };
+    let refunding = |payment_id: &str, key: &str, change: &dyn Fn(&mut pb::RefundRequest)| {
+        let mut request = refund(payment_id, key);
+        change(&mut request);
+        request
+    };
+    let windows = |token: &str| pb::ListSettlementWindowsRequest { page_size: 0, page_token: token.into() };
+    let close = |window_id: u64| pb::CloseSettlementWindowRequest { window_id };
+    let report = |window_id: u64| pb::GetSettlementReportRequest { window_id };
+    let settle = |window_id: u64| pb::MarkSettledRequest { window_id };
     vec![
         // Unknown methods and services, at the gateway (before any credential is read) and at
         // a bank (tonic's own answer, with Strife's details).
@@ -553,6 +621,37 @@ fn particular_rows() -> Vec<Row> {
         gw("empty payment id", Alice, "GetPayment", payment(""), bad_field("payment_id")),
         gw("unused key", Alice, "GetPaymentByKey", by_key("never-used"), NOT_FOUND),
         gw("empty key", Alice, "GetPaymentByKey", by_key(""), bad_field("idempotency_key")),
+        // Gateway: WatchPayments (a stream; refusals come before its first event).
+        gw("foreign cursor", Alice, "WatchPayments", since("not-a-cursor"), INVALID),
+        gw("negative cursor", Alice, "WatchPayments", since("-1"), INVALID),
+        // Gateway: Refund.
+        gw("empty payment id", Alice, "Refund", refund("", "k-r"), bad_field("payment_id")),
+        gw("empty key", Alice, "Refund", refund(paid, ""), bad_field("idempotency_key")),
+        gw("zero amount", Alice, "Refund", refunding(paid, "k-r0", &|r| r.amount = usd(0)), bad_field("amount.amount_minor")),
+        gw("control character in reason", Alice, "Refund", refunding(paid, "k-rr", &|r| r.reason = "a\u{7}b".into()),
+           bad_field("reason")),
+        gw("unknown payment", Alice, "Refund", refund("no-such-payment", "k-r"), NOT_FOUND),
+        gw("the payer, not the payee", Alice, "Refund", refund(paid, "k-payer"), PERMISSION_DENIED),
+        gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), INVALID),
+        // Gateway: the admin's settlement methods; a client calling one is refused by role.
+        gw("a client", Alice, "SetNetDebitCap", cap("bank0", "USD", Some(1)), PERMISSION_DENIED),
+        gw("bad bank id", Admin, "SetNetDebitCap", cap("a b", "USD", Some(1)), bad_field("bank_id")),
+        gw("unknown bank", Admin, "SetNetDebitCap", cap("bank9", "USD", Some(1)), UNKNOWN_BANK),
+        gw("unknown currency", Admin, "SetNetDebitCap", cap("bank0", "XYZ", Some(1)), INVALID),
+        gw("negative cap", Admin, "SetNetDebitCap", cap("bank0", "USD", Some(-1)), INVALID),
+        gw("a client", Alice, "GetPositions", pb::GetPositionsRequest::default(), PERMISSION_DENIED),
+        gw("a client", Alice, "ListSettlementWindows", windows(""), PERMISSION_DENIED),
+        gw("foreign page token", Admin, "ListSettlementWindows", windows("not-a-token"), INVALID),
+        gw("a client", Alice, "CloseSettlementWindow", close(1), PERMISSION_DENIED),
+        gw("unknown window", Admin, "CloseSettlementWindow", close(999), NOT_FOUND),
+        gw("window id past i64", Admin, "CloseSettlementWindow", close(u64::MAX), NOT_FOUND),
+        gw("a client", Alice, "GetSettlementReport", report(1), PERMISSION_DENIED),
+        gw("no window id", Admin, "GetSettlementReport", report(0), INVALID),
+        gw("unknown window", Admin, "GetSettlementReport", report(999), NOT_FOUND),
+        gw("a client", Alice, "MarkSettled", settle(1), PERMISSION_DENIED),
+        gw("no window id", Admin, "MarkSettled", settle(0), INVALID),
+        gw("unknown window", Admin, "MarkSettled", settle(999), NOT_FOUND),
+        gw("the open window", Admin, "MarkSettled", settle(1), refused(Code::FailedPrecondition, "window_open")),
         // Gateway: the banks' decision query.
         row("empty payment id", Bank0, &coordinator("GetDecision"), decision("", "bank0"), bad_field("payment_id")),
         row("another bank's name", Bank0, &coordinator("GetDecision"), decision("p", "bank1"), PERMISSION_DENIED),
@@ -688,11 +787,28 @@ async fn call_maybe_compressed(
         let value = MetadataValue::try_from("p".repeat(padding)).unwrap();
         request.metadata_mut().insert("x-padding", value);
     }
+    let streaming = path.ends_with("/WatchPayments");
     let path = http::uri::PathAndQuery::try_from(path.to_owned()).unwrap();
-    let answer = tokio::time::timeout(Duration::from_secs(20), grpc.unary(request, path, RawCodec))
+    let answer = async {
+        if streaming {
+            // A refusal is the call's status; an answer is its first event.
+            let mut events = grpc
+                .server_streaming(request, path, RawCodec)
+                .await?
+                .into_inner();
+            events
+                .message()
+                .await?
+                .ok_or_else(|| Status::unknown("the stream ended without an event"))
+        } else {
+            grpc.unary(request, path, RawCodec)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), answer)
         .await
-        .map_err(|_| Status::deadline_exceeded("no answer in 20 s"))?;
-    answer.map(tonic::Response::into_inner)
+        .map_err(|_| Status::deadline_exceeded("no answer in 20 s"))?
 }
 
 /// What is wrong with `status` as the answer `expect` describes, if anything.
@@ -820,8 +936,20 @@ async fn every_rpc_answers_each_class_of_bad_request_with_its_documented_status(
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     }
 
+    // A committed payment from alice to bob, for the refund rows.
+    let paid = call(
+        callers.alice.clone(),
+        &format!("{GATEWAY}Pay"),
+        pay("k-paid", "bob", 1).encode_to_vec(),
+        Some(("alice".into(), password_of("alice"))),
+        0,
+    )
+    .await
+    .expect("alice pays bob");
+    let paid = pb::Payment::decode(paid.as_slice()).unwrap().payment_id;
+
     let mut rows = every_rpc_rows();
-    rows.extend(particular_rows());
+    rows.extend(particular_rows(&paid));
     let count = rows.len();
     let wrong = run(rows, &callers, &admin_password).await;
     assert!(

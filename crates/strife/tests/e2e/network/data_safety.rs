@@ -5,19 +5,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::network::ManualNetwork;
+use crate::support::disk::{fill, Tmpfs};
+use crate::support::network::{bank_balances, pay_request, ManualNetwork};
 use crate::support::{run_expecting_exit, strife_bin, wait_until};
 use strife_common::discovery::{bank_key, ServiceEntry};
 
 /// How long a refused start may take to exit.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(15);
-
-pub(crate) async fn alice_and_bob() -> ManualNetwork {
-    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
-    network.fund("alice", "bank0", "100.00").await;
-    network.fund("bob", "bank1", "0").await;
-    network
-}
 
 fn bank_command(network: &ManualNetwork, bank_id: &str) -> Command {
     let mut command = Command::new(strife_bin());
@@ -59,7 +53,7 @@ fn pays(network: &ManualNetwork, key: &str) -> bool {
 
 #[tokio::test]
 async fn a_second_bank_on_the_same_dir_is_refused_and_the_first_keeps_working() {
-    let network = alice_and_bob().await;
+    let network = ManualNetwork::alice_and_bob().await;
     let first_pid = network.banks[0].process.child.id();
     let lock = network.network.layout().bank_lock("bank0");
 
@@ -118,7 +112,7 @@ async fn a_second_bank_on_the_same_dir_is_refused_and_the_first_keeps_working() 
 
 #[tokio::test]
 async fn a_second_gateway_on_the_same_dir_is_refused_and_the_first_keeps_working() {
-    let network = alice_and_bob().await;
+    let network = ManualNetwork::alice_and_bob().await;
     let first_pid = network.gateway.as_ref().unwrap().child.id();
     let lock = network.network.layout().gateway_lock();
 
@@ -172,7 +166,7 @@ fn assert_refused(command: Command, expected: &[&str]) -> String {
 
 #[tokio::test]
 async fn an_emptied_or_missing_bank_database_is_refused_unless_initialize() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     kill_bank(&mut network, 0);
     let db = network.network.layout().bank_db("bank0");
     let shown = db.display().to_string();
@@ -202,7 +196,7 @@ async fn an_emptied_or_missing_bank_database_is_refused_unless_initialize() {
 
 #[tokio::test]
 async fn an_emptied_gateway_database_is_refused() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
     let db = network.network.layout().gateway_db();
     std::fs::write(&db, b"").unwrap();
@@ -218,7 +212,7 @@ async fn an_emptied_gateway_database_is_refused() {
 
 #[tokio::test]
 async fn another_banks_database_is_refused_as_foreign() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     kill_bank(&mut network, 0);
     kill_bank(&mut network, 1);
     let layout = network.network.layout();
@@ -326,7 +320,7 @@ fn overwrite(path: &std::path::Path, offset: u64, bytes: &[u8]) {
 
 #[tokio::test]
 async fn a_corrupt_bank_database_is_refused_naming_the_file() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     kill_bank(&mut network, 0);
     let db = network.network.layout().bank_db("bank0");
     let shown = db.display().to_string();
@@ -464,85 +458,9 @@ async fn setup_and_a_bank_leave_private_dirs_and_files() {
     drop(bank);
 }
 
-/// A tmpfs mounted over a directory for one test; unmounted (lazily, so processes still
-/// holding files on it cannot block it) when dropped, also when the test fails.
-pub(crate) struct Tmpfs {
-    path: std::path::PathBuf,
-}
-
-impl Tmpfs {
-    /// `None` (after a loud message) where mounting is not permitted.
-    pub(crate) fn mount(path: &std::path::Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(path)
-            .status();
-        match status {
-            Ok(status) if status.success() => Some(Tmpfs {
-                path: path.to_owned(),
-            }),
-            other => {
-                eprintln!(
-                    "\n!!! SKIPPED: cannot mount a tmpfs at {} ({other:?}); the disk-full test \
-                     needs root (or CAP_SYS_ADMIN) !!!\n",
-                    path.display()
-                );
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-/// Fills the filesystem holding `path` until it refuses another byte.
-pub(crate) fn fill(path: &std::path::Path) {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).unwrap();
-    for chunk in [64 * 1024, 4096, 512, 1] {
-        let bytes = vec![0xEE_u8; chunk];
-        while file.write_all(&bytes).is_ok() {}
-    }
-    let _ = file.sync_all();
-}
-
-pub(crate) async fn bank_balances(network: &ManualNetwork) -> Vec<(String, i64)> {
-    let mut balances = Vec::new();
-    for index in 0..network.banks.len() {
-        let listed = network
-            .bank(index)
-            .list_accounts(strife_proto::v1::ListAccountsRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        for account in listed.accounts {
-            balances.push((account.account_number, account.balance_minor));
-        }
-    }
-    balances
-}
-
-pub(crate) fn pay_request(key: &str) -> strife_proto::v1::PayRequest {
-    strife_proto::v1::PayRequest {
-        idempotency_key: key.into(),
-        to_username: "bob".into(),
-        amount: Some(strife_proto::v1::Money {
-            amount_minor: 1,
-            currency: "USD".into(),
-        }),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn a_full_gateway_disk_answers_unavailable_and_recovers_when_space_is_freed() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     // Move the gateway's state dir onto a small tmpfs (the same database, so it opens as
     // itself; its creation marker stays in state/).
     network.stop_gateway();

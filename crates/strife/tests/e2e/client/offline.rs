@@ -13,16 +13,9 @@ use crate::support::{strife_bin, wait_until, BankStart};
 use strife_proto::v1::{self as pb, gateway_server};
 use tonic::{Request, Response, Status};
 
-async fn alice_and_bob() -> ManualNetwork {
-    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
-    network.fund("alice", "bank0", "100.00").await;
-    network.fund("bob", "bank1", "0").await;
-    network
-}
-
 #[tokio::test]
 async fn a_payment_made_while_the_gateway_is_down_is_queued_and_sync_pays_it_once() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
 
     let (code, queued) = network.client("alice", &["pay", "--to", "bob", "--amount", "12.50"]);
@@ -57,7 +50,7 @@ async fn a_payment_made_while_the_gateway_is_down_is_queued_and_sync_pays_it_onc
 
 #[tokio::test]
 async fn a_client_killed_mid_sync_loses_and_duplicates_nothing() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
     const QUEUED: usize = 20;
     for _ in 0..QUEUED {
@@ -122,7 +115,7 @@ async fn a_client_killed_mid_sync_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn a_queued_payment_the_gateway_refuses_is_reported_failed_and_never_retried() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
     let (code, _) = network.client("alice", &["pay", "--to", "bob", "--amount", "500.00"]);
     assert_eq!(code, 75);
@@ -165,7 +158,7 @@ async fn a_queued_payment_the_gateway_refuses_is_reported_failed_and_never_retri
 
 #[tokio::test]
 async fn sync_watch_sends_queued_payments_as_soon_as_the_gateway_is_back() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     network.stop_gateway();
     let (code, _) = network.client("alice", &["pay", "--to", "bob", "--amount", "2.00"]);
     assert_eq!(code, 75);
@@ -216,7 +209,7 @@ async fn kill_bank(network: &mut ManualNetwork, index: usize, bank_id: &str) {
 
 #[tokio::test]
 async fn an_unknown_outcome_is_resolved_by_key_never_given_up_and_never_sent_twice() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     // bob's bank is down: the gateway answers UNAVAILABLE, which does not say whether it
     // recorded the payment, so the client must treat the outcome as unknown.
     kill_bank(&mut network, 1, "bank1").await;
@@ -484,7 +477,7 @@ impl gateway_server::Gateway for InternalAfterCommit {
 // runtime, must keep serving it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_is_not_final_a_committed_payment_answered_internal_resolves_to_succeeded() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     let pays = Arc::new(AtomicUsize::new(0));
     let stand_in = InternalAfterCommit {
         upstream: network.gateway_client("alice"),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::network::ManualNetwork;
-use crate::support::{strife_bin, BankStart};
+use crate::support::{strife_bin, wait_until, BankStart};
 use serde_json::Value;
 use strife_proto::v1 as pb;
 
@@ -127,7 +127,7 @@ async fn audit_live_under_load_reports_in_flight_payments_never_violations() {
 
     // Quiet again: the plain audit agrees, and a live one has nothing in flight once phase 2
     // has reached both banks.
-    let quiet = crate::support::wait_until(Duration::from_secs(20), || async {
+    let quiet = wait_until(Duration::from_secs(20), || async {
         tokio::task::block_in_place(|| {
             let (code, report) = audit(&network, &["--live"]);
             code == Some(0) && report["in_flight_count"] == 0
@@ -185,17 +185,18 @@ async fn audit_live_still_catches_a_tampered_bank_and_an_owner_mismatch() {
 
     for mode in [&["--live"][..], &[][..]] {
         // The restarted bank re-registers its new address; wait for the audit to reach it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (code, report) = loop {
+        let mut last = None;
+        wait_until(Duration::from_secs(20), || {
             let (code, report) = audit(&network, mode);
-            let unreachable = violation_kinds(&report)
+            let reached = !violation_kinds(&report)
                 .iter()
                 .any(|kind| kind == "bank_unreachable");
-            if !unreachable || Instant::now() > deadline {
-                break (code, report);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+            last = Some((code, report));
+            async move { reached }
+        })
+        .await;
+        // Reached or not, the last audit must report the damage.
+        let (code, report) = last.unwrap();
         assert_eq!(
             code,
             Some(1),

@@ -6,16 +6,9 @@ use std::time::Duration;
 use crate::support::network::ManualNetwork;
 use crate::support::{free_port, wait_until};
 
-async fn alice_and_bob() -> ManualNetwork {
-    let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
-    network.fund("alice", "bank0", "100.00").await;
-    network.fund("bob", "bank1", "0").await;
-    network
-}
-
 #[tokio::test]
 async fn a_client_given_several_gateways_pays_through_the_one_that_is_up() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     let live = network.gateway_address.clone();
     // Nothing listens here: connecting is refused, so nothing can have been sent there.
     let down = format!("127.0.0.1:{}", free_port());
@@ -63,7 +56,7 @@ async fn a_client_given_several_gateways_pays_through_the_one_that_is_up() {
 
 #[tokio::test]
 async fn the_gateway_registers_its_replica_id_and_address_in_etcd() {
-    let mut network = alice_and_bob().await;
+    let mut network = ManualNetwork::alice_and_bob().await;
     let replicas = network.etcd.gateway_entries().await;
     assert_eq!(replicas.len(), 1, "{replicas:?}");
     assert_eq!(replicas[0].address, network.gateway_address);

@@ -324,7 +324,7 @@ async fn a_bank_whose_database_turns_read_only_goes_not_serving_and_back_when_wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_decides_every_answered_payment_and_exits_zero_within_the_bound() {
-    let mut network = crate::data_safety::alice_and_bob().await;
+    let mut network = crate::support::network::ManualNetwork::alice_and_bob().await;
     let alice = network.gateway_client("alice");
     let load = Load::start(&alice, "bob", 8, "drain", None);
     assert!(

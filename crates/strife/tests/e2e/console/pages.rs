@@ -16,6 +16,7 @@ use crate::support::browser::{
     log_in, page_text, screenshot, wait_for_text, Chromedriver, PAGE_LIMIT,
 };
 use crate::support::dev::DevNetwork;
+use crate::support::wait_until;
 
 /// The console's base URL (`https://127.0.0.1:PORT/`) from the dev ready line.
 fn console_url(network: &DevNetwork) -> String {
@@ -96,15 +97,15 @@ async fn still_marked(browser: &Client) -> bool {
 
 /// Waits (without reloading) until the element `css` exists in the page.
 async fn wait_for_element(browser: &Client, css: &str) {
-    let deadline = std::time::Instant::now() + PAGE_LIMIT;
-    while browser.find(Locator::Css(css)).await.is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{css} never appeared; the page shows:\n{}",
-            page_text(browser).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let appeared = wait_until(PAGE_LIMIT, || async {
+        browser.find(Locator::Css(css)).await.is_ok()
+    })
+    .await;
+    assert!(
+        appeared,
+        "{css} never appeared; the page shows:\n{}",
+        page_text(browser).await
+    );
 }
 
 /// The payment id of the payment page the browser is on.
@@ -512,21 +513,16 @@ async fn console_operator_sees_the_network_and_settles_a_window() {
         let (code, paid) = network.client(from, &["pay", "--to", to, "--amount", amount]);
         assert_eq!(code, 0, "{paid}");
     }
-    let deadline = std::time::Instant::now() + PAGE_LIMIT;
-    while admin
-        .find_all(Locator::Css("#payments tbody tr"))
-        .await
-        .unwrap()
-        .len()
-        < 3
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            page_text(&admin).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let listed = wait_until(PAGE_LIMIT, || async {
+        admin
+            .find_all(Locator::Css("#payments tbody tr"))
+            .await
+            .unwrap()
+            .len()
+            >= 3
+    })
+    .await;
+    assert!(listed, "{}", page_text(&admin).await);
     assert!(still_marked(&admin).await);
     screenshot(&admin, "operator-payments").await;
 
