@@ -20,8 +20,6 @@
 //! are never split by it); where a rule could still be fooled, its doc comment says how.
 //!
 //! Run it alone: `cargo nextest run -p strife --test tidy` (about a second once built).
-//! The rules the restructure of issue 25 will make true are `#[ignore]`d until then;
-//! `--run-ignored all` shows what is left to do.
 
 // Test code: a failed unwrap is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -218,18 +216,6 @@ struct Forbidden {
     /// Any dependency whose name starts with this (`tonic` also forbids `tonic-prost`, …).
     dependency_prefix: &'static str,
     why: &'static str,
-    /// Whether the tree keeps it today, or only once the restructure of issue 25 lands.
-    kept: Kept,
-}
-
-/// When a row of a rule holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kept {
-    /// Today: checked by the test that runs.
-    Now,
-    /// Once the restructure of issue 25 lands: checked by an `#[ignore]`d test until then.
-    /// (When it lands, make these rows `Now` and delete that test.)
-    AfterRestructure,
 }
 
 /// The crate graph's rules. Rows about crates that do not exist yet are kept (and skipped),
@@ -239,91 +225,70 @@ const FORBIDDEN_DEPENDENCIES: &[Forbidden] = &[
         krate: "strife-gateway",
         dependency_prefix: "strife-pki",
         why: "the admin's identity is `strife_common::admin`; only setup issues certificates",
-        kept: Kept::Now,
     },
     Forbidden {
         krate: "strife-client",
         dependency_prefix: "strife-pki",
         why: "the admin's identity is `strife_common::admin`; only setup issues certificates",
-        kept: Kept::Now,
     },
     Forbidden {
         krate: "strife-audit",
         dependency_prefix: "strife-gateway",
         why: "audit reads the gateway's log through the read-only log interface, not the server",
-        kept: Kept::AfterRestructure,
     },
     Forbidden {
         krate: "strife-audit",
         dependency_prefix: "strife-console",
         why: "audit is a reader of the log; the console is a user interface",
-        kept: Kept::AfterRestructure,
     },
     Forbidden {
         krate: "strife-audit",
         dependency_prefix: "strife-pki",
         why: "reading the setup manifest is not issuing certificates",
-        kept: Kept::AfterRestructure,
     },
     Forbidden {
         krate: "strife-ledger",
         dependency_prefix: "tonic",
         why: "the core knows no transport",
-        kept: Kept::Now,
     },
     Forbidden {
         krate: "strife-ledger",
         dependency_prefix: "axum",
         why: "the core knows no transport",
-        kept: Kept::Now,
     },
     Forbidden {
         krate: "strife-ledger",
         dependency_prefix: "hyper",
         why: "the core knows no transport",
-        kept: Kept::Now,
     },
     Forbidden {
         krate: "strife-ledger",
         dependency_prefix: "etcd-client",
         why: "the core knows no discovery",
-        kept: Kept::Now,
     },
     Forbidden {
         krate: "strife-console",
         dependency_prefix: "strife-ledger",
         why: "the console goes through the gateway's API, never around it",
-        kept: Kept::Now,
     },
 ];
 
-/// **Crates** (ARCHITECTURE.md, Boundaries: "`strife-gateway` and `strife-client` do not
-/// depend on `strife-pki`", and the layers of issue 25 for crates still to come): every
-/// [`FORBIDDEN_DEPENDENCIES`] row kept [`Kept::Now`] whose crate exists, against its
+/// **Crates** (ARCHITECTURE.md, Boundaries: the ledger core knows no transport, the console
+/// never reaches the ledger, the audit links neither the gateway nor strife-pki, and
+/// `strife-gateway` and `strife-client` do not depend on `strife-pki`): every
+/// [`FORBIDDEN_DEPENDENCIES`] row whose crate exists, against its
 /// `Cargo.toml`'s `[dependencies]` (and `[target.….dependencies]`), by package name (a renamed
 /// dependency counts under its real name).
 #[test]
 fn crate_dependencies_keep_the_layers() {
-    check_dependencies("crate_dependencies_keep_the_layers", Kept::Now);
+    check_dependencies("crate_dependencies_keep_the_layers");
 }
 
-/// **Crates, once restructured** (issue 25): as [`crate_dependencies_keep_the_layers`], for
-/// the rows kept [`Kept::AfterRestructure`]: `strife-audit` depends on neither
-/// `strife-gateway` nor `strife-pki`.
-#[test]
-#[ignore = "enabled by the house restructure (issue 25)"]
-fn crate_dependencies_keep_the_restructured_layers() {
-    check_dependencies(
-        "crate_dependencies_keep_the_restructured_layers",
-        Kept::AfterRestructure,
-    );
-}
-
-fn check_dependencies(rule: &str, kept: Kept) {
+fn check_dependencies(rule: &str) {
     let manifests = crate_manifests();
     let mut violations = Vec::new();
     let mut absent = BTreeSet::new();
-    for row in FORBIDDEN_DEPENDENCIES.iter().filter(|row| row.kept == kept) {
+    for row in FORBIDDEN_DEPENDENCIES {
         let Some(manifest) = manifests.iter().find(|m| m.name == row.krate) else {
             absent.insert(row.krate);
             continue;
@@ -403,8 +368,8 @@ const GATEWAY_SERVICES: &[&str] = &["Gateway", "Coordinator"];
 /// The test tables every RPC needs a row in. Both name a method by a string literal of its
 /// bare name (`"Pay"`, `"GetDecision"`), next to the request they send it.
 const ROW_TABLES: &[&str] = &[
-    "crates/strife/tests/e2e/status_codes.rs",
-    "crates/strife/tests/e2e/security_matrix.rs",
+    "crates/strife/tests/e2e/security/status_codes.rs",
+    "crates/strife/tests/e2e/security/matrix.rs",
 ];
 
 /// **Every RPC of the gateway is in the role table** (the code map's `roles.rs`, "the method
@@ -434,7 +399,6 @@ fn every_gateway_rpc_has_a_role() {
 /// `"Method"` literal in each of [`ROW_TABLES`]. The literal is looked for in the whole file,
 /// so `OpenAccount` (a Bank and a Gateway method) is one name there.
 #[test]
-#[ignore = "enabled by the house restructure (issue 25)"]
 fn every_rpc_has_its_test_rows() {
     let methods = strife_v1_methods();
     let mut violations = Vec::new();
@@ -539,7 +503,6 @@ const KNOWN_REASON_CODES: &[&str] = &[
 /// literals once it exists (those shaped like a code: `lower_snake`), [`KNOWN_REASON_CODES`]
 /// until then.
 #[test]
-#[ignore = "enabled by the house restructure (issue 25)"]
 fn reason_codes_live_in_one_module() {
     let codes = reason_codes();
     let mut violations = Vec::new();
@@ -700,7 +663,6 @@ fn unsafe_code_allows(code: &str) -> Vec<usize> {
 /// (the one in the tree marks a test module). Each cycle is printed as its files, the shortest
 /// loop through each arrow, and every arrow with the names (and lines) that make it.
 #[test]
-#[ignore = "enabled by the house restructure (issue 25)"]
 fn no_use_cycles_between_files() {
     let graph = import_graph();
     let mut violations = Vec::new();

@@ -634,6 +634,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
     }
 
     // The coordinator's decision query: banks only, each in its own name.
+    let method = "GetDecision";
     let decision_query = |bank_id: &str| pb::GetDecisionRequest {
         payment_id: "matrix".into(),
         bank_id: bank_id.into(),
@@ -679,7 +680,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
     assert_eq!(
         status.code(),
         Code::PermissionDenied,
-        "GetDecision asked by bank1 in bank0's name"
+        "{method} asked by bank1 in bank0's name"
     );
     rows += 1;
 
