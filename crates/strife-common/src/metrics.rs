@@ -1,7 +1,7 @@
 //! Prometheus metrics, the parts every process shares: the `--metrics-listen` HTTP endpoint
 //! (`GET /metrics` in the Prometheus text exposition format, version 0.0.4), the histogram
 //! buckets, the bounded set of payment reason labels, and the group-commit metrics of
-//! [`crate::group_commit`]. The gateway's and the banks' own metrics live in their crates
+//! [`crate::storage::group_commit`]. The gateway's and the banks' own metrics live in their crates
 //! (`strife_gateway::metrics`, `strife_bank::metrics`); docs/OPERATIONS.md lists them all.
 //!
 //! Recording is never fallible and never blocks on I/O: counters and gauges are atomics, a
@@ -11,10 +11,10 @@
 //! the blocking pool.
 //!
 //! The endpoint is plain HTTP without authentication: it is meant for loopback or an operations
-//! network. It accepts through [`crate::listener::bounded_incoming`] like the gRPC servers, with
+//! network. It accepts through [`crate::net::listener::bounded_incoming`] like the gRPC servers, with
 //! a small connection cap of its own (independent of the gRPC port's and the console's),
 //! shared fairly between client addresses, the stalest connection evicted for a new one when
-//! full, the HTTP deadlines of [`crate::listener::HttpStream`] (whole request, response, idle)
+//! full, the HTTP deadlines of [`crate::net::listener::HttpStream`] (whole request, response, idle)
 //! and a small request buffer — so a few slow clients cannot keep a scraper out.
 
 use std::convert::Infallible;
@@ -41,7 +41,9 @@ use crate::limits::{
     EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, METRICS_MAX_CONNECTIONS,
     METRICS_MAX_CONNECTIONS_PER_ADDRESS, METRICS_REQUEST_TIMEOUT,
 };
-use crate::listener::{bounded_incoming, HttpDeadlines, HttpStream, LimitedStream, ListenerLimits};
+use crate::net::listener::{
+    bounded_incoming, HttpDeadlines, HttpStream, LimitedStream, ListenerLimits,
+};
 
 /// The one path served; every other path answers 404.
 pub const METRICS_PATH: &str = "/metrics";

@@ -24,9 +24,9 @@ use strife_common::limits::{
     CONSOLE_LOGINS_PER_ADDRESS_PER_MINUTE, MAX_TRACKED_ADDRESSES,
     MAX_WAITING_CONSOLE_PASSWORD_CHECKS, MAX_WAITING_PASSWORD_CHECKS,
 };
-use strife_common::listener::{AddressGroup, ConnectionInfo};
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::tls::{connection_identity, PeerIdentity, PeerRole};
+use strife_common::net::listener::{AddressGroup, ConnectionInfo};
+use strife_common::net::tls::{connection_identity, PeerIdentity, PeerRole};
 use strife_common::Failure;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::TlsConnectInfo;
@@ -1032,17 +1032,17 @@ where
             .get::<TlsConnectInfo<ConnectionInfo>>()
             .map(|info| info.get_ref().id);
         if let (Ok(peer), Some(connection)) = (&credentials.peer, connection) {
-            if !strife_common::listener::attach_peer(connection, &peer.to_string()) {
+            if !strife_common::net::listener::attach_peer(connection, &peer.to_string()) {
                 let failure = Failure::ResourceExhausted(format!(
                     "too many connections with this certificate (at most {}); reuse one",
-                    strife_common::listener::max_connections_per_peer()
+                    strife_common::net::listener::max_connections_per_peer()
                 ));
                 return Box::pin(async move { Ok(tonic::Status::from(failure).into_http()) });
             }
         }
         // Health and reflection need only a certificate from our CA (TLS checked the chain;
         // a revoked or unreadable one is refused here), no password, no role.
-        if strife_common::operations::is_operations_path(&credentials.path) {
+        if strife_common::net::operations::is_operations_path(&credentials.path) {
             return Box::pin(async move {
                 match credentials.peer {
                     Ok(_) => inner.call(request).await,
@@ -1241,7 +1241,7 @@ mod tests {
 
     async fn store_with(users: &[(&str, Role)]) -> (tempfile::TempDir, Arc<dyn GatewayStore>) {
         let dir = tempfile::tempdir().unwrap();
-        let identity = strife_common::store_identity::StoreIdentity::gateway(
+        let identity = strife_common::storage::store_identity::StoreIdentity::gateway(
             &strife_common::layout::Layout::new(dir.path()),
             "ca".into(),
             strife_ledger::store::sqlite::SCHEMA_VERSION,

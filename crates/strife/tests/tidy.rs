@@ -129,9 +129,9 @@ const SQL_PATHS: &[&str] = &[
     "crates/strife-client/src/outbox.rs",
     // How every database is opened (PRAGMAs), the group-commit writer (BEGIN / SAVEPOINT /
     // COMMIT) and every database's `meta` table and migrations.
-    "crates/strife-common/src/sqlite.rs",
-    "crates/strife-common/src/group_commit.rs",
-    "crates/strife-common/src/store_identity.rs",
+    "crates/strife-common/src/storage/sqlite.rs",
+    "crates/strife-common/src/storage/group_commit.rs",
+    "crates/strife-common/src/storage/store_identity.rs",
     // `strife dev --store postgres` administers its private PostgreSQL cluster through psql
     // (is it up, create the database); it knows no table of Strife's.
     "crates/strife/src/dev_postgres.rs",

@@ -63,7 +63,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use strife_common::layout::Layout;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::store_identity::StoreIdentity;
 use strife_common::Failure;
 
 use crate::lockout::SharedLogin;

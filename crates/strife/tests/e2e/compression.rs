@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use strife_common::limits::{ANSWERED_METADATA_BYTES, MAX_HEADER_LIST_BYTES};
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::tls::{identity_dns_name, ExpectedPeer, PeerRole};
+use strife_common::net::tls::{identity_dns_name, ExpectedPeer, PeerRole};
 use strife_proto::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::codec::CompressionEncoding;

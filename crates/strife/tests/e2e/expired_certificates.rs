@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::network::{Credentials, ManualNetwork};
 use crate::support::{bank_client, strife_bin};
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
+use strife_common::net::tls::{ExpectedPeer, PeerRole, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1 as pb;
 use time::OffsetDateTime;

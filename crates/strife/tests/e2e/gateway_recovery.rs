@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::network::ManualNetwork;
 use crate::support::wait_until;
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 
 async fn alice_and_bob() -> ManualNetwork {

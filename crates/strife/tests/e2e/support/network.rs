@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
 
 use super::{
     spawn_with_ready_line, strife_bin, wait_until, BankProcess, BankStart, Etcd, Network, Process,

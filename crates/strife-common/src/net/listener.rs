@@ -518,7 +518,7 @@ enum Slot {
 pub struct ConnectionInfo {
     pub tcp: TcpConnectInfo,
     pub id: u64,
-    pub(crate) peer: Arc<OnceLock<crate::tls::ParsedPeer>>,
+    pub(crate) peer: Arc<OnceLock<crate::net::tls::ParsedPeer>>,
 }
 
 /// Connections waiting for their first byte, oldest first, each with its eviction switch.
@@ -672,7 +672,7 @@ pub struct LimitedStream<S> {
     idle_deadline: Pin<Box<Sleep>>,
     /// Until the connection is attached to its peer: when it is closed if it has not been.
     attach_deadline: Option<Pin<Box<Sleep>>>,
-    peer: Arc<OnceLock<crate::tls::ParsedPeer>>,
+    peer: Arc<OnceLock<crate::net::tls::ParsedPeer>>,
 }
 
 impl<S> LimitedStream<S> {

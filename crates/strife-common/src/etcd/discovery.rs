@@ -85,7 +85,7 @@ fn entry_from_kv(
 /// bounded by [`crate::limits::ETCD_CALL_TIMEOUT`]. Entries that break the key rules are
 /// skipped with a warning. Banks use it for decision queries, replicas for takeover.
 pub async fn live_gateways(
-    etcd: &crate::etcd::EtcdAccess,
+    etcd: &crate::etcd::access::EtcdAccess,
     limit: i64,
 ) -> anyhow::Result<Vec<ServiceEntry>> {
     let mut client = etcd.connect().await?;
@@ -105,7 +105,9 @@ pub async fn live_gateways(
 /// prefix get within [`crate::limits::ETCD_CALL_TIMEOUT`], at most [`MAX_BANK_ENTRIES`]
 /// entries. Entries that break the key rules ([`bank_entry_from_kv`]) are skipped with a
 /// warning.
-pub async fn live_banks(etcd: &crate::etcd::EtcdAccess) -> anyhow::Result<Vec<ServiceEntry>> {
+pub async fn live_banks(
+    etcd: &crate::etcd::access::EtcdAccess,
+) -> anyhow::Result<Vec<ServiceEntry>> {
     let mut client = etcd.connect().await?;
     Ok(bank_snapshot(&mut client).await?.banks)
 }

@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use tonic::transport::server::TlsConnectInfo;
 
 use crate::limits::{MAX_STREAMS, MAX_STREAMS_PER_PEER};
-use crate::listener::ConnectionInfo;
+use crate::net::listener::ConnectionInfo;
 use crate::Failure;
 
 /// Every streaming method a Strife server serves (client-, server- or bidirectional
@@ -195,7 +195,7 @@ fn peer_key<B>(request: &http::Request<B>) -> Result<String, Failure> {
         .extensions()
         .get::<TlsConnectInfo<ConnectionInfo>>()
         .ok_or(Failure::Unauthenticated)?;
-    crate::tls::connection_identity(info).map(|peer| peer.to_string())
+    crate::net::tls::connection_identity(info).map(|peer| peer.to_string())
 }
 
 impl<S, B> tower::Service<http::Request<B>> for StreamLimits<S>

@@ -36,7 +36,7 @@ impl CachedStatements for Connection {
 pub fn open_connection(path: &std::path::Path, what: &str) -> anyhow::Result<Connection> {
     use anyhow::Context;
     if let Some(parent) = path.parent() {
-        crate::state_dir::create_private_dir(parent)?;
+        crate::storage::state_dir::create_private_dir(parent)?;
     }
     // Every error names the file: "file is not a database" alone does not say which one.
     let named = || format!("opening {what} {}", path.display());
@@ -188,12 +188,12 @@ impl Drop for Checkpointer {
 
 /// A store's connections: the writer (schema applied, behind a [`GroupCommit`] thread), a
 /// reader for committed state, and the background checkpointer. The database's identity is
-/// checked (or, for a new database, recorded) first: see [`crate::store_identity`].
+/// checked (or, for a new database, recorded) first: see [`crate::storage::store_identity`].
 /// Whether the database behind `writer` takes a durable write now (readiness): one small row
 /// in `meta`, written and fsynced like any state change, so a full disk or a failing device
 /// shows up here before a payment meets it. `file` names the database in the failure.
 pub async fn probe_write(
-    writer: &crate::group_commit::GroupCommit,
+    writer: &crate::storage::group_commit::GroupCommit,
     file: &'static str,
 ) -> Result<(), crate::Failure> {
     writer
@@ -213,26 +213,34 @@ pub fn open_store(
     path: &std::path::Path,
     what: &str,
     schema: &str,
-    identity: &crate::store_identity::StoreIdentity,
-) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
+    identity: &crate::storage::store_identity::StoreIdentity,
+) -> anyhow::Result<(
+    crate::storage::group_commit::GroupCommit,
+    Connection,
+    Checkpointer,
+)> {
     open_store_migrating(path, what, schema, &[], identity)
 }
 
 /// [`open_store`] for a store with migration steps: an older file is brought to
-/// `identity.schema_version` by `migrations` (see [`crate::store_identity::Migration`]).
+/// `identity.schema_version` by `migrations` (see [`crate::storage::store_identity::Migration`]).
 pub fn open_store_migrating(
     path: &std::path::Path,
     what: &str,
     schema: &str,
-    migrations: &[crate::store_identity::Migration],
-    identity: &crate::store_identity::StoreIdentity,
-) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
-    let absent = crate::store_identity::before_open(path, identity)?;
+    migrations: &[crate::storage::store_identity::Migration],
+    identity: &crate::storage::store_identity::StoreIdentity,
+) -> anyhow::Result<(
+    crate::storage::group_commit::GroupCommit,
+    Connection,
+    Checkpointer,
+)> {
+    let absent = crate::storage::store_identity::before_open(path, identity)?;
     let writer = open_connection(path, what)?;
     if !absent {
         quick_check(&writer, path)?;
     }
-    crate::store_identity::apply_schema_migrating(
+    crate::storage::store_identity::apply_schema_migrating(
         &writer, path, schema, migrations, identity, absent,
     )?;
     let reader = open_connection(path, what)?;
@@ -242,7 +250,12 @@ pub fn open_store_migrating(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| what.to_owned());
     Ok((
-        crate::group_commit::GroupCommit::start_observed(writer, what, &file, identity.kind)?,
+        crate::storage::group_commit::GroupCommit::start_observed(
+            writer,
+            what,
+            &file,
+            identity.kind,
+        )?,
         reader,
         checkpointer,
     ))

@@ -197,7 +197,7 @@ impl ParsedPeer {
     }
 
     fn identity_now(&self) -> Result<PeerIdentity, Failure> {
-        if crate::revocation::is_serial_revoked(&self.serial) {
+        if crate::net::revocation::is_serial_revoked(&self.serial) {
             return Err(Failure::Unauthenticated);
         }
         self.identity.clone().ok_or(Failure::Unauthenticated)
@@ -207,7 +207,7 @@ impl ParsedPeer {
 /// The verified peer of a connection accepted through `listener::bounded_incoming`: its
 /// certificate is parsed on the connection's first request and remembered for the rest.
 pub fn connection_identity(
-    info: &tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>,
+    info: &tonic::transport::server::TlsConnectInfo<crate::net::listener::ConnectionInfo>,
 ) -> Result<PeerIdentity, Failure> {
     let certificates = info.peer_certs().ok_or(Failure::Unauthenticated)?;
     let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
@@ -239,7 +239,7 @@ pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Failure> {
     // `ConnectionInfo`; tonic's own `peer_certs()` only knows plain TCP connections.
     if let Some(info) = request
         .extensions()
-        .get::<tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>>()
+        .get::<tonic::transport::server::TlsConnectInfo<crate::net::listener::ConnectionInfo>>()
     {
         return connection_identity(info);
     }

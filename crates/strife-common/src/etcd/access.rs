@@ -25,7 +25,7 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions, UserAddOptions,
 };
 
-use crate::discovery::{bank_key, BANKS_PREFIX, GATEWAYS_PREFIX};
+use crate::etcd::discovery::{bank_key, BANKS_PREFIX, GATEWAYS_PREFIX};
 use crate::layout::Layout;
 
 /// Longest wait to connect to etcd.
