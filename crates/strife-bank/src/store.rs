@@ -209,7 +209,7 @@ pub struct Store {
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
 /// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    strife_common::storage::sqlite::storage_failure("bank.db", error)
+    strife_common::storage::storage_failure("bank.db", error)
 }
 
 impl Store {

@@ -25,8 +25,9 @@ use strife_common::limits::{
     MAX_WAITING_CONSOLE_PASSWORD_CHECKS, MAX_WAITING_PASSWORD_CHECKS,
 };
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::net::listener::{AddressGroup, ConnectionInfo};
-use strife_common::net::tls::{connection_identity, PeerIdentity, PeerRole};
+use strife_common::net::connection::ConnectionInfo;
+use strife_common::net::connection::{connection_identity, PeerIdentity, PeerRole};
+use strife_common::net::listener::AddressGroup;
 use strife_common::Failure;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::server::TlsConnectInfo;

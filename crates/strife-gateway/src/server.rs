@@ -16,9 +16,9 @@ use strife_common::layout::Layout;
 use strife_common::limits::{
     DEREGISTER_TIMEOUT, FINISH_IN_FLIGHT_LIMIT, MAX_MESSAGE_BYTES, PAY_STORAGE_ALLOWANCE,
 };
-use strife_common::metrics::MetricsEndpoint;
 use strife_common::net::grpc_limits::GrpcLimitsLayer;
 use strife_common::net::listener::{bounded_incoming, ListenerLimits};
+use strife_common::net::metrics_endpoint::MetricsEndpoint;
 use strife_common::net::operations;
 use strife_common::net::stream_limits::StreamLimitsLayer;
 use strife_common::net::tls::TlsMaterial;

@@ -16,7 +16,7 @@ use strife_common::etcd::access::{
     bank_user as etcd_bank_user, GATEWAY_USER as ETCD_GATEWAY_USER, ROOT_USER as ETCD_ROOT_USER,
 };
 use strife_common::layout::{validate_name, KeyPairPaths, Layout};
-use strife_common::net::tls::{PeerRole, GATEWAY_CN};
+use strife_common::net::connection::{PeerRole, GATEWAY_CN};
 use strife_common::setup_manifest::SetupManifest;
 
 pub use ca::{

@@ -1,6 +1,6 @@
 use std::os::unix::fs::PermissionsExt;
 
-use strife_common::net::tls::{identity_from_der, PeerIdentity, PeerRole};
+use strife_common::net::connection::{identity_from_der, PeerIdentity, PeerRole};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::*;

@@ -12,7 +12,8 @@
 use std::time::Duration;
 
 use crate::etcd::access::EtcdAccess;
-use crate::etcd::discovery::{bank_key, gateway_key, ServiceEntry};
+use crate::etcd::discovery::ServiceEntry;
+use crate::etcd::keys::{bank_key, gateway_key};
 use anyhow::Context;
 use etcd_client::{Client, PutOptions};
 use tokio::sync::watch;

@@ -45,8 +45,8 @@ use strife_common::limits::{
     CONSOLE_MAX_CONNECTIONS, CONSOLE_MAX_CONNECTIONS_PER_ADDRESS, CONSOLE_REQUEST_TIMEOUT,
     EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
 };
+use strife_common::net::connection::{PeerIdentity, PeerRole};
 use strife_common::net::listener::{bounded_incoming, HttpDeadlines, HttpStream, ListenerLimits};
-use strife_common::net::tls::{PeerIdentity, PeerRole};
 use strife_common::Failure;
 use tokio::net::TcpListener;
 use tokio::sync::watch;

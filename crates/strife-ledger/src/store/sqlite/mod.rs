@@ -89,7 +89,7 @@ impl Reader {
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
 /// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    strife_common::storage::sqlite::storage_failure("gateway.db", error)
+    strife_common::storage::storage_failure("gateway.db", error)
 }
 
 impl SqliteGatewayStore {

@@ -494,10 +494,7 @@ impl Etcd {
             return Vec::new();
         };
         let options = etcd_client::GetOptions::new().with_prefix();
-        let read = client.get(
-            strife_common::etcd::discovery::GATEWAYS_PREFIX,
-            Some(options),
-        );
+        let read = client.get(strife_common::etcd::keys::GATEWAYS_PREFIX, Some(options));
         match tokio::time::timeout(Duration::from_secs(2), read).await {
             Ok(Ok(response)) => response
                 .kvs()
