@@ -62,12 +62,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
 use strife_common::money::{self, Amount};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::time::now_unix_ms;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_ledger::records::{LogSnapshot, PaymentRecord, PaymentStatus, WindowReport};
 use strife_ledger::settlement::{is_cross_bank, nets, window_state, WindowState};
 use strife_ledger::store::GatewayLog;
@@ -608,7 +608,7 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
 }
 
 async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, String>> {
-    Ok(strife_common::discovery::live_banks(etcd)
+    Ok(strife_common::etcd::discovery::live_banks(etcd)
         .await?
         .into_iter()
         .map(|entry| (entry.id, entry.address))
@@ -634,7 +634,7 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
-        strife_common::etcd::GATEWAY_USER,
+        strife_common::etcd::access::GATEWAY_USER,
     )?;
     let addresses = bank_addresses(&etcd).await?;
     // The network's identity: a PostgreSQL log must belong to this network's gateway.

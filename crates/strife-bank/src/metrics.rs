@@ -267,7 +267,7 @@ mod tests {
     #[tokio::test]
     async fn gauges_and_counters_follow_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = strife_common::store_identity::StoreIdentity::bank(
+        let identity = strife_common::storage::store_identity::StoreIdentity::bank(
             &strife_common::layout::Layout::new(dir.path()),
             "bank0",
             "ca".into(),

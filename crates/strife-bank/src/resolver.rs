@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strife_common::discovery::live_gateways;
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::discovery::live_gateways;
 use strife_common::limits::{DECISION_QUERY_TIMEOUT, MAX_GATEWAY_REPLICAS};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::time::now_unix_ms;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tokio::sync::{watch, Mutex};
 use tonic::transport::Channel;

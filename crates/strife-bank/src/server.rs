@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use strife_common::etcd::EtcdAccess;
-use strife_common::grpc_limits::GrpcLimitsLayer;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::registration::{keep_registered, Registration};
 use strife_common::layout::{validate_name, Layout};
 use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_ENCODED_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
-use strife_common::listener::{bounded_incoming, ListenerLimits};
-use strife_common::metrics::MetricsEndpoint;
-use strife_common::operations;
-use strife_common::registration::{keep_registered, Registration};
-use strife_common::state_dir::DirLock;
-use strife_common::store_identity::StoreIdentity;
-use strife_common::stream_limits::StreamLimitsLayer;
-use strife_common::tls::TlsMaterial;
+use strife_common::net::grpc_limits::GrpcLimitsLayer;
+use strife_common::net::listener::{bounded_incoming, ListenerLimits};
+use strife_common::net::metrics_endpoint::MetricsEndpoint;
+use strife_common::net::operations;
+use strife_common::net::stream_limits::StreamLimitsLayer;
+use strife_common::net::tls::TlsMaterial;
+use strife_common::storage::state_dir::DirLock;
+use strife_common::storage::store_identity::StoreIdentity;
 use strife_proto::v1::bank_server::BankServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
@@ -69,11 +69,11 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     )?;
     let identity_paths = layout.bank_identity(&config.bank_id);
     let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
-    strife_common::revocation::install(&layout.ca_crl())?;
+    strife_common::net::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
-        &strife_common::etcd::bank_user(&config.bank_id),
+        &strife_common::etcd::access::bank_user(&config.bank_id),
     )?;
     // Parses certificate and key now: a bad one must stop the bank before it prints its
     // ready line or registers in etcd, where it would attract traffic it cannot serve.

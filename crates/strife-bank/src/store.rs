@@ -13,9 +13,9 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use strife_common::group_commit::GroupCommit;
-use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::{Migration, StoreIdentity};
+use strife_common::storage::group_commit::GroupCommit;
+use strife_common::storage::sqlite::CachedStatements;
+use strife_common::storage::store_identity::{Migration, StoreIdentity};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -201,7 +201,7 @@ pub fn currency_label(code: &str) -> &'static str {
 pub struct Store {
     writer: GroupCommit,
     reader: Mutex<Connection>,
-    _checkpointer: strife_common::sqlite::Checkpointer,
+    _checkpointer: strife_common::storage::sqlite::Checkpointer,
     bank_id: String,
     observer: Arc<dyn LegObserver>,
 }
@@ -209,13 +209,13 @@ pub struct Store {
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
 /// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    strife_common::sqlite::storage_failure("bank.db", error)
+    strife_common::storage::storage_failure("bank.db", error)
 }
 
 impl Store {
     /// Whether the database takes a durable write now (readiness).
     pub async fn probe(&self) -> Result<(), Failure> {
-        strife_common::sqlite::probe_write(&self.writer, "bank.db").await
+        strife_common::storage::sqlite::probe_write(&self.writer, "bank.db").await
     }
 
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
@@ -226,7 +226,7 @@ impl Store {
         identity: &StoreIdentity,
         observer: Arc<dyn LegObserver>,
     ) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) = strife_common::sqlite::open_store_migrating(
+        let (writer, reader, checkpointer) = strife_common::storage::sqlite::open_store_migrating(
             path,
             "bank database",
             SCHEMA,

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
 use strife_common::failure::reason_of;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -160,7 +160,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         &layout.user_identity(strife_pki::ADMIN_USER),
     )?;
     // Several replicas (`a,b,c`): the payers are spread over them, the admin uses the first.
-    let replicas = strife_common::failover::parse_addresses(&config.gateway);
+    let replicas = strife_common::net::failover::parse_addresses(&config.gateway);
     anyhow::ensure!(!replicas.is_empty(), "no gateway address given");
     let admin_channel = admin_tls
         .endpoint(&replicas[0], &ExpectedPeer::Gateway, CALL_TIMEOUT)?
@@ -364,9 +364,9 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let etcd = EtcdAccess::new(
         vec![config.etcd.clone()],
         &layout,
-        strife_common::etcd::GATEWAY_USER,
+        strife_common::etcd::access::GATEWAY_USER,
     )?;
-    let entry = strife_common::discovery::live_banks(&etcd)
+    let entry = strife_common::etcd::discovery::live_banks(&etcd)
         .await?
         .into_iter()
         .next()

@@ -256,7 +256,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut connection = strife_common::sqlite::open_connection(path, "outbox")?;
+        let mut connection = strife_common::storage::sqlite::open_connection(path, "outbox")?;
         migrate(&mut connection, path)
             .with_context(|| format!("preparing the outbox database {}", path.display()))?;
         Ok(Outbox { connection })

@@ -1,17 +1,22 @@
 //! The one place where a refusal becomes a gRPC status (docs/SPEC.md §7). Handlers return
 //! [`Failure`]; only this module decides codes, reasons and details (`From<Failure> for
-//! Status`, and [`payment_refusal`] for a stored payment's refusal), so the mapping cannot
-//! drift.
+//! Status`, and `payment_refusal` for a stored payment's refusal), so the mapping cannot
+//! drift. `Failure` itself, its reasons and messages are transport-free; the statuses and
+//! `Failure::code` exist with feature `grpc`.
 //!
 //! Every status carries, in `grpc-status-details-bin`, a `google.rpc.ErrorInfo` (domain
 //! [`ERROR_DOMAIN`], a machine-readable reason from [`crate::reason`], metadata such as the field or
 //! the bank id), and a failure of one request field ([`Failure::InvalidField`]) also a
 //! `google.rpc.BadRequest` with one `FieldViolation { field, description }`.
 
+#[cfg(feature = "grpc")]
 use std::collections::HashMap;
 
+#[cfg(feature = "grpc")]
 use tonic::metadata::MetadataMap;
+#[cfg(feature = "grpc")]
 use tonic::{Code, Status};
+#[cfg(feature = "grpc")]
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::reason;
@@ -172,6 +177,7 @@ impl Failure {
     }
 
     /// The gRPC code this failure maps to.
+    #[cfg(feature = "grpc")]
     pub fn code(&self) -> Code {
         match self {
             Failure::InvalidArgument(_) | Failure::InvalidField { .. } => Code::InvalidArgument,
@@ -189,6 +195,7 @@ impl Failure {
     }
 }
 
+#[cfg(feature = "grpc")]
 impl From<Failure> for Status {
     /// The status, with a `google.rpc.ErrorInfo` (reason, domain `strife`) in
     /// `grpc-status-details-bin` for every failure, a `google.rpc.BadRequest` for a bad field,
@@ -224,6 +231,7 @@ impl From<Failure> for PaymentRefusal {
     }
 }
 
+#[cfg(feature = "grpc")]
 impl From<PaymentRefusal> for Status {
     fn from(refusal: PaymentRefusal) -> Self {
         match refusal.payment_id {
@@ -240,6 +248,7 @@ impl From<PaymentRefusal> for Status {
 /// are the payment's own reason code (`insufficient_funds`, `bank_timeout`, …) when it has
 /// one, and the payment id travels as `ErrorInfo.metadata["payment_id"]` and the
 /// `x-strife-payment-id` trailer.
+#[cfg(feature = "grpc")]
 pub fn payment_refusal(failure: Failure, payment_id: &str, reason_code: Option<&str>) -> Status {
     let reason_code = reason_code
         .filter(|code| !code.is_empty())
@@ -253,6 +262,7 @@ pub fn payment_refusal(failure: Failure, payment_id: &str, reason_code: Option<&
 
 /// The one constructor of Strife's statuses. `reason_code` (if any) replaces the failure's
 /// class as `ErrorInfo.reason` and is sent as the `x-strife-reason` trailer.
+#[cfg(feature = "grpc")]
 fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Option<&str>) -> Status {
     if let Failure::Internal(detail) = &failure {
         // The detail may name files or SQL; it goes to the log, not to the caller.
@@ -291,6 +301,7 @@ fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Optio
 
 /// The `ErrorInfo.reason` of a status from a Strife server (`unknown_bank`, `too_large`,
 /// `insufficient_funds`, …), if it carries one in domain `strife`.
+#[cfg(feature = "grpc")]
 pub fn error_reason(status: &Status) -> Option<String> {
     status
         .get_details_error_info()
@@ -299,6 +310,7 @@ pub fn error_reason(status: &Status) -> Option<String> {
 }
 
 /// Reads the machine-readable reason a server attached to a status, if any.
+#[cfg(feature = "grpc")]
 pub fn reason_of(status: &Status) -> Option<String> {
     status
         .metadata()
@@ -312,6 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn every_failure_carries_an_error_info_with_its_reason() {
         let status = Status::from(Failure::precondition("insufficient_funds", "not enough"));
         let info = status.get_details_error_info().unwrap();
@@ -326,6 +339,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn a_bad_field_carries_a_bad_request_naming_it() {
         let status = Status::from(Failure::invalid_field(
             "amount.amount_minor",
@@ -360,6 +374,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn an_unknown_bank_is_not_found_with_its_own_reason() {
         let status = Status::from(Failure::UnknownBank("bank9".into()));
         assert_eq!(status.code(), Code::NotFound);
@@ -370,6 +385,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn a_refused_payment_carries_its_reason_code_and_id() {
         let status = payment_refusal(
             Failure::Unavailable("bank bank1 did not answer".into()),
@@ -397,6 +413,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn a_client_reads_the_reason_back() {
         let status = Status::from(Failure::UnknownBank("bank9".into()));
         assert_eq!(error_reason(&status).as_deref(), Some(reason::UNKNOWN_BANK));
@@ -404,6 +421,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn precondition_carries_reason_code() {
         let status = Status::from(Failure::precondition("insufficient_funds", "not enough"));
         assert_eq!(status.code(), Code::FailedPrecondition);
@@ -411,6 +429,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn internal_detail_is_not_sent() {
         let status = Status::from(Failure::internal("open db", "/secret/path"));
         assert_eq!(status.code(), Code::Internal);
@@ -418,6 +437,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn resource_exhausted_keeps_its_message() {
         let status = Status::from(Failure::ResourceExhausted("slow down".into()));
         assert_eq!(status.code(), Code::ResourceExhausted);
@@ -425,6 +445,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn unauthenticated_says_nothing_specific() {
         let status = Status::from(Failure::Unauthenticated);
         assert_eq!(status.code(), Code::Unauthenticated);

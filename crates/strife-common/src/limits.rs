@@ -171,7 +171,7 @@ pub const MAX_GATEWAY_REPLICAS: usize = 128;
 //
 // Both accept through `listener::bounded_incoming` with their own caps (independent of each
 // other and of the gRPC port), share them fairly between client addresses, and make room for
-// a new connection by closing the stalest one (see `listener.rs`).
+// a new connection by closing the stalest one (see `net/listener.rs`).
 
 /// Open web console connections at most (browsers open several each).
 pub const CONSOLE_MAX_CONNECTIONS: usize = 256;
@@ -180,7 +180,7 @@ pub const CONSOLE_MAX_CONNECTIONS: usize = 256;
 pub const CONSOLE_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 /// Open metrics connections at most: the endpoint serves scrapers, not clients, but a
 /// connection costs little (no TLS), and an attacker on the scraper's own address can only be
-/// told apart by eviction while its connections fit under this cap (see `listener.rs`).
+/// told apart by eviction while its connections fit under this cap (see `net/listener.rs`).
 pub const METRICS_MAX_CONNECTIONS: usize = 64;
 /// The metrics connections one client address group is due (as for the console).
 pub const METRICS_MAX_CONNECTIONS_PER_ADDRESS: usize = 4;

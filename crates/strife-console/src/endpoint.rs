@@ -15,7 +15,7 @@ use strife_common::limits::{
     CONSOLE_MAX_CONNECTIONS, CONSOLE_MAX_CONNECTIONS_PER_ADDRESS, CONSOLE_REQUEST_TIMEOUT,
     EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
 };
-use strife_common::listener::{bounded_incoming, HttpDeadlines, HttpStream, ListenerLimits};
+use strife_common::net::listener::{bounded_incoming, HttpDeadlines, HttpStream, ListenerLimits};
 use strife_gateway::transport::{Announcement, ServiceHandles, SideTransport, SideTransportPlan};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,7 +42,7 @@ pub struct WebEndpoint {
 impl WebEndpoint {
     /// Binds `address` and loads the console certificate (`strife setup` issues it).
     pub async fn bind(address: SocketAddr, identity: &KeyPairPaths) -> anyhow::Result<Self> {
-        strife_common::tls::check_key_is_private(&identity.key)?;
+        strife_common::net::tls::check_key_is_private(&identity.key)?;
         let chain = CertificateDer::pem_file_iter(&identity.cert)
             .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
             .with_context(|| {

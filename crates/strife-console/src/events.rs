@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::StreamExt;
 use strife_common::limits::CONSOLE_EVENTS_KEEP_ALIVE;
-use strife_common::listener::ConnectionHandle;
+use strife_common::net::listener::ConnectionHandle;
 use strife_present::{money, status_name, timestamp};
 use strife_proto::v1 as pb;
 

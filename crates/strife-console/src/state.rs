@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use strife_common::tls::{PeerIdentity, PeerRole};
+use strife_common::net::connection::{PeerIdentity, PeerRole};
 use strife_gateway::auth::Authenticator;
 use strife_gateway::request::{Call, Caller};
 use strife_gateway::roles::Role;

@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use strife_common::discovery::MAX_BANK_ENTRIES;
+use strife_common::etcd::discovery::MAX_BANK_ENTRIES;
 use strife_common::metrics::{latency_histogram, reason_label, HistogramFamily};
 
 use strife_ledger::payment;

@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use etcd_client::{EventType, WatchOptions};
-use strife_common::discovery::{
-    bank_entry_from_kv, bank_snapshot, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES,
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::discovery::{
+    bank_entry_from_kv, bank_snapshot, ServiceEntry, MAX_BANK_ENTRIES,
 };
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::keys::BANKS_PREFIX;
 use strife_common::limits::{BANK_CALL_TIMEOUT, ETCD_CALL_TIMEOUT, GATEWAY_BATCH_ITEMS};
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tokio::sync::{mpsc, oneshot, watch};

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use strife_common::tls::PeerIdentity;
+use strife_common::net::connection::PeerIdentity;
 
 use crate::roles::Role;
 

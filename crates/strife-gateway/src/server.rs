@@ -10,19 +10,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::admin::{read_admin_password, ADMIN_USER};
-use strife_common::etcd::EtcdAccess;
-use strife_common::grpc_limits::GrpcLimitsLayer;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::registration::{keep_registered, refuse_if_taken, Registration};
 use strife_common::layout::Layout;
 use strife_common::limits::{
     DEREGISTER_TIMEOUT, FINISH_IN_FLIGHT_LIMIT, MAX_MESSAGE_BYTES, PAY_STORAGE_ALLOWANCE,
 };
-use strife_common::listener::{bounded_incoming, ListenerLimits};
-use strife_common::metrics::MetricsEndpoint;
-use strife_common::operations;
-use strife_common::registration::{keep_registered, refuse_if_taken, Registration};
-use strife_common::state_dir::DirLock;
-use strife_common::stream_limits::StreamLimitsLayer;
-use strife_common::tls::TlsMaterial;
+use strife_common::net::grpc_limits::GrpcLimitsLayer;
+use strife_common::net::listener::{bounded_incoming, ListenerLimits};
+use strife_common::net::metrics_endpoint::MetricsEndpoint;
+use strife_common::net::operations;
+use strife_common::net::stream_limits::StreamLimitsLayer;
+use strife_common::net::tls::TlsMaterial;
+use strife_common::storage::state_dir::DirLock;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
@@ -119,11 +119,11 @@ pub async fn run(
     };
     let identity_paths = layout.gateway_identity();
     let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
-    strife_common::revocation::install(&layout.ca_crl())?;
+    strife_common::net::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
-        strife_common::etcd::GATEWAY_USER,
+        strife_common::etcd::access::GATEWAY_USER,
     )?;
     // Parses certificate and key now: a bad one must stop the gateway before recovery, its
     // ready line or its etcd registration.

@@ -18,8 +18,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use strife_common::discovery::live_gateways;
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::discovery::live_gateways;
 use strife_common::limits::MAX_GATEWAY_REPLICAS;
 
 use strife_ledger::store::GatewayStore;

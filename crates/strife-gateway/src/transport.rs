@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use strife_common::layout::Layout;
-use strife_common::listener::ListenerLimits;
+use strife_common::net::listener::ListenerLimits;
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;

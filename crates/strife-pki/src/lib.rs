@@ -12,12 +12,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
-use strife_common::etcd::{
+use strife_common::etcd::access::{
     bank_user as etcd_bank_user, GATEWAY_USER as ETCD_GATEWAY_USER, ROOT_USER as ETCD_ROOT_USER,
 };
 use strife_common::layout::{validate_name, KeyPairPaths, Layout};
+use strife_common::net::connection::{PeerRole, GATEWAY_CN};
 use strife_common::setup_manifest::SetupManifest;
-use strife_common::tls::{PeerRole, GATEWAY_CN};
 
 pub use ca::{
     default_hosts, has_current_profile, CertificateAuthority, IssuedCertificate, Validity, WEB_CN,
@@ -81,7 +81,7 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
             .create(layout.root())
             .with_context(|| format!("creating {}", layout.root().display()))?;
     }
-    strife_common::state_dir::create_private_dir(&layout.pki_dir())?;
+    strife_common::storage::state_dir::create_private_dir(&layout.pki_dir())?;
     let mut report = SetupReport {
         admin_password_file: layout.admin_password(),
         ..SetupReport::default()
@@ -164,7 +164,7 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
 pub const ETCD_HOST_NAME: &str = "etcd";
 
 /// etcd's CA, its server certificate and one client certificate per etcd user (root, the
-/// gateway, each bank): see `strife_common::etcd`. Kept like the rest unless the CA is new.
+/// gateway, each bank): see `strife_common::etcd::access`. Kept like the rest unless the CA is new.
 fn issue_etcd_material(
     layout: &Layout,
     options: &SetupOptions,
@@ -248,7 +248,7 @@ pub fn revoke(layout: &Layout, names: &[String]) -> anyhow::Result<Vec<PathBuf>>
     }
     let ca = CertificateAuthority::load(&layout.ca())?;
     let crl_path = layout.ca_crl();
-    let (_, mut serials) = strife_common::revocation::read_crl(&crl_path)?;
+    let (_, mut serials) = strife_common::net::revocation::read_crl(&crl_path)?;
     for paths in &targets {
         let pem = std::fs::read(&paths.cert)
             .with_context(|| format!("reading {}", paths.cert.display()))?;

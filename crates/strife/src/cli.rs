@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strife_common::discovery::DEFAULT_ETCD;
+use strife_common::etcd::discovery::DEFAULT_ETCD;
 use strife_common::layout::DEFAULT_DIR;
 use strife_common::limits::{
     DEFAULT_GATEWAY_ADDRESS, MAX_CONNECTIONS, MAX_PREPARE_TIMEOUT, MIN_MAX_CONNECTIONS,
@@ -158,7 +158,7 @@ struct DevArgs {
     metrics: bool,
 }
 
-/// Connection bounds a server takes (see `strife_common::listener`).
+/// Connection bounds a server takes (see `strife_common::net::listener`).
 #[derive(Debug, clap::Args)]
 struct ConnectionArgs {
     /// Open client connections at most; past it new ones are closed at once.
@@ -175,9 +175,9 @@ struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    fn limits(&self) -> strife_common::listener::ListenerLimits {
-        let defaults = strife_common::listener::ListenerLimits::default();
-        strife_common::listener::ListenerLimits {
+    fn limits(&self) -> strife_common::net::listener::ListenerLimits {
+        let defaults = strife_common::net::listener::ListenerLimits::default();
+        strife_common::net::listener::ListenerLimits {
             max_connections: self.max_connections as usize,
             max_silent: defaults.max_silent.min(self.max_connections as usize / 2),
             idle_timeout: self.idle_timeout,
@@ -501,7 +501,7 @@ impl Cli {
                     listen: args.listen,
                     etcd_endpoints: args.etcd,
                     prepare_timeout: args.prepare_timeout,
-                    listener_limits: strife_common::listener::ListenerLimits {
+                    listener_limits: strife_common::net::listener::ListenerLimits {
                         first_request_timeout: Some(args.first_request_timeout),
                         ..args.connections.limits()
                     },
@@ -546,12 +546,15 @@ fn run_etcd_lockdown(args: EtcdLockdownArgs) -> anyhow::Result<()> {
             .all(|endpoint| endpoint.starts_with("https://")),
         "etcd-lockdown needs https:// endpoints (start etcd with TLS; see docs/SECURITY.md)"
     );
-    let root = strife_common::etcd::EtcdAccess::new(
+    let root = strife_common::etcd::access::EtcdAccess::new(
         args.etcd.clone(),
         &layout,
-        strife_common::etcd::ROOT_USER,
+        strife_common::etcd::access::ROOT_USER,
     )?;
-    runtime()?.block_on(strife_common::etcd::lock_down(&root, &manifest.banks))?;
+    runtime()?.block_on(strife_common::etcd::access::lock_down(
+        &root,
+        &manifest.banks,
+    ))?;
     println!(
         "etcd at {} locked down: auth on; strife-gateway and {} bank user(s) limited to their own keys",
         args.etcd.join(","),
@@ -613,8 +616,8 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
 }
 
 /// `<dir>/network.json` if a dev network wrote one.
-fn network_info(dir: &std::path::Path) -> Option<strife_common::discovery::NetworkInfo> {
-    strife_common::discovery::NetworkInfo::load(&strife_common::layout::Layout::new(dir))
+fn network_info(dir: &std::path::Path) -> Option<strife_common::etcd::discovery::NetworkInfo> {
+    strife_common::etcd::discovery::NetworkInfo::load(&strife_common::layout::Layout::new(dir))
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {

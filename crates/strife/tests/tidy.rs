@@ -52,6 +52,12 @@ const STATUS_EXCEPTIONS: &[(&str, &str, &str)] = &[
         "the client's stand-in for a watch the gateway ended, so it is resumed like a transport \
          failure; it never leaves the client",
     ),
+    (
+        "crates/strife-common/src/net/grpc_limits.rs",
+        "tonic::Status::from_header_map(headers)",
+        "reads the status tonic wrote into a response (a trailers-only answer), so that \
+         `fix_tonic_status` can replace it with the one `failure` builds",
+    ),
 ];
 
 /// **Only `strife_common::failure` turns errors into gRPC statuses** (ARCHITECTURE.md,
@@ -127,9 +133,9 @@ const SQL_PATHS: &[&str] = &[
     "crates/strife-client/src/outbox.rs",
     // How every database is opened (PRAGMAs), the group-commit writer (BEGIN / SAVEPOINT /
     // COMMIT) and every database's `meta` table and migrations.
-    "crates/strife-common/src/sqlite.rs",
-    "crates/strife-common/src/group_commit.rs",
-    "crates/strife-common/src/store_identity.rs",
+    "crates/strife-common/src/storage/sqlite.rs",
+    "crates/strife-common/src/storage/group_commit.rs",
+    "crates/strife-common/src/storage/store_identity.rs",
     // `strife dev --store postgres` administers its private PostgreSQL cluster through psql
     // (is it up, create the database); it knows no table of Strife's.
     "crates/strife/src/dev_postgres.rs",
@@ -273,12 +279,34 @@ const FORBIDDEN_DEPENDENCIES: &[Forbidden] = &[
     },
 ];
 
-/// **Crates** (ARCHITECTURE.md, Boundaries: the ledger core knows no transport, the console
-/// never reaches the ledger, the audit links neither the gateway nor strife-pki, and
-/// `strife-gateway` and `strife-client` do not depend on `strife-pki`): every
-/// [`FORBIDDEN_DEPENDENCIES`] row whose crate exists, against its
-/// `Cargo.toml`'s `[dependencies]` (and `[target.….dependencies]`), by package name (a renamed
-/// dependency counts under its real name).
+/// Features a crate must not enable on one of its dependencies (in `[dependencies]`;
+/// dev-dependencies are free).
+struct ForbiddenFeature {
+    krate: &'static str,
+    /// The dependency, by package name.
+    dependency: &'static str,
+    features: &'static [&'static str],
+    why: &'static str,
+}
+
+/// The crate graph's rules about features: a dependency the layers allow, but not all of it.
+const FORBIDDEN_FEATURES: &[ForbiddenFeature] = &[ForbiddenFeature {
+    krate: "strife-ledger",
+    dependency: "strife-common",
+    features: &["grpc", "etcd"],
+    why: "the core knows no transport: strife-common's `net/` and `etcd/` (tonic, hyper, \
+          etcd-client) stay out of it",
+}];
+
+/// **Crates** (ARCHITECTURE.md, Boundaries: "`strife-gateway` and `strife-client` do not
+/// depend on `strife-pki`", "`strife-ledger` links no transport", and the layers of issue 25
+/// for crates still to come): every [`FORBIDDEN_DEPENDENCIES`] and [`FORBIDDEN_FEATURES`] row
+/// whose crate exists, against its `Cargo.toml`'s `[dependencies]` (and
+/// `[target.….dependencies]`), by package name (a renamed dependency counts under its real
+/// name). A dependency's features are those its entry names, those of the
+/// `[workspace.dependencies]` entry it inherits, its default features unless turned off, and
+/// every feature those imply in the dependency's own `[features]`.
+
 #[test]
 fn crate_dependencies_keep_the_layers() {
     check_dependencies("crate_dependencies_keep_the_layers");
@@ -305,22 +333,82 @@ fn check_dependencies(rule: &str) {
             }
         }
     }
+    for row in FORBIDDEN_FEATURES {
+        let Some(manifest) = manifests.iter().find(|m| m.name == row.krate) else {
+            absent.insert(row.krate);
+            continue;
+        };
+        let Some(named) = manifest.features.get(row.dependency) else {
+            continue;
+        };
+        let dependency = manifests.iter().find(|m| m.name == row.dependency);
+        let enabled = implied_features(named, dependency);
+        for feature in row.features.iter().filter(|f| enabled.contains(**f)) {
+            violations.push(format!(
+                "{}:{}: {} enables {}'s feature `{feature}`: {}",
+                manifest.path,
+                line_mentioning(&manifest.text, row.dependency),
+                row.krate,
+                row.dependency,
+                row.why
+            ));
+        }
+    }
     if !absent.is_empty() {
         eprintln!("{rule}: not in the tree yet, their rows kept: {absent:?}");
     }
     finish(rule, &violations);
 }
 
+/// `named` and every feature they imply through `dependency`'s `[features]` (`default`
+/// included when named); `dep:…` and `crate/feature` entries are not features of its own.
+fn implied_features(named: &BTreeSet<String>, dependency: Option<&Manifest>) -> BTreeSet<String> {
+    let table = dependency
+        .and_then(|manifest| manifest.table.get("features"))
+        .and_then(toml::Value::as_table);
+    let mut enabled = named.clone();
+    let mut pending: Vec<String> = named.iter().cloned().collect();
+    while let Some(feature) = pending.pop() {
+        let implied = table
+            .and_then(|table| table.get(&feature))
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(toml::Value::as_str)
+            .filter(|implied| !implied.contains(':') && !implied.contains('/'));
+        for implied in implied {
+            if enabled.insert(implied.to_owned()) {
+                pending.push(implied.to_owned());
+            }
+        }
+    }
+    enabled
+}
+
 /// A crate's manifest: its package name and what it depends on (outside tests).
 struct Manifest {
     path: String,
     text: String,
+    table: toml::Table,
     name: String,
     dependencies: Vec<String>,
+    /// Each dependency's features as its entry turns them on (`default` among them unless
+    /// turned off), before what they imply.
+    features: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Every `crates/*/Cargo.toml`.
 fn crate_manifests() -> Vec<Manifest> {
+    let workspace: toml::Table = std::fs::read_to_string(root().join("Cargo.toml"))
+        .expect("the workspace manifest")
+        .parse()
+        .expect("the workspace manifest parses");
+    let workspace_dependencies = workspace
+        .get("workspace")
+        .and_then(|workspace| workspace.get("dependencies"))
+        .and_then(toml::Value::as_table)
+        .cloned()
+        .unwrap_or_default();
     let mut manifests = Vec::new();
     for entry in sorted_entries(&root().join("crates")) {
         let path = entry.join("Cargo.toml");
@@ -341,19 +429,40 @@ fn crate_manifests() -> Vec<Manifest> {
                     .filter_map(|target| target.get("dependencies")?.as_table()),
             );
         }
-        let dependencies = tables
-            .into_iter()
-            .flat_map(|table| table.iter())
-            .map(|(key, spec)| {
-                let renamed = spec.get("package").and_then(toml::Value::as_str);
-                renamed.unwrap_or(key).to_owned()
-            })
-            .collect();
+        let mut dependencies = Vec::new();
+        let mut features = BTreeMap::new();
+        for (key, spec) in tables.into_iter().flat_map(|table| table.iter()) {
+            // `x.workspace = true` takes its source, name and features from the root.
+            let inherited = (spec.get("workspace").and_then(toml::Value::as_bool) == Some(true))
+                .then(|| workspace_dependencies.get(key))
+                .flatten();
+            let renamed = [Some(spec), inherited]
+                .into_iter()
+                .flatten()
+                .find_map(|spec| spec.get("package")?.as_str());
+            let dependency = renamed.unwrap_or(key).to_owned();
+            let mut named: BTreeSet<String> = [Some(spec), inherited]
+                .into_iter()
+                .flatten()
+                .filter_map(|spec| spec.get("features")?.as_array())
+                .flatten()
+                .filter_map(|feature| Some(feature.as_str()?.to_owned()))
+                .collect();
+            // Default features stay on unless the entry that decides them turns them off.
+            let decides = inherited.unwrap_or(spec).get("default-features");
+            if decides.and_then(toml::Value::as_bool) != Some(false) {
+                named.insert("default".to_owned());
+            }
+            features.insert(dependency.clone(), named);
+            dependencies.push(dependency);
+        }
         manifests.push(Manifest {
             path: relative(&path),
             text,
+            table,
             name,
             dependencies,
+            features,
         });
     }
     manifests

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use strife_common::limits::CONSOLE_LOGINS_PER_ADDRESS_PER_MINUTE;
-use strife_common::listener::AddressGroup;
-use strife_common::tls::{PeerIdentity, PeerRole};
+use strife_common::net::connection::{PeerIdentity, PeerRole};
+use strife_common::net::listener::AddressGroup;
 use strife_common::Failure;
 use tokio::sync::OnceCell;
 

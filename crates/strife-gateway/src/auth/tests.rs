@@ -168,7 +168,7 @@ async fn the_verify_pool_queues_a_bounded_number_and_refuses_the_rest_at_once() 
 
 async fn store_with(users: &[(&str, Role)]) -> (tempfile::TempDir, Arc<dyn GatewayStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let identity = strife_common::store_identity::StoreIdentity::gateway(
+    let identity = strife_common::storage::store_identity::StoreIdentity::gateway(
         &strife_common::layout::Layout::new(dir.path()),
         "ca".into(),
         strife_ledger::store::sqlite::SCHEMA_VERSION,

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use strife_common::listener::ConnectionInfo;
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::tls::{connection_identity, PeerIdentity};
+use strife_common::net::connection::ConnectionInfo;
+use strife_common::net::connection::{connection_identity, PeerIdentity};
 use strife_common::Failure;
 use tonic::transport::server::TlsConnectInfo;
 
@@ -137,17 +137,17 @@ where
             .get::<TlsConnectInfo<ConnectionInfo>>()
             .map(|info| info.get_ref().id);
         if let (Ok(peer), Some(connection)) = (&credentials.peer, connection) {
-            if !strife_common::listener::attach_peer(connection, &peer.to_string()) {
+            if !strife_common::net::listener::attach_peer(connection, &peer.to_string()) {
                 let failure = Failure::ResourceExhausted(format!(
                     "too many connections with this certificate (at most {}); reuse one",
-                    strife_common::listener::max_connections_per_peer()
+                    strife_common::net::listener::max_connections_per_peer()
                 ));
                 return Box::pin(async move { Ok(tonic::Status::from(failure).into_http()) });
             }
         }
         // Health and reflection need only a certificate from our CA (TLS checked the chain;
         // a revoked or unreadable one is refused here), no password, no role.
-        if strife_common::operations::is_operations_path(&credentials.path) {
+        if strife_common::net::operations::is_operations_path(&credentials.path) {
             return Box::pin(async move {
                 match credentials.peer {
                     Ok(_) => inner.call(request).await,

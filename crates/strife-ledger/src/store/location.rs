@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use strife_common::layout::Layout;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::store_identity::StoreIdentity;
 
 use super::interface::{GatewayLog, GatewayStore};
 use super::postgres::{PostgresGatewayLog, PostgresGatewayStore, PostgresLocation};

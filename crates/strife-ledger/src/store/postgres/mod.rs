@@ -117,7 +117,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use strife_common::limits::STORE_CALL_TIMEOUT;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use tokio::sync::{mpsc, oneshot, Semaphore};

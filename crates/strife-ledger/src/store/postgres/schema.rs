@@ -2,7 +2,7 @@
 //!
 //! One row in `strife_schema` says which schema version the tables have and whose they are:
 //! the identity (`gateway`), the SHA-256 fingerprint of the network's CA, a random creation id
-//! and the creation time — the same facts `strife_common::store_identity` keeps in SQLite's
+//! and the creation time — the same facts `strife_common::storage::store_identity` keeps in SQLite's
 //! `meta` table. Opening the store ([`prepare`]) runs in ONE transaction that first takes a
 //! transaction-scoped advisory lock ([`SCHEMA_LOCK`]), so replicas starting together queue up:
 //! the first creates or migrates, the others then find the result and only verify it.
@@ -23,7 +23,7 @@
 
 use tokio_postgres::GenericClient;
 
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::store_identity::StoreIdentity;
 
 /// One schema step: the SQL that takes the tables from `version - 1` to `version`.
 #[derive(Debug, Clone, Copy)]

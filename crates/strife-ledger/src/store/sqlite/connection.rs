@@ -34,5 +34,5 @@ impl Reader {
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
 /// `INTERNAL`.
 pub(super) fn storage(error: rusqlite::Error) -> Failure {
-    strife_common::sqlite::storage_failure("gateway.db", error)
+    strife_common::storage::storage_failure("gateway.db", error)
 }

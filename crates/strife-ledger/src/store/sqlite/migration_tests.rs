@@ -4,7 +4,7 @@
 //! `SqliteGatewayStore::open`, so it holds whatever shape the store's code takes.
 
 use rusqlite::Connection;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::store_identity::StoreIdentity;
 
 use super::{SqliteGatewayStore, SCHEMA_VERSION};
 

@@ -40,9 +40,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use anyhow::Context;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use strife_common::group_commit::{Durability, GroupCommit};
-use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::group_commit::{Durability, GroupCommit};
+use strife_common::storage::sqlite::CachedStatements;
+use strife_common::storage::store_identity::StoreIdentity;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
@@ -68,14 +68,14 @@ pub struct SqliteGatewayStore {
     reader: Reader,
     acknowledgements: Arc<AckQueue>,
     directory: directory::Directory,
-    _checkpointer: strife_common::sqlite::Checkpointer,
+    _checkpointer: strife_common::storage::sqlite::Checkpointer,
 }
 
 impl SqliteGatewayStore {
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
     /// `identity`'s.
     pub fn open(path: &Path, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) = strife_common::sqlite::open_store_migrating(
+        let (writer, reader, checkpointer) = strife_common::storage::sqlite::open_store_migrating(
             path,
             "gateway database",
             schema::SCHEMA,
@@ -142,7 +142,7 @@ impl GatewayLog for SqliteGatewayStore {
 #[async_trait]
 impl GatewayStore for SqliteGatewayStore {
     async fn probe(&self) -> Result<(), Failure> {
-        strife_common::sqlite::probe_write(&self.writer, "gateway.db").await
+        strife_common::storage::sqlite::probe_write(&self.writer, "gateway.db").await
     }
 
     async fn insert_user(

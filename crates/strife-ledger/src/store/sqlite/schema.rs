@@ -1,11 +1,11 @@
 //! The SQLite gateway schema: its tables ([`SCHEMA`], created where missing on every open),
 //! the steps from older versions ([`MIGRATIONS`]), and the version this binary writes
 //! ([`SCHEMA_VERSION`], kept in `PRAGMA user_version`). Opening, the identity check and
-//! running the steps in one transaction are `strife_common::store_identity`'s and
-//! `strife_common::sqlite`'s; PostgreSQL counts its versions separately
+//! running the steps in one transaction are `strife_common::storage::store_identity`'s and
+//! `strife_common::storage::sqlite`'s; PostgreSQL counts its versions separately
 //! ([`crate::store::postgres::SCHEMA_VERSION`]): the two schemas grew apart.
 
-use strife_common::store_identity::Migration;
+use strife_common::storage::store_identity::Migration;
 
 use super::read::payment_columns;
 

@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use strife_common::sqlite::CachedStatements;
+use strife_common::storage::sqlite::CachedStatements;
 use strife_common::Failure;
 
 use super::connection::storage;

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{wait_until, BankStart, Etcd, Network};
-use strife_common::discovery::{bank_key, ServiceEntry};
+use strife_common::etcd::discovery::ServiceEntry;
+use strife_common::etcd::keys::bank_key;
 
 const LEASE_TTL_SECS: u64 = 2;
 

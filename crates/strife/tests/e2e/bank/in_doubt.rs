@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::{wait_until, BankStart, Network};
-use strife_common::tls::{peer_identity, PeerIdentity, PeerRole};
+use strife_common::net::connection::{peer_identity, PeerIdentity, PeerRole};
 use strife_proto::v1::{self as pb, bank_client::BankClient, coordinator_server};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};

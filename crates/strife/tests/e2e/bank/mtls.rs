@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::support::{bank_client, BankStart, Network};
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{PeerRole, TlsMaterial};
+use strife_common::net::connection::PeerRole;
+use strife_common::net::tls::TlsMaterial;
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::{Certificate, ClientTlsConfig};

@@ -199,7 +199,7 @@ async fn sync_watch_sends_queued_payments_as_soon_as_the_gateway_is_back() {
 /// Kills bank `index` and waits until its etcd registration is gone.
 async fn kill_bank(network: &mut ManualNetwork, index: usize, bank_id: &str) {
     network.banks[index].process.kill();
-    let key = strife_common::discovery::bank_key(bank_id);
+    let key = strife_common::etcd::keys::bank_key(bank_id);
     let gone = wait_until(Duration::from_secs(10), || async {
         network.etcd.get(&key).await.is_none()
     })

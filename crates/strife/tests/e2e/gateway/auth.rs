@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::support::network::{password_of, Credentials, ManualNetwork, NetworkOptions};
 use crate::support::wait_until;
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
+use strife_common::net::connection::PeerRole;
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{
     self as pb, coordinator_client::CoordinatorClient, gateway_client::GatewayClient,

@@ -120,7 +120,7 @@ async fn a_bank_that_is_down_makes_payments_unavailable_and_changes_nothing() {
     network.fund("bob", "bank1", "0").await;
 
     network.banks[1].process.kill();
-    let key = strife_common::discovery::bank_key("bank1");
+    let key = strife_common::etcd::keys::bank_key("bank1");
     let gone = wait_until(Duration::from_secs(10), || async {
         network.etcd.get(&key).await.is_none()
     })

@@ -9,7 +9,7 @@ use crate::support::network::{
     journal_entries_for, leg_states, prepared_payment_ids, ManualNetwork,
 };
 use crate::support::wait_until;
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 
 #[tokio::test]

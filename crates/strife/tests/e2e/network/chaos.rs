@@ -37,7 +37,7 @@ use crate::support::replicas::{lease_ttl, ReplicaNetwork, TAKEOVER_SCAN};
 use crate::support::{run_expecting_exit, strife_bin, wait_until, BankProcess, BankStart};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
 use strife_proto::v1 as pb;
 use tonic::Code;
 
@@ -529,7 +529,7 @@ async fn workload(
 ) -> Vec<Outcome> {
     let mut rng = StdRng::seed_from_u64(seed ^ ((user as u64 + 1) * 0x9e37_79b9));
     let layout = strife_common::layout::Layout::new(&dir);
-    let tls = strife_common::tls::TlsMaterial::load(
+    let tls = strife_common::net::tls::TlsMaterial::load(
         &layout.ca().cert,
         &layout.user_identity(USERS[user]),
     )
@@ -551,7 +551,7 @@ async fn workload(
             (address.clone(), channel)
         })
         .collect();
-    let failover = strife_common::failover::Failover::new(replicas).unwrap();
+    let failover = strife_common::net::failover::Failover::new(replicas).unwrap();
     let client = pb::gateway_client::GatewayClient::with_interceptor(failover, credentials);
     let mut outcomes = Vec::new();
     for sequence in 0..MAX_PAYMENTS_PER_USER {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::support::disk::{fill, Tmpfs};
 use crate::support::network::{bank_balances, pay_request, ManualNetwork};
 use crate::support::{run_expecting_exit, strife_bin, wait_until};
-use strife_common::discovery::{bank_key, ServiceEntry};
+use strife_common::etcd::discovery::ServiceEntry;
+use strife_common::etcd::keys::bank_key;
 
 /// How long a refused start may take to exit.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(15);

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::support::network::ManualNetwork;
 use crate::support::wait_until;
-use strife_common::discovery::{bank_key, gateway_key, ServiceEntry, GATEWAYS_PREFIX};
-use strife_common::etcd::{bank_user, GATEWAY_USER};
+use strife_common::etcd::access::{bank_user, GATEWAY_USER};
+use strife_common::etcd::discovery::ServiceEntry;
+use strife_common::etcd::keys::{bank_key, gateway_key, GATEWAYS_PREFIX};
 
 fn entry(id: &str) -> Vec<u8> {
     serde_json::to_vec(&ServiceEntry {

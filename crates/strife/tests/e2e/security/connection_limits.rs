@@ -205,7 +205,7 @@ async fn handshakes_that_never_make_a_request_do_not_keep_other_users_out() {
         let endpoint = tls
             .endpoint(
                 &network.gateway_address,
-                &strife_common::tls::ExpectedPeer::Gateway,
+                &strife_common::net::tls::ExpectedPeer::Gateway,
                 Duration::from_secs(5),
             )
             .unwrap();

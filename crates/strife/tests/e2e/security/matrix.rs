@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::support::network::{password_of, Credentials, ManualNetwork};
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{ExpectedPeer, PeerRole, TlsMaterial};
+use strife_common::net::connection::PeerRole;
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_pki::{CertificateAuthority, Validity};
 use strife_proto::v1::{
     self as pb, bank_client::BankClient, coordinator_client::CoordinatorClient,

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use crate::support::network::ManualNetwork;
 use crate::support::{strife_bin, wait_until, BankStart, Network};
-use strife_common::discovery::{bank_key, ServiceEntry, BANKS_PREFIX};
+use strife_common::etcd::discovery::ServiceEntry;
+use strife_common::etcd::keys::{bank_key, BANKS_PREFIX};
 use strife_common::layout::KeyPairPaths;
 use strife_common::metadata::PASSWORD_KEY;
-use strife_common::tls::TlsMaterial;
+use strife_common::net::tls::TlsMaterial;
 use strife_proto::v1::{self as pb, coordinator_server};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use strife_common::metadata::{PASSWORD_KEY, USER_KEY};
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
 use strife_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;

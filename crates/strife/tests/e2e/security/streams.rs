@@ -1,4 +1,4 @@
-//! Open streams are capped (`strife_common::stream_limits`): one certificate holds at most
+//! Open streams are capped (`strife_common::net::stream_limits`): one certificate holds at most
 //! `MAX_STREAMS_PER_PEER` streaming calls on a server (health `Watch`, reflection,
 //! `WatchPayments` together, over all its connections), the server at most `MAX_STREAMS`;
 //! past a cap a call is `RESOURCE_EXHAUSTED` while other certificates and payments go on, a
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use strife_common::limits::{
     MAX_STREAMS, MAX_STREAMS_PER_PEER, MAX_WATCHES_PER_USER, STREAM_MEMORY_BOUND_BYTES,
 };
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
 use strife_proto::v1 as pb;
 use tonic::transport::Channel;
 use tonic::Code;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use strife_common::layout::Layout;
-use strife_common::store_identity::StoreIdentity;
+use strife_common::storage::store_identity::StoreIdentity;
 use strife_common::Failure;
 use strife_ledger::records::{
     Begun, BilateralTotal, LinkedAccount, Party, PaymentRecord, PaymentStatus,

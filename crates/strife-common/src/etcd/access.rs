@@ -13,7 +13,7 @@
 //! | `root`               | everything (setup and operators)   | everything                    |
 //!
 //! Routing does not *depend* on etcd being honest (every connection is pinned to the peer's
-//! certificate, see `tls::ExpectedPeer`); this only keeps strangers from rewriting it.
+//! certificate, see `net::tls::ExpectedPeer`); this only keeps strangers from rewriting it.
 //!
 //! Endpoints are `https://…` for a locked-down etcd. A plain `http://` endpoint still works,
 //! with a warning, for an operator who runs etcd on a private network of their own.
@@ -25,7 +25,7 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, Identity, Permission, TlsOptions, UserAddOptions,
 };
 
-use crate::discovery::{bank_key, BANKS_PREFIX, GATEWAYS_PREFIX};
+use crate::etcd::keys::{bank_key, BANKS_PREFIX, GATEWAYS_PREFIX};
 use crate::layout::Layout;
 
 /// Longest wait to connect to etcd.

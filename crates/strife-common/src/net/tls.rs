@@ -1,6 +1,6 @@
-//! TLS for every Strife link, in one place: loading a process's certificate and key, the
-//! server and client configurations (mutual TLS, our own CA only), and reading who the peer
-//! is from its certificate.
+//! TLS for every Strife link, in one place: loading a process's certificate and key, and the
+//! server and client configurations (mutual TLS, our own CA only). Who the peer is, as its
+//! certificate says, is [`super::connection`]'s.
 //!
 //! A certificate's role is its OU (`strife-gateway`, `strife-bank`, `strife-user`) and its
 //! name is its CN (`gateway`, a bank id, a user name). Keeping the role apart from the name
@@ -20,23 +20,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
-use tonic::Request;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::layout::KeyPairPaths;
 use crate::limits::{
     CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
 };
-use crate::Failure;
-
-/// OU of the gateway's certificate.
-pub const OU_GATEWAY: &str = "strife-gateway";
-/// OU of a bank's certificate.
-pub const OU_BANK: &str = "strife-bank";
-/// OU of a user's (and the admin's) certificate.
-pub const OU_USER: &str = "strife-user";
-/// CN of the gateway's certificate.
-pub const GATEWAY_CN: &str = "gateway";
+use crate::net::connection::{PeerRole, GATEWAY_CN};
 
 /// Suffix of every identity name (RFC 2606 reserves `.invalid`; it never resolves).
 pub const IDENTITY_DNS_SUFFIX: &str = "strife.invalid";
@@ -111,142 +101,6 @@ impl fmt::Display for ExpectedPeer {
 
 /// How long before expiry a process starts warning about its certificate.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
-
-/// Which kind of process a certificate was issued to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerRole {
-    Gateway,
-    Bank,
-    User,
-}
-
-impl PeerRole {
-    /// The OU value that marks this role in a certificate.
-    pub fn organizational_unit(self) -> &'static str {
-        match self {
-            PeerRole::Gateway => OU_GATEWAY,
-            PeerRole::Bank => OU_BANK,
-            PeerRole::User => OU_USER,
-        }
-    }
-
-    fn from_organizational_unit(unit: &str) -> Option<Self> {
-        match unit {
-            OU_GATEWAY => Some(PeerRole::Gateway),
-            OU_BANK => Some(PeerRole::Bank),
-            OU_USER => Some(PeerRole::User),
-            _ => None,
-        }
-    }
-}
-
-/// Who is on the other end of a mutual-TLS connection, as its certificate says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    pub role: PeerRole,
-    pub name: String,
-}
-
-impl PeerIdentity {
-    /// True for the gateway's certificate (role and CN both checked).
-    pub fn is_gateway(&self) -> bool {
-        self.role == PeerRole::Gateway && self.name == GATEWAY_CN
-    }
-}
-
-impl fmt::Display for PeerIdentity {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "{}/{}",
-            self.role.organizational_unit(),
-            self.name
-        )
-    }
-}
-
-/// Reads role and name from a DER certificate. Only called on certificates the TLS layer
-/// already verified against our CA; a certificate on the installed revocation list
-/// (`revocation.rs`) has no identity.
-pub fn identity_from_der(der: &[u8]) -> Result<PeerIdentity, Failure> {
-    let parsed = ParsedPeer::of(der);
-    parsed.identity_now()
-}
-
-/// A connection's peer certificate, parsed once: its serial (checked against the revocation
-/// list on every request, so a list installed while the connection is open still counts) and
-/// the identity its subject names, if it names one.
-#[derive(Debug)]
-pub struct ParsedPeer {
-    serial: Vec<u8>,
-    identity: Option<PeerIdentity>,
-}
-
-impl ParsedPeer {
-    fn of(der: &[u8]) -> Self {
-        match X509Certificate::from_der(der) {
-            Ok((_, certificate)) => ParsedPeer {
-                serial: certificate.raw_serial().to_vec(),
-                identity: subject_identity(&certificate),
-            },
-            Err(_) => ParsedPeer {
-                serial: Vec::new(),
-                identity: None,
-            },
-        }
-    }
-
-    fn identity_now(&self) -> Result<PeerIdentity, Failure> {
-        if crate::revocation::is_serial_revoked(&self.serial) {
-            return Err(Failure::Unauthenticated);
-        }
-        self.identity.clone().ok_or(Failure::Unauthenticated)
-    }
-}
-
-/// The verified peer of a connection accepted through `listener::bounded_incoming`: its
-/// certificate is parsed on the connection's first request and remembered for the rest.
-pub fn connection_identity(
-    info: &tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>,
-) -> Result<PeerIdentity, Failure> {
-    let certificates = info.peer_certs().ok_or(Failure::Unauthenticated)?;
-    let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
-    info.get_ref()
-        .peer
-        .get_or_init(|| ParsedPeer::of(leaf.as_ref()))
-        .identity_now()
-}
-
-fn subject_identity(certificate: &X509Certificate<'_>) -> Option<PeerIdentity> {
-    let subject = certificate.subject();
-    fn first_value<'a>(
-        mut values: impl Iterator<Item = &'a x509_parser::x509::AttributeTypeAndValue<'a>>,
-    ) -> Option<String> {
-        values
-            .next()
-            .and_then(|attribute| attribute.as_str().ok())
-            .map(str::to_owned)
-    }
-    let name = first_value(subject.iter_common_name())?;
-    let unit = first_value(subject.iter_organizational_unit())?;
-    let role = PeerRole::from_organizational_unit(&unit)?;
-    Some(PeerIdentity { role, name })
-}
-
-/// The verified peer of a request, or `Unauthenticated` when there is none.
-pub fn peer_identity<T>(request: &Request<T>) -> Result<PeerIdentity, Failure> {
-    // Servers accept through `listener::bounded_incoming`, whose connections carry
-    // `ConnectionInfo`; tonic's own `peer_certs()` only knows plain TCP connections.
-    if let Some(info) = request
-        .extensions()
-        .get::<tonic::transport::server::TlsConnectInfo<crate::listener::ConnectionInfo>>()
-    {
-        return connection_identity(info);
-    }
-    let certificates = request.peer_certs().ok_or(Failure::Unauthenticated)?;
-    let leaf = certificates.first().ok_or(Failure::Unauthenticated)?;
-    identity_from_der(leaf.as_ref())
-}
 
 /// A process's TLS material: the CA it trusts and its own certificate and key (PEM).
 #[derive(Clone)]

@@ -11,8 +11,9 @@
 
 use std::time::Duration;
 
-use crate::discovery::{bank_key, gateway_key, ServiceEntry};
-use crate::etcd::EtcdAccess;
+use crate::etcd::access::EtcdAccess;
+use crate::etcd::discovery::ServiceEntry;
+use crate::etcd::keys::{bank_key, gateway_key};
 use anyhow::Context;
 use etcd_client::{Client, PutOptions};
 use tokio::sync::watch;

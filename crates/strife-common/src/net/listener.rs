@@ -63,7 +63,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use crate::net::connection::{ConnectionInfo, ParsedPeer};
 
 /// The bounds of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -511,16 +513,6 @@ enum Slot {
     Shared(SharedSlot),
 }
 
-/// What tonic records about a connection accepted here (request extensions, inside
-/// `TlsConnectInfo`): its TCP addresses, its id in the per-peer table, and its peer's
-/// certificate as read once for all its requests (`tls::connection_identity`).
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    pub tcp: TcpConnectInfo,
-    pub id: u64,
-    pub(crate) peer: Arc<OnceLock<crate::tls::ParsedPeer>>,
-}
-
 /// Connections waiting for their first byte, oldest first, each with its eviction switch.
 type SilentQueue = Arc<Mutex<VecDeque<(u64, oneshot::Sender<()>)>>>;
 
@@ -672,7 +664,7 @@ pub struct LimitedStream<S> {
     idle_deadline: Pin<Box<Sleep>>,
     /// Until the connection is attached to its peer: when it is closed if it has not been.
     attach_deadline: Option<Pin<Box<Sleep>>>,
-    peer: Arc<OnceLock<crate::tls::ParsedPeer>>,
+    peer: Arc<OnceLock<ParsedPeer>>,
 }
 
 impl<S> LimitedStream<S> {

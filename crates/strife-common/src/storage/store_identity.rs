@@ -117,7 +117,7 @@ impl CreationMarker {
         let parent = path
             .parent()
             .with_context(|| format!("{} has no parent directory", path.display()))?;
-        crate::state_dir::create_private_dir(parent)?;
+        crate::storage::state_dir::create_private_dir(parent)?;
         let temporary = path.with_extension("created.tmp");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -129,7 +129,7 @@ impl CreationMarker {
         file.write_all(&serde_json::to_vec_pretty(self)?)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("writing {}", temporary.display()))?;
-        crate::state_dir::durable_rename(&temporary, path)
+        crate::storage::state_dir::durable_rename(&temporary, path)
     }
 }
 

@@ -14,7 +14,7 @@
 //! once the caller closes a stream). Unary calls are not counted: each ends by itself within
 //! the server's request timeout.
 //!
-//! The certificate is the connection's verified peer (`tls::connection_identity`), the same
+//! The certificate is the connection's verified peer (`connection::connection_identity`), the same
 //! identity the per-certificate connection cap counts; a streaming call without one (a
 //! revoked certificate) is refused `UNAUTHENTICATED` here.
 
@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use tonic::transport::server::TlsConnectInfo;
 
 use crate::limits::{MAX_STREAMS, MAX_STREAMS_PER_PEER};
-use crate::listener::ConnectionInfo;
+use crate::net::connection::{connection_identity, ConnectionInfo};
 use crate::Failure;
 
 /// Every streaming method a Strife server serves (client-, server- or bidirectional
@@ -195,7 +195,7 @@ fn peer_key<B>(request: &http::Request<B>) -> Result<String, Failure> {
         .extensions()
         .get::<TlsConnectInfo<ConnectionInfo>>()
         .ok_or(Failure::Unauthenticated)?;
-    crate::tls::connection_identity(info).map(|peer| peer.to_string())
+    connection_identity(info).map(|peer| peer.to_string())
 }
 
 impl<S, B> tower::Service<http::Request<B>> for StreamLimits<S>

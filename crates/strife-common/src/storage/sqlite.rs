@@ -1,4 +1,6 @@
-//! SQLite helpers shared by the stores.
+//! SQLite helpers shared by the stores: how every database is opened (WAL,
+//! `synchronous=FULL`), cached statements, the background WAL checkpointer, and a store's
+//! connections opened together ([`open_store`]).
 
 use rusqlite::{Connection, Params, Row};
 
@@ -36,7 +38,7 @@ impl CachedStatements for Connection {
 pub fn open_connection(path: &std::path::Path, what: &str) -> anyhow::Result<Connection> {
     use anyhow::Context;
     if let Some(parent) = path.parent() {
-        crate::state_dir::create_private_dir(parent)?;
+        crate::storage::state_dir::create_private_dir(parent)?;
     }
     // Every error names the file: "file is not a database" alone does not say which one.
     let named = || format!("opening {what} {}", path.display());
@@ -89,35 +91,6 @@ pub fn quick_check(connection: &Connection, path: &std::path::Path) -> anyhow::R
         path.display(),
         problems.join("; ")
     )
-}
-
-/// Whether a SQLite error means trouble with the storage itself rather than with the request
-/// or the code: disk full, an I/O error, a file that cannot be opened, or a lock held too long.
-/// Such a write did not happen and may well succeed later, so callers hear a transient
-/// `UNAVAILABLE` (retry) instead of `INTERNAL`, which clients treat as final.
-pub fn is_storage_trouble(error: &rusqlite::Error) -> bool {
-    use rusqlite::ErrorCode;
-    matches!(
-        error.sqlite_error_code(),
-        Some(
-            ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen
-                | ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-        )
-    )
-}
-
-/// The failure a storage error becomes: transient `UNAVAILABLE` naming the file for storage
-/// trouble ([`is_storage_trouble`]), `INTERNAL` (detail logged, not sent) for anything else.
-pub fn storage_failure(file: &str, error: rusqlite::Error) -> crate::Failure {
-    if is_storage_trouble(&error) {
-        tracing::warn!(file, %error, "storage write failed; answering UNAVAILABLE");
-        crate::Failure::Unavailable(format!("storage write failed at {file}; retry"))
-    } else {
-        crate::Failure::internal(&format!("{file} storage"), error)
-    }
 }
 
 /// How often the background checkpointer folds the WAL back into the database file.
@@ -186,14 +159,11 @@ impl Drop for Checkpointer {
     }
 }
 
-/// A store's connections: the writer (schema applied, behind a [`GroupCommit`] thread), a
-/// reader for committed state, and the background checkpointer. The database's identity is
-/// checked (or, for a new database, recorded) first: see [`crate::store_identity`].
 /// Whether the database behind `writer` takes a durable write now (readiness): one small row
 /// in `meta`, written and fsynced like any state change, so a full disk or a failing device
 /// shows up here before a payment meets it. `file` names the database in the failure.
 pub async fn probe_write(
-    writer: &crate::group_commit::GroupCommit,
+    writer: &crate::storage::group_commit::GroupCommit,
     file: &'static str,
 ) -> Result<(), crate::Failure> {
     writer
@@ -203,36 +173,48 @@ pub async fn probe_write(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('probed_unix_ms', ?1)",
                     [crate::time::now_unix_ms().to_string()],
                 )
-                .map_err(|error| storage_failure(file, error))?;
+                .map_err(|error| crate::storage::storage_failure(file, error))?;
             Ok(())
         })
         .await
 }
 
+/// A store's connections: the writer (schema applied, behind a
+/// [`GroupCommit`](crate::storage::group_commit::GroupCommit) thread), a reader for committed
+/// state, and the background checkpointer. The database's identity is checked (or, for a new
+/// database, recorded) first: see [`crate::storage::store_identity`].
 pub fn open_store(
     path: &std::path::Path,
     what: &str,
     schema: &str,
-    identity: &crate::store_identity::StoreIdentity,
-) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
+    identity: &crate::storage::store_identity::StoreIdentity,
+) -> anyhow::Result<(
+    crate::storage::group_commit::GroupCommit,
+    Connection,
+    Checkpointer,
+)> {
     open_store_migrating(path, what, schema, &[], identity)
 }
 
 /// [`open_store`] for a store with migration steps: an older file is brought to
-/// `identity.schema_version` by `migrations` (see [`crate::store_identity::Migration`]).
+/// `identity.schema_version` by `migrations` (see [`crate::storage::store_identity::Migration`]).
 pub fn open_store_migrating(
     path: &std::path::Path,
     what: &str,
     schema: &str,
-    migrations: &[crate::store_identity::Migration],
-    identity: &crate::store_identity::StoreIdentity,
-) -> anyhow::Result<(crate::group_commit::GroupCommit, Connection, Checkpointer)> {
-    let absent = crate::store_identity::before_open(path, identity)?;
+    migrations: &[crate::storage::store_identity::Migration],
+    identity: &crate::storage::store_identity::StoreIdentity,
+) -> anyhow::Result<(
+    crate::storage::group_commit::GroupCommit,
+    Connection,
+    Checkpointer,
+)> {
+    let absent = crate::storage::store_identity::before_open(path, identity)?;
     let writer = open_connection(path, what)?;
     if !absent {
         quick_check(&writer, path)?;
     }
-    crate::store_identity::apply_schema_migrating(
+    crate::storage::store_identity::apply_schema_migrating(
         &writer, path, schema, migrations, identity, absent,
     )?;
     let reader = open_connection(path, what)?;
@@ -242,37 +224,13 @@ pub fn open_store_migrating(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| what.to_owned());
     Ok((
-        crate::group_commit::GroupCommit::start_observed(writer, what, &file, identity.kind)?,
+        crate::storage::group_commit::GroupCommit::start_observed(
+            writer,
+            what,
+            &file,
+            identity.kind,
+        )?,
         reader,
         checkpointer,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sqlite_error(code: std::os::raw::c_int) -> rusqlite::Error {
-        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
-    }
-
-    #[test]
-    fn storage_trouble_is_transient_and_names_the_file() {
-        for code in [
-            rusqlite::ffi::SQLITE_FULL,
-            rusqlite::ffi::SQLITE_IOERR,
-            rusqlite::ffi::SQLITE_IOERR_FSYNC,
-            rusqlite::ffi::SQLITE_CANTOPEN,
-            rusqlite::ffi::SQLITE_BUSY,
-        ] {
-            let failure = storage_failure("gateway.db", sqlite_error(code));
-            assert_eq!(
-                failure,
-                crate::Failure::Unavailable("storage write failed at gateway.db; retry".into()),
-                "code {code}"
-            );
-        }
-        let constraint = storage_failure("bank.db", sqlite_error(rusqlite::ffi::SQLITE_CONSTRAINT));
-        assert_eq!(constraint.code(), tonic::Code::Internal);
-    }
 }

@@ -1,27 +1,16 @@
-//! The etcd key space Strife uses to find its processes. Banks put
-//! `/strife/v1/banks/<bank_id>` under a lease; every gateway replica puts
-//! `/strife/v1/gateways/<replica_id>` under its own lease, so banks can find a live replica
-//! for decision queries (and a survivor can tell which replicas are gone). Values are JSON
-//! [`ServiceEntry`]s.
+//! Finding Strife's processes in etcd: the entries under the key space of [`super::keys`]
+//! (JSON [`ServiceEntry`]s, each filed under its own id), and the one bounded read of the bank
+//! list ([`live_banks`]; [`bank_snapshot`] adds the revision a watch starts from) and of the
+//! gateway replicas ([`live_gateways`]); and where a running local network can be reached
+//! ([`NetworkInfo`], `network.json`).
 
 use serde::{Deserialize, Serialize};
 
-/// Prefix under which every live bank has one key.
-pub const BANKS_PREFIX: &str = "/strife/v1/banks/";
-/// Prefix under which every live gateway replica has one key.
-pub const GATEWAYS_PREFIX: &str = "/strife/v1/gateways/";
+use crate::etcd::access::EtcdAccess;
+use crate::etcd::keys::{BANKS_PREFIX, GATEWAYS_PREFIX};
+
 /// Default etcd endpoint (loopback).
 pub const DEFAULT_ETCD: &str = "https://127.0.0.1:2379";
-
-/// The etcd key of one bank.
-pub fn bank_key(bank_id: &str) -> String {
-    format!("{BANKS_PREFIX}{bank_id}")
-}
-
-/// The etcd key of one gateway replica.
-pub fn gateway_key(replica_id: &str) -> String {
-    format!("{GATEWAYS_PREFIX}{replica_id}")
-}
 
 /// What a process announces about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,10 +73,7 @@ fn entry_from_kv(
 /// Every gateway replica registered in etcd now (at most `limit`), read with one prefix get
 /// bounded by [`crate::limits::ETCD_CALL_TIMEOUT`]. Entries that break the key rules are
 /// skipped with a warning. Banks use it for decision queries, replicas for takeover.
-pub async fn live_gateways(
-    etcd: &crate::etcd::EtcdAccess,
-    limit: i64,
-) -> anyhow::Result<Vec<ServiceEntry>> {
+pub async fn live_gateways(etcd: &EtcdAccess, limit: i64) -> anyhow::Result<Vec<ServiceEntry>> {
     let mut client = etcd.connect().await?;
     let (entries, _) = read_entries(
         &mut client,
@@ -105,7 +91,7 @@ pub async fn live_gateways(
 /// prefix get within [`crate::limits::ETCD_CALL_TIMEOUT`], at most [`MAX_BANK_ENTRIES`]
 /// entries. Entries that break the key rules ([`bank_entry_from_kv`]) are skipped with a
 /// warning.
-pub async fn live_banks(etcd: &crate::etcd::EtcdAccess) -> anyhow::Result<Vec<ServiceEntry>> {
+pub async fn live_banks(etcd: &EtcdAccess) -> anyhow::Result<Vec<ServiceEntry>> {
     let mut client = etcd.connect().await?;
     Ok(bank_snapshot(&mut client).await?.banks)
 }

@@ -3,8 +3,8 @@
 //! [`RECHECK_INTERVAL`] without a restart.
 //!
 //! Servers install the list once at start ([`install`]); from then on every peer identity
-//! read from a certificate (`tls::identity_from_der`, the one place both the gateway's auth
-//! layer and the banks' interceptor go through) refuses a revoked serial as unauthenticated.
+//! read from a certificate (`connection.rs`, the one place both the gateway's auth layer
+//! and the banks' interceptor go through) refuses a revoked serial as unauthenticated.
 //! The CRL sits beside `ca.crt` in the trusted pki directory, so it is trusted as the CA
 //! certificate is. A CRL that cannot be read after a change keeps the last good list and is
 //! logged as an error (never "revoke nothing").

@@ -212,7 +212,7 @@ fn write_loop(
     file: &str,
     observer: &GroupCommitObserver,
 ) {
-    let storage = |error| crate::sqlite::storage_failure(file, error);
+    let storage = |error| crate::storage::storage_failure(file, error);
     let mut relaxed_now = false;
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
@@ -454,7 +454,7 @@ mod tests {
     fn a_full_database_is_transient_and_the_writer_works_again_with_space() {
         let (_dir, writer, path) = writer();
         let file = "test.db";
-        let storage = move |error| crate::sqlite::storage_failure(file, error);
+        let storage = move |error| crate::storage::storage_failure(file, error);
         // max_page_count makes SQLite answer SQLITE_FULL exactly as a full disk does.
         writer
             .write(move |connection| {
