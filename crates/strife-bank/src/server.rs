@@ -14,9 +14,9 @@ use strife_common::etcd::registration::{keep_registered, Registration};
 use strife_common::layout::{validate_name, Layout};
 use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_ENCODED_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 use strife_common::net::grpc_limits::GrpcLimitsLayer;
-use strife_common::net::listener::{bounded_incoming, ListenerLimits};
+use strife_common::net::listener::ListenerLimits;
 use strife_common::net::metrics_endpoint::MetricsEndpoint;
-use strife_common::net::operations;
+use strife_common::net::serve::{store_and_registration, GrpcServer};
 use strife_common::net::stream_limits::StreamLimitsLayer;
 use strife_common::net::tls::TlsMaterial;
 use strife_common::storage::state_dir::DirLock;
@@ -150,46 +150,30 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     ));
 
     let probed = Arc::clone(&store);
-    let bank = BankServer::new(BankService::new(store))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
-    let service = InterceptedService::new(bank, admit_gateway);
-    // Health and reflection sit beside the bank service, outside its gateway-only
-    // interceptor: any certificate from our CA may probe them (see `operations.rs`).
-    let (readiness, health) = operations::health("strife.v1.Bank").await;
-    let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
-    readiness.serving().await;
-    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    // From now on SERVING only while the database takes writes and our etcd key is alive.
-    tokio::spawn(operations::follow_readiness(
-        readiness.clone(),
-        move || {
-            let store = Arc::clone(&probed);
-            let registered = *registered.borrow();
-            async move {
-                store.probe().await.map_err(|failure| failure.to_string())?;
-                if registered {
-                    Ok(())
-                } else {
-                    Err("not registered in etcd".to_owned())
-                }
-            }
-        },
-        draining.clone(),
-    ));
-    let serving = server
-        .add_service(service)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            bounded_incoming(listener, config.listener_limits),
-            shutdown_signal,
-        );
-    operations::drain_bounded(serving, draining)
-        .await
-        .context("bank server failed")?;
+    // SERVING only while the database takes writes and our etcd key is alive.
+    let probe = move || {
+        let store = Arc::clone(&probed);
+        let registered = *registered.borrow();
+        store_and_registration(async move { store.probe().await }, registered)
+    };
+    let build = |_draining| -> anyhow::Result<_> {
+        let bank = BankServer::new(BankService::new(store))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
+        // Health and reflection sit beside the bank service, outside its gateway-only
+        // interceptor: any certificate from our CA may probe them (see `operations.rs`).
+        Ok(server.add_service(InterceptedService::new(bank, admit_gateway)))
+    };
+    GrpcServer {
+        service_name: "strife.v1.Bank",
+        listener,
+        limits: config.listener_limits,
+        file_descriptor_set: FILE_DESCRIPTOR_SET,
+    }
+    // The ready line went out before registration; nothing more to say.
+    .serve(probe, build, || Ok(()))
+    .await?;
 
     tracing::info!(bank_id = %config.bank_id, "shutting down");
     let _ = shutdown_sender.send(true);

@@ -13,13 +13,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use strife_common::layout::KeyPairPaths;
 use strife_common::limits::{
     CONSOLE_MAX_CONNECTIONS, CONSOLE_MAX_CONNECTIONS_PER_ADDRESS, CONSOLE_REQUEST_TIMEOUT,
-    EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
+    HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, TLS_HANDSHAKE_TIMEOUT,
 };
-use strife_common::net::listener::{bounded_incoming, HttpDeadlines, HttpStream, ListenerLimits};
+use strife_common::net::listener::{HttpDeadlines, HttpStream, LimitedStream, ListenerLimits};
+use strife_common::net::side_http::{accept_loop, side_limits};
 use strife_gateway::transport::{Announcement, ServiceHandles, SideTransport, SideTransportPlan};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
 
 use crate::routes::{router, MAX_BODY_BYTES};
 use crate::state::Console;
@@ -81,82 +81,21 @@ impl WebEndpoint {
         self,
         console: Arc<Console>,
         server_limits: ListenerLimits,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         // Its own caps, apart from the gRPC port's and the metrics endpoint's, so an attack on
         // one leaves the others alone; shared fairly between client addresses, and a full
         // console makes room for a newcomer by closing its stalest connection.
-        let limits = ListenerLimits {
-            max_connections: CONSOLE_MAX_CONNECTIONS,
-            // No peers are attached here (no certificates): no first-request deadline.
-            first_request_timeout: None,
-            max_per_address: Some(CONSOLE_MAX_CONNECTIONS_PER_ADDRESS),
-            evict_stalest_after: Some(EVICTION_MIN_STALE),
-            ..server_limits
-        };
+        let limits = side_limits(
+            server_limits,
+            CONSOLE_MAX_CONNECTIONS,
+            CONSOLE_MAX_CONNECTIONS_PER_ADDRESS,
+        );
         let app = router(console);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
         tracing::info!(address = %self.address, "serving the web console at https://{}/", self.address);
-        tokio::spawn(async move {
-            let mut incoming = bounded_incoming(self.listener, limits);
-            loop {
-                let next = tokio::select! {
-                    next = incoming.next() => next,
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                };
-                match next {
-                    Some(Ok(stream)) => {
-                        let acceptor = acceptor.clone();
-                        let app = app.clone();
-                        tokio::spawn(async move {
-                            let connection = stream.handle();
-                            let client = connection.as_ref().map(|handle| handle.peer_address());
-                            let handshake = tokio::time::timeout(
-                                TLS_HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
-                            );
-                            let stream = match handshake.await {
-                                Ok(Ok(stream)) => stream,
-                                Ok(Err(error)) => {
-                                    tracing::debug!(%error, "console TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => return,
-                            };
-                            let stream =
-                                HttpStream::new(stream, connection.clone(), HTTP_DEADLINES);
-                            // Every request carries its client's address (the login throttle
-                            // counts by it) and the connection's handle (the event stream
-                            // marks its response as one without an end).
-                            let app = tower::ServiceExt::map_request(
-                                app,
-                                move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                                    if let Some(client) = client {
-                                        request
-                                            .extensions_mut()
-                                            .insert(axum::extract::ConnectInfo(client));
-                                    }
-                                    if let Some(connection) = &connection {
-                                        request.extensions_mut().insert(connection.clone());
-                                    }
-                                    request
-                                },
-                            );
-                            let service = hyper_util::service::TowerToHyperService::new(app);
-                            let connection = hyper::server::conn::http1::Builder::new()
-                                .timer(TokioTimer::new())
-                                .header_read_timeout(CONSOLE_REQUEST_TIMEOUT)
-                                .max_buf_size(MAX_BODY_BYTES * 4)
-                                .serve_connection(TokioIo::new(stream), service);
-                            if let Err(error) = connection.await {
-                                tracing::debug!(%error, "console connection ended");
-                            }
-                        });
-                    }
-                    Some(Err(error)) => tracing::debug!(%error, "console accept failed"),
-                    None => return,
-                }
-            }
+        accept_loop("console", self.listener, limits, shutdown, move |stream| {
+            serve_connection(stream, acceptor.clone(), app.clone())
         })
     }
 }
@@ -190,5 +129,50 @@ impl SideTransport for WebEndpoint {
         let console = Console::new(handles.service, handles.authenticator);
         // The accept loop runs until shutdown; nothing waits on its handle.
         drop((*self).serve_console(Arc::new(console), handles.listener_limits, shutdown));
+    }
+}
+
+/// One console connection: its TLS handshake (bounded), then HTTP/1.1 under the console's
+/// deadlines. Every request carries its client's address (the login throttle counts by it)
+/// and the connection's handle (the event stream marks its response as one without an end).
+async fn serve_connection(
+    stream: LimitedStream<TcpStream>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) {
+    let connection = stream.handle();
+    let client = connection.as_ref().map(|handle| handle.peer_address());
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "console TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let stream = HttpStream::new(stream, connection.clone(), HTTP_DEADLINES);
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            if let Some(client) = client {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(client));
+            }
+            if let Some(connection) = &connection {
+                request.extensions_mut().insert(connection.clone());
+            }
+            request
+        },
+    );
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(CONSOLE_REQUEST_TIMEOUT)
+        .max_buf_size(MAX_BODY_BYTES * 4)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "console connection ended");
     }
 }

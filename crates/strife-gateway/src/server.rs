@@ -17,9 +17,9 @@ use strife_common::limits::{
     DEREGISTER_TIMEOUT, FINISH_IN_FLIGHT_LIMIT, MAX_MESSAGE_BYTES, PAY_STORAGE_ALLOWANCE,
 };
 use strife_common::net::grpc_limits::GrpcLimitsLayer;
-use strife_common::net::listener::{bounded_incoming, ListenerLimits};
+use strife_common::net::listener::ListenerLimits;
 use strife_common::net::metrics_endpoint::MetricsEndpoint;
-use strife_common::net::operations;
+use strife_common::net::serve::{store_and_registration, GrpcServer};
 use strife_common::net::stream_limits::StreamLimitsLayer;
 use strife_common::net::tls::TlsMaterial;
 use strife_common::storage::state_dir::DirLock;
@@ -212,91 +212,75 @@ pub async fn run(
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(Arc::clone(&metrics)),
     );
-    let (readiness, health) = operations::health("strife.v1.Gateway").await;
-    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
     let cursor_secret = store.secret(CURSOR_SECRET).await?;
-    let service = Arc::new(
-        Service::new(
-            Arc::clone(&store),
-            Arc::clone(&registry),
-            Arc::clone(&coordinator),
-            Arc::new(CursorSeal::new(&cursor_secret)),
-        )
-        // Open payment watches (gRPC and the console's live pages) end when the drain
-        // begins instead of holding it.
-        .ending_watches_on(draining.clone()),
-    );
-    let api = Arc::new(GatewayGrpc::new(Arc::clone(&service)));
-    for transport in bound {
-        // The console (and any other side transport) calls the very service gRPC reaches.
-        transport.serve(
-            ServiceHandles {
-                service: Arc::clone(&service),
-                authenticator: Arc::clone(&authenticator),
-                listener_limits: config.listener_limits,
-            },
-            shutdown.clone(),
-        );
-    }
-    // Every service accepts gzip (what foreign clients send when told to compress); the
-    // decompressed message is bounded by the same limit (`grpc_limits.rs`).
-    let gateway = GatewayServer::from_arc(api)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
     let drain_coordinator = Arc::clone(&coordinator);
-    let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
-    // Open streams are capped before authentication, so a stream over its certificate's
-    // share costs no password check (`stream_limits.rs`).
-    let layers = tower::ServiceBuilder::new()
-        .layer(RequestLogLayer)
-        .layer(GrpcLimitsLayer)
-        .layer(StreamLimitsLayer::new())
-        .layer(AuthLayer::new(authenticator));
-
-    let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
-    // Recovery is done and the registry is following etcd: ready.
-    readiness.serving().await;
-    // From now on SERVING only while the store takes writes and our etcd key is alive.
     let probed = Arc::clone(&store);
-    tokio::spawn(operations::follow_readiness(
-        readiness.clone(),
-        move || {
-            let store = Arc::clone(&probed);
-            let registered = *registered.borrow();
-            async move {
-                store.probe().await.map_err(|failure| failure.to_string())?;
-                if registered {
-                    Ok(())
-                } else {
-                    Err("not registered in etcd".to_owned())
-                }
-            }
-        },
-        draining.clone(),
-    ));
-    announce(
-        config.json,
-        address,
-        &replica,
-        metrics_address,
-        &side_announcements,
-    )?;
-    let serving = server
-        .layer(layers)
-        .add_service(gateway)
-        .add_service(decisions)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            bounded_incoming(listener, config.listener_limits),
-            shutdown_signal,
+    // SERVING only while the store takes writes and our etcd key is alive.
+    let probe = move || {
+        let store = Arc::clone(&probed);
+        let registered = *registered.borrow();
+        store_and_registration(async move { store.probe().await }, registered)
+    };
+    let build = |draining: watch::Receiver<bool>| -> anyhow::Result<_> {
+        let service = Arc::new(
+            Service::new(
+                Arc::clone(&store),
+                Arc::clone(&registry),
+                Arc::clone(&coordinator),
+                Arc::new(CursorSeal::new(&cursor_secret)),
+            )
+            // Open payment watches (gRPC and the console's live pages) end when the drain
+            // begins instead of holding it.
+            .ending_watches_on(draining),
         );
-    operations::drain_bounded(serving, draining)
-        .await
-        .context("gateway server failed")?;
+        for transport in bound {
+            // The console (and any other side transport) calls the very service gRPC reaches.
+            transport.serve(
+                ServiceHandles {
+                    service: Arc::clone(&service),
+                    authenticator: Arc::clone(&authenticator),
+                    listener_limits: config.listener_limits,
+                },
+                shutdown.clone(),
+            );
+        }
+        // Every service accepts gzip (what foreign clients send when told to compress); the
+        // decompressed message is bounded by the same limit (`grpc_limits.rs`).
+        let gateway = GatewayServer::new(GatewayGrpc::new(service))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
+        let decisions = CoordinatorServer::new(DecisionApi::new(Arc::clone(&coordinator)))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
+        // Open streams are capped before authentication, so a stream over its certificate's
+        // share costs no password check (`stream_limits.rs`).
+        let layers = tower::ServiceBuilder::new()
+            .layer(RequestLogLayer)
+            .layer(GrpcLimitsLayer)
+            .layer(StreamLimitsLayer::new())
+            .layer(AuthLayer::new(Arc::clone(&authenticator)));
+        Ok(server
+            .layer(layers)
+            .add_service(gateway)
+            .add_service(decisions))
+    };
+    // Recovery is done and the registry is following etcd: ready once served.
+    GrpcServer {
+        service_name: "strife.v1.Gateway",
+        listener,
+        limits: config.listener_limits,
+        file_descriptor_set: FILE_DESCRIPTOR_SET,
+    }
+    .serve(probe, build, || {
+        announce(
+            config.json,
+            address,
+            &replica,
+            metrics_address,
+            &side_announcements,
+        )
+    })
+    .await?;
 
     // No request is taken any more; payments already running get their decision written
     // (and a first phase-2 round) before the process goes, so a rolling restart leaves

@@ -58,8 +58,9 @@ fn overflow(what: &str) -> Failure {
 /// The refusal a cap that is not a valid amount gets (`None` = no cap is always valid).
 pub fn check_cap(cap_minor: Option<i64>) -> Result<(), Failure> {
     match cap_minor {
-        Some(cap) if cap < 0 => Err(Failure::InvalidArgument(
-            "cap_minor must not be negative (omit it for no cap)".into(),
+        Some(cap) if cap < 0 => Err(Failure::invalid_field(
+            "cap_minor",
+            "cap_minor must not be negative (omit it for no cap)",
         )),
         _ => Ok(()),
     }
@@ -798,7 +799,7 @@ mod tests {
         );
         assert!(matches!(
             check_cap(Some(-1)),
-            Err(Failure::InvalidArgument(_))
+            Err(Failure::InvalidField { .. })
         ));
         assert_eq!(check_cap(Some(0)), Ok(()));
         assert_eq!(check_cap(None), Ok(()));

@@ -22,16 +22,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
 
 use crate::limits::{
-    EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, METRICS_MAX_CONNECTIONS,
+    HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, METRICS_MAX_CONNECTIONS,
     METRICS_MAX_CONNECTIONS_PER_ADDRESS, METRICS_REQUEST_TIMEOUT,
 };
 use crate::metrics::{render, TEXT_CONTENT_TYPE};
-use crate::net::listener::{
-    bounded_incoming, HttpDeadlines, HttpStream, LimitedStream, ListenerLimits,
-};
+use crate::net::listener::{HttpDeadlines, HttpStream, LimitedStream, ListenerLimits};
+use crate::net::side_http::{accept_loop, side_limits};
 
 /// The one path served; every other path answers 404.
 pub const METRICS_PATH: &str = "/metrics";
@@ -69,33 +67,17 @@ impl MetricsEndpoint {
         self,
         registry: Registry,
         server_limits: ListenerLimits,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        let limits = ListenerLimits {
-            max_connections: METRICS_MAX_CONNECTIONS,
-            // No peers are attached here (plain HTTP): no first-request deadline.
-            first_request_timeout: None,
-            max_per_address: Some(METRICS_MAX_CONNECTIONS_PER_ADDRESS),
-            evict_stalest_after: Some(EVICTION_MIN_STALE),
-            ..server_limits
-        };
+        let limits = side_limits(
+            server_limits,
+            METRICS_MAX_CONNECTIONS,
+            METRICS_MAX_CONNECTIONS_PER_ADDRESS,
+        );
         let registry = Arc::new(registry);
         tracing::info!(address = %self.address, "serving metrics at http://{}{METRICS_PATH}", self.address);
-        tokio::spawn(async move {
-            let mut incoming = bounded_incoming(self.listener, limits);
-            loop {
-                let next = tokio::select! {
-                    next = incoming.next() => next,
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                };
-                match next {
-                    Some(Ok(stream)) => {
-                        tokio::spawn(serve_connection(stream, Arc::clone(&registry)));
-                    }
-                    Some(Err(error)) => tracing::debug!(%error, "metrics accept failed"),
-                    None => return,
-                }
-            }
+        accept_loop("metrics", self.listener, limits, shutdown, move |stream| {
+            serve_connection(stream, Arc::clone(&registry))
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The network side of every server and client: TLS and peer identity, the bounded accept
-//! side, the gRPC tower layers, health and reflection, failover between gateway replicas, the
-//! CA's revocation list, and the metrics endpoint.
+//! side, the gRPC tower layers, health and reflection, how a gRPC server runs (`serve`),
+//! failover between gateway replicas, the CA's revocation list, and the metrics endpoint.
 
 pub mod connection;
 pub mod failover;
@@ -9,5 +9,7 @@ pub mod listener;
 pub mod metrics_endpoint;
 pub mod operations;
 pub mod revocation;
+pub mod serve;
+pub mod side_http;
 pub mod stream_limits;
 pub mod tls;

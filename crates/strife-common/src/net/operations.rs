@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::limits::DRAIN_LIMIT;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic_health::server::HealthReporter;
@@ -162,10 +163,6 @@ pub fn reflection(
         .accept_compressed(CompressionEncoding::Gzip);
     Ok((v1, v1alpha))
 }
-
-/// How long a graceful shutdown lets open streams (a health `Watch`, a slow call) finish
-/// before the remaining connections are closed.
-pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// A shutdown signal for `serve_with_incoming_shutdown`: on SIGTERM/SIGINT, health goes
 /// NOT_SERVING at once; the receiver tells [`drain_bounded`] that draining has begun.

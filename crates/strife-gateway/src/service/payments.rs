@@ -116,10 +116,13 @@ impl Service {
         settlement::may_refund(&caller.username, is_admin, &original)?;
         if let Some(asked) = &asked {
             if asked.currency.code != original.currency {
-                return Err(Failure::InvalidArgument(format!(
-                    "amount.currency must be the payment's currency, {}",
-                    original.currency
-                ))
+                return Err(Failure::invalid_field(
+                    "amount.currency",
+                    format!(
+                        "amount.currency must be the payment's currency, {}",
+                        original.currency
+                    ),
+                )
                 .into());
             }
             log.set_amount(asked.to_string());

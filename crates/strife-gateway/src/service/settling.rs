@@ -21,7 +21,7 @@ impl Service {
         let caller = &call.caller;
         check_name("bank_id", "bank", &body.bank_id)?;
         let currency = money::currency(&body.currency)
-            .map_err(|error| Failure::InvalidArgument(format!("currency: {error}")))?;
+            .map_err(|error| Failure::invalid_field("currency", error.to_string()))?;
         settlement::check_cap(body.cap_minor)?;
         self.known_bank(&body.bank_id).await?;
         let position = self
@@ -62,7 +62,10 @@ impl Service {
                 .ok()
                 .filter(|before| *before > 0)
                 .ok_or_else(|| {
-                    Failure::InvalidArgument("page_token is not one this server gave out".into())
+                    Failure::invalid_field(
+                        "page_token",
+                        "page_token is not one this server gave out",
+                    )
                 })?
         };
         let windows = self.store.windows(before, page_size).await?;

@@ -92,7 +92,7 @@ pub(crate) fn window_id(field: &str, value: u64) -> Result<Option<i64>, Failure>
 
 pub(crate) fn required_window_id(value: u64) -> Result<i64, Failure> {
     window_id("window_id", value)?
-        .ok_or_else(|| Failure::InvalidArgument("window_id is required (1 or more)".into()))
+        .ok_or_else(|| Failure::invalid_field("window_id", "window_id is required (1 or more)"))
 }
 
 /// Checks a `Pay` request on its own (no storage): amount, key, names, memo, not to self.

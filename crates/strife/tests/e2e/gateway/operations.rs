@@ -10,8 +10,7 @@ use std::time::Duration;
 use crate::support::load::Load;
 use crate::support::network::ManualNetwork;
 use crate::support::wait_until;
-use strife_common::limits::{DEREGISTER_TIMEOUT, FINISH_IN_FLIGHT_LIMIT, PAY_STORAGE_ALLOWANCE};
-use strife_common::net::operations::DRAIN_LIMIT;
+use strife_common::limits::GATEWAY_SHUTDOWN_LIMIT;
 use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1 as pb;
 use tokio_stream::StreamExt;
@@ -339,7 +338,7 @@ async fn sigterm_under_load_decides_every_answered_payment_and_exits_zero_within
 
     // SIGTERM mid-load: drain, finish what runs, deregister, exit 0 — within the bound
     // docs/OPERATIONS.md gives ("Shutdown").
-    let bound = DRAIN_LIMIT + FINISH_IN_FLIGHT_LIMIT + PAY_STORAGE_ALLOWANCE + DEREGISTER_TIMEOUT;
+    let bound = GATEWAY_SHUTDOWN_LIMIT;
     let mut gateway = network.gateway.take().unwrap();
     let exited = gateway.terminate_with_status(bound + Duration::from_secs(5));
     let answers = load.stop().await;

@@ -121,10 +121,6 @@ const WRONG_PASSWORD: Expect = refused(Code::Unauthenticated, "unauthenticated")
 const UNAVAILABLE: Expect = refused(Code::Unavailable, "unavailable");
 const ALREADY_EXISTS: Expect = refused(Code::AlreadyExists, "already_exists");
 const PERMISSION_DENIED: Expect = refused(Code::PermissionDenied, "permission_denied");
-/// A bad request the handler does not pin on one field (a cursor, a page token, a window id,
-/// a currency or cap of `SetNetDebitCap`, a refund's currency): `INVALID_ARGUMENT` without a
-/// `BadRequest`.
-const INVALID: Expect = refused(Code::InvalidArgument, "invalid_argument");
 
 /// One call and what it must answer.
 struct Row {
@@ -622,8 +618,8 @@ fn particular_rows(paid: &str) -> Vec<Row> {
         gw("unused key", Alice, "GetPaymentByKey", by_key("never-used"), NOT_FOUND),
         gw("empty key", Alice, "GetPaymentByKey", by_key(""), bad_field("idempotency_key")),
         // Gateway: WatchPayments (a stream; refusals come before its first event).
-        gw("foreign cursor", Alice, "WatchPayments", since("not-a-cursor"), INVALID),
-        gw("negative cursor", Alice, "WatchPayments", since("-1"), INVALID),
+        gw("foreign cursor", Alice, "WatchPayments", since("not-a-cursor"), bad_field("since")),
+        gw("negative cursor", Alice, "WatchPayments", since("-1"), bad_field("since")),
         // Gateway: Refund.
         gw("empty payment id", Alice, "Refund", refund("", "k-r"), bad_field("payment_id")),
         gw("empty key", Alice, "Refund", refund(paid, ""), bad_field("idempotency_key")),
@@ -632,24 +628,24 @@ fn particular_rows(paid: &str) -> Vec<Row> {
            bad_field("reason")),
         gw("unknown payment", Alice, "Refund", refund("no-such-payment", "k-r"), NOT_FOUND),
         gw("the payer, not the payee", Alice, "Refund", refund(paid, "k-payer"), PERMISSION_DENIED),
-        gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), INVALID),
+        gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), bad_field("amount.currency")),
         // Gateway: the admin's settlement methods; a client calling one is refused by role.
         gw("a client", Alice, "SetNetDebitCap", cap("bank0", "USD", Some(1)), PERMISSION_DENIED),
         gw("bad bank id", Admin, "SetNetDebitCap", cap("a b", "USD", Some(1)), bad_field("bank_id")),
         gw("unknown bank", Admin, "SetNetDebitCap", cap("bank9", "USD", Some(1)), UNKNOWN_BANK),
-        gw("unknown currency", Admin, "SetNetDebitCap", cap("bank0", "XYZ", Some(1)), INVALID),
-        gw("negative cap", Admin, "SetNetDebitCap", cap("bank0", "USD", Some(-1)), INVALID),
+        gw("unknown currency", Admin, "SetNetDebitCap", cap("bank0", "XYZ", Some(1)), bad_field("currency")),
+        gw("negative cap", Admin, "SetNetDebitCap", cap("bank0", "USD", Some(-1)), bad_field("cap_minor")),
         gw("a client", Alice, "GetPositions", pb::GetPositionsRequest::default(), PERMISSION_DENIED),
         gw("a client", Alice, "ListSettlementWindows", windows(""), PERMISSION_DENIED),
-        gw("foreign page token", Admin, "ListSettlementWindows", windows("not-a-token"), INVALID),
+        gw("foreign page token", Admin, "ListSettlementWindows", windows("not-a-token"), bad_field("page_token")),
         gw("a client", Alice, "CloseSettlementWindow", close(1), PERMISSION_DENIED),
         gw("unknown window", Admin, "CloseSettlementWindow", close(999), NOT_FOUND),
         gw("window id past i64", Admin, "CloseSettlementWindow", close(u64::MAX), NOT_FOUND),
         gw("a client", Alice, "GetSettlementReport", report(1), PERMISSION_DENIED),
-        gw("no window id", Admin, "GetSettlementReport", report(0), INVALID),
+        gw("no window id", Admin, "GetSettlementReport", report(0), bad_field("window_id")),
         gw("unknown window", Admin, "GetSettlementReport", report(999), NOT_FOUND),
         gw("a client", Alice, "MarkSettled", settle(1), PERMISSION_DENIED),
-        gw("no window id", Admin, "MarkSettled", settle(0), INVALID),
+        gw("no window id", Admin, "MarkSettled", settle(0), bad_field("window_id")),
         gw("unknown window", Admin, "MarkSettled", settle(999), NOT_FOUND),
         gw("the open window", Admin, "MarkSettled", settle(1), refused(Code::FailedPrecondition, "window_open")),
         // Gateway: the banks' decision query.
