@@ -240,7 +240,7 @@ impl Coordinator {
         // not hold up a payment that is already decided; the retrier finishes it.
         let phase_started = Instant::now();
         let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&decided)).await;
-        self.metrics.phase(Phase::PhaseTwo, phase_started.elapsed());
+        self.metrics.phase(Phase::Finish, phase_started.elapsed());
         Ok(decided)
     }
 

@@ -19,17 +19,21 @@
 //!   are handed the service.
 //! - [`server`]: process wiring.
 
+// What transports and the binary use; the rest is the gateway's own.
 pub mod auth;
-pub mod coordinator;
-pub mod grpc;
-pub mod metrics;
-pub mod registry;
 pub mod request;
 pub mod roles;
-pub mod server;
 pub mod service;
-pub mod takeover;
 pub mod transport;
+
+mod coordinator;
+mod grpc;
+mod metrics;
+mod registry;
+mod server;
+mod takeover;
 
 pub use server::{run, GatewayConfig};
 pub use strife_ledger::lockout::LockoutPolicy;
+/// How often a replica looks for dead replicas' payments (the e2e suite bounds takeover by it).
+pub use takeover::TAKEOVER_INTERVAL;

@@ -58,7 +58,7 @@ pub enum Phase {
     /// The durable decision.
     DecisionWrite,
     /// The first round of phase 2 (bounded; the retrier finishes what it leaves).
-    PhaseTwo,
+    Finish,
 }
 
 impl Phase {
@@ -66,7 +66,7 @@ impl Phase {
         Phase::Begin,
         Phase::Prepare,
         Phase::DecisionWrite,
-        Phase::PhaseTwo,
+        Phase::Finish,
     ];
 
     fn label(self) -> &'static str {
@@ -74,7 +74,7 @@ impl Phase {
             Phase::Begin => "begin",
             Phase::Prepare => "prepare",
             Phase::DecisionWrite => "decision_write",
-            Phase::PhaseTwo => "phase_two",
+            Phase::Finish => "phase_two",
         }
     }
 }
@@ -273,7 +273,7 @@ impl GatewayMetrics {
             Phase::Begin => 0,
             Phase::Prepare => 1,
             Phase::DecisionWrite => 2,
-            Phase::PhaseTwo => 3,
+            Phase::Finish => 3,
         };
         if let Some(histogram) = self.phases.get(index) {
             histogram.observe(took.as_secs_f64());

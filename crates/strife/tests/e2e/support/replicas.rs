@@ -44,7 +44,7 @@ pub fn decision_window() -> Duration {
 }
 
 /// How often a replica looks for dead replicas' payments (`takeover::TAKEOVER_INTERVAL`).
-pub const TAKEOVER_SCAN: Duration = strife_gateway::takeover::TAKEOVER_INTERVAL;
+pub const TAKEOVER_SCAN: Duration = strife_gateway::TAKEOVER_INTERVAL;
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|text| {
