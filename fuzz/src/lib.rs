@@ -35,7 +35,7 @@ pub fn request_validators(data: &[u8]) {
         }
     }
     if let Ok(request) = pb::PayRequest::decode(data) {
-        if let Ok(amount) = strife_gateway::api::validate_pay("fuzzer", &request) {
+        if let Ok(amount) = strife_gateway::service::validate::validate_pay("fuzzer", &request) {
             assert!(amount.amount_minor > 0);
             assert_ne!(request.to_username, "fuzzer");
             assert!(!request.idempotency_key.is_empty() && request.idempotency_key.len() <= 128);

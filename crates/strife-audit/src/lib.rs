@@ -61,19 +61,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde::Serialize;
-use strife_common::discovery::{bank_entry_from_kv, BANKS_PREFIX};
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
 use strife_common::layout::Layout;
 use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
 use strife_common::money::{self, Amount};
-use strife_common::store_identity::StoreIdentity;
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::time::now_unix_ms;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
-use strife_gateway::settlement::{is_cross_bank, nets, window_state, WindowState};
-pub use strife_gateway::store::StoreLocation;
-use strife_gateway::store::{GatewayLog, LogSnapshot, PaymentRecord, PaymentStatus, WindowReport};
+use strife_ledger::records::{LogSnapshot, PaymentRecord, PaymentStatus, WindowReport};
+use strife_ledger::settlement::{is_cross_bank, nets, window_state, WindowState};
+use strife_ledger::store::GatewayLog;
+pub use strife_ledger::store::StoreLocation;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
 
@@ -599,7 +597,7 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
         }
         if derived.0 + derived.1 > i128::from(payment.amount_minor) {
             report.violation(
-                "refund_exceeds_payment",
+                strife_common::reason::REFUND_EXCEEDS_PAYMENT,
                 format!(
                     "payment {} of {}: refunds of {} (committed) + {} (pending) exceed it",
                     payment.payment_id, payment.amount_minor, derived.0, derived.1
@@ -610,20 +608,9 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
 }
 
 async fn bank_addresses(etcd: &EtcdAccess) -> anyhow::Result<HashMap<String, String>> {
-    let mut client = etcd.connect().await?;
-    let response = tokio::time::timeout(
-        CALL_TIMEOUT,
-        client.get(
-            BANKS_PREFIX,
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        ),
-    )
-    .await
-    .context("listing banks timed out")??;
-    Ok(response
-        .kvs()
-        .iter()
-        .filter_map(|kv| bank_entry_from_kv(kv.key(), kv.value()).ok())
+    Ok(strife_common::etcd::discovery::live_banks(etcd)
+        .await?
+        .into_iter()
         .map(|entry| (entry.id, entry.address))
         .collect())
 }
@@ -641,23 +628,18 @@ struct BankState {
 /// Runs the audit.
 pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
     let layout = Layout::new(&config.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
     // The audit reads etcd as the gateway does (it already holds the gateway's identity).
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
-        strife_common::etcd::GATEWAY_USER,
+        strife_common::etcd::access::GATEWAY_USER,
     )?;
     let addresses = bank_addresses(&etcd).await?;
     // The network's identity: a PostgreSQL log must belong to this network's gateway.
-    let identity = StoreIdentity::gateway(
-        &layout,
-        tls.ca_fingerprint()?,
-        strife_gateway::store::SCHEMA_VERSION,
-        false,
-    );
-    let gateway_log = strife_gateway::store::open_log(&config.store, &identity).await?;
+    let identity = strife_ledger::store::identity(&layout, tls.ca_fingerprint()?, false);
+    let gateway_log = strife_ledger::store::open_log(&config.store, &identity).await?;
     let gateway_log = gateway_log.as_deref();
     let mut report = Report {
         live: config.live,
@@ -1439,7 +1421,7 @@ mod tests {
     mod settlement {
         use super::super::*;
         use super::kinds;
-        use strife_gateway::store::{BilateralTotal, Party, PositionRecord, WindowRecord};
+        use strife_ledger::records::{BilateralTotal, Party, PositionRecord, WindowRecord};
 
         fn party(user: &str, bank: &str) -> Party {
             Party {

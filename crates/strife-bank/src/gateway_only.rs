@@ -3,7 +3,7 @@
 //! without a client certificate or with one from another CA; this refuses every other
 //! Strife identity (users, other banks).
 
-use strife_common::tls::{peer_identity, PeerIdentity};
+use strife_common::net::connection::{peer_identity, PeerIdentity};
 use strife_common::Failure;
 use tonic::{Request, Status};
 

@@ -5,7 +5,7 @@
 //! - [`store`]: accounts, legs and journal in SQLite; each step one fsynced transaction.
 //! - [`service`]: the `strife.v1.Bank` gRPC service: validation, then a store call.
 //! - [`gateway_only`]: the interceptor that admits only the gateway's certificate.
-//! - `strife_common::registration`: the etcd lease, keep-alive and re-registration.
+//! - `strife_common::etcd::registration`: the etcd lease, keep-alive and re-registration.
 //! - [`resolver`]: asks the coordinator about legs PREPARED past their deadline.
 //! - [`metrics`]: the bank's Prometheus metrics (served on `--metrics-listen`).
 //! - [`server`]: wires it all together and handles shutdown.

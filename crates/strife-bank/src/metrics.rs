@@ -17,7 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::participant::LegState;
-use crate::store::Store;
+use crate::store::{LegObserver, Store};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
@@ -115,18 +115,6 @@ impl BankMetrics {
         }
     }
 
-    /// A leg was durably moved into `state` (a repeated, idempotent step is not counted).
-    pub fn leg_entered(&self, state: LegState) {
-        let index = match state {
-            LegState::Prepared => 0,
-            LegState::Committed => 1,
-            LegState::Aborted => 2,
-        };
-        if let Some(counter) = self.leg_states.get(index) {
-            counter.inc();
-        }
-    }
-
     /// The resolver asked the coordinator about one in-doubt leg.
     pub fn resolver_query(&self, outcome: ResolverOutcome) {
         let index = match outcome {
@@ -155,6 +143,20 @@ impl BankMetrics {
             self.resolver_queries.clone(),
         );
         registry.register_collector(Box::new(Outstanding { store }));
+    }
+}
+
+/// The store reports each durable leg transition here (counted in `strife_bank_legs`).
+impl LegObserver for BankMetrics {
+    fn leg_entered(&self, state: LegState) {
+        let index = match state {
+            LegState::Prepared => 0,
+            LegState::Committed => 1,
+            LegState::Aborted => 2,
+        };
+        if let Some(counter) = self.leg_states.get(index) {
+            counter.inc();
+        }
     }
 }
 
@@ -212,30 +214,12 @@ impl Collector for Outstanding {
     }
 }
 
-/// PREPARED legs now, as [`Store::outstanding`] reads them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OutstandingSummary {
-    /// PREPARED debit legs (each one a hold).
-    pub holds: i64,
-    /// The held amounts by currency code (the fixed list of `strife_common::money`; anything
-    /// else is `other`).
-    pub held_minor: Vec<(&'static str, i64)>,
-    /// PREPARED legs of both roles.
-    pub prepared_legs: i64,
-}
-
-/// The label of a stored currency code: one of the known codes, or `other`.
-pub fn currency_label(code: &str) -> &'static str {
-    strife_common::money::CURRENCIES
-        .iter()
-        .find(|currency| currency.code == code)
-        .map_or("other", |currency| currency.code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::participant::reason;
+    use crate::participant::{PrepareIntent, Role};
+    use crate::store::NewAccount;
+    use strife_common::reason;
 
     #[test]
     fn every_bank_reason_code_is_a_payment_reason_label() {
@@ -250,12 +234,6 @@ mod tests {
         ] {
             assert_eq!(strife_common::metrics::reason_label(Some(code)), code);
         }
-    }
-
-    #[test]
-    fn currencies_are_bounded() {
-        assert_eq!(currency_label("USD"), "USD");
-        assert_eq!(currency_label("XXX"), "other");
     }
 
     #[test]
@@ -282,5 +260,84 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing in\n{text}");
         }
+    }
+
+    /// The scrape-time gauges are read from the store, and the counters follow what the store
+    /// reports (an idempotent repeat is not counted twice).
+    #[tokio::test]
+    async fn gauges_and_counters_follow_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = strife_common::storage::store_identity::StoreIdentity::bank(
+            &strife_common::layout::Layout::new(dir.path()),
+            "bank0",
+            "ca".into(),
+            crate::store::SCHEMA_VERSION,
+            false,
+        );
+        let metrics = Arc::new(BankMetrics::new());
+        let store = Arc::new(
+            Store::open(
+                &dir.path().join("bank.db"),
+                "bank0",
+                &identity,
+                Arc::clone(&metrics) as Arc<dyn LegObserver>,
+            )
+            .unwrap(),
+        );
+        let render = || {
+            let mut registry = Registry::default();
+            metrics.register(&mut registry, Arc::clone(&store));
+            strife_common::metrics::render(&registry).unwrap()
+        };
+        let account = store
+            .open_account(
+                &NewAccount {
+                    request_id: "r1".into(),
+                    owner: "alice".into(),
+                    holder_name: "Alice".into(),
+                    currency: "USD".into(),
+                    opening_deposit_minor: 1_000,
+                },
+                "test",
+            )
+            .await
+            .unwrap();
+        let intent = |amount_minor| PrepareIntent {
+            account_number: account.account_number.clone(),
+            amount_minor,
+            currency: "USD".into(),
+            decision_deadline_unix_ms: strife_common::time::now_unix_ms() + 60_000,
+            owner: String::new(),
+        };
+        for (payment, amount) in [("p1", 300), ("p2", 200), ("p3", 10_000)] {
+            store
+                .prepare(payment, Role::Debit, &intent(amount), "gw")
+                .await
+                .unwrap();
+        }
+        let text = render();
+        for line in [
+            "strife_bank_holds_outstanding 2\n",
+            "strife_bank_holds_outstanding_minor{currency=\"USD\"} 500\n",
+            "strife_bank_legs_prepared 2\n",
+            "strife_bank_legs_total{state=\"prepared\"} 2\n",
+            "strife_bank_legs_total{state=\"aborted\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in\n{text}");
+        }
+        store.commit("p1", Role::Debit, "gw").await.unwrap();
+        store.abort("p2", Role::Debit, "gw").await.unwrap();
+        store.commit("p1", Role::Debit, "gw").await.unwrap();
+        let text = render();
+        for line in [
+            "strife_bank_holds_outstanding 0\n",
+            "strife_bank_legs_prepared 0\n",
+            "strife_bank_legs_total{state=\"committed\"} 1\n",
+            "strife_bank_legs_total{state=\"aborted\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in\n{text}");
+        }
+        assert!(!text.contains("alice") && !text.contains("p1"), "{text}");
+        assert!(!text.contains("holds_outstanding_minor{"), "{text}");
     }
 }

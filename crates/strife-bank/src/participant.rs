@@ -15,6 +15,7 @@
 //! Refused transitions (commit of an aborted leg, abort of a committed one) are errors, never
 //! silent: they mean the coordinator and this bank disagree, which must be seen.
 
+use strife_common::reason;
 use strife_common::Failure;
 
 /// Which side of a payment a leg is.
@@ -84,17 +85,6 @@ impl Reason {
             message: message.into(),
         }
     }
-}
-
-/// Reason codes a bank stores with an ABORTED leg.
-pub mod reason {
-    pub const ACCOUNT_NOT_FOUND: &str = "account_not_found";
-    pub const CURRENCY_MISMATCH: &str = "currency_mismatch";
-    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
-    pub const BALANCE_OVERFLOW: &str = "balance_overflow";
-    pub const ACCOUNT_OWNER_MISMATCH: &str = "account_owner_mismatch";
-    pub const ABORTED_BY_COORDINATOR: &str = "aborted_by_coordinator";
-    pub const ABORTED_BEFORE_PREPARE: &str = "aborted_before_prepare";
 }
 
 /// What a prepare asks for.

@@ -7,16 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use strife_common::discovery::live_gateways;
-use strife_common::etcd::EtcdAccess;
-use strife_common::limits::DECISION_QUERY_TIMEOUT;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::discovery::live_gateways;
+use strife_common::limits::{DECISION_QUERY_TIMEOUT, MAX_GATEWAY_REPLICAS};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::time::now_unix_ms;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, coordinator_client::CoordinatorClient};
 use tokio::sync::{watch, Mutex};
 use tonic::transport::Channel;
 
-use crate::metrics::ResolverOutcome;
+use crate::metrics::{BankMetrics, ResolverOutcome};
 use crate::store::Store;
 
 /// Most overdue legs handled per round, so one round stays short.
@@ -41,9 +41,6 @@ pub struct DecisionClient {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
-/// Most gateway replicas a bank keeps channels to (bounded like the bank registry).
-const MAX_REPLICAS: usize = 64;
-
 impl DecisionClient {
     pub fn new(bank_id: &str, location: CoordinatorLocation, tls: TlsMaterial) -> Self {
         DecisionClient {
@@ -58,7 +55,7 @@ impl DecisionClient {
         match &self.location {
             CoordinatorLocation::Fixed(addresses) => Ok(addresses.clone()),
             CoordinatorLocation::Etcd(etcd) => {
-                let addresses: Vec<String> = live_gateways(etcd, MAX_REPLICAS as i64)
+                let addresses: Vec<String> = live_gateways(etcd, MAX_GATEWAY_REPLICAS as i64)
                     .await?
                     .into_iter()
                     .map(|entry| entry.address)
@@ -81,7 +78,8 @@ impl DecisionClient {
             .tls
             .endpoint(address, &ExpectedPeer::Gateway, DECISION_QUERY_TIMEOUT)?
             .connect_lazy();
-        if channels.len() >= MAX_REPLICAS {
+        // Past the bound (replicas came and went), start afresh rather than grow.
+        if channels.len() >= MAX_GATEWAY_REPLICAS {
             channels.clear();
         }
         channels.insert(address.to_owned(), channel.clone());
@@ -126,6 +124,7 @@ impl DecisionClient {
 pub async fn resolve_in_doubt(
     store: Arc<Store>,
     decisions: DecisionClient,
+    metrics: Arc<BankMetrics>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -134,7 +133,7 @@ pub async fn resolve_in_doubt(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(error) = resolve_round(&store, &decisions).await {
+        if let Err(error) = resolve_round(&store, &decisions, &metrics).await {
             tracing::warn!(
                 error = format!("{error:#}"),
                 "in-doubt resolution round failed"
@@ -143,7 +142,11 @@ pub async fn resolve_in_doubt(
     }
 }
 
-async fn resolve_round(store: &Arc<Store>, decisions: &DecisionClient) -> anyhow::Result<()> {
+async fn resolve_round(
+    store: &Arc<Store>,
+    decisions: &DecisionClient,
+    metrics: &BankMetrics,
+) -> anyhow::Result<()> {
     let reader = Arc::clone(store);
     let overdue = tokio::task::spawn_blocking(move || {
         reader.prepared_legs(Some(now_unix_ms()), LEGS_PER_ROUND)
@@ -155,22 +158,22 @@ async fn resolve_round(store: &Arc<Store>, decisions: &DecisionClient) -> anyhow
         let decision = match decisions.decision(&payment_id).await {
             Ok(decision) => decision,
             Err(error) => {
-                store.metrics().resolver_query(ResolverOutcome::Unreachable);
+                metrics.resolver_query(ResolverOutcome::Unreachable);
                 tracing::warn!(%payment_id, error = format!("{error:#}"), "coordinator unreachable; hold stays");
                 continue;
             }
         };
         let applied = match decision {
             pb::Decision::Commit => {
-                store.metrics().resolver_query(ResolverOutcome::Commit);
+                metrics.resolver_query(ResolverOutcome::Commit);
                 store.commit(&payment_id, role, RESOLVER_ACTOR).await
             }
             pb::Decision::Abort => {
-                store.metrics().resolver_query(ResolverOutcome::Abort);
+                metrics.resolver_query(ResolverOutcome::Abort);
                 store.abort(&payment_id, role, RESOLVER_ACTOR).await
             }
             pb::Decision::Pending | pb::Decision::Unspecified => {
-                store.metrics().resolver_query(ResolverOutcome::Pending);
+                metrics.resolver_query(ResolverOutcome::Pending);
                 tracing::info!(%payment_id, "coordinator has not decided yet; asking again later");
                 continue;
             }

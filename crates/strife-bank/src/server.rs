@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use strife_common::etcd::EtcdAccess;
-use strife_common::grpc_limits::GrpcLimitsLayer;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::registration::{keep_registered, Registration};
 use strife_common::layout::{validate_name, Layout};
 use strife_common::limits::{DEREGISTER_TIMEOUT, MAX_ENCODED_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
-use strife_common::listener::{bounded_incoming, ListenerLimits};
-use strife_common::metrics::MetricsEndpoint;
-use strife_common::operations;
-use strife_common::registration::{keep_registered, Registration};
-use strife_common::state_dir::DirLock;
-use strife_common::store_identity::StoreIdentity;
-use strife_common::stream_limits::StreamLimitsLayer;
-use strife_common::tls::TlsMaterial;
+use strife_common::net::grpc_limits::GrpcLimitsLayer;
+use strife_common::net::listener::ListenerLimits;
+use strife_common::net::metrics_endpoint::MetricsEndpoint;
+use strife_common::net::serve::{store_and_registration, GrpcServer};
+use strife_common::net::stream_limits::StreamLimitsLayer;
+use strife_common::net::tls::TlsMaterial;
+use strife_common::storage::state_dir::DirLock;
+use strife_common::storage::store_identity::StoreIdentity;
 use strife_proto::v1::bank_server::BankServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
@@ -28,9 +28,10 @@ use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::gateway_only::admit_gateway;
+use crate::metrics::BankMetrics;
 use crate::resolver::{resolve_in_doubt, CoordinatorLocation, DecisionClient};
 use crate::service::BankService;
-use crate::store::Store;
+use crate::store::{LegObserver, Store};
 
 /// Everything `strife bank` is told on its command line.
 #[derive(Debug, Clone)]
@@ -68,11 +69,11 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     )?;
     let identity_paths = layout.bank_identity(&config.bank_id);
     let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
-    strife_common::revocation::install(&layout.ca_crl())?;
+    strife_common::net::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
-        &strife_common::etcd::bank_user(&config.bank_id),
+        &strife_common::etcd::access::bank_user(&config.bank_id),
     )?;
     // Parses certificate and key now: a bad one must stop the bank before it prints its
     // ready line or registers in etcd, where it would attract traffic it cannot serve.
@@ -89,10 +90,13 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
         crate::store::SCHEMA_VERSION,
         config.initialize,
     );
+    // The store reports its leg transitions to the metrics; the resolver counts its queries.
+    let metrics = Arc::new(BankMetrics::new());
     let store = Arc::new(Store::open(
         &layout.bank_db(&config.bank_id),
         &config.bank_id,
         &identity,
+        Arc::clone(&metrics) as Arc<dyn LegObserver>,
     )?);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -112,9 +116,7 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     let (shutdown_sender, shutdown) = watch::channel(false);
     if let Some(endpoint) = metrics_endpoint {
         let mut metrics_registry = prometheus_client::registry::Registry::default();
-        store
-            .metrics()
-            .register(&mut metrics_registry, Arc::clone(&store));
+        metrics.register(&mut metrics_registry, Arc::clone(&store));
         strife_common::metrics::group_commit().register(&mut metrics_registry);
         endpoint.serve(metrics_registry, config.listener_limits, shutdown.clone());
     }
@@ -142,51 +144,36 @@ pub async fn run(config: BankConfig) -> anyhow::Result<()> {
     tokio::spawn(resolve_in_doubt(
         Arc::clone(&store),
         decisions,
+        metrics,
         config.resolve_interval,
         shutdown.clone(),
     ));
 
     let probed = Arc::clone(&store);
-    let bank = BankServer::new(BankService::new(store))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
-    let service = InterceptedService::new(bank, admit_gateway);
-    // Health and reflection sit beside the bank service, outside its gateway-only
-    // interceptor: any certificate from our CA may probe them (see `operations.rs`).
-    let (readiness, health) = operations::health("strife.v1.Bank").await;
-    let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
-    readiness.serving().await;
-    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    // From now on SERVING only while the database takes writes and our etcd key is alive.
-    tokio::spawn(operations::follow_readiness(
-        readiness.clone(),
-        move || {
-            let store = Arc::clone(&probed);
-            let registered = *registered.borrow();
-            async move {
-                store.probe().await.map_err(|failure| failure.to_string())?;
-                if registered {
-                    Ok(())
-                } else {
-                    Err("not registered in etcd".to_owned())
-                }
-            }
-        },
-        draining.clone(),
-    ));
-    let serving = server
-        .add_service(service)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            bounded_incoming(listener, config.listener_limits),
-            shutdown_signal,
-        );
-    operations::drain_bounded(serving, draining)
-        .await
-        .context("bank server failed")?;
+    // SERVING only while the database takes writes and our etcd key is alive.
+    let probe = move || {
+        let store = Arc::clone(&probed);
+        let registered = *registered.borrow();
+        store_and_registration(async move { store.probe().await }, registered)
+    };
+    let build = |_draining| -> anyhow::Result<_> {
+        let bank = BankServer::new(BankService::new(store))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_ENCODED_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
+        // Health and reflection sit beside the bank service, outside its gateway-only
+        // interceptor: any certificate from our CA may probe them (see `operations.rs`).
+        Ok(server.add_service(InterceptedService::new(bank, admit_gateway)))
+    };
+    GrpcServer {
+        service_name: "strife.v1.Bank",
+        listener,
+        limits: config.listener_limits,
+        file_descriptor_set: FILE_DESCRIPTOR_SET,
+    }
+    // The ready line went out before registration; nothing more to say.
+    .serve(probe, build, || Ok(()))
+    .await?;
 
     tracing::info!(bank_id = %config.bank_id, "shutting down");
     let _ = shutdown_sender.send(true);

@@ -13,13 +13,12 @@ use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use strife_common::group_commit::GroupCommit;
-use strife_common::sqlite::CachedStatements;
-use strife_common::store_identity::{Migration, StoreIdentity};
+use strife_common::storage::group_commit::GroupCommit;
+use strife_common::storage::sqlite::CachedStatements;
+use strife_common::storage::store_identity::{Migration, StoreIdentity};
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
-use crate::metrics::{currency_label, BankMetrics, OutstandingSummary};
 use crate::participant::{
     self, AccountFunds, AccountView, Effect, Leg, LegState, PrepareIntent, Reason, Role, Transition,
 };
@@ -168,31 +167,66 @@ pub struct JournalRow {
     pub at_unix_ms: i64,
 }
 
+/// Who hears about the store's durable leg transitions. The store reports through this trait
+/// and knows nothing of who listens (the bank's metrics, `metrics::BankMetrics`, implement
+/// it), so the store does not depend on the metrics module, which reads the store.
+pub trait LegObserver: Send + Sync {
+    /// A leg was durably moved into `state` (a repeated, idempotent step is not reported).
+    fn leg_entered(&self, state: LegState);
+}
+
+/// PREPARED legs now, as [`Store::outstanding`] reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutstandingSummary {
+    /// PREPARED debit legs (each one a hold).
+    pub holds: i64,
+    /// The held amounts by currency code (the fixed list of `strife_common::money`; anything
+    /// else is `other`, see [`currency_label`]).
+    pub held_minor: Vec<(&'static str, i64)>,
+    /// PREPARED legs of both roles.
+    pub prepared_legs: i64,
+}
+
+/// A stored currency code as one of the known codes, or `other`: what the summary is keyed
+/// by, so that whoever shows it (a metric label) gets a bounded set of values whatever a
+/// row holds.
+pub fn currency_label(code: &str) -> &'static str {
+    strife_common::money::CURRENCIES
+        .iter()
+        .find(|currency| currency.code == code)
+        .map_or("other", |currency| currency.code)
+}
+
 /// The bank's database.
 pub struct Store {
     writer: GroupCommit,
     reader: Mutex<Connection>,
-    _checkpointer: strife_common::sqlite::Checkpointer,
+    _checkpointer: strife_common::storage::sqlite::Checkpointer,
     bank_id: String,
-    metrics: Arc<BankMetrics>,
+    observer: Arc<dyn LegObserver>,
 }
 
 /// Storage trouble (disk full, I/O error) is a transient `UNAVAILABLE`; anything else
 /// `INTERNAL`.
 fn storage(error: rusqlite::Error) -> Failure {
-    strife_common::sqlite::storage_failure("bank.db", error)
+    strife_common::storage::storage_failure("bank.db", error)
 }
 
 impl Store {
     /// Whether the database takes a durable write now (readiness).
     pub async fn probe(&self) -> Result<(), Failure> {
-        strife_common::sqlite::probe_write(&self.writer, "bank.db").await
+        strife_common::storage::sqlite::probe_write(&self.writer, "bank.db").await
     }
 
     /// Opens (creating if needed and allowed) the database at `path`, checking that it is
-    /// `identity`'s.
-    pub fn open(path: &Path, bank_id: &str, identity: &StoreIdentity) -> anyhow::Result<Self> {
-        let (writer, reader, checkpointer) = strife_common::sqlite::open_store_migrating(
+    /// `identity`'s; durable leg transitions are reported to `observer`.
+    pub fn open(
+        path: &Path,
+        bank_id: &str,
+        identity: &StoreIdentity,
+        observer: Arc<dyn LegObserver>,
+    ) -> anyhow::Result<Self> {
+        let (writer, reader, checkpointer) = strife_common::storage::sqlite::open_store_migrating(
             path,
             "bank database",
             SCHEMA,
@@ -204,17 +238,12 @@ impl Store {
             reader: Mutex::new(reader),
             _checkpointer: checkpointer,
             bank_id: bank_id.to_owned(),
-            metrics: Arc::new(BankMetrics::new()),
+            observer,
         })
     }
 
     pub fn bank_id(&self) -> &str {
         &self.bank_id
-    }
-
-    /// The bank's metrics: the store counts leg transitions, the resolver its queries.
-    pub fn metrics(&self) -> &Arc<BankMetrics> {
-        &self.metrics
     }
 
     fn read(&self) -> MutexGuard<'_, Connection> {
@@ -422,9 +451,9 @@ impl Store {
                 Ok((transition.leg, true))
             })
             .await?;
-        // Counted once durable: a repeated (idempotent) step changed nothing.
+        // Reported once durable: a repeated (idempotent) step changed nothing.
         if changed {
-            self.metrics.leg_entered(leg.state);
+            self.observer.leg_entered(leg.state);
         }
         Ok(leg)
     }

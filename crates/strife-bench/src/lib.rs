@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
 use strife_common::failure::reason_of;
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::GatewayClient};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -137,7 +137,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     }
     anyhow::ensure!(config.payers >= 2, "--payers must be at least 2");
     let layout = Layout::new(&config.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     anyhow::ensure!(
         !manifest.banks.is_empty(),
         "no banks in {}; run `strife dev` first",
@@ -160,7 +160,7 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         &layout.user_identity(strife_pki::ADMIN_USER),
     )?;
     // Several replicas (`a,b,c`): the payers are spread over them, the admin uses the first.
-    let replicas = strife_common::failover::parse_addresses(&config.gateway);
+    let replicas = strife_common::net::failover::parse_addresses(&config.gateway);
     anyhow::ensure!(!replicas.is_empty(), "no gateway address given");
     let admin_channel = admin_tls
         .endpoint(&replicas[0], &ExpectedPeer::Gateway, CALL_TIMEOUT)?
@@ -247,8 +247,8 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                 }
                 sequence += 1;
                 let request = pb::PayRequest {
-                    // Time-ordered, as the CLI's own keys are (UUIDv7).
-                    idempotency_key: format!("bench-{}", uuid::Uuid::now_v7()),
+                    // Strife's one key (time-ordered); the fixed prefix keeps that order.
+                    idempotency_key: format!("bench-{}", strife_common::keys::new_key()),
                     to_username: payee.clone(),
                     amount: Some(pb::Money {
                         amount_minor: 1 + (sequence % 100) as i64,
@@ -360,19 +360,17 @@ async fn collect(
 async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let layout = Layout::new(&config.dir);
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.gateway_identity())?;
-    let mut etcd = etcd_connect(&layout, &config.etcd).await?;
-    let response = etcd
-        .get(
-            strife_common::discovery::BANKS_PREFIX,
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await?;
-    let first = response
-        .kvs()
-        .first()
+    // etcd as the gateway reads it (bench runs with the gateway's identities).
+    let etcd = EtcdAccess::new(
+        vec![config.etcd.clone()],
+        &layout,
+        strife_common::etcd::access::GATEWAY_USER,
+    )?;
+    let entry = strife_common::etcd::discovery::live_banks(&etcd)
+        .await?
+        .into_iter()
+        .next()
         .context("no bank registered in etcd")?;
-    let entry = strife_common::discovery::bank_entry_from_kv(first.key(), first.value())
-        .map_err(anyhow::Error::msg)?;
     let channels: Vec<Channel> = (0..config.connections)
         .map(|_| {
             tls.endpoint(
@@ -421,15 +419,4 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     progress.finish_and_clear();
     report.concurrency = config.concurrency;
     Ok(report)
-}
-
-/// etcd as the gateway reads it (bench runs with the gateway's identities).
-async fn etcd_connect(layout: &Layout, endpoint: &str) -> anyhow::Result<etcd_client::Client> {
-    EtcdAccess::new(
-        vec![endpoint.to_owned()],
-        layout,
-        strife_common::etcd::GATEWAY_USER,
-    )?
-    .connect()
-    .await
 }

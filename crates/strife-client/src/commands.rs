@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
+use strife_common::keys::new_key;
 use strife_common::layout::{validate_name, Layout};
 use strife_common::limits::validate_id;
 use strife_common::money;
@@ -17,33 +18,14 @@ use crate::outbox::{
     classify_refusal, is_retryable, resolve, FailureClass, Outbox, OutboxEntry, Reported,
     Resolution, State, TryOutcome,
 };
-use crate::render::{self, explain, money_json, payment_json, table, timestamp};
+use crate::render::{
+    self, describe_payment, emit, explain, failed, money_json, payment_json, table, timestamp,
+    usage, EXIT_QUEUED,
+};
 use crate::session::{connect, Gateway};
-use crate::EXIT_QUEUED;
 
 /// Longest a `sync --watch` sleeps between looks at the outbox.
 const WATCH_POLL_MAX: Duration = Duration::from_secs(1);
-
-pub(crate) fn emit(args: &ClientArgs, human: String, document: serde_json::Value) {
-    if args.json {
-        println!("{document}");
-    } else {
-        println!("{human}");
-    }
-}
-
-/// Prints a failed call and returns exit status 1.
-pub(crate) fn failed(args: &ClientArgs, status: &Status) -> u8 {
-    let sentence = explain(status);
-    if args.json {
-        println!(
-            "{}",
-            json!({"ok": false, "code": format!("{:?}", status.code()), "reason_code": strife_common::failure::reason_of(status), "error": sentence})
-        );
-    }
-    eprintln!("error: {sentence}");
-    1
-}
 
 fn outbox_path(args: &ClientArgs) -> std::path::PathBuf {
     Layout::new(&args.dir)
@@ -100,13 +82,7 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
             let entry =
                 match payment_entry(to, amount, currency, from_bank, to_bank, key.clone(), memo) {
                     Ok(entry) => entry,
-                    Err(error) => {
-                        eprintln!("error: {error}");
-                        if args.json {
-                            println!("{}", json!({"ok": false, "error": error.to_string()}));
-                        }
-                        return Ok(2);
-                    }
+                    Err(error) => return Ok(usage(&args, &error)),
                 };
             pay(&args, &mut gateway, entry).await
         }
@@ -215,10 +191,7 @@ async fn open_account(
 ) -> anyhow::Result<u8> {
     let currency = money::currency(&open.currency)?;
     let deposit_minor = money::parse_amount_allow_zero(&open.deposit, currency)?;
-    let key = open
-        .key
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let key = open.key.clone().unwrap_or_else(new_key);
     let request = pb::GatewayOpenAccountRequest {
         username: open.username.clone(),
         bank_id: open.bank.clone(),
@@ -315,9 +288,7 @@ fn payment_entry(
     }
     let currency = money::currency(currency)?;
     let amount_minor = money::parse_amount(amount, currency)?;
-    // Time-ordered (UUIDv7): the gateway's idempotency index then grows at its right edge
-    // instead of taking a random page per payment.
-    let idempotency_key = key.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let idempotency_key = key.unwrap_or_else(new_key);
     validate_id("--key", &idempotency_key)?;
     Ok(OutboxEntry {
         idempotency_key,
@@ -515,42 +486,6 @@ fn report_entry(args: &ClientArgs, entry: &OutboxEntry) -> u8 {
         "queued" | "unknown" => EXIT_QUEUED,
         _ => 1,
     }
-}
-
-pub(crate) fn describe_payment(payment: &pb::Payment) -> String {
-    let mut lines = vec![
-        format!("payment  {}", payment.payment_id),
-        format!("status   {}", render::status_name(payment.status)),
-        format!("amount   {}", render::money(payment.amount.as_ref())),
-        format!(
-            "from     {} ({} {})",
-            payment.from_username, payment.from_bank_id, payment.from_account
-        ),
-        format!(
-            "to       {} ({} {})",
-            payment.to_username, payment.to_bank_id, payment.to_account
-        ),
-        format!("when     {} UTC", timestamp(payment.created_unix_ms)),
-    ];
-    if !payment.reason.is_empty() {
-        lines.push(format!("reason   {}", payment.reason));
-    }
-    if !payment.memo.is_empty() {
-        lines.push(format!("memo     {}", payment.memo));
-    }
-    if !payment.refund_of.is_empty() {
-        lines.push(format!("refund of payment {}", payment.refund_of));
-    }
-    if payment.refunded.is_some() {
-        lines.push(format!(
-            "refunded {}",
-            render::money(payment.refunded.as_ref())
-        ));
-    }
-    if payment.settlement_window_id != 0 {
-        lines.push(format!("window   {}", payment.settlement_window_id));
-    }
-    lines.join("\n")
 }
 
 async fn history(args: &ClientArgs, gateway: &mut Gateway, limit: u32) -> anyhow::Result<u8> {

@@ -5,7 +5,9 @@
 //! - [`args`]: the command line.
 //! - [`session`]: password, TLS and the authenticated gateway client.
 //! - [`commands`]: one function per command.
-//! - [`render`]: human tables and `--json` documents, and sentences for errors.
+//! - [`render`]: what every command prints through: human tables and `--json` documents,
+//!   sentences for errors, the exit status of a failure. It depends on no command module, so
+//!   the commands form no cycle: `commands` → `settlement` → `render`, `commands` → `render`.
 //! - [`outbox`]: the offline outbox and its retry policy.
 //! - [`settlement`]: `refund` and the admin's `settlement` commands, and the settlement
 //!   statement.
@@ -19,9 +21,6 @@ pub mod settlement;
 pub mod watch;
 
 pub use args::ClientArgs;
-
-/// Exit status of `pay`/`sync` when payments were queued rather than completed (EX_TEMPFAIL).
-pub const EXIT_QUEUED: u8 = 75;
 
 /// Runs one client command; returns the process exit status.
 pub fn run(args: ClientArgs) -> anyhow::Result<u8> {

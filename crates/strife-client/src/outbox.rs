@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use strife_common::failure::TRANSIENT_ABORT_REASONS;
+use strife_common::reason::TRANSIENT_ABORTS;
 use strife_common::time::now_unix_ms;
 use tonic::Code;
 
@@ -161,7 +161,7 @@ pub fn classify(code: Code) -> FailureClass {
 /// the same key, until the cap allows it — like a payment queued for liquidity.
 pub fn classify_refusal(code: Code, reason_code: Option<&str>) -> FailureClass {
     if code == Code::FailedPrecondition
-        && reason_code == Some(strife_common::failure::settlement::NET_DEBIT_CAP_EXCEEDED)
+        && reason_code == Some(strife_common::reason::NET_DEBIT_CAP_EXCEEDED)
     {
         return FailureClass::NotSent;
     }
@@ -204,7 +204,7 @@ pub fn resolve(lookup: Result<Reported, (Code, String)>) -> Resolution {
             "COMMITTED" => Resolution::Final(TryOutcome::Succeeded {
                 payment_id: payment.payment_id,
             }),
-            "ABORTED" if TRANSIENT_ABORT_REASONS.contains(&payment.reason_code.as_str()) => {
+            "ABORTED" if TRANSIENT_ABORTS.contains(&payment.reason_code.as_str()) => {
                 Resolution::SendAgain
             }
             "ABORTED" => Resolution::Final(TryOutcome::Declined {
@@ -256,7 +256,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let mut connection = strife_common::sqlite::open_connection(path, "outbox")?;
+        let mut connection = strife_common::storage::sqlite::open_connection(path, "outbox")?;
         migrate(&mut connection, path)
             .with_context(|| format!("preparing the outbox database {}", path.display()))?;
         Ok(Outbox { connection })
@@ -547,7 +547,7 @@ mod tests {
             resolve(Ok(reported("ABORTED", "insufficient_funds"))),
             Resolution::Final(TryOutcome::Declined { message }) if message.contains("insufficient_funds")
         ));
-        for transient in TRANSIENT_ABORT_REASONS {
+        for transient in TRANSIENT_ABORTS {
             assert_eq!(
                 resolve(Ok(reported("ABORTED", transient))),
                 Resolution::SendAgain,

@@ -1,25 +1,49 @@
 //! Output: aligned tables and sentences for people, one JSON document for scripts, and the
-//! wording of errors.
+//! wording of errors. Every command prints through here ([`emit`], [`failed`], [`usage`]), so
+//! the command modules depend on this one and never on each other for output.
 
 use serde_json::{json, Value};
-use strife_common::failure::{error_reason, reason_of};
-use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
-use tonic::{Code, Status};
+use tonic::Status;
 
-/// `12.50 USD` (or the raw minor units and code if the currency is unknown to this client).
-pub fn money(value: Option<&pb::Money>) -> String {
-    let Some(value) = value else {
-        return "-".into();
-    };
-    match money::currency(&value.currency) {
-        Ok(currency) => Amount {
-            amount_minor: value.amount_minor,
-            currency,
-        }
-        .to_string(),
-        Err(_) => format!("{} minor {}", value.amount_minor, value.currency),
+use crate::args::ClientArgs;
+
+// Money, statuses, times and refund notes are worded once for every front end (the console
+// shows them too); re-exported so the commands print through this one module.
+pub use strife_present::{money, refund_note, status_name, timestamp};
+
+/// Exit status of `pay`/`sync` when payments were queued rather than completed (EX_TEMPFAIL).
+pub const EXIT_QUEUED: u8 = 75;
+
+/// Prints a command's result: `human` for people, `document` (one line of JSON) with `--json`.
+pub fn emit(args: &ClientArgs, human: String, document: Value) {
+    if args.json {
+        println!("{document}");
+    } else {
+        println!("{human}");
     }
+}
+
+/// Prints a failed call and returns exit status 1.
+pub fn failed(args: &ClientArgs, status: &Status) -> u8 {
+    let sentence = explain(status);
+    if args.json {
+        println!(
+            "{}",
+            json!({"ok": false, "code": format!("{:?}", status.code()), "reason_code": strife_common::failure::reason_of(status), "error": sentence})
+        );
+    }
+    eprintln!("error: {sentence}");
+    1
+}
+
+/// Prints a command-line mistake (nothing was sent) and returns exit status 2.
+pub fn usage(args: &ClientArgs, error: &dyn std::fmt::Display) -> u8 {
+    eprintln!("error: {error}");
+    if args.json {
+        println!("{}", json!({"ok": false, "error": error.to_string()}));
+    }
+    2
 }
 
 /// A money value as JSON: exact minor units plus the display string.
@@ -40,15 +64,6 @@ pub fn outbox_state(state: &str) -> &str {
         "succeeded" => "sent",
         "declined" => "declined",
         other => other,
-    }
-}
-
-pub fn status_name(status: i32) -> &'static str {
-    match pb::PaymentStatus::try_from(status) {
-        Ok(pb::PaymentStatus::Committed) => "COMMITTED",
-        Ok(pb::PaymentStatus::Aborted) => "ABORTED",
-        Ok(pb::PaymentStatus::Pending) => "PENDING",
-        _ => "UNKNOWN",
     }
 }
 
@@ -74,35 +89,38 @@ pub fn payment_json(payment: &pb::Payment) -> Value {
     })
 }
 
-/// The refund link of a payment for a history row: what it refunds, or how much of it was
-/// refunded.
-pub fn refund_note(payment: &pb::Payment) -> String {
+/// A payment for people: one field per line (`payment`, `pay`, `refund`).
+pub fn describe_payment(payment: &pb::Payment) -> String {
+    let mut lines = vec![
+        format!("payment  {}", payment.payment_id),
+        format!("status   {}", status_name(payment.status)),
+        format!("amount   {}", money(payment.amount.as_ref())),
+        format!(
+            "from     {} ({} {})",
+            payment.from_username, payment.from_bank_id, payment.from_account
+        ),
+        format!(
+            "to       {} ({} {})",
+            payment.to_username, payment.to_bank_id, payment.to_account
+        ),
+        format!("when     {} UTC", timestamp(payment.created_unix_ms)),
+    ];
+    if !payment.reason.is_empty() {
+        lines.push(format!("reason   {}", payment.reason));
+    }
+    if !payment.memo.is_empty() {
+        lines.push(format!("memo     {}", payment.memo));
+    }
     if !payment.refund_of.is_empty() {
-        let short: String = payment.refund_of.chars().take(8).collect();
-        return format!("refund of {short}…");
+        lines.push(format!("refund of payment {}", payment.refund_of));
     }
-    match &payment.refunded {
-        Some(refunded)
-            if refunded.amount_minor
-                == payment
-                    .amount
-                    .as_ref()
-                    .map_or(-1, |amount| amount.amount_minor) =>
-        {
-            "refunded in full".into()
-        }
-        Some(refunded) => format!("{} refunded", money(Some(refunded))),
-        None => String::new(),
+    if payment.refunded.is_some() {
+        lines.push(format!("refunded {}", money(payment.refunded.as_ref())));
     }
-}
-
-/// UTC `YYYY-MM-DD HH:MM:SS` for a Unix-millisecond time.
-pub fn timestamp(unix_ms: i64) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
-        .ok()
-        .and_then(|at| at.format(&format).ok())
-        .unwrap_or_else(|| "-".into())
+    if payment.settlement_window_id != 0 {
+        lines.push(format!("window   {}", payment.settlement_window_id));
+    }
+    lines.join("\n")
 }
 
 /// Left-aligned columns, two spaces apart, with a header row.
@@ -133,32 +151,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// A sentence for a gRPC failure, in the user's terms.
+/// A sentence for a failed call, in the user's terms (the wording the console shares).
 pub fn explain(status: &Status) -> String {
-    let detail = status.message();
-    match status.code() {
-        Code::Unauthenticated => {
-            "authentication failed: check your user name, password and certificate ".into()
-        }
-        Code::PermissionDenied => format!("not allowed: {detail}"),
-        Code::NotFound => format!("not found: {detail}"),
-        Code::AlreadyExists => format!("already exists: {detail}"),
-        Code::InvalidArgument => format!("invalid request: {detail}"),
-        Code::FailedPrecondition => match reason_of(status).as_deref() {
-            Some("insufficient_funds") => format!("payment declined: {detail}"),
-            _ => format!("refused: {detail}"),
-        },
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-            format!("the gateway or a bank is unreachable ({detail})")
-        }
-        Code::Aborted => format!("try again: {detail}"),
-        Code::ResourceExhausted
-            if error_reason(status).as_deref()
-                == Some(strife_common::failure::reason::TOO_LARGE) =>
-        {
-            format!("request too large: {detail}")
-        }
-        Code::ResourceExhausted => format!("too many requests, try again later: {detail}"),
-        _ => format!("failed: {detail}"),
-    }
+    strife_present::refusal_of(status)
 }

@@ -3,11 +3,11 @@
 //! every request.
 
 use anyhow::Context;
-use strife_common::failover::{parse_addresses, Failover};
 use strife_common::layout::Layout;
 use strife_common::limits::CLIENT_CALL_TIMEOUT;
 use strife_common::metadata::Credentials;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_common::net::failover::{parse_addresses, Failover};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::gateway_client::GatewayClient;
 use tonic::service::interceptor::InterceptedService;
 

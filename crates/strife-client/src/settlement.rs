@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
+use strife_common::keys::new_key;
 use strife_common::limits::validate_id;
 use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
 
 use crate::args::{ClientArgs, SettlementCommand};
-use crate::commands::{describe_payment, emit, failed};
 use crate::outbox::{classify_refusal, FailureClass};
-use crate::render::{self, money_json, payment_json, table, timestamp};
+use crate::render::{
+    self, describe_payment, emit, failed, money_json, payment_json, table, timestamp, usage,
+};
 use crate::session::Gateway;
 
 /// What `refund` was asked for.
@@ -22,15 +24,6 @@ pub struct RefundArgs<'a> {
     pub key: Option<String>,
 }
 
-/// Prints a command-line mistake (nothing was sent) and returns exit status 2.
-fn usage(args: &ClientArgs, error: &dyn std::fmt::Display) -> u8 {
-    eprintln!("error: {error}");
-    if args.json {
-        println!("{}", json!({"ok": false, "error": error.to_string()}));
-    }
-    2
-}
-
 /// `refund`: looks the payment up (its currency is the refund's), then refunds it with one
 /// idempotency key, printed when the outcome is unknown so a rerun refunds exactly once.
 pub async fn refund(
@@ -38,9 +31,7 @@ pub async fn refund(
     gateway: &mut Gateway,
     request: RefundArgs<'_>,
 ) -> anyhow::Result<u8> {
-    let key = request
-        .key
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let key = request.key.unwrap_or_else(new_key);
     if let Err(error) = validate_id("--key", &key) {
         return Ok(usage(args, &error));
     }

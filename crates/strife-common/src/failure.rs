@@ -1,18 +1,25 @@
 //! The one place where a refusal becomes a gRPC status (docs/SPEC.md §7). Handlers return
 //! [`Failure`]; only this module decides codes, reasons and details (`From<Failure> for
-//! Status`, and [`payment_refusal`] for a stored payment's refusal), so the mapping cannot
-//! drift.
+//! Status`, and `payment_refusal` for a stored payment's refusal), so the mapping cannot
+//! drift. `Failure` itself, its reasons and messages are transport-free; the statuses and
+//! `Failure::code` exist with feature `grpc`.
 //!
 //! Every status carries, in `grpc-status-details-bin`, a `google.rpc.ErrorInfo` (domain
-//! [`ERROR_DOMAIN`], a machine-readable reason from [`reason`], metadata such as the field or
+//! [`ERROR_DOMAIN`], a machine-readable reason from [`crate::reason`], metadata such as the field or
 //! the bank id), and a failure of one request field ([`Failure::InvalidField`]) also a
 //! `google.rpc.BadRequest` with one `FieldViolation { field, description }`.
 
+#[cfg(feature = "grpc")]
 use std::collections::HashMap;
 
+#[cfg(feature = "grpc")]
 use tonic::metadata::MetadataMap;
+#[cfg(feature = "grpc")]
 use tonic::{Code, Status};
+#[cfg(feature = "grpc")]
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::reason;
 
 /// Metadata key carrying the machine-readable reason of a `FAILED_PRECONDITION` (and of
 /// aborted payments), e.g. `insufficient_funds`.
@@ -21,28 +28,6 @@ pub const REASON_METADATA_KEY: &str = "x-strife-reason";
 /// The `domain` of every `google.rpc.ErrorInfo` Strife attaches.
 pub const ERROR_DOMAIN: &str = "strife";
 
-/// The `ErrorInfo.reason`s that name a failure's class (a precondition or an aborted payment
-/// carries its own reason code instead, e.g. `insufficient_funds`, `bank_timeout`).
-pub mod reason {
-    pub const INVALID_ARGUMENT: &str = "invalid_argument";
-    pub const UNAUTHENTICATED: &str = "unauthenticated";
-    pub const PERMISSION_DENIED: &str = "permission_denied";
-    pub const NOT_FOUND: &str = "not_found";
-    /// A bank id that is not part of the network (never registered).
-    pub const UNKNOWN_BANK: &str = "unknown_bank";
-    pub const ALREADY_EXISTS: &str = "already_exists";
-    /// The same idempotency key is still in flight.
-    pub const IN_PROGRESS: &str = "in_progress";
-    pub const UNAVAILABLE: &str = "unavailable";
-    pub const UNIMPLEMENTED: &str = "unimplemented";
-    /// A limit that passes with time (a locked login, a rate limit, a full queue).
-    pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
-    /// A request message or its metadata is over the size limit; the same request will
-    /// always be refused.
-    pub const TOO_LARGE: &str = "too_large";
-    pub const INTERNAL: &str = "internal";
-}
-
 /// `ErrorInfo.metadata` key: the request field a [`Failure::InvalidField`] is about.
 pub const FIELD_INFO_KEY: &str = "field";
 /// `ErrorInfo.metadata` key: the bank id of a [`Failure::UnknownBank`].
@@ -50,43 +35,6 @@ pub const BANK_ID_INFO_KEY: &str = "bank_id";
 /// `ErrorInfo.metadata` key: the payment a refused `Pay` was recorded under (also sent as the
 /// `x-strife-payment-id` trailer).
 pub const PAYMENT_ID_INFO_KEY: &str = "payment_id";
-/// Reasons a payment is aborted for that lie outside the request (a bank or the gateway was
-/// down or slow). Such a payment moved no money and has a durable ABORT decision, so a retry
-/// with the same idempotency key runs a new attempt; every other abort reason is final.
-pub const TRANSIENT_ABORT_REASONS: &[&str] = &[
-    "bank_timeout",
-    "bank_unavailable",
-    "gateway_restarted",
-    "decision_timeout",
-];
-
-/// Reason codes of settlement and refund refusals (`FAILED_PRECONDITION`), defined once here;
-/// `strife-gateway`'s `settlement` module decides when each applies (docs/SPEC.md §9).
-pub mod settlement {
-    /// The payment's reservation would take the payer bank's net debit past its cap. Nothing
-    /// was recorded and no bank was asked, so the same idempotency key pays once the cap
-    /// allows it (raised, or positions freed by settling a window).
-    pub const NET_DEBIT_CAP_EXCEEDED: &str = "net_debit_cap_exceeded";
-    /// A position or reservation would leave the 64-bit range (never wraps or saturates).
-    pub const POSITION_OVERFLOW: &str = "position_overflow";
-    /// Closing a window that is not the open one (already closed, e.g. a retried close).
-    pub const WINDOW_NOT_OPEN: &str = "window_not_open";
-    /// Settling the window that is still open.
-    pub const WINDOW_OPEN: &str = "window_open";
-    /// Settling a window that was settled before.
-    pub const WINDOW_ALREADY_SETTLED: &str = "window_already_settled";
-    /// Refunding a payment that is not COMMITTED (aborted, or still in flight).
-    pub const PAYMENT_NOT_COMMITTED: &str = "payment_not_committed";
-    /// Refunding a refund.
-    pub const PAYMENT_IS_A_REFUND: &str = "payment_is_a_refund";
-    /// A refund larger than what is left of the original (refunded and in-flight refunds
-    /// counted).
-    pub const REFUND_EXCEEDS_PAYMENT: &str = "refund_exceeds_payment";
-}
-
-/// `ErrorInfo.reason` of [`Failure::UnknownBank`].
-pub const UNKNOWN_BANK_REASON: &str = reason::UNKNOWN_BANK;
-
 /// Every way a Strife request can be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
@@ -178,6 +126,15 @@ impl Failure {
         Failure::Internal(format!("{context}: {error}"))
     }
 
+    /// What the caller is told (the status message): the failure's own words, except an
+    /// internal error's, whose detail may name files or SQL and goes only to the server log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Failure::Internal(_) => "internal error; see the server log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The machine-readable reason sent as `ErrorInfo.reason`: a precondition's own reason
     /// code (`insufficient_funds`, …), otherwise the failure's class.
     pub fn reason(&self) -> &str {
@@ -198,7 +155,29 @@ impl Failure {
         }
     }
 
+    /// The HTTP status a web transport (the console, the HTTP API) answers this failure with,
+    /// the gRPC code's counterpart (docs/SPEC.md §9): a bad field 400, no credentials 401, not
+    /// allowed 403, not found (or not yours) 404, the key still in flight or something that
+    /// exists already 409, a refusal of the request's own (a precondition) 422, a limit that
+    /// passes 429, too large 413, a transient outage 503, no such thing 501, a bug 500.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Failure::InvalidArgument(_) | Failure::InvalidField { .. } => 400,
+            Failure::Unauthenticated => 401,
+            Failure::PermissionDenied(_) => 403,
+            Failure::NotFound(_) | Failure::UnknownBank(_) => 404,
+            Failure::AlreadyExists(_) | Failure::Aborted(_) => 409,
+            Failure::TooLarge(_) => 413,
+            Failure::FailedPrecondition { .. } => 422,
+            Failure::ResourceExhausted(_) => 429,
+            Failure::Internal(_) => 500,
+            Failure::Unimplemented(_) => 501,
+            Failure::Unavailable(_) => 503,
+        }
+    }
+
     /// The gRPC code this failure maps to.
+    #[cfg(feature = "grpc")]
     pub fn code(&self) -> Code {
         match self {
             Failure::InvalidArgument(_) | Failure::InvalidField { .. } => Code::InvalidArgument,
@@ -216,6 +195,7 @@ impl Failure {
     }
 }
 
+#[cfg(feature = "grpc")]
 impl From<Failure> for Status {
     /// The status, with a `google.rpc.ErrorInfo` (reason, domain `strife`) in
     /// `grpc-status-details-bin` for every failure, a `google.rpc.BadRequest` for a bad field,
@@ -230,11 +210,45 @@ impl From<Failure> for Status {
     }
 }
 
+/// A refusal of a `Pay` or `Refund`: the failure, and — when the request got as far as a
+/// recorded payment (refused by a bank, or still in flight under its key) — that payment's id
+/// and its own reason code, which travel with the refusal on every transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRefusal {
+    pub failure: Failure,
+    pub payment_id: Option<String>,
+    pub reason_code: Option<String>,
+}
+
+impl From<Failure> for PaymentRefusal {
+    /// A refusal before anything was recorded.
+    fn from(failure: Failure) -> Self {
+        PaymentRefusal {
+            failure,
+            payment_id: None,
+            reason_code: None,
+        }
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl From<PaymentRefusal> for Status {
+    fn from(refusal: PaymentRefusal) -> Self {
+        match refusal.payment_id {
+            Some(payment_id) => {
+                payment_refusal(refusal.failure, &payment_id, refusal.reason_code.as_deref())
+            }
+            None => refusal.failure.into(),
+        }
+    }
+}
+
 /// The status `Pay` answers for a payment that was recorded and then refused (or is still in
 /// flight): as `From<Failure>`, but the `ErrorInfo.reason` and the `x-strife-reason` trailer
 /// are the payment's own reason code (`insufficient_funds`, `bank_timeout`, …) when it has
 /// one, and the payment id travels as `ErrorInfo.metadata["payment_id"]` and the
 /// `x-strife-payment-id` trailer.
+#[cfg(feature = "grpc")]
 pub fn payment_refusal(failure: Failure, payment_id: &str, reason_code: Option<&str>) -> Status {
     let reason_code = reason_code
         .filter(|code| !code.is_empty())
@@ -248,15 +262,13 @@ pub fn payment_refusal(failure: Failure, payment_id: &str, reason_code: Option<&
 
 /// The one constructor of Strife's statuses. `reason_code` (if any) replaces the failure's
 /// class as `ErrorInfo.reason` and is sent as the `x-strife-reason` trailer.
+#[cfg(feature = "grpc")]
 fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Option<&str>) -> Status {
-    let message = match &failure {
-        Failure::Internal(detail) => {
-            // The detail may name files or SQL; it goes to the log, not to the caller.
-            tracing::error!(%detail, "internal error");
-            "internal error; see the server log".to_owned()
-        }
-        other => other.to_string(),
-    };
+    if let Failure::Internal(detail) = &failure {
+        // The detail may name files or SQL; it goes to the log, not to the caller.
+        tracing::error!(%detail, "internal error");
+    }
+    let message = failure.public_message();
     let mut info_metadata = HashMap::new();
     let mut trailers = MetadataMap::new();
     if let Some(code) = &reason_code {
@@ -289,6 +301,7 @@ fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Optio
 
 /// The `ErrorInfo.reason` of a status from a Strife server (`unknown_bank`, `too_large`,
 /// `insufficient_funds`, …), if it carries one in domain `strife`.
+#[cfg(feature = "grpc")]
 pub fn error_reason(status: &Status) -> Option<String> {
     status
         .get_details_error_info()
@@ -297,6 +310,7 @@ pub fn error_reason(status: &Status) -> Option<String> {
 }
 
 /// Reads the machine-readable reason a server attached to a status, if any.
+#[cfg(feature = "grpc")]
 pub fn reason_of(status: &Status) -> Option<String> {
     status
         .metadata()
@@ -310,6 +324,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn every_failure_carries_an_error_info_with_its_reason() {
         let status = Status::from(Failure::precondition("insufficient_funds", "not enough"));
         let info = status.get_details_error_info().unwrap();
@@ -324,6 +339,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn a_bad_field_carries_a_bad_request_naming_it() {
         let status = Status::from(Failure::invalid_field(
             "amount.amount_minor",
@@ -358,6 +374,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn an_unknown_bank_is_not_found_with_its_own_reason() {
         let status = Status::from(Failure::UnknownBank("bank9".into()));
         assert_eq!(status.code(), Code::NotFound);
@@ -368,6 +385,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn a_refused_payment_carries_its_reason_code_and_id() {
         let status = payment_refusal(
             Failure::Unavailable("bank bank1 did not answer".into()),
@@ -395,6 +413,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn a_client_reads_the_reason_back() {
         let status = Status::from(Failure::UnknownBank("bank9".into()));
         assert_eq!(error_reason(&status).as_deref(), Some(reason::UNKNOWN_BANK));
@@ -402,6 +421,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn precondition_carries_reason_code() {
         let status = Status::from(Failure::precondition("insufficient_funds", "not enough"));
         assert_eq!(status.code(), Code::FailedPrecondition);
@@ -409,6 +429,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn internal_detail_is_not_sent() {
         let status = Status::from(Failure::internal("open db", "/secret/path"));
         assert_eq!(status.code(), Code::Internal);
@@ -416,6 +437,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn resource_exhausted_keeps_its_message() {
         let status = Status::from(Failure::ResourceExhausted("slow down".into()));
         assert_eq!(status.code(), Code::ResourceExhausted);
@@ -423,6 +445,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "grpc")]
     fn unauthenticated_says_nothing_specific() {
         let status = Status::from(Failure::Unauthenticated);
         assert_eq!(status.code(), Code::Unauthenticated);

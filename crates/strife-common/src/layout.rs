@@ -87,7 +87,7 @@ impl Layout {
     }
 
     /// The etcd CA: separate from the project's CA, so no payment-network certificate can
-    /// ever log in to etcd (see `etcd.rs`).
+    /// ever log in to etcd (see `etcd/access.rs`).
     pub fn etcd_ca(&self) -> KeyPairPaths {
         self.pair(self.pki_dir().join("etcd"), "ca")
     }

@@ -110,12 +110,23 @@ pub const ETCD_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a gateway's shutdown waits, after the drain, for payments still running: a
 /// payment's phase 1 is bounded by the longest prepare timeout, then one decision write and
-/// one phase-2 round. With the drain (`operations::DRAIN_LIMIT`) and the deregistration this
+/// one phase-2 round. With the drain ([`DRAIN_LIMIT`]) and the deregistration this
 /// bounds how long a SIGTERMed gateway takes to exit (docs/OPERATIONS.md, "Shutdown").
 pub const FINISH_IN_FLIGHT_LIMIT: Duration = Duration::from_millis(
     (MAX_PREPARE_TIMEOUT.as_millis()
         + PAY_STORAGE_ALLOWANCE.as_millis()
         + PHASE_TWO_CALL_TIMEOUT.as_millis()) as u64,
+);
+/// How long a graceful shutdown lets open streams (a health `Watch`, a slow call) finish
+/// before the remaining connections are closed.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Longest a SIGTERMed gateway takes to exit: the drain, then the payments still running
+/// ([`FINISH_IN_FLIGHT_LIMIT`]), then the abort of payments recorded PENDING whose phase 1
+/// never began (one storage write, [`PAY_STORAGE_ALLOWANCE`]), then its etcd deregistration.
+/// What docs/OPERATIONS.md ("Health and shutdown") promises an orchestrator.
+pub const GATEWAY_SHUTDOWN_LIMIT: Duration = plus(
+    plus(DRAIN_LIMIT, FINISH_IN_FLIGHT_LIMIT),
+    plus(PAY_STORAGE_ALLOWANCE, DEREGISTER_TIMEOUT),
 );
 /// Decision window a bank gives a prepare that names no deadline of its own.
 pub const DEFAULT_DECISION_WINDOW: Duration = Duration::from_secs(30);
@@ -152,12 +163,26 @@ pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a TLS handshake may take on a server.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most gateway replicas anyone reads from etcd (`discovery::live_gateways`), and so the
+/// most a bank keeps a channel to for its decision queries (`strife-bank`'s resolver) and
+/// the most a replica sees alive when it decides whose payments to take over
+/// (`strife-gateway`'s takeover).
+///
+/// Two pulls: a bank holds one channel (a TLS connection with keep-alive pings) per replica
+/// it has asked, so the value must stay small; takeover counts a replica missing from the
+/// list as dead and claims its unfinished payments (harmless to outcomes, which ownership
+/// never decides, but wasted work), so the value must exceed any real deployment. 128
+/// serves both: replicas share one PostgreSQL database and each holds two pools of 4 to 16
+/// connections, so 128 replicas would already need over 1,000 database connections, far
+/// past what one PostgreSQL serves without a pooler (measured deployments run 1 to 3);
+/// 128 mostly idle connections are a small cost to a bank.
+pub const MAX_GATEWAY_REPLICAS: usize = 128;
 
 // ── HTTP listeners: the web console and the metrics endpoint ────────────────────────────────
 //
 // Both accept through `listener::bounded_incoming` with their own caps (independent of each
 // other and of the gRPC port), share them fairly between client addresses, and make room for
-// a new connection by closing the stalest one (see `listener.rs`).
+// a new connection by closing the stalest one (see `net/listener.rs`).
 
 /// Open web console connections at most (browsers open several each).
 pub const CONSOLE_MAX_CONNECTIONS: usize = 256;
@@ -166,7 +191,7 @@ pub const CONSOLE_MAX_CONNECTIONS: usize = 256;
 pub const CONSOLE_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
 /// Open metrics connections at most: the endpoint serves scrapers, not clients, but a
 /// connection costs little (no TLS), and an attacker on the scraper's own address can only be
-/// told apart by eviction while its connections fit under this cap (see `listener.rs`).
+/// told apart by eviction while its connections fit under this cap (see `net/listener.rs`).
 pub const METRICS_MAX_CONNECTIONS: usize = 64;
 /// The metrics connections one client address group is due (as for the console).
 pub const METRICS_MAX_CONNECTIONS_PER_ADDRESS: usize = 4;
@@ -396,6 +421,12 @@ mod tests {
             }
             other => panic!("{text:?} was not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_gateway_exits_within_the_nineteen_seconds_the_operations_guide_promises() {
+        // docs/OPERATIONS.md ("Health and shutdown") adds the parts up by hand: keep it true.
+        assert_eq!(GATEWAY_SHUTDOWN_LIMIT, Duration::from_secs(19));
     }
 
     #[test]

@@ -1,56 +1,26 @@
-//! Prometheus metrics, the parts every process shares: the `--metrics-listen` HTTP endpoint
-//! (`GET /metrics` in the Prometheus text exposition format, version 0.0.4), the histogram
-//! buckets, the bounded set of payment reason labels, and the group-commit metrics of
-//! [`crate::group_commit`]. The gateway's and the banks' own metrics live in their crates
-//! (`strife_gateway::metrics`, `strife_bank::metrics`); docs/OPERATIONS.md lists them all.
+//! Prometheus metrics, the parts every process shares: the histogram buckets, the bounded set
+//! of payment reason labels, the group-commit metrics of [`crate::storage::group_commit`], and
+//! rendering a registry in the Prometheus text exposition format (version 0.0.4). The gateway's
+//! and the banks' own metrics live in their crates (`strife_gateway::metrics`,
+//! `strife_bank::metrics`); docs/OPERATIONS.md lists them all. The `--metrics-listen` HTTP
+//! endpoint that serves them is `net::metrics_endpoint`.
 //!
 //! Recording is never fallible and never blocks on I/O: counters and gauges are atomics, a
 //! histogram observation takes one short uncontended lock (`prometheus-client`'s), and label
 //! sets are small structs of `&'static str` (or handles made once per bank), so the hot path
 //! allocates nothing. A metric cannot fail a payment. Rendering happens only on a scrape, on
 //! the blocking pool.
-//!
-//! The endpoint is plain HTTP without authentication: it is meant for loopback or an operations
-//! network. It accepts through [`crate::listener::bounded_incoming`] like the gRPC servers, with
-//! a small connection cap of its own (independent of the gRPC port's and the console's),
-//! shared fairly between client addresses, the stalest connection evicted for a new one when
-//! full, the HTTP deadlines of [`crate::listener::HttpStream`] (whole request, response, idle)
-//! and a small request buffer — so a few slow clients cannot keep a scraper out.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::Context;
-use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio_stream::StreamExt;
-
-use crate::limits::{
-    EVICTION_MIN_STALE, HTTP_IDLE_TIMEOUT, HTTP_RESPONSE_TIMEOUT, METRICS_MAX_CONNECTIONS,
-    METRICS_MAX_CONNECTIONS_PER_ADDRESS, METRICS_REQUEST_TIMEOUT,
-};
-use crate::listener::{bounded_incoming, HttpDeadlines, HttpStream, LimitedStream, ListenerLimits};
-
-/// The one path served; every other path answers 404.
-pub const METRICS_PATH: &str = "/metrics";
 
 /// The content type of the Prometheus text exposition format (version 0.0.4).
 pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// hyper's read buffer: a scrape request is a few hundred bytes (8 KiB is hyper's minimum).
-const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// A histogram family whose histograms share one set of buckets.
 pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -66,31 +36,12 @@ pub fn batch_size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 10))
 }
 
-/// Every reason code a payment can be aborted for, as a metric label: the banks' refusals
-/// (`strife_bank::participant::reason`, checked by a test there) and the coordinator's own
-/// (`failure::TRANSIENT_ABORT_REASONS`). A code outside this list — a bank running a newer
-/// version, or a misbehaving one — is counted as `other`, so the label set stays bounded
-/// whatever a bank sends.
-pub const ABORT_REASONS: &[&str] = &[
-    "insufficient_funds",
-    "account_not_found",
-    "currency_mismatch",
-    "balance_overflow",
-    "account_owner_mismatch",
-    "aborted_by_coordinator",
-    "aborted_before_prepare",
-    "bank_timeout",
-    "bank_unavailable",
-    "gateway_restarted",
-    "decision_timeout",
-];
-
-/// The label for a payment's reason code: itself if it is one of [`ABORT_REASONS`], `none`
+/// The label for a payment's reason code: itself if it is one of [`crate::reason::ABORTS`], `none`
 /// when there is none, `other` otherwise. Never allocates.
 pub fn reason_label(code: Option<&str>) -> &'static str {
     match code {
         None | Some("") => "none",
-        Some(code) => ABORT_REASONS
+        Some(code) => crate::reason::ABORTS
             .iter()
             .find(|known| **known == code)
             .copied()
@@ -169,143 +120,9 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
     Ok(text)
 }
 
-/// A bound, not yet serving, metrics listener: bound first so the process can print its
-/// address (port 0 picks one) in its ready line.
-pub struct MetricsEndpoint {
-    listener: TcpListener,
-    address: SocketAddr,
-}
-
-impl MetricsEndpoint {
-    /// Binds `address` (e.g. `127.0.0.1:9464`).
-    pub async fn bind(address: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen for metrics on {address}"))?;
-        let address = listener.local_addr()?;
-        Ok(MetricsEndpoint { listener, address })
-    }
-
-    /// The bound address.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// Serves `GET /metrics` from `registry` until `shutdown` turns true. `server_limits` are
-    /// the process's gRPC listener limits: the idle timeout (and the process-wide per-peer cap
-    /// `bounded_incoming` sets) are taken from them; the connection caps (in all and per
-    /// client address) and the eviction of the stalest connection are the endpoint's own.
-    pub fn serve(
-        self,
-        registry: Registry,
-        server_limits: ListenerLimits,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let limits = ListenerLimits {
-            max_connections: METRICS_MAX_CONNECTIONS,
-            // No peers are attached here (plain HTTP): no first-request deadline.
-            first_request_timeout: None,
-            max_per_address: Some(METRICS_MAX_CONNECTIONS_PER_ADDRESS),
-            evict_stalest_after: Some(EVICTION_MIN_STALE),
-            ..server_limits
-        };
-        let registry = Arc::new(registry);
-        tracing::info!(address = %self.address, "serving metrics at http://{}{METRICS_PATH}", self.address);
-        tokio::spawn(async move {
-            let mut incoming = bounded_incoming(self.listener, limits);
-            loop {
-                let next = tokio::select! {
-                    next = incoming.next() => next,
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                };
-                match next {
-                    Some(Ok(stream)) => {
-                        tokio::spawn(serve_connection(stream, Arc::clone(&registry)));
-                    }
-                    Some(Err(error)) => tracing::debug!(%error, "metrics accept failed"),
-                    None => return,
-                }
-            }
-        })
-    }
-}
-
-/// The deadlines of a metrics connection: a scrape request within 5 s, its answer taken within
-/// 10 s, at most 30 s between scrapes on one connection.
-const HTTP_DEADLINES: HttpDeadlines = HttpDeadlines {
-    request: METRICS_REQUEST_TIMEOUT,
-    response: HTTP_RESPONSE_TIMEOUT,
-    idle: HTTP_IDLE_TIMEOUT,
-};
-
-async fn serve_connection(stream: LimitedStream<TcpStream>, registry: Arc<Registry>) {
-    let service = hyper::service::service_fn(move |request| answer(request, Arc::clone(&registry)));
-    let handle = stream.handle();
-    let stream = HttpStream::new(stream, handle, HTTP_DEADLINES);
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(METRICS_REQUEST_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_BYTES)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(error) = connection.await {
-        tracing::debug!(%error, "metrics connection ended");
-    }
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// `GET`/`HEAD /metrics` → the rendered registry; another method → 405; another path → 404.
-async fn answer(
-    request: Request<Incoming>,
-    registry: Arc<Registry>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.uri().path() != METRICS_PATH {
-        return Ok(plain(
-            StatusCode::NOT_FOUND,
-            "not found: metrics are at /metrics\n",
-        ));
-    }
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Ok(response);
-    }
-    // Collectors may read a database: off the async threads.
-    let rendered = tokio::task::spawn_blocking(move || render(&registry)).await;
-    Ok(match rendered {
-        Ok(Ok(text)) => {
-            let mut response = Response::new(Full::new(Bytes::from(text)));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_CONTENT_TYPE));
-            response
-        }
-        Ok(Err(error)) => {
-            tracing::error!(%error, "cannot render metrics");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics\n")
-        }
-        Err(error) => {
-            tracing::error!(%error, "metrics rendering task failed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics\n")
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::metrics::counter::Counter;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn reason_labels_are_bounded() {
@@ -316,7 +133,7 @@ mod tests {
             "insufficient_funds"
         );
         assert_eq!(reason_label(Some("alice's secret")), "other");
-        for transient in crate::failure::TRANSIENT_ABORT_REASONS {
+        for transient in crate::reason::TRANSIENT_ABORTS {
             assert_eq!(reason_label(Some(transient)), *transient);
         }
     }
@@ -344,60 +161,5 @@ mod tests {
             text.contains("strife_group_commit_duration_seconds_count{store=\"unit-test\"} 1"),
             "{text}"
         );
-    }
-
-    async fn http(address: SocketAddr, request: &str) -> (String, String) {
-        let mut stream = TcpStream::connect(address).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        (head.to_owned(), body.to_owned())
-    }
-
-    #[tokio::test]
-    async fn serves_metrics_and_nothing_else() {
-        let counter: Counter = Counter::default();
-        counter.inc_by(7);
-        let mut registry = Registry::default();
-        registry.register("strife_test_things", "Things", counter.clone());
-        let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let address = endpoint.address();
-        let (stop, shutdown) = watch::channel(false);
-        let server = endpoint.serve(registry, ListenerLimits::default(), shutdown);
-
-        let (head, body) = http(
-            address,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("content-type: text/plain; version=0.0.4"),
-            "{head}"
-        );
-        assert!(body.contains("strife_test_things_total 7\n"), "{body}");
-
-        let (head, _) = http(
-            address,
-            "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
-        let (head, _) = http(
-            address,
-            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        assert!(head.starts_with("HTTP/1.1 405"), "{head}");
-
-        stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .unwrap()
-            .unwrap();
     }
 }

@@ -24,10 +24,11 @@ use strife_proto::v1 as pb;
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::{GatewayMetrics, Phase, PrepareError};
-use crate::payment::{self, decide, Vote};
 use crate::registry::BankRegistry;
-use crate::store::{GatewayStore, PaymentRecord, PaymentStatus};
 use crate::takeover::{take_over, Liveness, TAKEOVER_INTERVAL};
+use strife_ledger::payment::{self, decide, Vote};
+use strife_ledger::records::{PaymentRecord, PaymentStatus};
+use strife_ledger::store::GatewayStore;
 
 /// How often unfinished payments are retried.
 const RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -239,7 +240,7 @@ impl Coordinator {
         // not hold up a payment that is already decided; the retrier finishes it.
         let phase_started = Instant::now();
         let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&decided)).await;
-        self.metrics.phase(Phase::PhaseTwo, phase_started.elapsed());
+        self.metrics.phase(Phase::Finish, phase_started.elapsed());
         Ok(decided)
     }
 

@@ -1,44 +1,39 @@
 //! `strife gateway`: the payment gateway. Clients reach it over mutual TLS; it moves money
-//! between bank accounts with two-phase commit.
+//! between bank accounts with two-phase commit. What a payment is and the rules it obeys
+//! (records, the pure payment and settlement decisions, lockout, the store) are the ledger
+//! core, `strife_ledger`; this crate is the service around it.
 //!
-//! - [`auth`]: certificate + password authentication, lockout, and the role check (a layer).
+//! - [`service`]: the one service every transport calls (validation, scoping, the role check,
+//!   payments, accounts, settlement, payment events).
+//! - [`request`]: who made a request and its log slot, as a transport hands them over.
+//! - [`auth`]: certificate + password authentication and lockout (a gRPC layer; the console
+//!   logs in through the same authenticator).
 //! - [`roles`]: the method → roles table.
-//! - [`request_log`]: one log line per request (a layer).
+//! - [`grpc`]: the gRPC transport (`strife.v1.Gateway`, `strife.v1.Coordinator`, the request
+//!   log layer).
 //! - [`registry`]: the live bank map from an etcd watch, one channel per bank.
-//! - [`payment`]: the payment lifecycle as pure decisions: idempotency, votes, outcomes.
-//! - [`settlement`]: positions, net debit caps, settlement windows and refunds as pure
-//!   decisions (the store executes them inside its writes).
 //! - [`coordinator`]: the 2PC coordinator, recovery and phase-2 retries.
-//! - [`cursor`]: watch cursors and page tokens sealed to their user.
-//! - [`store`]: users, accounts, payments (the coordinator log), idempotency and settlement
-//!   state in SQLite.
-//! - [`api`]: the client-facing `strife.v1.Gateway` service.
-//! - [`refusals`]: how many refused payments one user can make the gateway store.
+//! - [`takeover`]: which replica finishes whose payments.
 //! - [`metrics`]: the gateway's Prometheus metrics (served on `--metrics-listen`).
-//! - [`decision`]: the banks' `strife.v1.Coordinator` decision query.
-//! - [`web`]: the web console (`--web-listen`): HTML pages over the same handlers.
+//! - [`transport`]: how transports served beside gRPC (the web console, `strife-console`)
+//!   are handed the service.
 //! - [`server`]: process wiring.
 
-pub mod api;
+// What transports and the binary use; the rest is the gateway's own.
 pub mod auth;
-pub mod coordinator;
-pub mod cursor;
-pub mod decision;
-pub mod events;
-pub mod lockout;
-pub mod metrics;
-pub mod payment;
-pub mod refusals;
-pub mod registry;
-pub mod request_log;
+pub mod request;
 pub mod roles;
-pub mod server;
-pub mod settlement;
-pub mod store;
-#[cfg(test)]
-mod store_migration_tests;
-pub mod takeover;
-pub mod web;
+pub mod service;
+pub mod transport;
 
-pub use auth::LockoutPolicy;
+mod coordinator;
+mod grpc;
+mod metrics;
+mod registry;
+mod server;
+mod takeover;
+
 pub use server::{run, GatewayConfig};
+pub use strife_ledger::lockout::LockoutPolicy;
+/// How often a replica looks for dead replicas' payments (the e2e suite bounds takeover by it).
+pub use takeover::TAKEOVER_INTERVAL;

@@ -20,11 +20,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use strife_common::discovery::MAX_BANK_ENTRIES;
+use strife_common::etcd::discovery::MAX_BANK_ENTRIES;
 use strife_common::metrics::{latency_histogram, reason_label, HistogramFamily};
 
-use crate::payment;
-use crate::store::{PaymentRecord, PaymentStatus};
+use strife_ledger::payment;
+use strife_ledger::records::{PaymentRecord, PaymentStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PaymentLabels {
@@ -58,7 +58,7 @@ pub enum Phase {
     /// The durable decision.
     DecisionWrite,
     /// The first round of phase 2 (bounded; the retrier finishes what it leaves).
-    PhaseTwo,
+    Finish,
 }
 
 impl Phase {
@@ -66,7 +66,7 @@ impl Phase {
         Phase::Begin,
         Phase::Prepare,
         Phase::DecisionWrite,
-        Phase::PhaseTwo,
+        Phase::Finish,
     ];
 
     fn label(self) -> &'static str {
@@ -74,7 +74,7 @@ impl Phase {
             Phase::Begin => "begin",
             Phase::Prepare => "prepare",
             Phase::DecisionWrite => "decision_write",
-            Phase::PhaseTwo => "phase_two",
+            Phase::Finish => "phase_two",
         }
     }
 }
@@ -273,7 +273,7 @@ impl GatewayMetrics {
             Phase::Begin => 0,
             Phase::Prepare => 1,
             Phase::DecisionWrite => 2,
-            Phase::PhaseTwo => 3,
+            Phase::Finish => 3,
         };
         if let Some(histogram) = self.phases.get(index) {
             histogram.observe(took.as_secs_f64());
@@ -448,7 +448,7 @@ impl GatewayMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Party;
+    use strife_ledger::records::Party;
 
     fn record(status: PaymentStatus, reason_code: Option<&str>) -> PaymentRecord {
         let party = |name: &str| Party {

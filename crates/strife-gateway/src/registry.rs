@@ -26,11 +26,14 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use etcd_client::{EventType, GetOptions, WatchOptions};
-use strife_common::discovery::{bank_entry_from_kv, ServiceEntry, BANKS_PREFIX, MAX_BANK_ENTRIES};
-use strife_common::etcd::EtcdAccess;
+use etcd_client::{EventType, WatchOptions};
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::discovery::{
+    bank_entry_from_kv, bank_snapshot, ServiceEntry, MAX_BANK_ENTRIES,
+};
+use strife_common::etcd::keys::BANKS_PREFIX;
 use strife_common::limits::{BANK_CALL_TIMEOUT, ETCD_CALL_TIMEOUT, GATEWAY_BATCH_ITEMS};
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::Failure;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -555,26 +558,14 @@ impl BankRegistry {
 
     async fn follow_once(&self, etcd: &EtcdAccess) -> anyhow::Result<()> {
         let mut client = etcd.connect().await?;
-        let snapshot = tokio::time::timeout(
-            ETCD_CALL_TIMEOUT,
-            client.get(BANKS_PREFIX, Some(GetOptions::new().with_prefix())),
-        )
-        .await
-        .context("listing banks timed out")??;
-        let revision = snapshot
-            .header()
-            .map(|header| header.revision())
-            .unwrap_or(0);
-        let entries = snapshot
-            .kvs()
-            .iter()
-            .filter_map(|kv| valid_entry(kv.key(), kv.value()))
-            .collect();
-        self.replace_all(entries);
+        // The one bounded read of the bank list (`live_banks` reads it the same way), then a
+        // watch from just after it, on the same client.
+        let snapshot = bank_snapshot(&mut client).await?;
+        self.replace_all(snapshot.banks);
         self.synced.store(true, Ordering::Release);
         let options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(revision + 1);
+            .with_start_revision(snapshot.revision + 1);
         let mut stream =
             tokio::time::timeout(ETCD_CALL_TIMEOUT, client.watch(BANKS_PREFIX, Some(options)))
                 .await
@@ -626,7 +617,8 @@ pub fn bank_failure(bank_id: &str, status: &Status) -> Failure {
         Code::NotFound => Failure::NotFound(format!("bank {bank_id}: {}", status.message())),
         Code::AlreadyExists => Failure::AlreadyExists(status.message().to_owned()),
         Code::FailedPrecondition => Failure::precondition(
-            &strife_common::failure::reason_of(status).unwrap_or_else(|| "bank_refused".into()),
+            &strife_common::failure::reason_of(status)
+                .unwrap_or_else(|| strife_common::reason::BANK_REFUSED.into()),
             status.message(),
         ),
         // Anything else is the gateway and the bank disagreeing about a request the gateway

@@ -10,37 +10,40 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strife_common::admin::{read_admin_password, ADMIN_USER};
-use strife_common::etcd::EtcdAccess;
-use strife_common::grpc_limits::GrpcLimitsLayer;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::registration::{keep_registered, refuse_if_taken, Registration};
 use strife_common::layout::Layout;
 use strife_common::limits::{
     DEREGISTER_TIMEOUT, FINISH_IN_FLIGHT_LIMIT, MAX_MESSAGE_BYTES, PAY_STORAGE_ALLOWANCE,
 };
-use strife_common::listener::{bounded_incoming, ListenerLimits};
-use strife_common::metrics::MetricsEndpoint;
-use strife_common::operations;
-use strife_common::registration::{keep_registered, refuse_if_taken, Registration};
-use strife_common::state_dir::DirLock;
-use strife_common::store_identity::StoreIdentity;
-use strife_common::stream_limits::StreamLimitsLayer;
-use strife_common::tls::TlsMaterial;
+use strife_common::net::grpc_limits::GrpcLimitsLayer;
+use strife_common::net::listener::ListenerLimits;
+use strife_common::net::metrics_endpoint::MetricsEndpoint;
+use strife_common::net::serve::{store_and_registration, GrpcServer};
+use strife_common::net::stream_limits::StreamLimitsLayer;
+use strife_common::net::tls::TlsMaterial;
+use strife_common::storage::state_dir::DirLock;
 use strife_proto::v1::coordinator_server::CoordinatorServer;
 use strife_proto::v1::gateway_server::GatewayServer;
 use strife_proto::FILE_DESCRIPTOR_SET;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 
-use crate::api::GatewayApi;
-use crate::auth::{hash_password, AuthLayer, Authenticator, LockoutPolicy};
+use crate::auth::{hash_password, Authenticator};
 use crate::coordinator::{Coordinator, CrashPoint};
-use crate::decision::DecisionApi;
+use crate::grpc::auth_layer::AuthLayer;
+use crate::grpc::decision::DecisionApi;
+use crate::grpc::gateway::GatewayGrpc;
+use crate::grpc::request_log::RequestLogLayer;
 use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
-use crate::request_log::RequestLogLayer;
 use crate::roles::Role;
-use crate::store::{GatewayStore, StoreLocation};
+use crate::service::cursor::{CursorSeal, CURSOR_SECRET};
+use crate::service::Service;
 use crate::takeover::Liveness;
-use crate::web::{Console, WebEndpoint};
+use crate::transport::{Announcement, ServiceHandles, SideTransport, SideTransportPlan};
+use strife_ledger::lockout::LockoutPolicy;
+use strife_ledger::store::{GatewayStore, StoreLocation};
 
 /// Everything `strife gateway` is told on its command line.
 #[derive(Debug, Clone)]
@@ -63,8 +66,6 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Where users, links and the payment log live (`--store`).
     pub store: StoreLocation,
-    /// Where to serve the web console (HTTPS, `pki/web.crt`); `None`: not at all.
-    pub web_listen: Option<SocketAddr>,
 }
 
 /// The replica's id: the one given, or `<host>-<listen port>` (stable across restarts on a
@@ -98,8 +99,12 @@ pub fn replica_id(given: Option<&str>, listen: SocketAddr) -> anyhow::Result<Str
     Ok(id)
 }
 
-/// Runs the gateway until SIGTERM or SIGINT.
-pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM or SIGINT, serving the bound `side` transports (the web
+/// console) over the same service as gRPC.
+pub async fn run(
+    config: GatewayConfig,
+    side: Vec<Box<dyn SideTransportPlan>>,
+) -> anyhow::Result<()> {
     let layout = Layout::new(&config.dir);
     let replica = replica_id(config.replica_id.as_deref(), config.listen)?;
     // Before anything else: a second gateway on this state dir must not run recovery (which
@@ -114,11 +119,11 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     };
     let identity_paths = layout.gateway_identity();
     let tls = TlsMaterial::load(&layout.ca().cert, &identity_paths)?;
-    strife_common::revocation::install(&layout.ca_crl())?;
+    strife_common::net::revocation::install(&layout.ca_crl())?;
     let etcd = EtcdAccess::new(
         config.etcd_endpoints.clone(),
         &layout,
-        strife_common::etcd::GATEWAY_USER,
+        strife_common::etcd::access::GATEWAY_USER,
     )?;
     // Parses certificate and key now: a bad one must stop the gateway before recovery, its
     // ready line or its etcd registration.
@@ -136,13 +141,9 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         config.lease_ttl_secs,
     );
     refuse_if_taken(&registration, "gateway replica").await?;
-    let identity = StoreIdentity::gateway(
-        &layout,
-        tls.ca_fingerprint()?,
-        crate::store::SCHEMA_VERSION,
-        config.initialize,
-    );
-    let store = crate::store::open(&config.store, &identity).await?;
+    let identity =
+        strife_ledger::store::identity(&layout, tls.ca_fingerprint()?, config.initialize);
+    let store = strife_ledger::store::open(&config.store, &identity).await?;
     ensure_admin(store.as_ref(), &layout).await?;
 
     let registry = Arc::new(BankRegistry::new(tls.clone()));
@@ -177,12 +178,15 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
         None => None,
     };
     let metrics_address = metrics_endpoint.as_ref().map(MetricsEndpoint::address);
-    // Bound (and its certificate loaded) before the ready line, so a bad one stops startup.
-    let web_endpoint = match config.web_listen {
-        Some(web_address) => Some(WebEndpoint::bind(web_address, &layout.web_identity()).await?),
-        None => None,
-    };
-    let web_address = web_endpoint.as_ref().map(WebEndpoint::address);
+    // Bound (and their certificates loaded) before the ready line, so a bad one stops startup.
+    let mut bound: Vec<Box<dyn SideTransport>> = Vec::with_capacity(side.len());
+    for plan in side {
+        bound.push(plan.bind(&layout).await?);
+    }
+    let side_announcements: Vec<Announcement> = bound
+        .iter()
+        .map(|transport| transport.announcement())
+        .collect();
 
     let (shutdown_sender, shutdown) = watch::channel(false);
     if let Some(endpoint) = metrics_endpoint {
@@ -208,85 +212,75 @@ pub async fn run(config: GatewayConfig) -> anyhow::Result<()> {
     let authenticator = Arc::new(
         Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(Arc::clone(&metrics)),
     );
-    let (readiness, health) = operations::health("strife.v1.Gateway").await;
-    let (shutdown_signal, draining) = operations::shutdown_on_signal(&readiness);
-    let cursor_secret = store.secret(crate::cursor::CURSOR_SECRET).await?;
-    let api = Arc::new(
-        GatewayApi::new(
-            Arc::clone(&store),
-            Arc::clone(&registry),
-            Arc::clone(&coordinator),
-            Arc::new(crate::cursor::CursorSeal::new(&cursor_secret)),
-        )
-        // Open payment watches (gRPC and the console's live pages) end when the drain
-        // begins instead of holding it.
-        .ending_watches_on(draining.clone()),
-    );
-    if let Some(endpoint) = web_endpoint {
-        // The console calls the very handlers gRPC requests reach.
-        let console = Console::new(
-            Arc::clone(&api),
-            Arc::clone(&authenticator),
-            Arc::clone(&registry),
-            Arc::clone(&metrics),
-            Arc::clone(&store),
-            replica.clone(),
-        );
-        endpoint.serve(Arc::new(console), config.listener_limits, shutdown.clone());
-    }
-    // Every service accepts gzip (what foreign clients send when told to compress); the
-    // decompressed message is bounded by the same limit (`grpc_limits.rs`).
-    let gateway = GatewayServer::from_arc(api)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let cursor_secret = store.secret(CURSOR_SECRET).await?;
     let drain_coordinator = Arc::clone(&coordinator);
-    let decisions = CoordinatorServer::new(DecisionApi::new(coordinator))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
-    // Open streams are capped before authentication, so a stream over its certificate's
-    // share costs no password check (`stream_limits.rs`).
-    let layers = tower::ServiceBuilder::new()
-        .layer(RequestLogLayer)
-        .layer(GrpcLimitsLayer)
-        .layer(StreamLimitsLayer::new())
-        .layer(AuthLayer::new(authenticator));
-
-    let (reflection_v1, reflection_v1alpha) = operations::reflection(FILE_DESCRIPTOR_SET)?;
-    // Recovery is done and the registry is following etcd: ready.
-    readiness.serving().await;
-    // From now on SERVING only while the store takes writes and our etcd key is alive.
     let probed = Arc::clone(&store);
-    tokio::spawn(operations::follow_readiness(
-        readiness.clone(),
-        move || {
-            let store = Arc::clone(&probed);
-            let registered = *registered.borrow();
-            async move {
-                store.probe().await.map_err(|failure| failure.to_string())?;
-                if registered {
-                    Ok(())
-                } else {
-                    Err("not registered in etcd".to_owned())
-                }
-            }
-        },
-        draining.clone(),
-    ));
-    announce(config.json, address, &replica, metrics_address, web_address)?;
-    let serving = server
-        .layer(layers)
-        .add_service(gateway)
-        .add_service(decisions)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            bounded_incoming(listener, config.listener_limits),
-            shutdown_signal,
+    // SERVING only while the store takes writes and our etcd key is alive.
+    let probe = move || {
+        let store = Arc::clone(&probed);
+        let registered = *registered.borrow();
+        store_and_registration(async move { store.probe().await }, registered)
+    };
+    let build = |draining: watch::Receiver<bool>| -> anyhow::Result<_> {
+        let service = Arc::new(
+            Service::new(
+                Arc::clone(&store),
+                Arc::clone(&registry),
+                Arc::clone(&coordinator),
+                Arc::new(CursorSeal::new(&cursor_secret)),
+            )
+            // Open payment watches (gRPC and the console's live pages) end when the drain
+            // begins instead of holding it.
+            .ending_watches_on(draining),
         );
-    operations::drain_bounded(serving, draining)
-        .await
-        .context("gateway server failed")?;
+        for transport in bound {
+            // The console (and any other side transport) calls the very service gRPC reaches.
+            transport.serve(
+                ServiceHandles {
+                    service: Arc::clone(&service),
+                    authenticator: Arc::clone(&authenticator),
+                    listener_limits: config.listener_limits,
+                },
+                shutdown.clone(),
+            );
+        }
+        // Every service accepts gzip (what foreign clients send when told to compress); the
+        // decompressed message is bounded by the same limit (`grpc_limits.rs`).
+        let gateway = GatewayServer::new(GatewayGrpc::new(service))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
+        let decisions = CoordinatorServer::new(DecisionApi::new(Arc::clone(&coordinator)))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
+        // Open streams are capped before authentication, so a stream over its certificate's
+        // share costs no password check (`stream_limits.rs`).
+        let layers = tower::ServiceBuilder::new()
+            .layer(RequestLogLayer)
+            .layer(GrpcLimitsLayer)
+            .layer(StreamLimitsLayer::new())
+            .layer(AuthLayer::new(Arc::clone(&authenticator)));
+        Ok(server
+            .layer(layers)
+            .add_service(gateway)
+            .add_service(decisions))
+    };
+    // Recovery is done and the registry is following etcd: ready once served.
+    GrpcServer {
+        service_name: "strife.v1.Gateway",
+        listener,
+        limits: config.listener_limits,
+        file_descriptor_set: FILE_DESCRIPTOR_SET,
+    }
+    .serve(probe, build, || {
+        announce(
+            config.json,
+            address,
+            &replica,
+            metrics_address,
+            &side_announcements,
+        )
+    })
+    .await?;
 
     // No request is taken any more; payments already running get their decision written
     // (and a first phase-2 round) before the process goes, so a rolling restart leaves
@@ -344,21 +338,21 @@ async fn ensure_admin(store: &dyn GatewayStore, layout: &Layout) -> anyhow::Resu
     Ok(())
 }
 
-/// Prints the one ready line on stdout (with the metrics and console addresses when served).
+/// Prints the one ready line on stdout (with the metrics and side transports' addresses).
 fn announce(
     json: bool,
     address: SocketAddr,
     replica: &str,
     metrics_address: Option<SocketAddr>,
-    web_address: Option<SocketAddr>,
+    side: &[Announcement],
 ) -> anyhow::Result<()> {
     let line = if json {
         let mut ready = serde_json::json!({"event": "listening", "address": address.to_string(), "replica_id": replica});
         if let Some(metrics) = metrics_address {
             ready["metrics_address"] = metrics.to_string().into();
         }
-        if let Some(web) = web_address {
-            ready["web_address"] = web.to_string().into();
+        for transport in side {
+            ready[transport.json_key] = transport.address.to_string().into();
         }
         ready.to_string()
     } else {
@@ -366,8 +360,8 @@ fn announce(
         if let Some(metrics) = metrics_address {
             line.push_str(&format!("; metrics at http://{metrics}/metrics"));
         }
-        if let Some(web) = web_address {
-            line.push_str(&format!("; console at https://{web}/"));
+        for transport in side {
+            line.push_str(&format!("; {}", transport.text));
         }
         line
     };

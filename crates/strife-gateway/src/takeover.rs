@@ -18,13 +18,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use strife_common::discovery::live_gateways;
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
+use strife_common::etcd::discovery::live_gateways;
+use strife_common::limits::MAX_GATEWAY_REPLICAS;
 
-use crate::store::GatewayStore;
-
-/// Most replica entries read from etcd (bounded like the bank registry).
-const MAX_REPLICAS: i64 = 1_024;
+use strife_ledger::store::GatewayStore;
 
 /// How a replica learns which other replicas are alive.
 #[derive(Debug, Clone)]
@@ -58,7 +56,7 @@ impl Liveness {
 
 /// The replica ids registered in etcd now.
 pub async fn registered_replicas(etcd: &EtcdAccess) -> anyhow::Result<HashSet<String>> {
-    Ok(live_gateways(etcd, MAX_REPLICAS)
+    Ok(live_gateways(etcd, MAX_GATEWAY_REPLICAS as i64)
         .await?
         .into_iter()
         .map(|entry| entry.id)

@@ -1,5 +1,5 @@
 //! The certificate authority: generating or loading it, and issuing leaf certificates whose
-//! OU says the role and whose CN says the name (see `strife_common::tls`).
+//! OU says the role and whose CN says the name (see `strife_common::net::connection`).
 
 use std::time::Duration;
 
@@ -10,7 +10,8 @@ use rcgen::{
     RevocationReason, RevokedCertParams, SerialNumber,
 };
 use strife_common::layout::KeyPairPaths;
-use strife_common::tls::{identity_dns_name, PeerRole};
+use strife_common::net::connection::PeerRole;
+use strife_common::net::tls::identity_dns_name;
 use time::OffsetDateTime;
 
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -118,7 +119,7 @@ impl CertificateAuthority {
     /// Issues a certificate for `name` in `role`. Profiles:
     /// - user (and admin): `clientAuth` only, no SAN, so it can never serve TLS;
     /// - gateway, bank: `serverAuth` + `clientAuth`, SANs = the identity name that pins it
-    ///   (`strife_common::tls::identity_dns_name`) plus `hosts` it is served on.
+    ///   (`strife_common::net::tls::identity_dns_name`) plus `hosts` it is served on.
     pub fn issue_for_hosts(
         &self,
         role: PeerRole,

@@ -37,7 +37,7 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
     // Key directories are private (0700), like every state dir.
-    strife_common::state_dir::create_private_dir(parent)?;
+    strife_common::storage::state_dir::create_private_dir(parent)?;
     let temporary = path.with_extension("tmp");
     let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
@@ -48,5 +48,5 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
         .with_context(|| format!("creating {}", temporary.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
-    strife_common::state_dir::durable_rename(&temporary, path)
+    strife_common::storage::state_dir::durable_rename(&temporary, path)
 }

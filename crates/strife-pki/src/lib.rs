@@ -11,12 +11,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use strife_common::etcd::{
+use serde::Serialize;
+use strife_common::etcd::access::{
     bank_user as etcd_bank_user, GATEWAY_USER as ETCD_GATEWAY_USER, ROOT_USER as ETCD_ROOT_USER,
 };
 use strife_common::layout::{validate_name, KeyPairPaths, Layout};
-use strife_common::tls::{PeerRole, GATEWAY_CN};
+use strife_common::net::connection::{PeerRole, GATEWAY_CN};
+use strife_common::setup_manifest::SetupManifest;
 
 pub use ca::{
     default_hosts, has_current_profile, CertificateAuthority, IssuedCertificate, Validity, WEB_CN,
@@ -50,26 +51,6 @@ pub struct SetupReport {
     pub admin_password_file: PathBuf,
 }
 
-/// The record setup leaves in `setup.json`: which banks and users it has made.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Manifest {
-    pub banks: Vec<String>,
-    pub users: Vec<String>,
-}
-
-impl Manifest {
-    /// Reads `setup.json` under the data dir; an absent file is an empty manifest.
-    pub fn load(layout: &Layout) -> anyhow::Result<Self> {
-        let path = layout.setup_manifest();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is not valid JSON", path.display())),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-            Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
-        }
-    }
-}
-
 /// Runs setup: creates (or reuses) the CA, then every missing certificate and the admin
 /// password.
 pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
@@ -100,7 +81,7 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
             .create(layout.root())
             .with_context(|| format!("creating {}", layout.root().display()))?;
     }
-    strife_common::state_dir::create_private_dir(&layout.pki_dir())?;
+    strife_common::storage::state_dir::create_private_dir(&layout.pki_dir())?;
     let mut report = SetupReport {
         admin_password_file: layout.admin_password(),
         ..SetupReport::default()
@@ -170,7 +151,8 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
         report.new_admin_password = Some(password);
     }
 
-    let mut manifest = Manifest::load(&layout)?;
+    // Setup records what it made in `setup.json`; reading it is `strife_common`'s.
+    let mut manifest = SetupManifest::load(&layout)?;
     merge_names(&mut manifest.banks, &options.banks);
     merge_names(&mut manifest.users, &options.users);
     let manifest_json = serde_json::to_vec_pretty(&manifest)?;
@@ -182,7 +164,7 @@ pub fn setup(options: &SetupOptions) -> anyhow::Result<SetupReport> {
 pub const ETCD_HOST_NAME: &str = "etcd";
 
 /// etcd's CA, its server certificate and one client certificate per etcd user (root, the
-/// gateway, each bank): see `strife_common::etcd`. Kept like the rest unless the CA is new.
+/// gateway, each bank): see `strife_common::etcd::access`. Kept like the rest unless the CA is new.
 fn issue_etcd_material(
     layout: &Layout,
     options: &SetupOptions,
@@ -229,7 +211,7 @@ fn issue_etcd_material(
 /// `pki/revoked/` and deletes its key, so a later setup run issues a fresh one. Returns the
 /// certificates revoked.
 pub fn revoke(layout: &Layout, names: &[String]) -> anyhow::Result<Vec<PathBuf>> {
-    let manifest = Manifest::load(layout)?;
+    let manifest = SetupManifest::load(layout)?;
     let mut targets = Vec::new();
     for name in names {
         let (role, bare) = match name.split_once('/') {
@@ -266,7 +248,7 @@ pub fn revoke(layout: &Layout, names: &[String]) -> anyhow::Result<Vec<PathBuf>>
     }
     let ca = CertificateAuthority::load(&layout.ca())?;
     let crl_path = layout.ca_crl();
-    let (_, mut serials) = strife_common::revocation::read_crl(&crl_path)?;
+    let (_, mut serials) = strife_common::net::revocation::read_crl(&crl_path)?;
     for paths in &targets {
         let pem = std::fs::read(&paths.cert)
             .with_context(|| format!("reading {}", paths.cert.display()))?;

@@ -1,6 +1,6 @@
 use std::os::unix::fs::PermissionsExt;
 
-use strife_common::tls::{identity_from_der, PeerIdentity, PeerRole};
+use strife_common::net::connection::{identity_from_der, PeerIdentity, PeerRole};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::*;
@@ -54,7 +54,7 @@ fn setup_makes_every_identity_with_private_keys_0600() {
         } else {
             assert!(usage.server_auth, "{name}");
             let rendered = format!("{:?}", sans.unwrap().value.general_names);
-            let identity = strife_common::tls::identity_dns_name(role, name);
+            let identity = strife_common::net::tls::identity_dns_name(role, name);
             assert!(
                 rendered.contains("localhost")
                     && rendered.contains("[127, 0, 0, 1]")
@@ -103,7 +103,7 @@ fn rerun_keeps_keys_and_only_adds_missing_identities() {
     );
     assert_eq!(read_admin_password(&layout).unwrap(), password);
     assert_eq!(report.created, vec![layout.user_identity("bob").cert]);
-    let manifest = Manifest::load(&layout).unwrap();
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout).unwrap();
     assert_eq!(manifest.users, vec!["alice".to_string(), "bob".to_string()]);
 }
 
@@ -191,11 +191,11 @@ fn revoke_lists_the_serial_moves_the_certificate_and_deletes_the_key() {
     let moved = revoke(&layout, &["alice".into()]).unwrap();
     assert_eq!(moved.len(), 1);
     assert!(moved[0].exists() && !alice.cert.exists() && !alice.key.exists());
-    let (_, serials) = strife_common::revocation::read_crl(&layout.ca_crl()).unwrap();
+    let (_, serials) = strife_common::net::revocation::read_crl(&layout.ca_crl()).unwrap();
     assert!(serials.contains(&serial));
     // A second revocation keeps the first in the list.
     revoke(&layout, &["bank/bank1".into()]).unwrap();
-    let (_, serials) = strife_common::revocation::read_crl(&layout.ca_crl()).unwrap();
+    let (_, serials) = strife_common::net::revocation::read_crl(&layout.ca_crl()).unwrap();
     assert_eq!(serials.len(), 2);
     assert!(serials.contains(&serial));
     // Unknown names and names already revoked are refused, nothing changes.

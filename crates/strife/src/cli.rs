@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use strife_common::discovery::DEFAULT_ETCD;
+use strife_common::etcd::discovery::DEFAULT_ETCD;
 use strife_common::layout::DEFAULT_DIR;
 use strife_common::limits::{
     DEFAULT_GATEWAY_ADDRESS, MAX_CONNECTIONS, MAX_PREPARE_TIMEOUT, MIN_MAX_CONNECTIONS,
     MIN_PREPARE_TIMEOUT,
 };
-use strife_gateway::store::StoreLocation;
+use strife_ledger::store::StoreLocation;
 
 /// `--store`'s default. The flag is a plain string, parsed after clap (see
 /// [`store_location`]): clap would echo a value it refuses, password and all.
@@ -158,7 +158,7 @@ struct DevArgs {
     metrics: bool,
 }
 
-/// Connection bounds a server takes (see `strife_common::listener`).
+/// Connection bounds a server takes (see `strife_common::net::listener`).
 #[derive(Debug, clap::Args)]
 struct ConnectionArgs {
     /// Open client connections at most; past it new ones are closed at once.
@@ -175,9 +175,9 @@ struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    fn limits(&self) -> strife_common::listener::ListenerLimits {
-        let defaults = strife_common::listener::ListenerLimits::default();
-        strife_common::listener::ListenerLimits {
+    fn limits(&self) -> strife_common::net::listener::ListenerLimits {
+        let defaults = strife_common::net::listener::ListenerLimits::default();
+        strife_common::net::listener::ListenerLimits {
             max_connections: self.max_connections as usize,
             max_silent: defaults.max_silent.min(self.max_connections as usize / 2),
             idle_timeout: self.idle_timeout,
@@ -289,18 +289,18 @@ struct GatewayArgs {
     web_listen: Option<SocketAddr>,
 }
 
-/// `--console-lockout-spares` (see `strife_gateway::lockout::ConsoleSpares`).
+/// `--console-lockout-spares` (see `strife_ledger::lockout::ConsoleSpares`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ConsoleLockoutSpares {
     Admin,
     All,
 }
 
-impl From<ConsoleLockoutSpares> for strife_gateway::lockout::ConsoleSpares {
+impl From<ConsoleLockoutSpares> for strife_ledger::lockout::ConsoleSpares {
     fn from(spares: ConsoleLockoutSpares) -> Self {
         match spares {
-            ConsoleLockoutSpares::Admin => strife_gateway::lockout::ConsoleSpares::Admin,
-            ConsoleLockoutSpares::All => strife_gateway::lockout::ConsoleSpares::All,
+            ConsoleLockoutSpares::Admin => strife_ledger::lockout::ConsoleSpares::Admin,
+            ConsoleLockoutSpares::All => strife_ledger::lockout::ConsoleSpares::All,
         }
     }
 }
@@ -501,7 +501,7 @@ impl Cli {
                     listen: args.listen,
                     etcd_endpoints: args.etcd,
                     prepare_timeout: args.prepare_timeout,
-                    listener_limits: strife_common::listener::ListenerLimits {
+                    listener_limits: strife_common::net::listener::ListenerLimits {
                         first_request_timeout: Some(args.first_request_timeout),
                         ..args.connections.limits()
                     },
@@ -516,9 +516,16 @@ impl Cli {
                     replica_id: args.replica_id,
                     metrics_listen: args.metrics.metrics_listen,
                     store,
-                    web_listen: args.web_listen,
                 };
-                runtime()?.block_on(strife_gateway::run(config)).map(|()| 0)
+                // The web console is a transport of its own over the gateway's service.
+                let mut side: Vec<Box<dyn strife_gateway::transport::SideTransportPlan>> =
+                    Vec::new();
+                if let Some(address) = args.web_listen {
+                    side.push(Box::new(strife_console::ConsolePlan { address }));
+                }
+                runtime()?
+                    .block_on(strife_gateway::run(config, side))
+                    .map(|()| 0)
             }
         }
     }
@@ -532,19 +539,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_etcd_lockdown(args: EtcdLockdownArgs) -> anyhow::Result<()> {
     let layout = strife_common::layout::Layout::new(&args.dir);
-    let manifest = strife_pki::Manifest::load(&layout)?;
+    let manifest = strife_common::setup_manifest::SetupManifest::load(&layout)?;
     anyhow::ensure!(
         args.etcd
             .iter()
             .all(|endpoint| endpoint.starts_with("https://")),
         "etcd-lockdown needs https:// endpoints (start etcd with TLS; see docs/SECURITY.md)"
     );
-    let root = strife_common::etcd::EtcdAccess::new(
+    let root = strife_common::etcd::access::EtcdAccess::new(
         args.etcd.clone(),
         &layout,
-        strife_common::etcd::ROOT_USER,
+        strife_common::etcd::access::ROOT_USER,
     )?;
-    runtime()?.block_on(strife_common::etcd::lock_down(&root, &manifest.banks))?;
+    runtime()?.block_on(strife_common::etcd::access::lock_down(
+        &root,
+        &manifest.banks,
+    ))?;
     println!(
         "etcd at {} locked down: auth on; strife-gateway and {} bank user(s) limited to their own keys",
         args.etcd.join(","),
@@ -606,8 +616,8 @@ fn run_setup(args: SetupArgs) -> anyhow::Result<()> {
 }
 
 /// `<dir>/network.json` if a dev network wrote one.
-fn network_info(dir: &std::path::Path) -> Option<strife_common::discovery::NetworkInfo> {
-    strife_common::discovery::NetworkInfo::load(&strife_common::layout::Layout::new(dir))
+fn network_info(dir: &std::path::Path) -> Option<strife_common::etcd::discovery::NetworkInfo> {
+    strife_common::etcd::discovery::NetworkInfo::load(&strife_common::layout::Layout::new(dir))
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
@@ -710,8 +720,8 @@ mod tests {
         assert_eq!(default_of("console_lockout_spares"), "admin");
         match Cli::try_parse_from(["strife", "gateway"]).unwrap().command {
             Command::Gateway(gateway) => assert_eq!(
-                strife_gateway::lockout::ConsoleSpares::from(gateway.console_lockout_spares),
-                strife_gateway::lockout::ConsoleSpares::default()
+                strife_ledger::lockout::ConsoleSpares::from(gateway.console_lockout_spares),
+                strife_ledger::lockout::ConsoleSpares::default()
             ),
             other => panic!("unexpected {other:?}"),
         }

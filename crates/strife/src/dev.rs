@@ -10,11 +10,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use strife_common::etcd::{self, EtcdAccess};
+use strife_common::etcd::access::{self, EtcdAccess};
 use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::runtime::free_port_for_child;
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::{self as pb, gateway_client::GatewayClient};
 use tonic::Code;
 
@@ -242,7 +242,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         .arg(format!("http://127.0.0.1:{peer_port}"))
         .arg("--initial-cluster")
         .arg(format!("strife-dev=http://127.0.0.1:{peer_port}"))
-        .args(strife_common::etcd::server_tls_args(&layout))
+        .args(strife_common::etcd::access::server_tls_args(&layout))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(etcd_log))
@@ -256,11 +256,11 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let etcd_root = EtcdAccess::new(vec![etcd_url.clone()], &layout, etcd::ROOT_USER)?;
+    let etcd_root = EtcdAccess::new(vec![etcd_url.clone()], &layout, access::ROOT_USER)?;
     runtime.block_on(wait_for_etcd(&etcd_root))?;
     let banks: Vec<String> = BANKS.iter().map(|bank| (*bank).to_owned()).collect();
     runtime
-        .block_on(etcd::lock_down(&etcd_root, &banks))
+        .block_on(access::lock_down(&etcd_root, &banks))
         .context("locking etcd down (users, roles, auth)")?;
 
     let mut metrics = Vec::new();
@@ -333,7 +333,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     }
     let gateway_address = gateway_addresses.join(",");
     let passwords = runtime.block_on(create_demo_users(&layout, &gateway_addresses[0]))?;
-    let info = strife_common::discovery::NetworkInfo {
+    let info = strife_common::etcd::discovery::NetworkInfo {
         etcd: etcd_url.clone(),
         gateway: gateway_address.clone(),
         store: postgres.as_ref().map(|postgres| postgres.url.clone()),
@@ -516,7 +516,7 @@ async fn create_demo_users(
 fn not_there_yet(status: &tonic::Status) -> bool {
     status.code() == Code::Unavailable
         || strife_common::failure::error_reason(status).as_deref()
-            == Some(strife_common::failure::reason::UNKNOWN_BANK)
+            == Some(strife_common::reason::UNKNOWN_BANK)
 }
 
 fn print_ready(

@@ -1,7 +1,7 @@
 //! `strife dev --store postgres`: a private PostgreSQL cluster for the dev network, made with
 //! the installed server binaries (Debian's `postgresql` package: `apt-get install -y
-//! postgresql`), listening on 127.0.0.1 on a free port and a private socket directory, and
-//! stopped with the network.
+//! postgresql`; how they are found, run and stopped: `postgres_server.rs`), listening on
+//! 127.0.0.1 on a free port and a private socket directory, and stopped with the network.
 //!
 //! The cluster lives in `<dir>/postgres/` (its data, socket directory and superuser password,
 //! all private). PostgreSQL refuses to run as root; when `strife dev` runs as root, the server
@@ -12,12 +12,13 @@
 //! never a command line.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+
+use crate::postgres_server::{self, Initdb, Server, Start};
 
 /// The cluster's superuser (the gateways log in as it; it owns the `strife` database).
 const SUPERUSER: &str = "strife";
@@ -28,7 +29,7 @@ const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// A running private cluster.
 pub struct DevPostgres {
-    child: Child,
+    server: Server,
     /// `postgresql://…` for `strife gateway --store`, with the password.
     pub url: String,
     /// The same without the password, for printing.
@@ -40,85 +41,11 @@ pub struct DevPostgres {
 
 impl Drop for DevPostgres {
     fn drop(&mut self) {
-        // SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
-        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
-            return;
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
-        unsafe {
-            libc::kill(pid, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The directory of the PostgreSQL server binaries: `$STRIFE_PG_BINDIR`, `pg_config
-/// --bindir`, the newest `/usr/lib/postgresql/*/bin`, or `initdb` on PATH.
-pub fn bindir() -> anyhow::Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("STRIFE_PG_BINDIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if output.status.success() && has_server(&dir) {
-            return Ok(dir);
+        // PostgreSQL's fast shutdown; SIGKILL only if that takes longer than 20 s.
+        if !self.server.stop_fast(Duration::from_secs(20)) {
+            self.server.kill();
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let dir = entry.path().join("bin");
-            has_server(&dir).then_some((version, dir))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, dir)) = versions.pop() {
-        return Ok(dir);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .find(|dir| has_server(dir))
-        .context(
-            "the PostgreSQL server is not installed (no initdb/postgres found); \
-             install it with `apt-get install -y postgresql`, or run `strife dev` without \
-             `--store postgres` (embedded SQLite)",
-        )
-}
-
-/// When we are root: the (uid, gid) PostgreSQL must run as.
-fn server_user() -> anyhow::Result<Option<(u32, u32)>> {
-    #[allow(unsafe_code)]
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let name = std::ffi::CString::new("postgres")?;
-    #[allow(unsafe_code)]
-    // SAFETY: getpwnam gets a valid C string and returns a pointer to static storage or null;
-    // two integers are read from it at once.
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    anyhow::ensure!(
-        !entry.is_null(),
-        "running as root, PostgreSQL must run as the `postgres` user, which does not exist \
-         (install the `postgresql` package, or run strife dev as an ordinary user)"
-    );
-    #[allow(unsafe_code)]
-    // SAFETY: checked non-null above.
-    let ids = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    Ok(Some(ids))
 }
 
 /// Where the cluster lives for data dir `dir` (see the module docs for root).
@@ -170,24 +97,6 @@ fn forget_if_stale(dir: &Path, root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn private_dir(path: &Path, owner: Option<(u32, u32)>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private", path.display()))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .with_context(|| format!("handing {} to the postgres user", path.display()))?;
-    }
-    Ok(())
-}
-
-fn as_server_user(command: &mut Command, owner: Option<(u32, u32)>) -> &mut Command {
-    if let Some((uid, gid)) = owner {
-        command.uid(uid).gid(gid);
-    }
-    command.env("LC_ALL", "C").env_remove("PGDATA")
-}
-
 /// A password made of letters and digits (safe in a URL without escaping).
 fn new_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -198,46 +107,37 @@ fn new_password() -> String {
 
 /// Starts (creating on first use) the dev network's cluster; its log goes to `log`.
 pub fn start(dir: &Path, log: &Path) -> anyhow::Result<DevPostgres> {
-    let bin = bindir()?;
-    let owner = server_user()?;
+    let bin = postgres_server::bindir()?;
+    let owner = postgres_server::server_user()?;
     let root = cluster_root(dir, owner)?;
     forget_if_stale(dir, &root)?;
-    private_dir(&root, owner)?;
+    postgres_server::private_dir(&root, owner)?;
     let data = root.join("data");
     let socket_dir = root.join("run");
-    private_dir(&socket_dir, owner)?;
+    postgres_server::private_dir(&socket_dir, owner)?;
     let password_file = root.join("password");
     if !data.join("PG_VERSION").is_file() {
         let password = new_password();
         std::fs::write(&password_file, &password)
             .with_context(|| format!("writing {}", password_file.display()))?;
         std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600))?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&password_file, Some(uid), Some(gid))?;
-        }
+        postgres_server::give_to(&password_file, owner)?;
         eprintln!(
             "creating a private PostgreSQL cluster in {}",
             data.display()
         );
-        let output = as_server_user(&mut Command::new(bin.join("initdb")), owner)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth-local=peer",
-                "--auth-host=scram-sha-256",
-            ])
-            .arg(format!("--pwfile={}", password_file.display()))
-            .args(["-E", "UTF8", "--no-locale"])
-            .output()
-            .context("running initdb")?;
-        anyhow::ensure!(
-            output.status.success(),
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        postgres_server::initdb(
+            &bin,
+            &data,
+            owner,
+            &Initdb {
+                superuser: SUPERUSER,
+                auth_local: "peer",
+                auth_host: "scram-sha-256",
+                password_file: Some(&password_file),
+                no_sync: false,
+            },
+        )?;
     }
     let password = std::fs::read_to_string(&password_file)
         .with_context(|| format!("reading {}", password_file.display()))?
@@ -246,23 +146,20 @@ pub fn start(dir: &Path, log: &Path) -> anyhow::Result<DevPostgres> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let log_file =
-        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let child = as_server_user(&mut Command::new(bin.join("postgres")), owner)
-        .arg("-D")
-        .arg(&data)
-        .args(["-c", "listen_addresses=127.0.0.1", "-p", &port.to_string()])
-        .arg("-c")
-        .arg(format!("unix_socket_directories={}", socket_dir.display()))
-        // Durable commits are the point (the gateway also asks for them per session).
-        .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file.try_clone()?))
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .context("starting postgres")?;
+    let server = Server::start(
+        &bin,
+        owner,
+        &Start {
+            data: &data,
+            port,
+            socket_dir: &socket_dir,
+            log,
+            // Durable commits are the point (the gateway also asks for them per session).
+            settings: &[("synchronous_commit", "on")],
+        },
+    )?;
     let mut cluster = DevPostgres {
-        child,
+        server,
         url: format!(
             "postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}?sslmode=disable"
         ),
@@ -315,7 +212,7 @@ fn wait_ready(cluster: &mut DevPostgres, bin: &Path, port: u16, log: &Path) -> a
         .unwrap_or_default();
     let deadline = Instant::now() + START_LIMIT;
     loop {
-        if let Ok(Some(status)) = cluster.child.try_wait() {
+        if let Some(status) = cluster.server.exited() {
             anyhow::bail!("postgres exited at start ({status}); see {}", log.display());
         }
         if psql(bin, port, &password, "postgres", "SELECT 1")

@@ -1,9 +1,6 @@
-//! `strife`: one binary, one subcommand per process (docs/SPEC.md §1).
-
-mod cli;
-mod config;
-mod dev;
-mod dev_postgres;
+//! `strife`: one binary, one subcommand per process (docs/SPEC.md §1). The subcommands live
+//! in the library (`lib.rs`); here only what belongs to the process: its allocator and malloc
+//! tuning.
 
 /// mimalloc instead of glibc's allocator: the servers allocate and free many small buffers
 /// per request across threads (TLS records, HTTP/2 frames, protobuf messages), and glibc's
@@ -31,18 +28,5 @@ fn keep_sqlite_memory() {
 
 fn main() -> std::process::ExitCode {
     keep_sqlite_memory();
-    let cli = match cli::Cli::parse_merged() {
-        Ok(cli) => cli,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match cli.run() {
-        Ok(status) => std::process::ExitCode::from(status),
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    strife::run()
 }

@@ -1,6 +1,9 @@
 //! Strife's end-to-end suite, one test binary (one link step on a 2-core machine) with a
-//! module per area. Every test drives the real `strife` binary, real etcd, real TLS from
-//! `strife setup` and real database files through [`support`]; nothing is mocked.
+//! folder per thing it drives: a bank, the gateway, the client, the web console, a whole
+//! network, the refusals of every process (security), the gateway's store. The tests drive the
+//! real `strife` binary (the store suite: the store library), real etcd, real TLS from
+//! `strife setup` and real database files through [`support`]; nothing is mocked. A test's
+//! name starts with its folder and file: `gateway::payments::…`.
 
 // Test code: a failed unwrap is the test failing, and the libc calls (signals, rlimits) that
 // drive real processes have no safe wrapper.
@@ -8,38 +11,11 @@
 
 mod support;
 
-mod audit_live;
-mod bank_disk_full;
-mod bank_etcd;
-mod bank_in_doubt;
-mod bank_mtls;
-mod bank_participant;
-mod bench_smoke;
-mod chaos;
-mod client_cli;
-mod client_offline;
-mod compression;
-mod config;
-mod connection_limits;
+// One folder per thing the tests drive; each folder's mod.rs says what it holds.
+mod bank;
+mod client;
 mod console;
-mod console_attacks;
-mod data_safety;
-mod etcd_lockdown;
-mod expired_certificates;
-mod gateway_auth;
-mod gateway_faults;
-mod gateway_payments;
-mod gateway_postgres;
-mod gateway_recovery;
-mod gateway_store;
-mod metrics;
-mod operations;
-mod payment_events;
-mod peer_pinning;
-mod replicas;
-mod replicas_on_postgres;
-mod revocation;
-mod security_matrix;
-mod settlement;
-mod status_codes;
-mod streams;
+mod gateway;
+mod network;
+mod security;
+mod store;

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod dev;
+pub mod disk;
 pub mod load;
 pub mod network;
 pub mod postgres;
@@ -22,9 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use strife_common::etcd::EtcdAccess;
+use strife_common::etcd::access::EtcdAccess;
 use strife_common::layout::{KeyPairPaths, Layout};
-use strife_common::tls::{ExpectedPeer, TlsMaterial};
+use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::bank_client::BankClient;
 use tonic::transport::Channel;
 
@@ -359,7 +360,7 @@ impl Etcd {
     /// Starts etcd (installed by `scripts/test`) and waits until it answers. Should another
     /// process take a chosen port first, etcd exits, and it is tried again on new ports.
     pub async fn start(network: &Network) -> Self {
-        let banks = strife_pki::Manifest::load(&network.layout())
+        let banks = strife_common::setup_manifest::SetupManifest::load(&network.layout())
             .expect("setup.json")
             .banks;
         for _ in 0..3 {
@@ -424,14 +425,14 @@ impl Etcd {
             .arg(&peer_url)
             .arg("--initial-cluster")
             .arg(format!("strife-test={peer_url}"))
-            .args(strife_common::etcd::server_tls_args(&self.layout))
+            .args(strife_common::etcd::access::server_tls_args(&self.layout))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("etcd must be installed (scripts/test installs etcd-server)");
         let mut process = Process { child, log };
-        let root = self.access(strife_common::etcd::ROOT_USER);
+        let root = self.access(strife_common::etcd::access::ROOT_USER);
         let mut exited = false;
         let up = wait_until(Duration::from_secs(20), || {
             exited = exited || matches!(process.child.try_wait(), Ok(Some(_)));
@@ -444,7 +445,7 @@ impl Etcd {
         if !up || exited {
             return false;
         }
-        strife_common::etcd::lock_down(&root, &self.banks)
+        strife_common::etcd::access::lock_down(&root, &self.banks)
             .await
             .expect("lock etcd down");
         true
@@ -457,7 +458,7 @@ impl Etcd {
 
     /// A client logged in as etcd's root (to play an attacker who got write access anyway).
     pub async fn root_client(&self) -> etcd_client::Client {
-        self.access(strife_common::etcd::ROOT_USER)
+        self.access(strife_common::etcd::access::ROOT_USER)
             .connect()
             .await
             .expect("etcd root client")
@@ -488,19 +489,19 @@ impl Etcd {
     }
 
     /// Every gateway replica registered now (empty if etcd cannot be read).
-    pub async fn gateway_entries(&self) -> Vec<strife_common::discovery::ServiceEntry> {
-        let root = self.access(strife_common::etcd::ROOT_USER);
+    pub async fn gateway_entries(&self) -> Vec<strife_common::etcd::discovery::ServiceEntry> {
+        let root = self.access(strife_common::etcd::access::ROOT_USER);
         let Ok(mut client) = root.connect().await else {
             return Vec::new();
         };
         let options = etcd_client::GetOptions::new().with_prefix();
-        let read = client.get(strife_common::discovery::GATEWAYS_PREFIX, Some(options));
+        let read = client.get(strife_common::etcd::keys::GATEWAYS_PREFIX, Some(options));
         match tokio::time::timeout(Duration::from_secs(2), read).await {
             Ok(Ok(response)) => response
                 .kvs()
                 .iter()
                 .filter_map(|kv| {
-                    strife_common::discovery::gateway_entry_from_kv(kv.key(), kv.value()).ok()
+                    strife_common::etcd::discovery::gateway_entry_from_kv(kv.key(), kv.value()).ok()
                 })
                 .collect(),
             _ => Vec::new(),
@@ -509,7 +510,7 @@ impl Etcd {
 
     /// The value at `key`, if any.
     pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let root = self.access(strife_common::etcd::ROOT_USER);
+        let root = self.access(strife_common::etcd::access::ROOT_USER);
         etcd_get(&root, key).await.ok().flatten()
     }
 }

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use strife_common::tls::ExpectedPeer;
+use strife_common::net::tls::ExpectedPeer;
+use strife_proto::v1 as pb;
 
 use super::{
     spawn_with_ready_line, strife_bin, wait_until, BankProcess, BankStart, Etcd, Network, Process,
@@ -63,6 +64,14 @@ pub struct NetworkOptions {
 impl ManualNetwork {
     /// etcd, the banks and a gateway; users get certificates (and, with `fund`, an account
     /// with 100.00 USD each at the banks in turn).
+    /// The usual two-bank network: alice (100.00 at bank0) and bob (0 at bank1).
+    pub async fn alice_and_bob() -> Self {
+        let network = ManualNetwork::start(&["bank0", "bank1"], &["alice", "bob"]).await;
+        network.fund("alice", "bank0", "100.00").await;
+        network.fund("bob", "bank1", "0").await;
+        network
+    }
+
     pub async fn start(banks: &[&str], users: &[&str]) -> Self {
         Self::start_with(banks, users, NetworkOptions::default()).await
     }
@@ -346,4 +355,105 @@ impl ManualNetwork {
             &self.banks[index].address.to_string(),
         )
     }
+}
+
+/// Every account at every bank with its balance: (account number, balance in minor units).
+pub async fn bank_balances(network: &ManualNetwork) -> Vec<(String, i64)> {
+    let mut balances = Vec::new();
+    for index in 0..network.banks.len() {
+        let listed = network
+            .bank(index)
+            .list_accounts(strife_proto::v1::ListAccountsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        for account in listed.accounts {
+            balances.push((account.account_number, account.balance_minor));
+        }
+    }
+    balances
+}
+
+/// A payment of 0.01 USD to bob under idempotency key `key`.
+pub fn pay_request(key: &str) -> strife_proto::v1::PayRequest {
+    strife_proto::v1::PayRequest {
+        idempotency_key: key.into(),
+        to_username: "bob".into(),
+        amount: Some(strife_proto::v1::Money {
+            amount_minor: 1,
+            currency: "USD".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// States of the legs of `payment_id` on both banks.
+pub async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
+    let mut states = Vec::new();
+    for bank in &network.banks {
+        let mut client = network
+            .network
+            .gateway_bank_client(&bank.id, &bank.address.to_string());
+        for role in [pb::LegRole::Debit, pb::LegRole::Credit] {
+            let request = pb::LegRequest {
+                payment_id: payment_id.into(),
+                role: role as i32,
+            };
+            if let Ok(leg) = client.get_leg(request).await {
+                states.push(leg.into_inner().state);
+            }
+        }
+    }
+    states
+}
+
+/// The payment ids of every leg the banks hold PREPARED.
+pub async fn prepared_payment_ids(network: &ManualNetwork) -> Vec<String> {
+    let mut ids = Vec::new();
+    for bank in &network.banks {
+        let mut client = network
+            .network
+            .gateway_bank_client(&bank.id, &bank.address.to_string());
+        let listed = client
+            .list_accounts(pb::ListAccountsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(listed.prepared_legs.into_iter().map(|leg| leg.payment_id));
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Journal entries (across both banks) that name `payment_id`.
+pub async fn journal_entries_for(network: &ManualNetwork, payment_id: &str) -> usize {
+    let mut count = 0;
+    for bank in &network.banks {
+        let mut client = network
+            .network
+            .gateway_bank_client(&bank.id, &bank.address.to_string());
+        let listed = client
+            .list_accounts(pb::ListAccountsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        for account in listed.accounts {
+            let entries = client
+                .list_journal(pb::ListJournalRequest {
+                    account_number: account.account_number,
+                    after_seq: 0,
+                    limit: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries;
+            count += entries
+                .iter()
+                .filter(|entry| entry.payment_id == payment_id)
+                .count();
+        }
+    }
+    count
 }

@@ -8,87 +8,35 @@
 //! Within one test, one server serves every database the test needs
 //! ([`Postgres::create_database`]: a database and a role with a password per call).
 //!
-//! PostgreSQL refuses to run as root. When the tests run as root, the server (and `initdb`)
-//! run as the `postgres` system user the Debian package creates (or `nobody`), and the
-//! directories they use are handed to that user.
+//! Finding, running (as the `postgres` user when the tests run as root) and stopping the
+//! server is the `strife` library's, the code `strife dev --store postgres` runs
+//! (`crates/strife/src/postgres_server.rs`); here is what only tests need: the template,
+//! pg_hba.conf rules, TLS, databases with their own roles, restarts.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use strife::postgres_server::{self, Initdb, Server};
 
 use super::{free_port, wait_until};
 
 /// The superuser `initdb` creates; trusted over the private Unix socket only.
 const SUPERUSER: &str = "strife_admin";
 
-/// Directory of the PostgreSQL server binaries: `$STRIFE_PG_BINDIR`, `pg_config --bindir`,
-/// the newest `/usr/lib/postgresql/*/bin`, or wherever `initdb` is on PATH.
+/// Directory of the PostgreSQL server binaries (the library's search: `$STRIFE_PG_BINDIR`,
+/// `pg_config`, `/usr/lib/postgresql/*/bin`, PATH).
 pub fn bindir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("STRIFE_PG_BINDIR") {
-        return PathBuf::from(dir);
-    }
-    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if output.status.success() && has_server(&dir) {
-            return dir;
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let dir = entry.path().join("bin");
-            has_server(&dir).then_some((version, dir))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, dir)) = versions.pop() {
-        return dir;
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .find(|dir| has_server(dir))
-        .expect("PostgreSQL server binaries (initdb, postgres) must be installed: scripts/test installs the `postgresql` package")
+    postgres_server::bindir().expect(
+        "PostgreSQL server binaries (initdb, postgres) must be installed: scripts/test installs \
+         the `postgresql` package",
+    )
 }
 
 /// The OS user the server runs as when we are root: (uid, gid).
 fn server_user() -> Option<(u32, u32)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return None;
-    }
-    for name in ["postgres", "nobody"] {
-        let name = std::ffi::CString::new(name).unwrap();
-        // SAFETY: getpwnam gets a valid C string and returns a pointer to static storage
-        // or null; we read two integers from it right away.
-        let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-        if !entry.is_null() {
-            // SAFETY: checked non-null above.
-            let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-            return Some((uid, gid));
-        }
-    }
-    panic!("running as root, and there is neither a `postgres` nor a `nobody` user to run PostgreSQL as");
-}
-
-/// `command`, run as the server's user.
-fn as_server_user(command: &mut Command) -> &mut Command {
-    if let Some((uid, gid)) = server_user() {
-        command.uid(uid).gid(gid);
-    }
-    command.env("LC_ALL", "C").env_remove("PGDATA")
-}
-
-/// Hands `path` to the server's user (when we are root).
-fn give_to_server_user(path: &Path) {
-    if let Some((uid, gid)) = server_user() {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
-    }
+    postgres_server::server_user().expect("a user to run PostgreSQL as")
 }
 
 /// The initdb'd data directory every server is copied from, made once per build dir.
@@ -112,28 +60,22 @@ fn template() -> PathBuf {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::create_dir_all(&building).unwrap();
-    give_to_server_user(&building);
-    let output = as_server_user(&mut Command::new(bindir.join("initdb")))
-        .arg("-D")
-        .arg(building.join("data"))
-        .args([
-            "-U",
-            SUPERUSER,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--no-sync",
-        ])
-        .output()
-        .expect("run initdb");
-    assert!(
-        output.status.success(),
-        "initdb failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    postgres_server::private_dir(&building, server_user()).unwrap();
+    // The pg_hba.conf initdb writes is replaced at every start ([`Postgres::start`]).
+    postgres_server::initdb(
+        &bindir,
+        &building.join("data"),
+        server_user(),
+        &Initdb {
+            superuser: SUPERUSER,
+            auth_local: "trust",
+            auth_host: "trust",
+            password_file: None,
+            // A template the next build dir makes again if it is lost: no fsyncs.
+            no_sync: true,
+        },
+    )
+    .unwrap();
     if std::fs::rename(&building, &template).is_err() {
         // Another test made it first.
         let _ = std::fs::remove_dir_all(&building);
@@ -175,7 +117,7 @@ pub struct Postgres {
     root: tempfile::TempDir,
     pub port: u16,
     tls: bool,
-    process: Option<Child>,
+    server: Option<Server>,
     generation: u32,
 }
 
@@ -197,7 +139,7 @@ impl Postgres {
             .prefix("strife-pg-")
             .tempdir()
             .unwrap();
-        give_to_server_user(root.path());
+        postgres_server::give_to(root.path(), server_user()).unwrap();
         let data = root.path().join("data");
         let copied = Command::new("cp")
             .arg("-a")
@@ -220,7 +162,7 @@ impl Postgres {
                         std::os::unix::fs::PermissionsExt::from_mode(0o600),
                     )
                     .unwrap();
-                    give_to_server_user(&path);
+                    postgres_server::give_to(&path, server_user()).unwrap();
                 }
                 hba.push_str("hostssl all all 127.0.0.1/32 scram-sha-256\n");
             }
@@ -231,7 +173,7 @@ impl Postgres {
             root,
             port: 0,
             tls: tls.is_some(),
-            process: None,
+            server: None,
             generation: 0,
         };
         for _ in 0..3 {
@@ -264,38 +206,34 @@ impl Postgres {
             .root
             .path()
             .join(format!("postgres-{}.log", self.generation));
-        let log_file = std::fs::File::create(&log).unwrap();
-        give_to_server_user(&log);
-        let mut command = Command::new(bindir().join("postgres"));
-        as_server_user(&mut command)
-            .arg("-D")
-            .arg(self.data_dir())
-            .arg("-k")
-            .arg(self.socket_dir())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .args(["-c", "fsync=on"])
-            .args(["-c", "max_connections=300"])
-            .args(["-c", "shared_buffers=32MB"])
-            .args(["-c", "logging_collector=off"]);
+        let mut settings = vec![
+            ("max_connections", "300"),
+            ("shared_buffers", "32MB"),
+            ("logging_collector", "off"),
+        ];
         if self.tls {
-            command.args(["-c", "ssl=on"]);
+            settings.push(("ssl", "on"));
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .expect("spawn postgres");
-        self.process = Some(child);
+        let server = Server::start(
+            &bindir(),
+            server_user(),
+            &postgres_server::Start {
+                data: &self.data_dir(),
+                port: self.port,
+                socket_dir: self.socket_dir(),
+                log: &log,
+                settings: &settings,
+            },
+        )
+        .expect("spawn postgres");
+        self.server = Some(server);
         let mut exited = false;
         let up = wait_until(Duration::from_secs(30), || {
             exited = exited
                 || self
-                    .process
+                    .server
                     .as_mut()
-                    .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+                    .is_some_and(|server| server.exited().is_some());
             let exited = exited;
             let ready = self.superuser_connect("postgres");
             async move {
@@ -361,39 +299,31 @@ impl Postgres {
     }
 
     /// Fast shutdown (SIGINT: sessions are ended, a checkpoint written), waiting for the
-    /// server to exit.
+    /// server to exit (after 20 s, an immediate shutdown).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            signal(&child, libc::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        if let Some(mut server) = self.server.take() {
+            if !server.stop_fast(Duration::from_secs(20)) {
+                server.stop_immediately();
             }
-            signal(&child, libc::SIGQUIT);
-            let _ = child.wait();
         }
     }
 
     /// Immediate shutdown (SIGQUIT: every backend ends at once, no checkpoint; the next start
     /// replays the WAL, as after a crash), waiting for the server to exit.
     pub fn stop_immediately(&mut self) {
-        if let Some(mut child) = self.process.take() {
-            signal(&child, libc::SIGQUIT);
-            let _ = child.wait();
+        if let Some(mut server) = self.server.take() {
+            server.stop_immediately();
         }
     }
 
     /// Whether the server process is running (not stopped by the test).
     pub fn is_running(&self) -> bool {
-        self.process.is_some()
+        self.server.is_some()
     }
 
     /// Starts the stopped server again on the same data directory and port.
     pub async fn start_again(&mut self) {
-        assert!(self.process.is_none(), "PostgreSQL is still running");
+        assert!(self.server.is_none(), "PostgreSQL is still running");
         assert!(
             self.try_spawn().await,
             "PostgreSQL did not start again:\n{}",
@@ -422,17 +352,7 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         // Immediate shutdown: the postmaster ends every backend and exits at once.
-        if let Some(mut child) = self.process.take() {
-            signal(&child, libc::SIGQUIT);
-            let _ = child.wait();
-        }
-    }
-}
-
-fn signal(child: &Child, signal: libc::c_int) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, signal);
+        self.stop_immediately();
     }
 }
 

@@ -44,7 +44,7 @@ pub fn decision_window() -> Duration {
 }
 
 /// How often a replica looks for dead replicas' payments (`takeover::TAKEOVER_INTERVAL`).
-pub const TAKEOVER_SCAN: Duration = strife_gateway::takeover::TAKEOVER_INTERVAL;
+pub const TAKEOVER_SCAN: Duration = strife_gateway::TAKEOVER_INTERVAL;
 
 fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|text| {
@@ -282,7 +282,7 @@ impl ReplicaNetwork {
     /// registers again under a new lease at its next keep-alive). Returns whether there was
     /// a key to revoke.
     pub async fn revoke_lease(&self, index: usize) -> bool {
-        let key = strife_common::discovery::gateway_key(&self.replicas[index].id);
+        let key = strife_common::etcd::keys::gateway_key(&self.replicas[index].id);
         let mut root = self.network.etcd.root_client().await;
         let Ok(found) = root.get(key, None).await else {
             return false;

@@ -1,0 +1,240 @@
+//! Payments and refunds (the one path through [`Service::run_attempt`]), a user's history and
+//! look-ups by id or key, and the payment event stream.
+
+use std::time::Instant;
+
+use strife_common::failure::PaymentRefusal;
+use strife_common::limits::{validate_id, MAX_TEXT_BYTES};
+use strife_common::Failure;
+use strife_ledger::records::Party;
+use strife_ledger::settlement;
+use strife_proto::v1 as pb;
+
+use super::convert::payment_proto;
+use super::cursor::CursorKind;
+use super::events::EventStream;
+use super::validate::{check_money, check_text, pick_account, validate_pay};
+use super::{Service, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use crate::request::Call;
+use crate::roles::Role;
+
+impl Service {
+    pub async fn pay(
+        &self,
+        call: &Call,
+        body: pb::PayRequest,
+    ) -> Result<pb::Payment, PaymentRefusal> {
+        self.authorize(call, "Pay")?;
+        let caller = &call.caller;
+        let log = &call.log;
+        let amount = validate_pay(&caller.username, &body)?;
+        log.set_amount(amount.to_string());
+        // Independent reads, run together: one store round trip of latency instead of three
+        // when the store is on another server.
+        let (payee_user, payer_accounts, payee_accounts) = futures::try_join!(
+            self.store.user(&body.to_username),
+            self.store.accounts_of(&caller.username),
+            self.store.accounts_of(&body.to_username),
+        )?;
+        if payee_user.is_none() {
+            return Err(
+                Failure::NotFound(format!("user {} does not exist", body.to_username)).into(),
+            );
+        }
+        for bank_id in [&body.from_bank_id, &body.to_bank_id] {
+            if !bank_id.is_empty() {
+                self.check_bank_known(bank_id).await?;
+            }
+        }
+        let currency = amount.currency.code;
+        let from = pick_account(
+            &payer_accounts,
+            &caller.username,
+            &body.from_bank_id,
+            currency,
+        )?;
+        let to = pick_account(
+            &payee_accounts,
+            &body.to_username,
+            &body.to_bank_id,
+            currency,
+        )?;
+        let place = self.refusals.admit(&caller.username, Instant::now())?;
+        // A bank that is not registered fails the request before anything is recorded, so the
+        // same key simply works once the bank is back.
+        self.registry.client(&from.bank_id)?;
+        self.registry.client(&to.bank_id)?;
+
+        let attempt = self.new_attempt(
+            body.idempotency_key,
+            Party {
+                username: caller.username.clone(),
+                bank_id: from.bank_id,
+                account_number: from.account_number,
+            },
+            Party {
+                username: body.to_username,
+                bank_id: to.bank_id,
+                account_number: to.account_number,
+            },
+            amount.amount_minor,
+            currency,
+            body.memo,
+            None,
+        );
+        self.run_attempt(&attempt, place, log).await
+    }
+
+    pub async fn refund(
+        &self,
+        call: &Call,
+        body: pb::RefundRequest,
+    ) -> Result<pb::Payment, PaymentRefusal> {
+        self.authorize(call, "Refund")?;
+        let caller = &call.caller;
+        let log = &call.log;
+        validate_id("payment_id", &body.payment_id)?;
+        validate_id("idempotency_key", &body.idempotency_key)?;
+        check_text("reason", &body.reason, MAX_TEXT_BYTES)?;
+        let asked = match body.amount.as_ref() {
+            Some(amount) => Some(check_money("amount", Some(amount), false)?),
+            None => None,
+        };
+        // A payment the caller has no part in answers exactly like one that does not exist.
+        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
+        let original = self
+            .store
+            .payment(&body.payment_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let is_admin = caller.role == Role::Admin;
+        let involved =
+            original.from.username == caller.username || original.to.username == caller.username;
+        if !involved && !is_admin {
+            return Err(not_found().into());
+        }
+        settlement::may_refund(&caller.username, is_admin, &original)?;
+        if let Some(asked) = &asked {
+            if asked.currency.code != original.currency {
+                return Err(Failure::invalid_field(
+                    "amount.currency",
+                    format!(
+                        "amount.currency must be the payment's currency, {}",
+                        original.currency
+                    ),
+                )
+                .into());
+            }
+            log.set_amount(asked.to_string());
+        }
+        let place = self.refusals.admit(&caller.username, Instant::now())?;
+        self.registry.client(&original.to.bank_id)?;
+        self.registry.client(&original.from.bank_id)?;
+        // The payee pays the payer back, between the same two accounts. Amount 0 = the rest,
+        // resolved by the store in the write that claims it.
+        let attempt = self.new_attempt(
+            body.idempotency_key,
+            original.to.clone(),
+            original.from.clone(),
+            asked.map_or(0, |asked| asked.amount_minor),
+            &original.currency,
+            body.reason,
+            Some(original.payment_id.clone()),
+        );
+        self.run_attempt(&attempt, place, log).await
+    }
+
+    pub async fn list_history(
+        &self,
+        call: &Call,
+        body: pb::ListHistoryRequest,
+    ) -> Result<pb::ListHistoryResponse, Failure> {
+        self.authorize(call, "ListHistory")?;
+        let caller = &call.caller;
+        let page_size = match body.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            asked => asked.min(MAX_PAGE_SIZE),
+        };
+        let username = &caller.username;
+        // Sealed to the caller: a log position would count other users' payments.
+        let before_seq = if body.page_token.is_empty() {
+            i64::MAX
+        } else {
+            self.seal.open(
+                CursorKind::HistoryPage,
+                username,
+                &body.page_token,
+                "page_token",
+            )?
+        };
+        let page = self.store.history(username, before_seq, page_size).await?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() == page_size as usize => {
+                self.seal.seal(CursorKind::HistoryPage, username, last.seq)
+            }
+            _ => String::new(),
+        };
+        Ok(pb::ListHistoryResponse {
+            payments: page.iter().map(payment_proto).collect(),
+            next_page_token,
+        })
+    }
+
+    pub async fn get_payment(
+        &self,
+        call: &Call,
+        body: pb::GetPaymentRequest,
+    ) -> Result<pb::Payment, Failure> {
+        self.authorize(call, "GetPayment")?;
+        let caller = &call.caller;
+        validate_id("payment_id", &body.payment_id)?;
+        // Someone else's payment answers exactly like one that does not exist, so ids cannot
+        // be probed for existence.
+        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
+        let record = self
+            .store
+            .payment(&body.payment_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let involved =
+            record.from.username == caller.username || record.to.username == caller.username;
+        if !involved && caller.role != Role::Admin {
+            return Err(not_found());
+        }
+        Ok(payment_proto(&record))
+    }
+
+    pub async fn get_payment_by_key(
+        &self,
+        call: &Call,
+        body: pb::GetPaymentByKeyRequest,
+    ) -> Result<pb::Payment, Failure> {
+        self.authorize(call, "GetPaymentByKey")?;
+        let caller = &call.caller;
+        let key = body.idempotency_key;
+        validate_id("idempotency_key", &key)?;
+        // Keys are per user: only the caller's own keys are looked at, so another user's key
+        // answers like an unused one.
+        let record = self
+            .store
+            .payment_by_key(&caller.username, &key)
+            .await?
+            .ok_or_else(|| Failure::NotFound(format!("no payment with idempotency key {key:?}")))?;
+        Ok(payment_proto(&record))
+    }
+
+    pub async fn watch_payments(
+        &self,
+        call: &Call,
+        body: pb::WatchPaymentsRequest,
+    ) -> Result<EventStream, Failure> {
+        self.authorize(call, "WatchPayments")?;
+        let caller = &call.caller;
+        let since = body.since;
+        let stream = self
+            .events
+            .watch(&caller.username, caller.role, &since)
+            .await?;
+        Ok(stream)
+    }
+}

@@ -1,0 +1,185 @@
+//! The ledger's records: what the gateway's log holds, as plain values. The pure rules
+//! ([`crate::payment`], [`crate::settlement`]) decide on these, and the stores
+//! ([`crate::store`]) read and write them; neither depends on the other.
+
+/// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Recorded, phase 1 running, no decision yet.
+    Pending,
+    Committed,
+    Aborted,
+}
+
+impl PaymentStatus {
+    pub fn code(self) -> i64 {
+        match self {
+            PaymentStatus::Pending => 1,
+            PaymentStatus::Committed => 2,
+            PaymentStatus::Aborted => 3,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            1 => Some(PaymentStatus::Pending),
+            2 => Some(PaymentStatus::Committed),
+            3 => Some(PaymentStatus::Aborted),
+            _ => None,
+        }
+    }
+}
+
+/// One side of a payment: whose account at which bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub username: String,
+    pub bank_id: String,
+    pub account_number: String,
+}
+
+/// A payment as the coordinator logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// Position in the log; assigned by the store when the attempt is recorded.
+    pub seq: i64,
+    pub payment_id: String,
+    pub idempotency_key: String,
+    pub from: Party,
+    pub to: Party,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub memo: String,
+    pub status: PaymentStatus,
+    pub reason_code: Option<String>,
+    pub reason: Option<String>,
+    pub debit_acked: bool,
+    pub credit_acked: bool,
+    pub decision_deadline_unix_ms: i64,
+    pub created_unix_ms: i64,
+    pub decided_unix_ms: Option<i64>,
+    /// The replica that coordinates the payment until it is finished: the one that recorded
+    /// it, or the survivor that claimed it after that one's etcd lease was gone.
+    pub coordinator: String,
+    /// Position in the decision order (what payment events are ordered by): assigned when
+    /// the decision is written, in the order decisions commit; `None` while PENDING.
+    pub decision_seq: Option<i64>,
+    /// On a refund: the payment it refunds. A refund attempt may carry `amount_minor` 0,
+    /// meaning "what is left of the original", resolved in the write that records it.
+    pub refund_of: Option<String>,
+    /// On a refunded payment: the total of its COMMITTED refunds.
+    pub refunded_minor: i64,
+    /// On a refunded payment: the total of its refunds still PENDING (reserved against what
+    /// is left to refund, released if they abort).
+    pub refund_pending_minor: i64,
+    /// The settlement window that was open when the decision was written; `None` while
+    /// PENDING.
+    pub window_id: Option<i64>,
+}
+
+impl PaymentRecord {
+    /// A new attempt as a store records it: PENDING, nothing decided, acknowledged or
+    /// refunded yet, at log position `seq` (which only the store knows).
+    pub fn recorded_at(&self, seq: i64) -> PaymentRecord {
+        PaymentRecord {
+            seq,
+            status: PaymentStatus::Pending,
+            reason_code: None,
+            reason: None,
+            debit_acked: false,
+            credit_acked: false,
+            decided_unix_ms: None,
+            decision_seq: None,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            window_id: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begun {
+    /// A new attempt was recorded (PENDING); run it.
+    Started(PaymentRecord),
+    /// The key already has a final result; return it.
+    Finished(PaymentRecord),
+    /// The key's payment is still running.
+    InFlight(PaymentRecord),
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    pub role: String,
+    pub password_hash: String,
+}
+
+/// A bank account linked to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedAccount {
+    pub username: String,
+    pub bank_id: String,
+    pub account_number: String,
+    pub currency: String,
+    pub holder_name: String,
+}
+
+/// A bank's standing against the switch in one currency (see [`crate::settlement`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PositionRecord {
+    pub bank_id: String,
+    pub currency: String,
+    /// Committed outgoing − committed incoming cross-bank payments in unsettled windows.
+    pub position_minor: i64,
+    /// Σ of this bank's PENDING outgoing cross-bank payments.
+    pub reserved_minor: i64,
+    /// The net debit cap; `None` = unlimited.
+    pub cap_minor: Option<i64>,
+}
+
+/// A settlement window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRecord {
+    pub window_id: i64,
+    pub opened_unix_ms: i64,
+    /// `None` while open.
+    pub closed_unix_ms: Option<i64>,
+    /// `None` until settled.
+    pub settled_unix_ms: Option<i64>,
+}
+
+/// What one payer bank's customers paid one payee bank's customers in a window (committed
+/// cross-bank payments), in one currency.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BilateralTotal {
+    pub payer_bank: String,
+    pub payee_bank: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    pub payments: i64,
+}
+
+/// A window and its bilateral totals (sorted by payer, payee, currency); the net amounts
+/// follow from them ([`crate::settlement::nets`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowReport {
+    pub window: WindowRecord,
+    pub totals: Vec<BilateralTotal>,
+}
+
+/// One consistent picture of the whole log, for reconciliation (`strife audit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// Every payment, in log order (refund links and window stamps included).
+    pub payments: Vec<PaymentRecord>,
+    /// Every linked account.
+    pub links: Vec<LinkedAccount>,
+    /// Every bank position row (banks without one stand at zero with no cap).
+    pub positions: Vec<PositionRecord>,
+    /// Every settlement window with its totals, oldest first (never empty: a store always
+    /// has its open window).
+    pub windows: Vec<WindowReport>,
+}
