@@ -1,5 +1,5 @@
-//! Compiles `proto/strife/v1/*.proto` with `protox` (pure Rust), so `cargo build` needs no
-//! system `protoc`.
+//! Compiles `proto/strife/v1/*.proto` with `protox` (pure Rust). (The etcd client crate still
+//! runs `protoc` in its own build script; `scripts/test` and `scripts/demo` install it.)
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = "../../proto";
