@@ -107,6 +107,11 @@ pub enum ClientCommand {
         #[arg(long)]
         key: Option<String>,
     },
+    /// API keys for the HTTP API: create (the key is printed once), list, revoke.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// (admin) Interbank settlement: windows and their statements, net debit caps, positions.
     Settlement {
         #[command(subcommand)]
@@ -182,4 +187,31 @@ pub enum SettlementCommand {
     },
     /// Every bank's position, reservation, cap and headroom.
     Positions,
+}
+
+/// `api-key`: bearer keys for the HTTP API.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// A new key for you (admin: `--owner USER`), printed once.
+    Create {
+        /// Scopes, repeated or comma-separated: payments:write, payments:read,
+        /// refunds:write, events:read (admin keys also settlement:read, settlement:write,
+        /// admin).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Days until the key expires (default: never; at most 1098).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1098))]
+        expires_in_days: Option<u32>,
+    },
+    /// Your keys (admin: everyone's, or `--owner USER`'s), without their secrets.
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a key by its id (the part after `sk_`).
+    Revoke { key_id: String },
 }

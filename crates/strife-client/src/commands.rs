@@ -134,6 +134,9 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
         ClientCommand::Settlement { command } => {
             crate::settlement::settlement(&args, &mut gateway, command).await
         }
+        ClientCommand::ApiKey { command } => {
+            crate::api_keys::api_key(&args, &mut gateway, command).await
+        }
         ClientCommand::Watch {
             since,
             max_events,

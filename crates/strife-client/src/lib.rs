@@ -9,9 +9,11 @@
 //!   sentences for errors, the exit status of a failure. It depends on no command module, so
 //!   the commands form no cycle: `commands` → `settlement` → `render`, `commands` → `render`.
 //! - [`outbox`]: the offline outbox and its retry policy.
+//! - [`api_keys`]: `api-key create|list|revoke`.
 //! - [`settlement`]: `refund` and the admin's `settlement` commands, and the settlement
 //!   statement.
 
+pub mod api_keys;
 pub mod args;
 pub mod commands;
 pub mod outbox;

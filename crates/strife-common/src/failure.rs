@@ -156,7 +156,7 @@ impl Failure {
     }
 
     /// The HTTP status a web transport (the console, the HTTP API) answers this failure with,
-    /// the gRPC code's counterpart (docs/SPEC.md §9): a bad field 400, no credentials 401, not
+    /// the gRPC code's counterpart (docs/SPEC.md §10): a bad field 400, no credentials 401, not
     /// allowed 403, not found (or not yours) 404, the key still in flight or something that
     /// exists already 409, a refusal of the request's own (a precondition) 422, a limit that
     /// passes 429, too large 413, a transient outage 503, no such thing 501, a bug 500.

@@ -216,6 +216,16 @@ pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// quiet stream, so well inside [`HTTP_IDLE_TIMEOUT`].
 pub const CONSOLE_EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Open HTTP API connections at most: integrations keep connections alive and open several.
+pub const HTTP_API_MAX_CONNECTIONS: usize = 1_024;
+/// The HTTP API connections one client address group is due when the listener is full.
+pub const HTTP_API_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// A whole HTTP API request must have arrived, and its answer begun, this long after its
+/// first byte (a long poll of `GET /v1/events` waits at most 8 s, inside it).
+pub const HTTP_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// An HTTP API response must be written within this from its first byte.
+pub const HTTP_API_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+
 // ── Console logins and sessions ─────────────────────────────────────────────────────────────
 
 /// Console sessions held at once (all users).
@@ -359,6 +369,8 @@ const _: () = assert!(shorter(CONNECT_TIMEOUT, CLIENT_CALL_TIMEOUT));
 // before a request could have been answered, nor a slow one kept past its deadline; a quiet
 // event stream keeps its connection; the HTTP deadlines end before the server's idle timeout.
 const _: () = assert!(CONSOLE_MAX_CONNECTIONS_PER_ADDRESS < CONSOLE_MAX_CONNECTIONS);
+const _: () = assert!(HTTP_API_MAX_CONNECTIONS_PER_ADDRESS < HTTP_API_MAX_CONNECTIONS);
+const _: () = assert!(shorter(HTTP_API_REQUEST_TIMEOUT, HTTP_IDLE_TIMEOUT));
 const _: () = assert!(METRICS_MAX_CONNECTIONS_PER_ADDRESS < METRICS_MAX_CONNECTIONS);
 const _: () = assert!(shorter(EVICTION_MIN_STALE, METRICS_REQUEST_TIMEOUT));
 const _: () = assert!(!shorter(CONSOLE_REQUEST_TIMEOUT, METRICS_REQUEST_TIMEOUT));

@@ -23,6 +23,9 @@ pub const RESOURCE_EXHAUSTED: &str = "resource_exhausted";
 /// refused.
 pub const TOO_LARGE: &str = "too_large";
 pub const INTERNAL: &str = "internal";
+/// An idempotency key reused with other parameters, as the HTTP API names it (422); gRPC
+/// answers it `INVALID_ARGUMENT` with reason `invalid_argument` and field `idempotency_key`.
+pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency_key_reused";
 
 // ── Why a bank voted NO on a leg (stored with the ABORTED leg and the payment) ─────────────
 
@@ -134,6 +137,7 @@ mod tests {
                 RESOURCE_EXHAUSTED,
                 TOO_LARGE,
                 INTERNAL,
+                IDEMPOTENCY_KEY_REUSED,
                 BANK_REFUSED,
             ][..],
             ABORTS,

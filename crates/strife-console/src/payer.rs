@@ -1,10 +1,9 @@
 //! Login and the payer's pages: balances and the pay form, history, payment detail, refunds.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,6 +11,7 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 use strife_common::layout::validate_name;
 use strife_common::money;
+use strife_common::net::listener::ConnectionHandle;
 use strife_common::Failure;
 use strife_gateway::roles::Role;
 use strife_present::{money as show_money, status_name, timestamp};
@@ -83,7 +83,7 @@ pub async fn login_form(State(console): State<Arc<Console>>, headers: HeaderMap)
 
 pub async fn login(
     State(console): State<Arc<Console>>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    connection: Option<Extension<ConnectionHandle>>,
     headers: HeaderMap,
     form: FormInput<LoginForm>,
 ) -> Response {
@@ -108,7 +108,7 @@ pub async fn login(
     }
     // The listener puts the client's address on every request; without it the login could
     // not be throttled per address, so it is not attempted.
-    let Some(Extension(ConnectInfo(client))) = client else {
+    let Some(client) = connection.map(|Extension(connection)| connection.peer_address()) else {
         tracing::error!("console login without a client address");
         return login_page(
             Some("The console cannot take logins right now."),

@@ -50,6 +50,7 @@ pub fn call(session: &Session) -> Call {
             role: PeerRole::User,
             name: session.username.clone(),
         },
+        key: None,
     })
 }
 

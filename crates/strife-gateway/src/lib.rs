@@ -9,6 +9,7 @@
 //! - [`auth`]: certificate + password authentication and lockout (a gRPC layer; the console
 //!   logs in through the same authenticator).
 //! - [`roles`]: the method → roles table.
+//! - [`scopes`]: API key scopes and the method → scope table.
 //! - [`grpc`]: the gRPC transport (`strife.v1.Gateway`, `strife.v1.Coordinator`, the request
 //!   log layer).
 //! - [`registry`]: the live bank map from an etcd watch, one channel per bank.
@@ -23,6 +24,7 @@
 pub mod auth;
 pub mod request;
 pub mod roles;
+pub mod scopes;
 pub mod service;
 pub mod transport;
 

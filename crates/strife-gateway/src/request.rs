@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use strife_common::net::connection::PeerIdentity;
 
 use crate::roles::Role;
+use crate::scopes::Scopes;
 
 /// Who made a request, as the auth layer verified it.
 #[derive(Debug, Clone)]
@@ -14,15 +15,29 @@ pub struct Caller {
     pub username: String,
     pub role: Role,
     pub peer: PeerIdentity,
+    /// What the caller may do when it came with an API key (`crate::scopes`); `None` for a
+    /// certificate, a password or a console session, which carry their role's every right.
+    pub key: Option<KeyGrant>,
+}
+
+/// The API key a caller authenticated with: its id (what logs show of it) and its scopes.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    pub key_id: String,
+    pub scopes: Scopes,
 }
 
 /// What the request's log line will say beyond its method, status and latency.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Fields {
-    pub(crate) peer: Option<String>,
-    pub(crate) username: Option<String>,
-    pub(crate) payment_id: Option<String>,
-    pub(crate) amount: Option<String>,
+pub struct Fields {
+    pub peer: Option<String>,
+    pub username: Option<String>,
+    /// The API key the caller came with: its id only, never the secret.
+    pub key_id: Option<String>,
+    pub payment_id: Option<String>,
+    pub amount: Option<String>,
+    /// The answer is a payment an earlier request under the same idempotency key recorded.
+    pub replayed: bool,
 }
 
 /// Put in every request's extensions; the auth layer and handlers fill it in.
@@ -42,6 +57,9 @@ impl RequestLogSlot {
         self.with(|fields| {
             fields.peer = caller.map(|caller| caller.peer.to_string());
             fields.username = caller.map(|caller| caller.username.clone());
+            fields.key_id = caller
+                .and_then(|caller| caller.key.as_ref())
+                .map(|grant| grant.key_id.clone());
         });
     }
 
@@ -55,12 +73,23 @@ impl RequestLogSlot {
         });
     }
 
+    /// Records that the answer replays what an earlier request with the same idempotency key
+    /// recorded (the HTTP API says so in `Idempotent-Replayed`).
+    pub fn set_replayed(&self) {
+        self.with(|fields| fields.replayed = true);
+    }
+
+    pub fn replayed(&self) -> bool {
+        self.snapshot().replayed
+    }
+
     /// Records the amount before a payment id exists.
     pub fn set_amount(&self, amount: String) {
         self.with(|fields| fields.amount = Some(amount));
     }
 
-    pub(crate) fn snapshot(&self) -> Fields {
+    /// What the log line will say, as collected so far.
+    pub fn snapshot(&self) -> Fields {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -54,7 +54,10 @@ pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
         | "/strife.v1.Gateway/GetPayment"
         | "/strife.v1.Gateway/GetPaymentByKey"
         | "/strife.v1.Gateway/WatchPayments"
-        | "/strife.v1.Gateway/Refund" => Some(USERS),
+        | "/strife.v1.Gateway/Refund"
+        | "/strife.v1.Gateway/CreateApiKey"
+        | "/strife.v1.Gateway/ListApiKeys"
+        | "/strife.v1.Gateway/RevokeApiKey" => Some(USERS),
         "/strife.v1.Coordinator/GetDecision" => Some(BANKS),
         _ => None,
     }

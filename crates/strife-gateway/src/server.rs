@@ -38,7 +38,9 @@ use crate::grpc::request_log::RequestLogLayer;
 use crate::metrics::GatewayMetrics;
 use crate::registry::BankRegistry;
 use crate::roles::Role;
+use crate::service::api_keys::API_KEY_SECRET;
 use crate::service::cursor::{CursorSeal, CURSOR_SECRET};
+use crate::service::key_hash::ApiKeyHasher;
 use crate::service::Service;
 use crate::takeover::Liveness;
 use crate::transport::{Announcement, ServiceHandles, SideTransport, SideTransportPlan};
@@ -213,6 +215,7 @@ pub async fn run(
         Authenticator::new(Arc::clone(&store), config.lockout)?.with_metrics(Arc::clone(&metrics)),
     );
     let cursor_secret = store.secret(CURSOR_SECRET).await?;
+    let api_key_secret = store.secret(API_KEY_SECRET).await?;
     let drain_coordinator = Arc::clone(&coordinator);
     let probed = Arc::clone(&store);
     // SERVING only while the store takes writes and our etcd key is alive.
@@ -228,6 +231,7 @@ pub async fn run(
                 Arc::clone(&registry),
                 Arc::clone(&coordinator),
                 Arc::new(CursorSeal::new(&cursor_secret)),
+                Arc::new(ApiKeyHasher::new(&api_key_secret)),
             )
             // Open payment watches (gRPC and the console's live pages) end when the drain
             // begins instead of holding it.

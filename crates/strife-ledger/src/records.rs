@@ -183,3 +183,22 @@ pub struct LogSnapshot {
     /// has its open window).
     pub windows: Vec<WindowReport>,
 }
+
+/// An API key (docs/SPEC.md §10): a bearer credential its owner hands to one integration,
+/// with only the scopes it needs. The secret itself is never stored: only a keyed hash of it
+/// ([`ApiKeyRecord::secret_hash`]), so a copy of the database cannot be used to call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// The public part of the key (`sk_<key_id>_<secret>`), how it is looked up and shown.
+    pub key_id: String,
+    pub owner: String,
+    /// HMAC-SHA256 of the secret under the store's shared API-key secret.
+    pub secret_hash: Vec<u8>,
+    /// Scope names (`payments:write`, …), sorted, without repeats.
+    pub scopes: Vec<String>,
+    pub description: String,
+    pub created_unix_ms: i64,
+    pub expires_unix_ms: Option<i64>,
+    pub revoked_unix_ms: Option<i64>,
+    pub last_used_unix_ms: Option<i64>,
+}

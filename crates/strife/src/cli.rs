@@ -287,6 +287,11 @@ struct GatewayArgs {
     /// (pki/web.crt). Off unless given.
     #[arg(long, value_name = "ADDR")]
     web_listen: Option<SocketAddr>,
+    /// Serve the HTTP/JSON API (`/v1/`, API keys) over HTTPS on this address, e.g.
+    /// `127.0.0.1:8444` (port 0 picks a free one, printed in the ready line), with the same
+    /// certificate as the console (pki/web.crt). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
 }
 
 /// `--console-lockout-spares` (see `strife_ledger::lockout::ConsoleSpares`).
@@ -491,6 +496,7 @@ impl Cli {
                     idle_timeout = %humantime::format_duration(args.connections.idle_timeout),
                     metrics_listen = ?args.metrics.metrics_listen,
                     web_listen = ?args.web_listen,
+                    http_listen = ?args.http_listen,
                     lockout_threshold = args.lockout_threshold,
                     lockout_secs = args.lockout_secs,
                     console_lockout_spares = ?args.console_lockout_spares,
@@ -517,11 +523,15 @@ impl Cli {
                     metrics_listen: args.metrics.metrics_listen,
                     store,
                 };
-                // The web console is a transport of its own over the gateway's service.
+                // The web console and the HTTP API are transports of their own over the gateway's
+                // service.
                 let mut side: Vec<Box<dyn strife_gateway::transport::SideTransportPlan>> =
                     Vec::new();
                 if let Some(address) = args.web_listen {
                     side.push(Box::new(strife_console::ConsolePlan { address }));
+                }
+                if let Some(address) = args.http_listen {
+                    side.push(Box::new(strife_http::HttpApiPlan { address }));
                 }
                 runtime()?
                     .block_on(strife_gateway::run(config, side))

@@ -58,6 +58,8 @@ struct MetricsUrl {
 
 /// The first gateway serves the web console on a free loopback port.
 const WEB_ARGS: [&str; 2] = ["--web-listen", "127.0.0.1:0"];
+/// Every gateway serves the HTTP API on a free loopback port.
+const HTTP_ARGS: [&str; 2] = ["--http-listen", "127.0.0.1:0"];
 
 /// `--metrics-listen` on a free loopback port, for `--metrics`.
 const METRICS_ARGS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];
@@ -280,6 +282,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     }
     let mut gateway_addresses = Vec::new();
     let mut console = None;
+    let mut http_urls = Vec::new();
     for replica in 1..=config.replicas {
         // The first replica takes the advertised address; the others a free port each.
         let listen = if replica == 1 {
@@ -301,6 +304,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         if replica == 1 {
             command.args(WEB_ARGS);
         }
+        command.args(HTTP_ARGS);
         if let Some(postgres) = &postgres {
             // Through the environment: a URL with a password stays off command lines.
             command.env("STRIFE_GATEWAY_STORE", &postgres.url);
@@ -320,6 +324,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         if replica == 1 {
             console = Some(format!("https://{}/", field_of(&line, "web_address")?));
         }
+        http_urls.push(format!("https://{}/v1/", field_of(&line, "http_address")?));
         if config.metrics {
             let index = usize::try_from(replica - 1).unwrap_or(0);
             // One entry per replica: with several, each under its own id.
@@ -332,12 +337,14 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         }
     }
     let gateway_address = gateway_addresses.join(",");
-    let passwords = runtime.block_on(create_demo_users(&layout, &gateway_addresses[0]))?;
+    let (passwords, api_keys) =
+        runtime.block_on(create_demo_users(&layout, &gateway_addresses[0]))?;
     let info = strife_common::etcd::discovery::NetworkInfo {
         etcd: etcd_url.clone(),
         gateway: gateway_address.clone(),
         store: postgres.as_ref().map(|postgres| postgres.url.clone()),
         console: console.clone(),
+        http: http_urls.first().cloned(),
     };
     std::fs::write(layout.network_file(), serde_json::to_vec_pretty(&info)?)?;
     print_ready(
@@ -347,6 +354,10 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         &passwords,
         &metrics,
         console.as_deref(),
+        &Served {
+            http_urls: &http_urls,
+            api_keys: &api_keys,
+        },
     )?;
     if let Some(postgres) = &postgres {
         eprintln!(
@@ -412,15 +423,7 @@ fn demo_passwords(dir: &Path) -> anyhow::Result<serde_json::Map<String, serde_js
             serde_json::Value::String(demo_password(user)),
         );
     }
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    file.write_all(serde_json::to_string_pretty(&map)?.as_bytes())?;
-    file.sync_all()?;
+    write_private_json(&path, &map)?;
     Ok(map)
 }
 
@@ -445,7 +448,10 @@ type AdminClient = GatewayClient<
 async fn create_demo_users(
     layout: &Layout,
     gateway: &str,
-) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+) -> anyhow::Result<(
+    serde_json::Map<String, serde_json::Value>,
+    serde_json::Map<String, serde_json::Value>,
+)> {
     let passwords = demo_passwords(layout.root())?;
     let tls = TlsMaterial::load(&layout.ca().cert, &layout.user_identity("admin"))?;
     let channel = tls
@@ -509,7 +515,81 @@ async fn create_demo_users(
             }
         }
     }
-    Ok(passwords)
+    let keys = demo_api_keys(layout.root(), &mut admin).await?;
+    Ok((passwords, keys))
+}
+
+/// The API keys `strife dev` hands out (alice's for her own payments, the admin's with every
+/// scope), made once per data dir and kept in `dev-api-keys.json` (0600).
+async fn demo_api_keys(
+    dir: &Path,
+    admin: &mut AdminClient,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let path = dir.join(DEV_API_KEYS_FILE);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&bytes) {
+            return Ok(map);
+        }
+    }
+    let mut map = serde_json::Map::new();
+    for (owner, scopes) in [
+        (
+            "alice",
+            &[
+                "payments:write",
+                "payments:read",
+                "refunds:write",
+                "events:read",
+            ][..],
+        ),
+        (
+            "admin",
+            &[
+                "payments:write",
+                "payments:read",
+                "refunds:write",
+                "events:read",
+                "settlement:read",
+                "settlement:write",
+                "admin",
+            ][..],
+        ),
+    ] {
+        let created = admin
+            .create_api_key(pb::CreateApiKeyRequest {
+                owner: owner.into(),
+                scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+                description: "made by strife dev".into(),
+                expires_in_seconds: 0,
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!("creating {owner}'s API key: {}", status.message())
+            })?;
+        map.insert(owner.to_owned(), created.into_inner().secret.into());
+    }
+    write_private_json(&path, &map)?;
+    Ok(map)
+}
+
+/// Where `strife dev` keeps the demo API keys.
+pub const DEV_API_KEYS_FILE: &str = "dev-api-keys.json";
+
+/// Writes `map` to `path`, readable by its owner only, synced.
+fn write_private_json(
+    path: &Path,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(serde_json::to_string_pretty(map)?.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// Whether opening an account failed only because its bank is not (yet) reachable.
@@ -519,6 +599,13 @@ fn not_there_yet(status: &tonic::Status) -> bool {
             == Some(strife_common::reason::UNKNOWN_BANK)
 }
 
+/// What the gateways serve beyond gRPC and the console, for the ready line.
+struct Served<'a> {
+    /// Each replica's HTTP API base URL.
+    http_urls: &'a [String],
+    api_keys: &'a serde_json::Map<String, serde_json::Value>,
+}
+
 fn print_ready(
     config: &DevConfig,
     gateway: &str,
@@ -526,6 +613,7 @@ fn print_ready(
     passwords: &serde_json::Map<String, serde_json::Value>,
     metrics: &[MetricsUrl],
     console: Option<&str>,
+    served: &Served<'_>,
 ) -> anyhow::Result<()> {
     let dir = config.dir.display();
     let mut stdout = std::io::stdout().lock();
@@ -541,6 +629,8 @@ fn print_ready(
         if let Some(console) = console {
             line["console"] = console.into();
         }
+        line["http"] = served.http_urls.into();
+        line["api_keys"] = served.api_keys.clone().into();
         writeln!(stdout, "{line}")?;
     } else {
         let alice = passwords
@@ -574,6 +664,16 @@ fn print_ready(
             writeln!(
                 stdout,
                 "  Logins: alice / {alice}, bob / {bob}, admin / the password in {dir}/admin-password."
+            )?;
+        }
+        if let Some(http) = served.http_urls.first() {
+            writeln!(
+                stdout,
+                "HTTP API: {http} (OpenAPI: {http}openapi.json). API keys (alice's, the admin's): {dir}/{DEV_API_KEYS_FILE}."
+            )?;
+            writeln!(
+                stdout,
+                "  curl --cacert {dir}/pki/ca.crt -H \"Authorization: Bearer $(jq -r .alice {dir}/{DEV_API_KEYS_FILE})\" {http}balances"
             )?;
         }
         writeln!(stdout)?;

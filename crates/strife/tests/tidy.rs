@@ -277,6 +277,16 @@ const FORBIDDEN_DEPENDENCIES: &[Forbidden] = &[
         dependency_prefix: "strife-ledger",
         why: "the console goes through the gateway's API, never around it",
     },
+    Forbidden {
+        krate: "strife-http",
+        dependency_prefix: "strife-ledger",
+        why: "the HTTP API goes through the gateway's service, never around it",
+    },
+    Forbidden {
+        krate: "strife-audit",
+        dependency_prefix: "strife-http",
+        why: "audit is a reader of the log; the HTTP API is a transport",
+    },
 ];
 
 /// Features a crate must not enable on one of its dependencies (in `[dependencies]`;

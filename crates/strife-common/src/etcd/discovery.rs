@@ -177,6 +177,9 @@ pub struct NetworkInfo {
     /// The web console's URL (`https://…/`), when the first gateway serves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<String>,
+    /// The first gateway's HTTP API base URL (`https://…/v1/`), when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 impl NetworkInfo {

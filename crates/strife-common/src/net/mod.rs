@@ -5,6 +5,7 @@
 pub mod connection;
 pub mod failover;
 pub mod grpc_limits;
+pub mod https_side;
 pub mod listener;
 pub mod metrics_endpoint;
 pub mod operations;

@@ -448,6 +448,7 @@ impl Authenticator {
                     username: peer.name.clone(),
                     role: Role::Bank,
                     peer,
+                    key: None,
                 })
             }
             PeerRole::Gateway => return Err(Failure::Unauthenticated),
@@ -469,6 +470,7 @@ impl Authenticator {
                 username,
                 role,
                 peer,
+                key: None,
             });
         }
         // Requests carrying the same (name, password) while it is being checked wait for
@@ -500,6 +502,7 @@ impl Authenticator {
             username,
             role,
             peer,
+            key: None,
         })
     }
 
@@ -534,6 +537,7 @@ impl Authenticator {
                 role: PeerRole::User,
                 name: username.to_owned(),
             },
+            key: None,
         })
     }
 }

@@ -111,6 +111,42 @@ impl Gateway for GatewayGrpc {
         Ok(Response::new(answer))
     }
 
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreatedApiKey>, Status> {
+        let call = call_of(&request)?;
+        let answer = self
+            .service
+            .create_api_key(&call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let call = call_of(&request)?;
+        let answer = self
+            .service
+            .list_api_keys(&call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        request: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        let call = call_of(&request)?;
+        let answer = self
+            .service
+            .revoke_api_key(&call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
     async fn list_history(
         &self,
         request: Request<pb::ListHistoryRequest>,

@@ -81,6 +81,7 @@ where
                 user = fields.username.as_deref().unwrap_or("-"),
                 payment_id = fields.payment_id.as_deref().unwrap_or("-"),
                 amount = fields.amount.as_deref().unwrap_or("-"),
+                replayed = fields.replayed,
                 status = ?code,
                 latency_us,
                 error = message.as_deref().unwrap_or(""),

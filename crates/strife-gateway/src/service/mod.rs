@@ -6,6 +6,7 @@
 //! in, its status or page out.
 //!
 //! - [`accounts`]: users, accounts, links and balances.
+//! - [`api_keys`]: API keys, and the caller a presented key stands for.
 //! - [`payments`]: pay, refund, history, look-ups and payment events.
 //! - [`settling`]: net debit caps, positions and settlement windows (admin).
 //! - [`events`], [`cursor`]: payment events and the sealed cursors they resume from.
@@ -13,9 +14,11 @@
 //! - [`network`]: what this replica sees of the banks (the operator's network page).
 
 mod accounts;
+pub mod api_keys;
 pub mod convert;
 pub mod cursor;
 pub mod events;
+pub mod key_hash;
 pub mod network;
 mod payments;
 pub mod refusals;
@@ -39,9 +42,11 @@ use crate::metrics::Phase;
 use crate::registry::BankRegistry;
 use crate::request::{Call, RequestLogSlot};
 use crate::roles::allowed_roles;
+use crate::scopes::scope_needed;
 use convert::payment_proto;
 use cursor::CursorSeal;
 use events::Events;
+use key_hash::ApiKeyHasher;
 use refusals::{Attempt, RefusalLimiter};
 
 /// Page sizes of every listing (history, settlement windows).
@@ -57,16 +62,18 @@ pub struct Service {
     events: Events,
     /// Seals the cursors and page tokens handed out (`crate::cursor`).
     seal: Arc<CursorSeal>,
+    api_key_hasher: Arc<ApiKeyHasher>,
 }
 
 impl Service {
-    /// `seal` must be made from the store's shared cursor secret, so every replica opens the
-    /// cursors every other one gave out.
+    /// `seal` and `api_key_hasher` must be made from the store's shared secrets, so every
+    /// replica opens the cursors, and accepts the API keys, every other one gave out.
     pub fn new(
         store: Arc<dyn GatewayStore>,
         registry: Arc<BankRegistry>,
         coordinator: Arc<Coordinator>,
         seal: Arc<CursorSeal>,
+        api_key_hasher: Arc<ApiKeyHasher>,
     ) -> Self {
         Service {
             events: Events::new(
@@ -76,6 +83,7 @@ impl Service {
                 coordinator.metrics().watches_open(),
             ),
             seal,
+            api_key_hasher,
             store,
             registry,
             coordinator,
@@ -88,14 +96,31 @@ impl Service {
     fn authorize(&self, call: &Call, method: &str) -> Result<(), Failure> {
         let path = format!("/strife.v1.Gateway/{method}");
         let allowed = allowed_roles(&path).unwrap_or(&[]);
-        if allowed.contains(&call.caller.role) {
-            Ok(())
-        } else {
-            Err(Failure::PermissionDenied(format!(
+        if !allowed.contains(&call.caller.role) {
+            return Err(Failure::PermissionDenied(format!(
                 "{} may not call {path}",
                 call.caller.role.as_str()
-            )))
+            )));
         }
+        // A key's caller needs the method's scope as well: a key never grants more than its
+        // owner's role, and only what it was given of that.
+        if let Some(grant) = &call.caller.key {
+            match scope_needed(method) {
+                Some(scope) if grant.scopes.contains(scope) => {}
+                Some(scope) => {
+                    return Err(Failure::PermissionDenied(format!(
+                        "API key {} lacks scope {scope} (needed for {method})",
+                        grant.key_id
+                    )))
+                }
+                None => {
+                    return Err(Failure::PermissionDenied(format!(
+                        "no API key may call {path}"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Ends every `WatchPayments` stream once `draining` turns true (see `events.rs`).
@@ -191,7 +216,10 @@ impl Service {
                 }
                 record
             }
-            Begun::Finished(record) | Begun::InFlight(record) => record,
+            Begun::Finished(record) | Begun::InFlight(record) => {
+                log.set_replayed();
+                record
+            }
         };
         log.set_payment(&record.payment_id, None);
         pay_outcome(&record)

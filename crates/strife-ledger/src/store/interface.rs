@@ -8,8 +8,8 @@ use strife_common::Failure;
 
 use crate::lockout::SharedLogin;
 use crate::records::{
-    Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
-    WindowRecord, WindowReport,
+    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord,
+    UserRecord, WindowRecord, WindowReport,
 };
 
 /// How a login record changes, applied by the store to the record it read, in one write.
@@ -57,6 +57,27 @@ pub trait GatewayStore: GatewayLog {
         username: &str,
         change: LoginChange,
     ) -> Result<Option<SharedLogin>, Failure>;
+
+    /// Stores a new API key; `ALREADY_EXISTS` if its id is taken. Durable before it returns.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), Failure>;
+
+    /// The API key with this id, revoked or not.
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, Failure>;
+
+    /// `owner`'s API keys (every user's with `None`), oldest first, revoked ones included.
+    async fn api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKeyRecord>, Failure>;
+
+    /// Marks a key revoked at `now_unix_ms` (a key revoked before keeps its time) and returns
+    /// it; `None` if there is no such key. Durable before it returns: every replica reads
+    /// the key from the store on each request, so none accepts it afterwards.
+    async fn revoke_api_key(
+        &self,
+        key_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, Failure>;
+
+    /// Records that a key was used. Relaxed: a lost update only makes "last used" older.
+    async fn touch_api_key(&self, key_id: &str, now_unix_ms: i64) -> Result<(), Failure>;
 
     /// Links an account to its owner (or updates its holder name). An account already linked
     /// to someone else is `ALREADY_EXISTS`.

@@ -16,6 +16,7 @@ mod bank;
 mod client;
 mod console;
 mod gateway;
+mod http;
 mod network;
 mod security;
 mod store;

@@ -100,6 +100,7 @@
 //! - `batch.rs`: sharing one statement among concurrent calls;
 //! - `location.rs`: the URL, TLS, and redaction.
 
+mod api_keys;
 mod batch;
 mod claims;
 mod location;
@@ -129,8 +130,8 @@ use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
 use crate::records::{
-    Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
-    WindowRecord, WindowReport,
+    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord,
+    UserRecord, WindowRecord, WindowReport,
 };
 use read::{column, load_payment, payment_columns, payment_from_row, query_rows, read_login};
 use server::{Call, Failed, Server, OPEN_TIMEOUT, SCAN_TIMEOUT};
@@ -561,6 +562,42 @@ impl GatewayStore for PostgresGatewayStore {
                     Failure::internal("secret", format!("secret {name} is not 32 bytes"))
                 })
             })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), Failure> {
+        self.on_durable("creating an API key")
+            .call(async |client, failed| api_keys::insert(client, failed, key).await)
+            .await
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, Failure> {
+        self.on_relaxed("reading an API key")
+            .call(async |client, failed| api_keys::read(client, failed, key_id).await)
+            .await
+    }
+
+    async fn api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKeyRecord>, Failure> {
+        self.on_relaxed("listing API keys")
+            .call(async |client, failed| api_keys::list(client, failed, owner).await)
+            .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        key_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, Failure> {
+        self.on_durable("revoking an API key")
+            .call(async |client, failed| {
+                api_keys::revoke(client, failed, key_id, now_unix_ms).await
+            })
+            .await
+    }
+
+    async fn touch_api_key(&self, key_id: &str, now_unix_ms: i64) -> Result<(), Failure> {
+        self.on_relaxed("recording an API key's use")
+            .call(async |client, failed| api_keys::touch(client, failed, key_id, now_unix_ms).await)
             .await
     }
 

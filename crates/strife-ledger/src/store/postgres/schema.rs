@@ -200,6 +200,24 @@ CREATE TABLE secrets (
     value   BYTEA NOT NULL CHECK (octet_length(value) = 32)
 );
 ",
+}, Migration {
+    // API keys (`crate::records::ApiKeyRecord`): only a keyed hash of each secret; the SQLite
+    // store's version 6.
+    version: 6,
+    sql: "
+CREATE TABLE api_keys (
+    key_id              TEXT PRIMARY KEY,
+    owner               TEXT NOT NULL,
+    secret_hash         BYTEA NOT NULL CHECK (octet_length(secret_hash) = 32),
+    scopes              TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    created_unix_ms     BIGINT NOT NULL,
+    expires_unix_ms     BIGINT,
+    revoked_unix_ms     BIGINT,
+    last_used_unix_ms   BIGINT
+);
+CREATE INDEX api_keys_by_owner ON api_keys (owner, created_unix_ms);
+",
 }];
 
 /// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The

@@ -26,6 +26,7 @@
 //! - `shared.rs`: acknowledgements of concurrent payments, written together;
 //! - `directory.rs`: users and links kept in memory (PostgreSQL shares their reads instead).
 
+mod api_keys;
 mod connection;
 mod directory;
 mod read;
@@ -51,8 +52,8 @@ pub use schema::SCHEMA_VERSION;
 use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::records::{
-    Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord, UserRecord,
-    WindowRecord, WindowReport,
+    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord,
+    UserRecord, WindowRecord, WindowReport,
 };
 use crate::{payment, settlement};
 use connection::{storage, Reader};
@@ -225,6 +226,41 @@ impl GatewayStore for SqliteGatewayStore {
                 <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
                     Failure::internal("secret", format!("secret {name} is not 32 bytes"))
                 })
+            })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), Failure> {
+        let key = key.clone();
+        self.writer
+            .run(move |transaction| api_keys::insert(transaction, &key))
+            .await
+    }
+
+    async fn api_key(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, Failure> {
+        api_keys::read(&self.lock(), key_id)
+    }
+
+    async fn api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKeyRecord>, Failure> {
+        api_keys::list(&self.lock(), owner)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        key_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<Option<ApiKeyRecord>, Failure> {
+        let key_id = key_id.to_owned();
+        self.writer
+            .run(move |transaction| api_keys::revoke(transaction, &key_id, now_unix_ms))
+            .await
+    }
+
+    async fn touch_api_key(&self, key_id: &str, now_unix_ms: i64) -> Result<(), Failure> {
+        let key_id = key_id.to_owned();
+        self.writer
+            .run_with(Durability::Relaxed, move |transaction| {
+                api_keys::touch(transaction, &key_id, now_unix_ms)
             })
             .await
     }

@@ -63,6 +63,26 @@ macro_rules! secrets_table {
     };
 }
 
+/// API keys (`crate::records::ApiKeyRecord`): only a keyed hash of each secret; scopes as
+/// one space-separated text.
+macro_rules! api_keys_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS api_keys (
+    key_id              TEXT PRIMARY KEY,
+    owner               TEXT NOT NULL,
+    secret_hash         BLOB NOT NULL CHECK (length(secret_hash) = 32),
+    scopes              TEXT NOT NULL,
+    description         TEXT NOT NULL,
+    created_unix_ms     INTEGER NOT NULL,
+    expires_unix_ms     INTEGER,
+    revoked_unix_ms     INTEGER,
+    last_used_unix_ms   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS api_keys_by_owner ON api_keys (owner, created_unix_ms);
+"
+    };
+}
+
 /// The `payments` table, word for word in the schema and in the 3 → 4 migration that
 /// rebuilds it. Its status CHECK spells the set out as `=` … `OR`: SQLite evaluates an
 /// `IN (…)` list of three or more values through a scratch b-tree it creates and destroys on
@@ -146,12 +166,13 @@ CREATE TABLE IF NOT EXISTS idempotency (
 ) WITHOUT ROWID;
 ",
     secrets_table!(),
-    settlement_tables!()
+    settlement_tables!(),
+    api_keys_table!()
 );
 
 /// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
 /// higher one was written by a newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Steps from older schema versions (see [`SCHEMA_VERSION`]).
 pub(super) const MIGRATIONS: &[Migration] = &[
@@ -217,5 +238,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // 4 → 5: shared secrets (the cursor key); created on first use.
         to_version: 5,
         sql: secrets_table!(),
+    },
+    Migration {
+        // 5 → 6: API keys.
+        to_version: 6,
+        sql: api_keys_table!(),
     },
 ];

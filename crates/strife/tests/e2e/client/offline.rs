@@ -435,6 +435,24 @@ impl gateway_server::Gateway for InternalAfterCommit {
     async fn refund(&self, _: Request<pb::RefundRequest>) -> Result<Response<pb::Payment>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
+    async fn create_api_key(
+        &self,
+        _: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreatedApiKey>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn list_api_keys(
+        &self,
+        _: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn revoke_api_key(
+        &self,
+        _: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::ApiKey>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
     async fn set_net_debit_cap(
         &self,
         _: Request<pb::SetNetDebitCapRequest>,

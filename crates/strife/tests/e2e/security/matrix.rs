@@ -158,6 +158,36 @@ async fn every_gateway_rpc(
                 .await
                 .map(drop),
         ),
+        (
+            "CreateApiKey",
+            client
+                .create_api_key(pb::CreateApiKeyRequest {
+                    owner: text.into(),
+                    // A scope no key can hold: even the admin's own key (empty owner) is
+                    // refused, so the matrix creates no key.
+                    scopes: vec![text.into()],
+                    description: text.into(),
+                    expires_in_seconds: 0,
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "ListApiKeys",
+            client
+                .list_api_keys(pb::ListApiKeysRequest { owner: text.into() })
+                .await
+                .map(drop),
+        ),
+        (
+            "RevokeApiKey",
+            client
+                .revoke_api_key(pb::RevokeApiKeyRequest {
+                    key_id: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
         // The settlement methods below take no text; the window id no window has makes every
         // call a refusal even for the admin, so the matrix never closes or settles a window.
         (
@@ -569,6 +599,7 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
             "ListSettlementWindows",
             "WatchPayments",
             "GetPositions",
+            "ListApiKeys",
         ]
         .contains(&method)
         {

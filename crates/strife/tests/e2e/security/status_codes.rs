@@ -226,6 +226,14 @@ fn link(bank_id: &str, account_number: &str) -> pb::LinkAccountRequest {
     }
 }
 
+fn create_key(owner: &str, scopes: &[&str]) -> pb::CreateApiKeyRequest {
+    pb::CreateApiKeyRequest {
+        owner: owner.into(),
+        scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+        ..pb::CreateApiKeyRequest::default()
+    }
+}
+
 fn refund(payment_id: &str, key: &str) -> pb::RefundRequest {
     pb::RefundRequest {
         payment_id: payment_id.into(),
@@ -324,6 +332,21 @@ fn gateway_rpcs() -> Vec<(&'static str, Caller, Vec<u8>)> {
             pb::WatchPaymentsRequest::default().encode_to_vec(),
         ),
         ("Refund", Caller::Alice, refund("p", "k").encode_to_vec()),
+        (
+            "CreateApiKey",
+            Caller::Alice,
+            create_key("", &["payments:read"]).encode_to_vec(),
+        ),
+        (
+            "ListApiKeys",
+            Caller::Alice,
+            pb::ListApiKeysRequest::default().encode_to_vec(),
+        ),
+        (
+            "RevokeApiKey",
+            Caller::Alice,
+            pb::RevokeApiKeyRequest { key_id: "k".into() }.encode_to_vec(),
+        ),
         (
             "SetNetDebitCap",
             Caller::Admin,
@@ -629,6 +652,20 @@ fn particular_rows(paid: &str) -> Vec<Row> {
         gw("unknown payment", Alice, "Refund", refund("no-such-payment", "k-r"), NOT_FOUND),
         gw("the payer, not the payee", Alice, "Refund", refund(paid, "k-payer"), PERMISSION_DENIED),
         gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), bad_field("amount.currency")),
+        // Gateway: API keys.
+        gw("no scopes", Alice, "CreateApiKey", create_key("", &[]), bad_field("scopes")),
+        gw("unknown scope", Alice, "CreateApiKey", create_key("", &["payments:all"]), bad_field("scopes")),
+        gw("a client's key with admin scope", Alice, "CreateApiKey", create_key("", &["admin"]), bad_field("scopes")),
+        gw("a client's key with settlement scope", Alice, "CreateApiKey", create_key("", &["settlement:read"]), bad_field("scopes")),
+        gw("for another user", Alice, "CreateApiKey", create_key("bob", &["payments:read"]), PERMISSION_DENIED),
+        gw("for an unknown user", Admin, "CreateApiKey", create_key("nobody", &["payments:read"]), NOT_FOUND),
+        gw("bad owner", Admin, "CreateApiKey", create_key("a b", &["payments:read"]), bad_field("owner")),
+        gw("longer than three years", Alice, "CreateApiKey",
+           pb::CreateApiKeyRequest { expires_in_seconds: 10 * 366 * 86_400, ..create_key("", &["payments:read"]) },
+           bad_field("expires_in_seconds")),
+        gw("another user's keys", Alice, "ListApiKeys", pb::ListApiKeysRequest { owner: "bob".into() }, PERMISSION_DENIED),
+        gw("unknown key", Alice, "RevokeApiKey", pb::RevokeApiKeyRequest { key_id: "0123456789abcdef".into() }, NOT_FOUND),
+        gw("empty key id", Alice, "RevokeApiKey", pb::RevokeApiKeyRequest::default(), bad_field("key_id")),
         // Gateway: the admin's settlement methods; a client calling one is refused by role.
         gw("a client", Alice, "SetNetDebitCap", cap("bank0", "USD", Some(1)), PERMISSION_DENIED),
         gw("bad bank id", Admin, "SetNetDebitCap", cap("a b", "USD", Some(1)), bad_field("bank_id")),

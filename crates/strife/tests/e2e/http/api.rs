@@ -1,0 +1,480 @@
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::dev::DevNetwork;
+
+/// One answer: status, headers (lower-case names), JSON body (`Null` when not JSON).
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+/// `curl` one request, trusting only the network's CA.
+fn curl(
+    dir: &Path,
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Answer {
+    let scratch = tempfile::tempdir().unwrap();
+    let (body_file, head_file) = (scratch.path().join("body"), scratch.path().join("head"));
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "30", "-X", method, "--cacert"])
+        .arg(dir.join("pki/ca.crt"))
+        .arg("-o")
+        .arg(&body_file)
+        .arg("-D")
+        .arg(&head_file)
+        .args(["-w", "%{http_code}"]);
+    if let Some(key) = key {
+        command.args(["-H", &format!("Authorization: Bearer {key}")]);
+    }
+    for (name, value) in headers {
+        command.args(["-H", &format!("{name}: {value}")]);
+    }
+    if let Some(body) = body {
+        command.args(["-H", "Content-Type: application/json", "--data-binary"]);
+        command.arg(body.to_string());
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("curl is installed (scripts/test installs it)");
+    assert!(
+        output.status.success(),
+        "curl {method} {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    let headers = std::fs::read_to_string(&head_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let body = std::fs::read(&body_file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A `strife dev` network and what its ready line says of the HTTP API.
+struct Api {
+    network: DevNetwork,
+    /// Every replica's base URL (`https://127.0.0.1:PORT/v1/`).
+    urls: Vec<String>,
+}
+
+impl Api {
+    fn start(extra: &[&str]) -> Self {
+        let network = DevNetwork::start_with(extra);
+        let urls: Vec<String> = network.ready["http"]
+            .as_array()
+            .expect("strife dev prints the HTTP API URLs")
+            .iter()
+            .map(|url| url.as_str().unwrap().to_owned())
+            .collect();
+        assert!(!urls.is_empty());
+        Api { network, urls }
+    }
+
+    fn key(&self, owner: &str) -> String {
+        self.network.ready["api_keys"][owner]
+            .as_str()
+            .unwrap_or_else(|| panic!("strife dev made an API key for {owner}"))
+            .to_owned()
+    }
+
+    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+        self.call_at(0, method, path, key, &[], body)
+    }
+
+    fn call_at(
+        &self,
+        replica: usize,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let url = format!("{}{path}", self.urls[replica]);
+        curl(
+            &self.network.dir(),
+            method,
+            &url,
+            key,
+            headers,
+            body.as_ref(),
+        )
+    }
+
+    fn pay(&self, key: &str, idempotency_key: &str, amount_minor: i64) -> Answer {
+        self.call_at(
+            0,
+            "POST",
+            "payments",
+            Some(key),
+            &[("Idempotency-Key", idempotency_key)],
+            Some(json!({"to_username": "bob", "amount": {"amount_minor": amount_minor, "currency": "USD"}, "memo": "from curl"})),
+        )
+    }
+
+    /// A new key of `user`'s with `scopes`, made with the CLI (certificate and password).
+    fn new_key(&self, user: &str, scopes: &str) -> (String, String) {
+        let (code, created) = self
+            .network
+            .client(user, &["api-key", "create", "--scope", scopes]);
+        assert_eq!(code, 0, "{created}");
+        (
+            created["secret"].as_str().unwrap().to_owned(),
+            created["key"]["key_id"].as_str().unwrap().to_owned(),
+        )
+    }
+}
+
+#[test]
+fn a_key_pays_replays_the_same_key_and_refuses_its_reuse_for_another_payment() {
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let before = api.network.available_minor("alice");
+
+    let paid = api.pay(&alice, "order-1001", 1250);
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    assert_eq!(paid.body["status"], "committed");
+    assert_eq!(
+        paid.body["amount"],
+        json!({"amount_minor": 1250, "currency": "USD"})
+    );
+    assert_eq!(paid.header("idempotent-replayed"), None);
+    assert_eq!(paid.header("cache-control"), Some("no-store"));
+    let payment_id = paid.body["payment_id"].as_str().unwrap().to_owned();
+
+    let again = api.pay(&alice, "order-1001", 1250);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["payment_id"], payment_id.as_str());
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+
+    let other = api.pay(&alice, "order-1001", 999);
+    assert_eq!(other.status, 422, "{}", other.body);
+    assert_eq!(other.code(), "idempotency_key_reused");
+    assert_eq!(other.body["error"]["param"], "Idempotency-Key");
+    assert_eq!(other.body["error"]["type"], "payment_error");
+
+    // Exactly one payment moved money.
+    assert_eq!(api.network.available_minor("alice"), before - 1250);
+    let fetched = api.call("GET", &format!("payments/{payment_id}"), Some(&alice), None);
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.body["payment_id"], payment_id.as_str());
+    let by_key = api.call("GET", "payments/by-key/order-1001", Some(&alice), None);
+    assert_eq!(by_key.body["payment_id"], payment_id.as_str());
+    let history = api.call("GET", "payments?limit=1", Some(&alice), None);
+    assert_eq!(history.status, 200);
+    assert_eq!(history.body["data"][0]["payment_id"], payment_id.as_str());
+
+    // Refused money: recorded, named, and 422 with its own reason.
+    let poor = api.pay(&alice, "order-too-big", 1_000_000_000);
+    assert_eq!(poor.status, 422, "{}", poor.body);
+    assert_eq!(poor.code(), "insufficient_funds");
+    assert!(poor.body["error"]["payment_id"].is_string());
+
+    // The payee refunds part of it with a key of their own.
+    let (bob, _) = api.new_key("bob", "refunds:write,payments:read");
+    let refund = api.call_at(
+        0,
+        "POST",
+        &format!("payments/{payment_id}/refunds"),
+        Some(&bob),
+        &[("Idempotency-Key", "refund-1001")],
+        Some(json!({"amount": {"amount_minor": 250, "currency": "USD"}, "reason": "returned"})),
+    );
+    assert_eq!(refund.status, 200, "{}", refund.body);
+    assert_eq!(refund.body["refund_of"], payment_id.as_str());
+    let refunded = api.call("GET", &format!("payments/{payment_id}"), Some(&alice), None);
+    assert_eq!(refunded.body["refunded"]["amount_minor"], 250);
+    assert_eq!(api.network.available_minor("alice"), before - 1000);
+    let (clean, report) = audit(&api);
+    assert!(clean, "{report}");
+}
+
+/// Registers `user` over the HTTP API with the admin's key and gives them a key (the admin
+/// may create keys for anyone).
+fn register_with_key(api: &Api, admin: &str, user: &str) -> (String, String) {
+    let registered = api.call(
+        "POST",
+        "users",
+        Some(admin),
+        Some(json!({"username": user, "password": "a long passphrase 1"})),
+    );
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    let created = api.call(
+        "POST",
+        "api-keys",
+        Some(admin),
+        Some(json!({"owner": user, "scopes": ["payments:read"], "description": "test"})),
+    );
+    assert_eq!(created.status, 200, "{}", created.body);
+    (
+        created.body["secret"].as_str().unwrap().to_owned(),
+        created.body["key"]["key_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn audit(api: &Api) -> (bool, String) {
+    let output = Command::new(crate::support::strife_bin())
+        .args(["audit", "--dir"])
+        .arg(api.network.dir())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_payment_first_sent_over_grpc_replays_over_http_under_the_same_key() {
+    let api = Api::start(&[]);
+    let (code, paid) = api.network.client(
+        "alice",
+        &[
+            "pay",
+            "--to",
+            "bob",
+            "--amount",
+            "3.00",
+            "--memo",
+            "from curl",
+            "--key",
+            "grpc-first",
+        ],
+    );
+    assert_eq!(code, 0, "{paid}");
+    let over_http = api.pay(&api.key("alice"), "grpc-first", 300);
+    assert_eq!(over_http.status, 200, "{}", over_http.body);
+    assert_eq!(over_http.header("idempotent-replayed"), Some("true"));
+    assert_eq!(over_http.body["payment_id"], paid["payment"]["payment_id"]);
+}
+
+#[test]
+fn keys_grant_only_their_scopes_and_their_owners_money() {
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let paid = api.pay(&alice, "k-1", 100);
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    let payment_id = paid.body["payment_id"].as_str().unwrap().to_owned();
+
+    // A read-only key reads and cannot pay.
+    let (reader, _) = api.new_key("alice", "payments:read");
+    assert_eq!(api.call("GET", "balances", Some(&reader), None).status, 200);
+    let refused = api.pay(&reader, "k-2", 100);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.code(), "permission_denied");
+    assert!(refused.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("payments:write"));
+    // Events need their own scope.
+    assert_eq!(api.call("GET", "events", Some(&reader), None).status, 403);
+
+    // Someone else's payment is not found, exactly like one that does not exist.
+    let (bob, _) = api.new_key("bob", "payments:read");
+    let payee = api.call("GET", &format!("payments/{payment_id}"), Some(&bob), None);
+    assert_eq!(payee.status, 200, "bob is the payee: {}", payee.body);
+    let admin = api.key("admin");
+    let (carol, _) = register_with_key(&api, &admin, "carol");
+    let stranger = api.call("GET", &format!("payments/{payment_id}"), Some(&carol), None);
+    assert_eq!(stranger.status, 404, "{}", stranger.body);
+    let nobody = api.call("GET", "payments/no-such-payment", Some(&alice), None);
+    assert_eq!(nobody.status, 404);
+    assert_eq!(nobody.code(), "not_found");
+
+    // A client's key cannot reach the admin's resources, whatever it asks for.
+    let admin_route = api.call(
+        "POST",
+        "users",
+        Some(&alice),
+        Some(json!({"username": "zed", "password": "long enough pw"})),
+    );
+    assert_eq!(admin_route.status, 403, "{}", admin_route.body);
+    let (code, refused) = api
+        .network
+        .client("alice", &["api-key", "create", "--scope", "admin"]);
+    assert_ne!(code, 0);
+    assert_eq!(refused["code"], "InvalidArgument", "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("admin"),
+        "{refused}"
+    );
+
+    // No key, a malformed key, a well-formed unknown key: 401 with a challenge.
+    for key in [
+        None,
+        Some("sk_nope"),
+        Some("sk_0123456789abcdef_0123456789abcdef0123456789abcdef"),
+    ] {
+        let answer = api.call("GET", "balances", key, None);
+        assert_eq!(answer.status, 401, "{key:?}");
+        assert_eq!(answer.code(), "unauthenticated");
+        assert!(answer.header("www-authenticate").is_some());
+    }
+
+    // Bad input: named, never a framework's text.
+    let unknown_field = api.call_at(
+        0,
+        "POST",
+        "payments",
+        Some(&alice),
+        &[("Idempotency-Key", "k-3")],
+        Some(json!({"to_username": "bob", "amount": {"amount_minor": 1, "currency": "USD"}, "tip": 5})),
+    );
+    assert_eq!(unknown_field.status, 400);
+    assert!(unknown_field.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tip"));
+    let no_key = api.call(
+        "POST",
+        "payments",
+        Some(&alice),
+        Some(json!({"to_username": "bob", "amount": {"amount_minor": 1, "currency": "USD"}})),
+    );
+    assert_eq!(no_key.status, 400);
+    assert_eq!(no_key.body["error"]["param"], "Idempotency-Key");
+    let bad_amount = api.pay(&alice, "k-4", 0);
+    assert_eq!(bad_amount.status, 400);
+    assert_eq!(bad_amount.body["error"]["param"], "amount.amount_minor");
+    let no_route = api.call("GET", "no-such-thing", Some(&alice), None);
+    assert_eq!(no_route.status, 404);
+    assert_eq!(no_route.code(), "not_found");
+    let wrong_method = api.call("DELETE", "balances", Some(&alice), None);
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.body["error"].is_object());
+    let bad_query = api.call("GET", "payments?limit=abc", Some(&alice), None);
+    assert_eq!(bad_query.status, 400);
+    assert!(bad_query.body["error"].is_object());
+    let too_big = api.call_at(
+        0,
+        "POST",
+        "payments",
+        Some(&alice),
+        &[("Idempotency-Key", "k-5")],
+        Some(json!({"to_username": "bob", "amount": {"amount_minor": 1, "currency": "USD"}, "memo": "x".repeat(20_000)})),
+    );
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    assert_eq!(too_big.code(), "too_large");
+}
+
+#[test]
+fn a_revoked_key_is_refused_by_every_replica_at_once() {
+    let api = Api::start(&["--replicas", "2", "--store", "postgres"]);
+    assert_eq!(api.urls.len(), 2);
+    let (key, key_id) = api.new_key("alice", "payments:read");
+    for replica in 0..2 {
+        let answer = api.call_at(replica, "GET", "balances", Some(&key), &[], None);
+        assert_eq!(answer.status, 200, "replica {replica}: {}", answer.body);
+    }
+    let (code, revoked) = api.network.client("alice", &["api-key", "revoke", &key_id]);
+    assert_eq!(code, 0, "{revoked}");
+    // Stated bound: none. Every request reads its key from the shared store.
+    for replica in 0..2 {
+        let answer = api.call_at(replica, "GET", "balances", Some(&key), &[], None);
+        assert_eq!(answer.status, 401, "replica {replica}: {}", answer.body);
+    }
+    let (code, listed) = api.network.client("alice", &["api-key", "list"]);
+    assert_eq!(code, 0);
+    let listed_key = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|listed| listed["key_id"] == key_id.as_str())
+        .cloned()
+        .unwrap();
+    assert!(listed_key["revoked_unix_ms"].is_i64(), "{listed_key}");
+    assert!(listed_key["last_used_unix_ms"].is_i64(), "{listed_key}");
+    assert!(
+        !listed.to_string().contains(&key),
+        "a list never shows a secret"
+    );
+}
+
+#[test]
+fn events_follow_decisions_in_order_from_a_cursor() {
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let first = api.call("GET", "events", Some(&alice), None);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let start = first.body["next_cursor"].as_str().unwrap().to_owned();
+    for index in 0..3 {
+        assert_eq!(
+            api.pay(&alice, &format!("ev-{index}"), 10 + index).status,
+            200
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor = start;
+    // Each long poll waits (server side) up to a second for the next event.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 3 && std::time::Instant::now() < deadline {
+        let page = api.call(
+            "GET",
+            &format!("events?after={cursor}&wait_seconds=1"),
+            Some(&alice),
+            None,
+        );
+        assert_eq!(page.status, 200, "{}", page.body);
+        for event in page.body["data"].as_array().unwrap() {
+            seen.push(event["payment"]["amount"]["amount_minor"].as_i64().unwrap());
+        }
+        cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+    }
+    // The dev demo's own payments are before `start`; these three come in decision order.
+    assert_eq!(seen, [10, 11, 12]);
+    let foreign = api.call("GET", "events?after=not-a-cursor", Some(&alice), None);
+    assert_eq!(foreign.status, 400);
+    assert_eq!(foreign.body["error"]["param"], "since");
+}
+
+#[test]
+fn the_served_openapi_document_is_the_checked_in_one() {
+    let api = Api::start(&[]);
+    let served = api.call("GET", "openapi.json", None, None);
+    assert_eq!(served.status, 200);
+    let checked_in: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served.body, checked_in);
+}
