@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use crate::support::dev::DevNetwork;
 
 /// One answer: status, headers (lower-case names), JSON body (`Null` when not JSON).
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
 }
 
 impl Answer {
@@ -87,14 +87,14 @@ fn curl(
 }
 
 /// A `strife dev` network and what its ready line says of the HTTP API.
-struct Api {
+pub struct Api {
     network: DevNetwork,
     /// Every replica's base URL (`https://127.0.0.1:PORT/v1/`).
     urls: Vec<String>,
 }
 
 impl Api {
-    fn start(extra: &[&str]) -> Self {
+    pub fn start(extra: &[&str]) -> Self {
         let network = DevNetwork::start_with(extra);
         let urls: Vec<String> = network.ready["http"]
             .as_array()
@@ -106,18 +106,18 @@ impl Api {
         Api { network, urls }
     }
 
-    fn key(&self, owner: &str) -> String {
+    pub fn key(&self, owner: &str) -> String {
         self.network.ready["api_keys"][owner]
             .as_str()
             .unwrap_or_else(|| panic!("strife dev made an API key for {owner}"))
             .to_owned()
     }
 
-    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+    pub fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
         self.call_at(0, method, path, key, &[], body)
     }
 
-    fn call_at(
+    pub fn call_at(
         &self,
         replica: usize,
         method: &str,
@@ -149,7 +149,7 @@ impl Api {
     }
 
     /// A new key of `user`'s with `scopes`, made with the CLI (certificate and password).
-    fn new_key(&self, user: &str, scopes: &str) -> (String, String) {
+    pub fn new_key(&self, user: &str, scopes: &str) -> (String, String) {
         let (code, created) = self
             .network
             .client(user, &["api-key", "create", "--scope", scopes]);

@@ -4,3 +4,4 @@
 //! replica, events, and the served OpenAPI document.
 
 mod api;
+mod matrix;
