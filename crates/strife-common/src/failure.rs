@@ -84,6 +84,14 @@ pub enum Failure {
     /// refused payments per minute). Nothing was done; the same request may succeed later.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A rate limit (requests per second of one user or API key): nothing was done; the same
+    /// request is admitted after `retry_after`. Sent as `RESOURCE_EXHAUSTED` with a
+    /// `google.rpc.RetryInfo`, and over HTTP as 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// The request message or its metadata is larger than the server accepts. Unlike
     /// [`Failure::ResourceExhausted`], retrying the same request cannot help.
     #[error("{0}")]
@@ -149,7 +157,9 @@ impl Failure {
             Failure::Aborted(_) => reason::IN_PROGRESS,
             Failure::Unavailable(_) => reason::UNAVAILABLE,
             Failure::Unimplemented(_) => reason::UNIMPLEMENTED,
-            Failure::ResourceExhausted(_) => reason::RESOURCE_EXHAUSTED,
+            Failure::ResourceExhausted(_) | Failure::RateLimited { .. } => {
+                reason::RESOURCE_EXHAUSTED
+            }
             Failure::TooLarge(_) => reason::TOO_LARGE,
             Failure::Internal(_) => reason::INTERNAL,
         }
@@ -169,7 +179,7 @@ impl Failure {
             Failure::AlreadyExists(_) | Failure::Aborted(_) => 409,
             Failure::TooLarge(_) => 413,
             Failure::FailedPrecondition { .. } => 422,
-            Failure::ResourceExhausted(_) => 429,
+            Failure::ResourceExhausted(_) | Failure::RateLimited { .. } => 429,
             Failure::Internal(_) => 500,
             Failure::Unimplemented(_) => 501,
             Failure::Unavailable(_) => 503,
@@ -189,7 +199,9 @@ impl Failure {
             Failure::Aborted(_) => Code::Aborted,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::Unimplemented(_) => Code::Unimplemented,
-            Failure::ResourceExhausted(_) | Failure::TooLarge(_) => Code::ResourceExhausted,
+            Failure::ResourceExhausted(_)
+            | Failure::RateLimited { .. }
+            | Failure::TooLarge(_) => Code::ResourceExhausted,
             Failure::Internal(_) => Code::Internal,
         }
     }
@@ -295,6 +307,9 @@ fn build_status(failure: Failure, reason_code: Option<String>, payment_id: Optio
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, info_metadata);
     if let Failure::InvalidField { field, message } = &failure {
         details.add_bad_request_violation(field.clone(), message.clone());
+    }
+    if let Failure::RateLimited { retry_after, .. } = &failure {
+        details.set_retry_info(Some(*retry_after));
     }
     Status::with_error_details_and_metadata(failure.code(), message, details, trailers)
 }
@@ -442,6 +457,23 @@ mod tests {
         let status = Status::from(Failure::ResourceExhausted("slow down".into()));
         assert_eq!(status.code(), Code::ResourceExhausted);
         assert_eq!(status.message(), "slow down");
+    }
+
+    #[test]
+    #[cfg(feature = "grpc")]
+    fn a_rate_limit_says_how_long_to_wait() {
+        let status = Status::from(Failure::RateLimited {
+            message: "rate limit".into(),
+            retry_after: std::time::Duration::from_millis(250),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let retry = details.retry_info().and_then(|info| info.retry_delay);
+        assert_eq!(retry, Some(std::time::Duration::from_millis(250)));
+        assert_eq!(
+            details.error_info().map(|info| info.reason.as_str()),
+            Some(reason::RESOURCE_EXHAUSTED)
+        );
     }
 
     #[test]

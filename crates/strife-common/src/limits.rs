@@ -226,6 +226,19 @@ pub const HTTP_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// An HTTP API response must be written within this from its first byte.
 pub const HTTP_API_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 
+// ── Request rates (token buckets per replica; `strife-gateway` service/rate.rs) ─────────────
+
+/// Requests per second one user may make of one replica, over every transport: far above
+/// what a person or a shop does, and what `strife bench` drives per payer (≈ 1,000 per s).
+pub const RATE_PER_USER_PER_SECOND: u32 = 5_000;
+/// The burst above that rate.
+pub const RATE_PER_USER_BURST: u32 = 10_000;
+/// Requests per second one API key may make of one replica.
+pub const RATE_PER_KEY_PER_SECOND: u32 = 1_000;
+pub const RATE_PER_KEY_BURST: u32 = 2_000;
+/// Buckets kept at most; past it the full ones (callers quiet long enough) are forgotten.
+pub const MAX_RATE_BUCKETS: usize = 100_000;
+
 // ── Console logins and sessions ─────────────────────────────────────────────────────────────
 
 /// Console sessions held at once (all users).

@@ -19,6 +19,8 @@ pub struct ApiError {
     status: StatusCode,
     /// Boxed: a refusal travels in every handler's `Result`, which stays small.
     detail: Box<ErrorDetail>,
+    /// A rate limit's own wait, sent as `Retry-After` (whole seconds, rounded up).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -32,6 +34,7 @@ impl ApiError {
                 param,
                 payment_id: None,
             }),
+            retry_after: None,
         }
     }
 
@@ -125,7 +128,13 @@ impl From<Failure> for ApiError {
             Failure::InvalidField { field, .. } => Some(field.clone()),
             _ => None,
         };
-        ApiError::new(status, failure.reason(), failure.public_message(), param)
+        let retry_after = match &failure {
+            Failure::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
+        let mut error = ApiError::new(status, failure.reason(), failure.public_message(), param);
+        error.retry_after = retry_after;
+        error
     }
 }
 
@@ -150,6 +159,11 @@ impl IntoResponse for ApiError {
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
         ) || self.detail.code == reason::IN_PROGRESS;
+        // Whole seconds, rounded up: a client that waits that long is admitted.
+        let seconds = self
+            .retry_after
+            .map_or(1, |wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            .max(1);
         let mut response = json_response(
             self.status,
             &ErrorBody {
@@ -167,7 +181,7 @@ impl IntoResponse for ApiError {
             // with the same key after a second.
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -259,6 +273,13 @@ mod tests {
             let response = ApiError::from(failure).into_response();
             assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         }
+        let limited = ApiError::from(Failure::RateLimited {
+            message: "slow down".into(),
+            retry_after: std::time::Duration::from_millis(1_500),
+        })
+        .into_response();
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.headers()[header::RETRY_AFTER], "2");
         let response = ApiError::from(Failure::Unauthenticated).into_response();
         assert!(response.headers().contains_key(header::WWW_AUTHENTICATE));
     }

@@ -10,6 +10,7 @@
 //! - [`payments`]: pay, refund, history, look-ups and payment events.
 //! - [`settling`]: net debit caps, positions and settlement windows (admin).
 //! - [`events`], [`cursor`]: payment events and the sealed cursors they resume from.
+//! - [`rate`]: requests per second per user and per API key.
 //! - [`refusals`]: how many refused payments one user can make the gateway store.
 //! - [`network`]: what this replica sees of the banks (the operator's network page).
 
@@ -21,6 +22,7 @@ pub mod events;
 pub mod key_hash;
 pub mod network;
 mod payments;
+pub mod rate;
 pub mod refusals;
 mod settling;
 pub mod validate;
@@ -47,6 +49,7 @@ use convert::payment_proto;
 use cursor::CursorSeal;
 use events::Events;
 use key_hash::ApiKeyHasher;
+use rate::RateLimiter;
 use refusals::{Attempt, RefusalLimiter};
 
 /// Page sizes of every listing (history, settlement windows).
@@ -59,6 +62,7 @@ pub struct Service {
     registry: Arc<BankRegistry>,
     coordinator: Arc<Coordinator>,
     refusals: Arc<RefusalLimiter>,
+    rates: RateLimiter,
     events: Events,
     /// Seals the cursors and page tokens handed out (`crate::cursor`).
     seal: Arc<CursorSeal>,
@@ -88,6 +92,7 @@ impl Service {
             registry,
             coordinator,
             refusals: Arc::default(),
+            rates: RateLimiter::default(),
         }
     }
 
@@ -102,6 +107,9 @@ impl Service {
                 call.caller.role.as_str()
             )));
         }
+        let key_id = call.caller.key.as_ref().map(|grant| grant.key_id.as_str());
+        self.rates
+            .admit(&call.caller.username, key_id, Instant::now())?;
         // A key's caller needs the method's scope as well: a key never grants more than its
         // owner's role, and only what it was given of that.
         if let Some(grant) = &call.caller.key {
