@@ -22,6 +22,8 @@ use strife_proto::v1::{self as pb, bank_client::BankClient, gateway_client::Gate
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub mod http;
+
 use strife_common::limits::BENCH_CALL_TIMEOUT as CALL_TIMEOUT;
 /// Each payer starts with this much (minor units), far more than a run can spend.
 const PAYER_DEPOSIT_MINOR: i64 = 10_000_000_000;
@@ -42,6 +44,9 @@ pub struct BenchConfig {
     /// Number of HTTP/2 connections the tasks share.
     pub connections: usize,
     pub raw_rpc: bool,
+    /// Pay through the HTTP API at this base URL (`https://…/v1/`) with an API key per payer,
+    /// one HTTP/1.1 keep-alive connection per task, instead of gRPC.
+    pub http: Option<String>,
     pub progress: bool,
 }
 
@@ -215,6 +220,27 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             .get_balances(pb::GetBalancesRequest::default())
             .await?;
     }
+    // Over HTTP: an API key per payer (made by the admin), good for the run's hour.
+    let http = match &config.http {
+        Some(url) => {
+            let base = http::ApiBase::new(url, &layout.ca().cert)?;
+            let mut keys = Vec::new();
+            for payer in &payers {
+                let created = admin
+                    .create_api_key(pb::CreateApiKeyRequest {
+                        owner: payer.clone(),
+                        scopes: vec!["payments:write".into()],
+                        description: "strife bench".into(),
+                        expires_in_seconds: 3_600,
+                    })
+                    .await
+                    .with_context(|| format!("creating {payer}'s API key"))?;
+                keys.push(created.into_inner().secret);
+            }
+            Some((base, keys))
+        }
+        None => None,
+    };
 
     let schedule = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -222,7 +248,13 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let progress = progress_bar(config);
     let mut tasks = Vec::new();
     for task in 0..config.concurrency {
-        let mut client = clients[task % payers.len()].clone();
+        let mut client = match &http {
+            Some((base, keys)) => Payer::Http(http::HttpPayer::new(
+                base.clone(),
+                keys[task % payers.len()].clone(),
+            )),
+            None => Payer::Grpc(clients[task % payers.len()].clone()),
+        };
         let payee = payers[(task + 1) % payers.len()].clone();
         let schedule = Arc::clone(&schedule);
         let rate = config.rate;
@@ -246,26 +278,17 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                     break;
                 }
                 sequence += 1;
-                let request = pb::PayRequest {
-                    // Strife's one key (time-ordered); the fixed prefix keeps that order.
-                    idempotency_key: format!("bench-{}", strife_common::keys::new_key()),
-                    to_username: payee.clone(),
-                    amount: Some(pb::Money {
-                        amount_minor: 1 + (sequence % 100) as i64,
-                        currency: "USD".into(),
-                    }),
-                    ..pb::PayRequest::default()
-                };
+                // Strife's one key (time-ordered); the fixed prefix keeps that order.
+                let idempotency_key = format!("bench-{}", strife_common::keys::new_key());
+                let amount_minor = 1 + (sequence % 100) as i64;
                 let sent = Instant::now();
-                let outcome = client.pay(request).await;
+                let outcome = client.pay(&payee, amount_minor, idempotency_key).await;
                 let micros = sent.elapsed().as_micros() as u64;
                 match outcome {
-                    Ok(_) => {
+                    Ok(()) => {
                         let _ = histogram.record(micros.max(1));
                     }
-                    Err(status) => {
-                        let reason =
-                            reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()));
+                    Err(reason) => {
                         *failures.entry(reason).or_insert(0) += 1;
                     }
                 }
@@ -274,7 +297,12 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             (histogram, failures)
         }));
     }
-    let mut report = collect(tasks, started, "payments").await?;
+    let mode = if config.http.is_some() {
+        "payments-http"
+    } else {
+        "payments"
+    };
+    let mut report = collect(tasks, started, mode).await?;
     progress.finish_and_clear();
     report.concurrency = config.concurrency;
     report.payers = config.payers;
@@ -303,6 +331,40 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         }
     }
     Ok(report)
+}
+
+/// How one task pays: gRPC with its payer's certificate and password, or HTTP with its key.
+enum Payer {
+    Grpc(Gateway),
+    Http(http::HttpPayer),
+}
+
+impl Payer {
+    /// Pays `payee`; `Err` names why not (a reason code, or the status).
+    async fn pay(
+        &mut self,
+        payee: &str,
+        amount_minor: i64,
+        idempotency_key: String,
+    ) -> Result<(), String> {
+        match self {
+            Payer::Grpc(client) => {
+                let request = pb::PayRequest {
+                    idempotency_key,
+                    to_username: payee.to_owned(),
+                    amount: Some(pb::Money {
+                        amount_minor,
+                        currency: "USD".into(),
+                    }),
+                    ..pb::PayRequest::default()
+                };
+                client.pay(request).await.map(drop).map_err(|status| {
+                    reason_of(&status).unwrap_or_else(|| format!("{:?}", status.code()))
+                })
+            }
+            Payer::Http(payer) => payer.pay(payee, amount_minor, &idempotency_key).await,
+        }
+    }
 }
 
 fn progress_bar(config: &BenchConfig) -> indicatif::ProgressBar {

@@ -118,6 +118,13 @@ struct BenchArgs {
     /// Measure bare mTLS unary calls to a bank instead of payments.
     #[arg(long)]
     raw_rpc: bool,
+    /// Pay through the HTTP API (an API key per payer, HTTP/1.1 keep-alive, one connection
+    /// per task) instead of gRPC; the URL defaults to the one in <dir>/network.json.
+    #[arg(long)]
+    http: bool,
+    /// The HTTP API's base URL for `--http` (e.g. https://127.0.0.1:8444/v1/).
+    #[arg(long, requires = "http")]
+    http_url: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -656,6 +663,15 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
         rate: args.rate,
         connections: args.connections,
         raw_rpc: args.raw_rpc,
+        http: match (args.http, args.http_url) {
+            (false, _) => None,
+            (true, Some(url)) => Some(url),
+            (true, None) => Some(
+                info.as_ref()
+                    .and_then(|info| info.http.clone())
+                    .context("--http: no HTTP API URL in <dir>/network.json; give --http-url")?,
+            ),
+        },
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = runtime()?.block_on(strife_bench::run(&config))?;
