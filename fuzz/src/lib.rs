@@ -48,6 +48,36 @@ pub fn request_validators(data: &[u8]) {
     let _ = pb::ListHistoryRequest::decode(data);
 }
 
+/// The HTTP API's JSON bodies: any bytes are read or refused (an `ApiError`), never a panic,
+/// however deep or strange; a pay body that reads becomes the `PayRequest` gRPC would get and
+/// goes through the same validation.
+pub fn http_json(data: &[u8]) {
+    use strife_http::extract::parse_json;
+    use strife_http::model::{
+        CreateApiKeyBody, LinkAccountBody, OpenAccountBody, PayBody, RefundBody,
+        RegisterUserBody, SetCapBody,
+    };
+    if let Ok(body) = parse_json::<PayBody>(data) {
+        let request = pb::PayRequest {
+            idempotency_key: "fuzz-key".into(),
+            to_username: body.to_username,
+            amount: Some(body.amount.into()),
+            from_bank_id: body.from_bank_id,
+            to_bank_id: body.to_bank_id,
+            memo: body.memo,
+        };
+        if let Ok(amount) = strife_gateway::service::validate::validate_pay("fuzzer", &request) {
+            assert!(amount.amount_minor > 0);
+        }
+    }
+    let _ = parse_json::<RefundBody>(data);
+    let _ = parse_json::<LinkAccountBody>(data);
+    let _ = parse_json::<CreateApiKeyBody>(data);
+    let _ = parse_json::<RegisterUserBody>(data);
+    let _ = parse_json::<OpenAccountBody>(data);
+    let _ = parse_json::<SetCapBody>(data);
+}
+
 /// Any sequence of prepare / commit / abort on a few legs of one account: the participant
 /// never lets available go negative, never fails to apply an effect it chose, and the balance
 /// only moves by committed amounts.

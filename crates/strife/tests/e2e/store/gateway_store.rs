@@ -13,6 +13,7 @@ use strife_common::layout::Layout;
 use strife_common::storage::store_identity::StoreIdentity;
 use strife_common::Failure;
 use strife_ledger::records::{
+    ApiKeyRecord,
     Begun, BilateralTotal, LinkedAccount, Party, PaymentRecord, PaymentStatus,
 };
 use strife_ledger::store::{
@@ -1128,8 +1129,61 @@ async fn secrets_are_created_once_and_shared(store: Arc<dyn GatewayStore>) {
     assert_ne!(store.secret("another").await.unwrap(), seen[0]);
 }
 
+fn api_key(key_id: &str, owner: &str, created_unix_ms: i64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_id: key_id.into(),
+        owner: owner.into(),
+        secret_hash: vec![7; 32],
+        scopes: vec!["payments:read".into(), "payments:write".into()],
+        description: format!("{owner}'s key"),
+        created_unix_ms,
+        expires_unix_ms: Some(created_unix_ms + 1_000),
+        revoked_unix_ms: None,
+        last_used_unix_ms: None,
+    }
+}
+
+/// API keys: stored as given (an id taken twice is refused), listed per owner oldest first,
+/// revoked once (a second revocation keeps the first time), "last used" only moves forward.
+async fn api_keys(store: Arc<dyn GatewayStore>) {
+    let first = api_key("00000000000000a1", "alice", 1_000);
+    let second = api_key("00000000000000a2", "alice", 2_000);
+    let bobs = api_key("00000000000000b1", "bob", 1_500);
+    for key in [&second, &first, &bobs] {
+        store.insert_api_key(key).await.unwrap();
+    }
+    assert!(matches!(
+        store.insert_api_key(&first).await,
+        Err(Failure::AlreadyExists(_))
+    ));
+    assert_eq!(store.api_key(&first.key_id).await.unwrap(), Some(first.clone()));
+    assert_eq!(store.api_key("00000000000000ff").await.unwrap(), None);
+    let alices = store.api_keys(Some("alice")).await.unwrap();
+    assert_eq!(alices, [first.clone(), second.clone()]);
+    assert_eq!(store.api_keys(None).await.unwrap().len(), 3);
+    assert!(store.api_keys(Some("carol")).await.unwrap().is_empty());
+
+    let revoked = store.revoke_api_key(&first.key_id, 5_000).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_unix_ms, Some(5_000));
+    let again = store.revoke_api_key(&first.key_id, 9_000).await.unwrap().unwrap();
+    assert_eq!(again.revoked_unix_ms, Some(5_000), "the first revocation stands");
+    assert_eq!(store.revoke_api_key("00000000000000ff", 1).await.unwrap(), None);
+    assert_eq!(
+        store.api_key(&second.key_id).await.unwrap().unwrap().revoked_unix_ms,
+        None
+    );
+
+    store.touch_api_key(&second.key_id, 7_000).await.unwrap();
+    store.touch_api_key(&second.key_id, 6_000).await.unwrap();
+    assert_eq!(
+        store.api_key(&second.key_id).await.unwrap().unwrap().last_used_unix_ms,
+        Some(7_000)
+    );
+}
+
 async fn run_suite(stores: &dyn Fresh, backend: &str) {
-    let behaviours: [(&str, Behaviour); 18] = [
+    let behaviours: [(&str, Behaviour); 19] = [
+        ("API keys", |store| Box::pin(api_keys(store))),
         ("secrets are created once and shared", |store| {
             Box::pin(secrets_are_created_once_and_shared(store))
         }),
