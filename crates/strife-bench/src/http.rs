@@ -61,8 +61,8 @@ impl ApiBase {
         let stream = tokio_rustls::TlsConnector::from(Arc::clone(&self.tls))
             .connect(name, stream)
             .await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -87,7 +87,12 @@ impl HttpPayer {
     }
 
     /// Pays `payee`; `Err` carries the refusal's code (or what failed).
-    pub async fn pay(&mut self, payee: &str, amount_minor: i64, idempotency_key: &str) -> Result<(), String> {
+    pub async fn pay(
+        &mut self,
+        payee: &str,
+        amount_minor: i64,
+        idempotency_key: &str,
+    ) -> Result<(), String> {
         let body = serde_json::json!({
             "to_username": payee,
             "amount": {"amount_minor": amount_minor, "currency": "USD"},
@@ -102,9 +107,12 @@ impl HttpPayer {
             .map_err(|error| error.to_string())?;
         let sender = match self.sender.as_mut() {
             Some(sender) if !sender.is_closed() => sender,
-            _ => self
-                .sender
-                .insert(self.base.connect().await.map_err(|error| format!("{error:#}"))?),
+            _ => self.sender.insert(
+                self.base
+                    .connect()
+                    .await
+                    .map_err(|error| format!("{error:#}"))?,
+            ),
         };
         let sent = sender.send_request(request).await;
         let response = match sent {

@@ -199,9 +199,9 @@ impl Failure {
             Failure::Aborted(_) => Code::Aborted,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::Unimplemented(_) => Code::Unimplemented,
-            Failure::ResourceExhausted(_)
-            | Failure::RateLimited { .. }
-            | Failure::TooLarge(_) => Code::ResourceExhausted,
+            Failure::ResourceExhausted(_) | Failure::RateLimited { .. } | Failure::TooLarge(_) => {
+                Code::ResourceExhausted
+            }
             Failure::Internal(_) => Code::Internal,
         }
     }

@@ -132,7 +132,7 @@ pub async fn register_user(
     path = "/v1/accounts",
     tag = "admin",
     request_body = OpenAccountBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Optional: the same key opens the account once and answers it again on a retry.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Optional (1–128 printable ASCII characters, no spaces): the same key opens the account once and answers it again on a retry.", pattern = "^[!-~]{1,128}$")),
     responses(
         (status = 200, description = "The account, linked to its owner.", body = LinkedAccount),
         (status = 404, description = "No such user or bank.", body = crate::model::ErrorBody),
@@ -246,6 +246,7 @@ pub async fn list_windows(
     params(("window_id" = u64, Path, description = "The window to close, which must be the open one.")),
     responses(
         (status = 200, description = "The closed window's report.", body = SettlementReport),
+        (status = 404, description = "No such window.", body = crate::model::ErrorBody),
         (status = 422, description = "That window is not the open one (`window_not_open`).", body = crate::model::ErrorBody),
     ),
     security(("api_key" = ["settlement:write"]))

@@ -162,7 +162,9 @@ impl IntoResponse for ApiError {
         // Whole seconds, rounded up: a client that waits that long is admitted.
         let seconds = self
             .retry_after
-            .map_or(1, |wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            .map_or(1, |wait| {
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
             .max(1);
         let mut response = json_response(
             self.status,

@@ -16,6 +16,7 @@ pub struct Money {
     /// Minor units of `currency`; never fractional.
     pub amount_minor: i64,
     /// ISO 4217 code, upper case (`USD`, `EUR`, `JPY`).
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 

@@ -50,7 +50,7 @@ fn payment_answer(call: &Call, payment: pb::Payment) -> Response {
     path = "/v1/payments",
     tag = "payments",
     request_body = PayBody,
-    params(("Idempotency-Key" = String, Header, description = "Chosen by you, unique per payment (1–64 printable ASCII characters, no spaces); send the same key on every retry.", example = "order-1001")),
+    params(("Idempotency-Key" = String, Header, description = "Chosen by you, unique per payment (1–128 printable ASCII characters, no spaces); send the same key on every retry.", example = "order-1001", pattern = "^[!-~]{1,128}$")),
     responses(
         (status = 200, description = "The payment, committed (or the one this key recorded before).", body = Payment,
             headers(("Idempotent-Replayed" = String, description = "`true` when the answer is a replay of an earlier request with this key."))),
@@ -93,7 +93,7 @@ pub async fn pay(
     request_body = RefundBody,
     params(
         ("payment_id" = String, Path, description = "The payment to refund."),
-        ("Idempotency-Key" = String, Header, description = "Chosen by you, unique per refund; send the same key on every retry.", example = "refund-1001"),
+        ("Idempotency-Key" = String, Header, description = "Chosen by you, unique per refund (1–128 printable ASCII characters, no spaces); send the same key on every retry.", example = "refund-1001", pattern = "^[!-~]{1,128}$"),
     ),
     responses(
         (status = 200, description = "The refund, committed.", body = Payment,

@@ -66,6 +66,7 @@ pub fn router(api: Api) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(errors_as_json))
+        .layer(middleware::from_fn(read_whole_body))
         .layer(middleware::from_fn(log_request))
         .with_state(api)
 }
@@ -76,6 +77,25 @@ async fn openapi_document() -> Response {
         openapi::document(),
     )
         .into_response()
+}
+
+/// Reads the whole body (at most [`MAX_BODY_BYTES`]) before anything answers. A request
+/// refused early (no key, a bad header) would otherwise leave its body unread, and hyper then
+/// closes the connection after the answer without saying so: a client that sent the body as
+/// a separate write (urllib3 does) and reuses the connection loses its next request. A body
+/// over the limit is refused with `Connection: close`, since the rest of it is not read.
+async fn read_whole_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(_) => {
+            let mut response = ApiError::too_large(MAX_BODY_BYTES).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
 }
 
 /// A refusal that is not JSON yet (axum's own, for a query or path it could not read)

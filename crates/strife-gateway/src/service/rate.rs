@@ -76,7 +76,11 @@ impl RateLimiter {
             // Full buckets carry no state worth keeping: a forgotten caller starts full again.
             let (per_user, per_key) = (self.per_user, self.per_key);
             buckets.retain(|name, bucket| {
-                let rate = if name.starts_with("key:") { per_key } else { per_user };
+                let rate = if name.starts_with("key:") {
+                    per_key
+                } else {
+                    per_user
+                };
                 refilled(*bucket, rate, now) < f64::from(rate.burst)
             });
         }
@@ -89,9 +93,9 @@ impl RateLimiter {
         let mut wait = Duration::ZERO;
         let mut limited_by = None;
         for (name, rate, what) in &checks {
-            let tokens = buckets
-                .get(name)
-                .map_or(f64::from(rate.burst), |bucket| refilled(*bucket, *rate, now));
+            let tokens = buckets.get(name).map_or(f64::from(rate.burst), |bucket| {
+                refilled(*bucket, *rate, now)
+            });
             if tokens < 1.0 {
                 let missing = (1.0 - tokens) / f64::from(rate.per_second.max(1));
                 let this_wait = Duration::from_secs_f64(missing);

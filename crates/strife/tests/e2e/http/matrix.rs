@@ -8,7 +8,12 @@ use serde_json::{json, Value};
 
 use super::api::{Answer, Api};
 
-const USER_SCOPES: &[&str] = &["payments:write", "payments:read", "refunds:write", "events:read"];
+const USER_SCOPES: &[&str] = &[
+    "payments:write",
+    "payments:read",
+    "refunds:write",
+    "events:read",
+];
 const ADMIN_SCOPES: &[&str] = &["settlement:read", "settlement:write", "admin"];
 
 /// One operation of the document, ready to call.
@@ -100,7 +105,12 @@ fn every_operation_needs_its_scope_its_role_and_a_live_key() {
     };
     let (alice_everything, _) = api.new_key("alice", &USER_SCOPES.join(","));
     let (revoked, revoked_id) = admin_key(every_scope.clone());
-    let revoke = api.call("DELETE", &format!("api-keys/{revoked_id}"), Some(&admin), None);
+    let revoke = api.call(
+        "DELETE",
+        &format!("api-keys/{revoked_id}"),
+        Some(&admin),
+        None,
+    );
     assert_eq!(revoke.status, 200, "{}", revoke.body);
     let mut rows = 0;
     for (index, operation) in operations.iter().enumerate() {
@@ -114,7 +124,11 @@ fn every_operation_needs_its_scope_its_role_and_a_live_key() {
                 .collect(),
         );
         let refused = call(&api, operation, Some(&without), index);
-        assert_eq!(refused.status, 403, "{what} without {}: {}", operation.scope, refused.body);
+        assert_eq!(
+            refused.status, 403,
+            "{what} without {}: {}",
+            operation.scope, refused.body
+        );
         assert!(
             refused.body["error"]["message"]
                 .as_str()
@@ -143,7 +157,11 @@ fn every_operation_needs_its_scope_its_role_and_a_live_key() {
         // A client's key with everything a client may hold: the admin's resources stay shut.
         if ADMIN_SCOPES.contains(&operation.scope.as_str()) {
             let answer = call(&api, operation, Some(&alice_everything), index);
-            assert_eq!(answer.status, 403, "{what} with alice's key: {}", answer.body);
+            assert_eq!(
+                answer.status, 403,
+                "{what} with alice's key: {}",
+                answer.body
+            );
             rows += 1;
         }
         rows += 4;

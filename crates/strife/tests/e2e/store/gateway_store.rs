@@ -13,8 +13,7 @@ use strife_common::layout::Layout;
 use strife_common::storage::store_identity::StoreIdentity;
 use strife_common::Failure;
 use strife_ledger::records::{
-    ApiKeyRecord,
-    Begun, BilateralTotal, LinkedAccount, Party, PaymentRecord, PaymentStatus,
+    ApiKeyRecord, Begun, BilateralTotal, LinkedAccount, Party, PaymentRecord, PaymentStatus,
 };
 use strife_ledger::store::{
     self, GatewayLog, GatewayStore, PostgresGatewayLog, PostgresGatewayStore, PostgresLocation,
@@ -1156,27 +1155,55 @@ async fn api_keys(store: Arc<dyn GatewayStore>) {
         store.insert_api_key(&first).await,
         Err(Failure::AlreadyExists(_))
     ));
-    assert_eq!(store.api_key(&first.key_id).await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        store.api_key(&first.key_id).await.unwrap(),
+        Some(first.clone())
+    );
     assert_eq!(store.api_key("00000000000000ff").await.unwrap(), None);
     let alices = store.api_keys(Some("alice")).await.unwrap();
     assert_eq!(alices, [first.clone(), second.clone()]);
     assert_eq!(store.api_keys(None).await.unwrap().len(), 3);
     assert!(store.api_keys(Some("carol")).await.unwrap().is_empty());
 
-    let revoked = store.revoke_api_key(&first.key_id, 5_000).await.unwrap().unwrap();
+    let revoked = store
+        .revoke_api_key(&first.key_id, 5_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(revoked.revoked_unix_ms, Some(5_000));
-    let again = store.revoke_api_key(&first.key_id, 9_000).await.unwrap().unwrap();
-    assert_eq!(again.revoked_unix_ms, Some(5_000), "the first revocation stands");
-    assert_eq!(store.revoke_api_key("00000000000000ff", 1).await.unwrap(), None);
+    let again = store
+        .revoke_api_key(&first.key_id, 9_000)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        store.api_key(&second.key_id).await.unwrap().unwrap().revoked_unix_ms,
+        again.revoked_unix_ms,
+        Some(5_000),
+        "the first revocation stands"
+    );
+    assert_eq!(
+        store.revoke_api_key("00000000000000ff", 1).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .api_key(&second.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_unix_ms,
         None
     );
 
     store.touch_api_key(&second.key_id, 7_000).await.unwrap();
     store.touch_api_key(&second.key_id, 6_000).await.unwrap();
     assert_eq!(
-        store.api_key(&second.key_id).await.unwrap().unwrap().last_used_unix_ms,
+        store
+            .api_key(&second.key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_unix_ms,
         Some(7_000)
     );
 }
