@@ -87,7 +87,10 @@ async fn openapi_document() -> Response {
 async fn read_whole_body(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
         Err(_) => {
             let mut response = ApiError::too_large(MAX_BODY_BYTES).into_response();
             response

@@ -494,7 +494,8 @@ fn an_early_refusal_keeps_the_connection_for_the_next_request() {
     let api = Api::start(&[]);
     let key = api.key("alice");
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(api.network.dir().join("pki/ca.crt")).unwrap() {
+    for certificate in CertificateDer::pem_file_iter(api.network.dir().join("pki/ca.crt")).unwrap()
+    {
         roots.add(certificate.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -504,11 +505,9 @@ fn an_early_refusal_keeps_the_connection_for_the_next_request() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let mut connection = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from("localhost").unwrap(),
-    )
-    .unwrap();
+    let mut connection =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
     let address = api.urls[0]
         .trim_start_matches("https://")
         .trim_end_matches("/v1/")
