@@ -99,7 +99,9 @@ impl IntoResponse for Page<'_> {
     fn into_response(self) -> Response {
         let mut nav = String::new();
         if let Some(session) = self.session {
-            nav.push_str("<nav><a href=\"/\">Home</a> <a href=\"/history\">History</a>");
+            nav.push_str(
+                "<nav><a href=\"/\">Home</a> <a href=\"/history\">History</a> <a href=\"/keys\">API keys</a>",
+            );
             if session.role == Role::Admin {
                 nav.push_str(
                     " <a href=\"/ops/network\">Network</a> <a href=\"/ops/payments\">Payments</a> \

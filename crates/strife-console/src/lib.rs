@@ -15,6 +15,7 @@
 //!   cookie), one CSRF token per session.
 //! - [`html`]: escaping, the page frame, refusals worded as everywhere (`strife_present`).
 //! - [`payer`]: login, balances, pay, history, payment detail, refunds.
+//! - [`keys`]: API keys: list, create (shown once), revoke.
 //! - [`operator`]: network, live payments, settlement (SVG chart), users and accounts.
 //! - [`events`]: server-sent events from the payment events stream.
 
@@ -22,6 +23,7 @@ mod endpoint;
 mod events;
 mod form;
 mod html;
+mod keys;
 mod operator;
 mod payer;
 mod routes;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::state::Console;
-use crate::{events, html, operator, payer};
+use crate::{events, html, keys, operator, payer};
 
 /// Largest request body (forms are a few fields).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -95,6 +95,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/payments/{payment_id}", get(payer::payment))
         .route("/payments/{payment_id}/refund", post(payer::refund))
         .route("/events", get(events::payment_events))
+        .route("/keys", get(keys::keys))
+        .route("/keys/create", post(keys::create_key))
+        .route("/keys/{key_id}/revoke", post(keys::revoke_key))
         .route("/ops/network", get(operator::network))
         .route("/ops/payments", get(operator::payments))
         .route("/ops/settlement", get(operator::settlement))

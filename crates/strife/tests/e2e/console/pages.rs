@@ -637,3 +637,94 @@ async fn console_operator_sees_the_network_and_settles_a_window() {
     screenshot(&admin, "operator-network-bank-down").await;
     admin.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_user_creates_a_scoped_api_key_sees_it_once_and_revokes_it() {
+    let network = DevNetwork::start();
+    let console = console_url(&network);
+    let api = network.ready["http"][0].as_str().unwrap().to_owned();
+    let driver = Chromedriver::start();
+    let alice = driver.browser().await;
+    log_in(&alice, &console, "alice", &network.password("alice")).await;
+    wait_for_text(&alice, "Balances", false).await;
+    alice.goto(&format!("{console}keys")).await.unwrap();
+    wait_for_element(&alice, "#create-key").await;
+    // A client is offered only a client's scopes.
+    let offered = page_text(&alice).await;
+    assert!(offered.contains("payments:read"), "{offered}");
+    assert!(!offered.contains("settlement:write"), "{offered}");
+    let form = alice.form(Locator::Id("create-key")).await.unwrap();
+    form.set_by_name("description", "read-only from the console")
+        .await
+        .unwrap();
+    alice
+        .find(Locator::Css("input[name=scope_payments_read]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    form.submit().await.unwrap();
+    wait_for_element(&alice, "#new-key").await;
+    let key = alice
+        .find(Locator::Id("new-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(key.starts_with("sk_"), "{key}");
+    screenshot(&alice, "api-key-created").await;
+    let curl = |method: &str, path: &str| -> u16 {
+        let output = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                method,
+                "--cacert",
+            ])
+            .arg(network.dir().join("pki/ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {key}")])
+            .args([
+                "-H",
+                "Idempotency-Key: console-key",
+                "-H",
+                "Content-Type: application/json",
+            ])
+            .args([
+                "--data-binary",
+                r#"{"to_username":"bob","amount":{"amount_minor":1,"currency":"USD"}}"#,
+            ])
+            .arg(format!("{api}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(curl("GET", "balances"), 200);
+    assert_eq!(curl("POST", "payments"), 403, "a read-only key cannot pay");
+
+    // Listed by id only; the secret is on no page but the one that made it.
+    alice.goto(&format!("{console}keys")).await.unwrap();
+    wait_for_element(&alice, "#api-keys").await;
+    let listed = page_text(&alice).await;
+    assert!(listed.contains("read-only from the console"), "{listed}");
+    assert!(!listed.contains(&key), "the list never shows a secret");
+    let key_id = key.split('_').nth(1).unwrap().to_owned();
+    alice
+        .find(Locator::Id(&format!("revoke-{key_id}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_text(&alice, "revoked", false).await;
+    assert_eq!(curl("GET", "balances"), 401, "refused once revoked");
+    alice.close().await.unwrap();
+}
