@@ -223,6 +223,8 @@ pub const HTTP_API_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
 /// A whole HTTP API request must have arrived, and its answer begun, this long after its
 /// first byte (a long poll of `GET /v1/events` waits at most 8 s, inside it).
 pub const HTTP_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP API requests one API key may have in flight on one replica.
+pub const HTTP_API_MAX_IN_FLIGHT_PER_KEY: usize = 64;
 /// An HTTP API response must be written within this from its first byte.
 pub const HTTP_API_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -31,7 +31,10 @@ use crate::payments::{page_size, PageQuery};
 )]
 pub async fn create_api_key(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     JsonBody(body): JsonBody<CreateApiKeyBody>,
 ) -> Result<Response, ApiError> {
     let request = pb::CreateApiKeyRequest {
@@ -64,7 +67,10 @@ pub struct KeysQuery {
 )]
 pub async fn list_api_keys(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Query(query): Query<KeysQuery>,
 ) -> Result<Response, ApiError> {
     let request = pb::ListApiKeysRequest {
@@ -91,7 +97,10 @@ pub async fn list_api_keys(
 )]
 pub async fn revoke_api_key(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(key_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let revoked = api
@@ -115,7 +124,10 @@ pub async fn revoke_api_key(
 )]
 pub async fn register_user(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     JsonBody(body): JsonBody<RegisterUserBody>,
 ) -> Result<Response, ApiError> {
     let request = pb::RegisterUserRequest {
@@ -142,7 +154,10 @@ pub async fn register_user(
 )]
 pub async fn open_account(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     OptionalIdempotencyKey(key): OptionalIdempotencyKey,
     JsonBody(body): JsonBody<OpenAccountBody>,
 ) -> Result<Response, ApiError> {
@@ -172,7 +187,10 @@ pub async fn open_account(
 )]
 pub async fn positions(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
 ) -> Result<Response, ApiError> {
     let positions = api
         .service
@@ -199,7 +217,10 @@ pub async fn positions(
 )]
 pub async fn set_cap(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path((bank_id, currency)): Path<(String, String)>,
     JsonBody(body): JsonBody<SetCapBody>,
 ) -> Result<Response, ApiError> {
@@ -227,7 +248,10 @@ pub async fn set_cap(
 )]
 pub async fn list_windows(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let request = pb::ListSettlementWindowsRequest {
@@ -253,7 +277,10 @@ pub async fn list_windows(
 )]
 pub async fn close_window(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(window_id): Path<u64>,
 ) -> Result<Response, ApiError> {
     let report = api
@@ -280,7 +307,10 @@ pub async fn close_window(
 )]
 pub async fn window_report(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(window_id): Path<u64>,
 ) -> Result<Response, ApiError> {
     let report = api
@@ -308,7 +338,10 @@ pub async fn window_report(
 )]
 pub async fn settle_window(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(window_id): Path<u64>,
 ) -> Result<Response, ApiError> {
     let report = api

@@ -56,9 +56,7 @@ impl SideTransport for HttpApiEndpoint {
     }
 
     fn serve(self: Box<Self>, handles: ServiceHandles, shutdown: watch::Receiver<bool>) {
-        let app = router(Api {
-            service: handles.service,
-        });
+        let app = router(Api::new(handles.service));
         // The accept loop runs until shutdown; nothing waits on its handle.
         drop(self.0.serve(app, handles.listener_limits, shutdown));
     }

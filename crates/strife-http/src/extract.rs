@@ -3,16 +3,19 @@
 //! fields refused by name ([`JsonBody`]), and the `Idempotency-Key` header
 //! ([`IdempotencyKey`]). Each refusal is an [`ApiError`], never a framework's text.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
-use strife_common::limits::validate_id;
+use strife_common::limits::{validate_id, HTTP_API_MAX_IN_FLIGHT_PER_KEY};
+use strife_common::Failure;
 use strife_gateway::request::{Call, RequestLogSlot};
 use strife_gateway::service::Service;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{ApiError, IDEMPOTENCY_KEY_HEADER};
 
@@ -26,10 +29,64 @@ const MAX_JSON_DEPTH: usize = 8;
 #[derive(Clone)]
 pub struct Api {
     pub service: Arc<Service>,
+    /// Requests in flight per API key.
+    pub in_flight: Arc<KeysInFlight>,
 }
 
-/// The call a request makes, in the name of the user whose API key it carries.
-pub struct Authenticated(pub Call);
+impl Api {
+    pub fn new(service: Arc<Service>) -> Self {
+        Api {
+            service,
+            in_flight: Arc::default(),
+        }
+    }
+}
+
+/// How many requests each API key has in flight on this replica: at most
+/// [`HTTP_API_MAX_IN_FLIGHT_PER_KEY`], so one integration cannot take every connection's
+/// worth of the gateway's attention (each HTTP/1.1 connection carries one request at a time;
+/// this bounds a key that opens many).
+#[derive(Default)]
+pub struct KeysInFlight {
+    keys: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl KeysInFlight {
+    /// A place for one more request of `key_id`, or `RESOURCE_EXHAUSTED` when it has none.
+    fn take(&self, key_id: &str) -> Result<OwnedSemaphorePermit, Failure> {
+        let semaphore = {
+            let mut keys = self
+                .keys
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if keys.len() >= MAX_TRACKED_KEYS {
+                // Keys with nothing in flight carry no state: forget them.
+                keys.retain(|_, semaphore| {
+                    semaphore.available_permits() < HTTP_API_MAX_IN_FLIGHT_PER_KEY
+                });
+            }
+            Arc::clone(
+                keys.entry(key_id.to_owned())
+                    .or_insert_with(|| Arc::new(Semaphore::new(HTTP_API_MAX_IN_FLIGHT_PER_KEY))),
+            )
+        };
+        semaphore.try_acquire_owned().map_err(|_| {
+            Failure::ResourceExhausted(format!(
+                "API key {key_id} already has {HTTP_API_MAX_IN_FLIGHT_PER_KEY} requests in flight; retry when one is answered"
+            ))
+        })
+    }
+}
+
+/// Keys whose requests in flight are counted at once; past it, idle ones are forgotten.
+const MAX_TRACKED_KEYS: usize = 10_000;
+
+/// The call a request makes, in the name of the user whose API key it carries, and its place
+/// among its key's requests in flight (given back when the handler drops it).
+pub struct Authenticated {
+    pub call: Call,
+    pub in_flight: Option<OwnedSemaphorePermit>,
+}
 
 impl<S> FromRequestParts<S> for Authenticated
 where
@@ -46,15 +103,22 @@ where
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or(strife_common::Failure::Unauthenticated)?;
+            .ok_or(Failure::Unauthenticated)?;
         let caller = api.service.caller_of_api_key(presented).await?;
+        let in_flight = match &caller.key {
+            Some(grant) => Some(api.in_flight.take(&grant.key_id)?),
+            None => None,
+        };
         let log = parts
             .extensions
             .get::<RequestLogSlot>()
             .cloned()
             .unwrap_or_default();
         log.set_caller(Some(&caller));
-        Ok(Authenticated(Call { caller, log }))
+        Ok(Authenticated {
+            call: Call { caller, log },
+            in_flight,
+        })
     }
 }
 
@@ -175,6 +239,23 @@ fn header_error(message: String) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_has_a_bounded_number_of_requests_in_flight() {
+        let keys = KeysInFlight::default();
+        let held: Vec<_> = (0..HTTP_API_MAX_IN_FLIGHT_PER_KEY)
+            .map(|_| keys.take("k1").ok())
+            .collect();
+        assert!(held.iter().all(Option::is_some));
+        assert!(matches!(
+            keys.take("k1"),
+            Err(Failure::ResourceExhausted(_))
+        ));
+        // Another key has its own places; one given back is free again.
+        assert!(keys.take("k2").is_ok());
+        drop(held);
+        assert!(keys.take("k1").is_ok());
+    }
 
     #[test]
     fn depth_counts_brackets_outside_strings() {

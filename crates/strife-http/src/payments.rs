@@ -62,7 +62,10 @@ fn payment_answer(call: &Call, payment: pb::Payment) -> Response {
 )]
 pub async fn pay(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<PayBody>,
 ) -> Result<Response, ApiError> {
@@ -106,7 +109,10 @@ pub async fn pay(
 )]
 pub async fn refund(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(payment_id): Path<String>,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(body): JsonBody<RefundBody>,
@@ -148,7 +154,10 @@ pub struct PageQuery {
 )]
 pub async fn list_payments(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Query(page): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     let request = pb::ListHistoryRequest {
@@ -185,7 +194,10 @@ pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
 )]
 pub async fn get_payment(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(payment_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let payment = api
@@ -210,7 +222,10 @@ pub async fn get_payment(
 )]
 pub async fn get_payment_by_key(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Path(idempotency_key): Path<String>,
 ) -> Result<Response, ApiError> {
     let payment = api
@@ -243,7 +258,10 @@ pub struct BalancesQuery {
 )]
 pub async fn balances(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Query(query): Query<BalancesQuery>,
 ) -> Result<Response, ApiError> {
     let request = pb::GetBalancesRequest {
@@ -269,7 +287,10 @@ pub async fn balances(
 )]
 pub async fn link_account(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     JsonBody(body): JsonBody<LinkAccountBody>,
 ) -> Result<Response, ApiError> {
     let request = pb::LinkAccountRequest {
@@ -309,7 +330,10 @@ pub struct EventsQuery {
 )]
 pub async fn events(
     State(api): State<Api>,
-    Authenticated(call): Authenticated,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let limit = match page_size(query.limit)? {
