@@ -11,6 +11,7 @@
 //! - [`extract`]: the caller from `Authorization: Bearer`, JSON bodies under limits (unknown
 //!   fields refused by name), the `Idempotency-Key` header.
 //! - [`payments`]: pay, refunds, history, look-ups, balances, linking, events.
+//! - [`stream`]: the events as server-sent events.
 //! - [`admin`]: API keys; users, accounts and settlement (admin keys).
 //! - [`model`]: the JSON shapes; [`error`]: the one error object and its statuses.
 //! - [`openapi`]: the OpenAPI 3.1 document, generated from the two above.
@@ -23,5 +24,6 @@ pub mod model;
 pub mod openapi;
 pub mod payments;
 pub mod routes;
+pub mod stream;
 
 pub use endpoint::HttpApiPlan;

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, model, payments};
+use crate::{admin, model, payments, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +30,7 @@ use crate::{admin, model, payments};
         payments::balances,
         payments::link_account,
         payments::events,
+        stream::event_stream,
         admin::create_api_key,
         admin::list_api_keys,
         admin::revoke_api_key,

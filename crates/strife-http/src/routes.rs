@@ -16,7 +16,7 @@ use strife_gateway::request::RequestLogSlot;
 
 use crate::error::ApiError;
 use crate::extract::{Api, MAX_BODY_BYTES};
-use crate::{admin, openapi, payments};
+use crate::{admin, openapi, payments, stream};
 
 /// The most of a framework refusal's text that is kept as the JSON error's message.
 const MAX_REWRITTEN_MESSAGE: usize = 512;
@@ -38,6 +38,7 @@ pub fn router(api: Api) -> Router {
         .route("/v1/accounts/link", post(payments::link_account))
         .route("/v1/accounts", post(admin::open_account))
         .route("/v1/events", get(payments::events))
+        .route("/v1/events/stream", get(stream::event_stream))
         .route(
             "/v1/api-keys",
             post(admin::create_api_key).get(admin::list_api_keys),

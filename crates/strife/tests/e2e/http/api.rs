@@ -565,3 +565,86 @@ fn an_early_refusal_keeps_the_connection_for_the_next_request() {
     );
     assert!(text.contains("HTTP/1.1 200"), "{text}");
 }
+
+#[test]
+fn the_event_stream_replays_after_a_cursor_and_resumes_from_last_event_id() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let start = api.call("GET", "events", Some(&alice), None).body["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for index in 0..3 {
+        assert_eq!(
+            api.pay(&alice, &format!("sse-{index}"), 20 + index).status,
+            200
+        );
+    }
+    // Reads `payment` events from the stream until `count` arrived (curl ends it after 20 s
+    // at most); returns (id, amount) of each.
+    let read = |header: Option<String>, query: &str, count: usize| -> Vec<(String, i64)> {
+        let mut command = std::process::Command::new("curl");
+        command
+            .args(["-sS", "-N", "--max-time", "20", "--cacert"])
+            .arg(api.network.dir().join("pki/ca.crt"))
+            .args(["-H", &format!("Authorization: Bearer {alice}")]);
+        if let Some(header) = header {
+            command.args(["-H", &header]);
+        }
+        let mut curl = command
+            .arg(format!("{}events/stream{query}", api.urls[0]))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut events = Vec::new();
+        let mut id = String::new();
+        for line in BufReader::new(curl.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(value) = line
+                .strip_prefix("id: ")
+                .or_else(|| line.strip_prefix("id:"))
+            {
+                id = value.trim().to_owned();
+            } else if let Some(data) = line
+                .strip_prefix("data: ")
+                .or_else(|| line.strip_prefix("data:"))
+            {
+                let payment: Value = serde_json::from_str(data.trim()).unwrap();
+                events.push((
+                    id.clone(),
+                    payment["amount"]["amount_minor"].as_i64().unwrap(),
+                ));
+                if events.len() == count {
+                    break;
+                }
+            }
+        }
+        let _ = curl.kill();
+        let _ = curl.wait();
+        events
+    };
+    let all = read(None, &format!("?after={start}"), 3);
+    assert_eq!(
+        all.iter().map(|(_, amount)| *amount).collect::<Vec<_>>(),
+        [20, 21, 22]
+    );
+    // Reconnecting with the first event's id gives the other two, nothing twice.
+    let resumed = read(Some(format!("Last-Event-ID: {}", all[0].0)), "", 2);
+    assert_eq!(
+        resumed
+            .iter()
+            .map(|(_, amount)| *amount)
+            .collect::<Vec<_>>(),
+        [21, 22]
+    );
+    assert_eq!(resumed[1].0, all[2].0, "the same cursors as the first read");
+    // A read-only key is refused before any stream starts.
+    let (reader, _) = api.new_key("alice", "payments:read");
+    assert_eq!(
+        api.call("GET", "events/stream", Some(&reader), None).status,
+        403
+    );
+}
