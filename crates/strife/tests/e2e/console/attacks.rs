@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use strife_common::limits::{CONSOLE_MAX_CONNECTIONS, METRICS_MAX_CONNECTIONS};
 use strife_proto::v1 as pb;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -65,18 +64,9 @@ fn ready_address(network: &ManualNetwork, field: &str) -> SocketAddr {
 
 /// TLS to the console as a browser that trusts only the project CA.
 fn connector(network: &ManualNetwork) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(network.network.layout().ca().cert).unwrap() {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+    TlsConnector::from(crate::support::trusting_only(
+        &network.network.layout().ca().cert,
     ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
 }
 
 /// A TCP connection to `to` from the loopback address `from`.

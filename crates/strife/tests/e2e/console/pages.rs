@@ -5,7 +5,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
@@ -31,22 +30,10 @@ fn console_url(network: &DevNetwork) -> String {
 /// Fetches `/login` over TLS trusting only the project CA (rustls, no browser): the served
 /// certificate must chain to it for `localhost`. Returns the response head.
 fn served_certificate_chains_to(console: &str, ca: &Path) -> String {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    use rustls::pki_types::ServerName;
+    let config = crate::support::trusting_only(ca);
     let mut connection =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-            .unwrap();
+        rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     let address = console.trim_start_matches("https://").trim_end_matches('/');
     let mut socket = TcpStream::connect(address).unwrap();
     socket

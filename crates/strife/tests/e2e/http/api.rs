@@ -486,28 +486,14 @@ fn the_served_openapi_document_is_the_checked_in_one() {
 #[test]
 fn an_early_refusal_keeps_the_connection_for_the_next_request() {
     use std::io::{Read, Write};
-    use std::sync::Arc;
 
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::ServerName;
 
     let api = Api::start(&[]);
     let key = api.key("alice");
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(api.network.dir().join("pki/ca.crt")).unwrap()
-    {
-        roots.add(certificate.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::support::trusting_only(&api.network.dir().join("pki/ca.crt"));
     let mut connection =
-        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
-            .unwrap();
+        rustls::ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
     let address = api.urls[0]
         .trim_start_matches("https://")
         .trim_end_matches("/v1/")

@@ -29,6 +29,24 @@ use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_proto::v1::bank_client::BankClient;
 use tonic::transport::Channel;
 
+/// A TLS client that trusts only the CA at `ca` (the project CA): how a browser or an HTTP
+/// client that was given `pki/ca.crt` sees the web listeners.
+pub fn trusting_only(ca: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
 /// The `strife` binary under test.
 pub fn strife_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strife"))
