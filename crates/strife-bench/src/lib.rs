@@ -56,8 +56,11 @@ pub struct Latency {
     pub p50_us: u64,
     pub p90_us: u64,
     pub p99_us: u64,
+    pub p999_us: u64,
     pub max_us: u64,
     pub mean_us: u64,
+    /// Payments that took longer than a second (the soak's target: none).
+    pub over_1s: u64,
 }
 
 /// What a run measured.
@@ -92,12 +95,14 @@ impl BenchReport {
                     .unwrap_or_default()
             ),
             format!(
-                "latency: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms  mean {:.2} ms",
+                "latency: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  mean {:.2} ms  over 1 s: {}",
                 ms(self.latency.p50_us),
                 ms(self.latency.p90_us),
                 ms(self.latency.p99_us),
+                ms(self.latency.p999_us),
                 ms(self.latency.max_us),
-                ms(self.latency.mean_us)
+                ms(self.latency.mean_us),
+                self.latency.over_1s
             ),
         ];
         if !self.failed_by_reason.is_empty() {
@@ -410,8 +415,10 @@ async fn collect(
             p50_us: histogram.value_at_quantile(0.50),
             p90_us: histogram.value_at_quantile(0.90),
             p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
             max_us: histogram.max(),
             mean_us: histogram.mean() as u64,
+            over_1s: histogram.count_between(1_000_001, u64::MAX),
         },
         ..BenchReport::default()
     })
