@@ -7,6 +7,7 @@ use strife_proto::v1 as pb;
 use crate::args::{ApiKeyCommand, ClientArgs};
 use crate::render::{emit, failed, table, timestamp};
 use crate::session::Gateway;
+use strife_present::timestamp_or;
 
 fn key_json(key: &pb::ApiKey) -> serde_json::Value {
     let optional = |unix_ms: i64| (unix_ms > 0).then_some(unix_ms);
@@ -20,14 +21,6 @@ fn key_json(key: &pb::ApiKey) -> serde_json::Value {
         "revoked_unix_ms": optional(key.revoked_unix_ms),
         "last_used_unix_ms": optional(key.last_used_unix_ms),
     })
-}
-
-fn when(unix_ms: i64, none: &str) -> String {
-    if unix_ms > 0 {
-        timestamp(unix_ms)
-    } else {
-        none.to_owned()
-    }
 }
 
 pub async fn api_key(
@@ -88,9 +81,9 @@ pub async fn api_key(
                                 key.owner.clone(),
                                 key.scopes.join(","),
                                 timestamp(key.created_unix_ms),
-                                when(key.expires_unix_ms, "never"),
-                                when(key.revoked_unix_ms, "-"),
-                                when(key.last_used_unix_ms, "never"),
+                                timestamp_or(key.expires_unix_ms, "never"),
+                                timestamp_or(key.revoked_unix_ms, "-"),
+                                timestamp_or(key.last_used_unix_ms, "never"),
                                 key.description.clone(),
                             ]
                         })

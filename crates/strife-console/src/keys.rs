@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use strife_gateway::scopes::Scope;
-use strife_present::timestamp;
+use strife_present::{timestamp, timestamp_or};
 use strife_proto::v1 as pb;
 
 use crate::form::{accepted, FormInput};
@@ -78,13 +78,6 @@ async fn keys_page(
                 } else {
                     format!("revoked {}", escape(&timestamp(key.revoked_unix_ms)))
                 };
-                let when = |unix_ms: i64, none: &str| {
-                    if unix_ms > 0 {
-                        escape(&timestamp(unix_ms))
-                    } else {
-                        none.to_owned()
-                    }
-                };
                 let _ = write!(
                     rows,
                     "<tr><td><code>{id}</code></td><td>{owner}</td><td>{scopes}</td><td>{description}</td>\
@@ -94,8 +87,8 @@ async fn keys_page(
                     scopes = escape(&key.scopes.join(", ")),
                     description = escape(&key.description),
                     created = escape(&timestamp(key.created_unix_ms)),
-                    expires = when(key.expires_unix_ms, "never"),
-                    used = when(key.last_used_unix_ms, "never"),
+                    expires = escape(&timestamp_or(key.expires_unix_ms, "never")),
+                    used = escape(&timestamp_or(key.last_used_unix_ms, "never")),
                 );
             }
             let _ = write!(

@@ -51,6 +51,16 @@ pub fn status_name(status: i32) -> &'static str {
 /// UTC `YYYY-MM-DD HH:MM:SS` for a Unix-millisecond time. Zero or less is `-`: the messages
 /// use 0 for "not yet" (a window not closed, a payment not decided), which must not read as
 /// a date in 1970.
+/// [`timestamp`], or `none` for a time that is not set (0: a key that never expires, was
+/// never used, …).
+pub fn timestamp_or(unix_ms: i64, none: &str) -> String {
+    if unix_ms > 0 {
+        timestamp(unix_ms)
+    } else {
+        none.to_owned()
+    }
+}
+
 pub fn timestamp(unix_ms: i64) -> String {
     if unix_ms <= 0 {
         return "-".into();

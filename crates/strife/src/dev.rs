@@ -15,6 +15,8 @@ use strife_common::layout::Layout;
 use strife_common::metadata::Credentials;
 use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::runtime::free_port_for_child;
+use strife_gateway::roles::Role;
+use strife_gateway::scopes::Scope;
 use strife_proto::v1::{self as pb, gateway_client::GatewayClient};
 use tonic::Code;
 
@@ -532,33 +534,22 @@ async fn demo_api_keys(
         }
     }
     let mut map = serde_json::Map::new();
+    // Alice's key holds what a client's key may; the admin's every scope.
+    let scopes_of = |role: Role| -> Vec<String> {
+        Scope::ALL
+            .into_iter()
+            .filter(|scope| scope.open_to(role))
+            .map(|scope| scope.as_str().to_owned())
+            .collect()
+    };
     for (owner, scopes) in [
-        (
-            "alice",
-            &[
-                "payments:write",
-                "payments:read",
-                "refunds:write",
-                "events:read",
-            ][..],
-        ),
-        (
-            "admin",
-            &[
-                "payments:write",
-                "payments:read",
-                "refunds:write",
-                "events:read",
-                "settlement:read",
-                "settlement:write",
-                "admin",
-            ][..],
-        ),
+        ("alice", scopes_of(Role::Client)),
+        ("admin", scopes_of(Role::Admin)),
     ] {
         let created = admin
             .create_api_key(pb::CreateApiKeyRequest {
                 owner: owner.into(),
-                scopes: scopes.iter().map(|scope| (*scope).to_owned()).collect(),
+                scopes,
                 description: "made by strife dev".into(),
                 expires_in_seconds: 0,
             })
