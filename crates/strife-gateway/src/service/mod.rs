@@ -224,13 +224,33 @@ impl Service {
                 }
                 record
             }
-            Begun::Finished(record) | Begun::InFlight(record) => {
+            Begun::Finished(record) => {
+                log.set_replayed();
+                self.finish_before_replay(&record).await;
+                record
+            }
+            Begun::InFlight(record) => {
                 log.set_replayed();
                 record
             }
         };
         log.set_payment(&record.payment_id, None);
         pay_outcome(&record)
+    }
+
+    /// Read-your-writes for a replay: the first attempt's phase 2 may still be on its way (its
+    /// client gave up waiting, or its replica died after the decision), and a balance read
+    /// right after a COMMITTED answer must not still show the hold. So the decision is sent to
+    /// every leg not yet acknowledged before the stored answer is given, bounded like the
+    /// first answer's own phase 2 by one prepare timeout (a bank that is down must not hold up
+    /// an answer that is already decided; the retrier finishes it). Re-sending a decision is
+    /// harmless: every bank step is idempotent.
+    async fn finish_before_replay(&self, record: &PaymentRecord) {
+        let legs_open = !(record.debit_acked && record.credit_acked);
+        if record.status != PaymentStatus::Pending && legs_open {
+            let timeout = self.coordinator.prepare_timeout();
+            let _ = tokio::time::timeout(timeout, self.coordinator.phase_two(record)).await;
+        }
     }
 
     /// Whether `bank_id` is part of the network: registered now, or already in the
