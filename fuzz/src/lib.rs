@@ -4,7 +4,7 @@
 
 use prost::Message;
 use strife_bank::participant::{self, AccountFunds, AccountView, Leg, PrepareIntent, Role};
-use strife_common::money;
+use strife_common::{limits, money};
 use strife_proto::v1 as pb;
 
 /// Any text: parsing never panics; a parsed amount is positive and survives format → parse.
@@ -39,6 +39,13 @@ pub fn request_validators(data: &[u8]) {
             assert!(amount.amount_minor > 0);
             assert_ne!(request.to_username, "fuzzer");
             assert!(!request.idempotency_key.is_empty() && request.idempotency_key.len() <= 128);
+            assert!(request.metadata.len() <= limits::MAX_PAYMENT_METADATA_ENTRIES);
+            let metadata_bytes: usize = request
+                .metadata
+                .iter()
+                .map(|(key, value)| key.len() + value.len())
+                .sum();
+            assert!(metadata_bytes <= limits::MAX_PAYMENT_METADATA_BYTES);
         }
     }
     let _ = pb::LegRequest::decode(data);
@@ -54,8 +61,8 @@ pub fn request_validators(data: &[u8]) {
 pub fn http_json(data: &[u8]) {
     use strife_http::extract::parse_json;
     use strife_http::model::{
-        CreateApiKeyBody, LinkAccountBody, OpenAccountBody, PayBody, RefundBody,
-        RegisterUserBody, SetCapBody,
+        CreateApiKeyBody, LinkAccountBody, OpenAccountBody, PayBody, RefundBody, RegisterUserBody,
+        SetCapBody,
     };
     if let Ok(body) = parse_json::<PayBody>(data) {
         let request = pb::PayRequest {
@@ -65,6 +72,7 @@ pub fn http_json(data: &[u8]) {
             from_bank_id: body.from_bank_id,
             to_bank_id: body.to_bank_id,
             memo: body.memo,
+            metadata: body.metadata.into_iter().collect(),
         };
         if let Ok(amount) = strife_gateway::service::validate::validate_pay("fuzzer", &request) {
             assert!(amount.amount_minor > 0);

@@ -1448,6 +1448,7 @@ mod tests {
                 amount_minor,
                 currency: "USD".into(),
                 memo: String::new(),
+                metadata: Default::default(),
                 status,
                 reason_code: None,
                 reason: None,

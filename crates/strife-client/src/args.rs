@@ -68,6 +68,10 @@ pub enum ClientCommand {
         key: Option<String>,
         #[arg(long, default_value = "")]
         memo: String,
+        /// Metadata entry KEY=VALUE (repeat for more): your own references, stored and shown
+        /// with the payment, never interpreted.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
     },
     /// Your payments, newest first.
     History {
@@ -106,6 +110,9 @@ pub enum ClientCommand {
         /// refund exactly once.
         #[arg(long)]
         key: Option<String>,
+        /// Metadata entry KEY=VALUE for the refund (repeat for more).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
     },
     /// API keys for the HTTP API: create (the key is printed once), list, revoke.
     ApiKey {

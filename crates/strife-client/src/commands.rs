@@ -1,6 +1,7 @@
 //! One function per client command. Each returns the exit status; output goes to stdout
 //! (text or `--json`), errors read like sentences on stderr.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -78,12 +79,21 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
             to_bank,
             key,
             memo,
+            meta,
         } => {
-            let entry =
-                match payment_entry(to, amount, currency, from_bank, to_bank, key.clone(), memo) {
-                    Ok(entry) => entry,
-                    Err(error) => return Ok(usage(&args, &error)),
-                };
+            let entry = match payment_entry(
+                to,
+                amount,
+                currency,
+                from_bank,
+                to_bank,
+                key.clone(),
+                memo,
+                meta,
+            ) {
+                Ok(entry) => entry,
+                Err(error) => return Ok(usage(&args, &error)),
+            };
             pay(&args, &mut gateway, entry).await
         }
         ClientCommand::History { limit } => history(&args, &mut gateway, *limit).await,
@@ -122,12 +132,18 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
             amount,
             reason,
             key,
+            meta,
         } => {
+            let metadata = match parse_metadata(meta) {
+                Ok(metadata) => metadata,
+                Err(error) => return Ok(usage(&args, &error)),
+            };
             let request = crate::settlement::RefundArgs {
                 payment_id,
                 amount: amount.as_deref(),
                 reason,
                 key: key.clone(),
+                metadata,
             };
             crate::settlement::refund(&args, &mut gateway, request).await
         }
@@ -273,7 +289,24 @@ async fn balance(args: &ClientArgs, gateway: &mut Gateway, of: String) -> anyhow
     }
 }
 
+/// `--meta KEY=VALUE` arguments as a map; a key given twice is refused rather than one of
+/// its values silently dropped. The gateway checks the entries themselves.
+pub(crate) fn parse_metadata(entries: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut metadata = BTreeMap::new();
+    for entry in entries {
+        let Some((key, value)) = entry.split_once('=') else {
+            anyhow::bail!("--meta {entry:?} is not KEY=VALUE");
+        };
+        anyhow::ensure!(
+            metadata.insert(key.to_owned(), value.to_owned()).is_none(),
+            "--meta names key {key:?} twice"
+        );
+    }
+    Ok(metadata)
+}
+
 /// Validates a payment at the CLI (before anything is queued or sent).
+#[allow(clippy::too_many_arguments)]
 fn payment_entry(
     to: &str,
     amount: &str,
@@ -282,7 +315,9 @@ fn payment_entry(
     to_bank: &str,
     key: Option<String>,
     memo: &str,
+    meta: &[String],
 ) -> anyhow::Result<OutboxEntry> {
+    let metadata = parse_metadata(meta)?;
     validate_name("recipient", to).map_err(anyhow::Error::msg)?;
     for bank in [from_bank, to_bank] {
         if !bank.is_empty() {
@@ -301,6 +336,7 @@ fn payment_entry(
         from_bank: from_bank.into(),
         to_bank: to_bank.into(),
         memo: memo.into(),
+        metadata,
         state: State::Queued.as_str().into(),
         attempts: 0,
         next_attempt_unix_ms: 0,
@@ -354,6 +390,7 @@ async fn try_send(
         from_bank_id: entry.from_bank.clone(),
         to_bank_id: entry.to_bank.clone(),
         memo: entry.memo.clone(),
+        metadata: entry.metadata.clone().into_iter().collect(),
     };
     match gateway.pay(request).await {
         Ok(payment) => {

@@ -17,6 +17,7 @@
 //! An entry is final only when the gateway said so; an unknown outcome is never given up on
 //! (each `sync` run is bounded in time instead).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,8 +28,9 @@ use strife_common::reason::TRANSIENT_ABORTS;
 use strife_common::time::now_unix_ms;
 use tonic::Code;
 
-/// The schema version this client writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this client writes (`PRAGMA user_version`): 1 has the table below, 2
+/// adds `metadata` to it.
+const SCHEMA_VERSION: i64 = 2;
 
 const CREATE_TABLE: &str = "
 CREATE TABLE outbox (
@@ -108,6 +110,8 @@ pub struct OutboxEntry {
     pub from_bank: String,
     pub to_bank: String,
     pub memo: String,
+    /// The payment's metadata (`--meta`), sent with every try: part of the request.
+    pub metadata: BTreeMap<String, String>,
     pub state: String,
     pub attempts: u32,
     pub next_attempt_unix_ms: i64,
@@ -271,7 +275,8 @@ impl Outbox {
                 && existing.currency == entry.currency
                 && existing.from_bank == entry.from_bank
                 && existing.to_bank == entry.to_bank
-                && existing.memo == entry.memo;
+                && existing.memo == entry.memo
+                && existing.metadata == entry.metadata;
             anyhow::ensure!(
                 same,
                 "key {:?} was already used for a different payment",
@@ -281,8 +286,8 @@ impl Outbox {
         }
         self.connection.execute(
             "INSERT INTO outbox (idempotency_key, to_username, amount_minor, currency, from_bank,
-                 to_bank, memo, state, next_attempt_unix_ms, created_unix_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8)",
+                 to_bank, memo, state, next_attempt_unix_ms, created_unix_ms, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8, ?9)",
             params![
                 entry.idempotency_key,
                 entry.to_username,
@@ -291,7 +296,8 @@ impl Outbox {
                 entry.from_bank,
                 entry.to_bank,
                 entry.memo,
-                now_unix_ms()
+                now_unix_ms(),
+                serde_json::to_string(&entry.metadata)?
             ],
         )?;
         self.entry(&entry.idempotency_key)?
@@ -403,6 +409,19 @@ fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Result<()> {
     if version >= SCHEMA_VERSION {
         return Ok(());
     }
+    if version < 1 {
+        rebuild_version_zero(&transaction)?;
+    }
+    // 1 → 2: payment metadata; earlier entries have none.
+    transaction
+        .execute_batch("ALTER TABLE outbox ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}'")?;
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    transaction.commit()?;
+    Ok(())
+}
+
+/// 0 → 1 (a new file, or an older client's table, see [`migrate`]): the version-1 table.
+fn rebuild_version_zero(transaction: &Connection) -> rusqlite::Result<()> {
     let old_table: bool = transaction.query_row(
         "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'",
         [],
@@ -432,13 +451,13 @@ fn migrate(connection: &mut Connection, path: &Path) -> anyhow::Result<()> {
              DROP TABLE outbox_v0;",
         )?;
     }
-    transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    transaction.commit()?;
     Ok(())
 }
 
-const COLUMNS: &str = "SELECT idempotency_key, to_username, amount_minor, currency, from_bank, to_bank,
-    memo, state, attempts, next_attempt_unix_ms, last_error, payment_id, created_unix_ms FROM outbox";
+const COLUMNS: &str =
+    "SELECT idempotency_key, to_username, amount_minor, currency, from_bank, to_bank,
+    memo, state, attempts, next_attempt_unix_ms, last_error, payment_id, created_unix_ms, metadata
+    FROM outbox";
 
 fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
     Ok(OutboxEntry {
@@ -455,6 +474,9 @@ fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
         last_error: row.get(10)?,
         payment_id: row.get(11)?,
         created_unix_ms: row.get(12)?,
+        metadata: serde_json::from_str(&row.get::<_, String>(13)?).map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Text, error.into())
+        })?,
     })
 }
 
@@ -471,6 +493,7 @@ mod tests {
             from_bank: String::new(),
             to_bank: String::new(),
             memo: String::new(),
+            metadata: Default::default(),
             state: "queued".into(),
             attempts: 0,
             next_attempt_unix_ms: 0,
@@ -778,6 +801,7 @@ mod tests {
                 from_bank: "bank0".into(),
                 to_bank: "bank1".into(),
                 memo: "rent März".into(),
+                metadata: Default::default(),
                 state: "succeeded".into(),
                 attempts: 2,
                 next_attempt_unix_ms: 100,
@@ -793,6 +817,7 @@ mod tests {
                 from_bank: String::new(),
                 to_bank: String::new(),
                 memo: String::new(),
+                metadata: Default::default(),
                 state: "declined".into(),
                 attempts: 1,
                 next_attempt_unix_ms: 200,
@@ -808,6 +833,7 @@ mod tests {
                 from_bank: String::new(),
                 to_bank: "bank1".into(),
                 memo: "x".into(),
+                metadata: Default::default(),
                 state: "queued".into(),
                 attempts: 0,
                 next_attempt_unix_ms: 300,

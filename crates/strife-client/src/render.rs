@@ -2,6 +2,8 @@
 //! wording of errors. Every command prints through here ([`emit`], [`failed`], [`usage`]), so
 //! the command modules depend on this one and never on each other for output.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 use strife_proto::v1 as pb;
 use tonic::Status;
@@ -86,7 +88,17 @@ pub fn payment_json(payment: &pb::Payment) -> Value {
         "refund_of": (!payment.refund_of.is_empty()).then(|| payment.refund_of.clone()),
         "refunded": money_json(payment.refunded.as_ref()),
         "settlement_window": (payment.settlement_window_id != 0).then_some(payment.settlement_window_id),
+        "metadata": sorted_metadata(payment),
     })
+}
+
+/// A payment's metadata ordered by key (the message's map has no order of its own).
+fn sorted_metadata(payment: &pb::Payment) -> BTreeMap<&str, &str> {
+    payment
+        .metadata
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
 }
 
 /// A payment for people: one field per line (`payment`, `pay`, `refund`).
@@ -110,6 +122,9 @@ pub fn describe_payment(payment: &pb::Payment) -> String {
     }
     if !payment.memo.is_empty() {
         lines.push(format!("memo     {}", payment.memo));
+    }
+    for (key, value) in sorted_metadata(payment) {
+        lines.push(format!("meta     {key}={value}"));
     }
     if !payment.refund_of.is_empty() {
         lines.push(format!("refund of payment {}", payment.refund_of));

@@ -22,6 +22,7 @@ pub struct RefundArgs<'a> {
     pub amount: Option<&'a str>,
     pub reason: &'a str,
     pub key: Option<String>,
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// `refund`: looks the payment up (its currency is the refund's), then refunds it with one
@@ -68,6 +69,7 @@ pub async fn refund(
         amount,
         idempotency_key: key.clone(),
         reason: request.reason.to_owned(),
+        metadata: request.metadata.into_iter().collect(),
     };
     match gateway.refund(call).await {
         Ok(refund) => {

@@ -21,6 +21,16 @@ pub const MAX_NAME_BYTES: usize = 64;
 pub const MAX_REQUEST_ID_BYTES: usize = MAX_NAME_BYTES + 1 + MAX_ID_BYTES;
 /// Longest free text: a memo, an account holder's name.
 pub const MAX_TEXT_BYTES: usize = 200;
+/// Most entries in a payment's metadata (a map the payer chooses, stored and returned, never
+/// interpreted): Stripe's bound, enough for order, invoice and customer references.
+pub const MAX_PAYMENT_METADATA_ENTRIES: usize = 50;
+/// Longest metadata key (letters, digits, `_ - . :`).
+pub const MAX_PAYMENT_METADATA_KEY_BYTES: usize = 40;
+/// Longest metadata value (text as a memo's: no control or bidirectional characters).
+pub const MAX_PAYMENT_METADATA_VALUE_BYTES: usize = 500;
+/// Most bytes of metadata (keys plus values) one payment carries: it is stored with every
+/// payment row and returned with every read and event, so it stays well below a request.
+pub const MAX_PAYMENT_METADATA_BYTES: usize = 8 * 1024;
 /// Shortest password accepted (`password::check_password`).
 pub const MIN_PASSWORD_BYTES: usize = 12;
 /// Longest password accepted (argon2id hashes any length; this only bounds the work).
@@ -223,6 +233,8 @@ pub const HTTP_API_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
 /// A whole HTTP API request must have arrived, and its answer begun, this long after its
 /// first byte (a long poll of `GET /v1/events` waits at most 8 s, inside it).
 pub const HTTP_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request body the HTTP API reads.
+pub const HTTP_API_MAX_BODY_BYTES: usize = 16 * 1024;
 /// HTTP API requests one API key may have in flight on one replica.
 pub const HTTP_API_MAX_IN_FLIGHT_PER_KEY: usize = 64;
 /// An HTTP API response must be written within this from its first byte.
@@ -311,6 +323,13 @@ const fn plus(a: Duration, b: Duration) -> Duration {
 
 // A full gateway batch must be one the bank accepts.
 const _: () = assert!(GATEWAY_BATCH_ITEMS <= BANK_BATCH_ITEMS);
+// The largest metadata fits in a request on either transport, JSON's quotes and separators
+// (6 bytes an entry) and other fields included.
+const _: () = assert!(
+    MAX_PAYMENT_METADATA_BYTES + 6 * MAX_PAYMENT_METADATA_ENTRIES + 2 * 1024
+        <= HTTP_API_MAX_BODY_BYTES
+);
+const _: () = assert!(HTTP_API_MAX_BODY_BYTES <= MAX_MESSAGE_BYTES);
 // A decision write still in progress is never mistaken for a permanent gap.
 const _: () = assert!(shorter(PAY_STORAGE_ALLOWANCE, EVENT_GAP_GRACE));
 const _: () = assert!(MAX_WATCHES_PER_USER < MAX_WATCHES);

@@ -399,6 +399,7 @@ pub async fn pay(
         from_bank_id: form.from_bank_id.clone(),
         to_bank_id: String::new(),
         memo: form.memo.clone(),
+        metadata: Default::default(),
     };
     let paid = console.service.pay(&call(&session), body).await;
     match paid {
@@ -566,6 +567,14 @@ fn payment_page(
         ));
     }
     rows.push_str(&detail_row("Memo", &escape(&payment.memo)));
+    // Ordered by key, as stored (the message's map has no order of its own).
+    let metadata: std::collections::BTreeMap<&String, &String> = payment.metadata.iter().collect();
+    for (key, value) in metadata {
+        rows.push_str(&detail_row(
+            &format!("Metadata {key}"),
+            &format!("<span class=\"metadata\">{}</span>", escape(value)),
+        ));
+    }
     rows.push_str(&detail_row(
         "Created (UTC)",
         &timestamp(payment.created_unix_ms),
@@ -677,6 +686,7 @@ pub async fn refund(
                 amount,
                 idempotency_key: form.idempotency_key,
                 reason: form.reason,
+                metadata: Default::default(),
             },
         )
         .await;

@@ -465,6 +465,7 @@ mod tests {
             amount_minor: 100,
             currency: "USD".into(),
             memo: String::new(),
+            metadata: Default::default(),
             status,
             reason_code: reason_code.map(str::to_owned),
             reason: None,

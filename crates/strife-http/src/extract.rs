@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{ApiError, IDEMPOTENCY_KEY_HEADER};
 
 /// The largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
+pub use strife_common::limits::HTTP_API_MAX_BODY_BYTES as MAX_BODY_BYTES;
 /// The deepest nesting a JSON body may have (every request type is at most 3 deep; this
 /// refuses a deeply nested body before the parser walks it).
 const MAX_JSON_DEPTH: usize = 8;

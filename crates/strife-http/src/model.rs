@@ -4,6 +4,8 @@
 //! with its currency. Requests refuse unknown fields by name. Every answer is built from the
 //! service's `strife.v1` message by a `From` here.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use strife_proto::v1 as pb;
 use utoipa::ToSchema;
@@ -53,7 +55,7 @@ fn nonempty(text: String) -> Option<String> {
 /// `POST /v1/payments`. The idempotency key travels in the `Idempotency-Key` header.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"to_username": "bob", "amount": {"amount_minor": 1250, "currency": "USD"}, "memo": "lunch"}))]
+#[schema(example = json!({"to_username": "bob", "amount": {"amount_minor": 1250, "currency": "USD"}, "memo": "lunch", "metadata": {"order_id": "1001"}}))]
 pub struct PayBody {
     /// Who is paid.
     pub to_username: String,
@@ -68,6 +70,12 @@ pub struct PayBody {
     /// At most 200 bytes, no control characters.
     #[serde(default)]
     pub memo: String,
+    /// Your own references (order, invoice, customer…), stored and returned on every read
+    /// and event, never interpreted. At most 50 entries; keys 1–40 bytes of letters, digits
+    /// and `_ - . :`; values at most 500 bytes without control characters; 8 KiB in all.
+    /// Part of the request: a retry with the same `Idempotency-Key` must carry the same map.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// `POST /v1/payments/{payment_id}/refunds`. The idempotency key travels in the
@@ -82,6 +90,9 @@ pub struct RefundBody {
     /// Stored as the refund's memo.
     #[serde(default)]
     pub reason: String,
+    /// The refund's metadata, as a payment's.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A payment's state.
@@ -104,7 +115,7 @@ pub enum PaymentStatus {
     "to_username": "bob", "to_bank_id": "bank1", "to_account": "0000000002",
     "amount": {"amount_minor": 1250, "currency": "USD"}, "status": "committed",
     "created_unix_ms": 1786000000000_i64, "decided_unix_ms": 1786000000004_i64, "memo": "lunch",
-    "settlement_window_id": 1
+    "settlement_window_id": 1, "metadata": {"order_id": "1001"}
 }))]
 pub struct Payment {
     pub payment_id: String,
@@ -135,6 +146,8 @@ pub struct Payment {
     /// The settlement window open when the decision was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settlement_window_id: Option<u64>,
+    /// What the payer attached (`{}` when nothing).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl From<pb::Payment> for Payment {
@@ -164,6 +177,7 @@ impl From<pb::Payment> for Payment {
             refunded: money(payment.refunded),
             settlement_window_id: (payment.settlement_window_id != 0)
                 .then_some(payment.settlement_window_id),
+            metadata: payment.metadata.into_iter().collect(),
         }
     }
 }

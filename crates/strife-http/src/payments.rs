@@ -76,6 +76,7 @@ pub async fn pay(
         from_bank_id: body.from_bank_id,
         to_bank_id: body.to_bank_id,
         memo: body.memo,
+        metadata: body.metadata.into_iter().collect(),
     };
     let payment = api
         .service
@@ -122,6 +123,7 @@ pub async fn refund(
         amount: body.amount.map(Into::into),
         idempotency_key: key,
         reason: body.reason,
+        metadata: body.metadata.into_iter().collect(),
     };
     let refund = api
         .service

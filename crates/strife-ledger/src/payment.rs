@@ -21,7 +21,7 @@ use std::time::Duration;
 use strife_common::reason::{self, TRANSIENT_ABORTS};
 use strife_common::Failure;
 
-use crate::records::{PaymentRecord, PaymentStatus};
+use crate::records::{metadata_to_json, PaymentRecord, PaymentStatus};
 
 /// What identifies "the same request" for idempotency: everything the payer chose. A refund
 /// also names its original (and its amount is the one asked for: 0 = "the rest", so a retry
@@ -36,10 +36,16 @@ pub fn fingerprint(record: &PaymentRecord) -> String {
         record.to.bank_id,
         record.memo
     );
-    // Payments that are not refunds keep exactly the fingerprint older versions stored.
-    match &record.refund_of {
+    // Payments that are not refunds, and have no metadata, keep exactly the fingerprint older
+    // versions stored.
+    let plain = match &record.refund_of {
         None => plain,
         Some(original) => format!("{plain}|refund_of={original}"),
+    };
+    if record.metadata.is_empty() {
+        plain
+    } else {
+        format!("{plain}|metadata={}", metadata_to_json(&record.metadata))
     }
 }
 
@@ -245,6 +251,7 @@ mod tests {
             amount_minor: 1_250,
             currency: "USD".into(),
             memo: "lunch".into(),
+            metadata: Default::default(),
             status: PaymentStatus::Pending,
             reason_code: None,
             reason: None,
@@ -317,6 +324,9 @@ mod tests {
             |record| record.to.bank_id = "bank9".into(),
             |record| record.memo = "dinner".into(),
             |record| record.refund_of = Some("p-0".into()),
+            |record| {
+                record.metadata.insert("order".into(), "1".into());
+            },
         ] {
             let mut other = previous.clone();
             change(&mut other);
@@ -347,6 +357,11 @@ mod tests {
             ..attempt()
         };
         assert!(fingerprint(&refund).ends_with("|refund_of=p-0"));
+        let mut tagged = refund.clone();
+        tagged.metadata.insert("order".into(), "A-1".into());
+        tagged.metadata.insert("customer".into(), "7".into());
+        assert!(fingerprint(&tagged)
+            .ends_with(r#"|refund_of=p-0|metadata={"customer":"7","order":"A-1"}"#));
     }
 
     #[test]

@@ -2,6 +2,33 @@
 //! ([`crate::payment`], [`crate::settlement`]) decide on these, and the stores
 //! ([`crate::store`]) read and write them; neither depends on the other.
 
+use std::collections::BTreeMap;
+
+use strife_common::Failure;
+
+/// A payment's metadata: keys the payer chose to their values, stored and returned as given,
+/// never interpreted (checked by the gateway against `strife_common::limits`). Ordered by key,
+/// so its stored form ([`metadata_to_json`]) is canonical: the same map, the same text.
+pub type Metadata = BTreeMap<String, String>;
+
+/// The stored form of `metadata`: a JSON object, keys in order (`{}` when empty).
+pub fn metadata_to_json(metadata: &Metadata) -> String {
+    if metadata.is_empty() {
+        return "{}".to_owned();
+    }
+    // A map of strings always serializes; the fallback is unreachable, not a silent loss.
+    serde_json::to_string(metadata).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Reads metadata as [`metadata_to_json`] stored it.
+pub fn metadata_from_json(stored: &str) -> Result<Metadata, Failure> {
+    if stored == "{}" {
+        return Ok(Metadata::new());
+    }
+    serde_json::from_str(stored)
+        .map_err(|error| Failure::internal("decoding payment metadata", error))
+}
+
 /// A payment's coordinator status; the codes match `strife.v1.PaymentStatus`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentStatus {
@@ -50,6 +77,9 @@ pub struct PaymentRecord {
     pub amount_minor: i64,
     pub currency: String,
     pub memo: String,
+    /// What the payer attached (empty when nothing): part of the request, so of its
+    /// idempotency fingerprint.
+    pub metadata: Metadata,
     pub status: PaymentStatus,
     pub reason_code: Option<String>,
     pub reason: Option<String>,

@@ -498,6 +498,7 @@ mod tests {
             amount_minor,
             currency: "USD".into(),
             memo: String::new(),
+            metadata: Default::default(),
             status: PaymentStatus::Pending,
             reason_code: None,
             reason: None,

@@ -56,6 +56,11 @@ pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
             .window_id
             .and_then(|window| u64::try_from(window).ok())
             .unwrap_or(0),
+        metadata: record
+            .metadata
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
     }
 }
 

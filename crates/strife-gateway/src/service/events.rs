@@ -305,6 +305,7 @@ mod tests {
             amount_minor: 100,
             currency: "USD".into(),
             memo: String::new(),
+            metadata: Default::default(),
             status: strife_ledger::records::PaymentStatus::Committed,
             reason_code: None,
             reason: None,

@@ -34,7 +34,7 @@ use strife_common::failure::PaymentRefusal;
 use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 use strife_ledger::payment;
-use strife_ledger::records::{Begun, Party, PaymentRecord, PaymentStatus};
+use strife_ledger::records::{Begun, Metadata, Party, PaymentRecord, PaymentStatus};
 use strife_ledger::store::GatewayStore;
 use strife_proto::v1::{self as pb, bank_client::BankClient};
 use tonic::transport::Channel;
@@ -171,6 +171,7 @@ impl Service {
         amount_minor: i64,
         currency: &str,
         memo: String,
+        metadata: Metadata,
         refund_of: Option<String>,
     ) -> PaymentRecord {
         PaymentRecord {
@@ -184,6 +185,7 @@ impl Service {
             amount_minor,
             currency: currency.to_owned(),
             memo,
+            metadata,
             status: PaymentStatus::Pending,
             reason_code: None,
             reason: None,

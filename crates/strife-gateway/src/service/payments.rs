@@ -13,7 +13,9 @@ use strife_proto::v1 as pb;
 use super::convert::payment_proto;
 use super::cursor::CursorKind;
 use super::events::EventStream;
-use super::validate::{check_money, check_text, pick_account, validate_pay};
+use super::validate::{
+    check_metadata, check_money, check_text, metadata_of, pick_account, validate_pay,
+};
 use super::{Service, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::request::Call;
 use crate::roles::Role;
@@ -80,6 +82,7 @@ impl Service {
             amount.amount_minor,
             currency,
             body.memo,
+            metadata_of(body.metadata),
             None,
         );
         self.run_attempt(&attempt, place, log).await
@@ -96,6 +99,7 @@ impl Service {
         validate_id("payment_id", &body.payment_id)?;
         validate_id("idempotency_key", &body.idempotency_key)?;
         check_text("reason", &body.reason, MAX_TEXT_BYTES)?;
+        check_metadata("metadata", &body.metadata)?;
         let asked = match body.amount.as_ref() {
             Some(amount) => Some(check_money("amount", Some(amount), false)?),
             None => None,
@@ -139,6 +143,7 @@ impl Service {
             asked.map_or(0, |asked| asked.amount_minor),
             &original.currency,
             body.reason,
+            metadata_of(body.metadata),
             Some(original.payment_id.clone()),
         );
         self.run_attempt(&attempt, place, log).await

@@ -2,11 +2,16 @@
 //! kind of field, each refusing with the field's path (`Failure::invalid_field`). Every
 //! transport's request reaches these through the service, so a rule exists once.
 
+use std::collections::{BTreeMap, HashMap};
+
 use strife_common::layout::validate_name;
-use strife_common::limits::{validate_id, MAX_TEXT_BYTES};
+use strife_common::limits::{
+    validate_id, MAX_PAYMENT_METADATA_BYTES, MAX_PAYMENT_METADATA_ENTRIES,
+    MAX_PAYMENT_METADATA_KEY_BYTES, MAX_PAYMENT_METADATA_VALUE_BYTES, MAX_TEXT_BYTES,
+};
 use strife_common::money::{self, Amount};
 use strife_common::Failure;
-use strife_ledger::records::LinkedAccount;
+use strife_ledger::records::{LinkedAccount, Metadata};
 use strife_proto::v1 as pb;
 
 /// Bidirectional formatting characters: not control characters to `char::is_control`, but
@@ -80,6 +85,62 @@ pub(crate) fn check_money(
     })
 }
 
+/// A payment's metadata from request field `field` (`metadata`): bounded in entries, key and
+/// value length and total size (`strife_common::limits`), keys of letters, digits and
+/// `_ - . :` only (they become parts of queries and of CSV headers later), values text as a
+/// memo's. Checked in key order, so the first bad entry named is always the same one.
+pub(crate) fn check_metadata(
+    field: &str,
+    metadata: &HashMap<String, String>,
+) -> Result<(), Failure> {
+    let checked: BTreeMap<&str, &str> = metadata
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    if checked.len() > MAX_PAYMENT_METADATA_ENTRIES {
+        return Err(Failure::invalid_field(
+            field,
+            format!("{field} may have at most {MAX_PAYMENT_METADATA_ENTRIES} entries"),
+        ));
+    }
+    let mut total_bytes = 0usize;
+    for (key, value) in &checked {
+        let key_allowed = |character: char| {
+            character.is_ascii_alphanumeric() || matches!(character, '_' | '-' | '.' | ':')
+        };
+        if key.is_empty()
+            || key.len() > MAX_PAYMENT_METADATA_KEY_BYTES
+            || !key.chars().all(key_allowed)
+        {
+            return Err(Failure::invalid_field(
+                field,
+                format!(
+                    "{field} key {key:?} must be 1 to {MAX_PAYMENT_METADATA_KEY_BYTES} letters, \
+                     digits, '_', '-', '.' or ':'"
+                ),
+            ));
+        }
+        check_text(
+            &format!("{field}.{key}"),
+            value,
+            MAX_PAYMENT_METADATA_VALUE_BYTES,
+        )?;
+        total_bytes += key.len() + value.len();
+    }
+    if total_bytes > MAX_PAYMENT_METADATA_BYTES {
+        return Err(Failure::invalid_field(
+            field,
+            format!("{field} must be at most {MAX_PAYMENT_METADATA_BYTES} bytes of keys and values in all"),
+        ));
+    }
+    Ok(())
+}
+
+/// Metadata as stored (ordered by key), once [`check_metadata`] passed it.
+pub(crate) fn metadata_of(metadata: HashMap<String, String>) -> Metadata {
+    metadata.into_iter().collect()
+}
+
 /// A window id from a request: 0 (unset) is `None`; one past i64 cannot exist.
 pub(crate) fn window_id(field: &str, value: u64) -> Result<Option<i64>, Failure> {
     if value == 0 {
@@ -102,6 +163,7 @@ pub fn validate_pay(caller: &str, body: &pb::PayRequest) -> Result<Amount, Failu
     validate_id("idempotency_key", &body.idempotency_key)?;
     check_name("to_username", "user", &body.to_username)?;
     check_text("memo", &body.memo, MAX_TEXT_BYTES)?;
+    check_metadata("metadata", &body.metadata)?;
     for (field, bank) in [
         ("from_bank_id", &body.from_bank_id),
         ("to_bank_id", &body.to_bank_id),
@@ -199,6 +261,18 @@ mod tests {
             ..pb::PayRequest::default()
         };
         assert!(validate_pay("alice", &good).is_ok());
+        let tag = |request: &mut pb::PayRequest, key: &str, value: &str| {
+            request.metadata.insert(key.into(), value.into());
+        };
+        let mut tagged = good.clone();
+        tag(&mut tagged, "order_id", "A-1");
+        tag(&mut tagged, "ns:customer.ref-2", "Zoë, 7 €");
+        tag(&mut tagged, &"k".repeat(40), &"v".repeat(500));
+        (0..47).for_each(|n| tag(&mut tagged, &format!("k{n}"), "x"));
+        assert!(
+            validate_pay("alice", &tagged).is_ok(),
+            "50 entries at the bounds"
+        );
         let with = |change: &dyn Fn(&mut pb::PayRequest)| {
             let mut request = good.clone();
             change(&mut request);
@@ -220,6 +294,22 @@ mod tests {
             ("memo", with(&|r| r.memo = "\u{202E}gnp".into())),
             ("from_bank_id", with(&|r| r.from_bank_id = "../x".into())),
             ("to_bank_id", with(&|r| r.to_bank_id = "a b".into())),
+            ("metadata", with(&|r| tag(r, "", "x"))),
+            ("metadata", with(&|r| tag(r, "order id", "x"))),
+            ("metadata", with(&|r| tag(r, &"k".repeat(41), "x"))),
+            ("metadata.order", with(&|r| tag(r, "order", "a\nb"))),
+            (
+                "metadata.order",
+                with(&|r| tag(r, "order", &"v".repeat(501))),
+            ),
+            (
+                "metadata",
+                with(&|r| (0..51).for_each(|n| tag(r, &format!("k{n}"), ""))),
+            ),
+            (
+                "metadata",
+                with(&|r| (0..20).for_each(|n| tag(r, &format!("k{n}"), &"v".repeat(450)))),
+            ),
         ];
         for (expected, request) in cases {
             match validate_pay("alice", &request) {

@@ -25,7 +25,7 @@ use super::read::{column, query_rows};
 use super::server::Server;
 use super::settle;
 use crate::payment;
-use crate::records::PaymentRecord;
+use crate::records::{metadata_to_json, PaymentRecord};
 use crate::settlement;
 
 /// (user, idempotency key).
@@ -221,6 +221,10 @@ async fn insert_attempts<C: GenericClient>(
     let to_accounts = text(|a| &a.to.account_number);
     let currencies = text(|a| &a.currency);
     let memos = text(|a| &a.memo);
+    let metadata: Vec<String> = accepted
+        .iter()
+        .map(|a| metadata_to_json(&a.metadata))
+        .collect();
     let coordinators = text(|a| &a.coordinator);
     let amounts: Vec<i64> = accepted.iter().map(|a| a.amount_minor).collect();
     let deadlines: Vec<i64> = accepted
@@ -232,16 +236,16 @@ async fn insert_attempts<C: GenericClient>(
         .prepare_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank,
                  from_account, to_user, to_bank, to_account, amount_minor, currency, memo,
-                 status, decision_deadline_unix_ms, created_unix_ms, coordinator)
+                 status, decision_deadline_unix_ms, created_unix_ms, coordinator, metadata)
              SELECT u.payment_id, u.key, u.from_user, u.from_bank, u.from_account, u.to_user,
                  u.to_bank, u.to_account, u.amount_minor, u.currency, u.memo, 1, u.deadline,
-                 u.created, u.coordinator
+                 u.created, u.coordinator, u.metadata
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
-                     $11::text[], $12::bigint[], $13::bigint[], $14::text[])
+                     $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[])
                  WITH ORDINALITY AS u (payment_id, key, from_user, from_bank, from_account,
                      to_user, to_bank, to_account, amount_minor, currency, memo, deadline,
-                     created, coordinator, position)
+                     created, coordinator, metadata, position)
              ORDER BY u.position
              RETURNING payment_id, seq",
         )
@@ -265,6 +269,7 @@ async fn insert_attempts<C: GenericClient>(
                 &deadlines,
                 &created,
                 &coordinators,
+                &metadata,
             ],
         )
         .await

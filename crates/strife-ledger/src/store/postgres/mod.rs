@@ -130,8 +130,8 @@ use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
 use crate::records::{
-    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord,
-    UserRecord, WindowRecord, WindowReport,
+    metadata_to_json, ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord,
+    PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 use read::{column, load_payment, payment_columns, payment_from_row, query_rows, read_login};
 use server::{Call, Failed, Server, OPEN_TIMEOUT, SCAN_TIMEOUT};
@@ -344,8 +344,8 @@ impl GatewayLog for PostgresGatewayStore {
 const INSERT_PAYMENT: &str = "
 INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
     to_user, to_bank, to_account, amount_minor, currency, memo, status,
-    decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15)
+    decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15, $16)
 RETURNING seq";
 
 /// Claims an unused key; no row when it is taken.
@@ -384,6 +384,7 @@ async fn insert_payment<C: GenericClient>(
                 &attempt.created_unix_ms,
                 &attempt.coordinator,
                 &attempt.refund_of,
+                &metadata_to_json(&attempt.metadata),
             ],
         )
         .await
@@ -1252,7 +1253,7 @@ async fn decide_all(
              p.reason_code, p.reason, p.debit_acked, p.credit_acked,
              p.decision_deadline_unix_ms, p.created_unix_ms, p.decided_unix_ms,
              p.coordinator, p.decision_seq, p.refund_of, p.refunded_minor,
-             p.refund_pending_minor, p.window_id"
+             p.refund_pending_minor, p.window_id, p.metadata"
         ))
                 .await
                 .map_err(failed)?;

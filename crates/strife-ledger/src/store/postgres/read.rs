@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::server::{chain, Failed};
 use crate::lockout::SharedLogin;
-use crate::records::{LinkedAccount, Party, PaymentRecord, PaymentStatus};
+use crate::records::{metadata_from_json, LinkedAccount, Party, PaymentRecord, PaymentStatus};
 
 /// The columns of a [`PaymentRecord`], in [`payment_from_row`]'s order.
 macro_rules! payment_columns {
@@ -17,7 +17,8 @@ macro_rules! payment_columns {
         "seq, payment_id, idempotency_key, from_user, from_bank, from_account, to_user, to_bank,
          to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
          credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
-         coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
+         coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id,
+         metadata"
     };
 }
 pub(super) use payment_columns;
@@ -101,6 +102,7 @@ pub(super) fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
         refunded_minor: column(row, 23)?,
         refund_pending_minor: column(row, 24)?,
         window_id: column(row, 25)?,
+        metadata: metadata_from_json(&column::<String>(row, 26)?)?,
     })
 }
 

@@ -218,6 +218,11 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_by_owner ON api_keys (owner, created_unix_ms);
 ",
+}, Migration {
+    // Payment metadata (`crate::records::metadata_to_json`); every earlier payment has none.
+    // The SQLite store's version 7.
+    version: 7,
+    sql: "ALTER TABLE payments ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';",
 }];
 
 /// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The

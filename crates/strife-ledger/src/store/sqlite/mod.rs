@@ -52,8 +52,8 @@ pub use schema::SCHEMA_VERSION;
 use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::records::{
-    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord,
-    UserRecord, WindowRecord, WindowReport,
+    metadata_to_json, ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord,
+    PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 use crate::{payment, settlement};
 use connection::{storage, Reader};
@@ -745,8 +745,8 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
         .execute_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
                  to_user, to_bank, to_account, amount_minor, currency, memo, status,
-                 decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15)",
+                 decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of, metadata)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15, ?16)",
             params![
                 payment.payment_id,
                 payment.idempotency_key,
@@ -762,7 +762,8 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
                 payment.decision_deadline_unix_ms,
                 payment.created_unix_ms,
                 payment.coordinator,
-                payment.refund_of
+                payment.refund_of,
+                metadata_to_json(&payment.metadata)
             ],
         )
         .map_err(storage)?;

@@ -10,17 +10,27 @@ use strife_common::Failure;
 
 use super::connection::storage;
 use crate::lockout::SharedLogin;
-use crate::records::{LinkedAccount, Party, PaymentRecord, PaymentStatus};
+use crate::records::{metadata_from_json, LinkedAccount, Party, PaymentRecord, PaymentStatus};
 
-/// The columns [`payment_from_row`] decodes, in its order (a macro so that `SELECT` and
-/// `RETURNING` clauses, and the 3 → 4 migration's copy of every row, can be built from it at
-/// compile time).
-macro_rules! payment_columns {
+/// The payment columns of schema version 4, which the 3 → 4 migration copies row by row.
+macro_rules! payment_columns_v4 {
     () => {
         "seq, payment_id, idempotency_key, from_user, from_bank,
     from_account, to_user, to_bank, to_account, amount_minor, currency, memo, status, reason_code,
     reason, debit_acked, credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
     coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id"
+    };
+}
+pub(super) use payment_columns_v4;
+
+/// The columns [`payment_from_row`] decodes, in its order (a macro so that `SELECT` and
+/// `RETURNING` clauses can be built from it at compile time).
+macro_rules! payment_columns {
+    () => {
+        concat!(
+            $crate::store::sqlite::read::payment_columns_v4!(),
+            ", metadata"
+        )
     };
 }
 pub(super) use payment_columns;
@@ -89,6 +99,10 @@ pub(super) fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Payment
         refunded_minor: row.get(23)?,
         refund_pending_minor: row.get(24)?,
         window_id: row.get(25)?,
+        metadata: match metadata_from_json(&row.get::<_, String>(26)?) {
+            Ok(metadata) => metadata,
+            Err(failure) => return Ok(Err(failure)),
+        },
     }))
 }
 

@@ -7,7 +7,7 @@
 
 use strife_common::storage::store_identity::Migration;
 
-use super::read::payment_columns;
+use super::read::payment_columns_v4;
 
 /// The settlement tables, shared word for word by the current schema and the 2 → 3 migration
 /// (a macro, so both are one `concat!`ed literal). Positions: one row per (bank, currency),
@@ -83,15 +83,23 @@ CREATE INDEX IF NOT EXISTS api_keys_by_owner ON api_keys (owner, created_unix_ms
     };
 }
 
-/// The `payments` table, word for word in the schema and in the 3 → 4 migration that
-/// rebuilds it. Its status CHECK spells the set out as `=` … `OR`: SQLite evaluates an
+/// The `metadata` column (`crate::records::metadata_to_json`), word for word in the schema
+/// and in the 6 → 7 migration that adds it.
+macro_rules! metadata_column {
+    () => {
+        "metadata TEXT NOT NULL DEFAULT '{}'"
+    };
+}
+
+/// The `payments` table as of version 4, word for word in the schema (which adds the later
+/// columns given as arguments) and in the 3 → 4 migration that rebuilds it. Its status CHECK spells the set out as `=` … `OR`: SQLite evaluates an
 /// `IN (…)` list of three or more values through a scratch b-tree it creates and destroys on
 /// every insert and decision (≈ 4 µs each). `seq` is a plain `INTEGER PRIMARY KEY`, not
 /// `AUTOINCREMENT`: payments are never deleted, so the next id is the largest + 1 either way,
 /// without a `sqlite_sequence` read and write per payment.
 macro_rules! payments_table {
-    () => {
-        "CREATE TABLE IF NOT EXISTS payments (
+    ($($later_columns:expr),*) => {
+        concat!("CREATE TABLE IF NOT EXISTS payments (
     seq                       INTEGER PRIMARY KEY,
     payment_id                TEXT NOT NULL UNIQUE,
     idempotency_key           TEXT NOT NULL,
@@ -117,9 +125,11 @@ macro_rules! payments_table {
     refund_of                 TEXT,
     refunded_minor            INTEGER NOT NULL DEFAULT 0,
     refund_pending_minor      INTEGER NOT NULL DEFAULT 0,
-    window_id                 INTEGER
+    window_id                 INTEGER",
+    $($later_columns,)*
+    "
 );
-"
+")
     };
 }
 
@@ -142,7 +152,7 @@ CREATE TABLE IF NOT EXISTS accounts (
 );
 CREATE INDEX IF NOT EXISTS accounts_by_user ON accounts (username);
 ",
-    payments_table!(),
+    payments_table!(",\n    ", metadata_column!()),
     "CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
     WHERE decision_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
@@ -172,7 +182,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 /// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
 /// higher one was written by a newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Steps from older schema versions (see [`SCHEMA_VERSION`]).
 pub(super) const MIGRATIONS: &[Migration] = &[
@@ -227,9 +237,9 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE payments RENAME TO payments_v3;\n",
             payments_table!(),
             "INSERT INTO payments (",
-            payment_columns!(),
+            payment_columns_v4!(),
             ") SELECT ",
-            payment_columns!(),
+            payment_columns_v4!(),
             " FROM payments_v3;
              DROP TABLE payments_v3;"
         ),
@@ -243,5 +253,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // 5 → 6: API keys.
         to_version: 6,
         sql: api_keys_table!(),
+    },
+    Migration {
+        // 6 → 7: payment metadata; every earlier payment has none.
+        to_version: 7,
+        sql: concat!("ALTER TABLE payments ADD COLUMN ", metadata_column!(), ";"),
     },
 ];

@@ -53,6 +53,7 @@ fn attempt(payment_id: &str, key: &str, coordinator: &str) -> PaymentRecord {
         amount_minor: 1_250,
         currency: "USD".into(),
         memo: String::new(),
+        metadata: Default::default(),
         status: PaymentStatus::Pending,
         reason_code: None,
         reason: None,

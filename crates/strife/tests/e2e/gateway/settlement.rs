@@ -40,6 +40,7 @@ fn refund_request(payment_id: &str, key: &str, amount_minor: Option<i64>) -> pb:
         amount: amount_minor.and_then(usd),
         idempotency_key: key.into(),
         reason: "returned goods".into(),
+        metadata: Default::default(),
     }
 }
 

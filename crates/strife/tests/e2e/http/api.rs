@@ -634,3 +634,110 @@ fn the_event_stream_replays_after_a_cursor_and_resumes_from_last_event_id() {
         403
     );
 }
+
+/// Metadata is the payer's own: given on the CLI (`--meta`, over gRPC) or in JSON, stored,
+/// returned by every read and event in key order, part of the idempotency key's request, and
+/// checked (a bad key or too many entries is a 400 naming `metadata`, and nothing is paid).
+#[test]
+fn metadata_is_stored_returned_on_every_read_and_event_and_belongs_to_the_request() {
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let start = api.call("GET", "events", Some(&alice), None).body["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, paid) = api.network.client(
+        "alice",
+        &[
+            "pay",
+            "--to",
+            "bob",
+            "--amount",
+            "2.00",
+            "--key",
+            "meta-cli",
+            "--meta",
+            "order=A-1",
+            "--meta",
+            "customer=7",
+        ],
+    );
+    assert_eq!(code, 0, "{paid}");
+    let tags = json!({"customer": "7", "order": "A-1"});
+    assert_eq!(paid["payment"]["metadata"], tags);
+    let (code, refused) = api.network.client(
+        "alice",
+        &["pay", "--to", "bob", "--amount", "1.00", "--meta", "order"],
+    );
+    assert_ne!(code, 0, "{refused}");
+    assert!(refused.to_string().contains("KEY=VALUE"), "{refused}");
+
+    let by_key = api.call("GET", "payments/by-key/meta-cli", Some(&alice), None);
+    assert_eq!(by_key.body["metadata"], tags);
+    let payment_id = by_key.body["payment_id"].as_str().unwrap().to_owned();
+    let pay_json = |key: &str, metadata: Value| {
+        api.call_at(
+            0,
+            "POST",
+            "payments",
+            Some(&alice),
+            &[("Idempotency-Key", key)],
+            Some(json!({"to_username": "bob", "amount": {"amount_minor": 200, "currency": "USD"}, "metadata": metadata})),
+        )
+    };
+    let replayed = pay_json("meta-cli", tags.clone());
+    assert_eq!(replayed.status, 200, "{}", replayed.body);
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.body["payment_id"], payment_id.as_str());
+    let retagged = pay_json("meta-cli", json!({"order": "A-2"}));
+    assert_eq!(retagged.status, 422, "{}", retagged.body);
+    assert_eq!(retagged.code(), "idempotency_key_reused");
+
+    let before = api.network.available_minor("alice");
+    let bad_key = pay_json("meta-bad", json!({"order id": "1"}));
+    assert_eq!(bad_key.status, 400, "{}", bad_key.body);
+    assert_eq!(bad_key.body["error"]["param"], "metadata");
+    let many: serde_json::Map<String, Value> =
+        (0..51).map(|n| (format!("k{n}"), json!(""))).collect();
+    let too_many = pay_json("meta-many", Value::Object(many));
+    assert_eq!(too_many.status, 400, "{}", too_many.body);
+    assert_eq!(too_many.body["error"]["param"], "metadata");
+    let not_text = pay_json("meta-number", json!({"order": 7}));
+    assert_eq!(not_text.status, 400, "{}", not_text.body);
+    assert_eq!(api.network.available_minor("alice"), before, "nothing paid");
+
+    let (bob, _) = api.new_key("bob", "refunds:write,payments:read");
+    let refund = api.call_at(
+        0,
+        "POST",
+        &format!("payments/{payment_id}/refunds"),
+        Some(&bob),
+        &[("Idempotency-Key", "meta-refund")],
+        Some(
+            json!({"amount": {"amount_minor": 50, "currency": "USD"}, "metadata": {"rma": "R-9"}}),
+        ),
+    );
+    assert_eq!(refund.status, 200, "{}", refund.body);
+    assert_eq!(refund.body["metadata"], json!({"rma": "R-9"}));
+    let history = api.call("GET", "payments?limit=2", Some(&alice), None);
+    assert_eq!(history.body["data"][0]["metadata"], json!({"rma": "R-9"}));
+    assert_eq!(history.body["data"][1]["metadata"], tags);
+
+    let mut seen = Vec::new();
+    let mut cursor = start;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while seen.len() < 2 && std::time::Instant::now() < deadline {
+        let page = api.call(
+            "GET",
+            &format!("events?after={cursor}&wait_seconds=1"),
+            Some(&alice),
+            None,
+        );
+        assert_eq!(page.status, 200, "{}", page.body);
+        for event in page.body["data"].as_array().unwrap() {
+            seen.push(event["payment"]["metadata"].clone());
+        }
+        cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(seen, [tags, json!({"rma": "R-9"})]);
+}

@@ -577,6 +577,8 @@ async fn workload(
                 }),
                 idempotency_key: format!("chaos-refund-{seed}-{user}-{sequence}"),
                 reason: "chaos".into(),
+                // Retried through every fault with the same map: it belongs to the key's request.
+                metadata: [("chaos_seed".to_owned(), seed.to_string())].into(),
             };
             let outcome = until_final(&mut rng, &stop, || {
                 let (mut client, request) = (client.clone(), request.clone());
@@ -601,6 +603,7 @@ async fn workload(
                 amount_minor: rng.random_range(1..3_000),
                 currency: "USD".into(),
             }),
+            metadata: [("sequence".to_owned(), sequence.to_string())].into(),
             ..pb::PayRequest::default()
         };
         let outcome = until_final(&mut rng, &stop, || {

@@ -126,6 +126,7 @@ async fn every_gateway_rpc(
                     amount: money(1),
                     idempotency_key: text.into(),
                     reason: String::new(),
+                    metadata: Default::default(),
                 })
                 .await
                 .map(drop),

@@ -95,6 +95,7 @@ fn attempt(payment_id: &str, from: &str, to: &str, key: &str) -> PaymentRecord {
         amount_minor: 1_250,
         currency: "USD".into(),
         memo: "lunch".into(),
+        metadata: Default::default(),
         status: PaymentStatus::Pending,
         reason_code: None,
         reason: None,
@@ -110,6 +111,19 @@ fn attempt(payment_id: &str, from: &str, to: &str, key: &str) -> PaymentRecord {
         refund_pending_minor: 0,
         window_id: None,
     }
+}
+
+/// Metadata for the `index`th payment of a test: none for every other one, and text that
+/// needs escaping in JSON for the rest.
+fn tags(index: i64) -> strife_ledger::records::Metadata {
+    if index % 2 == 0 {
+        return Default::default();
+    }
+    [
+        ("order".to_owned(), format!("A-{index}")),
+        ("note".to_owned(), "\"quoted\" \\ Zoë €".to_owned()),
+    ]
+    .into()
 }
 
 /// The replica every suite attempt is recorded by.
@@ -466,9 +480,20 @@ async fn history_and_snapshot(store: Arc<dyn GatewayStore>) {
             _ => ("carol", "dave"),
         };
         let id = format!("h{index}");
-        started(store, &attempt(&id, from, to, &format!("hk{index}"))).await;
+        let mut payment = attempt(&id, from, to, &format!("hk{index}"));
+        payment.metadata = tags(index);
+        started(store, &payment).await;
         ids.push(id);
     }
+    // Metadata comes back from every read: by id, in history, in the snapshot, and from the
+    // write of a decision (a RETURNING clause on PostgreSQL).
+    let decided = store
+        .decide("h3", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(decided.metadata, tags(3));
+    let by_id = store.payment("h1").await.unwrap().unwrap();
+    assert_eq!(by_id.metadata, tags(1));
     let page = |records: Vec<PaymentRecord>| -> Vec<String> {
         records
             .into_iter()
@@ -477,6 +502,10 @@ async fn history_and_snapshot(store: Arc<dyn GatewayStore>) {
     };
     let all = store.history("alice", i64::MAX, 100).await.unwrap();
     assert_eq!(page(all.clone()), ["h6", "h4", "h3", "h1", "h0"]);
+    for record in &all {
+        let index: i64 = record.payment_id[1..].parse().unwrap();
+        assert_eq!(record.metadata, tags(index), "{}", record.payment_id);
+    }
     let first = store.history("alice", i64::MAX, 2).await.unwrap();
     assert_eq!(page(first.clone()), ["h6", "h4"]);
     let second = store.history("alice", first[1].seq, 2).await.unwrap();
@@ -495,6 +524,7 @@ async fn history_and_snapshot(store: Arc<dyn GatewayStore>) {
 
     let snapshot = store.snapshot().await.unwrap();
     assert_eq!(page(snapshot.payments.clone()), ids);
+    assert_eq!(snapshot.payments[3].metadata, tags(3));
     assert!(snapshot
         .payments
         .windows(2)
