@@ -237,6 +237,17 @@ pub const HTTP_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HTTP_API_MAX_BODY_BYTES: usize = 16 * 1024;
 /// HTTP API requests one API key may have in flight on one replica.
 pub const HTTP_API_MAX_IN_FLIGHT_PER_KEY: usize = 64;
+/// Open connections of gRPC with API keys at most (`--grpc-api-key-listen`): like the HTTP
+/// API's port it takes connections from anyone, and an HTTP/2 connection can hold partial
+/// messages on every stream, so it is capped lower.
+pub const GRPC_API_KEY_MAX_CONNECTIONS: usize = 256;
+/// The connections of gRPC with API keys one client address group is due.
+pub const GRPC_API_KEY_MAX_CONNECTIONS_PER_ADDRESS: usize = 32;
+/// Concurrent calls (HTTP/2 streams) one connection of gRPC with API keys may carry.
+pub const GRPC_API_KEY_MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// The HTTP/2 header list a connection of gRPC with API keys may send: a key and the usual
+/// gRPC headers need a few hundred bytes; more is refused by HTTP/2 itself.
+pub const GRPC_API_KEY_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// An HTTP API response must be written within this from its first byte.
 pub const HTTP_API_RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -330,6 +341,14 @@ const _: () = assert!(
         <= HTTP_API_MAX_BODY_BYTES
 );
 const _: () = assert!(HTTP_API_MAX_BODY_BYTES <= MAX_MESSAGE_BYTES);
+// What partial messages every connection of gRPC with API keys may hold at once, at most.
+const _: () = assert!(
+    GRPC_API_KEY_MAX_CONNECTIONS
+        * GRPC_API_KEY_MAX_STREAMS_PER_CONNECTION as usize
+        * MAX_MESSAGE_BYTES
+        <= 512 * 1024 * 1024
+);
+const _: () = assert!(GRPC_API_KEY_MAX_HEADER_LIST_BYTES as usize >= 8 * MAX_METADATA_BYTES);
 // A decision write still in progress is never mistaken for a permanent gap.
 const _: () = assert!(shorter(PAY_STORAGE_ALLOWANCE, EVENT_GAP_GRACE));
 const _: () = assert!(MAX_WATCHES_PER_USER < MAX_WATCHES);

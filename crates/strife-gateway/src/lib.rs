@@ -35,6 +35,7 @@ mod registry;
 mod server;
 mod takeover;
 
+pub use grpc::api_key_grpc::ApiKeyGrpcPlan;
 pub use server::{run, GatewayConfig};
 pub use strife_ledger::lockout::LockoutPolicy;
 /// How often a replica looks for dead replicas' payments (the e2e suite bounds takeover by it).

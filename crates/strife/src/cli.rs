@@ -299,6 +299,11 @@ struct GatewayArgs {
     /// certificate as the console (pki/web.crt). Off unless given.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
+    /// Serve `strife.v1.Gateway` over gRPC to callers with an API key (`authorization: Bearer
+    /// sk_…` metadata) instead of a client certificate, on this address, e.g.
+    /// `127.0.0.1:8445`, with server-authenticated TLS (pki/web.crt). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    grpc_api_key_listen: Option<SocketAddr>,
 }
 
 /// `--console-lockout-spares` (see `strife_ledger::lockout::ConsoleSpares`).
@@ -504,6 +509,7 @@ impl Cli {
                     metrics_listen = ?args.metrics.metrics_listen,
                     web_listen = ?args.web_listen,
                     http_listen = ?args.http_listen,
+                    grpc_api_key_listen = ?args.grpc_api_key_listen,
                     lockout_threshold = args.lockout_threshold,
                     lockout_secs = args.lockout_secs,
                     console_lockout_spares = ?args.console_lockout_spares,
@@ -530,8 +536,8 @@ impl Cli {
                     metrics_listen: args.metrics.metrics_listen,
                     store,
                 };
-                // The web console and the HTTP API are transports of their own over the gateway's
-                // service.
+                // The web console, the HTTP API and gRPC with API keys are transports of their
+                // own over the gateway's service.
                 let mut side: Vec<Box<dyn strife_gateway::transport::SideTransportPlan>> =
                     Vec::new();
                 if let Some(address) = args.web_listen {
@@ -539,6 +545,9 @@ impl Cli {
                 }
                 if let Some(address) = args.http_listen {
                     side.push(Box::new(strife_http::HttpApiPlan { address }));
+                }
+                if let Some(address) = args.grpc_api_key_listen {
+                    side.push(Box::new(strife_gateway::ApiKeyGrpcPlan { address }));
                 }
                 runtime()?
                     .block_on(strife_gateway::run(config, side))

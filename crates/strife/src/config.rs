@@ -332,7 +332,7 @@ fn toml_value(arg: &Arg, text: &str) -> String {
 
 /// What the example files show for settings that have no default: a realistic value that
 /// parses as it stands once uncommented (a unit test in `cli.rs` checks every line).
-const EXAMPLE_VALUES: [(&str, &str); 7] = [
+const EXAMPLE_VALUES: [(&str, &str); 8] = [
     ("id", "bank0"),
     ("advertise", "10.0.0.2:50051"),
     ("coordinator", "10.0.0.1:50050"),
@@ -340,6 +340,7 @@ const EXAMPLE_VALUES: [(&str, &str); 7] = [
     ("replica-id", "gateway-a"),
     ("web-listen", "127.0.0.1:8443"),
     ("http-listen", "127.0.0.1:8444"),
+    ("grpc-api-key-listen", "127.0.0.1:8445"),
 ];
 
 /// The example value of a setting without a default, if there is one.

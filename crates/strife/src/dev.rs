@@ -62,6 +62,8 @@ struct MetricsUrl {
 const WEB_ARGS: [&str; 2] = ["--web-listen", "127.0.0.1:0"];
 /// Every gateway serves the HTTP API on a free loopback port.
 const HTTP_ARGS: [&str; 2] = ["--http-listen", "127.0.0.1:0"];
+/// Every gateway serves gRPC with API keys on a free loopback port.
+const GRPC_API_KEY_ARGS: [&str; 2] = ["--grpc-api-key-listen", "127.0.0.1:0"];
 
 /// `--metrics-listen` on a free loopback port, for `--metrics`.
 const METRICS_ARGS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];
@@ -285,6 +287,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
     let mut gateway_addresses = Vec::new();
     let mut console = None;
     let mut http_urls = Vec::new();
+    let mut grpc_api_key_addresses = Vec::new();
     for replica in 1..=config.replicas {
         // The first replica takes the advertised address; the others a free port each.
         let listen = if replica == 1 {
@@ -306,7 +309,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         if replica == 1 {
             command.args(WEB_ARGS);
         }
-        command.args(HTTP_ARGS);
+        command.args(HTTP_ARGS).args(GRPC_API_KEY_ARGS);
         if let Some(postgres) = &postgres {
             // Through the environment: a URL with a password stays off command lines.
             command.env("STRIFE_GATEWAY_STORE", &postgres.url);
@@ -327,6 +330,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
             console = Some(format!("https://{}/", field_of(&line, "web_address")?));
         }
         http_urls.push(format!("https://{}/v1/", field_of(&line, "http_address")?));
+        grpc_api_key_addresses.push(field_of(&line, "grpc_api_key_address")?);
         if config.metrics {
             let index = usize::try_from(replica - 1).unwrap_or(0);
             // One entry per replica: with several, each under its own id.
@@ -358,6 +362,7 @@ pub fn run(config: DevConfig) -> anyhow::Result<()> {
         console.as_deref(),
         &Served {
             http_urls: &http_urls,
+            grpc_api_key_addresses: &grpc_api_key_addresses,
             api_keys: &api_keys,
         },
     )?;
@@ -594,6 +599,8 @@ fn not_there_yet(status: &tonic::Status) -> bool {
 struct Served<'a> {
     /// Each replica's HTTP API base URL.
     http_urls: &'a [String],
+    /// Each replica's address of gRPC with API keys.
+    grpc_api_key_addresses: &'a [String],
     api_keys: &'a serde_json::Map<String, serde_json::Value>,
 }
 
@@ -621,6 +628,7 @@ fn print_ready(
             line["console"] = console.into();
         }
         line["http"] = served.http_urls.into();
+        line["grpc_api_key"] = served.grpc_api_key_addresses.into();
         line["api_keys"] = served.api_keys.clone().into();
         writeln!(stdout, "{line}")?;
     } else {
@@ -665,6 +673,12 @@ fn print_ready(
             writeln!(
                 stdout,
                 "  curl --cacert {dir}/pki/ca.crt -H \"Authorization: Bearer $(jq -r .alice {dir}/{DEV_API_KEYS_FILE})\" {http}balances"
+            )?;
+        }
+        if let Some(address) = served.grpc_api_key_addresses.first() {
+            writeln!(
+                stdout,
+                "gRPC with API keys: {address} (strife.v1.Gateway; metadata `authorization: Bearer <key>`)."
             )?;
         }
         writeln!(stdout)?;

@@ -189,8 +189,16 @@ pub struct StreamLimits<S> {
     table: Arc<StreamTable>,
 }
 
-/// The certificate a streaming call is counted against.
+/// Whom a streaming call on a listener without client certificates is counted against (an
+/// API key), put in the request's extensions by that listener's auth layer, which runs first.
+#[derive(Debug, Clone)]
+pub struct StreamOwner(pub String);
+
+/// The certificate (or [`StreamOwner`]) a streaming call is counted against.
 fn peer_key<B>(request: &http::Request<B>) -> Result<String, Failure> {
+    if let Some(StreamOwner(owner)) = request.extensions().get::<StreamOwner>() {
+        return Ok(owner.clone());
+    }
     let info = request
         .extensions()
         .get::<TlsConnectInfo<ConnectionInfo>>()

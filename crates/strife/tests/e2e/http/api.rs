@@ -88,7 +88,7 @@ fn curl(
 
 /// A `strife dev` network and what its ready line says of the HTTP API.
 pub struct Api {
-    network: DevNetwork,
+    pub(super) network: DevNetwork,
     /// Every replica's base URL (`https://127.0.0.1:PORT/v1/`).
     urls: Vec<String>,
 }
