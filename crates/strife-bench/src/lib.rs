@@ -47,6 +47,8 @@ pub struct BenchConfig {
     /// Pay through the HTTP API at this base URL (`https://…/v1/`) with an API key per payer,
     /// one HTTP/1.1 keep-alive connection per task, instead of gRPC.
     pub http: Option<String>,
+    /// With `http`: HTTP/2, the tasks sharing `connections` connections.
+    pub http2: bool,
     pub progress: bool,
 }
 
@@ -228,7 +230,12 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     // Over HTTP: an API key per payer (made by the admin), good for the run's hour.
     let http = match &config.http {
         Some(url) => {
-            let base = http::ApiBase::new(url, &layout.ca().cert)?;
+            let version = if config.http2 {
+                http::Version::Http2
+            } else {
+                http::Version::Http1
+            };
+            let base = http::ApiBase::new(url, &layout.ca().cert, version)?;
             let mut keys = Vec::new();
             for payer in &payers {
                 let created = admin
@@ -242,7 +249,16 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                     .with_context(|| format!("creating {payer}'s API key"))?;
                 keys.push(created.into_inner().secret);
             }
-            Some((base, keys))
+            // HTTP/2: the tasks share a few connections, a stream per request.
+            let mut shared = Vec::new();
+            if config.http2 {
+                for _ in 0..config.connections.max(1) {
+                    if let http::Sender::Http2(sender) = base.connect().await? {
+                        shared.push(sender);
+                    }
+                }
+            }
+            Some((base, keys, shared))
         }
         None => None,
     };
@@ -254,9 +270,10 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let mut tasks = Vec::new();
     for task in 0..config.concurrency {
         let mut client = match &http {
-            Some((base, keys)) => Payer::Http(http::HttpPayer::new(
+            Some((base, keys, shared)) => Payer::Http(http::HttpPayer::new(
                 base.clone(),
                 keys[task % payers.len()].clone(),
+                (!shared.is_empty()).then(|| shared[task % shared.len()].clone()),
             )),
             None => Payer::Grpc(clients[task % payers.len()].clone()),
         };
@@ -302,7 +319,9 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             (histogram, failures)
         }));
     }
-    let mode = if config.http.is_some() {
+    let mode = if config.http.is_some() && config.http2 {
+        "payments-http2"
+    } else if config.http.is_some() {
         "payments-http"
     } else {
         "payments"

@@ -235,6 +235,11 @@ pub const HTTP_API_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
 pub const HTTP_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body the HTTP API reads.
 pub const HTTP_API_MAX_BODY_BYTES: usize = 16 * 1024;
+/// Concurrent requests (HTTP/2 streams) one HTTP API connection may carry over HTTP/2.
+pub const HTTP_API_MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// The HTTP/2 header list one HTTP API request may send (HTTP/1.1's headers are bounded by
+/// the connection's read buffer instead).
+pub const HTTP_API_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// HTTP API requests one API key may have in flight on one replica.
 pub const HTTP_API_MAX_IN_FLIGHT_PER_KEY: usize = 64;
 /// Open connections of gRPC with API keys at most (`--grpc-api-key-listen`): like the HTTP
@@ -349,6 +354,13 @@ const _: () = assert!(
         <= 512 * 1024 * 1024
 );
 const _: () = assert!(GRPC_API_KEY_MAX_HEADER_LIST_BYTES as usize >= 8 * MAX_METADATA_BYTES);
+// What request bodies every HTTP API connection over HTTP/2 may hold at once, at most.
+const _: () = assert!(
+    HTTP_API_MAX_CONNECTIONS
+        * HTTP_API_MAX_STREAMS_PER_CONNECTION as usize
+        * HTTP_API_MAX_BODY_BYTES
+        <= 512 * 1024 * 1024
+);
 // A decision write still in progress is never mistaken for a permanent gap.
 const _: () = assert!(shorter(PAY_STORAGE_ALLOWANCE, EVENT_GAP_GRACE));
 const _: () = assert!(MAX_WATCHES_PER_USER < MAX_WATCHES);

@@ -29,6 +29,7 @@ const POLICY: HttpsPolicy = HttpsPolicy {
         idle: HTTP_IDLE_TIMEOUT,
     },
     max_buf_size: MAX_BODY_BYTES * 4,
+    http2: None,
 };
 
 /// The console's HTTPS listener, bound before the gateway announces itself.

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 
 use strife_common::layout::Layout;
 use strife_common::limits::{
-    HTTP_API_MAX_CONNECTIONS, HTTP_API_MAX_CONNECTIONS_PER_ADDRESS, HTTP_API_REQUEST_TIMEOUT,
-    HTTP_API_RESPONSE_TIMEOUT, HTTP_IDLE_TIMEOUT,
+    HTTP_API_MAX_CONNECTIONS, HTTP_API_MAX_CONNECTIONS_PER_ADDRESS, HTTP_API_MAX_HEADER_LIST_BYTES,
+    HTTP_API_MAX_STREAMS_PER_CONNECTION, HTTP_API_REQUEST_TIMEOUT, HTTP_API_RESPONSE_TIMEOUT,
+    HTTP_IDLE_TIMEOUT,
 };
-use strife_common::net::https_side::{HttpsEndpoint, HttpsPolicy};
+use strife_common::net::https_side::{Http2Limits, HttpsEndpoint, HttpsPolicy};
 use strife_common::net::listener::HttpDeadlines;
 use strife_gateway::transport::{Announcement, ServiceHandles, SideTransport, SideTransportPlan};
 use tokio::sync::watch;
@@ -17,7 +18,9 @@ use crate::extract::{Api, MAX_BODY_BYTES};
 use crate::routes::router;
 
 /// The API's caps and deadlines: a whole request within 10 s, each answer written within
-/// 15 s of its first byte (a long poll waits at most 8 s), at most 30 s between requests.
+/// 15 s of its first byte (a long poll waits at most 8 s), at most 30 s between requests
+/// (HTTP/1.1); over HTTP/2, 32 requests at once per connection, each body read within 10 s
+/// (`routes::read_whole_body`).
 const POLICY: HttpsPolicy = HttpsPolicy {
     what: "HTTP API",
     max_connections: HTTP_API_MAX_CONNECTIONS,
@@ -28,6 +31,10 @@ const POLICY: HttpsPolicy = HttpsPolicy {
         idle: HTTP_IDLE_TIMEOUT,
     },
     max_buf_size: MAX_BODY_BYTES * 4,
+    http2: Some(Http2Limits {
+        max_concurrent_streams: HTTP_API_MAX_STREAMS_PER_CONNECTION,
+        max_header_list_bytes: HTTP_API_MAX_HEADER_LIST_BYTES,
+    }),
 };
 
 /// The HTTP API to serve at an address: bound by the gateway when it starts.

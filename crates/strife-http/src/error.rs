@@ -57,6 +57,19 @@ impl ApiError {
         )
     }
 
+    /// A request whose body did not arrive within `limit` of its start.
+    pub fn too_slow(limit: std::time::Duration) -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            reason::INVALID_ARGUMENT,
+            format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            ),
+            None,
+        )
+    }
+
     pub fn not_json() -> Self {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -12,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::Router;
+use strife_common::limits::HTTP_API_REQUEST_TIMEOUT;
 use strife_gateway::request::RequestLogSlot;
 
 use crate::error::ApiError;
@@ -85,14 +86,23 @@ async fn openapi_document() -> Response {
 /// closes the connection after the answer without saying so: a client that sent the body as
 /// a separate write (urllib3 does) and reuses the connection loses its next request. A body
 /// over the limit is refused with `Connection: close`, since the rest of it is not read.
+///
+/// The read is bounded by the whole request's deadline: over HTTP/1.1 the connection's own
+/// deadline ends a slow body first; over HTTP/2 (many requests on one connection) this is
+/// what does.
 async fn read_whole_body(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(bytes) => {
+    let read = tokio::time::timeout(
+        HTTP_API_REQUEST_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    );
+    match read.await {
+        Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(_) => {
+        Err(_) => ApiError::too_slow(HTTP_API_REQUEST_TIMEOUT).into_response(),
+        Ok(Err(_)) => {
             let mut response = ApiError::too_large(MAX_BODY_BYTES).into_response();
             response
                 .headers_mut()

@@ -112,7 +112,7 @@ struct BenchArgs {
     /// Offered load in payments/s (default: as fast as the concurrency allows).
     #[arg(long)]
     rate: Option<u32>,
-    /// HTTP/2 connections shared by the tasks (raw-rpc mode).
+    /// HTTP/2 connections shared by the tasks (raw-rpc mode and `--http2`).
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Measure bare mTLS unary calls to a bank instead of payments.
@@ -125,6 +125,10 @@ struct BenchArgs {
     /// The HTTP API's base URL for `--http` (e.g. https://127.0.0.1:8444/v1/).
     #[arg(long, requires = "http")]
     http_url: Option<String>,
+    /// With `--http`: HTTP/2 instead of HTTP/1.1, the tasks sharing `--connections`
+    /// connections (each request a stream).
+    #[arg(long, requires = "http")]
+    http2: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -681,6 +685,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<u8> {
                     .context("--http: no HTTP API URL in <dir>/network.json; give --http-url")?,
             ),
         },
+        http2: args.http2,
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
     let report = runtime()?.block_on(strife_bench::run(&config))?;

@@ -2,7 +2,8 @@
 //! HTTP API): the certificate `strife setup` issues (`pki/web.crt`), no client certificate,
 //! caps of its own (in all and per client address, the stalest connection evicted for a
 //! newcomer; [`super::side_http`]), a bounded TLS handshake, then HTTP/1.1 under the
-//! transport's [`HttpDeadlines`]. Each request carries its connection's [`ConnectionHandle`]
+//! transport's [`HttpDeadlines`] (or, for a transport that offers it, HTTP/2 under its
+//! [`Http2Limits`]). Each request carries its connection's [`ConnectionHandle`]
 //! (the client's address, and how an endless response such as server-sent events marks
 //! itself). What it serves is the transport's own router.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,8 +33,20 @@ pub struct HttpsPolicy {
     pub max_connections: usize,
     pub max_per_address: usize,
     pub deadlines: HttpDeadlines,
-    /// The most hyper buffers of one request's head and body at once.
+    /// The most hyper buffers of one request's head and body at once (HTTP/1.1).
     pub max_buf_size: usize,
+    /// Offer HTTP/2 too (ALPN `h2`), under these bounds; `None`: HTTP/1.1 only.
+    pub http2: Option<Http2Limits>,
+}
+
+/// The bounds of an HTTP/2 connection of a web transport. Its requests are not held to the
+/// HTTP/1.1 [`HttpDeadlines`] (they are multiplexed over one byte stream): the transport
+/// bounds each request's body read itself, the listener's idle timeout bounds a connection
+/// with nothing in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Http2Limits {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_bytes: u32,
 }
 
 /// A bound HTTPS listener, waiting to be served.
@@ -71,7 +84,10 @@ impl HttpsEndpoint {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .with_context(|| format!("the {what} certificate and key do not match"))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = match policy.http2 {
+            Some(_) => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            None => vec![b"http/1.1".to_vec()],
+        };
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen for the {what} on {address}"))?;
@@ -127,7 +143,8 @@ impl HttpsEndpoint {
     }
 }
 
-/// One connection: its TLS handshake (bounded), then HTTP/1.1 under the policy's deadlines.
+/// One connection: its TLS handshake (bounded), then HTTP/1.1 under the policy's deadlines,
+/// or HTTP/2 under its limits when the client chose it.
 async fn serve_connection<S, B>(
     stream: LimitedStream<TcpStream>,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -153,14 +170,34 @@ async fn serve_connection<S, B>(
         }
         Err(_) => return,
     };
-    let stream = HttpStream::new(stream, connection.clone(), policy.deadlines);
+    let http2 = match policy.http2 {
+        Some(limits) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => Some(limits),
+        _ => None,
+    };
+    let handle = connection.clone();
     let app = tower::ServiceExt::map_request(app, move |mut request: http::Request<Incoming>| {
-        if let Some(connection) = &connection {
+        if let Some(connection) = &handle {
+            if http2.is_some() {
+                // No HttpStream marks this connection's requests: each one does.
+                connection.request_began();
+            }
             request.extensions_mut().insert(connection.clone());
         }
         request
     });
     let service = hyper_util::service::TowerToHyperService::new(app);
+    if let Some(limits) = http2 {
+        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(limits.max_header_list_bytes)
+            .serve_connection(TokioIo::new(stream), service);
+        if let Err(error) = served.await {
+            tracing::debug!(%error, "{} HTTP/2 connection ended", policy.what);
+        }
+        return;
+    }
+    let stream = HttpStream::new(stream, connection, policy.deadlines);
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout(policy.deadlines))

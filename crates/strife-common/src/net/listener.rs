@@ -307,6 +307,13 @@ impl ConnectionHandle {
         self.0.peer
     }
 
+    /// Marks a request's start on a connection no [`HttpStream`] watches (HTTP/2): the
+    /// connection is busy, not stale, from now on, for the listener's eviction.
+    pub fn request_began(&self) {
+        self.0.answered.store(true, Ordering::Relaxed);
+        self.0.refresh();
+    }
+
     /// Marks the response being written as a stream without an end (server-sent events): it
     /// is not held to [`HttpDeadlines::response`] (the idle timeout and its keep-alives bound
     /// it), until the next request on the connection.

@@ -741,3 +741,134 @@ fn metadata_is_stored_returned_on_every_read_and_event_and_belongs_to_the_reques
     }
     assert_eq!(seen, [tags, json!({"rma": "R-9"})]);
 }
+
+/// A client that offers HTTP/2 (ALPN `h2`) gets it, with the same answers: here curl sends
+/// two payments and a read as three streams of one HTTP/2 connection.
+#[test]
+fn the_api_speaks_http2_to_a_client_that_offers_it() {
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let before = api.network.available_minor("alice");
+    let base = &api.urls[0];
+    let body = |amount_minor: i64| {
+        json!({"to_username": "bob", "amount": {"amount_minor": amount_minor, "currency": "USD"}})
+            .to_string()
+    };
+    let output = Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
+        .arg(api.network.dir().join("pki/ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {alice}")])
+        .args(["-w", "\n%{http_version} %{http_code} %{num_connects}\n"])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", "Idempotency-Key: h2-1", "--data-binary", &body(101)])
+        .arg(format!("{base}payments"))
+        .arg("--next")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(api.network.dir().join("pki/ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {alice}")])
+        .args(["-w", "\n%{http_version} %{http_code} %{num_connects}\n"])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-H", "Idempotency-Key: h2-1", "--data-binary", &body(101)])
+        .arg(format!("{base}payments"))
+        .arg("--next")
+        .args(["-sS", "--http2", "--cacert"])
+        .arg(api.network.dir().join("pki/ca.crt"))
+        .args(["-H", &format!("Authorization: Bearer {alice}")])
+        .args(["-w", "\n%{http_version} %{http_code} %{num_connects}\n"])
+        .arg(format!("{base}payments/by-key/h2-1"))
+        .output()
+        .expect("curl is installed");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    let outcomes: Vec<&str> = lines.iter().skip(1).step_by(2).copied().collect();
+    // HTTP/2, 200 each; one connection opened, then reused by the next two requests.
+    assert_eq!(outcomes, ["2 200 1", "2 200 0", "2 200 0"], "{text}");
+    let paid: Value = serde_json::from_str(lines[0]).unwrap();
+    let replayed: Value = serde_json::from_str(lines[2]).unwrap();
+    let read: Value = serde_json::from_str(lines[4]).unwrap();
+    assert_eq!(paid["status"], "committed");
+    assert_eq!(replayed["payment_id"], paid["payment_id"]);
+    assert_eq!(read["payment_id"], paid["payment_id"]);
+    assert_eq!(api.network.available_minor("alice"), before - 101);
+}
+
+/// Over HTTP/2 one connection carries many requests, so no connection deadline can end a slow
+/// one: a body that stops coming is answered 408 (JSON) at the request deadline, while
+/// another request on the same connection is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_body_is_refused_at_the_deadline_without_holding_its_connection() {
+    use bytes::Bytes;
+    use rustls::pki_types::ServerName;
+
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let authority = api.urls[0]
+        .trim_start_matches("https://")
+        .trim_end_matches("/v1/")
+        .to_owned();
+    let mut config =
+        (*crate::support::trusting_only(&api.network.dir().join("pki/ca.crt"))).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (send, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let request = |method: &str, path: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("https://{authority}/v1/{path}"))
+            .header("authorization", format!("Bearer {alice}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "h2-stalled")
+            .body(())
+            .unwrap()
+    };
+    let mut send = send.ready().await.unwrap();
+    // Headers, then 10 of the 100 bytes promised, then nothing.
+    let mut stalled = request("POST", "payments");
+    stalled
+        .headers_mut()
+        .insert("content-length", "100".parse().unwrap());
+    let (stalled_answer, mut body) = send.send_request(stalled, false).unwrap();
+    body.send_data(Bytes::from_static(b"{\"to_usern"), false)
+        .unwrap();
+    let started = std::time::Instant::now();
+
+    let mut send = send.ready().await.unwrap();
+    let (quick, _) = send.send_request(request("GET", "balances"), true).unwrap();
+    let quick = tokio::time::timeout(Duration::from_secs(5), quick)
+        .await
+        .expect("the other request is not held up")
+        .unwrap();
+    assert_eq!(quick.status(), 200);
+
+    let answer = tokio::time::timeout(Duration::from_secs(30), stalled_answer)
+        .await
+        .expect("the stalled request is answered")
+        .unwrap();
+    assert_eq!(answer.status(), 408);
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut received = answer.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = received.data().await {
+        bytes.extend_from_slice(&chunk.unwrap());
+    }
+    let error: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    drop(body);
+    // Nothing was paid.
+    let by_key = api.call("GET", "payments/by-key/h2-stalled", Some(&alice), None);
+    assert_eq!(by_key.status, 404, "{}", by_key.body);
+}
