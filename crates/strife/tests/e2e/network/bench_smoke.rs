@@ -62,7 +62,11 @@ fn bench_smoke_pays_and_its_audit_is_clean() {
         });
         assert_eq!(report["mode"], mode, "{report}");
         assert!(report["succeeded"].as_u64().unwrap() > 0, "{report}");
-        assert_eq!(report["failed_by_reason"], serde_json::json!({}), "{report}");
+        assert_eq!(
+            report["failed_by_reason"],
+            serde_json::json!({}),
+            "{report}"
+        );
         assert_eq!(report["audit_clean"], true, "{report}");
     }
 }
