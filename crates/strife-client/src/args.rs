@@ -96,6 +96,25 @@ pub enum ClientCommand {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
         max_seconds: Option<u64>,
     },
+    /// For developing a webhook receiver: forward your payment events (admin: all), signed as
+    /// webhook deliveries (`Strife-Signature`), to a local URL, one line per event. The
+    /// signing secret is STRIFE_WEBHOOK_SECRET, or a new one printed at the start.
+    Listen {
+        /// Where to POST each event: http:// to a loopback address, e.g.
+        /// http://127.0.0.1:4242/webhooks.
+        #[arg(long, value_name = "URL")]
+        forward_to: String,
+        /// A cursor printed with an earlier event (continue after it); 0 = from the start;
+        /// absent = from now.
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop after this many events.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_events: Option<u64>,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+        max_seconds: Option<u64>,
+    },
     /// Refund a payment you received (admin: any payment), in full or in part: a new payment
     /// back to the payer, linked to the original.
     Refund {

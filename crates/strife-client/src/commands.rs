@@ -34,7 +34,10 @@ fn outbox_path(args: &ClientArgs) -> std::path::PathBuf {
         .join("outbox.db")
 }
 
-pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
+pub async fn dispatch(
+    args: ClientArgs,
+    event_body: crate::listen::EventBody,
+) -> anyhow::Result<u8> {
     if let ClientCommand::Outbox = args.command {
         return show_outbox(&args);
     }
@@ -152,6 +155,33 @@ pub async fn dispatch(args: ClientArgs) -> anyhow::Result<u8> {
         }
         ClientCommand::ApiKey { command } => {
             crate::api_keys::api_key(&args, &mut gateway, command).await
+        }
+        ClientCommand::Listen {
+            forward_to,
+            since,
+            max_events,
+            max_seconds,
+        } => {
+            let target = match crate::listen::Target::parse(forward_to) {
+                Ok(target) => target,
+                Err(error) => return Ok(usage(&args, &error)),
+            };
+            let bounds = crate::watch::WatchBounds {
+                max_events: *max_events,
+                max_time: Duration::from_secs(max_seconds.unwrap_or(86_400 * 365)),
+            };
+            let listened = crate::listen::listen(
+                &args,
+                &mut gateway,
+                target,
+                since.clone(),
+                bounds,
+                event_body,
+            );
+            match listened.await? {
+                Ok(()) => Ok(0),
+                Err(status) => Ok(failed(&args, &status)),
+            }
         }
         ClientCommand::Watch {
             since,

@@ -12,22 +12,27 @@
 //! - [`api_keys`]: `api-key create|list|revoke`.
 //! - [`settlement`]: `refund` and the admin's `settlement` commands, and the settlement
 //!   statement.
+//! - [`watch`]: following payment events; [`listen`] forwards them to a local webhook
+//!   receiver, signed as [`webhook`] says (and as a receiver in Rust verifies them).
 
 pub mod api_keys;
 pub mod args;
 pub mod commands;
+pub mod listen;
 pub mod outbox;
 pub mod render;
 pub mod session;
 pub mod settlement;
 pub mod watch;
+pub mod webhook;
 
 pub use args::ClientArgs;
 
-/// Runs one client command; returns the process exit status.
-pub fn run(args: ClientArgs) -> anyhow::Result<u8> {
+/// Runs one client command; returns the process exit status. `event_body` is how `listen`
+/// writes an event as a webhook body (the HTTP API's JSON, which this crate does not own).
+pub fn run(args: ClientArgs, event_body: listen::EventBody) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(commands::dispatch(args))
+    runtime.block_on(commands::dispatch(args, event_body))
 }

@@ -62,6 +62,22 @@ fn print_event(args: &ClientArgs, event: &pb::PaymentEvent) {
     }
 }
 
+/// What a follower does with each event, in order (the next waits for it).
+pub trait OnEvent {
+    fn on_event(&mut self, event: &pb::PaymentEvent) -> impl std::future::Future<Output = ()>;
+}
+
+/// `watch` prints each event.
+struct Printer<'a> {
+    args: &'a ClientArgs,
+}
+
+impl OnEvent for Printer<'_> {
+    async fn on_event(&mut self, event: &pb::PaymentEvent) {
+        print_event(self.args, event);
+    }
+}
+
 /// Runs until a bound is reached (exit 0), a refusal (its error), or Ctrl-C.
 pub async fn watch(
     args: &ClientArgs,
@@ -69,13 +85,25 @@ pub async fn watch(
     since: Option<String>,
     bounds: WatchBounds,
 ) -> anyhow::Result<Result<(), Status>> {
-    let deadline = tokio::time::Instant::now() + bounds.max_time;
-    let mut cursor = since.unwrap_or_default();
-    let mut printed: u64 = 0;
-    let mut backoff = RECONNECT_START;
     if !args.json {
         eprintln!("watching payments (Ctrl-C to stop)");
     }
+    follow(gateway, since, bounds, &mut Printer { args }).await
+}
+
+/// Follows the caller's payment events from `since` (absent: from now), handing each to
+/// `handler` in decision order, until a bound is reached (exit 0) or a refusal (its error).
+/// A dropped stream is resumed after the last event handed over.
+pub async fn follow(
+    gateway: &mut Gateway,
+    since: Option<String>,
+    bounds: WatchBounds,
+    handler: &mut impl OnEvent,
+) -> anyhow::Result<Result<(), Status>> {
+    let deadline = tokio::time::Instant::now() + bounds.max_time;
+    let mut cursor = since.unwrap_or_default();
+    let mut handled: u64 = 0;
+    let mut backoff = RECONNECT_START;
     let run = async {
         loop {
             let opened = gateway
@@ -90,10 +118,10 @@ pub async fn watch(
                         match stream.message().await {
                             Ok(Some(event)) => {
                                 backoff = RECONNECT_START;
-                                print_event(args, &event);
+                                handler.on_event(&event).await;
                                 cursor = event.cursor.clone();
-                                printed += 1;
-                                if bounds.max_events.is_some_and(|max| printed >= max) {
+                                handled += 1;
+                                if bounds.max_events.is_some_and(|max| handled >= max) {
                                     return Ok(());
                                 }
                             }
@@ -109,7 +137,7 @@ pub async fn watch(
             }
             // Resume from the last event seen: the first connection's "from now" becomes a
             // concrete cursor only once an event arrived, so before that a reconnect asks
-            // "from now" again (nothing was printed, so nothing can be missed twice).
+            // "from now" again (nothing was handed over, so nothing can be handled twice).
             eprintln!(
                 "watch interrupted ({}); resuming{} in {} ms",
                 failure.message(),

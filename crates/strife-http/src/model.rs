@@ -280,6 +280,49 @@ pub struct PaymentEvent {
     pub payment: Option<Payment>,
 }
 
+/// A payment event as a webhook delivery's body (and `strife client listen`'s): the event of
+/// `GET /v1/events` with a stable id and a type, so a receiver can drop a duplicate and
+/// route by type without reading the payment.
+#[derive(Debug, Serialize)]
+pub struct WebhookEvent {
+    /// `evt_<payment id>_<status>`: the same for every delivery of this event.
+    pub id: String,
+    /// `payment.committed` or `payment.aborted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When the decision was made.
+    pub created_unix_ms: i64,
+    /// The event's cursor (resume a watch or `listen --since` after it).
+    pub cursor: String,
+    pub data: WebhookData,
+}
+
+/// What a [`WebhookEvent`] is about.
+#[derive(Debug, Serialize)]
+pub struct WebhookData {
+    pub payment: Payment,
+}
+
+/// The bytes of `event` as a webhook delivers it; `None` for an event without a payment.
+pub fn webhook_body(event: &pb::PaymentEvent) -> Option<Vec<u8>> {
+    let payment = event.payment.clone()?;
+    let status = match pb::PaymentStatus::try_from(payment.status) {
+        Ok(pb::PaymentStatus::Committed) => "committed",
+        Ok(pb::PaymentStatus::Aborted) => "aborted",
+        _ => "pending",
+    };
+    let body = WebhookEvent {
+        id: format!("evt_{}_{status}", payment.payment_id),
+        kind: format!("payment.{status}"),
+        created_unix_ms: payment.decided_unix_ms,
+        cursor: event.cursor.clone(),
+        data: WebhookData {
+            payment: Payment::from(payment),
+        },
+    };
+    serde_json::to_vec(&body).ok()
+}
+
 /// `GET /v1/events`: events after the cursor, in decision order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {

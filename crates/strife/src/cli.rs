@@ -453,7 +453,7 @@ impl Cli {
         let _log = strife_common::logging::init(self.log_json);
         match self.command {
             Command::Setup(args) => run_setup(args).map(|()| 0),
-            Command::Client(args) => strife_client::run(args),
+            Command::Client(args) => strife_client::run(args, strife_http::model::webhook_body),
             Command::Audit(args) => run_audit(args),
             Command::Bench(args) => run_bench(args),
             Command::EtcdLockdown(args) => run_etcd_lockdown(args).map(|()| 0),

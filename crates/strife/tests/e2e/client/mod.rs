@@ -3,4 +3,5 @@
 //! `sync`, even when the client is killed mid-sync).
 
 mod cli;
+mod listen;
 mod offline;
