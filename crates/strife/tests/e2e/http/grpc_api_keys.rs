@@ -155,3 +155,59 @@ async fn an_api_key_calls_the_gateway_over_grpc_within_its_scopes() {
         .expect("the stream stays open");
     assert_eq!(event.payment.unwrap().payment_id, second.payment_id);
 }
+
+/// The same port from a client in another language: Python grpcio, written from `proto/`
+/// (requests serialized by hand), with only the CA and alice's key.
+#[test]
+fn a_python_grpcio_client_pays_with_an_api_key() {
+    let python = std::env::var("STRIFE_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "STRIFE_TEST_PYTHON is not set: run scripts/test (it makes target/py-venv with grpcio)"
+        )
+    });
+    let api = Api::start(&[]);
+    let address = api.network.ready["grpc_api_key"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = api.network.available_minor("alice");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/python/grpcio_client.py"
+    );
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .args([
+            "--api-key",
+            "--address",
+            &address,
+            "--server-name",
+            "localhost",
+            "--ca",
+        ])
+        .arg(api.network.dir().join("pki/ca.crt"))
+        .env("STRIFE_API_KEY", api.key("alice"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cases: std::collections::BTreeMap<String, serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|case| (case["case"].as_str().unwrap().to_owned(), case))
+        .collect();
+    assert_eq!(cases["key_balances"]["code"], "OK", "{stdout}");
+    assert_eq!(
+        cases["key_pay"]["metadata"],
+        serde_json::json!({"order": "py-7", "via": "grpcio"}),
+        "{stdout}"
+    );
+    assert_eq!(cases["no_key"]["code"], "UNAUTHENTICATED", "{stdout}");
+    assert_eq!(cases["no_key"]["reason"], "unauthenticated", "{stdout}");
+    assert_eq!(cases["coordinator"]["code"], "UNIMPLEMENTED", "{stdout}");
+    assert_eq!(api.network.available_minor("alice"), before - 3);
+}

@@ -10,6 +10,11 @@ from STRIFE_PASSWORD, never the command line.
 Cases: a gzip-compressed GetBalances; a gzip bomb (a Pay whose memo is 10 MiB of zeros,
 compressed by grpcio); 1 MiB of password metadata; a plain call afterwards on the same
 channel.
+
+With --api-key (the e2e test `grpc_api_keys::a_python_grpcio_client_pays_with_an_api_key`):
+no client certificate, the server checked against the CA, the key (STRIFE_API_KEY) as
+`authorization: Bearer` metadata. Cases: GetBalances; a Pay with metadata entries (a
+protobuf map) whose answer carries them back; no key; a Coordinator method.
 """
 
 import argparse
@@ -50,6 +55,15 @@ def pay_request(key, to_username, amount_minor, currency, memo):
         + field_bytes(2, to_username.encode())
         + field_bytes(3, money)
         + field_bytes(6, memo.encode())
+    )
+
+
+def metadata_entries(entries):
+    """`map<string, string> metadata`: one length-delimited entry message per pair
+    (key = 1, value = 2), as protobuf encodes a map."""
+    return b"".join(
+        field_bytes(7, field_bytes(1, key.encode()) + field_bytes(2, value.encode()))
+        for key, value in entries.items()
     )
 
 
@@ -110,16 +124,47 @@ def report(case, call):
     print(json.dumps(result), flush=True)
 
 
+def read(path):
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def with_api_key(args):
+    """The API-key cases: server-authenticated TLS only, the key as bearer metadata."""
+    credentials = grpc.ssl_channel_credentials(root_certificates=read(args.ca))
+    options = [("grpc.ssl_target_name_override", args.server_name)]
+    bearer = [("authorization", "Bearer " + os.environ["STRIFE_API_KEY"])]
+    with grpc.secure_channel(args.address, credentials, options=options) as channel:
+        get_balances = channel.unary_unary("/strife.v1.Gateway/GetBalances")
+        pay = channel.unary_unary("/strife.v1.Gateway/Pay")
+        report("key_balances", lambda: get_balances(b"", metadata=bearer, timeout=10))
+        tagged = pay_request("python-key-1", "bob", 3, "USD", "") + metadata_entries(
+            {"order": "py-7", "via": "grpcio"}
+        )
+        answer = pay(tagged, metadata=bearer, timeout=20)
+        echoed = {}
+        for number, _, entry in fields(answer):
+            if number == 19:  # Payment.metadata
+                pair = {n: v.decode() for n, _, v in fields(entry)}
+                echoed[pair.get(1, "")] = pair.get(2, "")
+        print(json.dumps({"case": "key_pay", "code": "OK", "metadata": echoed}), flush=True)
+        report("no_key", lambda: get_balances(b"", timeout=10))
+        decision = channel.unary_unary("/strife.v1.Coordinator/GetDecision")
+        report("coordinator", lambda: decision(b"", metadata=bearer, timeout=10))
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag in ["address", "ca", "cert", "key", "server-name", "user"]:
+    parser.add_argument("--api-key", action="store_true")
+    for flag in ["address", "ca", "server-name"]:
         parser.add_argument(f"--{flag}", required=True)
+    for flag in ["cert", "key", "user"]:
+        parser.add_argument(f"--{flag}")
     args = parser.parse_args()
+    if args.api_key:
+        return with_api_key(args)
     password = os.environ["STRIFE_PASSWORD"]
-
-    def read(path):
-        with open(path, "rb") as file:
-            return file.read()
 
     credentials = grpc.ssl_channel_credentials(
         root_certificates=read(args.ca),
