@@ -85,16 +85,8 @@ pub enum ClientCommand {
     /// Print your payments (admin: all payments) as their decisions become durable. Resumes
     /// by itself after a dropped connection; `--since CURSOR` continues an earlier watch.
     Watch {
-        /// A cursor printed with an earlier event (continue after it); 0 = from the start;
-        /// absent = from now.
-        #[arg(long)]
-        since: Option<String>,
-        /// Stop after this many events.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        max_events: Option<u64>,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
-        max_seconds: Option<u64>,
+        #[command(flatten)]
+        follow: FollowArgs,
     },
     /// For developing a webhook receiver: forward your payment events (admin: all), signed as
     /// webhook deliveries (`Strife-Signature`), to a local URL, one line per event. The
@@ -104,16 +96,8 @@ pub enum ClientCommand {
         /// http://127.0.0.1:4242/webhooks.
         #[arg(long, value_name = "URL")]
         forward_to: String,
-        /// A cursor printed with an earlier event (continue after it); 0 = from the start;
-        /// absent = from now.
-        #[arg(long)]
-        since: Option<String>,
-        /// Stop after this many events.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-        max_events: Option<u64>,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
-        max_seconds: Option<u64>,
+        #[command(flatten)]
+        follow: FollowArgs,
     },
     /// Refund a payment you received (admin: any payment), in full or in part: a new payment
     /// back to the payer, linked to the original.
@@ -240,4 +224,29 @@ pub enum ApiKeyCommand {
     },
     /// Revoke a key by its id (the part after `sk_`).
     Revoke { key_id: String },
+}
+
+/// Where `watch` and `listen` start following payment events, and when they stop.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FollowArgs {
+    /// A cursor printed with an earlier event (continue after it); 0 = from the start;
+    /// absent = from now.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stop after this many events.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: Option<u64>,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
+    pub max_seconds: Option<u64>,
+}
+
+impl FollowArgs {
+    /// The bounds these arguments set.
+    pub fn bounds(&self) -> crate::watch::WatchBounds {
+        crate::watch::WatchBounds {
+            max_events: self.max_events,
+            max_time: std::time::Duration::from_secs(self.max_seconds.unwrap_or(86_400 * 365)),
+        }
+    }
 }

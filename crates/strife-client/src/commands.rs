@@ -156,26 +156,17 @@ pub async fn dispatch(
         ClientCommand::ApiKey { command } => {
             crate::api_keys::api_key(&args, &mut gateway, command).await
         }
-        ClientCommand::Listen {
-            forward_to,
-            since,
-            max_events,
-            max_seconds,
-        } => {
+        ClientCommand::Listen { forward_to, follow } => {
             let target = match crate::listen::Target::parse(forward_to) {
                 Ok(target) => target,
                 Err(error) => return Ok(usage(&args, &error)),
-            };
-            let bounds = crate::watch::WatchBounds {
-                max_events: *max_events,
-                max_time: Duration::from_secs(max_seconds.unwrap_or(86_400 * 365)),
             };
             let listened = crate::listen::listen(
                 &args,
                 &mut gateway,
                 target,
-                since.clone(),
-                bounds,
+                follow.since.clone(),
+                follow.bounds(),
                 event_body,
             );
             match listened.await? {
@@ -183,16 +174,10 @@ pub async fn dispatch(
                 Err(status) => Ok(failed(&args, &status)),
             }
         }
-        ClientCommand::Watch {
-            since,
-            max_events,
-            max_seconds,
-        } => {
-            let bounds = crate::watch::WatchBounds {
-                max_events: *max_events,
-                max_time: Duration::from_secs(max_seconds.unwrap_or(86_400 * 365)),
-            };
-            match crate::watch::watch(&args, &mut gateway, since.clone(), bounds).await? {
+        ClientCommand::Watch { follow } => {
+            let watched =
+                crate::watch::watch(&args, &mut gateway, follow.since.clone(), follow.bounds());
+            match watched.await? {
                 Ok(()) => Ok(0),
                 Err(status) => Ok(failed(&args, &status)),
             }

@@ -148,6 +148,26 @@ impl Api {
         )
     }
 
+    /// The first `count` events after `cursor` (`GET /v1/events` long polls, each waiting up
+    /// to a second server side), or fewer if they do not come within 20 s.
+    fn events_after(&self, key: &str, cursor: &str, count: usize) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let mut cursor = cursor.to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while seen.len() < count && std::time::Instant::now() < deadline {
+            let page = self.call(
+                "GET",
+                &format!("events?after={cursor}&wait_seconds=1"),
+                Some(key),
+                None,
+            );
+            assert_eq!(page.status, 200, "{}", page.body);
+            seen.extend(page.body["data"].as_array().unwrap().iter().cloned());
+            cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
+        }
+        seen
+    }
+
     /// A new key of `user`'s with `scopes`, made with the CLI (certificate and password).
     pub fn new_key(&self, user: &str, scopes: &str) -> (String, String) {
         let (code, created) = self
@@ -439,23 +459,11 @@ fn events_follow_decisions_in_order_from_a_cursor() {
             200
         );
     }
-    let mut seen = Vec::new();
-    let mut cursor = start;
-    // Each long poll waits (server side) up to a second for the next event.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while seen.len() < 3 && std::time::Instant::now() < deadline {
-        let page = api.call(
-            "GET",
-            &format!("events?after={cursor}&wait_seconds=1"),
-            Some(&alice),
-            None,
-        );
-        assert_eq!(page.status, 200, "{}", page.body);
-        for event in page.body["data"].as_array().unwrap() {
-            seen.push(event["payment"]["amount"]["amount_minor"].as_i64().unwrap());
-        }
-        cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
-    }
+    let seen: Vec<i64> = api
+        .events_after(&alice, &start, 3)
+        .iter()
+        .map(|event| event["payment"]["amount"]["amount_minor"].as_i64().unwrap())
+        .collect();
     // The dev demo's own payments are before `start`; these three come in decision order.
     assert_eq!(seen, [10, 11, 12]);
     let foreign = api.call("GET", "events?after=not-a-cursor", Some(&alice), None);
@@ -723,22 +731,11 @@ fn metadata_is_stored_returned_on_every_read_and_event_and_belongs_to_the_reques
     assert_eq!(history.body["data"][0]["metadata"], json!({"rma": "R-9"}));
     assert_eq!(history.body["data"][1]["metadata"], tags);
 
-    let mut seen = Vec::new();
-    let mut cursor = start;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while seen.len() < 2 && std::time::Instant::now() < deadline {
-        let page = api.call(
-            "GET",
-            &format!("events?after={cursor}&wait_seconds=1"),
-            Some(&alice),
-            None,
-        );
-        assert_eq!(page.status, 200, "{}", page.body);
-        for event in page.body["data"].as_array().unwrap() {
-            seen.push(event["payment"]["metadata"].clone());
-        }
-        cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
-    }
+    let seen: Vec<Value> = api
+        .events_after(&alice, &start, 2)
+        .iter()
+        .map(|event| event["payment"]["metadata"].clone())
+        .collect();
     assert_eq!(seen, [tags, json!({"rma": "R-9"})]);
 }
 
@@ -754,28 +751,32 @@ fn the_api_speaks_http2_to_a_client_that_offers_it() {
         json!({"to_username": "bob", "amount": {"amount_minor": amount_minor, "currency": "USD"}})
             .to_string()
     };
+    // One request's arguments; `--next` separates them on one curl command line.
+    let ca = api.network.dir().join("pki/ca.crt");
+    let request = |key: Option<&str>, body: Option<String>, path: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["-sS", "--http2", "--max-time", "30", "--cacert"]
+            .map(String::from)
+            .to_vec();
+        args.push(ca.display().to_string());
+        args.extend(["-H".into(), format!("Authorization: Bearer {alice}")]);
+        args.extend([
+            "-w".into(),
+            "\n%{http_version} %{http_code} %{num_connects}\n".into(),
+        ]);
+        if let (Some(key), Some(body)) = (key, body) {
+            args.extend(["-H".into(), "Content-Type: application/json".into()]);
+            args.extend(["-H".into(), format!("Idempotency-Key: {key}")]);
+            args.extend(["--data-binary".into(), body]);
+        }
+        args.push(format!("{base}{path}"));
+        args
+    };
     let output = Command::new("curl")
-        .args(["-sS", "--http2", "--max-time", "30", "--cacert"])
-        .arg(api.network.dir().join("pki/ca.crt"))
-        .args(["-H", &format!("Authorization: Bearer {alice}")])
-        .args(["-w", "\n%{http_version} %{http_code} %{num_connects}\n"])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-H", "Idempotency-Key: h2-1", "--data-binary", &body(101)])
-        .arg(format!("{base}payments"))
+        .args(request(Some("h2-1"), Some(body(101)), "payments"))
         .arg("--next")
-        .args(["-sS", "--http2", "--cacert"])
-        .arg(api.network.dir().join("pki/ca.crt"))
-        .args(["-H", &format!("Authorization: Bearer {alice}")])
-        .args(["-w", "\n%{http_version} %{http_code} %{num_connects}\n"])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-H", "Idempotency-Key: h2-1", "--data-binary", &body(101)])
-        .arg(format!("{base}payments"))
+        .args(request(Some("h2-1"), Some(body(101)), "payments"))
         .arg("--next")
-        .args(["-sS", "--http2", "--cacert"])
-        .arg(api.network.dir().join("pki/ca.crt"))
-        .args(["-H", &format!("Authorization: Bearer {alice}")])
-        .args(["-w", "\n%{http_version} %{http_code} %{num_connects}\n"])
-        .arg(format!("{base}payments/by-key/h2-1"))
+        .args(request(None, None, "payments/by-key/h2-1"))
         .output()
         .expect("curl is installed");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
