@@ -79,6 +79,8 @@ where
                 method,
                 peer = fields.peer.as_deref().unwrap_or("-"),
                 user = fields.username.as_deref().unwrap_or("-"),
+                // An API key's caller (the port of gRPC with API keys): its id, never the key.
+                key_id = fields.key_id.as_deref().unwrap_or("-"),
                 payment_id = fields.payment_id.as_deref().unwrap_or("-"),
                 amount = fields.amount.as_deref().unwrap_or("-"),
                 replayed = fields.replayed,

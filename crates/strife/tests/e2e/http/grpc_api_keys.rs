@@ -154,6 +154,17 @@ async fn an_api_key_calls_the_gateway_over_grpc_within_its_scopes() {
         .unwrap()
         .expect("the stream stays open");
     assert_eq!(event.payment.unwrap().payment_id, second.payment_id);
+
+    // The request log names the key by its id, never whole.
+    let log = std::fs::read_to_string(api.network.dir().join("logs/gateway.log")).unwrap();
+    let key_id = alice.split('_').nth(1).unwrap();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("method=\"/strife.v1.Gateway/Pay\"")
+                && line.contains(&format!("key_id=\"{key_id}\""))),
+        "{log}"
+    );
+    assert!(!log.contains(&alice), "the whole key is in the log");
 }
 
 /// The same port from a client in another language: Python grpcio, written from `proto/`
