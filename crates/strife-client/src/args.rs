@@ -240,13 +240,3 @@ pub struct FollowArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     pub max_seconds: Option<u64>,
 }
-
-impl FollowArgs {
-    /// The bounds these arguments set.
-    pub fn bounds(&self) -> crate::watch::WatchBounds {
-        crate::watch::WatchBounds {
-            max_events: self.max_events,
-            max_time: std::time::Duration::from_secs(self.max_seconds.unwrap_or(86_400 * 365)),
-        }
-    }
-}

@@ -166,7 +166,7 @@ pub async fn dispatch(
                 &mut gateway,
                 target,
                 follow.since.clone(),
-                follow.bounds(),
+                crate::watch::WatchBounds::of(follow),
                 event_body,
             );
             match listened.await? {
@@ -175,8 +175,12 @@ pub async fn dispatch(
             }
         }
         ClientCommand::Watch { follow } => {
-            let watched =
-                crate::watch::watch(&args, &mut gateway, follow.since.clone(), follow.bounds());
+            let watched = crate::watch::watch(
+                &args,
+                &mut gateway,
+                follow.since.clone(),
+                crate::watch::WatchBounds::of(follow),
+            );
             match watched.await? {
                 Ok(()) => Ok(0),
                 Err(status) => Ok(failed(&args, &status)),

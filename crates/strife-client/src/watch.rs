@@ -8,7 +8,7 @@ use serde_json::json;
 use strife_proto::v1 as pb;
 use tonic::{Code, Status};
 
-use crate::args::ClientArgs;
+use crate::args::{ClientArgs, FollowArgs};
 use crate::render::{self, payment_json, timestamp};
 use crate::session::Gateway;
 
@@ -20,6 +20,16 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 pub struct WatchBounds {
     pub max_events: Option<u64>,
     pub max_time: Duration,
+}
+
+impl WatchBounds {
+    /// The bounds `--max-events` and `--max-seconds` set (no time bound: a year).
+    pub fn of(follow: &FollowArgs) -> Self {
+        WatchBounds {
+            max_events: follow.max_events,
+            max_time: Duration::from_secs(follow.max_seconds.unwrap_or(86_400 * 365)),
+        }
+    }
 }
 
 /// Whether a failed watch is worth reconnecting: the connection went away, not a refusal.
