@@ -406,12 +406,11 @@ async fn metadata_of_one_mebibyte_is_resource_exhausted_and_the_connection_goes_
         .call(GET_BALANCES, &metadata("alice", &far, None), empty())
         .await
         .unwrap_err();
-    assert!(error.is_go_away(), "{error:?}");
-    assert_eq!(
-        error.reason(),
-        Some(h2::Reason::ENHANCE_YOUR_CALM),
-        "{error:?}"
-    );
+    // The server sends its GOAWAY and closes; a client still writing the rest of the header
+    // block may hit the closed socket before it reads the GOAWAY (a broken pipe). Either way
+    // the connection is over, and never with a gRPC answer.
+    let went_away = error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+    assert!(went_away || error.is_io(), "{error:?}");
 }
 
 /// The interpreter of the venv `scripts/test` makes with grpcio in it.
