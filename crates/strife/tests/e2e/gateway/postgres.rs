@@ -270,7 +270,7 @@ async fn empty_newer_or_foreign_postgres_databases_are_refused() {
         .arg("--dir")
         .arg(network.path());
     let (mut gateway, _) = spawn_with_ready_line(command, &network.path().join("gateway.log"));
-    assert!(gateway.terminate(Duration::from_secs(10)));
+    assert!(gateway.terminate(crate::support::GATEWAY_EXIT_WAIT));
     assert_no_password(&gateway.log_text(), &database, "the gateway's log");
 
     // Newer: written by a newer strife.

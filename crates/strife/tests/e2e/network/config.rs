@@ -32,7 +32,7 @@ fn gateway_with(
     let (mut process, line) = spawn_with_ready_line(command, &log);
     let ready: Value = serde_json::from_str(&line).unwrap();
     assert!(
-        process.terminate(Duration::from_secs(10)),
+        process.terminate(crate::support::GATEWAY_EXIT_WAIT),
         "gateway did not stop"
     );
     (

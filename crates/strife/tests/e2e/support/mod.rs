@@ -47,6 +47,12 @@ pub fn trusting_only(ca: &Path) -> std::sync::Arc<rustls::ClientConfig> {
     std::sync::Arc::new(config)
 }
 
+/// How long a test waits for a SIGTERMed gateway to exit: what the gateway promises an
+/// orchestrator (the drain, payments still running, orphan aborts, deregistration) and a
+/// margin for a machine busy with the rest of the suite. Shorter waits flaked under load.
+pub const GATEWAY_EXIT_WAIT: Duration =
+    Duration::from_secs(strife_common::limits::GATEWAY_SHUTDOWN_LIMIT.as_secs() + 5);
+
 /// The `strife` binary under test.
 pub fn strife_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_strife"))

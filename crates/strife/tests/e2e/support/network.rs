@@ -162,7 +162,7 @@ impl ManualNetwork {
     pub fn stop_gateway(&mut self) {
         if let Some(mut gateway) = self.gateway.take() {
             assert!(
-                gateway.terminate(Duration::from_secs(10)),
+                gateway.terminate(crate::support::GATEWAY_EXIT_WAIT),
                 "gateway did not stop"
             );
         }
