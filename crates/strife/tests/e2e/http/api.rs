@@ -148,6 +148,15 @@ impl Api {
         )
     }
 
+    /// The cursor of `key`'s newest event now (`GET /v1/events` answers it at once): what
+    /// later events are asked after.
+    fn events_head(&self, key: &str) -> String {
+        self.call("GET", "events", Some(key), None).body["next_cursor"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The first `count` events after `cursor` (`GET /v1/events` long polls, each waiting up
     /// to a second server side), or fewer if they do not come within 20 s.
     fn events_after(&self, key: &str, cursor: &str, count: usize) -> Vec<Value> {
@@ -567,10 +576,7 @@ fn the_event_stream_replays_after_a_cursor_and_resumes_from_last_event_id() {
 
     let api = Api::start(&[]);
     let alice = api.key("alice");
-    let start = api.call("GET", "events", Some(&alice), None).body["next_cursor"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let start = api.events_head(&alice);
     for index in 0..3 {
         assert_eq!(
             api.pay(&alice, &format!("sse-{index}"), 20 + index).status,
@@ -650,10 +656,7 @@ fn the_event_stream_replays_after_a_cursor_and_resumes_from_last_event_id() {
 fn metadata_is_stored_returned_on_every_read_and_event_and_belongs_to_the_request() {
     let api = Api::start(&[]);
     let alice = api.key("alice");
-    let start = api.call("GET", "events", Some(&alice), None).body["next_cursor"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let start = api.events_head(&alice);
     let (code, paid) = api.network.client(
         "alice",
         &[
