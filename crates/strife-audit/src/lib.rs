@@ -126,6 +126,8 @@ pub struct Report {
     pub payments_committed: usize,
     pub payments_aborted: usize,
     pub payments_pending: usize,
+    /// Authorizations still AUTHORIZED (funds held, not yet captured, voided or expired).
+    pub authorizations_open: usize,
     /// Whether this was a `--live` audit.
     pub live: bool,
     /// Payments seen half-done by a live audit (always 0 for a plain one).
@@ -317,6 +319,9 @@ struct LoggedPayment {
     to_account: String,
     amount_minor: i64,
     currency: String,
+    /// Set on an authorization.
+    expires_unix_ms: Option<i64>,
+    decided_unix_ms: Option<i64>,
 }
 
 /// (bank id, account number).
@@ -353,6 +358,8 @@ async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySna
             to_account: payment.to.account_number,
             amount_minor: payment.amount_minor,
             currency: payment.currency,
+            expires_unix_ms: payment.expires_unix_ms,
+            decided_unix_ms: payment.decided_unix_ms,
         })
         .collect();
     let links = snapshot
@@ -413,8 +420,8 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
     for payment in &snapshot.payments {
         let id = &payment.payment_id;
         match (payment.status, payment.window_id) {
-            (PaymentStatus::Pending, None) => {}
-            (PaymentStatus::Pending, Some(window)) => report.violation(
+            (PaymentStatus::Pending | PaymentStatus::Authorized, None) => {}
+            (PaymentStatus::Pending | PaymentStatus::Authorized, Some(window)) => report.violation(
                 "payment_window_mismatch",
                 format!("payment {id} is PENDING but stamped with window {window}"),
             ),
@@ -433,7 +440,9 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
             let payee = (payment.to.bank_id.clone(), payment.currency.clone());
             let amount = i128::from(payment.amount_minor);
             match payment.status {
-                PaymentStatus::Pending => *reserved.entry(payer).or_insert(0) += amount,
+                PaymentStatus::Pending | PaymentStatus::Authorized => {
+                    *reserved.entry(payer).or_insert(0) += amount
+                }
                 PaymentStatus::Committed => {
                     let window = payment.window_id.and_then(|window| windows.get(&window));
                     if let Some(window) = window {
@@ -480,7 +489,9 @@ fn check_settlement(snapshot: &LogSnapshot, report: &mut Report) {
             let entry = refunds.entry(original_id.as_str()).or_insert((0, 0));
             match payment.status {
                 PaymentStatus::Committed => entry.0 += i128::from(payment.amount_minor),
-                PaymentStatus::Pending => entry.1 += i128::from(payment.amount_minor),
+                PaymentStatus::Pending | PaymentStatus::Authorized => {
+                    entry.1 += i128::from(payment.amount_minor)
+                }
                 PaymentStatus::Aborted => {}
             }
         }
@@ -688,6 +699,12 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             report.settlement = early.settlement;
             report.violations.extend(early.settlement_violations);
             check_owners(&state.owners, &early.links, &mut report);
+            check_authorizations(
+                &early.payments,
+                Some(&later.payments),
+                &state.prepared,
+                &mut report,
+            );
             classify_live(
                 &early.payments,
                 &later.payments,
@@ -701,6 +718,7 @@ pub async fn audit(config: &AuditConfig) -> anyhow::Result<Report> {
             report.settlement = gateway.settlement;
             report.violations.extend(gateway.settlement_violations);
             check_owners(&state.owners, &gateway.links, &mut report);
+            check_authorizations(&gateway.payments, None, &state.prepared, &mut report);
             check_payments(&gateway.payments, entries_by_payment, &mut report);
         }
     }
@@ -975,7 +993,7 @@ fn classify_live(
                     );
                 }
             }
-            PaymentStatus::Pending => {
+            PaymentStatus::Pending | PaymentStatus::Authorized => {
                 report.payments_pending += 1;
                 if !entries.is_empty() && aborted_later(&payment.payment_id) {
                     report.violation(
@@ -1032,6 +1050,58 @@ fn classify_live(
                     entries.len()
                 ),
             ),
+        }
+    }
+}
+
+/// Authorizations (docs/SPEC.md §4): nothing captured at or after its expiry; every open
+/// (AUTHORIZED) one held by both its banks — its debit and credit legs PREPARED. `later` (live
+/// audits) is a read after the bank snapshots: an authorization it no longer calls AUTHORIZED
+/// may have been captured or released in between, so its legs are not required then.
+fn check_authorizations(
+    payments: &[LoggedPayment],
+    later: Option<&[LoggedPayment]>,
+    prepared: &HashSet<(String, String, String)>,
+    report: &mut Report,
+) {
+    let still_open: Option<HashSet<&str>> = later.map(|later| {
+        later
+            .iter()
+            .filter(|payment| payment.status == PaymentStatus::Authorized)
+            .map(|payment| payment.payment_id.as_str())
+            .collect()
+    });
+    for payment in payments {
+        let Some(expires) = payment.expires_unix_ms else {
+            continue;
+        };
+        let id = &payment.payment_id;
+        match payment.status {
+            PaymentStatus::Committed if payment.decided_unix_ms.is_none_or(|at| at >= expires) => {
+                report.violation(
+                    "captured_after_expiry",
+                    format!("authorization {id} was captured at or after its expiry ({expires})"),
+                )
+            }
+            PaymentStatus::Authorized => {
+                report.authorizations_open += 1;
+                if still_open
+                    .as_ref()
+                    .is_some_and(|open| !open.contains(id.as_str()))
+                {
+                    continue;
+                }
+                let held = |bank: &str, kind: &str| {
+                    prepared.contains(&(bank.to_owned(), id.clone(), kind.to_owned()))
+                };
+                if !(held(&payment.from_bank, "debit") && held(&payment.to_bank, "credit")) {
+                    report.violation(
+                        "authorization_not_held",
+                        format!("authorization {id} is open but a bank does not hold its leg"),
+                    );
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -1122,6 +1192,8 @@ mod tests {
             to_account: "b".into(),
             amount_minor: 100,
             currency: "USD".into(),
+            expires_unix_ms: None,
+            decided_unix_ms: None,
         }
     }
 
@@ -1463,6 +1535,8 @@ mod tests {
                 refunded_minor: 0,
                 refund_pending_minor: 0,
                 window_id,
+                expires_unix_ms: None,
+                authorized_unix_ms: None,
             }
         }
 

@@ -73,6 +73,37 @@ pub enum ClientCommand {
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
     },
+    /// Hold funds for a payee to capture later (an authorization): your available balance
+    /// falls now; the money moves when the payee captures, and comes back on a void or at the
+    /// expiry. Online only (never queued).
+    Authorize {
+        #[arg(long)]
+        to: String,
+        /// Amount like 100.00.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        #[arg(long, default_value = "USD")]
+        currency: String,
+        /// How long the hold lasts, in seconds (1 to 604800 = 7 days).
+        #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+        expires_in: u32,
+        #[arg(long, default_value = "")]
+        from_bank: String,
+        #[arg(long, default_value = "")]
+        to_bank: String,
+        /// Idempotency key; a new one is chosen if absent. Reuse it to retry safely.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// Metadata entry KEY=VALUE (repeat for more).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+    },
+    /// Capture an authorization made to you (admin: any): its whole amount moves.
+    Capture { payment_id: String },
+    /// Void an authorization you made or received (admin: any): its hold is released.
+    Void { payment_id: String },
     /// Your payments, newest first.
     History {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]

@@ -99,6 +99,53 @@ pub async fn dispatch(
             };
             pay(&args, &mut gateway, entry).await
         }
+        ClientCommand::Authorize {
+            to,
+            amount,
+            currency,
+            expires_in,
+            from_bank,
+            to_bank,
+            key,
+            memo,
+            meta,
+        } => {
+            let entry = match payment_entry(
+                to,
+                amount,
+                currency,
+                from_bank,
+                to_bank,
+                key.clone(),
+                memo,
+                meta,
+            ) {
+                Ok(entry) => entry,
+                Err(error) => return Ok(usage(&args, &error)),
+            };
+            let request = pb::AuthorizeRequest {
+                idempotency_key: entry.idempotency_key,
+                to_username: entry.to_username,
+                amount: Some(pb::Money {
+                    amount_minor: entry.amount_minor,
+                    currency: entry.currency,
+                }),
+                from_bank_id: entry.from_bank,
+                to_bank_id: entry.to_bank,
+                memo: entry.memo,
+                metadata: entry.metadata.into_iter().collect(),
+                expires_in_seconds: *expires_in,
+            };
+            crate::authorizations::authorize(&args, &mut gateway, request).await
+        }
+        ClientCommand::Capture { payment_id } => {
+            let ending = crate::authorizations::Ending::Capture;
+            crate::authorizations::end(&args, &mut gateway, payment_id, ending).await
+        }
+        ClientCommand::Void { payment_id } => {
+            let ending = crate::authorizations::Ending::Void;
+            crate::authorizations::end(&args, &mut gateway, payment_id, ending).await
+        }
         ClientCommand::History { limit } => history(&args, &mut gateway, *limit).await,
         ClientCommand::Payment { payment_id } => {
             match gateway

@@ -10,6 +10,7 @@
 //!   the commands form no cycle: `commands` → `settlement` → `render`, `commands` → `render`.
 //! - [`outbox`]: the offline outbox and its retry policy.
 //! - [`api_keys`]: `api-key create|list|revoke`.
+//! - [`authorizations`]: `authorize`, `capture`, `void`.
 //! - [`settlement`]: `refund` and the admin's `settlement` commands, and the settlement
 //!   statement.
 //! - [`watch`]: following payment events; [`listen`] forwards them to a local webhook
@@ -17,6 +18,7 @@
 
 pub mod api_keys;
 pub mod args;
+pub mod authorizations;
 pub mod commands;
 pub mod listen;
 pub mod outbox;

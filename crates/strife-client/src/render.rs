@@ -89,6 +89,8 @@ pub fn payment_json(payment: &pb::Payment) -> Value {
         "refunded": money_json(payment.refunded.as_ref()),
         "settlement_window": (payment.settlement_window_id != 0).then_some(payment.settlement_window_id),
         "metadata": sorted_metadata(payment),
+        "expires_unix_ms": (payment.expires_unix_ms != 0).then_some(payment.expires_unix_ms),
+        "authorized_unix_ms": (payment.authorized_unix_ms != 0).then_some(payment.authorized_unix_ms),
     })
 }
 
@@ -117,6 +119,12 @@ pub fn describe_payment(payment: &pb::Payment) -> String {
         ),
         format!("when     {} UTC", timestamp(payment.created_unix_ms)),
     ];
+    if payment.expires_unix_ms != 0 {
+        lines.push(format!(
+            "expires  {} UTC",
+            timestamp(payment.expires_unix_ms)
+        ));
+    }
     if !payment.reason.is_empty() {
         lines.push(format!("reason   {}", payment.reason));
     }

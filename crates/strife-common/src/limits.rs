@@ -31,6 +31,10 @@ pub const MAX_PAYMENT_METADATA_VALUE_BYTES: usize = 500;
 /// Most bytes of metadata (keys plus values) one payment carries: it is stored with every
 /// payment row and returned with every read and event, so it stays well below a request.
 pub const MAX_PAYMENT_METADATA_BYTES: usize = 8 * 1024;
+/// The shortest and longest an authorization may hold funds (`expires_in_seconds`). A week
+/// is what card networks commonly honour; longer holds belong to escrow, not authorizations.
+pub const MIN_AUTHORIZATION_SECONDS: u32 = 1;
+pub const MAX_AUTHORIZATION_SECONDS: u32 = 7 * 24 * 60 * 60;
 /// Shortest password accepted (`password::check_password`).
 pub const MIN_PASSWORD_BYTES: usize = 12;
 /// Longest password accepted (argon2id hashes any length; this only bounds the work).

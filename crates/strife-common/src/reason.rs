@@ -71,6 +71,17 @@ pub const PAYMENT_IS_A_REFUND: &str = "payment_is_a_refund";
 /// counted).
 pub const REFUND_EXCEEDS_PAYMENT: &str = "refund_exceeds_payment";
 
+// ── Authorizations (docs/SPEC.md §4) ───────────────────────────────────────────────────────
+
+/// An authorization reached its expiry before it was captured: its hold was released (the
+/// payment's abort reason), or a capture came too late (`FAILED_PRECONDITION`).
+pub const AUTHORIZATION_EXPIRED: &str = "authorization_expired";
+/// An authorization was voided (the payment's abort reason).
+pub const AUTHORIZATION_VOIDED: &str = "authorization_voided";
+/// Capturing or voiding a payment that is not an open authorization (a plain payment, one
+/// still being authorized, or one already captured or released).
+pub const NOT_AUTHORIZED: &str = "payment_not_authorized";
+
 // ── The lists ─────────────────────────────────────────────────────────────────────────────
 
 /// Reasons a payment is aborted for that lie outside the request (a bank or the gateway was
@@ -98,9 +109,11 @@ pub const ABORTS: &[&str] = &[
     BANK_UNAVAILABLE,
     GATEWAY_RESTARTED,
     DECISION_TIMEOUT,
+    AUTHORIZATION_EXPIRED,
+    AUTHORIZATION_VOIDED,
 ];
 
-/// The settlement and refund refusals.
+/// The settlement, refund and authorization refusals.
 pub const SETTLEMENT: &[&str] = &[
     NET_DEBIT_CAP_EXCEEDED,
     POSITION_OVERFLOW,
@@ -110,6 +123,7 @@ pub const SETTLEMENT: &[&str] = &[
     PAYMENT_NOT_COMMITTED,
     PAYMENT_IS_A_REFUND,
     REFUND_EXCEEDS_PAYMENT,
+    NOT_AUTHORIZED,
 ];
 
 /// Whether a payment aborted for `code` may be retried under the same key.

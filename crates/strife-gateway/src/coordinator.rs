@@ -6,6 +6,12 @@
 //!      └─any NO / error / timeout, or deadline passed, or recovery──▶ ABORTED ──acks──▶ (finished)
 //! ```
 //!
+//! An authorization (`Authorize`) stops between the votes and the decision: all YES makes it
+//! AUTHORIZED (durable; the banks keep their legs PREPARED, told "still pending" when they
+//! ask), and the decision is written later by a capture (COMMITTED), a void, or its expiry
+//! (ABORTED, by the retrier of whichever replica coordinates it, at most one retry round
+//! after `expires_unix_ms`). Recovery leaves AUTHORIZED payments alone: their votes are in.
+//!
 //! What is durable when: the PENDING record (with the idempotency key) before any prepare is
 //! sent; the decision before any phase-2 message is sent; each leg's acknowledgement after
 //! its bank answered. A decision is written once and never changes ([`GatewayStore::decide`]).
@@ -211,6 +217,9 @@ impl Coordinator {
         );
         if status == PaymentStatus::Committed {
             self.crash_if(CrashPoint::AfterPrepare);
+            if record.is_authorization() {
+                return self.record_authorized(&record.payment_id).await;
+            }
         }
         let phase_started = Instant::now();
         let decided = self
@@ -242,6 +251,58 @@ impl Coordinator {
         let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&decided)).await;
         self.metrics.phase(Phase::Finish, phase_started.elapsed());
         Ok(decided)
+    }
+
+    /// Both legs of an authorization are held: records it AUTHORIZED (durable before the
+    /// answer). If another path decided it first (the retrier, past the decision deadline),
+    /// that decision is the answer and its phase 2 is sent as for a payment.
+    async fn record_authorized(&self, payment_id: &str) -> Result<PaymentRecord, Failure> {
+        let stored = self.store.authorize(payment_id).await?;
+        if stored.status.is_decided() {
+            let _ = tokio::time::timeout(self.prepare_timeout, self.phase_two(&stored)).await;
+        }
+        Ok(stored)
+    }
+
+    /// Ends an AUTHORIZED payment: `capture` writes COMMITTED (only before its expiry, which
+    /// the store judges in the same write; a capture too late writes the expiry's ABORT
+    /// instead), otherwise ABORTED as voided. Then a first round of phase 2, bounded like a
+    /// payment's. Runs on its own task, like [`Coordinator::execute`]. Returns the payment
+    /// as stored: a decision written first by another path stays.
+    pub async fn end_authorization(
+        self: &Arc<Self>,
+        record: PaymentRecord,
+        capture: bool,
+    ) -> Result<PaymentRecord, Failure> {
+        let coordinator = Arc::clone(self);
+        let running = InFlight::enter(&self.in_flight);
+        tokio::spawn(async move {
+            let _running = running;
+            let payment_id = record.payment_id.as_str();
+            let mut decided = if capture {
+                coordinator
+                    .write_decision(payment_id, PaymentStatus::Committed, None)
+                    .await?
+            } else {
+                coordinator
+                    .write_decision(payment_id, PaymentStatus::Aborted, Some(payment::voided()))
+                    .await?
+            };
+            if let Some(reason) = payment::overdue(&decided, now_unix_ms()) {
+                // A capture the store refused: the authorization expired before it.
+                decided = coordinator
+                    .write_decision(payment_id, PaymentStatus::Aborted, Some(reason))
+                    .await?;
+            }
+            if decided.status.is_decided() {
+                coordinator.metrics.payment_decided(&decided);
+                let timeout = coordinator.prepare_timeout;
+                let _ = tokio::time::timeout(timeout, coordinator.phase_two(&decided)).await;
+            }
+            Ok(decided)
+        })
+        .await
+        .map_err(|error| Failure::internal("authorization task", error))?
     }
 
     fn crash_if(&self, point: CrashPoint) {
@@ -299,7 +360,11 @@ impl Coordinator {
                 amount_minor: record.amount_minor,
                 currency: record.currency.clone(),
             }),
-            decision_deadline_unix_ms: record.decision_deadline_unix_ms,
+            // An authorization's legs stay PREPARED until its expiry: the bank need not ask
+            // about them before.
+            decision_deadline_unix_ms: record
+                .expires_unix_ms
+                .unwrap_or(record.decision_deadline_unix_ms),
             // The linked account's owner, as the gateway opened it at the bank: the bank
             // refuses if its account under this number belongs to someone else.
             owner: party.username.clone(),
@@ -336,6 +401,10 @@ impl Coordinator {
     /// acknowledgements. The record is written in the background: it only spares the retrier
     /// work (re-sending a decision is harmless), so no answer waits for its fsync.
     pub async fn phase_two(&self, record: &PaymentRecord) {
+        // An undecided payment (an open authorization) has no decision to send.
+        if !record.status.is_decided() {
+            return;
+        }
         let debit = async { record.debit_acked || self.finish_leg(record, Leg::Debit).await };
         let credit = async { record.credit_acked || self.finish_leg(record, Leg::Credit).await };
         let (debit_acked, credit_acked) = tokio::join!(debit, credit);
@@ -404,7 +473,10 @@ impl Coordinator {
 
     /// Aborts every PENDING payment this replica coordinates, with `reason`.
     async fn abort_pending(&self, reason: (String, String)) -> Result<usize, Failure> {
-        let unfinished = self.store.unfinished(&self.replica_id, u32::MAX).await?;
+        let unfinished = self
+            .store
+            .unfinished(&self.replica_id, now_unix_ms(), u32::MAX)
+            .await?;
         let mut aborted = 0;
         for record in unfinished
             .into_iter()
@@ -450,7 +522,7 @@ impl Coordinator {
             }
             let unfinished = match self
                 .store
-                .unfinished(&self.replica_id, UNFINISHED_PER_ROUND)
+                .unfinished(&self.replica_id, now_unix_ms(), UNFINISHED_PER_ROUND)
                 .await
             {
                 Ok(unfinished) => unfinished,
@@ -463,7 +535,7 @@ impl Coordinator {
             let mut rounds = Vec::new();
             for record in unfinished {
                 match (record.status, payment::overdue(&record, now)) {
-                    (PaymentStatus::Pending, Some(reason)) => {
+                    (PaymentStatus::Pending | PaymentStatus::Authorized, Some(reason)) => {
                         if let Ok(decided) = self
                             .write_decision(
                                 &record.payment_id,
@@ -475,7 +547,7 @@ impl Coordinator {
                             rounds.push(decided);
                         }
                     }
-                    (PaymentStatus::Pending, None) => {}
+                    (PaymentStatus::Pending | PaymentStatus::Authorized, None) => {}
                     _ if record.decided_unix_ms.unwrap_or(0) + RETRY_AFTER_DECISION_MS < now => {
                         rounds.push(record)
                     }
@@ -503,7 +575,8 @@ impl Coordinator {
         Ok(match record.status {
             PaymentStatus::Committed => pb::Decision::Commit,
             PaymentStatus::Aborted => pb::Decision::Abort,
-            PaymentStatus::Pending => pb::Decision::Pending,
+            // An open authorization: its bank keeps the hold until it is decided.
+            PaymentStatus::Pending | PaymentStatus::Authorized => pb::Decision::Pending,
         })
     }
 }

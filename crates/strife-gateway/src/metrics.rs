@@ -291,7 +291,7 @@ impl GatewayMetrics {
             PaymentStatus::Committed => "committed",
             PaymentStatus::Aborted if payment::is_business_refusal(record) => "refused",
             PaymentStatus::Aborted => "aborted",
-            PaymentStatus::Pending => return,
+            PaymentStatus::Pending | PaymentStatus::Authorized => return,
         };
         let reason = match record.status {
             PaymentStatus::Committed => "none",
@@ -480,6 +480,8 @@ mod tests {
             refunded_minor: 0,
             refund_pending_minor: 0,
             window_id: None,
+            expires_unix_ms: None,
+            authorized_unix_ms: None,
         }
     }
 

@@ -110,7 +110,7 @@ impl FromIterator<Scope> for Scopes {
 /// transport. `None` for a method no key may call (a bank's decision query).
 pub fn scope_needed(method: &str) -> Option<Scope> {
     Some(match method {
-        "Pay" | "LinkAccount" => Scope::PaymentsWrite,
+        "Pay" | "LinkAccount" | "Authorize" | "Capture" | "Void" => Scope::PaymentsWrite,
         "GetBalances" | "ListHistory" | "GetPayment" | "GetPaymentByKey" => Scope::PaymentsRead,
         "Refund" => Scope::RefundsWrite,
         "WatchPayments" => Scope::EventsRead,
@@ -157,6 +157,9 @@ mod tests {
             "GetPayment",
             "GetPaymentByKey",
             "Refund",
+            "Authorize",
+            "Capture",
+            "Void",
             "WatchPayments",
             "GetPositions",
             "ListSettlementWindows",

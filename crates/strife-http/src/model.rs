@@ -78,6 +78,31 @@ pub struct PayBody {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// `POST /v1/authorizations`: a payment whose funds are held until captured, voided or
+/// expired. The idempotency key travels in the `Idempotency-Key` header (shared with
+/// payments: a key used for a payment cannot authorize).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"to_username": "bob", "amount": {"amount_minor": 10000, "currency": "USD"}, "expires_in_seconds": 3600, "metadata": {"order": "1001"}}))]
+pub struct AuthorizeBody {
+    /// Who is to be paid (the merchant, who captures).
+    pub to_username: String,
+    pub amount: Money,
+    /// How long the funds are held: 1 to 604800 seconds (7 days). Not part of the
+    /// idempotency check; the first attempt's expiry stands.
+    #[schema(minimum = 1, maximum = 604800)]
+    pub expires_in_seconds: u32,
+    #[serde(default)]
+    pub from_bank_id: String,
+    #[serde(default)]
+    pub to_bank_id: String,
+    #[serde(default)]
+    pub memo: String,
+    /// As a payment's metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// `POST /v1/payments/{payment_id}/refunds`. The idempotency key travels in the
 /// `Idempotency-Key` header.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -103,8 +128,11 @@ pub enum PaymentStatus {
     Pending,
     /// Money moved.
     Committed,
-    /// No money moved; `reason_code` says why.
+    /// No money moved; `reason_code` says why (for an authorization, also
+    /// `authorization_voided` or `authorization_expired`: its hold was released).
     Aborted,
+    /// An authorization: the payer's funds are held until it is captured, voided or expires.
+    Authorized,
 }
 
 /// One payment (or refund).
@@ -148,6 +176,12 @@ pub struct Payment {
     pub settlement_window_id: Option<u64>,
     /// What the payer attached (`{}` when nothing).
     pub metadata: BTreeMap<String, String>,
+    /// On an authorization: it may be captured strictly before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_unix_ms: Option<i64>,
+    /// On an authorization: when its funds were held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized_unix_ms: Option<i64>,
 }
 
 impl From<pb::Payment> for Payment {
@@ -155,6 +189,7 @@ impl From<pb::Payment> for Payment {
         let status = match pb::PaymentStatus::try_from(payment.status) {
             Ok(pb::PaymentStatus::Committed) => PaymentStatus::Committed,
             Ok(pb::PaymentStatus::Aborted) => PaymentStatus::Aborted,
+            Ok(pb::PaymentStatus::Authorized) => PaymentStatus::Authorized,
             _ => PaymentStatus::Pending,
         };
         Payment {
@@ -178,6 +213,8 @@ impl From<pb::Payment> for Payment {
             settlement_window_id: (payment.settlement_window_id != 0)
                 .then_some(payment.settlement_window_id),
             metadata: payment.metadata.into_iter().collect(),
+            expires_unix_ms: nonzero(payment.expires_unix_ms),
+            authorized_unix_ms: nonzero(payment.authorized_unix_ms),
         }
     }
 }
@@ -285,9 +322,10 @@ pub struct PaymentEvent {
 /// route by type without reading the payment.
 #[derive(Debug, Serialize)]
 pub struct WebhookEvent {
-    /// `evt_<payment id>_<status>`: the same for every delivery of this event.
+    /// `evt_<payment id>_<outcome>`: the same for every delivery of this event.
     pub id: String,
-    /// `payment.committed` or `payment.aborted`.
+    /// `payment.committed` or `payment.aborted`; for an authorization `payment.captured`,
+    /// `payment.voided`, `payment.expired` (or `payment.aborted` when it was refused).
     #[serde(rename = "type")]
     pub kind: String,
     /// When the decision was made.
@@ -306,11 +344,7 @@ pub struct WebhookData {
 /// The bytes of `event` as a webhook delivers it; `None` for an event without a payment.
 pub fn webhook_body(event: &pb::PaymentEvent) -> Option<Vec<u8>> {
     let payment = event.payment.clone()?;
-    let status = match pb::PaymentStatus::try_from(payment.status) {
-        Ok(pb::PaymentStatus::Committed) => "committed",
-        Ok(pb::PaymentStatus::Aborted) => "aborted",
-        _ => "pending",
-    };
+    let status = strife_present::event_outcome(&payment);
     let body = WebhookEvent {
         id: format!("evt_{}_{status}", payment.payment_id),
         kind: format!("payment.{status}"),

@@ -18,7 +18,7 @@ use crate::{admin, model, payments, stream};
 #[openapi(
     info(
         title = "Strife HTTP API",
-        description = "Pay, refund and follow payments over JSON with a bearer API key. Money is integer minor units with an ISO 4217 currency. Every refusal is `{\"error\": {type, code, message, param, payment_id}}`; `code` is Strife's reason (docs/SPEC.md §7).",
+        description = "Pay, authorize and capture, refund and follow payments over JSON with a bearer API key. Money is integer minor units with an ISO 4217 currency. Every refusal is `{\"error\": {type, code, message, param, payment_id}}`; `code` is Strife's reason (docs/SPEC.md §7).",
         version = "1"
     ),
     paths(
@@ -27,6 +27,9 @@ use crate::{admin, model, payments, stream};
         payments::get_payment,
         payments::get_payment_by_key,
         payments::refund,
+        payments::authorize,
+        payments::capture,
+        payments::void,
         payments::balances,
         payments::link_account,
         payments::events,

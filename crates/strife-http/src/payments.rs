@@ -16,8 +16,8 @@ use utoipa::IntoParams;
 use crate::error::{json_response, ApiError};
 use crate::extract::{Api, Authenticated, IdempotencyKey, JsonBody};
 use crate::model::{
-    Balances, EventPage, LinkAccountBody, LinkedAccount, PayBody, Payment, PaymentEvent,
-    PaymentList, RefundBody,
+    AuthorizeBody, Balances, EventPage, LinkAccountBody, LinkedAccount, PayBody, Payment,
+    PaymentEvent, PaymentList, RefundBody,
 };
 
 /// The header that marks an answer replayed from an earlier request's key.
@@ -131,6 +131,111 @@ pub async fn refund(
         .await
         .map_err(ApiError::keyed)?;
     Ok(payment_answer(&call, refund))
+}
+
+/// Hold funds for a later capture (an authorization).
+///
+/// Both banks hold: your available balance falls by the amount, your balance does not, until
+/// the payee captures it, someone voids it, or it expires (`expires_in_seconds`). Idempotent
+/// per (caller, `Idempotency-Key`) as a payment.
+#[utoipa::path(
+    post,
+    path = "/v1/authorizations",
+    tag = "payments",
+    request_body = AuthorizeBody,
+    params(("Idempotency-Key" = String, Header, description = "Chosen by you, unique per payment or authorization (1–128 printable ASCII characters, no spaces); send the same key on every retry.", example = "order-1001-hold", pattern = "^[!-~]{1,128}$")),
+    responses(
+        (status = 200, description = "The authorization, `authorized` (or what this key recorded before).", body = Payment,
+            headers(("Idempotent-Replayed" = String, description = "`true` when the answer is a replay of an earlier request with this key."))),
+        (status = 404, description = "No such payee, account or bank.", body = crate::model::ErrorBody),
+        (status = 409, description = "An authorization under this key is still deciding; retry with the same key.", body = crate::model::ErrorBody),
+        (status = 422, description = "Refused: insufficient funds, currency mismatch, cap exceeded, or the key was used for another request.", body = crate::model::ErrorBody),
+    ),
+    security(("api_key" = ["payments:write"]))
+)]
+pub async fn authorize(
+    State(api): State<Api>,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
+    IdempotencyKey(key): IdempotencyKey,
+    JsonBody(body): JsonBody<AuthorizeBody>,
+) -> Result<Response, ApiError> {
+    let request = pb::AuthorizeRequest {
+        idempotency_key: key,
+        to_username: body.to_username,
+        amount: Some(body.amount.into()),
+        from_bank_id: body.from_bank_id,
+        to_bank_id: body.to_bank_id,
+        memo: body.memo,
+        metadata: body.metadata.into_iter().collect(),
+        expires_in_seconds: body.expires_in_seconds,
+    };
+    let payment = api
+        .service
+        .authorize_payment(&call, request)
+        .await
+        .map_err(ApiError::keyed)?;
+    Ok(payment_answer(&call, payment))
+}
+
+/// Capture an authorization (its payee, or admin): its whole amount moves.
+///
+/// Only strictly before its expiry. Capturing one already captured answers it again, so a
+/// retry is safe.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{payment_id}/capture",
+    tag = "payments",
+    params(("payment_id" = String, Path, description = "The authorization.")),
+    responses(
+        (status = 200, description = "The authorization, `committed`.", body = Payment),
+        (status = 403, description = "You are its payer: only the payee or the admin captures.", body = crate::model::ErrorBody),
+        (status = 404, description = "No such payment, or not yours.", body = crate::model::ErrorBody),
+        (status = 422, description = "`authorization_expired`, or `payment_not_authorized` (a plain payment, or one voided or still being authorized).", body = crate::model::ErrorBody),
+    ),
+    security(("api_key" = ["payments:write"]))
+)]
+pub async fn capture(
+    State(api): State<Api>,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
+    Path(payment_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let request = pb::CaptureRequest { payment_id };
+    let payment = api.service.capture(&call, request).await?;
+    Ok(payment_answer(&call, payment))
+}
+
+/// Void an authorization (its payer, its payee, or admin): its holds are released.
+///
+/// Voiding one already voided or expired answers it again.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{payment_id}/void",
+    tag = "payments",
+    params(("payment_id" = String, Path, description = "The authorization.")),
+    responses(
+        (status = 200, description = "The authorization, `aborted` (`authorization_voided`, or `authorization_expired` if it expired first).", body = Payment),
+        (status = 404, description = "No such payment, or not yours.", body = crate::model::ErrorBody),
+        (status = 422, description = "`payment_not_authorized`: a plain payment, one captured, or one still being authorized.", body = crate::model::ErrorBody),
+    ),
+    security(("api_key" = ["payments:write"]))
+)]
+pub async fn void(
+    State(api): State<Api>,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
+    Path(payment_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let request = pb::VoidRequest { payment_id };
+    let payment = api.service.void(&call, request).await?;
+    Ok(payment_answer(&call, payment))
 }
 
 /// One page of a history.

@@ -35,6 +35,9 @@ pub fn router(api: Api) -> Router {
             get(payments::get_payment_by_key),
         )
         .route("/v1/payments/{payment_id}/refunds", post(payments::refund))
+        .route("/v1/payments/{payment_id}/capture", post(payments::capture))
+        .route("/v1/payments/{payment_id}/void", post(payments::void))
+        .route("/v1/authorizations", post(payments::authorize))
         .route("/v1/balances", get(payments::balances))
         .route("/v1/accounts/link", post(payments::link_account))
         .route("/v1/accounts", post(admin::open_account))

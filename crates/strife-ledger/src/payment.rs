@@ -42,6 +42,13 @@ pub fn fingerprint(record: &PaymentRecord) -> String {
         None => plain,
         Some(original) => format!("{plain}|refund_of={original}"),
     };
+    // An authorization and a payment under one key are different requests. The expiry is
+    // not part of it: a retry computes its own from its own clock.
+    let plain = if record.is_authorization() {
+        format!("{plain}|authorization")
+    } else {
+        plain
+    };
     if record.metadata.is_empty() {
         plain
     } else {
@@ -99,7 +106,7 @@ pub fn begin(attempt: &PaymentRecord, stored: Option<Stored<'_>>) -> Result<Begi
     }
     Ok(match stored.payment.status {
         PaymentStatus::Pending => Begin::InFlight,
-        PaymentStatus::Committed => Begin::Replay,
+        PaymentStatus::Committed | PaymentStatus::Authorized => Begin::Replay,
         PaymentStatus::Aborted if is_transient(stored.payment.reason_code.as_deref()) => {
             Begin::RecordAgain
         }
@@ -173,16 +180,38 @@ fn humanize(duration: Duration) -> String {
     }
 }
 
-/// The abort a PENDING payment gets once its decision deadline has passed (the retrier and
-/// the banks' decision query both apply it); `None` while it may still be decided normally.
+/// The abort an undecided payment gets once its time is up (the retrier and the banks'
+/// decision query both apply it): a PENDING one after its decision deadline, an AUTHORIZED
+/// one at its expiry. `None` while it may still be decided normally.
 pub fn overdue(record: &PaymentRecord, now_unix_ms: i64) -> Option<(String, String)> {
-    (record.status == PaymentStatus::Pending && now_unix_ms > record.decision_deadline_unix_ms)
-        .then(|| {
-            (
-                reason::DECISION_TIMEOUT.to_owned(),
-                "no decision before the deadline; aborted".to_owned(),
-            )
-        })
+    match record.status {
+        PaymentStatus::Pending if now_unix_ms > record.decision_deadline_unix_ms => Some((
+            reason::DECISION_TIMEOUT.to_owned(),
+            "no decision before the deadline; aborted".to_owned(),
+        )),
+        PaymentStatus::Authorized if !may_capture_at(record, now_unix_ms) => Some((
+            reason::AUTHORIZATION_EXPIRED.to_owned(),
+            "the authorization expired before it was captured; its hold is released".to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+/// Whether an AUTHORIZED payment may still be captured at `now_unix_ms`: strictly before
+/// its expiry. Stores apply the same rule inside the write that captures.
+pub fn may_capture_at(record: &PaymentRecord, now_unix_ms: i64) -> bool {
+    record.status == PaymentStatus::Authorized
+        && record
+            .expires_unix_ms
+            .is_some_and(|expires| now_unix_ms < expires)
+}
+
+/// The abort a voided authorization gets.
+pub fn voided() -> (String, String) {
+    (
+        reason::AUTHORIZATION_VOIDED.to_owned(),
+        "the authorization was voided; its hold is released".to_owned(),
+    )
 }
 
 /// The abort every PENDING payment gets when the gateway starts (presumed abort).
@@ -213,7 +242,7 @@ pub fn outcome(record: &PaymentRecord) -> Result<(), Failure> {
         .clone()
         .unwrap_or_else(|| "payment aborted".into());
     Err(match record.status {
-        PaymentStatus::Committed => return Ok(()),
+        PaymentStatus::Committed | PaymentStatus::Authorized => return Ok(()),
         PaymentStatus::Pending => Failure::Aborted(format!(
             "payment {} is still in progress; retry with the same idempotency key",
             record.payment_id
@@ -266,6 +295,8 @@ mod tests {
             refunded_minor: 0,
             refund_pending_minor: 0,
             window_id: None,
+            expires_unix_ms: None,
+            authorized_unix_ms: None,
         }
     }
 

@@ -36,6 +36,11 @@ pub enum PaymentStatus {
     Pending,
     Committed,
     Aborted,
+    /// An authorization whose legs both voted YES: the payer's funds are held and the payee's
+    /// credit announced until it is captured (COMMITTED), voided or expired (ABORTED). Still
+    /// undecided, so stores keep it with PENDING's stored code (1) and tell it apart by
+    /// `authorized_unix_ms` ([`PaymentStatus::stored`]).
+    Authorized,
 }
 
 impl PaymentStatus {
@@ -44,6 +49,7 @@ impl PaymentStatus {
             PaymentStatus::Pending => 1,
             PaymentStatus::Committed => 2,
             PaymentStatus::Aborted => 3,
+            PaymentStatus::Authorized => 4,
         }
     }
 
@@ -52,8 +58,33 @@ impl PaymentStatus {
             1 => Some(PaymentStatus::Pending),
             2 => Some(PaymentStatus::Committed),
             3 => Some(PaymentStatus::Aborted),
+            4 => Some(PaymentStatus::Authorized),
             _ => None,
         }
+    }
+
+    /// The status a store row means: its stored code (1 = undecided, 2, 3) and whether the
+    /// row was authorized. An undecided row is PENDING until its legs are held, AUTHORIZED
+    /// after; keeping both under one stored code keeps "undecided" one condition in every
+    /// index and single-assignment write.
+    pub fn stored(code: i64, authorized: bool) -> Option<Self> {
+        match (Self::from_code(code)?, authorized) {
+            (PaymentStatus::Pending, true) => Some(PaymentStatus::Authorized),
+            (status, _) => Some(status),
+        }
+    }
+
+    /// The code a store keeps for this status (AUTHORIZED is kept as undecided, 1).
+    pub fn stored_code(self) -> i64 {
+        match self {
+            PaymentStatus::Authorized => PaymentStatus::Pending.code(),
+            status => status.code(),
+        }
+    }
+
+    /// True once the coordinator's decision is written (COMMITTED or ABORTED).
+    pub fn is_decided(self) -> bool {
+        matches!(self, PaymentStatus::Committed | PaymentStatus::Aborted)
     }
 }
 
@@ -105,6 +136,18 @@ pub struct PaymentRecord {
     /// The settlement window that was open when the decision was written; `None` while
     /// PENDING.
     pub window_id: Option<i64>,
+    /// On an authorization (`Authorize`): when it expires. It may be captured only before
+    /// this instant, and is voided by the coordinator at or after it. `None` on a payment.
+    pub expires_unix_ms: Option<i64>,
+    /// On an authorization: when both legs were held and it became AUTHORIZED.
+    pub authorized_unix_ms: Option<i64>,
+}
+
+impl PaymentRecord {
+    /// True for an authorization (made by `Authorize`, whatever became of it).
+    pub fn is_authorization(&self) -> bool {
+        self.expires_unix_ms.is_some()
+    }
 }
 
 impl PaymentRecord {
@@ -123,6 +166,7 @@ impl PaymentRecord {
             refunded_minor: 0,
             refund_pending_minor: 0,
             window_id: None,
+            authorized_unix_ms: None,
             ..self.clone()
         }
     }

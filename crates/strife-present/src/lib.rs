@@ -38,13 +38,35 @@ pub fn money(value: Option<&pb::Money>) -> String {
     }
 }
 
-/// `COMMITTED`, `ABORTED`, `PENDING`; anything else (a newer server's status) `UNKNOWN`.
+/// `COMMITTED`, `ABORTED`, `PENDING`, `AUTHORIZED`; anything else (a newer server's status)
+/// `UNKNOWN`.
 pub fn status_name(status: i32) -> &'static str {
     match pb::PaymentStatus::try_from(status) {
         Ok(pb::PaymentStatus::Committed) => "COMMITTED",
         Ok(pb::PaymentStatus::Aborted) => "ABORTED",
         Ok(pb::PaymentStatus::Pending) => "PENDING",
+        Ok(pb::PaymentStatus::Authorized) => "AUTHORIZED",
         _ => "UNKNOWN",
+    }
+}
+
+/// What a payment event says happened, in lower case: `committed` or `aborted`, and for an
+/// authorization `captured`, `voided` or `expired` (`aborted` when it was refused outright);
+/// `authorized` and `pending` for a payment not decided yet. Event types and ids are built
+/// from it.
+pub fn event_outcome(payment: &pb::Payment) -> &'static str {
+    let authorization = payment.expires_unix_ms > 0;
+    match pb::PaymentStatus::try_from(payment.status) {
+        Ok(pb::PaymentStatus::Committed) if authorization => "captured",
+        Ok(pb::PaymentStatus::Committed) => "committed",
+        Ok(pb::PaymentStatus::Aborted) if authorization => match payment.reason_code.as_str() {
+            strife_common::reason::AUTHORIZATION_VOIDED => "voided",
+            strife_common::reason::AUTHORIZATION_EXPIRED => "expired",
+            _ => "aborted",
+        },
+        Ok(pb::PaymentStatus::Aborted) => "aborted",
+        Ok(pb::PaymentStatus::Authorized) => "authorized",
+        _ => "pending",
     }
 }
 

@@ -111,6 +111,36 @@ impl Gateway for GatewayGrpc {
         Ok(Response::new(answer))
     }
 
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let call = call_of(&request)?;
+        let answer = self
+            .service
+            .authorize_payment(&call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn capture(
+        &self,
+        request: Request<pb::CaptureRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let call = call_of(&request)?;
+        let answer = self.service.capture(&call, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn void(
+        &self,
+        request: Request<pb::VoidRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        let call = call_of(&request)?;
+        let answer = self.service.void(&call, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
     async fn create_api_key(
         &self,
         request: Request<pb::CreateApiKeyRequest>,

@@ -31,6 +31,7 @@ pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
         PaymentStatus::Pending => pb::PaymentStatus::Pending,
         PaymentStatus::Committed => pb::PaymentStatus::Committed,
         PaymentStatus::Aborted => pb::PaymentStatus::Aborted,
+        PaymentStatus::Authorized => pb::PaymentStatus::Authorized,
     };
     pb::Payment {
         payment_id: record.payment_id.clone(),
@@ -61,6 +62,8 @@ pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
             .iter()
             .map(|(key, value)| (key.clone(), value.clone()))
             .collect(),
+        expires_unix_ms: record.expires_unix_ms.unwrap_or(0),
+        authorized_unix_ms: record.authorized_unix_ms.unwrap_or(0),
     }
 }
 

@@ -320,6 +320,8 @@ mod tests {
             refunded_minor: 0,
             refund_pending_minor: 0,
             window_id: None,
+            expires_unix_ms: None,
+            authorized_unix_ms: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use strife_common::time::now_unix_ms;
 use strife_common::Failure;
 
 use super::Service;
@@ -69,7 +70,7 @@ impl Service {
         let mut in_doubt: BTreeMap<String, usize> = BTreeMap::new();
         let unfinished = self
             .store
-            .unfinished(self.coordinator.replica_id(), IN_DOUBT_SCAN)
+            .unfinished(self.coordinator.replica_id(), now_unix_ms(), IN_DOUBT_SCAN)
             .await;
         let legs_unknown = match unfinished {
             Ok(payments) => {

@@ -1,12 +1,13 @@
 //! Payments and refunds (the one path through [`Service::run_attempt`]), a user's history and
 //! look-ups by id or key, and the payment event stream.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use strife_common::failure::PaymentRefusal;
 use strife_common::limits::{validate_id, MAX_TEXT_BYTES};
+use strife_common::reason;
 use strife_common::Failure;
-use strife_ledger::records::Party;
+use strife_ledger::records::{Party, PaymentRecord, PaymentStatus};
 use strife_ledger::settlement;
 use strife_proto::v1 as pb;
 
@@ -14,7 +15,8 @@ use super::convert::payment_proto;
 use super::cursor::CursorKind;
 use super::events::EventStream;
 use super::validate::{
-    check_metadata, check_money, check_text, metadata_of, pick_account, validate_pay,
+    check_expires_in, check_metadata, check_money, check_text, metadata_of, pick_account,
+    validate_pay,
 };
 use super::{Service, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use crate::request::Call;
@@ -27,6 +29,126 @@ impl Service {
         body: pb::PayRequest,
     ) -> Result<pb::Payment, PaymentRefusal> {
         self.authorize(call, "Pay")?;
+        self.pay_or_hold(call, body, None).await
+    }
+
+    /// `Authorize`: a payment whose legs are held until a capture, a void or the expiry.
+    pub async fn authorize_payment(
+        &self,
+        call: &Call,
+        body: pb::AuthorizeRequest,
+    ) -> Result<pb::Payment, PaymentRefusal> {
+        self.authorize(call, "Authorize")?;
+        let expires_in = check_expires_in(body.expires_in_seconds)?;
+        let pay = pb::PayRequest {
+            idempotency_key: body.idempotency_key,
+            to_username: body.to_username,
+            amount: body.amount,
+            from_bank_id: body.from_bank_id,
+            to_bank_id: body.to_bank_id,
+            memo: body.memo,
+            metadata: body.metadata,
+        };
+        self.pay_or_hold(call, pay, Some(expires_in)).await
+    }
+
+    /// `Capture`: moves an AUTHORIZED payment (payee or admin).
+    pub async fn capture(
+        &self,
+        call: &Call,
+        body: pb::CaptureRequest,
+    ) -> Result<pb::Payment, PaymentRefusal> {
+        self.authorize(call, "Capture")?;
+        let open = self
+            .open_authorization(call, &body.payment_id, Ending::Capture)
+            .await?;
+        let record = match open {
+            Open::Authorized(record) => self.coordinator.end_authorization(record, true).await?,
+            Open::Ended(record) => record,
+        };
+        call.log.set_payment(&record.payment_id, None);
+        match record.status {
+            PaymentStatus::Committed => Ok(payment_proto(&record)),
+            _ => Err(ended_refusal(&record, Ending::Capture)),
+        }
+    }
+
+    /// `Void`: releases an AUTHORIZED payment's holds (payer, payee or admin).
+    pub async fn void(
+        &self,
+        call: &Call,
+        body: pb::VoidRequest,
+    ) -> Result<pb::Payment, PaymentRefusal> {
+        self.authorize(call, "Void")?;
+        let open = self
+            .open_authorization(call, &body.payment_id, Ending::Void)
+            .await?;
+        let record = match open {
+            Open::Authorized(record) => self.coordinator.end_authorization(record, false).await?,
+            Open::Ended(record) => record,
+        };
+        call.log.set_payment(&record.payment_id, None);
+        match record.status {
+            PaymentStatus::Aborted if record.is_authorization() => Ok(payment_proto(&record)),
+            _ => Err(ended_refusal(&record, Ending::Void)),
+        }
+    }
+
+    /// The authorization a capture or void names, if the caller may end it that way: one the
+    /// caller has no part in answers like one that does not exist; a party without the right
+    /// (the payer capturing) is PERMISSION_DENIED. An authorization already ended comes back
+    /// as `Ended`, so a retry is answered from what is stored.
+    async fn open_authorization(
+        &self,
+        call: &Call,
+        payment_id: &str,
+        ending: Ending,
+    ) -> Result<Open, Failure> {
+        validate_id("payment_id", payment_id)?;
+        let caller = &call.caller;
+        let not_found = || Failure::NotFound(format!("payment {payment_id} not found"));
+        let record = self
+            .store
+            .payment(payment_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let is_admin = caller.role == Role::Admin;
+        let is_payer = record.from.username == caller.username;
+        let is_payee = record.to.username == caller.username;
+        if !(is_admin || is_payer || is_payee) {
+            return Err(not_found());
+        }
+        if ending == Ending::Capture && !(is_admin || is_payee) {
+            return Err(Failure::PermissionDenied(format!(
+                "only the payee of authorization {payment_id} ({}) or the admin may capture it",
+                record.to.username
+            )));
+        }
+        if !record.is_authorization() {
+            return Err(Failure::precondition(
+                reason::NOT_AUTHORIZED,
+                format!("payment {payment_id} is a payment, not an authorization"),
+            ));
+        }
+        Ok(match record.status {
+            PaymentStatus::Authorized => Open::Authorized(record),
+            PaymentStatus::Pending => {
+                return Err(Failure::precondition(
+                    reason::NOT_AUTHORIZED,
+                    format!("authorization {payment_id} is still being authorized; retry shortly"),
+                ))
+            }
+            PaymentStatus::Committed | PaymentStatus::Aborted => Open::Ended(record),
+        })
+    }
+
+    /// Pay and Authorize: one path, `expires_in` set for an authorization.
+    async fn pay_or_hold(
+        &self,
+        call: &Call,
+        body: pb::PayRequest,
+        expires_in: Option<Duration>,
+    ) -> Result<pb::Payment, PaymentRefusal> {
         let caller = &call.caller;
         let log = &call.log;
         let amount = validate_pay(&caller.username, &body)?;
@@ -85,6 +207,17 @@ impl Service {
             metadata_of(body.metadata),
             None,
         );
+        let attempt = match expires_in {
+            None => attempt,
+            Some(expires_in) => PaymentRecord {
+                expires_unix_ms: Some(
+                    attempt
+                        .created_unix_ms
+                        .saturating_add(i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX)),
+                ),
+                ..attempt
+            },
+        };
         self.run_attempt(&attempt, place, log).await
     }
 
@@ -241,5 +374,49 @@ impl Service {
             .watch(&caller.username, caller.role, &since)
             .await?;
         Ok(stream)
+    }
+}
+
+/// How an authorization is to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Capture,
+    Void,
+}
+
+/// An authorization a capture or void may act on, or one that has ended already.
+enum Open {
+    Authorized(PaymentRecord),
+    Ended(PaymentRecord),
+}
+
+/// The refusal for a capture or void of an authorization that ended otherwise: captured
+/// (a void comes too late), voided or expired (a capture comes too late).
+fn ended_refusal(record: &PaymentRecord, ending: Ending) -> PaymentRefusal {
+    let payment_id = &record.payment_id;
+    let expired = record.reason_code.as_deref() == Some(reason::AUTHORIZATION_EXPIRED);
+    let failure = match (record.status, ending) {
+        (PaymentStatus::Aborted, Ending::Capture) if expired => Failure::precondition(
+            reason::AUTHORIZATION_EXPIRED,
+            format!("authorization {payment_id} expired before it was captured"),
+        ),
+        (PaymentStatus::Committed, Ending::Void) => Failure::precondition(
+            reason::NOT_AUTHORIZED,
+            format!("authorization {payment_id} was captured; refund it instead"),
+        ),
+        _ => Failure::precondition(
+            reason::NOT_AUTHORIZED,
+            format!(
+                "authorization {payment_id} has ended ({})",
+                record.reason_code.as_deref().unwrap_or("decided")
+            ),
+        ),
+    };
+    // The refusal's own code, not the payment's stored reason: a capture after a void is
+    // `payment_not_authorized` whichever way the authorization ended.
+    PaymentRefusal {
+        failure,
+        payment_id: Some(payment_id.clone()),
+        reason_code: None,
     }
 }

@@ -181,6 +181,23 @@ pub fn validate_pay(caller: &str, body: &pb::PayRequest) -> Result<Amount, Failu
     Ok(amount)
 }
 
+/// An authorization's `expires_in_seconds`, within the limits.
+pub fn check_expires_in(expires_in_seconds: u32) -> Result<std::time::Duration, Failure> {
+    use strife_common::limits::{MAX_AUTHORIZATION_SECONDS, MIN_AUTHORIZATION_SECONDS};
+    if !(MIN_AUTHORIZATION_SECONDS..=MAX_AUTHORIZATION_SECONDS).contains(&expires_in_seconds) {
+        return Err(Failure::invalid_field(
+            "expires_in_seconds",
+            format!(
+                "expires_in_seconds must be {MIN_AUTHORIZATION_SECONDS} to \
+                 {MAX_AUTHORIZATION_SECONDS} (7 days)"
+            ),
+        ));
+    }
+    Ok(std::time::Duration::from_secs(u64::from(
+        expires_in_seconds,
+    )))
+}
+
 /// Picks the account a payment uses: the one at `bank_id` (if named) in `currency`.
 pub(crate) fn pick_account(
     accounts: &[LinkedAccount],

@@ -110,7 +110,10 @@ pub trait GatewayStore: GatewayLog {
     async fn begin_payment(&self, attempt: &PaymentRecord) -> Result<Begun, Failure>;
 
     /// Writes the decision, once: a payment already decided keeps its first decision, which
-    /// is returned instead. `NOT_FOUND` if the payment was never recorded.
+    /// is returned instead. `NOT_FOUND` if the payment was never recorded. An authorization
+    /// is COMMITTED (captured) only while AUTHORIZED and strictly before its
+    /// `expires_unix_ms`, judged at the decision's own time in the same write; otherwise
+    /// nothing changes and the payment is returned as it stands.
     ///
     /// Atomic with the decision, and only in the write that changes the payment from PENDING:
     /// the payment is stamped with the open window; [`crate::settlement::on_decision`]'s
@@ -127,6 +130,12 @@ pub trait GatewayStore: GatewayLog {
         reason: Option<&str>,
     ) -> Result<PaymentRecord, Failure>;
 
+    /// Marks an authorization whose legs both voted YES as AUTHORIZED, durably before it
+    /// returns (the answer to `Authorize` promises the hold). Only an undecided authorization
+    /// changes; the payment is returned as stored afterwards, so a decision written first
+    /// (an abort by the retrier, say) is what the caller sees. `NOT_FOUND` if never recorded.
+    async fn authorize(&self, payment_id: &str) -> Result<PaymentRecord, Failure>;
+
     /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). May be
     /// relaxed: a lost acknowledgement only makes the retrier re-send a decision.
     async fn acknowledge(&self, payment_id: &str, debit: bool, credit: bool)
@@ -142,10 +151,13 @@ pub trait GatewayStore: GatewayLog {
     ) -> Result<Option<PaymentRecord>, Failure>;
 
     /// `coordinator`'s payments with no decision or with a leg that has not acknowledged it,
-    /// oldest first.
+    /// oldest first, leaving out the AUTHORIZED ones that expire after `due_at_unix_ms` (an
+    /// open authorization waits for its capture, void or expiry, and must not take the
+    /// places of payments that need work).
     async fn unfinished(
         &self,
         coordinator: &str,
+        due_at_unix_ms: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure>;
 

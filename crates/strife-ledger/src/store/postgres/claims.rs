@@ -232,20 +232,23 @@ async fn insert_attempts<C: GenericClient>(
         .map(|a| a.decision_deadline_unix_ms)
         .collect();
     let created: Vec<i64> = accepted.iter().map(|a| a.created_unix_ms).collect();
+    let expires: Vec<Option<i64>> = accepted.iter().map(|a| a.expires_unix_ms).collect();
     let statement = client
         .prepare_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank,
                  from_account, to_user, to_bank, to_account, amount_minor, currency, memo,
-                 status, decision_deadline_unix_ms, created_unix_ms, coordinator, metadata)
+                 status, decision_deadline_unix_ms, created_unix_ms, coordinator, metadata,
+                 expires_unix_ms)
              SELECT u.payment_id, u.key, u.from_user, u.from_bank, u.from_account, u.to_user,
                  u.to_bank, u.to_account, u.amount_minor, u.currency, u.memo, 1, u.deadline,
-                 u.created, u.coordinator, u.metadata
+                 u.created, u.coordinator, u.metadata, u.expires
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[],
-                     $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[])
+                     $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[],
+                     $16::bigint[])
                  WITH ORDINALITY AS u (payment_id, key, from_user, from_bank, from_account,
                      to_user, to_bank, to_account, amount_minor, currency, memo, deadline,
-                     created, coordinator, metadata, position)
+                     created, coordinator, metadata, expires, position)
              ORDER BY u.position
              RETURNING payment_id, seq",
         )
@@ -270,6 +273,7 @@ async fn insert_attempts<C: GenericClient>(
                 &created,
                 &coordinators,
                 &metadata,
+                &expires,
             ],
         )
         .await

@@ -344,8 +344,9 @@ impl GatewayLog for PostgresGatewayStore {
 const INSERT_PAYMENT: &str = "
 INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
     to_user, to_bank, to_account, amount_minor, currency, memo, status,
-    decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of, metadata)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15, $16)
+    decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of, metadata,
+    expires_unix_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14, $15, $16, $17)
 RETURNING seq";
 
 /// Claims an unused key; no row when it is taken.
@@ -385,6 +386,7 @@ async fn insert_payment<C: GenericClient>(
                 &attempt.coordinator,
                 &attempt.refund_of,
                 &metadata_to_json(&attempt.metadata),
+                &attempt.expires_unix_ms,
             ],
         )
         .await
@@ -759,7 +761,7 @@ impl GatewayStore for PostgresGatewayStore {
         let (reply, answer) = oneshot::channel();
         let job = DecisionJob {
             payment_id: payment_id.to_owned(),
-            status: i32::try_from(status.code()).unwrap_or_default(),
+            status: i32::try_from(status.stored_code()).unwrap_or_default(),
             reason_code: reason_code.map(str::to_owned),
             reason: reason.map(str::to_owned),
             decided_unix_ms: now_unix_ms(),
@@ -774,6 +776,30 @@ impl GatewayStore for PostgresGatewayStore {
                 answer.await.map_err(|_| {
                     Failure::internal(DOING, "the decision writer dropped a decision")
                 })?
+            })
+            .await
+    }
+
+    /// Marks an authorization AUTHORIZED, durably (`synchronous_commit = on`); the payment as
+    /// stored afterwards, read in a new statement so a decision that won the row is seen.
+    async fn authorize(&self, payment_id: &str) -> Result<PaymentRecord, Failure> {
+        const DOING: &str = "recording an authorization";
+        self.on_durable(DOING)
+            .call(async |client, failed| {
+                client
+                    .execute(
+                        "UPDATE payments SET authorized_unix_ms = $2
+                         WHERE payment_id = $1 AND status = 1 AND expires_unix_ms IS NOT NULL
+                             AND authorized_unix_ms IS NULL",
+                        &[&payment_id, &now_unix_ms()],
+                    )
+                    .await
+                    .map_err(failed)?;
+                load_payment(client, failed, payment_id)
+                    .await?
+                    .ok_or_else(|| {
+                        Failure::NotFound(format!("payment {payment_id} does not exist"))
+                    })
             })
             .await
     }
@@ -830,10 +856,11 @@ impl GatewayStore for PostgresGatewayStore {
     async fn unfinished(
         &self,
         coordinator: &str,
+        due_at_unix_ms: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure> {
         // The same predicate as the partial index `payments_unfinished_by_coordinator`, so
-        // the planner uses it.
+        // the planner uses it; open authorizations not yet due are filtered on that scan.
         self.read_payments(
             "listing unfinished payments",
             SCAN_TIMEOUT,
@@ -842,9 +869,11 @@ impl GatewayStore for PostgresGatewayStore {
                 payment_columns!(),
                 " FROM payments WHERE coordinator = $1
                      AND (status = 1 OR NOT debit_acked OR NOT credit_acked)
+                     AND NOT (status = 1 AND authorized_unix_ms IS NOT NULL
+                              AND expires_unix_ms > $3)
                  ORDER BY coordinator, seq LIMIT $2"
             ),
-            &[&coordinator, &i64::from(limit)],
+            &[&coordinator, &i64::from(limit), &due_at_unix_ms],
         )
         .await
     }
@@ -1247,13 +1276,17 @@ async fn decide_all(
              FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[])
                  AS d (payment_id, status, reason_code, reason, decided_unix_ms)
              WHERE p.payment_id = d.payment_id AND p.status = 1
+                 AND (d.status <> 2 OR p.expires_unix_ms IS NULL
+                      OR (p.authorized_unix_ms IS NOT NULL
+                          AND d.decided_unix_ms < p.expires_unix_ms))
              RETURNING ",
             "p.seq, p.payment_id, p.idempotency_key, p.from_user, p.from_bank, p.from_account,
              p.to_user, p.to_bank, p.to_account, p.amount_minor, p.currency, p.memo, p.status,
              p.reason_code, p.reason, p.debit_acked, p.credit_acked,
              p.decision_deadline_unix_ms, p.created_unix_ms, p.decided_unix_ms,
              p.coordinator, p.decision_seq, p.refund_of, p.refunded_minor,
-             p.refund_pending_minor, p.window_id, p.metadata"
+             p.refund_pending_minor, p.window_id, p.metadata, p.expires_unix_ms,
+             p.authorized_unix_ms"
         ))
                 .await
                 .map_err(failed)?;

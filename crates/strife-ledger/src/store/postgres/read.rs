@@ -18,7 +18,7 @@ macro_rules! payment_columns {
          to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
          credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
          coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id,
-         metadata"
+         metadata, expires_unix_ms, authorized_unix_ms"
     };
 }
 pub(super) use payment_columns;
@@ -69,7 +69,8 @@ pub(super) fn account_from_row(row: &Row) -> Result<LinkedAccount, Failure> {
 
 pub(super) fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
     let status_code: i32 = column(row, 12)?;
-    let status = PaymentStatus::from_code(i64::from(status_code))
+    let authorized_unix_ms: Option<i64> = column(row, 28)?;
+    let status = PaymentStatus::stored(i64::from(status_code), authorized_unix_ms.is_some())
         .ok_or_else(|| Failure::internal("decoding payment", format!("status {status_code}")))?;
     Ok(PaymentRecord {
         seq: column(row, 0)?,
@@ -103,6 +104,8 @@ pub(super) fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
         refund_pending_minor: column(row, 24)?,
         window_id: column(row, 25)?,
         metadata: metadata_from_json(&column::<String>(row, 26)?)?,
+        expires_unix_ms: column(row, 27)?,
+        authorized_unix_ms,
     })
 }
 

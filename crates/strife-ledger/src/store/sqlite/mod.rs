@@ -402,6 +402,27 @@ impl GatewayStore for SqliteGatewayStore {
             .await
     }
 
+    /// Marks an authorization AUTHORIZED (its legs are held), durably; the payment as stored
+    /// afterwards (a decided one is returned unchanged).
+    async fn authorize(&self, payment_id: &str) -> Result<PaymentRecord, Failure> {
+        let payment_id = payment_id.to_owned();
+        self.writer
+            .run(move |transaction| {
+                transaction
+                    .execute_cached(
+                        "UPDATE payments SET authorized_unix_ms = ?2
+                         WHERE payment_id = ?1 AND status = 1 AND expires_unix_ms IS NOT NULL
+                             AND authorized_unix_ms IS NULL",
+                        params![payment_id, now_unix_ms()],
+                    )
+                    .map_err(storage)?;
+                load_payment(transaction, &payment_id)?.ok_or_else(|| {
+                    Failure::NotFound(format!("payment {payment_id} does not exist"))
+                })
+            })
+            .await
+    }
+
     /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). Not
     /// fsynced on its own: a lost acknowledgement only makes the retrier re-send a decision.
     /// Acknowledgements arriving together are written by one write ([`AckQueue`]); a call
@@ -461,6 +482,7 @@ impl GatewayStore for SqliteGatewayStore {
     async fn unfinished(
         &self,
         coordinator: &str,
+        due_at_unix_ms: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure> {
         let coordinator = coordinator.to_owned();
@@ -468,11 +490,14 @@ impl GatewayStore for SqliteGatewayStore {
             .scan(move |connection| {
                 read_payments(
                     connection,
+                    // Open authorizations not yet due are filtered on the index's scan.
                     &format!(
                         "{SELECT_PAYMENTS} WHERE coordinator = ?1 AND {UNFINISHED}
+                             AND NOT (status = 1 AND authorized_unix_ms IS NOT NULL
+                                      AND expires_unix_ms > ?3)
                          ORDER BY coordinator, seq LIMIT ?2"
                     ),
-                    params![coordinator, limit],
+                    params![coordinator, limit, due_at_unix_ms],
                 )
             })
             .await
@@ -699,7 +724,9 @@ fn record_attempt(
 }
 
 /// [`GatewayStore::decide`] in the writer's transaction: the decision if the payment is still
-/// PENDING, with what it moves in settlement; otherwise the payment as stored.
+/// undecided, with what it moves in settlement; otherwise the payment as stored. An
+/// authorization is COMMITTED (captured) only while AUTHORIZED and before its expiry, judged
+/// at the decision's own time; otherwise it stays as it is and is returned so.
 fn write_decision(
     transaction: &Connection,
     payment_id: &str,
@@ -719,10 +746,13 @@ fn write_decision(
                          decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
                                          WHERE decision_seq IS NOT NULL),
                          window_id = ?6
-                     WHERE payment_id = ?1 AND status = 1 RETURNING ",
+                     WHERE payment_id = ?1 AND status = 1
+                         AND (?2 != 2 OR expires_unix_ms IS NULL
+                              OR (authorized_unix_ms IS NOT NULL AND ?5 < expires_unix_ms))
+                     RETURNING ",
                 payment_columns!()
             ),
-            params![payment_id, status.code(), reason_code, reason, now_unix_ms(), window.window_id],
+            params![payment_id, status.stored_code(), reason_code, reason, now_unix_ms(), window.window_id],
             payment_from_row,
         )
         .optional()
@@ -745,8 +775,10 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
         .execute_cached(
             "INSERT INTO payments (payment_id, idempotency_key, from_user, from_bank, from_account,
                  to_user, to_bank, to_account, amount_minor, currency, memo, status,
-                 decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of, metadata)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15, ?16)",
+                 decision_deadline_unix_ms, created_unix_ms, coordinator, refund_of, metadata,
+                 expires_unix_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14, ?15, ?16,
+                 ?17)",
             params![
                 payment.payment_id,
                 payment.idempotency_key,
@@ -763,7 +795,8 @@ fn insert_payment(transaction: &Connection, payment: &PaymentRecord) -> Result<(
                 payment.created_unix_ms,
                 payment.coordinator,
                 payment.refund_of,
-                metadata_to_json(&payment.metadata)
+                metadata_to_json(&payment.metadata),
+                payment.expires_unix_ms
             ],
         )
         .map_err(storage)?;

@@ -29,7 +29,7 @@ macro_rules! payment_columns {
     () => {
         concat!(
             $crate::store::sqlite::read::payment_columns_v4!(),
-            ", metadata"
+            ", metadata, expires_unix_ms, authorized_unix_ms"
         )
     };
 }
@@ -62,7 +62,8 @@ pub(super) static ACCOUNTS_OF_USER: LazyLock<String> = LazyLock::new(|| {
 
 pub(super) fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<PaymentRecord, Failure>> {
     let status_code: i64 = row.get(12)?;
-    let Some(status) = PaymentStatus::from_code(status_code) else {
+    let authorized_unix_ms: Option<i64> = row.get(28)?;
+    let Some(status) = PaymentStatus::stored(status_code, authorized_unix_ms.is_some()) else {
         return Ok(Err(Failure::internal(
             "decoding payment",
             format!("status {status_code}"),
@@ -103,6 +104,8 @@ pub(super) fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Payment
             Ok(metadata) => metadata,
             Err(failure) => return Ok(Err(failure)),
         },
+        expires_unix_ms: row.get(27)?,
+        authorized_unix_ms,
     }))
 }
 

@@ -91,6 +91,14 @@ macro_rules! metadata_column {
     };
 }
 
+/// The authorization columns (`crate::records::PaymentRecord::expires_unix_ms` and
+/// `authorized_unix_ms`), word for word in the schema and in the 7 → 8 migration.
+macro_rules! authorization_columns {
+    () => {
+        "expires_unix_ms INTEGER,\n    authorized_unix_ms INTEGER"
+    };
+}
+
 /// The `payments` table as of version 4, word for word in the schema (which adds the later
 /// columns given as arguments) and in the 3 → 4 migration that rebuilds it. Its status CHECK spells the set out as `=` … `OR`: SQLite evaluates an
 /// `IN (…)` list of three or more values through a scratch b-tree it creates and destroys on
@@ -152,7 +160,12 @@ CREATE TABLE IF NOT EXISTS accounts (
 );
 CREATE INDEX IF NOT EXISTS accounts_by_user ON accounts (username);
 ",
-    payments_table!(",\n    ", metadata_column!()),
+    payments_table!(
+        ",\n    ",
+        metadata_column!(),
+        ",\n    ",
+        authorization_columns!()
+    ),
     "CREATE UNIQUE INDEX IF NOT EXISTS payments_by_decision ON payments (decision_seq)
     WHERE decision_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
@@ -182,7 +195,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 
 /// The SQLite schema version this binary writes (`PRAGMA user_version`); a database with a
 /// higher one was written by a newer Strife and is refused.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Steps from older schema versions (see [`SCHEMA_VERSION`]).
 pub(super) const MIGRATIONS: &[Migration] = &[
@@ -258,5 +271,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // 6 → 7: payment metadata; every earlier payment has none.
         to_version: 7,
         sql: concat!("ALTER TABLE payments ADD COLUMN ", metadata_column!(), ";"),
+    },
+    Migration {
+        // 7 → 8: authorizations (docs/SPEC.md §4); every earlier payment is a plain payment.
+        // An AUTHORIZED row keeps status 1 (undecided), so no CHECK or index changes.
+        to_version: 8,
+        sql: "ALTER TABLE payments ADD COLUMN expires_unix_ms INTEGER;
+              ALTER TABLE payments ADD COLUMN authorized_unix_ms INTEGER;",
     },
 ];

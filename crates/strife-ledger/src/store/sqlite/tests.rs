@@ -68,6 +68,8 @@ fn attempt(payment_id: &str, key: &str, coordinator: &str) -> PaymentRecord {
         refunded_minor: 0,
         refund_pending_minor: 0,
         window_id: None,
+        expires_unix_ms: None,
+        authorized_unix_ms: None,
     }
 }
 
@@ -119,9 +121,13 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
     );
     assert_eq!(store.claim("", "gw-a").await.unwrap(), 1);
     assert_eq!(store.claim("", "gw-b").await.unwrap(), 0, "one claimant");
-    let mine = store.unfinished("gw-a", 10).await.unwrap();
+    let mine = store.unfinished("gw-a", i64::MAX, 10).await.unwrap();
     assert_eq!(mine.len(), 1);
-    assert!(store.unfinished("gw-b", 10).await.unwrap().is_empty());
+    assert!(store
+        .unfinished("gw-b", i64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

@@ -435,6 +435,21 @@ impl gateway_server::Gateway for InternalAfterCommit {
     async fn refund(&self, _: Request<pb::RefundRequest>) -> Result<Response<pb::Payment>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
+    async fn authorize(
+        &self,
+        _: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn capture(
+        &self,
+        _: Request<pb::CaptureRequest>,
+    ) -> Result<Response<pb::Payment>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
+    async fn void(&self, _: Request<pb::VoidRequest>) -> Result<Response<pb::Payment>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
     async fn create_api_key(
         &self,
         _: Request<pb::CreateApiKeyRequest>,

@@ -4,6 +4,7 @@
 //! and several replicas (on SQLite and on a shared PostgreSQL).
 
 mod auth;
+mod authorizations;
 mod faults;
 mod metrics;
 mod operations;

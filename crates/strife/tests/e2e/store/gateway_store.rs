@@ -110,6 +110,8 @@ fn attempt(payment_id: &str, from: &str, to: &str, key: &str) -> PaymentRecord {
         refunded_minor: 0,
         refund_pending_minor: 0,
         window_id: None,
+        expires_unix_ms: None,
+        authorized_unix_ms: None,
     }
 }
 
@@ -437,11 +439,11 @@ async fn acknowledgements_and_unfinished(store: Arc<dyn GatewayStore>) {
         list.into_iter().map(|record| record.payment_id).collect()
     };
     assert_eq!(
-        unfinished(store.unfinished(REPLICA, 10).await.unwrap()),
+        unfinished(store.unfinished(REPLICA, i64::MAX, 10).await.unwrap()),
         ["u1", "u2", "u3"]
     );
     assert_eq!(
-        unfinished(store.unfinished(REPLICA, 2).await.unwrap()),
+        unfinished(store.unfinished(REPLICA, i64::MAX, 2).await.unwrap()),
         ["u1", "u2"]
     );
     let u1 = store.payment("u1").await.unwrap().unwrap();
@@ -464,7 +466,7 @@ async fn acknowledgements_and_unfinished(store: Arc<dyn GatewayStore>) {
     let u2 = store.payment("u2").await.unwrap().unwrap();
     assert!(!u2.debit_acked && u2.credit_acked);
     assert_eq!(
-        unfinished(store.unfinished(REPLICA, 10).await.unwrap()),
+        unfinished(store.unfinished(REPLICA, i64::MAX, 10).await.unwrap()),
         ["u2", "u3"]
     );
     store.acknowledge("unknown", true, true).await.unwrap();
@@ -605,7 +607,7 @@ async fn ownership_and_decision_order(store: Arc<dyn GatewayStore>) {
     assert_eq!(store.claim("gw-b", "gw-a").await.unwrap(), 1);
     assert_eq!(store.claim("gw-b", "gw-c").await.unwrap(), 0);
     let mine: Vec<String> = store
-        .unfinished("gw-a", 10)
+        .unfinished("gw-a", i64::MAX, 10)
         .await
         .unwrap()
         .into_iter()
@@ -1249,8 +1251,128 @@ async fn api_keys(store: Arc<dyn GatewayStore>) {
     );
 }
 
+/// An authorization (docs/SPEC.md §4): AUTHORIZED once its legs are held, still undecided
+/// (reserved, listed for its coordinator only once due), captured only while AUTHORIZED and
+/// strictly before its expiry, judged by the store at the decision's own time.
+async fn authorizations(store: Arc<dyn GatewayStore>) {
+    let now = strife_common::time::now_unix_ms();
+    let hold = |id: &str, key: &str, expires_unix_ms: i64| PaymentRecord {
+        expires_unix_ms: Some(expires_unix_ms),
+        ..attempt(id, "alice", "bob", key)
+    };
+    let far = now + 3_600_000;
+
+    // A capture before the legs are held does not commit.
+    let early = started(store.as_ref(), &hold("h1", "hk1", far)).await;
+    assert_eq!(early.status, PaymentStatus::Pending);
+    assert_eq!(early.expires_unix_ms, Some(far));
+    let refused = store
+        .decide("h1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, PaymentStatus::Pending, "{refused:?}");
+    assert_eq!(refused.decision_seq, None);
+
+    let authorized = store.authorize("h1").await.unwrap();
+    assert_eq!(authorized.status, PaymentStatus::Authorized);
+    let authorized_at = authorized.authorized_unix_ms.expect("authorized time");
+    assert!(authorized_at >= now, "{authorized:?}");
+    assert_eq!(
+        store.authorize("h1").await.unwrap(),
+        authorized,
+        "idempotent"
+    );
+    assert_eq!(store.payment("h1").await.unwrap(), Some(authorized.clone()));
+    // Open and not due: not the retrier's work, still reserved.
+    let open = store.unfinished(REPLICA, now, 10).await.unwrap();
+    assert!(
+        open.iter().all(|record| record.payment_id != "h1"),
+        "{open:?}"
+    );
+    let due = store.unfinished(REPLICA, far, 10).await.unwrap();
+    assert!(
+        due.iter().any(|record| record.payment_id == "h1"),
+        "{due:?}"
+    );
+    let reserved = |positions: &[strife_ledger::records::PositionRecord]| {
+        positions
+            .iter()
+            .find(|row| row.bank_id == "bank0")
+            .map_or(0, |row| row.reserved_minor)
+    };
+    assert_eq!(reserved(&store.positions().await.unwrap()), 1_250);
+    // A replay of the key answers the authorization.
+    match store
+        .begin_payment(&hold("h-retry", "hk1", far + 5))
+        .await
+        .unwrap()
+    {
+        Begun::Finished(record) => assert_eq!(record.payment_id, "h1"),
+        other => panic!("expected the authorization, got {other:?}"),
+    }
+
+    let captured = store
+        .decide("h1", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(captured.status, PaymentStatus::Committed);
+    assert!(captured.decided_unix_ms.unwrap() < far);
+    assert_eq!(captured.authorized_unix_ms, Some(authorized_at));
+    assert_eq!(reserved(&store.positions().await.unwrap()), 0);
+    assert_eq!(
+        store.authorize("h1").await.unwrap(),
+        captured,
+        "decided stays"
+    );
+
+    // Past its expiry a capture changes nothing; the expiry's abort is written.
+    started(store.as_ref(), &hold("h2", "hk2", now - 1)).await;
+    assert_eq!(
+        store.authorize("h2").await.unwrap().status,
+        PaymentStatus::Authorized
+    );
+    let late = store
+        .decide("h2", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    assert_eq!(late.status, PaymentStatus::Authorized, "{late:?}");
+    let expired = store
+        .decide(
+            "h2",
+            PaymentStatus::Aborted,
+            Some("authorization_expired"),
+            Some("expired"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired.status, PaymentStatus::Aborted);
+    assert_eq!(
+        expired.reason_code.as_deref(),
+        Some("authorization_expired")
+    );
+
+    // A plain payment is never made AUTHORIZED.
+    started(store.as_ref(), &attempt("h3", "alice", "bob", "hk3")).await;
+    assert_eq!(
+        store.authorize("h3").await.unwrap().status,
+        PaymentStatus::Pending
+    );
+    let snapshot = store.snapshot().await.unwrap();
+    let logged = snapshot
+        .payments
+        .iter()
+        .find(|record| record.payment_id == "h1")
+        .unwrap();
+    assert_eq!(logged, &captured);
+    assert!(matches!(
+        store.authorize("nope").await,
+        Err(Failure::NotFound(_))
+    ));
+}
+
 async fn run_suite(stores: &dyn Fresh, backend: &str) {
-    let behaviours: [(&str, Behaviour); 19] = [
+    let behaviours: [(&str, Behaviour); 20] = [
+        ("authorizations", |store| Box::pin(authorizations(store))),
         ("API keys", |store| Box::pin(api_keys(store))),
         ("secrets are created once and shared", |store| {
             Box::pin(secrets_are_created_once_and_shared(store))
