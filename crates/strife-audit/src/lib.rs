@@ -6,8 +6,10 @@
 //! money conserved (Σ balances = Σ deposits per currency), no negative available balance,
 //! every balance re-derivable from its journal, every COMMITTED payment applied exactly once on
 //! both legs, every ABORTED one on neither, no journal entry the gateway does not know, no
-//! hold left PREPARED past its decision deadline, and every journal entry's account owned by
-//! the user the gateway links it to (`owner_mismatch`).
+//! hold left PREPARED past its decision deadline, every account's hold equal to its PREPARED
+//! debit legs (`hold_mismatch`), every open authorization held at both banks and none captured
+//! at or after its expiry (docs/SPEC.md §4), and every journal entry's account owned by the
+//! user the gateway links it to (`owner_mismatch`).
 //!
 //! # Consistent reads
 //!
@@ -64,7 +66,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 use strife_common::etcd::access::EtcdAccess;
 use strife_common::layout::Layout;
-use strife_common::limits::{AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE};
+use strife_common::limits::{
+    AUDIT_CALL_TIMEOUT as CALL_TIMEOUT, MAX_JOURNAL_PAGE as JOURNAL_PAGE, MAX_PREPARED_LISTED,
+};
 use strife_common::money::{self, Amount};
 use strife_common::net::tls::{ExpectedPeer, TlsMaterial};
 use strife_common::time::now_unix_ms;
@@ -322,6 +326,7 @@ struct LoggedPayment {
     /// Set on an authorization.
     expires_unix_ms: Option<i64>,
     decided_unix_ms: Option<i64>,
+    reason_code: Option<String>,
 }
 
 /// (bank id, account number).
@@ -360,6 +365,7 @@ async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySna
             currency: payment.currency,
             expires_unix_ms: payment.expires_unix_ms,
             decided_unix_ms: payment.decided_unix_ms,
+            reason_code: payment.reason_code,
         })
         .collect();
     let links = snapshot
@@ -769,7 +775,32 @@ async fn audit_bank(
             );
         }
     }
+    // Σ holds = Σ PREPARED debits, per account: every hold belongs to a leg still open (an
+    // open authorization or a payment in flight) and every open debit leg is held. The legs
+    // are listed in the accounts' snapshot; past the listing's bound the sums are not
+    // complete, so not compared.
+    let complete = listed.prepared_legs.len() < MAX_PREPARED_LISTED as usize;
+    let mut held_by_legs: HashMap<&str, i128> = HashMap::new();
+    for leg in &listed.prepared_legs {
+        if leg.role == pb::LegRole::Debit as i32 {
+            let amount = leg.amount.as_ref().map_or(0, |amount| amount.amount_minor);
+            *held_by_legs.entry(leg.account_number.as_str()).or_insert(0) += i128::from(amount);
+        }
+    }
     for account in &listed.accounts {
+        let held_by_open_legs = held_by_legs
+            .get(account.account_number.as_str())
+            .copied()
+            .unwrap_or(0);
+        if complete && i128::from(account.held_minor) != held_by_open_legs {
+            report.violation(
+                "hold_mismatch",
+                format!(
+                    "{bank_id}/{}: {} held, but its PREPARED debit legs hold {held_by_open_legs}",
+                    account.account_number, account.held_minor
+                ),
+            );
+        }
         if account.available_minor < 0 || account.balance_minor < account.held_minor {
             report.violation(
                 "negative_available",
@@ -1054,7 +1085,8 @@ fn classify_live(
     }
 }
 
-/// Authorizations (docs/SPEC.md §4): nothing captured at or after its expiry; every open
+/// Authorizations (docs/SPEC.md §4): nothing captured at or after its expiry, nothing released
+/// as expired before it; every open
 /// (AUTHORIZED) one held by both its banks — its debit and credit legs PREPARED. `later` (live
 /// audits) is a read after the bank snapshots: an authorization it no longer calls AUTHORIZED
 /// may have been captured or released in between, so its legs are not required then.
@@ -1083,6 +1115,16 @@ fn check_authorizations(
                     format!("authorization {id} was captured at or after its expiry ({expires})"),
                 )
             }
+            PaymentStatus::Aborted
+                if payment.reason_code.as_deref()
+                    == Some(strife_common::reason::AUTHORIZATION_EXPIRED)
+                    && payment.decided_unix_ms.is_none_or(|at| at < expires) =>
+            {
+                report.violation(
+                    "released_before_expiry",
+                    format!("authorization {id} was released as expired before {expires}"),
+                )
+            }
             PaymentStatus::Authorized => {
                 report.authorizations_open += 1;
                 if still_open
@@ -1098,6 +1140,18 @@ fn check_authorizations(
                     report.violation(
                         "authorization_not_held",
                         format!("authorization {id} is open but a bank does not hold its leg"),
+                    );
+                }
+            }
+            // Ended: on a quiet network its banks hold nothing for it any more.
+            PaymentStatus::Committed | PaymentStatus::Aborted if later.is_none() => {
+                let held = |bank: &str, kind: &str| {
+                    prepared.contains(&(bank.to_owned(), id.clone(), kind.to_owned()))
+                };
+                if held(&payment.from_bank, "debit") || held(&payment.to_bank, "credit") {
+                    report.violation(
+                        "authorization_hold_not_released",
+                        format!("authorization {id} has ended but a bank still holds its leg"),
                     );
                 }
             }
@@ -1194,6 +1248,7 @@ mod tests {
             currency: "USD".into(),
             expires_unix_ms: None,
             decided_unix_ms: None,
+            reason_code: None,
         }
     }
 
@@ -1336,6 +1391,65 @@ mod tests {
             .iter()
             .map(|in_flight| in_flight.payment_id.as_str())
             .collect()
+    }
+
+    fn authorization(id: &str, status: i64, decided_unix_ms: Option<i64>) -> LoggedPayment {
+        LoggedPayment {
+            expires_unix_ms: Some(1_000),
+            decided_unix_ms,
+            ..payment(id, status)
+        }
+    }
+
+    #[test]
+    fn an_open_authorization_must_be_held_at_both_banks() {
+        let open = [authorization("a", 4, None)];
+        let both = prepared(&[("bank0", "a", "debit"), ("bank1", "a", "credit")]);
+        let mut report = Report::default();
+        check_authorizations(&open, None, &both, &mut report);
+        assert_eq!(kinds(&report), Vec::<&str>::new());
+        assert_eq!(report.authorizations_open, 1);
+
+        // The mutation a broken release would leave: one leg let go while still open.
+        let mut report = Report::default();
+        check_authorizations(
+            &open,
+            None,
+            &prepared(&[("bank0", "a", "debit")]),
+            &mut report,
+        );
+        assert_eq!(kinds(&report), ["authorization_not_held"]);
+        // Live: ended between the reads, so its legs may be gone.
+        let mut report = Report::default();
+        let later = [authorization("a", 2, Some(900))];
+        check_authorizations(&open, Some(&later), &prepared(&[]), &mut report);
+        assert_eq!(kinds(&report), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_authorization_captured_at_its_expiry_or_ended_but_held_is_a_violation() {
+        let mut report = Report::default();
+        let expired = |id: &str, decided_unix_ms: i64| LoggedPayment {
+            reason_code: Some("authorization_expired".into()),
+            ..authorization(id, 3, Some(decided_unix_ms))
+        };
+        let payments = [
+            authorization("in-time", 2, Some(999)),
+            authorization("at-expiry", 2, Some(1_000)),
+            authorization("voided-but-held", 3, Some(500)),
+            expired("expired-on-time", 1_000),
+            expired("expired-early", 999),
+        ];
+        let legs = prepared(&[("bank1", "voided-but-held", "credit")]);
+        check_authorizations(&payments, None, &legs, &mut report);
+        assert_eq!(
+            kinds(&report),
+            [
+                "captured_after_expiry",
+                "authorization_hold_not_released",
+                "released_before_expiry"
+            ]
+        );
     }
 
     #[test]

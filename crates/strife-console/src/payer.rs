@@ -1,4 +1,5 @@
-//! Login and the payer's pages: balances and the pay form, history, payment detail, refunds.
+//! Login and the payer's pages: balances and the pay form, history, payment detail, refunds,
+//! and capturing or voiding an authorization.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -587,6 +588,21 @@ fn payment_page(
         "Idempotency key",
         &escape(&payment.idempotency_key),
     ));
+    if payment.expires_unix_ms != 0 {
+        let left_ms = payment.expires_unix_ms - strife_common::time::now_unix_ms();
+        let left = if payment.status == pb::PaymentStatus::Authorized as i32 && left_ms > 0 {
+            format!(
+                " <span id=\"time-left\">({} s left)</span>",
+                left_ms / 1_000
+            )
+        } else {
+            String::new()
+        };
+        rows.push_str(&detail_row(
+            "Authorization expires (UTC)",
+            &format!("{}{left}", timestamp(payment.expires_unix_ms)),
+        ));
+    }
     let _ = write!(
         body,
         "<div class=\"scroll\"><table class=\"detail\">{rows}</table></div>"
@@ -606,6 +622,26 @@ fn payment_page(
             id = escape(&payment.payment_id),
             csrf = csrf_field(session),
             key = strife_common::keys::new_key(),
+        );
+    }
+    if payment.status == pb::PaymentStatus::Authorized as i32 {
+        // Capture: the payee or the admin; void: the payer too (docs/SPEC.md §4).
+        let is_admin = session.role == Role::Admin;
+        let is_payee = payment.to_username == session.username;
+        let id = escape(&payment.payment_id);
+        let csrf = csrf_field(session);
+        body.push_str("<h2>Authorization</h2><div class=\"card\">");
+        if is_admin || is_payee {
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"/payments/{id}/capture\" id=\"capture\">{csrf}\
+                 <button type=\"submit\">Capture</button></form>"
+            );
+        }
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"/payments/{id}/void\" id=\"void\">{csrf}\
+             <button type=\"submit\">Void (release the hold)</button></form></div>"
         );
     }
     body.push_str("<p><a href=\"/history\">Back to history</a></p>");
@@ -698,5 +734,72 @@ pub async fn refund(
             Some(html::explain(&refusal.failure)),
             html::http_status(&refusal.failure),
         ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct EndAuthorizationForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn capture(
+    State(console): State<Arc<Console>>,
+    LoggedIn { session }: LoggedIn,
+    Path(payment_id): Path<String>,
+    form: FormInput<EndAuthorizationForm>,
+) -> Response {
+    end_authorization(&console, session, payment_id, form, true).await
+}
+
+pub async fn void(
+    State(console): State<Arc<Console>>,
+    LoggedIn { session }: LoggedIn,
+    Path(payment_id): Path<String>,
+    form: FormInput<EndAuthorizationForm>,
+) -> Response {
+    end_authorization(&console, session, payment_id, form, false).await
+}
+
+/// Capture or void from the payment page; the page again, with the outcome or the refusal.
+async fn end_authorization(
+    console: &Console,
+    session: Session,
+    payment_id: String,
+    form: FormInput<EndAuthorizationForm>,
+    capture: bool,
+) -> Response {
+    if let Err(refused) = accepted(&session, form, |form| &form.csrf) {
+        return *refused;
+    }
+    let caller = call(&session);
+    let ended = if capture {
+        let request = pb::CaptureRequest {
+            payment_id: payment_id.clone(),
+        };
+        console.service.capture(&caller, request).await
+    } else {
+        let request = pb::VoidRequest {
+            payment_id: payment_id.clone(),
+        };
+        console.service.void(&caller, request).await
+    };
+    match ended {
+        Ok(payment) => Redirect::to(&format!("/payments/{}", payment.payment_id)).into_response(),
+        Err(refusal) => {
+            let current = console
+                .service
+                .get_payment(&caller, pb::GetPaymentRequest { payment_id })
+                .await;
+            match current {
+                Ok(payment) => payment_page(
+                    &session,
+                    &payment,
+                    Some(html::explain(&refusal.failure)),
+                    html::http_status(&refusal.failure),
+                ),
+                Err(failure) => html::refusal_page("Payment", Some(&session), &failure),
+            }
+        }
     }
 }

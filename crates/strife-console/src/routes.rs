@@ -94,6 +94,8 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/history", get(payer::history))
         .route("/payments/{payment_id}", get(payer::payment))
         .route("/payments/{payment_id}/refund", post(payer::refund))
+        .route("/payments/{payment_id}/capture", post(payer::capture))
+        .route("/payments/{payment_id}/void", post(payer::void))
         .route("/events", get(events::payment_events))
         .route("/keys", get(keys::keys))
         .route("/keys/create", post(keys::create_key))

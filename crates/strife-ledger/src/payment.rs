@@ -472,6 +472,40 @@ mod tests {
     }
 
     #[test]
+    fn an_authorization_is_due_exactly_at_its_expiry_and_capturable_only_before() {
+        let open = PaymentRecord {
+            status: PaymentStatus::Authorized,
+            expires_unix_ms: Some(50_000),
+            ..attempt()
+        };
+        // Its decision deadline (10_000) no longer applies once it is AUTHORIZED.
+        assert_eq!(overdue(&open, 49_999), None);
+        assert!(may_capture_at(&open, 49_999));
+        assert!(!may_capture_at(&open, 50_000));
+        let (code, _) = overdue(&open, 50_000).unwrap();
+        assert_eq!(code, reason::AUTHORIZATION_EXPIRED);
+        // Still being authorized, it is a PENDING payment with the usual deadline.
+        let authorizing = PaymentRecord {
+            status: PaymentStatus::Pending,
+            ..open.clone()
+        };
+        assert!(!may_capture_at(&authorizing, 20_000));
+        assert_eq!(
+            overdue(&authorizing, 10_001).unwrap().0,
+            reason::DECISION_TIMEOUT
+        );
+        // An AUTHORIZED key replays; its answer is Ok; it differs from a payment's request.
+        let stored = Stored {
+            fingerprint: &fingerprint(&open),
+            payment: &open,
+        };
+        assert_eq!(begin(&open, Some(stored)).unwrap(), Begin::Replay);
+        assert!(outcome(&open).is_ok());
+        assert_ne!(fingerprint(&open), fingerprint(&attempt()));
+        assert!(begin(&attempt(), Some(stored)).is_err());
+    }
+
+    #[test]
     fn all_yes_commits() {
         assert_eq!(
             decide("a", &Vote::Yes, "b", &Vote::Yes, TIMEOUT),

@@ -175,6 +175,27 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn an_event_names_how_an_authorization_ended() {
+        let event = |status: pb::PaymentStatus, expires_unix_ms: i64, reason_code: &str| {
+            event_outcome(&pb::Payment {
+                status: status as i32,
+                expires_unix_ms,
+                reason_code: reason_code.into(),
+                ..pb::Payment::default()
+            })
+        };
+        use pb::PaymentStatus::{Aborted, Authorized, Committed};
+        assert_eq!(event(Committed, 0, ""), "committed");
+        assert_eq!(event(Aborted, 0, "insufficient_funds"), "aborted");
+        assert_eq!(event(Committed, 9, ""), "captured");
+        assert_eq!(event(Aborted, 9, "authorization_voided"), "voided");
+        assert_eq!(event(Aborted, 9, "authorization_expired"), "expired");
+        assert_eq!(event(Aborted, 9, "insufficient_funds"), "aborted");
+        assert_eq!(event(Authorized, 9, ""), "authorized");
+        assert_eq!(status_name(Authorized as i32), "AUTHORIZED");
+    }
+
     fn usd(amount_minor: i64) -> Option<pb::Money> {
         Some(pb::Money {
             amount_minor,

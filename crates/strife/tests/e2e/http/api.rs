@@ -876,3 +876,115 @@ async fn a_stalled_http2_body_is_refused_at_the_deadline_without_holding_its_con
     let by_key = api.call("GET", "payments/by-key/h2-stalled", Some(&alice), None);
     assert_eq!(by_key.status, 404, "{}", by_key.body);
 }
+
+/// Authorizations over HTTP and the CLI: a hold lowers the payer's available balance, the
+/// payee captures it (the payer may not), a void gives it back, a key's retry replays it, a
+/// bad expiry is a 400 naming it, and each ending is one event in decision order.
+#[test]
+fn an_authorization_is_held_then_captured_or_voided_over_http_and_the_cli() {
+    let api = Api::start(&[]);
+    let alice = api.key("alice");
+    let (bob, _) = api.new_key("bob", "payments:write");
+    let start = api.events_head(&alice);
+    let before = api.network.available_minor("alice");
+    let authorize = |key: &str, body: Value| {
+        api.call_at(
+            0,
+            "POST",
+            "authorizations",
+            Some(&alice),
+            &[("Idempotency-Key", key)],
+            Some(body),
+        )
+    };
+    let hotel = json!({"to_username": "bob", "amount": {"amount_minor": 300, "currency": "USD"},
+                       "expires_in_seconds": 3600, "metadata": {"booking": "H-1"}});
+    let held = authorize("hold-1", hotel.clone());
+    assert_eq!(held.status, 200, "{}", held.body);
+    assert_eq!(held.body["status"], "authorized");
+    assert!(held.body["expires_unix_ms"].as_i64().unwrap() > 0);
+    assert_eq!(api.network.available_minor("alice"), before - 300);
+    let replayed = authorize("hold-1", hotel);
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.body["payment_id"], held.body["payment_id"]);
+    let no_expiry = authorize(
+        "hold-bad",
+        json!({"to_username": "bob", "amount": {"amount_minor": 1, "currency": "USD"}, "expires_in_seconds": 0}),
+    );
+    assert_eq!(no_expiry.status, 400, "{}", no_expiry.body);
+    assert_eq!(no_expiry.body["error"]["param"], "expires_in_seconds");
+
+    let payment_id = held.body["payment_id"].as_str().unwrap().to_owned();
+    let by_payer = api.call(
+        "POST",
+        &format!("payments/{payment_id}/capture"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(by_payer.status, 403, "{}", by_payer.body);
+    let captured = api.call(
+        "POST",
+        &format!("payments/{payment_id}/capture"),
+        Some(&bob),
+        None,
+    );
+    assert_eq!(captured.status, 200, "{}", captured.body);
+    assert_eq!(captured.body["status"], "committed");
+    assert_eq!(api.network.available_minor("alice"), before - 300);
+
+    // The CLI: authorize, then the payer voids; the hold comes back.
+    let (code, cli_held) = api.network.client(
+        "alice",
+        &[
+            "authorize",
+            "--to",
+            "bob",
+            "--amount",
+            "1.00",
+            "--expires-in",
+            "600",
+            "--meta",
+            "order=8",
+        ],
+    );
+    assert_eq!(code, 0, "{cli_held}");
+    assert_eq!(cli_held["payment"]["status"], "AUTHORIZED");
+    assert_eq!(cli_held["payment"]["metadata"], json!({"order": "8"}));
+    assert_eq!(api.network.available_minor("alice"), before - 400);
+    let cli_id = cli_held["payment"]["payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, voided) = api.network.client("alice", &["void", &cli_id]);
+    assert_eq!(code, 0, "{voided}");
+    assert_eq!(voided["payment"]["reason_code"], "authorization_voided");
+    assert_eq!(api.network.available_minor("alice"), before - 300);
+    let late = api.call(
+        "POST",
+        &format!("payments/{cli_id}/capture"),
+        Some(&bob),
+        None,
+    );
+    assert_eq!(late.status, 422, "{}", late.body);
+    assert_eq!(late.code(), "payment_not_authorized");
+    let (code, refused) = api.network.client("bob", &["capture", &cli_id]);
+    assert_ne!(code, 0, "{refused}");
+
+    let seen: Vec<(Value, Value)> = api
+        .events_after(&alice, &start, 2)
+        .iter()
+        .map(|event| {
+            (
+                event["payment"]["status"].clone(),
+                event["payment"]["reason_code"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("committed"), Value::Null),
+            (json!("aborted"), json!("authorization_voided"))
+        ]
+    );
+}

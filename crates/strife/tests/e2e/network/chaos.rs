@@ -5,7 +5,9 @@
 //! empty, fills the disk under bank2 (its dir is on a small tmpfs) for a while, and starts a
 //! second bank process on a running bank's data dir (it must be refused), and removes a
 //! stopped bank's database (its start must be refused) before restoring it. Meanwhile payees
-//! refund parts of payments they received, and the admin sets and removes net debit caps,
+//! refund parts of payments they received, payers authorize holds of 1–4 s that are voided,
+//! captured by their payee or left to expire (docs/SPEC.md §4), and the admin sets and removes
+//! net debit caps,
 //! closes settlement windows and settles them (docs/SPEC.md §9). Then everything heals, the
 //! network quiesces, and `strife audit` plus the clients' own records must show: money
 //! conserved, no negative balance, every payment a client saw succeed committed on both legs
@@ -97,6 +99,8 @@ impl std::ops::DerefMut for Net {
 #[derive(Debug, Clone)]
 enum Outcome {
     Committed(String),
+    /// An authorization that holds funds (what became of it is another outcome, or none).
+    Authorized(String, i64),
     Refused,
     GaveUp,
 }
@@ -393,6 +397,14 @@ impl Cluster {
 /// Payments a user received, which it may refund: (payee index, payment id, amount).
 type Received = Arc<Mutex<Vec<(usize, String, i64)>>>;
 
+/// A workload user's client: its credentials over every gateway replica.
+type ChaosClient = pb::gateway_client::GatewayClient<
+    tonic::service::interceptor::InterceptedService<
+        strife_common::net::failover::Failover,
+        crate::support::network::Credentials,
+    >,
+>;
+
 /// Whether a refusal is the gateway's final answer (anything else is retried with the key).
 fn is_final(code: Code) -> bool {
     matches!(
@@ -518,12 +530,14 @@ async fn settlement_admin(
 
 /// One user's workload: pays random others — and now and then refunds part of a payment it
 /// received — retrying each with its key until the gateway gives a final answer.
+#[allow(clippy::too_many_arguments)]
 async fn workload(
     gateways: Vec<String>,
     dir: std::path::PathBuf,
     user: usize,
     seed: u64,
     received: Received,
+    held: Received,
     nemesis_done: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> Vec<Outcome> {
@@ -552,7 +566,8 @@ async fn workload(
         })
         .collect();
     let failover = strife_common::net::failover::Failover::new(replicas).unwrap();
-    let client = pb::gateway_client::GatewayClient::with_interceptor(failover, credentials);
+    let client: ChaosClient =
+        pb::gateway_client::GatewayClient::with_interceptor(failover, credentials);
     let mut outcomes = Vec::new();
     for sequence in 0..MAX_PAYMENTS_PER_USER {
         if nemesis_done.load(Ordering::Relaxed) {
@@ -568,6 +583,33 @@ async fn workload(
             (!mine.is_empty() && rng.random_bool(0.2))
                 .then(|| mine[rng.random_range(0..mine.len())].clone())
         };
+        // A payee captures an authorization made to it (whichever worker made it).
+        let capturable = {
+            let mut held = held.lock().unwrap();
+            let mine = held.iter().position(|(payee, _, _)| *payee == user);
+            mine.filter(|_| rng.random_bool(0.5))
+                .map(|index| held.swap_remove(index))
+        };
+        if let Some((_, payment_id, amount_minor)) = capturable {
+            let request = pb::CaptureRequest { payment_id };
+            let outcome = until_final(&mut rng, &stop, || {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.capture(request).await }
+            })
+            .await;
+            outcomes.push(match outcome {
+                Some(Ok(captured)) => {
+                    let payment_id = captured.into_inner().payment_id;
+                    let refundable = (user, payment_id.clone(), amount_minor);
+                    received.lock().unwrap().push(refundable);
+                    Outcome::Committed(payment_id)
+                }
+                // Expired first: nothing moved.
+                Some(Err(_)) => Outcome::Refused,
+                None => Outcome::GaveUp,
+            });
+            continue;
+        }
         if let Some((_, payment_id, amount_minor)) = refundable {
             let request = pb::RefundRequest {
                 payment_id,
@@ -595,6 +637,34 @@ async fn workload(
         let mut payee = rng.random_range(0..USERS.len());
         if payee == user {
             payee = (payee + 1) % USERS.len();
+        }
+        if rng.random_bool(0.15) {
+            let outcome = authorize(&client, &mut rng, &stop, seed, user, payee, sequence).await;
+            if let Outcome::Authorized(payment_id, amount_minor) = &outcome {
+                // Then: the payer voids it, the payee captures it later, or it expires.
+                match rng.random_range(0..3) {
+                    0 => {
+                        let request = pb::VoidRequest {
+                            payment_id: payment_id.clone(),
+                        };
+                        let voided = until_final(&mut rng, &stop, || {
+                            let (mut client, request) = (client.clone(), request.clone());
+                            async move { client.void(request).await }
+                        })
+                        .await;
+                        if voided.is_none() {
+                            outcomes.push(Outcome::GaveUp);
+                        }
+                    }
+                    1 => held
+                        .lock()
+                        .unwrap()
+                        .push((payee, payment_id.clone(), *amount_minor)),
+                    _ => {}
+                }
+            }
+            outcomes.push(outcome);
+            continue;
         }
         let request = pb::PayRequest {
             idempotency_key: format!("chaos-{seed}-{user}-{sequence}"),
@@ -628,6 +698,43 @@ async fn workload(
     outcomes
 }
 
+/// One authorization of 1–4 seconds, retried with its key through every fault.
+async fn authorize(
+    client: &ChaosClient,
+    rng: &mut StdRng,
+    stop: &AtomicBool,
+    seed: u64,
+    user: usize,
+    payee: usize,
+    sequence: usize,
+) -> Outcome {
+    let request = pb::AuthorizeRequest {
+        idempotency_key: format!("chaos-hold-{seed}-{user}-{sequence}"),
+        to_username: USERS[payee].into(),
+        amount: Some(pb::Money {
+            amount_minor: rng.random_range(1..3_000),
+            currency: "USD".into(),
+        }),
+        expires_in_seconds: rng.random_range(1..=4),
+        metadata: [("sequence".to_owned(), sequence.to_string())].into(),
+        ..pb::AuthorizeRequest::default()
+    };
+    let outcome = until_final(rng, stop, || {
+        let (mut client, request) = (client.clone(), request.clone());
+        async move { client.authorize(request).await }
+    })
+    .await;
+    match outcome {
+        Some(Ok(held)) => {
+            let held = held.into_inner();
+            let amount_minor = held.amount.map_or(0, |amount| amount.amount_minor);
+            Outcome::Authorized(held.payment_id, amount_minor)
+        }
+        Some(Err(_)) => Outcome::Refused,
+        None => Outcome::GaveUp,
+    }
+}
+
 async fn run_seed(seed: u64, store: Store) {
     eprintln!("chaos seed {seed}, {store:?} (rerun with STRIFE_CHAOS_SEED={seed})");
     let cluster = Arc::new(tokio::sync::Mutex::new(Cluster::start(store).await));
@@ -649,6 +756,7 @@ async fn run_seed(seed: u64, store: Store) {
                 user,
                 seed,
                 Arc::clone(&received),
+                Arc::default(),
                 Arc::clone(&nemesis_done),
                 Arc::clone(&stop),
             ))
@@ -858,8 +966,12 @@ async fn run_seed(seed: u64, store: Store) {
         .iter()
         .filter(|outcome| matches!(outcome, Outcome::Refused))
         .count();
+    let authorized = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, Outcome::Authorized(..)))
+        .count();
     eprintln!(
-        "seed {seed} ({store:?}): {} payments and refunds tried, {} committed, {refused} refused, {gave_up} gave up; {} windows closed ({}); faults {:?}; audit clean",
+        "seed {seed} ({store:?}): {} payments, authorizations, captures and refunds tried, {} committed, {authorized} authorized, {refused} refused, {gave_up} gave up; {} windows closed ({}); faults {:?}; audit clean",
         outcomes.len(),
         committed.len(),
         closes.len(),

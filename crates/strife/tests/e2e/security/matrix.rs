@@ -132,6 +132,37 @@ async fn every_gateway_rpc(
                 .map(drop),
         ),
         (
+            "Authorize",
+            client
+                .authorize(pb::AuthorizeRequest {
+                    idempotency_key: text.into(),
+                    to_username: text.into(),
+                    amount: money(1),
+                    expires_in_seconds: 60,
+                    ..pb::AuthorizeRequest::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "Capture",
+            client
+                .capture(pb::CaptureRequest {
+                    payment_id: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "Void",
+            client
+                .void(pb::VoidRequest {
+                    payment_id: text.into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
             "SetNetDebitCap",
             client
                 .set_net_debit_cap(pb::SetNetDebitCapRequest {

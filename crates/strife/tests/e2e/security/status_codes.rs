@@ -234,6 +234,33 @@ fn create_key(owner: &str, scopes: &[&str]) -> pb::CreateApiKeyRequest {
     }
 }
 
+fn authorizing(key: &str, change: &dyn Fn(&mut pb::AuthorizeRequest)) -> pb::AuthorizeRequest {
+    let mut request = pb::AuthorizeRequest {
+        idempotency_key: key.into(),
+        to_username: "bob".into(),
+        amount: Some(pb::Money {
+            amount_minor: 100,
+            currency: "USD".into(),
+        }),
+        expires_in_seconds: 60,
+        ..pb::AuthorizeRequest::default()
+    };
+    change(&mut request);
+    request
+}
+
+fn capture(payment_id: &str) -> pb::CaptureRequest {
+    pb::CaptureRequest {
+        payment_id: payment_id.into(),
+    }
+}
+
+fn void(payment_id: &str) -> pb::VoidRequest {
+    pb::VoidRequest {
+        payment_id: payment_id.into(),
+    }
+}
+
 fn refund(payment_id: &str, key: &str) -> pb::RefundRequest {
     pb::RefundRequest {
         payment_id: payment_id.into(),
@@ -332,6 +359,13 @@ fn gateway_rpcs() -> Vec<(&'static str, Caller, Vec<u8>)> {
             pb::WatchPaymentsRequest::default().encode_to_vec(),
         ),
         ("Refund", Caller::Alice, refund("p", "k").encode_to_vec()),
+        (
+            "Authorize",
+            Caller::Alice,
+            authorizing("k", &|_| ()).encode_to_vec(),
+        ),
+        ("Capture", Caller::Alice, capture("p").encode_to_vec()),
+        ("Void", Caller::Alice, void("p").encode_to_vec()),
         (
             "CreateApiKey",
             Caller::Alice,
@@ -659,6 +693,18 @@ fn particular_rows(paid: &str) -> Vec<Row> {
         gw("unknown payment", Alice, "Refund", refund("no-such-payment", "k-r"), NOT_FOUND),
         gw("the payer, not the payee", Alice, "Refund", refund(paid, "k-payer"), PERMISSION_DENIED),
         gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), bad_field("amount.currency")),
+        // Gateway: Authorize, Capture, Void.
+        gw("no expiry", Alice, "Authorize", authorizing("k-a0", &|r| r.expires_in_seconds = 0), bad_field("expires_in_seconds")),
+        gw("expiry past 7 days", Alice, "Authorize", authorizing("k-a8", &|r| r.expires_in_seconds = 604_801), bad_field("expires_in_seconds")),
+        gw("empty key", Alice, "Authorize", authorizing("", &|_| ()), bad_field("idempotency_key")),
+        gw("zero amount", Alice, "Authorize", authorizing("k-az", &|r| r.amount = usd(0)), bad_field("amount.amount_minor")),
+        gw("unknown payee", Alice, "Authorize", authorizing("k-au", &|r| r.to_username = "nobody".into()), NOT_FOUND),
+        gw("empty payment id", Alice, "Capture", capture(""), bad_field("payment_id")),
+        gw("unknown payment", Alice, "Capture", capture("no-such-payment"), NOT_FOUND),
+        gw("a plain payment", Admin, "Capture", capture(paid), refused(Code::FailedPrecondition, "payment_not_authorized")),
+        gw("empty payment id", Alice, "Void", void(""), bad_field("payment_id")),
+        gw("unknown payment", Alice, "Void", void("no-such-payment"), NOT_FOUND),
+        gw("a plain payment", Admin, "Void", void(paid), refused(Code::FailedPrecondition, "payment_not_authorized")),
         // Gateway: API keys.
         gw("no scopes", Alice, "CreateApiKey", create_key("", &[]), bad_field("scopes")),
         gw("unknown scope", Alice, "CreateApiKey", create_key("", &["payments:all"]), bad_field("scopes")),
