@@ -327,6 +327,8 @@ struct LoggedPayment {
     expires_unix_ms: Option<i64>,
     decided_unix_ms: Option<i64>,
     reason_code: Option<String>,
+    /// On a captured authorization: what it held.
+    authorized_minor: Option<i64>,
 }
 
 /// (bank id, account number).
@@ -366,6 +368,7 @@ async fn read_gateway(log: Option<&dyn GatewayLog>) -> anyhow::Result<GatewaySna
             expires_unix_ms: payment.expires_unix_ms,
             decided_unix_ms: payment.decided_unix_ms,
             reason_code: payment.reason_code,
+            authorized_minor: payment.authorized_minor,
         })
         .collect();
     let links = snapshot
@@ -1108,6 +1111,15 @@ fn check_authorizations(
             continue;
         };
         let id = &payment.payment_id;
+        if payment
+            .authorized_minor
+            .is_some_and(|authorized| payment.amount_minor > authorized)
+        {
+            report.violation(
+                "captured_more_than_authorized",
+                format!("authorization {id} captured more than it held"),
+            );
+        }
         match payment.status {
             PaymentStatus::Committed if payment.decided_unix_ms.is_none_or(|at| at >= expires) => {
                 report.violation(
@@ -1249,6 +1261,7 @@ mod tests {
             expires_unix_ms: None,
             decided_unix_ms: None,
             reason_code: None,
+            authorized_minor: None,
         }
     }
 
@@ -1441,13 +1454,19 @@ mod tests {
             expired("expired-early", 999),
         ];
         let legs = prepared(&[("bank1", "voided-but-held", "credit")]);
+        let mut payments = payments.to_vec();
+        payments.push(LoggedPayment {
+            authorized_minor: Some(99),
+            ..authorization("over-captured", 2, Some(10))
+        });
         check_authorizations(&payments, None, &legs, &mut report);
         assert_eq!(
             kinds(&report),
             [
                 "captured_after_expiry",
                 "authorization_hold_not_released",
-                "released_before_expiry"
+                "released_before_expiry",
+                "captured_more_than_authorized"
             ]
         );
     }
@@ -1651,6 +1670,7 @@ mod tests {
                 window_id,
                 expires_unix_ms: None,
                 authorized_unix_ms: None,
+                authorized_minor: None,
             }
         }
 

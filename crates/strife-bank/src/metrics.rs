@@ -325,9 +325,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line:?} missing in\n{text}");
         }
-        store.commit("p1", Role::Debit, "gw").await.unwrap();
+        store.commit("p1", Role::Debit, 0, "gw").await.unwrap();
         store.abort("p2", Role::Debit, "gw").await.unwrap();
-        store.commit("p1", Role::Debit, "gw").await.unwrap();
+        store.commit("p1", Role::Debit, 0, "gw").await.unwrap();
         let text = render();
         for line in [
             "strife_bank_holds_outstanding 0\n",

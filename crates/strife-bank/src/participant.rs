@@ -145,14 +145,32 @@ pub enum Effect {
     SettleDebit(i64),
     /// Commit of a credit: balance rises, the announcement goes.
     SettleCredit(i64),
+    /// Commit of a debit for less than its hold (an authorization captured in part): the
+    /// balance drops by `settled`, the whole `held` hold goes.
+    SettleDebitPart {
+        settled: i64,
+        held: i64,
+    },
+    /// Commit of a credit for less than it announced: the balance rises by `settled`, the
+    /// whole `announced` announcement goes.
+    SettleCreditPart {
+        settled: i64,
+        announced: i64,
+    },
 }
 
 impl Effect {
     /// The change to the balance itself, which is what the journal records.
     pub fn balance_delta_minor(self) -> i64 {
         match self {
-            Effect::SettleDebit(amount) => -amount,
-            Effect::SettleCredit(amount) => amount,
+            Effect::SettleDebit(amount)
+            | Effect::SettleDebitPart {
+                settled: amount, ..
+            } => -amount,
+            Effect::SettleCredit(amount)
+            | Effect::SettleCreditPart {
+                settled: amount, ..
+            } => amount,
             _ => 0,
         }
     }
@@ -191,6 +209,23 @@ impl Effect {
                 next.incoming_minor = funds
                     .incoming_minor
                     .checked_sub(amount)
+                    .ok_or_else(broken)?;
+            }
+            Effect::SettleDebitPart { settled, held } => {
+                next.balance_minor = funds
+                    .balance_minor
+                    .checked_sub(settled)
+                    .ok_or_else(broken)?;
+                next.held_minor = funds.held_minor.checked_sub(held).ok_or_else(broken)?;
+            }
+            Effect::SettleCreditPart { settled, announced } => {
+                next.balance_minor = funds
+                    .balance_minor
+                    .checked_add(settled)
+                    .ok_or_else(broken)?;
+                next.incoming_minor = funds
+                    .incoming_minor
+                    .checked_sub(announced)
                     .ok_or_else(broken)?;
             }
         }
@@ -329,8 +364,9 @@ fn same_request(stored: &PrepareIntent, incoming: &PrepareIntent) -> bool {
         && stored.currency == incoming.currency
 }
 
-/// Phase 2, commit.
-pub fn commit(existing: Option<&Leg>) -> Result<Transition, Failure> {
+/// Phase 2, commit. `settle_minor` (0: the prepared amount) is how much moves: less for an
+/// authorization captured in part, when the rest of the hold or announcement is released.
+pub fn commit(existing: Option<&Leg>, settle_minor: i64) -> Result<Transition, Failure> {
     let Some(leg) = existing else {
         return Err(Failure::NotFound(
             "no prepared leg for this payment; commit refused".into(),
@@ -343,9 +379,26 @@ pub fn commit(existing: Option<&Leg>) -> Result<Transition, Failure> {
             "commit refused: this leg is ABORTED (the coordinator and bank disagree)",
         )),
         (LegState::Prepared, Some(intent)) => {
-            let effect = match leg.role {
-                Role::Debit => Effect::SettleDebit(intent.amount_minor),
-                Role::Credit => Effect::SettleCredit(intent.amount_minor),
+            let prepared = intent.amount_minor;
+            let effect = match (leg.role, settle_minor) {
+                (Role::Debit, 0) => Effect::SettleDebit(prepared),
+                (Role::Credit, 0) => Effect::SettleCredit(prepared),
+                (_, settled) if settled < 0 || settled > prepared => {
+                    return Err(Failure::invalid_field(
+                        "settle_minor",
+                        format!(
+                            "settle_minor {settled} is outside 0..={prepared}, the prepared amount"
+                        ),
+                    ))
+                }
+                (Role::Debit, settled) => Effect::SettleDebitPart {
+                    settled,
+                    held: prepared,
+                },
+                (Role::Credit, settled) => Effect::SettleCreditPart {
+                    settled,
+                    announced: prepared,
+                },
             };
             Ok(Transition {
                 leg: Leg {

@@ -86,8 +86,9 @@ impl DecisionClient {
         Ok(channel)
     }
 
-    /// The coordinator's decision for `payment_id`, from the first replica that answers.
-    pub async fn decision(&self, payment_id: &str) -> anyhow::Result<pb::Decision> {
+    /// The coordinator's decision for `payment_id` and, with COMMIT, how much moves (0: the
+    /// prepared amount), from the first replica that answers.
+    pub async fn decision(&self, payment_id: &str) -> anyhow::Result<(pb::Decision, i64)> {
         let mut addresses = self.addresses().await?;
         // Spread the questions over the replicas, so one slow replica is not everyone's first.
         let start = rand::random_range(0..addresses.len().max(1));
@@ -103,10 +104,10 @@ impl DecisionClient {
                 .await
             {
                 Ok(response) => {
-                    let decision = response.into_inner().decision;
-                    return Ok(
-                        pb::Decision::try_from(decision).unwrap_or(pb::Decision::Unspecified)
-                    );
+                    let response = response.into_inner();
+                    let decision = pb::Decision::try_from(response.decision)
+                        .unwrap_or(pb::Decision::Unspecified);
+                    return Ok((decision, response.settle_minor));
                 }
                 Err(status) => {
                     tracing::debug!(%address, %status, "gateway replica did not answer a decision query");
@@ -155,8 +156,8 @@ async fn resolve_round(
     for stored in overdue {
         let payment_id = stored.payment_id.clone();
         let role = stored.leg.role;
-        let decision = match decisions.decision(&payment_id).await {
-            Ok(decision) => decision,
+        let (decision, settle_minor) = match decisions.decision(&payment_id).await {
+            Ok(answer) => answer,
             Err(error) => {
                 metrics.resolver_query(ResolverOutcome::Unreachable);
                 tracing::warn!(%payment_id, error = format!("{error:#}"), "coordinator unreachable; hold stays");
@@ -166,7 +167,9 @@ async fn resolve_round(
         let applied = match decision {
             pb::Decision::Commit => {
                 metrics.resolver_query(ResolverOutcome::Commit);
-                store.commit(&payment_id, role, RESOLVER_ACTOR).await
+                store
+                    .commit(&payment_id, role, settle_minor, RESOLVER_ACTOR)
+                    .await
             }
             pb::Decision::Abort => {
                 metrics.resolver_query(ResolverOutcome::Abort);

@@ -127,7 +127,11 @@ impl BankService {
     ) -> Result<pb::LegStatus, Failure> {
         let (payment_id, role) = leg_request(request)?;
         let leg = if commit {
-            let leg = self.store.commit(&payment_id, role, actor).await;
+            let settle_minor = request.settle_minor;
+            let leg = self
+                .store
+                .commit(&payment_id, role, settle_minor, actor)
+                .await;
             if let Err(failure @ Failure::FailedPrecondition { .. }) = &leg {
                 tracing::error!(%payment_id, ?role, %failure, "commit refused");
             }

@@ -399,10 +399,16 @@ impl Store {
         .await
     }
 
-    /// Phase 2, commit, for one leg.
-    pub async fn commit(&self, payment_id: &str, role: Role, actor: &str) -> Result<Leg, Failure> {
-        self.step(payment_id, role, actor, |_, existing| {
-            Ok((participant::commit(existing)?, None))
+    /// Phase 2, commit, for one leg; `settle_minor` as [`participant::commit`]'s.
+    pub async fn commit(
+        &self,
+        payment_id: &str,
+        role: Role,
+        settle_minor: i64,
+        actor: &str,
+    ) -> Result<Leg, Failure> {
+        self.step(payment_id, role, actor, move |_, existing| {
+            Ok((participant::commit(existing, settle_minor)?, None))
         })
         .await
     }

@@ -485,6 +485,7 @@ async fn raw_rpc(config: &BenchConfig) -> anyhow::Result<BenchReport> {
                     .get_leg(pb::LegRequest {
                         payment_id: "raw-rpc-probe".into(),
                         role: pb::LegRole::Debit as i32,
+                        ..pb::LegRequest::default()
                     })
                     .await;
                 match outcome {

@@ -100,8 +100,14 @@ pub enum ClientCommand {
         #[arg(long = "meta", value_name = "KEY=VALUE")]
         meta: Vec<String>,
     },
-    /// Capture an authorization made to you (admin: any): its whole amount moves.
-    Capture { payment_id: String },
+    /// Capture an authorization made to you (admin: any): all of it, or `--amount` of it
+    /// (the rest of the hold is released).
+    Capture {
+        payment_id: String,
+        /// Amount like 30.00 in the authorization's currency (default: all of it).
+        #[arg(long, allow_hyphen_values = true)]
+        amount: Option<String>,
+    },
     /// Void an authorization you made or received (admin: any): its hold is released.
     Void { payment_id: String },
     /// Your payments, newest first.

@@ -6,7 +6,7 @@ use serde_json::json;
 use strife_proto::v1 as pb;
 
 use crate::outbox::{classify_refusal, FailureClass};
-use crate::render::{describe_payment, emit, failed, payment_json};
+use crate::render::{describe_payment, emit, failed, payment_json, usage};
 use crate::session::Gateway;
 
 /// `authorize`: sends the request under one idempotency key, printed when the outcome is
@@ -45,9 +45,10 @@ pub async fn authorize(
 }
 
 /// How an authorization is to end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
-    Capture,
+    /// All of it, or the amount given (text like 30.00, in the authorization's currency).
+    Capture(Option<String>),
     Void,
 }
 
@@ -60,15 +61,26 @@ pub async fn end(
     ending: Ending,
 ) -> anyhow::Result<u8> {
     let payment_id = payment_id.to_owned();
-    let answer = match ending {
-        Ending::Capture => gateway.capture(pb::CaptureRequest { payment_id }).await,
+    let answer = match &ending {
+        Ending::Capture(asked) => {
+            let amount = match asked {
+                None => None,
+                Some(text) => match capture_amount(gateway, &payment_id, text).await {
+                    Ok(Ok(amount)) => Some(amount),
+                    Ok(Err(error)) => return Ok(usage(args, &error)),
+                    Err(status) => return Ok(failed(args, &status)),
+                },
+            };
+            let request = pb::CaptureRequest { payment_id, amount };
+            gateway.capture(request).await
+        }
         Ending::Void => gateway.void(pb::VoidRequest { payment_id }).await,
     };
     match answer {
         Ok(payment) => {
             let payment = payment.into_inner();
             let done = match ending {
-                Ending::Capture => "captured",
+                Ending::Capture(_) => "captured",
                 Ending::Void => "released",
             };
             emit(
@@ -80,4 +92,30 @@ pub async fn end(
         }
         Err(status) => Ok(failed(args, &status)),
     }
+}
+
+/// `text` as an amount in the authorization's currency (looked up first): the outer error is
+/// the look-up's, the inner one the amount's.
+async fn capture_amount(
+    gateway: &mut Gateway,
+    payment_id: &str,
+    text: &str,
+) -> Result<anyhow::Result<pb::Money>, tonic::Status> {
+    let held = gateway
+        .get_payment(pb::GetPaymentRequest {
+            payment_id: payment_id.to_owned(),
+        })
+        .await?
+        .into_inner();
+    let currency_code = held
+        .amount
+        .map(|amount| amount.currency)
+        .unwrap_or_default();
+    Ok(strife_common::money::currency(&currency_code)
+        .and_then(|currency| strife_common::money::parse_amount(text, currency))
+        .map(|amount_minor| pb::Money {
+            amount_minor,
+            currency: currency_code,
+        })
+        .map_err(anyhow::Error::from))
 }

@@ -138,8 +138,8 @@ pub async fn dispatch(
             };
             crate::authorizations::authorize(&args, &mut gateway, request).await
         }
-        ClientCommand::Capture { payment_id } => {
-            let ending = crate::authorizations::Ending::Capture;
+        ClientCommand::Capture { payment_id, amount } => {
+            let ending = crate::authorizations::Ending::Capture(amount.clone());
             crate::authorizations::end(&args, &mut gateway, payment_id, ending).await
         }
         ClientCommand::Void { payment_id } => {

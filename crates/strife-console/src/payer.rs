@@ -774,8 +774,10 @@ async fn end_authorization(
     }
     let caller = call(&session);
     let ended = if capture {
+        // The console captures the whole amount (the API and the CLI also capture part).
         let request = pb::CaptureRequest {
             payment_id: payment_id.clone(),
+            amount: None,
         };
         console.service.capture(&caller, request).await
     } else {

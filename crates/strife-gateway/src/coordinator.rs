@@ -48,7 +48,8 @@ const UNFINISHED_PER_ROUND: u32 = 256;
 pub enum CrashPoint {
     /// Every leg voted YES; no decision written yet.
     AfterPrepare,
-    /// The COMMIT decision is durable; no phase-2 message sent yet.
+    /// The COMMIT decision (a payment's, or a capture's) is durable; no phase-2 message sent
+    /// yet.
     AfterDecision,
 }
 
@@ -264,25 +265,26 @@ impl Coordinator {
         Ok(stored)
     }
 
-    /// Ends an AUTHORIZED payment: `capture` writes COMMITTED (only before its expiry, which
-    /// the store judges in the same write; a capture too late writes the expiry's ABORT
-    /// instead), otherwise ABORTED as voided. Then a first round of phase 2, bounded like a
+    /// Ends an AUTHORIZED payment: `capture_minor` (at most its amount) writes COMMITTED
+    /// moving that much (only before its expiry, which the store judges in the same write; a
+    /// capture too late writes the expiry's ABORT instead), `None` ABORTED as voided. Then a first round of phase 2, bounded like a
     /// payment's. Runs on its own task, like [`Coordinator::execute`]. Returns the payment
     /// as stored: a decision written first by another path stays.
     pub async fn end_authorization(
         self: &Arc<Self>,
         record: PaymentRecord,
-        capture: bool,
+        capture_minor: Option<i64>,
     ) -> Result<PaymentRecord, Failure> {
         let coordinator = Arc::clone(self);
         let running = InFlight::enter(&self.in_flight);
         tokio::spawn(async move {
             let _running = running;
             let payment_id = record.payment_id.as_str();
-            let mut decided = if capture {
-                coordinator
-                    .write_decision(payment_id, PaymentStatus::Committed, None)
-                    .await?
+            let mut decided = if let Some(amount_minor) = capture_minor {
+                let captured = coordinator.store.capture(payment_id, amount_minor).await?;
+                // Durable now: wake this replica's watchers, as for every decision.
+                coordinator.decisions.notify_waiters();
+                captured
             } else {
                 coordinator
                     .write_decision(payment_id, PaymentStatus::Aborted, Some(payment::voided()))
@@ -293,6 +295,9 @@ impl Coordinator {
                 decided = coordinator
                     .write_decision(payment_id, PaymentStatus::Aborted, Some(reason))
                     .await?;
+            }
+            if decided.status == PaymentStatus::Committed {
+                coordinator.crash_if(CrashPoint::AfterDecision);
             }
             if decided.status.is_decided() {
                 coordinator.metrics.payment_decided(&decided);
@@ -433,6 +438,7 @@ impl Coordinator {
         let request = pb::LegRequest {
             payment_id: record.payment_id.clone(),
             role: leg.role() as i32,
+            settle_minor: settle_minor(record),
         };
         let commit = record.status == PaymentStatus::Committed;
         let call = self.registry.finish(bank_id, request, commit);
@@ -559,11 +565,12 @@ impl Coordinator {
         }
     }
 
-    /// The answer to a bank's "what was decided for payment X?" (presumed abort).
-    pub async fn decision_for(&self, payment_id: &str) -> Result<pb::Decision, Failure> {
+    /// The answer to a bank's "what was decided for payment X?" (presumed abort), with how
+    /// much moves on a COMMIT (`LegRequest.settle_minor`).
+    pub async fn decision_for(&self, payment_id: &str) -> Result<(pb::Decision, i64), Failure> {
         let id = payment_id.to_owned();
         let Some(record) = self.store.payment(&id).await? else {
-            return Ok(pb::Decision::Abort);
+            return Ok((pb::Decision::Abort, 0));
         };
         let record = match payment::overdue(&record, now_unix_ms()) {
             Some(reason) => {
@@ -572,11 +579,22 @@ impl Coordinator {
             }
             None => record,
         };
-        Ok(match record.status {
+        let decision = match record.status {
             PaymentStatus::Committed => pb::Decision::Commit,
             PaymentStatus::Aborted => pb::Decision::Abort,
             // An open authorization: its bank keeps the hold until it is decided.
             PaymentStatus::Pending | PaymentStatus::Authorized => pb::Decision::Pending,
-        })
+        };
+        Ok((decision, settle_minor(&record)))
+    }
+}
+
+/// What a commit of `record`'s legs moves, as `LegRequest.settle_minor`: a captured
+/// authorization's captured amount (its legs hold the authorized one), else 0 (the prepared
+/// amount).
+fn settle_minor(record: &PaymentRecord) -> i64 {
+    match record.authorized_minor {
+        Some(_) => record.amount_minor,
+        None => 0,
     }
 }

@@ -482,6 +482,7 @@ mod tests {
             window_id: None,
             expires_unix_ms: None,
             authorized_unix_ms: None,
+            authorized_minor: None,
         }
     }
 

@@ -184,6 +184,7 @@ fn prepare(payment_id: &str) -> pb::PrepareRequest {
 fn decision(payment_id: &str, commit: bool) -> pb::LegDecision {
     pb::LegDecision {
         leg: Some(pb::LegRequest {
+            settle_minor: 0,
             payment_id: payment_id.to_owned(),
             role: pb::LegRole::Debit as i32,
         }),

@@ -125,6 +125,33 @@ where
 /// A JSON body of type `T`.
 pub struct JsonBody<T>(pub T);
 
+/// An optional JSON body: none at all is `T::default()` (a capture of the whole amount needs
+/// no body); a body is read as [`JsonBody`] reads it.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let has_type = request.headers().contains_key(header::CONTENT_TYPE);
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|_| ApiError::too_large(MAX_BODY_BYTES))?;
+        if bytes.is_empty() && !has_type {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        JsonBody::from_request(request, state)
+            .await
+            .map(|JsonBody(value)| OptionalJsonBody(value))
+    }
+}
+
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
     S: Send + Sync,

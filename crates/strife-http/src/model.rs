@@ -103,6 +103,17 @@ pub struct AuthorizeBody {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// `POST /v1/payments/{payment_id}/capture` (a body is optional: none captures it all).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount": {"amount_minor": 3000, "currency": "USD"}}))]
+pub struct CaptureBody {
+    /// How much to move, at most the authorized amount (absent: all of it). The rest of the
+    /// hold is released.
+    #[serde(default)]
+    pub amount: Option<Money>,
+}
+
 /// `POST /v1/payments/{payment_id}/refunds`. The idempotency key travels in the
 /// `Idempotency-Key` header.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -182,6 +193,9 @@ pub struct Payment {
     /// On an authorization: when its funds were held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorized_unix_ms: Option<i64>,
+    /// On a captured authorization: the amount it held (`amount` is what was captured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized: Option<Money>,
 }
 
 impl From<pb::Payment> for Payment {
@@ -215,6 +229,7 @@ impl From<pb::Payment> for Payment {
             metadata: payment.metadata.into_iter().collect(),
             expires_unix_ms: nonzero(payment.expires_unix_ms),
             authorized_unix_ms: nonzero(payment.authorized_unix_ms),
+            authorized: money(payment.authorized),
         }
     }
 }

@@ -14,10 +14,10 @@ use strife_proto::v1 as pb;
 use utoipa::IntoParams;
 
 use crate::error::{json_response, ApiError};
-use crate::extract::{Api, Authenticated, IdempotencyKey, JsonBody};
+use crate::extract::{Api, Authenticated, IdempotencyKey, JsonBody, OptionalJsonBody};
 use crate::model::{
-    AuthorizeBody, Balances, EventPage, LinkAccountBody, LinkedAccount, PayBody, Payment,
-    PaymentEvent, PaymentList, RefundBody,
+    AuthorizeBody, Balances, CaptureBody, EventPage, LinkAccountBody, LinkedAccount, PayBody,
+    Payment, PaymentEvent, PaymentList, RefundBody,
 };
 
 /// The header that marks an answer replayed from an earlier request's key.
@@ -180,14 +180,15 @@ pub async fn authorize(
     Ok(payment_answer(&call, payment))
 }
 
-/// Capture an authorization (its payee, or admin): its whole amount moves.
+/// Capture an authorization (its payee, or admin): all of it, or part (`amount`).
 ///
-/// Only strictly before its expiry. Capturing one already captured answers it again, so a
-/// retry is safe.
+/// Only strictly before its expiry; the rest of the hold is released. Capturing one already
+/// captured answers it again, so a retry is safe.
 #[utoipa::path(
     post,
     path = "/v1/payments/{payment_id}/capture",
     tag = "payments",
+    request_body(content = CaptureBody, description = "Optional: none captures the whole amount."),
     params(("payment_id" = String, Path, description = "The authorization.")),
     responses(
         (status = 200, description = "The authorization, `committed`.", body = Payment),
@@ -204,8 +205,12 @@ pub async fn capture(
         in_flight: _in_flight,
     }: Authenticated,
     Path(payment_id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<CaptureBody>,
 ) -> Result<Response, ApiError> {
-    let request = pb::CaptureRequest { payment_id };
+    let request = pb::CaptureRequest {
+        payment_id,
+        amount: body.amount.map(Into::into),
+    };
     let payment = api.service.capture(&call, request).await?;
     Ok(payment_answer(&call, payment))
 }

@@ -141,6 +141,9 @@ pub struct PaymentRecord {
     pub expires_unix_ms: Option<i64>,
     /// On an authorization: when both legs were held and it became AUTHORIZED.
     pub authorized_unix_ms: Option<i64>,
+    /// On a captured authorization: the amount it held (`amount_minor` is then what the
+    /// capture moved, at most this; the rest was released). Written by the capture.
+    pub authorized_minor: Option<i64>,
 }
 
 impl PaymentRecord {
@@ -167,6 +170,7 @@ impl PaymentRecord {
             refund_pending_minor: 0,
             window_id: None,
             authorized_unix_ms: None,
+            authorized_minor: None,
             ..self.clone()
         }
     }

@@ -159,8 +159,9 @@ impl PositionChange {
 }
 
 /// What writing `status` for the PENDING payment `record` does to positions: nothing for a
-/// payment within one bank; otherwise the payer bank's reservation is released, and on COMMIT
-/// the payer bank's position grows by the amount and the payee bank's shrinks by it.
+/// payment within one bank; otherwise the payer bank's reservation is released (for a captured
+/// authorization, all it reserved: `authorized_minor`), and on COMMIT the payer bank's
+/// position grows by the amount and the payee bank's shrinks by it.
 pub fn on_decision(record: &PaymentRecord, status: PaymentStatus) -> Vec<PositionChange> {
     if !is_cross_bank(record) || status == PaymentStatus::Pending {
         return Vec::new();
@@ -168,11 +169,13 @@ pub fn on_decision(record: &PaymentRecord, status: PaymentStatus) -> Vec<Positio
     let committed = status == PaymentStatus::Committed;
     // amount_minor > 0 (a CHECK in every backend), so its negation cannot overflow.
     let amount = record.amount_minor;
+    // A captured authorization moves what was captured but reserved what was authorized.
+    let reserved = record.authorized_minor.unwrap_or(amount);
     let mut changes = vec![PositionChange {
         bank_id: record.from.bank_id.clone(),
         currency: record.currency.clone(),
         position_delta: if committed { amount } else { 0 },
-        reserved_delta: -amount,
+        reserved_delta: -reserved,
     }];
     if committed {
         changes.push(PositionChange {
@@ -515,6 +518,7 @@ mod tests {
             window_id: None,
             expires_unix_ms: None,
             authorized_unix_ms: None,
+            authorized_minor: None,
         }
     }
 

@@ -171,9 +171,53 @@ fn late_prepare_after_abort_votes_no() {
 }
 
 #[test]
+fn a_partial_commit_moves_part_and_releases_the_whole_hold() {
+    let debit = prepare(None, Role::Debit, &intent(1000), Some(&account(5000, 0))).unwrap();
+    let part = commit(Some(&debit.leg), 300).unwrap();
+    assert_eq!(
+        part.effect,
+        Effect::SettleDebitPart {
+            settled: 300,
+            held: 1000
+        }
+    );
+    let funds = part
+        .effect
+        .apply(AccountFunds {
+            balance_minor: 5000,
+            held_minor: 1000,
+            incoming_minor: 0,
+        })
+        .unwrap();
+    assert_eq!((funds.balance_minor, funds.held_minor), (4700, 0));
+    assert_eq!(part.effect.balance_delta_minor(), -300);
+    let credit = prepare(None, Role::Credit, &intent(1000), Some(&account(0, 0))).unwrap();
+    let credited = commit(Some(&credit.leg), 300).unwrap();
+    let funds = credited
+        .effect
+        .apply(AccountFunds {
+            balance_minor: 0,
+            held_minor: 0,
+            incoming_minor: 1000,
+        })
+        .unwrap();
+    assert_eq!((funds.balance_minor, funds.incoming_minor), (300, 0));
+    // More than was prepared, or negative, is refused; a repeat changes nothing.
+    assert_eq!(
+        code_of(commit(Some(&debit.leg), 1001).unwrap_err()),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code_of(commit(Some(&debit.leg), -1).unwrap_err()),
+        Code::InvalidArgument
+    );
+    assert!(!commit(Some(&part.leg), 300).unwrap().changed);
+}
+
+#[test]
 fn commit_settles_debit_and_credit_once() {
     let debit = prepare(None, Role::Debit, &intent(1000), Some(&account(5000, 0))).unwrap();
-    let committed = commit(Some(&debit.leg)).unwrap();
+    let committed = commit(Some(&debit.leg), 0).unwrap();
     assert_eq!(committed.leg.state, LegState::Committed);
     assert_eq!(committed.effect, Effect::SettleDebit(1000));
     let funds = committed
@@ -187,12 +231,12 @@ fn commit_settles_debit_and_credit_once() {
     assert_eq!((funds.balance_minor, funds.held_minor), (4000, 0));
     assert_eq!(committed.effect.balance_delta_minor(), -1000);
 
-    let again = commit(Some(&committed.leg)).unwrap();
+    let again = commit(Some(&committed.leg), 0).unwrap();
     assert!(!again.changed);
     assert_eq!(again.effect, Effect::None);
 
     let credit = prepare(None, Role::Credit, &intent(1000), Some(&account(0, 0))).unwrap();
-    let credited = commit(Some(&credit.leg)).unwrap();
+    let credited = commit(Some(&credit.leg), 0).unwrap();
     assert_eq!(credited.effect, Effect::SettleCredit(1000));
     assert_eq!(credited.effect.balance_delta_minor(), 1000);
 }
@@ -218,12 +262,12 @@ fn abort_releases_the_hold_once() {
 fn commit_of_an_aborted_leg_is_refused_loudly() {
     let tombstone = abort(None, Role::Credit).unwrap();
     assert_eq!(
-        code_of(commit(Some(&tombstone.leg)).unwrap_err()),
+        code_of(commit(Some(&tombstone.leg), 0).unwrap_err()),
         Code::FailedPrecondition
     );
     let no = prepare(None, Role::Debit, &intent(9000), Some(&account(5000, 0))).unwrap();
     assert_eq!(
-        code_of(commit(Some(&no.leg)).unwrap_err()),
+        code_of(commit(Some(&no.leg), 0).unwrap_err()),
         Code::FailedPrecondition
     );
 }
@@ -231,7 +275,7 @@ fn commit_of_an_aborted_leg_is_refused_loudly() {
 #[test]
 fn abort_of_a_committed_leg_is_refused() {
     let debit = prepare(None, Role::Debit, &intent(1000), Some(&account(5000, 0))).unwrap();
-    let committed = commit(Some(&debit.leg)).unwrap();
+    let committed = commit(Some(&debit.leg), 0).unwrap();
     assert_eq!(
         code_of(abort(Some(&committed.leg), Role::Debit).unwrap_err()),
         Code::FailedPrecondition
@@ -240,7 +284,7 @@ fn abort_of_a_committed_leg_is_refused() {
 
 #[test]
 fn commit_of_an_unknown_leg_is_not_found() {
-    assert_eq!(code_of(commit(None).unwrap_err()), Code::NotFound);
+    assert_eq!(code_of(commit(None, 0).unwrap_err()), Code::NotFound);
 }
 
 #[test]

@@ -246,9 +246,9 @@ async fn prepare_commit_moves_money_and_the_journal_rederives_balances() {
         (held.funds.balance_minor, held.funds.held_minor),
         (10_000, 2_500)
     );
-    store.commit("p1", Role::Debit, "gw").await.unwrap();
-    store.commit("p1", Role::Credit, "gw").await.unwrap();
-    store.commit("p1", Role::Credit, "gw").await.unwrap();
+    store.commit("p1", Role::Debit, 0, "gw").await.unwrap();
+    store.commit("p1", Role::Credit, 0, "gw").await.unwrap();
+    store.commit("p1", Role::Credit, 0, "gw").await.unwrap();
     let payer_after = store.account(&payer.account_number).unwrap();
     let payee_after = store.account(&payee.account_number).unwrap();
     assert_eq!(
@@ -541,8 +541,8 @@ async fn a_version_zero_database_migrates_and_keeps_every_row() {
     {
         let store = open(&dir);
         // The migrated bank works on: the PREPARED payment commits, the journal re-derives.
-        store.commit("p1", Role::Debit, "gw").await.unwrap();
-        store.commit("p1", Role::Credit, "gw").await.unwrap();
+        store.commit("p1", Role::Debit, 0, "gw").await.unwrap();
+        store.commit("p1", Role::Credit, 0, "gw").await.unwrap();
         assert_eq!(
             store.account("bank0-00000001").unwrap().funds.balance_minor,
             700
@@ -687,11 +687,11 @@ async fn outstanding_holds_and_reported_transitions_follow_the_legs() {
     assert_eq!(transitions.count(LegState::Prepared), 3);
     assert_eq!(transitions.count(LegState::Aborted), 1);
 
-    store.commit("p1", Role::Debit, "gw").await.unwrap();
-    store.commit("p1", Role::Credit, "gw").await.unwrap();
+    store.commit("p1", Role::Debit, 0, "gw").await.unwrap();
+    store.commit("p1", Role::Credit, 0, "gw").await.unwrap();
     store.abort("p2", Role::Debit, "gw").await.unwrap();
     // Repeated steps change nothing and are not reported again.
-    store.commit("p1", Role::Debit, "gw").await.unwrap();
+    store.commit("p1", Role::Debit, 0, "gw").await.unwrap();
     store.abort("p2", Role::Debit, "gw").await.unwrap();
     assert_eq!(store.outstanding().unwrap(), OutstandingSummary::default());
     assert_eq!(transitions.count(LegState::Prepared), 3);

@@ -41,11 +41,12 @@ impl CoordinatorService for DecisionApi {
             );
         }
         validate_id("payment_id", &body.payment_id)?;
-        let decision = self.coordinator.decision_for(&body.payment_id).await?;
+        let (decision, settle_minor) = self.coordinator.decision_for(&body.payment_id).await?;
         tracing::info!(payment_id = %body.payment_id, bank_id = %body.bank_id, ?decision, "decision query answered");
         Ok(Response::new(pb::GetDecisionResponse {
             payment_id: body.payment_id,
             decision: decision as i32,
+            settle_minor,
         }))
     }
 }

@@ -64,6 +64,9 @@ pub(crate) fn payment_proto(record: &PaymentRecord) -> pb::Payment {
             .collect(),
         expires_unix_ms: record.expires_unix_ms.unwrap_or(0),
         authorized_unix_ms: record.authorized_unix_ms.unwrap_or(0),
+        authorized: record
+            .authorized_minor
+            .and_then(|authorized| money_proto(authorized, &record.currency)),
     }
 }
 

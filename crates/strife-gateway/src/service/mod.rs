@@ -202,6 +202,7 @@ impl Service {
             window_id: None,
             expires_unix_ms: None,
             authorized_unix_ms: None,
+            authorized_minor: None,
         }
     }
 

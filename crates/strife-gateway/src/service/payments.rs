@@ -59,11 +59,20 @@ impl Service {
         body: pb::CaptureRequest,
     ) -> Result<pb::Payment, PaymentRefusal> {
         self.authorize(call, "Capture")?;
+        let asked = match body.amount.as_ref() {
+            Some(amount) => Some(check_money("amount", Some(amount), false)?),
+            None => None,
+        };
         let open = self
             .open_authorization(call, &body.payment_id, Ending::Capture)
             .await?;
         let record = match open {
-            Open::Authorized(record) => self.coordinator.end_authorization(record, true).await?,
+            Open::Authorized(record) => {
+                let amount_minor = capture_amount(&record, asked.as_ref())?;
+                call.log.set_amount(amount_minor.to_string());
+                let capture = Some(amount_minor);
+                self.coordinator.end_authorization(record, capture).await?
+            }
             Open::Ended(record) => record,
         };
         call.log.set_payment(&record.payment_id, None);
@@ -84,7 +93,7 @@ impl Service {
             .open_authorization(call, &body.payment_id, Ending::Void)
             .await?;
         let record = match open {
-            Open::Authorized(record) => self.coordinator.end_authorization(record, false).await?,
+            Open::Authorized(record) => self.coordinator.end_authorization(record, None).await?,
             Open::Ended(record) => record,
         };
         call.log.set_payment(&record.payment_id, None);
@@ -388,6 +397,36 @@ enum Ending {
 enum Open {
     Authorized(PaymentRecord),
     Ended(PaymentRecord),
+}
+
+/// What a capture moves: `asked` (in the authorization's currency, at most its amount), or
+/// all of it.
+fn capture_amount(
+    record: &PaymentRecord,
+    asked: Option<&strife_common::money::Amount>,
+) -> Result<i64, Failure> {
+    let Some(asked) = asked else {
+        return Ok(record.amount_minor);
+    };
+    if asked.currency.code != record.currency {
+        return Err(Failure::invalid_field(
+            "amount.currency",
+            format!(
+                "amount.currency must be the authorization's currency, {}",
+                record.currency
+            ),
+        ));
+    }
+    if asked.amount_minor > record.amount_minor {
+        return Err(Failure::invalid_field(
+            "amount.amount_minor",
+            format!(
+                "amount.amount_minor {} is more than the authorized {}",
+                asked.amount_minor, record.amount_minor
+            ),
+        ));
+    }
+    Ok(asked.amount_minor)
 }
 
 /// The refusal for a capture or void of an authorization that ended otherwise: captured

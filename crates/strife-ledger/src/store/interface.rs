@@ -136,6 +136,13 @@ pub trait GatewayStore: GatewayLog {
     /// (an abort by the retrier, say) is what the caller sees. `NOT_FOUND` if never recorded.
     async fn authorize(&self, payment_id: &str) -> Result<PaymentRecord, Failure>;
 
+    /// Captures an authorization: [`GatewayStore::decide`] with COMMITTED, under the same
+    /// rules (only while AUTHORIZED, strictly before its expiry), moving `amount_minor`: at
+    /// most the authorized amount, which the payment keeps as `authorized_minor` while its
+    /// `amount_minor` becomes what moved. Settlement moves by the captured amount and releases
+    /// the whole reservation. A payment not capturable so is returned as it stands.
+    async fn capture(&self, payment_id: &str, amount_minor: i64) -> Result<PaymentRecord, Failure>;
+
     /// Records which legs' banks acknowledged phase 2 (a flag already set stays set). May be
     /// relaxed: a lost acknowledgement only makes the retrier re-send a decision.
     async fn acknowledge(&self, payment_id: &str, debit: bool, credit: bool)

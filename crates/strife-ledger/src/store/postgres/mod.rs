@@ -395,6 +395,27 @@ async fn insert_payment<C: GenericClient>(
 }
 
 impl PostgresGatewayStore {
+    /// Queues `job` on the decision writer and waits for its answer, bounded like every
+    /// store call.
+    async fn send_decision(
+        &self,
+        job: DecisionJob,
+        answer: oneshot::Receiver<Result<PaymentRecord, Failure>>,
+    ) -> Result<PaymentRecord, Failure> {
+        const DOING: &str = "writing a decision";
+        self.server
+            .bounded(DOING, STORE_CALL_TIMEOUT, async {
+                self.decisions
+                    .send(job)
+                    .await
+                    .map_err(|_| Failure::internal(DOING, "the decision writer has stopped"))?;
+                answer.await.map_err(|_| {
+                    Failure::internal(DOING, "the decision writer dropped a decision")
+                })?
+            })
+            .await
+    }
+
     /// A store call on the durable pool (`synchronous_commit = on`).
     fn on_durable<'a>(&'a self, doing: &'a str) -> Call<'a> {
         self.server.on(&self.durable, doing)
@@ -757,7 +778,6 @@ impl GatewayStore for PostgresGatewayStore {
         reason_code: Option<&str>,
         reason: Option<&str>,
     ) -> Result<PaymentRecord, Failure> {
-        const DOING: &str = "writing a decision";
         let (reply, answer) = oneshot::channel();
         let job = DecisionJob {
             payment_id: payment_id.to_owned(),
@@ -765,19 +785,25 @@ impl GatewayStore for PostgresGatewayStore {
             reason_code: reason_code.map(str::to_owned),
             reason: reason.map(str::to_owned),
             decided_unix_ms: now_unix_ms(),
+            captured_minor: None,
             reply,
         };
-        self.server
-            .bounded(DOING, STORE_CALL_TIMEOUT, async {
-                self.decisions
-                    .send(job)
-                    .await
-                    .map_err(|_| Failure::internal(DOING, "the decision writer has stopped"))?;
-                answer.await.map_err(|_| {
-                    Failure::internal(DOING, "the decision writer dropped a decision")
-                })?
-            })
-            .await
+        self.send_decision(job, answer).await
+    }
+
+    /// A capture goes through the decision writer like any decision, with its amount.
+    async fn capture(&self, payment_id: &str, amount_minor: i64) -> Result<PaymentRecord, Failure> {
+        let (reply, answer) = oneshot::channel();
+        let job = DecisionJob {
+            payment_id: payment_id.to_owned(),
+            status: i32::try_from(PaymentStatus::Committed.code()).unwrap_or_default(),
+            reason_code: None,
+            reason: None,
+            decided_unix_ms: now_unix_ms(),
+            captured_minor: Some(amount_minor),
+            reply,
+        };
+        self.send_decision(job, answer).await
     }
 
     /// Marks an authorization AUTHORIZED, durably (`synchronous_commit = on`); the payment as
@@ -1149,6 +1175,8 @@ struct DecisionJob {
     reason_code: Option<String>,
     reason: Option<String>,
     decided_unix_ms: i64,
+    /// A capture's amount (`GatewayStore::capture`).
+    captured_minor: Option<i64>,
     reply: oneshot::Sender<Result<PaymentRecord, Failure>>,
 }
 
@@ -1265,6 +1293,7 @@ async fn decide_all(
             let reasons: Vec<Option<&str>> =
                 batch.iter().map(|job| job.reason.as_deref()).collect();
             let times: Vec<i64> = batch.iter().map(|job| job.decided_unix_ms).collect();
+            let captured: Vec<Option<i64>> = batch.iter().map(|job| job.captured_minor).collect();
             let update = transaction
                 .prepare_cached(concat!(
             // Each decided row takes the next position in the decision order. Positions are
@@ -1272,13 +1301,19 @@ async fn decide_all(
             // wait for a missing one (events.rs), which is why this is not a plain `seq`.
             "UPDATE payments AS p SET status = d.status, reason_code = d.reason_code,
                  reason = d.reason, decided_unix_ms = d.decided_unix_ms,
-                 decision_seq = nextval('payments_decision_seq'), window_id = $6
-             FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[])
-                 AS d (payment_id, status, reason_code, reason, decided_unix_ms)
+                 decision_seq = nextval('payments_decision_seq'), window_id = $6,
+                 amount_minor = COALESCE(d.captured, p.amount_minor),
+                 authorized_minor = CASE WHEN d.captured IS NULL THEN p.authorized_minor
+                                         ELSE p.amount_minor END
+             FROM unnest($1::text[], $2::integer[], $3::text[], $4::text[], $5::bigint[],
+                         $7::bigint[])
+                 AS d (payment_id, status, reason_code, reason, decided_unix_ms, captured)
              WHERE p.payment_id = d.payment_id AND p.status = 1
                  AND (d.status <> 2 OR p.expires_unix_ms IS NULL
                       OR (p.authorized_unix_ms IS NOT NULL
                           AND d.decided_unix_ms < p.expires_unix_ms))
+                 AND (d.captured IS NULL
+                      OR (p.expires_unix_ms IS NOT NULL AND d.captured <= p.amount_minor))
              RETURNING ",
             "p.seq, p.payment_id, p.idempotency_key, p.from_user, p.from_bank, p.from_account,
              p.to_user, p.to_bank, p.to_account, p.amount_minor, p.currency, p.memo, p.status,
@@ -1286,14 +1321,22 @@ async fn decide_all(
              p.decision_deadline_unix_ms, p.created_unix_ms, p.decided_unix_ms,
              p.coordinator, p.decision_seq, p.refund_of, p.refunded_minor,
              p.refund_pending_minor, p.window_id, p.metadata, p.expires_unix_ms,
-             p.authorized_unix_ms"
+             p.authorized_unix_ms, p.authorized_minor"
         ))
                 .await
                 .map_err(failed)?;
             let mut decided = transaction
                 .query(
                     &update,
-                    &[&ids, &statuses, &codes, &reasons, &times, &window.window_id],
+                    &[
+                        &ids,
+                        &statuses,
+                        &codes,
+                        &reasons,
+                        &times,
+                        &window.window_id,
+                        &captured,
+                    ],
                 )
                 .await
                 .map_err(failed)?

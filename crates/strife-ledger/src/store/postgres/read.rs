@@ -18,7 +18,7 @@ macro_rules! payment_columns {
          to_account, amount_minor, currency, memo, status, reason_code, reason, debit_acked,
          credit_acked, decision_deadline_unix_ms, created_unix_ms, decided_unix_ms,
          coordinator, decision_seq, refund_of, refunded_minor, refund_pending_minor, window_id,
-         metadata, expires_unix_ms, authorized_unix_ms"
+         metadata, expires_unix_ms, authorized_unix_ms, authorized_minor"
     };
 }
 pub(super) use payment_columns;
@@ -106,6 +106,7 @@ pub(super) fn payment_from_row(row: &Row) -> Result<PaymentRecord, Failure> {
         metadata: metadata_from_json(&column::<String>(row, 26)?)?,
         expires_unix_ms: column(row, 27)?,
         authorized_unix_ms,
+        authorized_minor: column(row, 29)?,
     })
 }
 

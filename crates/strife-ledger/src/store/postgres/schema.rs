@@ -228,7 +228,8 @@ CREATE INDEX api_keys_by_owner ON api_keys (owner, created_unix_ms);
     // CHECK or index changes. The SQLite store's version 8.
     version: 8,
     sql: "ALTER TABLE payments ADD COLUMN expires_unix_ms BIGINT,
-              ADD COLUMN authorized_unix_ms BIGINT;",
+              ADD COLUMN authorized_unix_ms BIGINT,
+              ADD COLUMN authorized_minor BIGINT;",
 }];
 
 /// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The

@@ -397,6 +397,24 @@ impl GatewayStore for SqliteGatewayStore {
                     status,
                     reason_code.as_deref(),
                     reason.as_deref(),
+                    None,
+                )
+            })
+            .await
+    }
+
+    /// A capture: the decision COMMITTED moving `amount_minor` of the authorized amount.
+    async fn capture(&self, payment_id: &str, amount_minor: i64) -> Result<PaymentRecord, Failure> {
+        let payment_id = payment_id.to_owned();
+        self.writer
+            .run(move |transaction| {
+                write_decision(
+                    transaction,
+                    &payment_id,
+                    PaymentStatus::Committed,
+                    None,
+                    None,
+                    Some(amount_minor),
                 )
             })
             .await
@@ -726,13 +744,16 @@ fn record_attempt(
 /// [`GatewayStore::decide`] in the writer's transaction: the decision if the payment is still
 /// undecided, with what it moves in settlement; otherwise the payment as stored. An
 /// authorization is COMMITTED (captured) only while AUTHORIZED and before its expiry, judged
-/// at the decision's own time; otherwise it stays as it is and is returned so.
+/// at the decision's own time; otherwise it stays as it is and is returned so. A capture
+/// (`captured_minor`) of at most the authorized amount makes that the payment's amount and
+/// keeps the authorized one in `authorized_minor`.
 fn write_decision(
     transaction: &Connection,
     payment_id: &str,
     status: PaymentStatus,
     reason_code: Option<&str>,
     reason: Option<&str>,
+    captured_minor: Option<i64>,
 ) -> Result<PaymentRecord, Failure> {
     let window = settle::open_window(transaction)?;
     let decided_now = transaction
@@ -745,14 +766,26 @@ fn write_decision(
                 "UPDATE payments SET status = ?2, reason_code = ?3, reason = ?4, decided_unix_ms = ?5,
                          decision_seq = (SELECT COALESCE(MAX(decision_seq), 0) + 1 FROM payments
                                          WHERE decision_seq IS NOT NULL),
-                         window_id = ?6
+                         window_id = ?6,
+                         amount_minor = COALESCE(?7, amount_minor),
+                         authorized_minor = CASE WHEN ?7 IS NULL THEN authorized_minor
+                                                 ELSE amount_minor END
                      WHERE payment_id = ?1 AND status = 1
                          AND (?2 != 2 OR expires_unix_ms IS NULL
                               OR (authorized_unix_ms IS NOT NULL AND ?5 < expires_unix_ms))
+                         AND (?7 IS NULL OR (expires_unix_ms IS NOT NULL AND ?7 <= amount_minor))
                      RETURNING ",
                 payment_columns!()
             ),
-            params![payment_id, status.stored_code(), reason_code, reason, now_unix_ms(), window.window_id],
+            params![
+                payment_id,
+                status.stored_code(),
+                reason_code,
+                reason,
+                now_unix_ms(),
+                window.window_id,
+                captured_minor
+            ],
             payment_from_row,
         )
         .optional()

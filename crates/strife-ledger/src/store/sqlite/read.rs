@@ -29,7 +29,7 @@ macro_rules! payment_columns {
     () => {
         concat!(
             $crate::store::sqlite::read::payment_columns_v4!(),
-            ", metadata, expires_unix_ms, authorized_unix_ms"
+            ", metadata, expires_unix_ms, authorized_unix_ms, authorized_minor"
         )
     };
 }
@@ -106,6 +106,7 @@ pub(super) fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Payment
         },
         expires_unix_ms: row.get(27)?,
         authorized_unix_ms,
+        authorized_minor: row.get(29)?,
     }))
 }
 

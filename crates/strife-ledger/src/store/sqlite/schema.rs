@@ -91,11 +91,11 @@ macro_rules! metadata_column {
     };
 }
 
-/// The authorization columns (`crate::records::PaymentRecord::expires_unix_ms` and
-/// `authorized_unix_ms`), word for word in the schema and in the 7 → 8 migration.
+/// The authorization columns (`crate::records::PaymentRecord::expires_unix_ms`,
+/// `authorized_unix_ms`, `authorized_minor`), word for word in the schema and in the 7 → 8 migration.
 macro_rules! authorization_columns {
     () => {
-        "expires_unix_ms INTEGER,\n    authorized_unix_ms INTEGER"
+        "expires_unix_ms INTEGER,\n    authorized_unix_ms INTEGER,\n    authorized_minor INTEGER"
     };
 }
 
@@ -277,6 +277,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         // An AUTHORIZED row keeps status 1 (undecided), so no CHECK or index changes.
         to_version: 8,
         sql: "ALTER TABLE payments ADD COLUMN expires_unix_ms INTEGER;
-              ALTER TABLE payments ADD COLUMN authorized_unix_ms INTEGER;",
+              ALTER TABLE payments ADD COLUMN authorized_unix_ms INTEGER;
+              ALTER TABLE payments ADD COLUMN authorized_minor INTEGER;",
     },
 ];

@@ -70,6 +70,7 @@ fn attempt(payment_id: &str, key: &str, coordinator: &str) -> PaymentRecord {
         window_id: None,
         expires_unix_ms: None,
         authorized_unix_ms: None,
+        authorized_minor: None,
     }
 }
 

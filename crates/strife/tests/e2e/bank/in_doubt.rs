@@ -52,6 +52,7 @@ impl coordinator_server::Coordinator for FakeCoordinator {
             .copied()
             .unwrap_or(pb::Decision::Pending);
         Ok(Response::new(pb::GetDecisionResponse {
+            settle_minor: 0,
             payment_id: body.payment_id,
             decision: decision as i32,
         }))
@@ -114,6 +115,7 @@ async fn prepare_due_soon(
 async fn leg_state(client: &mut BankClient<Channel>, payment_id: &str, role: pb::LegRole) -> i32 {
     client
         .get_leg(pb::LegRequest {
+            settle_minor: 0,
             payment_id: payment_id.into(),
             role: role as i32,
         })

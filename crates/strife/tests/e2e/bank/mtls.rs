@@ -108,6 +108,7 @@ async fn users_admin_and_other_banks_are_permission_denied() {
         assert_eq!(status.code(), Code::PermissionDenied);
         let status = client
             .abort(pb::LegRequest {
+                settle_minor: 0,
                 payment_id: "p".into(),
                 role: pb::LegRole::Debit as i32,
             })
@@ -119,6 +120,7 @@ async fn users_admin_and_other_banks_are_permission_denied() {
     let mut gateway = network.gateway_bank_client("bank0", &address);
     let no_tombstone = gateway
         .get_leg(pb::LegRequest {
+            settle_minor: 0,
             payment_id: "p".into(),
             role: pb::LegRole::Debit as i32,
         })

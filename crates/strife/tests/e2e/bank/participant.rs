@@ -50,6 +50,7 @@ fn prepare_request(
 
 fn leg(payment_id: &str, role: pb::LegRole) -> pb::LegRequest {
     pb::LegRequest {
+        settle_minor: 0,
         payment_id: payment_id.into(),
         role: role as i32,
     }

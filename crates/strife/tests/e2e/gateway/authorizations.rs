@@ -46,6 +46,7 @@ async fn authorize(
 async fn capture(client: &mut GatewayClient, payment_id: &str) -> Result<pb::Payment, Status> {
     client
         .capture(pb::CaptureRequest {
+            amount: None,
             payment_id: payment_id.into(),
         })
         .await
@@ -184,6 +185,61 @@ async fn a_capture_moves_the_held_funds_and_a_void_releases_them() {
         .into_inner();
     assert_eq!(refund.status, COMMITTED);
     assert_eq!(funds(&mut alice).await, (8_000, 0));
+    let (audited, audit) = network.audit();
+    assert!(audited, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_of_part_moves_that_much_and_releases_the_rest() {
+    let network = ManualNetwork::alice_and_bob().await;
+    let mut alice = network.gateway_client("alice");
+    let mut bob = network.gateway_client("bob");
+    let held = authorize(&mut alice, "hotel", 10_000, 3_600).await;
+    assert_eq!(funds(&mut alice).await, (10_000, 10_000));
+    let usd = |amount_minor| {
+        Some(pb::Money {
+            amount_minor,
+            currency: "USD".into(),
+        })
+    };
+    let part = |amount| pb::CaptureRequest {
+        payment_id: held.payment_id.clone(),
+        amount,
+    };
+    let (code, _) = refusal(bob.capture(part(usd(10_001))).await);
+    assert_eq!(code, Code::InvalidArgument, "more than authorized");
+    let eur = Some(pb::Money {
+        amount_minor: 100,
+        currency: "EUR".into(),
+    });
+    assert_eq!(
+        refusal(bob.capture(part(eur)).await).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(funds(&mut alice).await, (10_000, 10_000), "nothing moved");
+
+    let captured = bob.capture(part(usd(3_000))).await.unwrap().into_inner();
+    assert_eq!(captured.status, COMMITTED);
+    assert_eq!(captured.amount.as_ref().unwrap().amount_minor, 3_000);
+    assert_eq!(captured.authorized.as_ref().unwrap().amount_minor, 10_000);
+    assert_eq!(funds(&mut alice).await, (7_000, 0), "the rest released");
+    assert_eq!(funds(&mut bob).await, (3_000, 0));
+    // A retry answers the capture as it was.
+    let again = bob.capture(part(usd(3_000))).await.unwrap().into_inner();
+    assert_eq!(again.amount, captured.amount);
+    // What can be refunded is what was captured.
+    let too_much = bob
+        .refund(pb::RefundRequest {
+            payment_id: held.payment_id.clone(),
+            idempotency_key: "refund-too-much".into(),
+            amount: usd(3_001),
+            ..pb::RefundRequest::default()
+        })
+        .await;
+    assert_eq!(
+        refusal(too_much),
+        (Code::FailedPrecondition, "refund_exceeds_payment".into())
+    );
     let (audited, audit) = network.audit();
     assert!(audited, "{audit}");
 }
@@ -338,6 +394,50 @@ async fn authorizations_survive_a_gateway_kill_and_expire_when_it_is_back() {
     .await;
     assert!(settled, "{:?}", network.prepared_legs().await);
     assert_eq!(funds(&mut alice).await, (8_000, 0));
+    let (audited, audit) = network.audit();
+    assert!(audited, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_whose_gateway_dies_after_the_decision_is_finished_in_part_by_the_next() {
+    let mut network = ManualNetwork::alice_and_bob().await;
+    let held = authorize(&mut network.gateway_client("alice"), "crash", 10_000, 3_600).await;
+    network.stop_gateway();
+    network.start_gateway(&[("STRIFE_CRASH_AT", "after_decision")]);
+    let lost = network
+        .gateway_client("bob")
+        .capture(pb::CaptureRequest {
+            payment_id: held.payment_id.clone(),
+            amount: Some(pb::Money {
+                amount_minor: 2_500,
+                currency: "USD".into(),
+            }),
+        })
+        .await;
+    assert!(
+        lost.is_err(),
+        "the gateway died after the capture's decision: {lost:?}"
+    );
+    // Nothing reached the banks yet: both legs still hold the authorized amount.
+    assert_eq!(network.prepared_legs().await.len(), 2);
+
+    network.gateway = None;
+    network.start_gateway(&[]);
+    let finished = wait_until(Duration::from_secs(15), || async {
+        network.prepared_legs().await.is_empty()
+    })
+    .await;
+    assert!(finished, "not finished; log:\n{}", network.gateway_log());
+    let mut alice = network.gateway_client("alice");
+    assert_eq!(
+        funds(&mut alice).await,
+        (7_500, 0),
+        "2,500 moved, the rest released"
+    );
+    assert_eq!(funds(&mut network.gateway_client("bob")).await, (2_500, 0));
+    let stored = payment(&mut alice, &held.payment_id).await;
+    assert_eq!(stored.status, COMMITTED);
+    assert_eq!(stored.amount.unwrap().amount_minor, 2_500);
     let (audited, audit) = network.audit();
     assert!(audited, "{audit}");
 }

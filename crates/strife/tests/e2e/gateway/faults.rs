@@ -85,6 +85,7 @@ async fn a_bank_stalled_in_prepare_times_out_and_every_leg_ends_aborted() {
         let payment_id = payment_id.clone();
         async move {
             let request = pb::LegRequest {
+                settle_minor: 0,
                 payment_id,
                 role: pb::LegRole::Credit as i32,
             };

@@ -926,11 +926,21 @@ fn an_authorization_is_held_then_captured_or_voided_over_http_and_the_cli() {
         "POST",
         &format!("payments/{payment_id}/capture"),
         Some(&bob),
-        None,
+        Some(json!({"amount": {"amount_minor": 200, "currency": "USD"}})),
     );
     assert_eq!(captured.status, 200, "{}", captured.body);
     assert_eq!(captured.body["status"], "committed");
-    assert_eq!(api.network.available_minor("alice"), before - 300);
+    assert_eq!(captured.body["amount"]["amount_minor"], 200);
+    assert_eq!(captured.body["authorized"]["amount_minor"], 300);
+    assert_eq!(api.network.available_minor("alice"), before - 200);
+    let retried = api.call(
+        "POST",
+        &format!("payments/{payment_id}/capture"),
+        Some(&bob),
+        None,
+    );
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    assert_eq!(retried.body["amount"]["amount_minor"], 200);
 
     // The CLI: authorize, then the payer voids; the hold comes back.
     let (code, cli_held) = api.network.client(
@@ -950,7 +960,7 @@ fn an_authorization_is_held_then_captured_or_voided_over_http_and_the_cli() {
     assert_eq!(code, 0, "{cli_held}");
     assert_eq!(cli_held["payment"]["status"], "AUTHORIZED");
     assert_eq!(cli_held["payment"]["metadata"], json!({"order": "8"}));
-    assert_eq!(api.network.available_minor("alice"), before - 400);
+    assert_eq!(api.network.available_minor("alice"), before - 300);
     let cli_id = cli_held["payment"]["payment_id"]
         .as_str()
         .unwrap()
@@ -958,7 +968,7 @@ fn an_authorization_is_held_then_captured_or_voided_over_http_and_the_cli() {
     let (code, voided) = api.network.client("alice", &["void", &cli_id]);
     assert_eq!(code, 0, "{voided}");
     assert_eq!(voided["payment"]["reason_code"], "authorization_voided");
-    assert_eq!(api.network.available_minor("alice"), before - 300);
+    assert_eq!(api.network.available_minor("alice"), before - 200);
     let late = api.call(
         "POST",
         &format!("payments/{cli_id}/capture"),

@@ -591,7 +591,12 @@ async fn workload(
                 .map(|index| held.swap_remove(index))
         };
         if let Some((_, payment_id, amount_minor)) = capturable {
-            let request = pb::CaptureRequest { payment_id };
+            // All of it, or a part (the rest of the hold is released).
+            let amount = rng.random_bool(0.5).then(|| pb::Money {
+                amount_minor: rng.random_range(1..=amount_minor.max(1)),
+                currency: "USD".into(),
+            });
+            let request = pb::CaptureRequest { payment_id, amount };
             let outcome = until_final(&mut rng, &stop, || {
                 let (mut client, request) = (client.clone(), request.clone());
                 async move { client.capture(request).await }
@@ -599,8 +604,10 @@ async fn workload(
             .await;
             outcomes.push(match outcome {
                 Some(Ok(captured)) => {
-                    let payment_id = captured.into_inner().payment_id;
-                    let refundable = (user, payment_id.clone(), amount_minor);
+                    let captured = captured.into_inner();
+                    let moved = captured.amount.map_or(0, |amount| amount.amount_minor);
+                    let payment_id = captured.payment_id;
+                    let refundable = (user, payment_id.clone(), moved);
                     received.lock().unwrap().push(refundable);
                     Outcome::Committed(payment_id)
                 }

@@ -148,6 +148,7 @@ async fn every_gateway_rpc(
             "Capture",
             client
                 .capture(pb::CaptureRequest {
+                    amount: None,
                     payment_id: text.into(),
                 })
                 .await
@@ -273,6 +274,7 @@ async fn every_bank_rpc(
     text: &str,
 ) -> Vec<(&'static str, Result<(), Status>)> {
     let leg = || pb::LegRequest {
+        settle_minor: 0,
         payment_id: text.into(),
         role: pb::LegRole::Debit as i32,
     };

@@ -83,6 +83,7 @@ impl coordinator_server::Coordinator for AlwaysCommit {
         request: Request<pb::GetDecisionRequest>,
     ) -> Result<Response<pb::GetDecisionResponse>, Status> {
         Ok(Response::new(pb::GetDecisionResponse {
+            settle_minor: 0,
             payment_id: request.into_inner().payment_id,
             decision: pb::Decision::Commit as i32,
         }))
@@ -260,6 +261,7 @@ async fn a_bank_never_applies_a_decision_from_a_coordinator_that_is_not_the_gate
         );
         let leg = client
             .get_leg(pb::LegRequest {
+                settle_minor: 0,
                 payment_id: "in-doubt".into(),
                 role: pb::LegRole::Credit as i32,
             })

@@ -251,6 +251,7 @@ fn authorizing(key: &str, change: &dyn Fn(&mut pb::AuthorizeRequest)) -> pb::Aut
 
 fn capture(payment_id: &str) -> pb::CaptureRequest {
     pb::CaptureRequest {
+        amount: None,
         payment_id: payment_id.into(),
     }
 }
@@ -279,6 +280,7 @@ fn cap(bank_id: &str, currency: &str, cap_minor: Option<i64>) -> pb::SetNetDebit
 
 fn leg(payment_id: &str, role: pb::LegRole) -> pb::LegRequest {
     pb::LegRequest {
+        settle_minor: 0,
         payment_id: payment_id.into(),
         role: role as i32,
     }

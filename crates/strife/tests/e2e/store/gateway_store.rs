@@ -112,6 +112,7 @@ fn attempt(payment_id: &str, from: &str, to: &str, key: &str) -> PaymentRecord {
         window_id: None,
         expires_unix_ms: None,
         authorized_unix_ms: None,
+        authorized_minor: None,
     }
 }
 
@@ -1350,6 +1351,42 @@ async fn authorizations(store: Arc<dyn GatewayStore>) {
         expired.reason_code.as_deref(),
         Some("authorization_expired")
     );
+
+    // A capture of part: that much moves, the whole reservation goes, the rest is released.
+    let positions_of = |positions: &[strife_ledger::records::PositionRecord], bank: &str| {
+        positions
+            .iter()
+            .find(|row| row.bank_id == bank)
+            .map_or((0, 0), |row| (row.position_minor, row.reserved_minor))
+    };
+    let before = store.positions().await.unwrap();
+    started(store.as_ref(), &hold("h4", "hk4", far)).await;
+    store.authorize("h4").await.unwrap();
+    let too_much = store.capture("h4", 1_251).await.unwrap();
+    assert_eq!(too_much.status, PaymentStatus::Authorized, "{too_much:?}");
+    let part = store.capture("h4", 300).await.unwrap();
+    assert_eq!(part.status, PaymentStatus::Committed);
+    assert_eq!(
+        (part.amount_minor, part.authorized_minor),
+        (300, Some(1_250))
+    );
+    let after = store.positions().await.unwrap();
+    let (payer_before, payee_before) = (
+        positions_of(&before, "bank0"),
+        positions_of(&before, "bank1"),
+    );
+    assert_eq!(
+        positions_of(&after, "bank0"),
+        (payer_before.0 + 300, payer_before.1)
+    );
+    assert_eq!(
+        positions_of(&after, "bank1"),
+        (payee_before.0 - 300, payee_before.1)
+    );
+    assert_eq!(store.capture("h4", 10).await.unwrap(), part, "decided once");
+    let report = store.window_report(1).await.unwrap().unwrap();
+    let total: i64 = report.totals.iter().map(|total| total.amount_minor).sum();
+    assert_eq!(total, 1_250 + 300, "h1 whole, h4 in part");
 
     // A plain payment is never made AUTHORIZED.
     started(store.as_ref(), &attempt("h3", "alice", "bob", "hk3")).await;

@@ -396,6 +396,7 @@ pub async fn leg_states(network: &ManualNetwork, payment_id: &str) -> Vec<i32> {
             .gateway_bank_client(&bank.id, &bank.address.to_string());
         for role in [pb::LegRole::Debit, pb::LegRole::Credit] {
             let request = pb::LegRequest {
+                settle_minor: 0,
                 payment_id: payment_id.into(),
                 role: role as i32,
             };
