@@ -61,8 +61,8 @@ pub fn request_validators(data: &[u8]) {
 pub fn http_json(data: &[u8]) {
     use strife_http::extract::parse_json;
     use strife_http::model::{
-        CreateApiKeyBody, LinkAccountBody, OpenAccountBody, PayBody, RefundBody, RegisterUserBody,
-        SetCapBody,
+        AuthorizeBody, CaptureBody, CreateApiKeyBody, LinkAccountBody, OpenAccountBody, PayBody,
+        RefundBody, RegisterUserBody, SetCapBody,
     };
     if let Ok(body) = parse_json::<PayBody>(data) {
         let request = pb::PayRequest {
@@ -79,6 +79,8 @@ pub fn http_json(data: &[u8]) {
         }
     }
     let _ = parse_json::<RefundBody>(data);
+    let _ = parse_json::<AuthorizeBody>(data);
+    let _ = parse_json::<CaptureBody>(data);
     let _ = parse_json::<LinkAccountBody>(data);
     let _ = parse_json::<CreateApiKeyBody>(data);
     let _ = parse_json::<RegisterUserBody>(data);
@@ -86,9 +88,9 @@ pub fn http_json(data: &[u8]) {
     let _ = parse_json::<SetCapBody>(data);
 }
 
-/// Any sequence of prepare / commit / abort on a few legs of one account: the participant
-/// never lets available go negative, never fails to apply an effect it chose, and the balance
-/// only moves by committed amounts.
+/// Any sequence of prepare / commit (whole or in part) / abort on a few legs of one account:
+/// the participant never lets available go negative, never fails to apply an effect it chose,
+/// and the balance only moves by committed amounts.
 pub fn participant_sequence(data: &[u8]) {
     let mut funds = AccountFunds {
         balance_minor: 10_000,
@@ -126,7 +128,10 @@ pub fn participant_sequence(data: &[u8]) {
                 participant::prepare(legs[index].as_ref(), role, &intent, Some(&view))
             }
             0 => continue,
-            1 => participant::commit(legs[index].as_ref()),
+            // The whole prepared amount, or (an authorization captured in part) a part of
+            // it chosen by the input, possibly out of range: refused, never applied wrongly.
+            1 if operation & 0x10 == 0 => participant::commit(legs[index].as_ref(), 0),
+            1 => participant::commit(legs[index].as_ref(), i64::from(amount) * 50 - 100),
             _ => participant::abort(legs[index].as_ref(), role),
         };
         let Ok(transition) = step else { continue };

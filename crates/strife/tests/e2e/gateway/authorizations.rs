@@ -441,3 +441,57 @@ async fn a_capture_whose_gateway_dies_after_the_decision_is_finished_in_part_by_
     let (audited, audit) = network.audit();
     assert!(audited, "{audit}");
 }
+
+/// On PostgreSQL replicas: the replica that made two authorizations is SIGKILLed; the
+/// survivor expires one at its time (bounded late: the takeover bound plus a retry round,
+/// docs/SPEC.md §4), while the other keeps its hold and is captured through the survivor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_replicas_a_killed_coordinators_authorizations_expire_or_are_captured_by_a_survivor() {
+    use crate::support::replicas::{lease_ttl, ReplicaNetwork, TAKEOVER_SCAN};
+    let mut network = ReplicaNetwork::start(2, &["bank0", "bank1"], &["alice", "bob"]).await;
+    network.fund("alice", "bank0", "100.00").await;
+    network.fund("bob", "bank1", "0").await;
+    let timeout = Duration::from_secs(10);
+    let mut alice_at_r0 = network.client_at(0, "alice", timeout);
+    let short = authorize(&mut alice_at_r0, "short", 1_000, 3).await;
+    let long = authorize(&mut alice_at_r0, "long", 2_000, 3_600).await;
+    network.kill(0);
+
+    let mut alice = network.client_at(1, "alice", timeout);
+    let bound = lease_ttl() + TAKEOVER_SCAN + Duration::from_secs(2);
+    let expired = wait_until(Duration::from_secs(20), || async {
+        payment(
+            &mut network.client_at(1, "alice", timeout),
+            &short.payment_id,
+        )
+        .await
+        .status
+            == ABORTED
+    })
+    .await;
+    assert!(expired, "not expired by the survivor:\n{}", network.logs());
+    let after = payment(&mut alice, &short.payment_id).await;
+    assert_eq!(after.reason_code, "authorization_expired");
+    assert!(
+        after.decided_unix_ms >= short.expires_unix_ms,
+        "early: {after:?}"
+    );
+    let late_ms = after.decided_unix_ms - short.expires_unix_ms;
+    assert!(
+        late_ms <= i64::try_from(bound.as_millis()).unwrap(),
+        "released {late_ms} ms after its expiry, past the bound {bound:?}"
+    );
+
+    let mut bob = network.client_at(1, "bob", timeout);
+    assert_eq!(
+        capture(&mut bob, &long.payment_id).await.unwrap().status,
+        COMMITTED
+    );
+    let settled = wait_until(Duration::from_secs(15), || async {
+        network.prepared_legs().await.is_empty()
+    })
+    .await;
+    assert!(settled, "{:?}", network.prepared_legs().await);
+    assert_eq!(funds(&mut alice).await, (8_000, 0));
+    network.assert_audit_clean(Duration::from_secs(20)).await;
+}
