@@ -117,6 +117,12 @@ pub enum ClientCommand {
     },
     /// One payment.
     Payment { payment_id: String },
+    /// The refunds of a payment you paid or received (admin: any), newest first.
+    Refunds {
+        payment_id: String,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
     /// What is in your offline outbox.
     Outbox,
     /// Print your payments (admin: all payments) as their decisions become durable. Resumes

@@ -147,6 +147,27 @@ pub async fn dispatch(
             crate::authorizations::end(&args, &mut gateway, payment_id, ending).await
         }
         ClientCommand::History { limit } => history(&args, &mut gateway, *limit).await,
+        ClientCommand::Refunds { payment_id, limit } => {
+            let request = pb::ListRefundsRequest {
+                payment_id: payment_id.clone(),
+                page_size: *limit,
+                page_token: String::new(),
+            };
+            match gateway.list_refunds(request).await {
+                Ok(response) => {
+                    let refunds = response.into_inner().refunds;
+                    let human = if refunds.is_empty() {
+                        format!("payment {payment_id} has no refunds")
+                    } else {
+                        payments_table(&refunds)
+                    };
+                    let documents: Vec<_> = refunds.iter().map(payment_json).collect();
+                    emit(&args, human, json!({"ok": true, "refunds": documents}));
+                    Ok(0)
+                }
+                Err(status) => Ok(failed(&args, &status)),
+            }
+        }
         ClientCommand::Payment { payment_id } => {
             match gateway
                 .get_payment(pb::GetPaymentRequest {
@@ -604,37 +625,10 @@ async fn history(args: &ClientArgs, gateway: &mut Gateway, limit: u32) -> anyhow
     {
         Ok(response) => {
             let payments = response.into_inner().payments;
-            let rows: Vec<Vec<String>> = payments
-                .iter()
-                .map(|payment| {
-                    vec![
-                        timestamp(payment.created_unix_ms),
-                        payment.from_username.clone(),
-                        payment.to_username.clone(),
-                        render::money(payment.amount.as_ref()),
-                        render::status_name(payment.status).into(),
-                        payment.reason_code.clone(),
-                        render::refund_note(payment),
-                        payment.payment_id.clone(),
-                    ]
-                })
-                .collect();
-            let human = if rows.is_empty() {
+            let human = if payments.is_empty() {
                 "no payments yet".to_owned()
             } else {
-                table(
-                    &[
-                        "WHEN (UTC)",
-                        "FROM",
-                        "TO",
-                        "AMOUNT",
-                        "STATUS",
-                        "REASON",
-                        "REFUND",
-                        "PAYMENT",
-                    ],
-                    &rows,
-                )
+                payments_table(&payments)
             };
             let documents: Vec<_> = payments.iter().map(payment_json).collect();
             emit(args, human, json!({"ok": true, "payments": documents}));
@@ -642,6 +636,38 @@ async fn history(args: &ClientArgs, gateway: &mut Gateway, limit: u32) -> anyhow
         }
         Err(status) => Ok(failed(args, &status)),
     }
+}
+
+/// Payments as `history` and `refunds` print them.
+fn payments_table(payments: &[pb::Payment]) -> String {
+    let rows: Vec<Vec<String>> = payments
+        .iter()
+        .map(|payment| {
+            vec![
+                timestamp(payment.created_unix_ms),
+                payment.from_username.clone(),
+                payment.to_username.clone(),
+                render::money(payment.amount.as_ref()),
+                render::status_name(payment.status).into(),
+                payment.reason_code.clone(),
+                render::refund_note(payment),
+                payment.payment_id.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WHEN (UTC)",
+            "FROM",
+            "TO",
+            "AMOUNT",
+            "STATUS",
+            "REASON",
+            "REFUND",
+            "PAYMENT",
+        ],
+        &rows,
+    )
 }
 
 fn show_outbox(args: &ClientArgs) -> anyhow::Result<u8> {

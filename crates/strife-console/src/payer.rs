@@ -494,12 +494,34 @@ pub async fn payment(
         Ok(payment) => payment,
         Err(failure) => return html::refusal_page("Payment", Some(&session), &failure),
     };
-    payment_page(&session, &payment, None, StatusCode::OK)
+    // Its refunds, newest first (one page: a payment refunded in more than 100 parts shows
+    // the latest 100).
+    let refunds = if payment.refund_of.is_empty() {
+        let listed = console
+            .service
+            .list_refunds(
+                &call(&session),
+                pb::ListRefundsRequest {
+                    payment_id: payment.payment_id.clone(),
+                    page_size: 100,
+                    page_token: String::new(),
+                },
+            )
+            .await;
+        match listed {
+            Ok(listed) => listed.refunds,
+            Err(failure) => return html::refusal_page("Payment", Some(&session), &failure),
+        }
+    } else {
+        Vec::new()
+    };
+    payment_page(&session, &payment, &refunds, None, StatusCode::OK)
 }
 
 fn payment_page(
     session: &Session,
     payment: &pb::Payment,
+    refunds: &[pb::Payment],
     message: Option<String>,
     status: StatusCode,
 ) -> Response {
@@ -607,6 +629,20 @@ fn payment_page(
         body,
         "<div class=\"scroll\"><table class=\"detail\">{rows}</table></div>"
     );
+    if !refunds.is_empty() {
+        body.push_str("<h2>Refunds</h2><div class=\"scroll\"><table id=\"refunds\"><tr><th>When (UTC)</th><th>Amount</th><th>Status</th><th>Refund</th></tr>");
+        for refund in refunds {
+            let _ = write!(
+                body,
+                "<tr><td>{when}</td><td>{amount}</td><td>{state}</td><td><a href=\"/payments/{id}\">{id}</a></td></tr>",
+                when = timestamp(refund.created_unix_ms),
+                amount = escape(&show_money(refund.amount.as_ref())),
+                state = status_name(refund.status),
+                id = escape(&refund.payment_id),
+            );
+        }
+        body.push_str("</table></div>");
+    }
     // The payee (or the admin) may refund a committed payment that is not itself a refund.
     let may_refund = (payment.to_username == session.username || session.role == Role::Admin)
         && payment.status == pb::PaymentStatus::Committed as i32
@@ -707,6 +743,7 @@ pub async fn refund(
                 return payment_page(
                     &session,
                     &original,
+                    &[],
                     Some(format!("Invalid amount: {problem}.")),
                     StatusCode::BAD_REQUEST,
                 )
@@ -731,6 +768,7 @@ pub async fn refund(
         Err(refusal) => payment_page(
             &session,
             &original,
+            &[],
             Some(html::explain(&refusal.failure)),
             html::http_status(&refusal.failure),
         ),
@@ -797,6 +835,7 @@ async fn end_authorization(
                 Ok(payment) => payment_page(
                     &session,
                     &payment,
+                    &[],
                     Some(html::explain(&refusal.failure)),
                     html::http_status(&refusal.failure),
                 ),

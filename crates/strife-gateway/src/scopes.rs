@@ -111,7 +111,9 @@ impl FromIterator<Scope> for Scopes {
 pub fn scope_needed(method: &str) -> Option<Scope> {
     Some(match method {
         "Pay" | "LinkAccount" | "Authorize" | "Capture" | "Void" => Scope::PaymentsWrite,
-        "GetBalances" | "ListHistory" | "GetPayment" | "GetPaymentByKey" => Scope::PaymentsRead,
+        "GetBalances" | "ListHistory" | "GetPayment" | "GetPaymentByKey" | "ListRefunds" => {
+            Scope::PaymentsRead
+        }
         "Refund" => Scope::RefundsWrite,
         "WatchPayments" => Scope::EventsRead,
         "GetPositions" | "ListSettlementWindows" | "GetSettlementReport" => Scope::SettlementRead,
@@ -157,6 +159,7 @@ mod tests {
             "GetPayment",
             "GetPaymentByKey",
             "Refund",
+            "ListRefunds",
             "Authorize",
             "Capture",
             "Void",

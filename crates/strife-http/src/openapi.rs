@@ -27,6 +27,7 @@ use crate::{admin, model, payments, stream};
         payments::get_payment,
         payments::get_payment_by_key,
         payments::refund,
+        payments::list_refunds,
         payments::authorize,
         payments::capture,
         payments::void,

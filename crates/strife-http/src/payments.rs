@@ -280,6 +280,42 @@ pub async fn list_payments(
     Ok(json_response(StatusCode::OK, &PaymentList::from(history)))
 }
 
+/// The refunds of a payment you paid or received (admin: any), newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{payment_id}/refunds",
+    tag = "payments",
+    params(("payment_id" = String, Path, description = "The refunded payment."), PageQuery),
+    responses(
+        (status = 200, description = "A page of its refunds, every attempt whatever its status.", body = PaymentList),
+        (status = 404, description = "No such payment, or not yours.", body = crate::model::ErrorBody),
+    ),
+    security(("api_key" = ["payments:read"]))
+)]
+pub async fn list_refunds(
+    State(api): State<Api>,
+    Authenticated {
+        call,
+        in_flight: _in_flight,
+    }: Authenticated,
+    Path(payment_id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    let request = pb::ListRefundsRequest {
+        payment_id,
+        page_size: page_size(page.limit)?,
+        page_token: page.starting_after.unwrap_or_default(),
+    };
+    let refunds = api.service.list_refunds(&call, request).await?;
+    let next_cursor = Some(refunds.next_page_token).filter(|token| !token.is_empty());
+    let list = PaymentList {
+        data: refunds.refunds.into_iter().map(Payment::from).collect(),
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    };
+    Ok(json_response(StatusCode::OK, &list))
+}
+
 /// `limit` as a page size: absent is the default, 1–100 is taken as is.
 pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
     match limit {

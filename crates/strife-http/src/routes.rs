@@ -34,7 +34,10 @@ pub fn router(api: Api) -> Router {
             "/v1/payments/by-key/{idempotency_key}",
             get(payments::get_payment_by_key),
         )
-        .route("/v1/payments/{payment_id}/refunds", post(payments::refund))
+        .route(
+            "/v1/payments/{payment_id}/refunds",
+            post(payments::refund).get(payments::list_refunds),
+        )
         .route("/v1/payments/{payment_id}/capture", post(payments::capture))
         .route("/v1/payments/{payment_id}/void", post(payments::void))
         .route("/v1/authorizations", post(payments::authorize))

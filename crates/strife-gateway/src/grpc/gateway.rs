@@ -177,6 +177,18 @@ impl Gateway for GatewayGrpc {
         Ok(Response::new(answer))
     }
 
+    async fn list_refunds(
+        &self,
+        request: Request<pb::ListRefundsRequest>,
+    ) -> Result<Response<pb::ListRefundsResponse>, Status> {
+        let call = call_of(&request)?;
+        let answer = self
+            .service
+            .list_refunds(&call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
     async fn list_history(
         &self,
         request: Request<pb::ListHistoryRequest>,

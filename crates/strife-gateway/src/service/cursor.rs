@@ -30,6 +30,8 @@ pub enum CursorKind {
     Event,
     /// A position in one user's history (`ListHistory`'s `page_token`).
     HistoryPage,
+    /// A position in a payment's refunds (`ListRefunds`' `page_token`), sealed to the user.
+    RefundsPage,
 }
 
 impl CursorKind {
@@ -37,6 +39,7 @@ impl CursorKind {
         match self {
             CursorKind::Event => b"event",
             CursorKind::HistoryPage => b"history",
+            CursorKind::RefundsPage => b"refunds",
         }
     }
 }

@@ -327,6 +327,57 @@ impl Service {
         })
     }
 
+    /// `ListRefunds`: a payment's refunds, for its payer, its payee or the admin.
+    pub async fn list_refunds(
+        &self,
+        call: &Call,
+        body: pb::ListRefundsRequest,
+    ) -> Result<pb::ListRefundsResponse, Failure> {
+        self.authorize(call, "ListRefunds")?;
+        let caller = &call.caller;
+        validate_id("payment_id", &body.payment_id)?;
+        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
+        let original = self
+            .store
+            .payment(&body.payment_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let involved =
+            original.from.username == caller.username || original.to.username == caller.username;
+        if !involved && caller.role != Role::Admin {
+            return Err(not_found());
+        }
+        let page_size = match body.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            asked => asked.min(MAX_PAGE_SIZE),
+        };
+        let username = &caller.username;
+        let before_seq = if body.page_token.is_empty() {
+            i64::MAX
+        } else {
+            self.seal.open(
+                CursorKind::RefundsPage,
+                username,
+                &body.page_token,
+                "page_token",
+            )?
+        };
+        let page = self
+            .store
+            .refunds_of(&original.payment_id, before_seq, page_size)
+            .await?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() == page_size as usize => {
+                self.seal.seal(CursorKind::RefundsPage, username, last.seq)
+            }
+            _ => String::new(),
+        };
+        Ok(pb::ListRefundsResponse {
+            refunds: page.iter().map(payment_proto).collect(),
+            next_page_token,
+        })
+    }
+
     pub async fn get_payment(
         &self,
         call: &Call,

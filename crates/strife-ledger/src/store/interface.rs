@@ -196,6 +196,15 @@ pub trait GatewayStore: GatewayLog {
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure>;
 
+    /// The refunds of `payment_id` (every attempt, whatever its status) with `seq <
+    /// before_seq`, newest first: a scan of the `refund_of` index.
+    async fn refunds_of(
+        &self,
+        payment_id: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure>;
+
     /// Sets (`Some`) or removes (`None`) a bank's net debit cap in a currency, creating its
     /// position row at zero if it has none; one write that changes nothing else. Returns the
     /// row. Reservations already taken stand; the cap applies from the next payment.

@@ -1141,6 +1141,26 @@ impl GatewayStore for PostgresGatewayStore {
             .await
     }
 
+    async fn refunds_of(
+        &self,
+        payment_id: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        self.read_payments(
+            "listing refunds",
+            STORE_CALL_TIMEOUT,
+            concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE refund_of = $1 AND seq < $2
+                 ORDER BY refund_of, seq DESC LIMIT $3"
+            ),
+            &[&payment_id, &before_seq, &i64::from(limit)],
+        )
+        .await
+    }
+
     async fn history(
         &self,
         username: &str,

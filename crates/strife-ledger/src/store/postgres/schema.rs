@@ -225,11 +225,14 @@ CREATE INDEX api_keys_by_owner ON api_keys (owner, created_unix_ms);
     sql: "ALTER TABLE payments ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';",
 }, Migration {
     // Authorizations (docs/SPEC.md §4): an AUTHORIZED row keeps status 1 (undecided), so no
-    // CHECK or index changes. The SQLite store's version 8.
+    // CHECK or index changes; and the index that lists a payment's refunds. The SQLite
+    // store's version 8.
     version: 8,
     sql: "ALTER TABLE payments ADD COLUMN expires_unix_ms BIGINT,
               ADD COLUMN authorized_unix_ms BIGINT,
-              ADD COLUMN authorized_minor BIGINT;",
+              ADD COLUMN authorized_minor BIGINT;
+          CREATE INDEX payments_refunds ON payments (refund_of, seq)
+              WHERE refund_of IS NOT NULL;",
 }];
 
 /// The schema version this binary writes to PostgreSQL (the last of [`MIGRATIONS`]). The

@@ -606,6 +606,27 @@ impl GatewayStore for SqliteGatewayStore {
             .await
     }
 
+    async fn refunds_of(
+        &self,
+        payment_id: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        let payment_id = payment_id.to_owned();
+        self.reader
+            .scan(move |connection| {
+                read_payments(
+                    connection,
+                    &format!(
+                        "{SELECT_PAYMENTS} WHERE refund_of = ?1 AND seq < ?2
+                         ORDER BY refund_of, seq DESC LIMIT ?3"
+                    ),
+                    params![payment_id, before_seq, limit],
+                )
+            })
+            .await
+    }
+
     async fn has_accounts_at(&self, bank_id: &str) -> Result<bool, Failure> {
         self.lock()
             .query_row_cached(

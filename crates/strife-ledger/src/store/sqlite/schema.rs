@@ -170,6 +170,8 @@ CREATE INDEX IF NOT EXISTS accounts_by_user ON accounts (username);
     WHERE decision_seq IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_from ON payments (from_user, seq);
 CREATE INDEX IF NOT EXISTS payments_to ON payments (to_user, seq);
+CREATE INDEX IF NOT EXISTS payments_refunds ON payments (refund_of, seq)
+    WHERE refund_of IS NOT NULL;
 CREATE INDEX IF NOT EXISTS payments_unfinished_by_coordinator ON payments (coordinator, seq)
     WHERE (status = 1 OR debit_acked = 0 OR credit_acked = 0);
 CREATE TABLE IF NOT EXISTS logins (

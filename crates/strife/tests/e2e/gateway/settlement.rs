@@ -1099,3 +1099,80 @@ async fn on_postgres_replicas_a_cap_refuses_two_of_five_settling_frees_it_and_re
     assert_eq!(report["settlement"]["open_window"], 2, "{report}");
     assert_eq!(report["settlement"]["refunds"], 2, "{report}");
 }
+
+/// A payment's refunds are listed to its payer, its payee and the admin, newest first and a
+/// page at a time; to anyone else the payment does not exist.
+#[tokio::test]
+async fn a_payments_refunds_are_listed_to_its_parties_newest_first() {
+    let network = three_users().await;
+    let mut alice = network.gateway_client("alice");
+    let mut bob = network.gateway_client("bob");
+    let original = pay(&mut alice, "listed", "bob", 3_000).await;
+    let id = original.payment_id.clone();
+    let mut made = Vec::new();
+    for (key, amount) in [("l-1", 100), ("l-2", 200), ("l-3", 300)] {
+        let refund = bob
+            .refund(refund_request(&id, key, Some(amount)))
+            .await
+            .unwrap();
+        made.push(refund.into_inner().payment_id);
+    }
+    made.reverse();
+    let list = |page_size: u32, page_token: String| pb::ListRefundsRequest {
+        payment_id: id.clone(),
+        page_size,
+        page_token,
+    };
+    for client in [&mut alice, &mut bob, &mut network.gateway_client("admin")] {
+        let listed = client
+            .list_refunds(list(0, String::new()))
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<String> = listed
+            .refunds
+            .iter()
+            .map(|r| r.payment_id.clone())
+            .collect();
+        assert_eq!(ids, made);
+        assert!(listed.refunds.iter().all(|refund| refund.refund_of == id));
+        assert!(listed.next_page_token.is_empty());
+    }
+    let first = alice
+        .list_refunds(list(2, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.refunds.len(), 2);
+    let rest = alice
+        .list_refunds(list(2, first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.refunds[0].payment_id, made[2]);
+    assert!(rest.next_page_token.is_empty());
+    // Another user's token does not open; a stranger sees no payment.
+    let (code, _) = refusal(bob.list_refunds(list(2, first.next_page_token)).await);
+    assert_eq!(code, Code::InvalidArgument);
+    let mut carol = network.gateway_client("carol");
+    assert_eq!(
+        refusal(carol.list_refunds(list(0, String::new())).await).0,
+        Code::NotFound
+    );
+    // A refund has none of its own.
+    let of_refund = pb::ListRefundsRequest {
+        payment_id: made[0].clone(),
+        ..pb::ListRefundsRequest::default()
+    };
+    assert!(alice
+        .list_refunds(of_refund)
+        .await
+        .unwrap()
+        .into_inner()
+        .refunds
+        .is_empty());
+    // The CLI prints the same list.
+    let (status, printed) = network.client("alice", &["refunds", &id]);
+    assert_eq!(status, 0, "{printed}");
+    assert_eq!(printed["refunds"].as_array().map(Vec::len), Some(3));
+}

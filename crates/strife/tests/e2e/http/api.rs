@@ -732,6 +732,18 @@ fn metadata_is_stored_returned_on_every_read_and_event_and_belongs_to_the_reques
     assert_eq!(refund.body["metadata"], json!({"rma": "R-9"}));
     let history = api.call("GET", "payments?limit=2", Some(&alice), None);
     assert_eq!(history.body["data"][0]["metadata"], json!({"rma": "R-9"}));
+    let refunds = api.call(
+        "GET",
+        &format!("payments/{payment_id}/refunds?limit=5"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(refunds.status, 200, "{}", refunds.body);
+    assert_eq!(
+        refunds.body["data"][0]["payment_id"],
+        refund.body["payment_id"]
+    );
+    assert_eq!(refunds.body["has_more"], false);
     assert_eq!(history.body["data"][1]["metadata"], tags);
 
     let seen: Vec<Value> = api

@@ -132,6 +132,17 @@ async fn every_gateway_rpc(
                 .map(drop),
         ),
         (
+            "ListRefunds",
+            client
+                .list_refunds(pb::ListRefundsRequest {
+                    payment_id: text.into(),
+                    page_size: 0,
+                    page_token: String::new(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
             "Authorize",
             client
                 .authorize(pb::AuthorizeRequest {

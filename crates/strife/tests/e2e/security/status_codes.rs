@@ -249,6 +249,14 @@ fn authorizing(key: &str, change: &dyn Fn(&mut pb::AuthorizeRequest)) -> pb::Aut
     request
 }
 
+fn list_refunds(payment_id: &str, page_token: &str) -> pb::ListRefundsRequest {
+    pb::ListRefundsRequest {
+        payment_id: payment_id.into(),
+        page_size: 0,
+        page_token: page_token.into(),
+    }
+}
+
 fn capture(payment_id: &str) -> pb::CaptureRequest {
     pb::CaptureRequest {
         amount: None,
@@ -361,6 +369,11 @@ fn gateway_rpcs() -> Vec<(&'static str, Caller, Vec<u8>)> {
             pb::WatchPaymentsRequest::default().encode_to_vec(),
         ),
         ("Refund", Caller::Alice, refund("p", "k").encode_to_vec()),
+        (
+            "ListRefunds",
+            Caller::Alice,
+            list_refunds("p", "").encode_to_vec(),
+        ),
         (
             "Authorize",
             Caller::Alice,
@@ -695,6 +708,10 @@ fn particular_rows(paid: &str) -> Vec<Row> {
         gw("unknown payment", Alice, "Refund", refund("no-such-payment", "k-r"), NOT_FOUND),
         gw("the payer, not the payee", Alice, "Refund", refund(paid, "k-payer"), PERMISSION_DENIED),
         gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), bad_field("amount.currency")),
+        // Gateway: ListRefunds.
+        gw("empty payment id", Alice, "ListRefunds", list_refunds("", ""), bad_field("payment_id")),
+        gw("unknown payment", Alice, "ListRefunds", list_refunds("no-such-payment", ""), NOT_FOUND),
+        gw("foreign page token", Alice, "ListRefunds", list_refunds(paid, "not-a-token"), bad_field("page_token")),
         // Gateway: Authorize, Capture, Void.
         gw("no expiry", Alice, "Authorize", authorizing("k-a0", &|r| r.expires_in_seconds = 0), bad_field("expires_in_seconds")),
         gw("expiry past 7 days", Alice, "Authorize", authorizing("k-a8", &|r| r.expires_in_seconds = 604_801), bad_field("expires_in_seconds")),

@@ -1019,6 +1019,22 @@ async fn refunds_claim_against_the_original_and_give_back_what_aborts(
     // What r-2 claimed is back: the rest can be refunded again.
     let rest = started(store, &refund("r-4", &original, 0)).await;
     assert_eq!(rest.amount_minor, 600);
+    // Every attempt is listed, newest first, a page at a time.
+    let ids = |page: &[PaymentRecord]| -> Vec<String> {
+        page.iter()
+            .map(|record| record.payment_id.clone())
+            .collect()
+    };
+    let listed = store.refunds_of("p-1", i64::MAX, 10).await.unwrap();
+    assert_eq!(ids(&listed), ["r-4", "r-2", "r-1"]);
+    let first_page = store.refunds_of("p-1", i64::MAX, 2).await.unwrap();
+    let next = store.refunds_of("p-1", first_page[1].seq, 2).await.unwrap();
+    assert_eq!(ids(&next), ["r-1"]);
+    assert!(store
+        .refunds_of("r-1", i64::MAX, 10)
+        .await
+        .unwrap()
+        .is_empty());
     // A refund of a refund is refused.
     let refunded_refund = store.payment("r-1").await.unwrap().unwrap();
     assert_eq!(
