@@ -96,6 +96,7 @@ async fn a_version_1_database_migrates_and_keeps_its_payments_for_takeover() {
          DROP INDEX settlement_windows_one_open;
          DROP TABLE settlement_windows;
          DROP TABLE bank_positions;
+         DROP INDEX payments_refunds;
          ALTER TABLE payments DROP COLUMN refund_of;
          ALTER TABLE payments DROP COLUMN refunded_minor;
          ALTER TABLE payments DROP COLUMN refund_pending_minor;
@@ -269,6 +270,7 @@ async fn a_version_2_database_migrates_keeping_every_row_with_settlement_derived
          DROP INDEX settlement_windows_one_open;
          DROP TABLE settlement_windows;
          DROP TABLE bank_positions;
+         DROP INDEX payments_refunds;
          ALTER TABLE payments DROP COLUMN refund_of;
          ALTER TABLE payments DROP COLUMN refunded_minor;
          ALTER TABLE payments DROP COLUMN refund_pending_minor;
