@@ -715,3 +715,84 @@ async fn console_user_creates_a_scoped_api_key_sees_it_once_and_revokes_it() {
     assert_eq!(curl("GET", "balances"), 401, "refused once revoked");
     alice.close().await.unwrap();
 }
+
+/// An authorization on the console: its payee sees the expiry, the time left and a Capture
+/// button, its payer only Void; capturing moves the money, voiding releases the hold, and a
+/// captured payment's refunds are listed on its page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_payee_captures_payer_voids_and_refunds_are_listed() {
+    let network = DevNetwork::start();
+    let console = console_url(&network);
+    let authorize = |key: &str, amount: &str| {
+        let (code, held) = network.client(
+            "alice",
+            &["authorize", "--to", "bob", "--amount", amount, "--key", key],
+        );
+        assert_eq!(code, 0, "{held}");
+        held["payment"]["payment_id"].as_str().unwrap().to_owned()
+    };
+    let stay = authorize("console-stay", "20.00");
+    let deposit = authorize("console-deposit", "5.00");
+    let driver = Chromedriver::start();
+
+    let bob = driver.browser().await;
+    log_in(&bob, &console, "bob", &network.password("bob")).await;
+    wait_for_text(&bob, "Balances", false).await;
+    bob.goto(&format!("{console}payments/{stay}"))
+        .await
+        .unwrap();
+    let text = wait_for_text(&bob, "AUTHORIZED", false).await;
+    assert!(text.contains("Authorization expires"), "{text}");
+    wait_for_element(&bob, "#time-left").await;
+    screenshot(&bob, "payee-authorization").await;
+    bob.form(Locator::Id("capture"))
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    wait_for_text(&bob, "COMMITTED", false).await;
+
+    let alice = driver.browser().await;
+    log_in(&alice, &console, "alice", &network.password("alice")).await;
+    wait_for_text(&alice, "Balances", false).await;
+    alice
+        .goto(&format!("{console}payments/{deposit}"))
+        .await
+        .unwrap();
+    wait_for_text(&alice, "AUTHORIZED", false).await;
+    assert!(
+        alice.find(Locator::Id("capture")).await.is_err(),
+        "the payer is offered no capture"
+    );
+    alice
+        .form(Locator::Id("void"))
+        .await
+        .unwrap()
+        .submit()
+        .await
+        .unwrap();
+    let text = wait_for_text(&alice, "ABORTED", false).await;
+    assert!(text.contains("authorization_voided"), "{text}");
+    // 100.00 − 20.00 captured; the 5.00 hold is back.
+    alice.goto(&console).await.unwrap();
+    wait_for_text(&alice, "80.00 USD", false).await;
+
+    let (code, refunded) = network.client("bob", &["refund", &stay, "--amount", "2.00"]);
+    assert_eq!(code, 0, "{refunded}");
+    alice
+        .goto(&format!("{console}payments/{stay}"))
+        .await
+        .unwrap();
+    wait_for_element(&alice, "#refunds").await;
+    let refunds = alice
+        .find(Locator::Id("refunds"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(refunds.contains("2.00 USD"), "{refunds}");
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+}
