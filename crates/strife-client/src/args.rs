@@ -117,6 +117,40 @@ pub enum ClientCommand {
     },
     /// One payment.
     Payment { payment_id: String },
+    /// Your payments that match every filter given (admin: everyone's, or `--of USER`),
+    /// newest first.
+    Payments {
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
+        #[arg(long, value_enum)]
+        direction: Option<DirectionFilter>,
+        /// Only payments with this other party.
+        #[arg(long = "with", value_name = "USER")]
+        counterparty: Option<String>,
+        /// Created at or after, e.g. 2026-12-01T00:00:00Z (UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Created before, e.g. 2026-12-08T00:00:00Z (UTC).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Amount at least, like 10.00 (in --currency, default USD).
+        #[arg(long, value_name = "AMOUNT")]
+        min: Option<String>,
+        /// Amount at most, like 99.99.
+        #[arg(long, value_name = "AMOUNT")]
+        max: Option<String>,
+        /// Only payments in this currency.
+        #[arg(long)]
+        currency: Option<String>,
+        /// A metadata entry that must be exactly KEY=VALUE.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Option<String>,
+        /// (admin) One user's payments.
+        #[arg(long)]
+        of: Option<String>,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+    },
     /// The refunds of a payment you paid or received (admin: any), newest first.
     Refunds {
         payment_id: String,
@@ -282,4 +316,20 @@ pub struct FollowArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400 * 365))]
     pub max_seconds: Option<u64>,
+}
+
+/// `payments --status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFilter {
+    Pending,
+    Authorized,
+    Committed,
+    Aborted,
+}
+
+/// `payments --direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DirectionFilter {
+    Sent,
+    Received,
 }

@@ -147,6 +147,51 @@ pub async fn dispatch(
             crate::authorizations::end(&args, &mut gateway, payment_id, ending).await
         }
         ClientCommand::History { limit } => history(&args, &mut gateway, *limit).await,
+        ClientCommand::Payments {
+            status,
+            direction,
+            counterparty,
+            since,
+            until,
+            min,
+            max,
+            currency,
+            meta,
+            of,
+            limit,
+        } => {
+            let search = crate::search::Search {
+                status: *status,
+                direction: *direction,
+                counterparty: counterparty.clone(),
+                since: since.clone(),
+                until: until.clone(),
+                min: min.clone(),
+                max: max.clone(),
+                currency: currency.clone(),
+                meta: meta.clone(),
+                of: of.clone(),
+                limit: *limit,
+            };
+            let request = match search.request() {
+                Ok(request) => request,
+                Err(error) => return Ok(usage(&args, &error)),
+            };
+            match gateway.list_payments(request).await {
+                Ok(response) => {
+                    let payments = response.into_inner().payments;
+                    let human = if payments.is_empty() {
+                        "no payments match".to_owned()
+                    } else {
+                        payments_table(&payments)
+                    };
+                    let documents: Vec<_> = payments.iter().map(payment_json).collect();
+                    emit(&args, human, json!({"ok": true, "payments": documents}));
+                    Ok(0)
+                }
+                Err(status) => Ok(failed(&args, &status)),
+            }
+        }
         ClientCommand::Refunds { payment_id, limit } => {
             let request = pb::ListRefundsRequest {
                 payment_id: payment_id.clone(),

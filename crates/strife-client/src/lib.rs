@@ -11,6 +11,7 @@
 //! - [`outbox`]: the offline outbox and its retry policy.
 //! - [`api_keys`]: `api-key create|list|revoke`.
 //! - [`authorizations`]: `authorize`, `capture`, `void`.
+//! - [`search`]: `payments`' filters as a `ListPayments` request.
 //! - [`settlement`]: `refund` and the admin's `settlement` commands, and the settlement
 //!   statement.
 //! - [`watch`]: following payment events; [`listen`] forwards them to a local webhook
@@ -23,6 +24,7 @@ pub mod commands;
 pub mod listen;
 pub mod outbox;
 pub mod render;
+pub mod search;
 pub mod session;
 pub mod settlement;
 pub mod watch;

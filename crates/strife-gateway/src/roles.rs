@@ -56,6 +56,7 @@ pub fn allowed_roles(path: &str) -> Option<&'static [Role]> {
         | "/strife.v1.Gateway/WatchPayments"
         | "/strife.v1.Gateway/Refund"
         | "/strife.v1.Gateway/ListRefunds"
+        | "/strife.v1.Gateway/ListPayments"
         | "/strife.v1.Gateway/Authorize"
         | "/strife.v1.Gateway/Capture"
         | "/strife.v1.Gateway/Void"

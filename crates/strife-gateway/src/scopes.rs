@@ -111,9 +111,8 @@ impl FromIterator<Scope> for Scopes {
 pub fn scope_needed(method: &str) -> Option<Scope> {
     Some(match method {
         "Pay" | "LinkAccount" | "Authorize" | "Capture" | "Void" => Scope::PaymentsWrite,
-        "GetBalances" | "ListHistory" | "GetPayment" | "GetPaymentByKey" | "ListRefunds" => {
-            Scope::PaymentsRead
-        }
+        "GetBalances" | "ListHistory" | "GetPayment" | "GetPaymentByKey" | "ListRefunds"
+        | "ListPayments" => Scope::PaymentsRead,
         "Refund" => Scope::RefundsWrite,
         "WatchPayments" => Scope::EventsRead,
         "GetPositions" | "ListSettlementWindows" | "GetSettlementReport" => Scope::SettlementRead,
@@ -160,6 +159,7 @@ mod tests {
             "GetPaymentByKey",
             "Refund",
             "ListRefunds",
+            "ListPayments",
             "Authorize",
             "Capture",
             "Void",

@@ -255,12 +255,49 @@ pub struct PageQuery {
     pub starting_after: Option<String>,
 }
 
-/// Your payments (sent and received), newest first.
+/// A page of payments, each filter optional (all given must match).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentsQuery {
+    /// 1–100; default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub starting_after: Option<String>,
+    /// `pending`, `authorized`, `committed` or `aborted`.
+    pub status: Option<String>,
+    /// `sent` or `received` (default: both).
+    pub direction: Option<String>,
+    /// Only payments with this other party.
+    pub counterparty: Option<String>,
+    /// Created at or after (Unix ms).
+    #[param(minimum = 1)]
+    pub created_gte: Option<i64>,
+    /// Created before (Unix ms).
+    #[param(minimum = 1)]
+    pub created_lt: Option<i64>,
+    /// Amount at least (minor units).
+    #[param(minimum = 1)]
+    pub amount_gte: Option<i64>,
+    /// Amount at most (minor units).
+    #[param(minimum = 1)]
+    pub amount_lte: Option<i64>,
+    /// ISO 4217 code.
+    pub currency: Option<String>,
+    /// With `metadata_value`: a metadata entry that must be exactly that.
+    pub metadata_key: Option<String>,
+    pub metadata_value: Option<String>,
+    /// Admin keys only: one user's payments (default: everyone's).
+    pub username: Option<String>,
+}
+
+/// Your payments (sent and received), newest first; with filters, only those matching all.
 #[utoipa::path(
     get,
     path = "/v1/payments",
     tag = "payments",
-    params(PageQuery),
+    params(PaymentsQuery),
     responses((status = 200, description = "A page of payments.", body = PaymentList)),
     security(("api_key" = ["payments:read"]))
 )]
@@ -270,14 +307,64 @@ pub async fn list_payments(
         call,
         in_flight: _in_flight,
     }: Authenticated,
-    Query(page): Query<PageQuery>,
+    Query(query): Query<PaymentsQuery>,
 ) -> Result<Response, ApiError> {
-    let request = pb::ListHistoryRequest {
-        page_size: page_size(page.limit)?,
-        page_token: page.starting_after.unwrap_or_default(),
+    let status = match query.status.as_deref() {
+        None => pb::PaymentStatus::Unspecified,
+        Some("pending") => pb::PaymentStatus::Pending,
+        Some("authorized") => pb::PaymentStatus::Authorized,
+        Some("committed") => pb::PaymentStatus::Committed,
+        Some("aborted") => pb::PaymentStatus::Aborted,
+        Some(_) => {
+            return Err(bad_query(
+                "status",
+                "pending, authorized, committed or aborted",
+            ))
+        }
     };
-    let history = api.service.list_history(&call, request).await?;
-    Ok(json_response(StatusCode::OK, &PaymentList::from(history)))
+    let direction = match query.direction.as_deref() {
+        None => pb::PaymentDirection::Unspecified,
+        Some("sent") => pb::PaymentDirection::Sent,
+        Some("received") => pb::PaymentDirection::Received,
+        Some(_) => return Err(bad_query("direction", "sent or received")),
+    };
+    // Zero means "unbounded" in the message: a bound of 0 or less is refused here instead.
+    let positive = |field: &str, value: Option<i64>| match value {
+        None => Ok(0),
+        Some(value) if value > 0 => Ok(value),
+        Some(_) => Err(bad_query(field, "a positive number")),
+    };
+    let request = pb::ListPaymentsRequest {
+        page_size: page_size(query.limit)?,
+        page_token: query.starting_after.unwrap_or_default(),
+        status: status as i32,
+        direction: direction as i32,
+        counterparty: query.counterparty.unwrap_or_default(),
+        created_from_unix_ms: positive("created_gte", query.created_gte)?,
+        created_before_unix_ms: positive("created_lt", query.created_lt)?,
+        min_amount_minor: positive("amount_gte", query.amount_gte)?,
+        max_amount_minor: positive("amount_lte", query.amount_lte)?,
+        currency: query.currency.unwrap_or_default(),
+        metadata_key: query.metadata_key.unwrap_or_default(),
+        metadata_value: query.metadata_value.unwrap_or_default(),
+        username: query.username.unwrap_or_default(),
+    };
+    let found = api.service.list_payments(&call, request).await?;
+    let next_cursor = Some(found.next_page_token).filter(|token| !token.is_empty());
+    let list = PaymentList {
+        data: found.payments.into_iter().map(Payment::from).collect(),
+        has_more: next_cursor.is_some(),
+        next_cursor,
+    };
+    Ok(json_response(StatusCode::OK, &list))
+}
+
+/// A query parameter that is not one of the values it takes.
+fn bad_query(field: &str, takes: &str) -> ApiError {
+    ApiError::from(strife_common::Failure::invalid_field(
+        field,
+        format!("{field} must be {takes}"),
+    ))
 }
 
 /// The refunds of a payment you paid or received (admin: any), newest first.

@@ -176,6 +176,48 @@ impl PaymentRecord {
     }
 }
 
+/// Which payments a search returns (`GatewayStore::list_payments`); every part is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentFilter {
+    /// Only this user's payments (sent or received, as `direction` says); `None`: everyone's.
+    pub username: Option<String>,
+    pub direction: Direction,
+    pub status: Option<PaymentStatus>,
+    /// With `username`: only payments with this other party; without: with this party.
+    pub counterparty: Option<String>,
+    /// Created at or after this time.
+    pub created_from_unix_ms: Option<i64>,
+    /// Created before this time.
+    pub created_before_unix_ms: Option<i64>,
+    pub min_amount_minor: Option<i64>,
+    pub max_amount_minor: Option<i64>,
+    pub currency: Option<String>,
+    /// A metadata entry that must be exactly this (key, value).
+    pub metadata: Option<(String, String)>,
+}
+
+/// Which side of its payments a user's search looks at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    Any,
+    /// Payments the user received.
+    Received,
+    /// Payments the user sent.
+    Sent,
+}
+
+impl Direction {
+    /// The code the stores' queries take: 0 any, 1 received, 2 sent.
+    pub fn code(self) -> i32 {
+        match self {
+            Direction::Any => 0,
+            Direction::Received => 1,
+            Direction::Sent => 2,
+        }
+    }
+}
+
 /// What starting a payment under an idempotency key did ([`crate::payment::begin`] decided).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begun {

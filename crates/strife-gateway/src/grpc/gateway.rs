@@ -177,6 +177,18 @@ impl Gateway for GatewayGrpc {
         Ok(Response::new(answer))
     }
 
+    async fn list_payments(
+        &self,
+        request: Request<pb::ListPaymentsRequest>,
+    ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
+        let call = call_of(&request)?;
+        let answer = self
+            .service
+            .list_payments(&call, request.into_inner())
+            .await?;
+        Ok(Response::new(answer))
+    }
+
     async fn list_refunds(
         &self,
         request: Request<pb::ListRefundsRequest>,

@@ -8,6 +8,7 @@
 //! - [`accounts`]: users, accounts, links and balances.
 //! - [`api_keys`]: API keys, and the caller a presented key stands for.
 //! - [`payments`]: pay, refund, history, look-ups and payment events.
+//! - [`search`]: payments by filter (`ListPayments`).
 //! - [`settling`]: net debit caps, positions and settlement windows (admin).
 //! - [`events`], [`cursor`]: payment events and the sealed cursors they resume from.
 //! - [`rate`]: requests per second per user and per API key.
@@ -24,6 +25,7 @@ pub mod network;
 mod payments;
 pub mod rate;
 pub mod refusals;
+mod search;
 mod settling;
 pub mod validate;
 

@@ -8,8 +8,8 @@ use strife_common::Failure;
 
 use crate::lockout::SharedLogin;
 use crate::records::{
-    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord, PaymentStatus, PositionRecord,
-    UserRecord, WindowRecord, WindowReport,
+    ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentFilter, PaymentRecord, PaymentStatus,
+    PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 
 /// How a login record changes, applied by the store to the record it read, in one write.
@@ -192,6 +192,15 @@ pub trait GatewayStore: GatewayLog {
     async fn history(
         &self,
         username: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure>;
+
+    /// The payments `filter` matches with `seq < before_seq`, newest first. A scan in log
+    /// order that stops at `limit` matches (no index per filter yet).
+    async fn list_payments(
+        &self,
+        filter: &PaymentFilter,
         before_seq: i64,
         limit: u32,
     ) -> Result<Vec<PaymentRecord>, Failure>;

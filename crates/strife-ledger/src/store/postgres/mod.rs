@@ -130,8 +130,8 @@ use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::payment;
 use crate::records::{
-    metadata_to_json, ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord,
-    PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
+    metadata_to_json, ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentFilter,
+    PaymentRecord, PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 use read::{column, load_payment, payment_columns, payment_from_row, query_rows, read_login};
 use server::{Call, Failed, Server, OPEN_TIMEOUT, SCAN_TIMEOUT};
@@ -1139,6 +1139,64 @@ impl GatewayStore for PostgresGatewayStore {
                 Ok(next)
             })
             .await
+    }
+
+    async fn list_payments(
+        &self,
+        filter: &PaymentFilter,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        let status = filter
+            .status
+            .map(|status| i32::try_from(status.code()).unwrap_or_default());
+        let stored_status = filter
+            .status
+            .map(|status| i32::try_from(status.stored_code()).unwrap_or_default());
+        let (metadata_key, metadata_value) = filter.metadata.clone().unzip();
+        self.read_payments(
+            "searching payments",
+            SCAN_TIMEOUT,
+            concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE seq < $1
+                   AND ($2::text IS NULL
+                        OR ($3::integer <> 1 AND from_user = $2
+                            AND ($4::text IS NULL OR to_user = $4))
+                        OR ($3::integer <> 2 AND to_user = $2
+                            AND ($4::text IS NULL OR from_user = $4)))
+                   AND ($2::text IS NOT NULL OR $4::text IS NULL
+                        OR from_user = $4 OR to_user = $4)
+                   AND ($5::integer IS NULL OR (status = $6
+                        AND ($5 <> 4 OR authorized_unix_ms IS NOT NULL)
+                        AND ($5 <> 1 OR authorized_unix_ms IS NULL)))
+                   AND ($7::bigint IS NULL OR created_unix_ms >= $7)
+                   AND ($8::bigint IS NULL OR created_unix_ms < $8)
+                   AND ($9::bigint IS NULL OR amount_minor >= $9)
+                   AND ($10::bigint IS NULL OR amount_minor <= $10)
+                   AND ($11::text IS NULL OR currency = $11)
+                   AND ($12::text IS NULL OR (metadata::jsonb ->> $12) = $13)
+                 ORDER BY seq DESC LIMIT $14"
+            ),
+            &[
+                &before_seq,
+                &filter.username,
+                &filter.direction.code(),
+                &filter.counterparty,
+                &status,
+                &stored_status,
+                &filter.created_from_unix_ms,
+                &filter.created_before_unix_ms,
+                &filter.min_amount_minor,
+                &filter.max_amount_minor,
+                &filter.currency,
+                &metadata_key,
+                &metadata_value,
+                &i64::from(limit),
+            ],
+        )
+        .await
     }
 
     async fn refunds_of(

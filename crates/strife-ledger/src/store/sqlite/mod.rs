@@ -52,8 +52,8 @@ pub use schema::SCHEMA_VERSION;
 use super::interface::{GatewayLog, GatewayStore, LoginChange};
 use crate::lockout::SharedLogin;
 use crate::records::{
-    metadata_to_json, ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentRecord,
-    PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
+    metadata_to_json, ApiKeyRecord, Begun, LinkedAccount, LogSnapshot, PaymentFilter,
+    PaymentRecord, PaymentStatus, PositionRecord, UserRecord, WindowRecord, WindowReport,
 };
 use crate::{payment, settlement};
 use connection::{storage, Reader};
@@ -601,6 +601,62 @@ impl GatewayStore for SqliteGatewayStore {
                          ) ORDER BY seq DESC LIMIT ?3"
                     ),
                     params![username, before_seq, limit],
+                )
+            })
+            .await
+    }
+
+    async fn list_payments(
+        &self,
+        filter: &PaymentFilter,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PaymentRecord>, Failure> {
+        let filter = filter.clone();
+        let status = filter.status.map(PaymentStatus::code);
+        let stored_status = filter.status.map(PaymentStatus::stored_code);
+        // A JSON path naming the key as one member (keys are letters, digits and `_ - . :`).
+        let (metadata_path, metadata_value) = filter
+            .metadata
+            .map(|(key, value)| (format!("$.\"{key}\""), value))
+            .unzip();
+        self.reader
+            .scan(move |connection| {
+                read_payments(
+                    connection,
+                    &format!(
+                        "{SELECT_PAYMENTS} WHERE seq < ?1
+                           AND (?2 IS NULL
+                                OR (?3 != 1 AND from_user = ?2 AND (?4 IS NULL OR to_user = ?4))
+                                OR (?3 != 2 AND to_user = ?2 AND (?4 IS NULL OR from_user = ?4)))
+                           AND (?2 IS NOT NULL OR ?4 IS NULL OR from_user = ?4 OR to_user = ?4)
+                           AND (?5 IS NULL OR (status = ?6
+                                AND (?5 != 4 OR authorized_unix_ms IS NOT NULL)
+                                AND (?5 != 1 OR authorized_unix_ms IS NULL)))
+                           AND (?7 IS NULL OR created_unix_ms >= ?7)
+                           AND (?8 IS NULL OR created_unix_ms < ?8)
+                           AND (?9 IS NULL OR amount_minor >= ?9)
+                           AND (?10 IS NULL OR amount_minor <= ?10)
+                           AND (?11 IS NULL OR currency = ?11)
+                           AND (?12 IS NULL OR json_extract(metadata, ?12) = ?13)
+                         ORDER BY seq DESC LIMIT ?14"
+                    ),
+                    params![
+                        before_seq,
+                        filter.username,
+                        filter.direction.code(),
+                        filter.counterparty,
+                        status,
+                        stored_status,
+                        filter.created_from_unix_ms,
+                        filter.created_before_unix_ms,
+                        filter.min_amount_minor,
+                        filter.max_amount_minor,
+                        filter.currency,
+                        metadata_path,
+                        metadata_value,
+                        limit
+                    ],
                 )
             })
             .await

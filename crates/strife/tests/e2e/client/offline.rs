@@ -435,6 +435,12 @@ impl gateway_server::Gateway for InternalAfterCommit {
     async fn refund(&self, _: Request<pb::RefundRequest>) -> Result<Response<pb::Payment>, Status> {
         Err(Status::unimplemented("stand-in"))
     }
+    async fn list_payments(
+        &self,
+        _: Request<pb::ListPaymentsRequest>,
+    ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
+        Err(Status::unimplemented("stand-in"))
+    }
     async fn list_refunds(
         &self,
         _: Request<pb::ListRefundsRequest>,

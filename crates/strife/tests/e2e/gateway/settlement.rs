@@ -1176,3 +1176,113 @@ async fn a_payments_refunds_are_listed_to_its_parties_newest_first() {
     assert_eq!(status, 0, "{printed}");
     assert_eq!(printed["refunds"].as_array().map(Vec::len), Some(3));
 }
+
+/// `ListPayments`: a client searches its own payments by status, direction, counterparty,
+/// amount and metadata; the admin searches everyone's; the CLI takes the same filters.
+#[tokio::test]
+async fn payments_are_found_by_filters_and_only_the_callers() {
+    let network = three_users().await;
+    let mut alice = network.gateway_client("alice");
+    let mut bob = network.gateway_client("bob");
+    let to_bob = pay(&mut alice, "f-1", "bob", 1_500).await;
+    let mut tagged = pay_request("f-2", "carol", 400);
+    tagged.metadata = [("invoice".to_owned(), "INV-9".to_owned())].into();
+    let to_carol = alice.pay(tagged).await.unwrap().into_inner();
+    let back = bob
+        .refund(refund_request(&to_bob.payment_id, "f-r", Some(100)))
+        .await
+        .unwrap()
+        .into_inner();
+    let search = |change: &dyn Fn(&mut pb::ListPaymentsRequest)| {
+        let mut request = pb::ListPaymentsRequest::default();
+        change(&mut request);
+        request
+    };
+    let ids = |response: pb::ListPaymentsResponse| -> Vec<String> {
+        response
+            .payments
+            .into_iter()
+            .map(|payment| payment.payment_id)
+            .collect()
+    };
+    let (back_id, carol_id, bob_id) = (
+        back.payment_id.clone(),
+        to_carol.payment_id.clone(),
+        to_bob.payment_id.clone(),
+    );
+    let all = alice
+        .list_payments(search(&|_| ()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ids(all),
+        [back_id.clone(), carol_id.clone(), bob_id.clone()]
+    );
+    let sent = alice
+        .list_payments(search(&|r| r.direction = pb::PaymentDirection::Sent as i32))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(sent), [carol_id.clone(), bob_id.clone()]);
+    let with_bob = alice
+        .list_payments(search(&|r| r.counterparty = "bob".into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(with_bob), [back_id.clone(), bob_id.clone()]);
+    let invoice = alice
+        .list_payments(search(&|r| {
+            r.metadata_key = "invoice".into();
+            r.metadata_value = "INV-9".into();
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(invoice), std::slice::from_ref(&carol_id));
+    let large = alice
+        .list_payments(search(&|r| r.min_amount_minor = 1_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(large), std::slice::from_ref(&bob_id));
+    // Carol sees only her own; the admin sees everyone's, or one user's.
+    let mut carol = network.gateway_client("carol");
+    let carols = carol
+        .list_payments(search(&|_| ()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(carols), std::slice::from_ref(&carol_id));
+    let mut admin = network.gateway_client("admin");
+    let everyone = admin
+        .list_payments(search(&|_| ()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(everyone.payments.len() >= 3, "{}", everyone.payments.len());
+    let bobs = admin
+        .list_payments(search(&|r| r.username = "bob".into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(bobs), [back_id, bob_id]);
+    // The CLI's flags.
+    let (status, printed) = network.client(
+        "alice",
+        &[
+            "payments",
+            "--direction",
+            "sent",
+            "--meta",
+            "invoice=INV-9",
+            "--status",
+            "committed",
+        ],
+    );
+    assert_eq!(status, 0, "{printed}");
+    assert_eq!(printed["payments"][0]["payment_id"], carol_id.as_str());
+    assert_eq!(printed["payments"].as_array().map(Vec::len), Some(1));
+    let (status, refused) = network.client("alice", &["payments", "--since", "yesterday"]);
+    assert_ne!(status, 0, "{refused}");
+}

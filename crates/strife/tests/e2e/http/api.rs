@@ -744,6 +744,19 @@ fn metadata_is_stored_returned_on_every_read_and_event_and_belongs_to_the_reques
         refund.body["payment_id"]
     );
     assert_eq!(refunds.body["has_more"], false);
+    // Found again by its metadata, and a bad filter is a 400 naming it.
+    let found = api.call(
+        "GET",
+        "payments?metadata_key=order&metadata_value=A-1&direction=sent",
+        Some(&alice),
+        None,
+    );
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.body["data"][0]["payment_id"], payment_id.as_str());
+    assert_eq!(found.body["data"].as_array().map(Vec::len), Some(1));
+    let bad = api.call("GET", "payments?status=done", Some(&alice), None);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.body["error"]["param"], "status");
     assert_eq!(history.body["data"][1]["metadata"], tags);
 
     let seen: Vec<Value> = api

@@ -132,6 +132,16 @@ async fn every_gateway_rpc(
                 .map(drop),
         ),
         (
+            "ListPayments",
+            client
+                .list_payments(pb::ListPaymentsRequest {
+                    counterparty: text.into(),
+                    ..pb::ListPaymentsRequest::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
             "ListRefunds",
             client
                 .list_refunds(pb::ListRefundsRequest {
@@ -645,6 +655,8 @@ async fn every_rpc_refuses_every_bad_identity_and_bad_input_and_nothing_changes(
             "WatchPayments",
             "GetPositions",
             "ListApiKeys",
+            // Every filter empty: a search of everything.
+            "ListPayments",
         ]
         .contains(&method)
         {

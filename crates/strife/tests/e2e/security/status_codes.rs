@@ -375,6 +375,11 @@ fn gateway_rpcs() -> Vec<(&'static str, Caller, Vec<u8>)> {
             list_refunds("p", "").encode_to_vec(),
         ),
         (
+            "ListPayments",
+            Caller::Alice,
+            pb::ListPaymentsRequest::default().encode_to_vec(),
+        ),
+        (
             "Authorize",
             Caller::Alice,
             authorizing("k", &|_| ()).encode_to_vec(),
@@ -708,6 +713,11 @@ fn particular_rows(paid: &str) -> Vec<Row> {
         gw("unknown payment", Alice, "Refund", refund("no-such-payment", "k-r"), NOT_FOUND),
         gw("the payer, not the payee", Alice, "Refund", refund(paid, "k-payer"), PERMISSION_DENIED),
         gw("amount in another currency", Admin, "Refund", refunding(paid, "k-eur", &|r| r.amount = eur.clone()), bad_field("amount.currency")),
+        // Gateway: ListPayments.
+        gw("unknown status", Alice, "ListPayments", pb::ListPaymentsRequest { status: 9, ..Default::default() }, bad_field("status")),
+        gw("bad currency", Alice, "ListPayments", pb::ListPaymentsRequest { currency: "usd!".into(), ..Default::default() }, bad_field("currency")),
+        gw("another user's payments", Alice, "ListPayments", pb::ListPaymentsRequest { username: "bob".into(), ..Default::default() }, PERMISSION_DENIED),
+        gw("foreign page token", Alice, "ListPayments", pb::ListPaymentsRequest { page_token: "nope".into(), ..Default::default() }, bad_field("page_token")),
         // Gateway: ListRefunds.
         gw("empty payment id", Alice, "ListRefunds", list_refunds("", ""), bad_field("payment_id")),
         gw("unknown payment", Alice, "ListRefunds", list_refunds("no-such-payment", ""), NOT_FOUND),

@@ -1423,8 +1423,144 @@ async fn authorizations(store: Arc<dyn GatewayStore>) {
     ));
 }
 
+/// `list_payments`: every filter alone, together, across users for the admin, and pages.
+async fn searches(store: Arc<dyn GatewayStore>) {
+    use strife_ledger::records::{Direction, PaymentFilter};
+    let store = store.as_ref();
+    let make =
+        |id: &str, from: &str, to: &str, amount_minor: i64, created_unix_ms: i64| PaymentRecord {
+            amount_minor,
+            created_unix_ms,
+            ..attempt(id, from, to, &format!("k-{id}"))
+        };
+    started(store, &make("s0", "alice", "bob", 1_250, 1_000)).await;
+    started(store, &make("s1", "bob", "alice", 500, 2_000)).await;
+    let tagged = PaymentRecord {
+        metadata: [("order".to_owned(), "A-7".to_owned())].into(),
+        ..make("s2", "alice", "carol", 3_000, 3_000)
+    };
+    started(store, &tagged).await;
+    let held = PaymentRecord {
+        expires_unix_ms: Some(i64::MAX),
+        ..make("s3", "carol", "dave", 700, 4_000)
+    };
+    started(store, &held).await;
+    store.authorize("s3").await.unwrap();
+    store
+        .decide("s0", PaymentStatus::Committed, None, None)
+        .await
+        .unwrap();
+    store
+        .decide(
+            "s1",
+            PaymentStatus::Aborted,
+            Some("insufficient_funds"),
+            None,
+        )
+        .await
+        .unwrap();
+    let alice = || PaymentFilter {
+        username: Some("alice".into()),
+        ..PaymentFilter::default()
+    };
+    let found = |filter: PaymentFilter| async move {
+        store
+            .list_payments(&filter, i64::MAX, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.payment_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found(alice()).await, ["s2", "s1", "s0"]);
+    let sent = PaymentFilter {
+        direction: Direction::Sent,
+        ..alice()
+    };
+    assert_eq!(found(sent).await, ["s2", "s0"]);
+    let received = PaymentFilter {
+        direction: Direction::Received,
+        ..alice()
+    };
+    assert_eq!(found(received).await, ["s1"]);
+    for (status, expected) in [
+        (PaymentStatus::Committed, "s0"),
+        (PaymentStatus::Aborted, "s1"),
+        (PaymentStatus::Pending, "s2"),
+    ] {
+        let filter = PaymentFilter {
+            status: Some(status),
+            ..alice()
+        };
+        assert_eq!(found(filter).await, [expected], "{status:?}");
+    }
+    let with_bob = PaymentFilter {
+        counterparty: Some("bob".into()),
+        ..alice()
+    };
+    assert_eq!(found(with_bob).await, ["s1", "s0"]);
+    let recent = PaymentFilter {
+        created_from_unix_ms: Some(2_000),
+        created_before_unix_ms: Some(3_000),
+        ..alice()
+    };
+    assert_eq!(found(recent).await, ["s1"]);
+    let large = PaymentFilter {
+        min_amount_minor: Some(1_000),
+        ..alice()
+    };
+    assert_eq!(found(large).await, ["s2", "s0"]);
+    let small = PaymentFilter {
+        max_amount_minor: Some(1_000),
+        currency: Some("USD".into()),
+        ..alice()
+    };
+    assert_eq!(found(small).await, ["s1"]);
+    let euros = PaymentFilter {
+        currency: Some("EUR".into()),
+        ..alice()
+    };
+    assert!(found(euros).await.is_empty());
+    let order = |value: &str| PaymentFilter {
+        metadata: Some(("order".into(), value.into())),
+        ..alice()
+    };
+    assert_eq!(found(order("A-7")).await, ["s2"]);
+    assert!(found(order("A-8")).await.is_empty());
+    // Everyone's (the admin): an authorization shows as AUTHORIZED, a party as either side.
+    let authorized = PaymentFilter {
+        status: Some(PaymentStatus::Authorized),
+        ..PaymentFilter::default()
+    };
+    assert_eq!(found(authorized).await, ["s3"]);
+    let dave = PaymentFilter {
+        counterparty: Some("dave".into()),
+        ..PaymentFilter::default()
+    };
+    assert_eq!(found(dave).await, ["s3"]);
+    let pending = PaymentFilter {
+        status: Some(PaymentStatus::Pending),
+        ..PaymentFilter::default()
+    };
+    assert_eq!(
+        found(pending).await,
+        ["s2"],
+        "an AUTHORIZED one is not PENDING"
+    );
+    // Pages: newest first, the next starts below the last.
+    let first = store.list_payments(&alice(), i64::MAX, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = store
+        .list_payments(&alice(), first[1].seq, 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].payment_id, "s0");
+}
+
 async fn run_suite(stores: &dyn Fresh, backend: &str) {
-    let behaviours: [(&str, Behaviour); 20] = [
+    let behaviours: [(&str, Behaviour); 21] = [
+        ("searches", |store| Box::pin(searches(store))),
         ("authorizations", |store| Box::pin(authorizations(store))),
         ("API keys", |store| Box::pin(api_keys(store))),
         ("secrets are created once and shared", |store| {
