@@ -113,20 +113,10 @@ impl Service {
         payment_id: &str,
         ending: Ending,
     ) -> Result<Open, Failure> {
-        validate_id("payment_id", payment_id)?;
         let caller = &call.caller;
-        let not_found = || Failure::NotFound(format!("payment {payment_id} not found"));
-        let record = self
-            .store
-            .payment(payment_id)
-            .await?
-            .ok_or_else(not_found)?;
+        let record = self.visible_payment(call, payment_id).await?;
         let is_admin = caller.role == Role::Admin;
-        let is_payer = record.from.username == caller.username;
         let is_payee = record.to.username == caller.username;
-        if !(is_admin || is_payer || is_payee) {
-            return Err(not_found());
-        }
         if ending == Ending::Capture && !(is_admin || is_payee) {
             return Err(Failure::PermissionDenied(format!(
                 "only the payee of authorization {payment_id} ({}) or the admin may capture it",
@@ -246,19 +236,8 @@ impl Service {
             Some(amount) => Some(check_money("amount", Some(amount), false)?),
             None => None,
         };
-        // A payment the caller has no part in answers exactly like one that does not exist.
-        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
-        let original = self
-            .store
-            .payment(&body.payment_id)
-            .await?
-            .ok_or_else(not_found)?;
+        let original = self.visible_payment(call, &body.payment_id).await?;
         let is_admin = caller.role == Role::Admin;
-        let involved =
-            original.from.username == caller.username || original.to.username == caller.username;
-        if !involved && !is_admin {
-            return Err(not_found().into());
-        }
         settlement::may_refund(&caller.username, is_admin, &original)?;
         if let Some(asked) = &asked {
             if asked.currency.code != original.currency {
@@ -297,30 +276,18 @@ impl Service {
         body: pb::ListHistoryRequest,
     ) -> Result<pb::ListHistoryResponse, Failure> {
         self.authorize(call, "ListHistory")?;
-        let caller = &call.caller;
-        let page_size = match body.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            asked => asked.min(MAX_PAGE_SIZE),
-        };
-        let username = &caller.username;
-        // Sealed to the caller: a log position would count other users' payments.
-        let before_seq = if body.page_token.is_empty() {
-            i64::MAX
-        } else {
-            self.seal.open(
-                CursorKind::HistoryPage,
-                username,
-                &body.page_token,
-                "page_token",
-            )?
-        };
-        let page = self.store.history(username, before_seq, page_size).await?;
-        let next_page_token = match page.last() {
-            Some(last) if page.len() == page_size as usize => {
-                self.seal.seal(CursorKind::HistoryPage, username, last.seq)
-            }
-            _ => String::new(),
-        };
+        let username = &call.caller.username;
+        let asked = self.page(
+            call,
+            CursorKind::HistoryPage,
+            body.page_size,
+            &body.page_token,
+        )?;
+        let page = self
+            .store
+            .history(username, asked.before_seq, asked.size)
+            .await?;
+        let next_page_token = self.next_page_token(call, &asked, &page);
         Ok(pb::ListHistoryResponse {
             payments: page.iter().map(payment_proto).collect(),
             next_page_token,
@@ -334,44 +301,18 @@ impl Service {
         body: pb::ListRefundsRequest,
     ) -> Result<pb::ListRefundsResponse, Failure> {
         self.authorize(call, "ListRefunds")?;
-        let caller = &call.caller;
-        validate_id("payment_id", &body.payment_id)?;
-        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
-        let original = self
-            .store
-            .payment(&body.payment_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let involved =
-            original.from.username == caller.username || original.to.username == caller.username;
-        if !involved && caller.role != Role::Admin {
-            return Err(not_found());
-        }
-        let page_size = match body.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            asked => asked.min(MAX_PAGE_SIZE),
-        };
-        let username = &caller.username;
-        let before_seq = if body.page_token.is_empty() {
-            i64::MAX
-        } else {
-            self.seal.open(
-                CursorKind::RefundsPage,
-                username,
-                &body.page_token,
-                "page_token",
-            )?
-        };
+        let original = self.visible_payment(call, &body.payment_id).await?;
+        let asked = self.page(
+            call,
+            CursorKind::RefundsPage,
+            body.page_size,
+            &body.page_token,
+        )?;
         let page = self
             .store
-            .refunds_of(&original.payment_id, before_seq, page_size)
+            .refunds_of(&original.payment_id, asked.before_seq, asked.size)
             .await?;
-        let next_page_token = match page.last() {
-            Some(last) if page.len() == page_size as usize => {
-                self.seal.seal(CursorKind::RefundsPage, username, last.seq)
-            }
-            _ => String::new(),
-        };
+        let next_page_token = self.next_page_token(call, &asked, &page);
         Ok(pb::ListRefundsResponse {
             refunds: page.iter().map(payment_proto).collect(),
             next_page_token,
@@ -384,21 +325,7 @@ impl Service {
         body: pb::GetPaymentRequest,
     ) -> Result<pb::Payment, Failure> {
         self.authorize(call, "GetPayment")?;
-        let caller = &call.caller;
-        validate_id("payment_id", &body.payment_id)?;
-        // Someone else's payment answers exactly like one that does not exist, so ids cannot
-        // be probed for existence.
-        let not_found = || Failure::NotFound(format!("payment {} not found", body.payment_id));
-        let record = self
-            .store
-            .payment(&body.payment_id)
-            .await?
-            .ok_or_else(not_found)?;
-        let involved =
-            record.from.username == caller.username || record.to.username == caller.username;
-        if !involved && caller.role != Role::Admin {
-            return Err(not_found());
-        }
+        let record = self.visible_payment(call, &body.payment_id).await?;
         Ok(payment_proto(&record))
     }
 
@@ -435,6 +362,79 @@ impl Service {
             .await?;
         Ok(stream)
     }
+}
+
+impl Service {
+    /// The payment `payment_id` if the caller paid or received it, or is the admin. Someone
+    /// else's payment answers exactly like one that does not exist, so ids cannot be probed.
+    async fn visible_payment(
+        &self,
+        call: &Call,
+        payment_id: &str,
+    ) -> Result<PaymentRecord, Failure> {
+        validate_id("payment_id", payment_id)?;
+        let caller = &call.caller;
+        let not_found = || Failure::NotFound(format!("payment {payment_id} not found"));
+        let record = self
+            .store
+            .payment(payment_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let involved =
+            record.from.username == caller.username || record.to.username == caller.username;
+        if !involved && caller.role != Role::Admin {
+            return Err(not_found());
+        }
+        Ok(record)
+    }
+
+    /// The page a listing asks for: its size (default and bound applied) and where it starts
+    /// (`page_token`, sealed to the caller: a log position would count other users' payments).
+    pub(super) fn page(
+        &self,
+        call: &Call,
+        kind: CursorKind,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<PageAsked, Failure> {
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            asked => asked.min(MAX_PAGE_SIZE),
+        };
+        let before_seq = if page_token.is_empty() {
+            i64::MAX
+        } else {
+            let owner = &call.caller.username;
+            self.seal.open(kind, owner, page_token, "page_token")?
+        };
+        Ok(PageAsked {
+            kind,
+            size,
+            before_seq,
+        })
+    }
+
+    /// The token of the page after `page` (empty when `page` was the last).
+    pub(super) fn next_page_token(
+        &self,
+        call: &Call,
+        asked: &PageAsked,
+        page: &[PaymentRecord],
+    ) -> String {
+        match page.last() {
+            Some(last) if page.len() == asked.size as usize => {
+                self.seal.seal(asked.kind, &call.caller.username, last.seq)
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// A listing's page as asked for ([`Service::page`]).
+pub(super) struct PageAsked {
+    kind: CursorKind,
+    pub(super) size: u32,
+    pub(super) before_seq: i64,
 }
 
 /// How an authorization is to end.

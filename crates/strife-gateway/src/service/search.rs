@@ -11,7 +11,7 @@ use strife_proto::v1 as pb;
 use super::convert::payment_proto;
 use super::cursor::CursorKind;
 use super::validate::{check_currency, check_metadata, check_name, check_text};
-use super::{Service, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use super::Service;
 use crate::request::Call;
 use crate::roles::Role;
 
@@ -24,31 +24,17 @@ impl Service {
         self.authorize(call, "ListPayments")?;
         let caller = &call.caller;
         let filter = filter_of(&body, &caller.username, caller.role == Role::Admin)?;
-        let page_size = match body.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            asked => asked.min(MAX_PAGE_SIZE),
-        };
-        let username = &caller.username;
-        let before_seq = if body.page_token.is_empty() {
-            i64::MAX
-        } else {
-            self.seal.open(
-                CursorKind::HistoryPage,
-                username,
-                &body.page_token,
-                "page_token",
-            )?
-        };
+        let asked = self.page(
+            call,
+            CursorKind::HistoryPage,
+            body.page_size,
+            &body.page_token,
+        )?;
         let page = self
             .store
-            .list_payments(&filter, before_seq, page_size)
+            .list_payments(&filter, asked.before_seq, asked.size)
             .await?;
-        let next_page_token = match page.last() {
-            Some(last) if page.len() == page_size as usize => {
-                self.seal.seal(CursorKind::HistoryPage, username, last.seq)
-            }
-            _ => String::new(),
-        };
+        let next_page_token = self.next_page_token(call, &asked, &page);
         Ok(pb::ListPaymentsResponse {
             payments: page.iter().map(payment_proto).collect(),
             next_page_token,
