@@ -196,6 +196,19 @@ pub struct PaymentFilter {
     pub metadata: Option<(String, String)>,
 }
 
+impl PaymentFilter {
+    /// The user, when the filter is nothing but "this user's payments": the history, which
+    /// the stores answer from their per-user indexes instead of a scan.
+    pub fn only_user(&self) -> Option<&str> {
+        let username = self.username.as_deref()?;
+        let rest = PaymentFilter {
+            username: None,
+            ..self.clone()
+        };
+        (rest == PaymentFilter::default()).then_some(username)
+    }
+}
+
 /// Which side of its payments a user's search looks at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Direction {

@@ -30,10 +30,19 @@ impl Service {
             body.page_size,
             &body.page_token,
         )?;
-        let page = self
-            .store
-            .list_payments(&filter, asked.before_seq, asked.size)
-            .await?;
+        // No filter but the user: the history's indexed read (a search scans the log).
+        let page = match filter.only_user() {
+            Some(username) => {
+                self.store
+                    .history(username, asked.before_seq, asked.size)
+                    .await?
+            }
+            None => {
+                self.store
+                    .list_payments(&filter, asked.before_seq, asked.size)
+                    .await?
+            }
+        };
         let next_page_token = self.next_page_token(call, &asked, &page);
         Ok(pb::ListPaymentsResponse {
             payments: page.iter().map(payment_proto).collect(),
@@ -173,6 +182,24 @@ mod tests {
                 .username
                 .as_deref(),
             Some("bob")
+        );
+    }
+
+    #[test]
+    fn only_a_users_plain_listing_is_the_history() {
+        let plain = filter_of(&request(), "alice", false).unwrap();
+        assert_eq!(plain.only_user(), Some("alice"));
+        let filtered = pb::ListPaymentsRequest {
+            counterparty: "bob".into(),
+            ..request()
+        };
+        assert_eq!(
+            filter_of(&filtered, "alice", false).unwrap().only_user(),
+            None
+        );
+        assert_eq!(
+            filter_of(&request(), "admin", true).unwrap().only_user(),
+            None
         );
     }
 
