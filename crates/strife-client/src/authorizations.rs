@@ -5,8 +5,7 @@
 use serde_json::json;
 use strife_proto::v1 as pb;
 
-use crate::outbox::{classify_refusal, FailureClass};
-use crate::render::{describe_payment, emit, failed, payment_json, usage};
+use crate::render::{describe_payment, emit, failed, failed_keyed, payment_json, usage};
 use crate::session::Gateway;
 
 /// `authorize`: sends the request under one idempotency key, printed when the outcome is
@@ -30,17 +29,7 @@ pub async fn authorize(
             );
             Ok(0)
         }
-        Err(status) => {
-            let exit = failed(args, &status);
-            let reason = strife_common::failure::reason_of(&status);
-            if classify_refusal(status.code(), reason.as_deref()) != FailureClass::Declined {
-                eprintln!(
-                    "The authorization may or may not have been made: rerun the same command \
-                     with --key {key} to authorize exactly once."
-                );
-            }
-            Ok(exit)
-        }
+        Err(status) => Ok(failed_keyed(args, &status, "The authorization", &key)),
     }
 }
 

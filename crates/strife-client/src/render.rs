@@ -178,3 +178,19 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn explain(status: &Status) -> String {
     strife_present::refusal_of(status)
 }
+
+/// A failed call made under idempotency key `key`: the failure as [`failed`] prints it and,
+/// unless the gateway declined it for good, how to rerun it so `what` happens exactly once
+/// (`what`: "the refund", "the authorization"). The exit status.
+pub fn failed_keyed(args: &ClientArgs, status: &Status, what: &str, key: &str) -> u8 {
+    let exit = failed(args, status);
+    let reason = strife_common::failure::reason_of(status);
+    let class = crate::outbox::classify_refusal(status.code(), reason.as_deref());
+    if class != crate::outbox::FailureClass::Declined {
+        eprintln!(
+            "{what} may or may not have been made: rerun the same command with --key {key} \
+             to make it exactly once."
+        );
+    }
+    exit
+}

@@ -10,7 +10,6 @@ use strife_common::money::{self, Amount};
 use strife_proto::v1 as pb;
 
 use crate::args::{ClientArgs, SettlementCommand};
-use crate::outbox::{classify_refusal, FailureClass};
 use crate::render::{
     self, describe_payment, emit, failed, money_json, payment_json, table, timestamp, usage,
 };
@@ -86,17 +85,7 @@ pub async fn refund(
             );
             Ok(0)
         }
-        Err(status) => {
-            let exit = failed(args, &status);
-            let reason = strife_common::failure::reason_of(&status);
-            if classify_refusal(status.code(), reason.as_deref()) != FailureClass::Declined {
-                eprintln!(
-                    "The refund may or may not have been made: rerun the same command with \
-                     --key {key} to refund exactly once."
-                );
-            }
-            Ok(exit)
-        }
+        Err(status) => Ok(render::failed_keyed(args, &status, "The refund", &key)),
     }
 }
 
